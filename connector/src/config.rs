@@ -1,0 +1,113 @@
+//! Command-line flags. Names follow Promscale's where one exists; every flag can also be set
+//! through the `PROMSCALE_*` environment variable shown in `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (key=value fields)
+    Logfmt,
+    /// One JSON object per line
+    Json,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "promscale-connector",
+    version,
+    about = "Long-term store for Prometheus metrics on PostgreSQL.",
+    long_about = "Long-term store for Prometheus metrics on PostgreSQL.\n\n\
+        Prometheus remote-writes to /write (or /api/v1/write); samples are stored in one table per \
+        metric, queryable with SQL through the prom_metric and prom_info views.\n\n\
+        Without --db.uri the connector starts and owns a private PostgreSQL cluster under \
+        --embedded.dir (using the installed PostgreSQL server binaries)."
+)]
+pub struct Config {
+    /// PostgreSQL connection URI, e.g. postgres://user:password@host:5432/dbname?sslmode=require.
+    /// When empty, an embedded PostgreSQL is started under --embedded.dir.
+    #[arg(
+        long = "db.uri",
+        env = "PROMSCALE_DB_URI",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub db_uri: String,
+
+    /// Maximum number of connections to PostgreSQL.
+    #[arg(
+        long = "db.connections-max",
+        env = "PROMSCALE_DB_CONNECTIONS_MAX",
+        default_value_t = 16
+    )]
+    pub db_connections_max: u32,
+
+    /// How long a request waits for a database connection before it is answered with 503
+    /// (so that Prometheus retries instead of timing out).
+    #[arg(long = "db.connection-timeout", env = "PROMSCALE_DB_CONNECTION_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_connection_timeout: Duration,
+
+    /// Address to serve remote write, health and metrics on.
+    #[arg(
+        long = "web.listen-address",
+        env = "PROMSCALE_WEB_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:9201"
+    )]
+    pub web_listen_address: SocketAddr,
+
+    /// Largest remote-write body accepted, in bytes, compressed and decompressed.
+    #[arg(long = "web.max-request-bytes", env = "PROMSCALE_WEB_MAX_REQUEST_BYTES", default_value_t = 64 << 20)]
+    pub web_max_request_bytes: usize,
+
+    /// Concurrent database transactions writing samples.
+    #[arg(
+        long = "ingest.writers",
+        env = "PROMSCALE_INGEST_WRITERS",
+        default_value_t = 4
+    )]
+    pub ingest_writers: usize,
+
+    /// Samples above which queued requests stop being merged into one transaction.
+    #[arg(
+        long = "ingest.max-batch-samples",
+        env = "PROMSCALE_INGEST_MAX_BATCH_SAMPLES",
+        default_value_t = 50_000
+    )]
+    pub ingest_max_batch_samples: usize,
+
+    /// Series ids kept in memory; a miss costs a database lookup.
+    #[arg(
+        long = "cache.series-max-entries",
+        env = "PROMSCALE_CACHE_SERIES_MAX_ENTRIES",
+        default_value_t = 1_000_000
+    )]
+    pub cache_series_max_entries: usize,
+
+    /// Folder of the embedded PostgreSQL cluster, used when --db.uri is empty.
+    #[arg(
+        long = "embedded.dir",
+        env = "PROMSCALE_EMBEDDED_DIR",
+        default_value = ".data/embedded-postgres"
+    )]
+    pub embedded_dir: PathBuf,
+
+    /// Folder holding initdb, pg_ctl and postgres for the embedded cluster
+    /// (default: the newest /usr/lib/postgresql/*/bin, else the folder of initdb on PATH).
+    #[arg(long = "embedded.pg-bin-dir", env = "PROMSCALE_EMBEDDED_PG_BIN_DIR")]
+    pub embedded_pg_bin_dir: Option<PathBuf>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing's target=level list.
+    #[arg(
+        long = "log.level",
+        env = "PROMSCALE_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long = "log.format", env = "PROMSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,180 @@
+//! From a decoded request to committed samples.
+//!
+//! Requests are resolved to series ids concurrently, then queued; a few writer tasks take
+//! whatever is queued, up to a size limit, and commit it in one transaction. Many small
+//! remote-write requests thus share one commit (and one WAL flush), and every request is
+//! answered only after the transaction holding its samples has committed.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::metrics::Metrics;
+use crate::remote_write::decode::{unix_millis_to_pg_micros, WriteBatch};
+use crate::storage::metadata::upsert_metadata;
+use crate::storage::samples::{PgTimestamp, SampleBatch, SampleWriter};
+use crate::storage::series::SeriesResolver;
+use crate::storage::StorageError;
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Writer tasks, i.e. transactions in flight at once.
+    pub writers: usize,
+    /// Samples above which a writer stops adding queued requests to its transaction.
+    pub max_batch_samples: usize,
+    pub series_cache_entries: usize,
+}
+
+struct Job {
+    samples: SampleBatch,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+pub struct Ingestor {
+    pool: PgPool,
+    resolver: SeriesResolver,
+    queue: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+/// What one request added.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestReport {
+    pub samples: usize,
+    pub metadata: usize,
+}
+
+impl Ingestor {
+    /// Starts the writer tasks; they end when the `Ingestor` is dropped and the queue drained.
+    pub fn start(
+        pool: PgPool,
+        writer: Arc<dyn SampleWriter>,
+        options: &IngestOptions,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (queue, jobs) = mpsc::channel::<Job>(options.writers.max(1) * 64);
+        let jobs = Arc::new(Mutex::new(jobs));
+        for _ in 0..options.writers.max(1) {
+            tokio::spawn(write_loop(
+                jobs.clone(),
+                writer.clone(),
+                options.max_batch_samples,
+                metrics.clone(),
+            ));
+        }
+        Ingestor {
+            resolver: SeriesResolver::new(pool.clone(), options.series_cache_entries),
+            pool,
+            queue,
+            metrics,
+        }
+    }
+
+    pub fn cached_series(&self) -> usize {
+        self.resolver.cached_series()
+    }
+
+    /// Stores a request; `Ok` means every sample and metadata entry in it is committed.
+    pub async fn ingest(&self, batch: WriteBatch) -> Result<IngestReport, StorageError> {
+        let (refs, stats) = self.resolver.resolve(&batch.series).await?;
+        self.metrics
+            .series_cache_hits
+            .inc_by(stats.cache_hits as u64);
+        self.metrics
+            .series_cache_misses
+            .inc_by(stats.cache_misses as u64);
+        self.metrics
+            .series_cache_evictions
+            .inc_by(stats.evicted as u64);
+        self.metrics
+            .exemplars_dropped
+            .inc_by(batch.exemplars_dropped as u64);
+
+        let mut samples = SampleBatch::default();
+        for (series, r) in batch.series.iter().zip(refs) {
+            let table = samples.tables.entry(r.table).or_default();
+            for s in &series.samples {
+                let time = unix_millis_to_pg_micros(s.timestamp).expect("checked while decoding");
+                table.push(r.id, PgTimestamp(time), s.value);
+            }
+        }
+        let sample_count = samples.len();
+        if sample_count > 0 {
+            let (done, committed) = oneshot::channel();
+            self.queue
+                .send(Job { samples, done })
+                .await
+                .map_err(|_| StorageError::Unavailable("the connector is shutting down".into()))?;
+            committed.await.map_err(|_| {
+                StorageError::Unavailable("the writer stopped before committing".into())
+            })??;
+        }
+        upsert_metadata(&self.pool, &batch.metadata).await?;
+        self.metrics
+            .metadata_ingested
+            .inc_by(batch.metadata.len() as u64);
+        Ok(IngestReport {
+            samples: sample_count,
+            metadata: batch.metadata.len(),
+        })
+    }
+}
+
+async fn write_loop(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    writer: Arc<dyn SampleWriter>,
+    max_batch_samples: usize,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let mut taken = Vec::new();
+        {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            let mut samples = first.samples.len();
+            taken.push(first);
+            while samples < max_batch_samples {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        samples += job.samples.len();
+                        taken.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut dones = Vec::with_capacity(taken.len());
+        let mut merged = SampleBatch::default();
+        for job in taken {
+            merged.append(job.samples);
+            dones.push(job.done);
+        }
+        let started = Instant::now();
+        let result = writer.write(&merged).await;
+        metrics
+            .db_write_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) => {
+                metrics.samples_ingested.inc_by(merged.len() as u64);
+                metrics.db_batch_samples.observe(merged.len() as f64);
+                metrics.db_batch_requests.observe(dones.len() as f64);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                metrics.last_commit_timestamp.set(now.as_secs() as i64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, requests = dones.len(), samples = merged.len(), "writing samples failed")
+            }
+        }
+        for done in dones {
+            // The request may have been abandoned by its client; nothing to do then.
+            let _ = done.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! promscale-connector: stores Prometheus remote-write samples in PostgreSQL.
+//!
+//! Request path: [`server`] routes `POST /write` to [`remote_write::handler`], which decodes
+//! and validates ([`remote_write::decode`]), then [`ingest`] resolves series ids
+//! ([`storage::series`], cached in [`storage::series_cache`]) and queues the samples for a
+//! writer that commits them ([`storage::samples`]). The schema is created by
+//! [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL when none is given.
+
+pub mod config;
+pub mod embedded_db;
+pub mod ingest;
+pub mod metrics;
+pub mod remote_write;
+pub mod server;
+pub mod storage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::embedded_db::{EmbeddedPostgres, StopMode};
+use crate::ingest::{IngestOptions, Ingestor};
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::storage::migrations::{migrate, MigrationError};
+use crate::storage::samples::RowPerSampleWriter;
+
+/// Runs the connector until `shutdown` completes, then drains requests and stops the
+/// embedded database if it started one.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (connect_options, embedded) = database(&config).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_connections_max)
+        .acquire_timeout(config.db_connection_timeout)
+        .connect_lazy_with(connect_options.application_name("promscale-connector"));
+
+    let metrics = Arc::new(Metrics::new());
+    let ingest_options = IngestOptions {
+        writers: config.ingest_writers,
+        max_batch_samples: config.ingest_max_batch_samples,
+        series_cache_entries: config.cache_series_max_entries,
+    };
+    let writer = Arc::new(RowPerSampleWriter::new(pool.clone()));
+    let state = Arc::new(AppState {
+        pool: pool.clone(),
+        ingestor: Ingestor::start(pool.clone(), writer, &ingest_options, metrics.clone()),
+        metrics,
+        max_request_bytes: config.web_max_request_bytes,
+        migrated: Default::default(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.web_listen_address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; choose another --web.listen-address",
+                config.web_listen_address
+            )
+        })?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening for remote write on /write and /api/v1/write");
+    print_prometheus_snippet(address);
+
+    let migrator = tokio::spawn(migrate_until_done(pool.clone(), state.clone()));
+    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(shutdown);
+    let result = tokio::select! {
+        served = server => served.context("HTTP server failed"),
+        migrated = migrator => match migrated {
+            Ok(Err(e)) => Err(anyhow!(e)),
+            Ok(Ok(())) => unreachable!("the migrator only returns on fatal errors"),
+            Err(e) => Err(anyhow!("migration task failed: {e}")),
+        },
+    };
+    pool.close().await;
+    if let Some(mut pg) = embedded {
+        tokio::task::spawn_blocking(move || pg.stop(StopMode::Fast)).await??;
+        tracing::info!("stopped the embedded PostgreSQL");
+    }
+    result
+}
+
+async fn database(config: &Config) -> anyhow::Result<(PgConnectOptions, Option<EmbeddedPostgres>)> {
+    if !config.db_uri.is_empty() {
+        // The parse error may quote the URI, password included: never pass it on.
+        let options = config.db_uri.parse::<PgConnectOptions>().map_err(|_| {
+            anyhow!("--db.uri (PROMSCALE_DB_URI) is not a valid PostgreSQL URI; expected postgres://user:password@host:5432/dbname?sslmode=...")
+        })?;
+        return Ok((options, None));
+    }
+    let dir = config.embedded_dir.clone();
+    let bin_dir = config.embedded_pg_bin_dir.clone();
+    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, bin_dir.as_deref()))
+        .await?
+        .context("no --db.uri given, and the embedded PostgreSQL could not be started")?;
+    tracing::info!(uri = %pg.redacted_uri(), "started the embedded PostgreSQL (no --db.uri given)");
+    let options = pg
+        .uri()
+        .parse::<PgConnectOptions>()
+        .map_err(|_| anyhow!("embedded database URI is invalid"))?;
+    Ok((options, Some(pg)))
+}
+
+/// Migrates the schema, retrying while the database is unreachable. Returns only on errors
+/// that retrying cannot fix; on success it marks the connector ready and waits forever.
+async fn migrate_until_done(pool: PgPool, state: Arc<AppState>) -> Result<(), MigrationError> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match migrate(&pool).await {
+            Ok(applied) => {
+                tracing::info!(applied, "database schema is up to date");
+                state.migrated.store(true, Ordering::Release);
+                return std::future::pending().await;
+            }
+            Err(e @ MigrationError::TooNew { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot migrate the database schema yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn print_prometheus_snippet(address: SocketAddr) {
+    let host = if address.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        address.ip().to_string()
+    };
+    println!(
+        "\npromscale-connector is listening on {address}. Add this to prometheus.yml:\n\n\
+         remote_write:\n  - url: \"http://{host}:{port}/write\"\n",
+        port = address.port()
+    );
+}

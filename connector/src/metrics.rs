@@ -1,0 +1,147 @@
+//! The connector's own metrics, served on `/metrics` in Prometheus' text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub write_requests: Family<CodeLabel, Counter>,
+    pub samples_ingested: Counter,
+    pub metadata_ingested: Counter,
+    pub exemplars_dropped: Counter,
+    pub series_cache_hits: Counter,
+    pub series_cache_misses: Counter,
+    pub series_cache_evictions: Counter,
+    pub series_cache_entries: Gauge,
+    pub write_request_duration: Histogram,
+    pub db_write_duration: Histogram,
+    pub db_batch_samples: Histogram,
+    pub db_batch_requests: Histogram,
+    pub last_commit_timestamp: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            write_requests: Family::default(),
+            samples_ingested: Counter::default(),
+            metadata_ingested: Counter::default(),
+            exemplars_dropped: Counter::default(),
+            series_cache_hits: Counter::default(),
+            series_cache_misses: Counter::default(),
+            series_cache_evictions: Counter::default(),
+            series_cache_entries: Gauge::default(),
+            write_request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            db_write_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            db_batch_samples: Histogram::new(exponential_buckets(1.0, 4.0, 12)),
+            db_batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            last_commit_timestamp: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let build_info: Family<VersionLabel, Gauge> = Family::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "promscale_build_info",
+            "Version of this connector; always 1",
+            build_info,
+        );
+        registry.register(
+            "promscale_ingest_requests",
+            "Remote-write requests answered, by HTTP status code",
+            m.write_requests.clone(),
+        );
+        registry.register(
+            "promscale_ingest_samples",
+            "Samples committed to the database",
+            m.samples_ingested.clone(),
+        );
+        registry.register(
+            "promscale_ingest_metadata",
+            "Metric metadata entries stored",
+            m.metadata_ingested.clone(),
+        );
+        registry.register(
+            "promscale_ingest_exemplars_dropped",
+            "Exemplars received and not stored (exemplar storage is not supported)",
+            m.exemplars_dropped.clone(),
+        );
+        registry.register(
+            "promscale_series_cache_hits",
+            "Series ids found in the connector's cache",
+            m.series_cache_hits.clone(),
+        );
+        registry.register(
+            "promscale_series_cache_misses",
+            "Series ids looked up in or created by the database",
+            m.series_cache_misses.clone(),
+        );
+        registry.register(
+            "promscale_series_cache_evictions",
+            "Series dropped from the cache to respect --cache.series-max-entries",
+            m.series_cache_evictions.clone(),
+        );
+        registry.register(
+            "promscale_series_cache_entries",
+            "Series currently cached",
+            m.series_cache_entries.clone(),
+        );
+        registry.register(
+            "promscale_ingest_request_duration_seconds",
+            "Time from receiving a remote-write request to answering it",
+            m.write_request_duration.clone(),
+        );
+        registry.register(
+            "promscale_ingest_db_write_duration_seconds",
+            "Time to write and commit one batch of samples",
+            m.db_write_duration.clone(),
+        );
+        registry.register(
+            "promscale_ingest_db_batch_samples",
+            "Samples per database transaction",
+            m.db_batch_samples.clone(),
+        );
+        registry.register(
+            "promscale_ingest_db_batch_requests",
+            "Remote-write requests committed together in one transaction",
+            m.db_batch_requests.clone(),
+        );
+        registry.register(
+            "promscale_ingest_last_commit_timestamp_seconds",
+            "Unix time of the last successful sample commit",
+            m.last_commit_timestamp.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,95 @@
+//! `POST /write` and `POST /api/v1/write`: answers so that Prometheus does the right thing.
+//! 2xx only once the samples are committed; 4xx for data that can never be stored
+//! (Prometheus drops it); 5xx when the database is unavailable (Prometheus retries).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::decode::{decode_snappy, DecodeError};
+use crate::metrics::CodeLabel;
+use crate::server::AppState;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("unsupported Content-Encoding {0:?}: remote-write 1.0 bodies are snappy-compressed")]
+    UnsupportedEncoding(String),
+    #[error("unsupported Content-Type {0:?}: only remote-write 1.0 (prometheus.WriteRequest) is accepted")]
+    UnsupportedProtocol(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("not ready: the database schema is not migrated yet")]
+    NotReady,
+}
+
+impl WriteError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WriteError::UnsupportedEncoding(_) | WriteError::UnsupportedProtocol(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            WriteError::Decode(_) | WriteError::Storage(StorageError::Rejected(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+}
+
+pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let result = store(&app, &headers, &body).await;
+    let status = match &result {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(e) => {
+            let status = e.status();
+            tracing::warn!(status = status.as_u16(), error = %e, "remote-write request refused");
+            status
+        }
+    };
+    app.metrics
+        .write_requests
+        .get_or_create(&CodeLabel {
+            code: status.as_u16(),
+        })
+        .inc();
+    app.metrics
+        .write_request_duration
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => status.into_response(),
+        Err(e) => (status, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn store(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), WriteError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes());
+        if !encoding.eq_ignore_ascii_case("snappy") {
+            return Err(WriteError::UnsupportedEncoding(encoding.into_owned()));
+        }
+    }
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let content_type = String::from_utf8_lossy(content_type.as_bytes());
+        if content_type.contains("proto=")
+            && !content_type.contains("proto=prometheus.WriteRequest")
+        {
+            return Err(WriteError::UnsupportedProtocol(content_type.into_owned()));
+        }
+    }
+    let batch = decode_snappy(body, app.max_request_bytes)?;
+    if !app.is_ready() {
+        return Err(WriteError::NotReady);
+    }
+    app.ingestor.ingest(batch).await?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Versioned, idempotent schema migrations, applied at start-up.
+//!
+//! Connectors that start together against the same database take turns through a session
+//! advisory lock, so each migration is applied exactly once; each runs in its own
+//! transaction together with the row that records it.
+
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+/// Arbitrary but fixed first key of every advisory lock the connector takes.
+pub const ADVISORY_LOCK_NAMESPACE: i32 = 7_355_608;
+const MIGRATION_LOCK: i32 = 0;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "catalog",
+    sql: include_str!("migrations/0001_catalog.sql"),
+}];
+
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("the database schema is at version {found}, newer than this connector knows ({known}); upgrade the connector")]
+    TooNew { found: i32, known: i32 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed {
+        version: i32,
+        name: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("could not prepare migrations: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Brings the schema to the latest version; returns how many migrations were applied.
+pub async fn migrate(pool: &PgPool) -> Result<usize, MigrationError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(ADVISORY_LOCK_NAMESPACE)
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let result = apply_pending(&mut conn).await;
+    let unlock = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(ADVISORY_LOCK_NAMESPACE)
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    if unlock.is_err() {
+        // A connection whose unlock failed may still hold the lock: never reuse it.
+        conn.detach();
+    }
+    result
+}
+
+async fn apply_pending(conn: &mut PgConnection) -> Result<usize, MigrationError> {
+    conn.execute(
+        "CREATE SCHEMA IF NOT EXISTS _prom_catalog;
+         CREATE TABLE IF NOT EXISTS _prom_catalog.migration (
+             version    int PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());",
+    )
+    .await?;
+    let current: i32 =
+        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _prom_catalog.migration")
+            .fetch_one(&mut *conn)
+            .await?;
+    if current > latest_version() {
+        return Err(MigrationError::TooNew {
+            found: current,
+            known: latest_version(),
+        });
+    }
+    let mut applied = 0;
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let failed = |source| MigrationError::Failed {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        let mut tx = conn.begin().await?;
+        tx.execute(m.sql).await.map_err(failed)?;
+        sqlx::query("INSERT INTO _prom_catalog.migration (version, name) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
+        applied += 1;
+    }
+    Ok(applied)
+}

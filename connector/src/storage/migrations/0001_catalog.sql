@@ -1,0 +1,244 @@
+-- The normalized Promscale schema: a catalog of metrics, labels and series, one samples
+-- table per metric, and the views SQL users query.
+--
+-- Schemas:
+--   _prom_catalog  internal catalog and the functions the connector calls
+--   prom_data      one samples table per metric: (time, value, series_id)
+--   prom_metric    one view per metric, with a text column per label key
+--   prom_info      overview views: metric, label
+
+CREATE SCHEMA IF NOT EXISTS prom_data;
+CREATE SCHEMA IF NOT EXISTS prom_metric;
+CREATE SCHEMA IF NOT EXISTS prom_info;
+
+CREATE TABLE _prom_catalog.metric (
+    id          serial PRIMARY KEY,
+    metric_name text NOT NULL UNIQUE,
+    -- Name of the table in prom_data and of the view in prom_metric: the metric name when it
+    -- is a valid PostgreSQL identifier (at most 63 bytes), otherwise a shortened unique form.
+    table_name  name NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE _prom_catalog.label (
+    id    serial PRIMARY KEY,
+    key   text NOT NULL,
+    value text NOT NULL,
+    UNIQUE (key, value) INCLUDE (id)
+);
+
+-- Column name each label key gets in the prom_metric views.
+CREATE TABLE _prom_catalog.label_key (
+    id                serial PRIMARY KEY,
+    key               text NOT NULL UNIQUE,
+    value_column_name name NOT NULL UNIQUE
+);
+
+-- Where each label key of a metric sits in its series' labels array. Positions are only ever
+-- appended, so a label set always has exactly one array form and views only gain columns.
+CREATE TABLE _prom_catalog.label_key_position (
+    metric_id int  NOT NULL REFERENCES _prom_catalog.metric (id),
+    key       text NOT NULL,
+    pos       int  NOT NULL,
+    PRIMARY KEY (metric_id, key),
+    UNIQUE (metric_id, pos)
+);
+
+-- A series is its label set: labels[pos] is the id of its label for the key at pos, 0 where
+-- the series has no such label. labels[1] is always the __name__ label.
+CREATE TABLE _prom_catalog.series (
+    id        bigserial PRIMARY KEY,
+    metric_id int   NOT NULL REFERENCES _prom_catalog.metric (id),
+    labels    int[] NOT NULL,
+    UNIQUE (labels) INCLUDE (id)
+);
+CREATE INDEX series_labels_gin ON _prom_catalog.series USING GIN (labels);
+CREATE INDEX series_metric_id ON _prom_catalog.series (metric_id);
+
+-- Metric metadata (TYPE, HELP, UNIT) as Prometheus sends it with remote write.
+CREATE TABLE _prom_catalog.metadata (
+    metric_family text NOT NULL,
+    type          text NOT NULL,
+    unit          text NOT NULL,
+    help          text NOT NULL,
+    last_seen     timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX metadata_identity ON _prom_catalog.metadata (metric_family, type, unit, md5(help));
+
+-- A PostgreSQL identifier for a user-supplied name: the name itself when it fits in 63 bytes,
+-- otherwise a prefix and a hash. Callers make it unique against what already exists.
+CREATE FUNCTION _prom_catalog.identifier_for(p_name text) RETURNS name
+LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$
+DECLARE
+    prefix text := p_name;
+BEGIN
+    IF octet_length(p_name) <= 63 THEN
+        RETURN p_name::name;
+    END IF;
+    WHILE octet_length(prefix) > 50 LOOP
+        prefix := left(prefix, -1);
+    END LOOP;
+    RETURN (prefix || '_' || left(md5(p_name), 12))::name;
+END
+$fn$;
+
+-- Recreates the user view of one metric; called whenever the metric gains a label key.
+CREATE FUNCTION _prom_catalog.refresh_metric_view(p_metric_id int) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_table name;
+    v_columns text;
+BEGIN
+    SELECT table_name INTO STRICT v_table FROM _prom_catalog.metric WHERE id = p_metric_id;
+    SELECT coalesce(string_agg(
+               format(', (SELECT l.value FROM _prom_catalog.label l WHERE l.id = s.labels[%s]) AS %I',
+                      p.pos, k.value_column_name), '' ORDER BY p.pos), '')
+      INTO v_columns
+      FROM _prom_catalog.label_key_position p
+      JOIN _prom_catalog.label_key k ON k.key = p.key
+     WHERE p.metric_id = p_metric_id AND p.key <> '__name__';
+    EXECUTE format(
+        'CREATE OR REPLACE VIEW prom_metric.%I AS '
+        'SELECT d.time, d.value, d.series_id, s.labels%s '
+        'FROM prom_data.%I d JOIN _prom_catalog.series s ON s.id = d.series_id',
+        v_table, v_columns, v_table);
+END
+$fn$;
+
+-- The metric's id and samples table, creating both (and the view) on first use.
+CREATE FUNCTION _prom_catalog.get_or_create_metric(p_metric_name text, OUT id int, OUT table_name name)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_candidate name;
+BEGIN
+    SELECT m.id, m.table_name INTO id, table_name FROM _prom_catalog.metric m WHERE m.metric_name = p_metric_name;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- Serialize metric creation across connectors; the lock ends with the transaction.
+    PERFORM pg_advisory_xact_lock(7355608, 1);
+    SELECT m.id, m.table_name INTO id, table_name FROM _prom_catalog.metric m WHERE m.metric_name = p_metric_name;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    v_candidate := _prom_catalog.identifier_for(p_metric_name);
+    IF EXISTS (SELECT 1 FROM _prom_catalog.metric m WHERE m.table_name = v_candidate) THEN
+        v_candidate := _prom_catalog.identifier_for(p_metric_name || '_' || nextval(pg_get_serial_sequence('_prom_catalog.metric', 'id')));
+    END IF;
+    INSERT INTO _prom_catalog.metric (metric_name, table_name) VALUES (p_metric_name, v_candidate)
+    RETURNING metric.id, metric.table_name INTO id, table_name;
+    INSERT INTO _prom_catalog.label_key_position (metric_id, key, pos) VALUES (id, '__name__', 1);
+    PERFORM _prom_catalog.get_or_create_label_key('__name__');
+    EXECUTE format('CREATE TABLE prom_data.%I (time timestamptz NOT NULL, value double precision NOT NULL, series_id bigint NOT NULL)', table_name);
+    -- Unique so that samples Prometheus sends again after a retry are stored once.
+    EXECUTE format('CREATE UNIQUE INDEX %I ON prom_data.%I (series_id, time) INCLUDE (value)',
+                   _prom_catalog.identifier_for(table_name || '_series_id_time'), table_name);
+    PERFORM _prom_catalog.refresh_metric_view(id);
+END
+$fn$;
+
+CREATE FUNCTION _prom_catalog.get_or_create_label_key(p_key text) RETURNS name
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_column name;
+BEGIN
+    SELECT value_column_name INTO v_column FROM _prom_catalog.label_key WHERE key = p_key;
+    IF FOUND THEN
+        RETURN v_column;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7355608, 2);
+    SELECT value_column_name INTO v_column FROM _prom_catalog.label_key WHERE key = p_key;
+    IF FOUND THEN
+        RETURN v_column;
+    END IF;
+    v_column := _prom_catalog.identifier_for(p_key);
+    -- The views' own columns keep their names; a label called "time" becomes "time_label".
+    IF v_column IN ('time', 'value', 'series_id', 'labels')
+       OR EXISTS (SELECT 1 FROM _prom_catalog.label_key WHERE value_column_name = v_column) THEN
+        v_column := _prom_catalog.identifier_for(p_key || '_label');
+    END IF;
+    IF EXISTS (SELECT 1 FROM _prom_catalog.label_key WHERE value_column_name = v_column) THEN
+        v_column := _prom_catalog.identifier_for(p_key || '_label_' || nextval(pg_get_serial_sequence('_prom_catalog.label_key', 'id')));
+    END IF;
+    INSERT INTO _prom_catalog.label_key (key, value_column_name) VALUES (p_key, v_column);
+    RETURN v_column;
+END
+$fn$;
+
+CREATE TYPE _prom_catalog.indexed_labels AS (i int, labels int[]);
+
+-- Resolves many series of one metric at once. Series i of the batch is described by the
+-- entries of p_keys/p_values whose p_series_idx is i; every series must have its __name__
+-- entry. Returns the id of every series, creating labels, label keys, positions and series
+-- as needed. Each step is its own statement so that it sees what concurrent connectors
+-- committed meanwhile (READ COMMITTED takes a new snapshot per statement).
+CREATE FUNCTION _prom_catalog.get_or_create_series_ids(
+    p_metric_name text, p_series_idx int[], p_keys text[], p_values text[])
+RETURNS TABLE (idx int, series_id bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_metric_id int;
+    v_new_keys text[];
+    v_key text;
+    v_wanted _prom_catalog.indexed_labels[];
+BEGIN
+    SELECT m.id INTO v_metric_id FROM _prom_catalog.get_or_create_metric(p_metric_name) m;
+
+    SELECT array_agg(DISTINCT k ORDER BY k) INTO v_new_keys
+      FROM unnest(p_keys) k
+     WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.label_key_position p WHERE p.metric_id = v_metric_id AND p.key = k);
+    IF v_new_keys IS NOT NULL THEN
+        -- The metric row lock orders concurrent position assignment and view changes. NO KEY
+        -- UPDATE does not wait for the key-share locks that series inserts take.
+        PERFORM 1 FROM _prom_catalog.metric WHERE id = v_metric_id FOR NO KEY UPDATE;
+        FOREACH v_key IN ARRAY v_new_keys LOOP
+            PERFORM _prom_catalog.get_or_create_label_key(v_key);
+            INSERT INTO _prom_catalog.label_key_position (metric_id, key, pos)
+            SELECT v_metric_id, v_key, coalesce(max(p.pos), 0) + 1
+              FROM _prom_catalog.label_key_position p WHERE p.metric_id = v_metric_id
+            ON CONFLICT (metric_id, key) DO NOTHING;
+        END LOOP;
+        PERFORM _prom_catalog.refresh_metric_view(v_metric_id);
+    END IF;
+
+    INSERT INTO _prom_catalog.label (key, value)
+    SELECT DISTINCT k, v FROM unnest(p_keys, p_values) AS t(k, v)
+    ORDER BY 1, 2
+    ON CONFLICT (key, value) DO NOTHING;
+
+    WITH entries AS (
+        SELECT t.i, p.pos, l.id
+          FROM unnest(p_series_idx, p_keys, p_values) AS t(i, k, v)
+          JOIN _prom_catalog.label l ON l.key = t.k AND l.value = t.v
+          JOIN _prom_catalog.label_key_position p ON p.metric_id = v_metric_id AND p.key = t.k
+    )
+    SELECT array_agg(ROW(s.i, (
+               SELECT array_agg(coalesce(e.id, 0) ORDER BY g.pos)
+                 FROM generate_series(1, (SELECT max(e2.pos) FROM entries e2 WHERE e2.i = s.i)) g(pos)
+                 LEFT JOIN entries e ON e.i = s.i AND e.pos = g.pos))::_prom_catalog.indexed_labels)
+      INTO v_wanted
+      FROM (SELECT DISTINCT u.i FROM unnest(p_series_idx) u(i)) s;
+
+    INSERT INTO _prom_catalog.series (metric_id, labels)
+    SELECT v_metric_id, w.labels FROM unnest(v_wanted) w ORDER BY w.labels
+    ON CONFLICT (labels) DO NOTHING;
+
+    RETURN QUERY
+    SELECT w.i, s.id FROM unnest(v_wanted) w JOIN _prom_catalog.series s ON s.labels = w.labels;
+END
+$fn$;
+
+CREATE VIEW prom_info.metric AS
+SELECT m.id,
+       m.metric_name,
+       m.table_name,
+       ARRAY(SELECT p.key FROM _prom_catalog.label_key_position p WHERE p.metric_id = m.id ORDER BY p.pos) AS label_keys,
+       pg_size_pretty(pg_total_relation_size(format('prom_data.%I', m.table_name)::regclass)) AS size
+  FROM _prom_catalog.metric m;
+
+CREATE VIEW prom_info.label AS
+SELECT k.key,
+       k.value_column_name,
+       ARRAY(SELECT l.value FROM _prom_catalog.label l WHERE l.key = k.key ORDER BY l.value) AS values,
+       (SELECT count(*) FROM _prom_catalog.label l WHERE l.key = k.key) AS num_values
+  FROM _prom_catalog.label_key k;

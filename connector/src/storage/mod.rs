@@ -1,0 +1,10 @@
+//! Everything that talks to PostgreSQL on the write path.
+
+pub mod error;
+pub mod metadata;
+pub mod migrations;
+pub mod samples;
+pub mod series;
+pub mod series_cache;
+
+pub use error::StorageError;

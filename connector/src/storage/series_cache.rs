@@ -1,0 +1,102 @@
+//! In-memory map from a series' label set to its id and samples table.
+//!
+//! Almost every series in a remote-write request was seen before, so this cache is what
+//! keeps the write path free of per-series database round trips. It is sharded to keep lock
+//! hold times short under many concurrent requests, and bounded: a shard that fills up is
+//! emptied, and its series are looked up again (cheaply, they already exist).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+/// Where the samples of one series go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesRef {
+    pub id: i64,
+    /// Name of the metric's table in `prom_data`, exactly as in the catalog.
+    pub table: Arc<str>,
+}
+
+const SHARDS: usize = 32;
+
+pub struct SeriesCache {
+    shards: Vec<Mutex<HashMap<Box<[u8]>, SeriesRef>>>,
+    hasher: RandomState,
+    shard_capacity: usize,
+}
+
+impl SeriesCache {
+    pub fn new(max_entries: usize) -> Self {
+        SeriesCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            shard_capacity: max_entries.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, identity: &[u8]) -> &Mutex<HashMap<Box<[u8]>, SeriesRef>> {
+        &self.shards[self.hasher.hash_one(identity) as usize % SHARDS]
+    }
+
+    pub fn get(&self, identity: &[u8]) -> Option<SeriesRef> {
+        self.shard(identity)
+            .lock()
+            .expect("series cache poisoned")
+            .get(identity)
+            .cloned()
+    }
+
+    /// Inserts, returning how many entries had to be evicted to make room.
+    pub fn insert(&self, identity: Vec<u8>, series: SeriesRef) -> usize {
+        let mut shard = self.shard(&identity).lock().expect("series cache poisoned");
+        let mut evicted = 0;
+        if shard.len() >= self.shard_capacity && !shard.contains_key(identity.as_slice()) {
+            evicted = shard.len();
+            shard.clear();
+        }
+        shard.insert(identity.into_boxed_slice(), series);
+        evicted
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("series cache poisoned").len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(id: i64) -> SeriesRef {
+        SeriesRef {
+            id,
+            table: Arc::from("t"),
+        }
+    }
+
+    #[test]
+    fn returns_what_was_inserted() {
+        let cache = SeriesCache::new(100);
+        cache.insert(b"a".to_vec(), series(1));
+        assert_eq!(cache.get(b"a"), Some(series(1)));
+        assert_eq!(cache.get(b"b"), None);
+    }
+
+    #[test]
+    fn stays_within_its_bound() {
+        let cache = SeriesCache::new(64);
+        for i in 0..10_000i64 {
+            cache.insert(i.to_be_bytes().to_vec(), series(i));
+        }
+        assert!(cache.len() <= 64, "cache grew to {}", cache.len());
+        // The newest entry always survives its own insertion.
+        assert_eq!(cache.get(&9_999i64.to_be_bytes()), Some(series(9_999)));
+    }
+}
