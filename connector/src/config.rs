@@ -63,11 +63,7 @@ pub struct Config {
     pub web_max_request_bytes: usize,
 
     /// Concurrent database transactions writing samples.
-    #[arg(
-        long = "ingest.writers",
-        env = "PROMSCALE_INGEST_WRITERS",
-        default_value_t = 4
-    )]
+    #[arg(long = "ingest.writers", env = "PROMSCALE_INGEST_WRITERS", default_value_t = 4)]
     pub ingest_writers: usize,
 
     /// Samples above which queued requests stop being merged into one transaction.
@@ -100,11 +96,7 @@ pub struct Config {
     pub embedded_pg_bin_dir: Option<PathBuf>,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing's target=level list.
-    #[arg(
-        long = "log.level",
-        env = "PROMSCALE_LOG_LEVEL",
-        default_value = "info"
-    )]
+    #[arg(long = "log.level", env = "PROMSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
     /// Log line format.

@@ -72,15 +72,9 @@ impl EmbeddedPostgres {
             None => find_bin_dir()?,
         };
         if !bin_dir.join("initdb").exists() {
-            return Err(EmbeddedError::BinariesNotFound(
-                bin_dir.display().to_string(),
-            ));
+            return Err(EmbeddedError::BinariesNotFound(bin_dir.display().to_string()));
         }
-        let run_as = if is_root() {
-            Some(postgres_user()?)
-        } else {
-            None
-        };
+        let run_as = if is_root() { Some(postgres_user()?) } else { None };
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let dir = dir
             .canonicalize()
@@ -88,10 +82,8 @@ impl EmbeddedPostgres {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(format!("restricting {}", dir.display())))?;
         if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io_err(format!(
-                "handing {} to the postgres user",
-                dir.display()
-            )))?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(io_err(format!("handing {} to the postgres user", dir.display())))?;
         }
         let mut pg = EmbeddedPostgres {
             dir,
@@ -157,16 +149,7 @@ impl EmbeddedPostgres {
         self.run(
             "stopping PostgreSQL",
             "pg_ctl",
-            &[
-                "stop",
-                "-w",
-                "-t",
-                "60",
-                "-m",
-                mode,
-                "-D",
-                path_str(&pgdata),
-            ],
+            &["stop", "-w", "-t", "60", "-m", mode, "-D", path_str(&pgdata)],
             None,
         )?;
         self.running = false;
@@ -251,10 +234,7 @@ impl EmbeddedPostgres {
         .map_err(|e| match e {
             EmbeddedError::Command { action, detail } => EmbeddedError::Command {
                 action,
-                detail: format!(
-                    "{detail}\nsee {} for the server's own messages",
-                    log.display()
-                ),
+                detail: format!("{detail}\nsee {} for the server's own messages", log.display()),
             },
             other => other,
         })?;
@@ -268,39 +248,25 @@ impl EmbeddedPostgres {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(io_err(format!("restricting {}", path.display())))?;
         if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io_err(format!(
-                "handing {} to the postgres user",
-                path.display()
-            )))?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(io_err(format!("handing {} to the postgres user", path.display())))?;
         }
         Ok(())
     }
 
-    fn run(
-        &self,
-        action: &str,
-        program: &str,
-        args: &[&str],
-        stdin: Option<&str>,
-    ) -> Result<(), EmbeddedError> {
+    fn run(&self, action: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), EmbeddedError> {
         let mut cmd = Command::new(self.bin_dir.join(program));
         cmd.args(args)
             .current_dir(&self.dir)
             .env("LC_ALL", "C")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
         // pg_ctl's server outlives this call and must not keep our pipes open.
-        let mut child = cmd
-            .spawn()
-            .map_err(io_err(format!("{action}: running {program}")))?;
+        let mut child = cmd.spawn().map_err(io_err(format!("{action}: running {program}")))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes())
                 .map_err(io_err(format!("{action}: feeding {program}")))?;

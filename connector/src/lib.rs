@@ -34,10 +34,7 @@ use crate::storage::samples::RowPerSampleWriter;
 
 /// Runs the connector until `shutdown` completes, then drains requests and stops the
 /// embedded database if it started one.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let (connect_options, embedded) = database(&config).await?;
     let pool = PgPoolOptions::new()
         .max_connections(config.db_connections_max)

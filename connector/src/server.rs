@@ -54,11 +54,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
             "not ready: database schema not migrated yet\n".to_string(),
         );
     }
-    let ping = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&app.pool),
-    )
-    .await;
+    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&app.pool)).await;
     match ping {
         Ok(Ok(_)) => (StatusCode::OK, "ok\n".to_string()),
         Ok(Err(e)) => (
@@ -77,10 +73,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         .series_cache_entries
         .set(app.ingestor.cached_series() as i64);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.encode(),
     )
 }

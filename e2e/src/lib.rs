@@ -1,1 +1,81 @@
+//! Test harness: real servers on free loopback ports, each with a private data folder that
+//! disappears with it. Every server is stopped when its handle is dropped, so tests can run
+//! twice in a row and in parallel.
 
+pub mod connector;
+pub mod postgres;
+pub mod prometheus;
+pub mod remote_write;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use promscale_connector::embedded_db::free_port;
+
+/// A private folder that the `postgres` system user can also enter (PostgreSQL refuses to
+/// run as root, so the harness's clusters run as that user when tests run as root).
+pub fn private_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a temporary folder");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A binary of this workspace: next to the running executable (target/<profile>/ for
+/// binaries, target/<profile>/deps/ for tests), or named by `PROMSCALE_<NAME>_BIN`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let env = format!(
+        "PROMSCALE_{}_BIN",
+        name.trim_start_matches("promscale-").to_uppercase().replace('-', "_")
+    );
+    if let Some(path) = std::env::var_os(&env) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current executable");
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{name} is not built next to {}; run `cargo build --workspace --bins` first (or set {env})",
+        exe.display()
+    );
+}
+
+/// Sends SIGTERM, waits up to `grace` for the process to exit, then kills it.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}

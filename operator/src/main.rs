@@ -14,8 +14,6 @@ struct Args {}
 
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
-    eprintln!(
-        "promscale-operator is not implemented yet; deploy promscale-connector directly for now"
-    );
+    eprintln!("promscale-operator is not implemented yet; deploy promscale-connector directly for now");
     std::process::ExitCode::from(2)
 }

@@ -48,12 +48,7 @@ pub struct IngestReport {
 
 impl Ingestor {
     /// Starts the writer tasks; they end when the `Ingestor` is dropped and the queue drained.
-    pub fn start(
-        pool: PgPool,
-        writer: Arc<dyn SampleWriter>,
-        options: &IngestOptions,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn start(pool: PgPool, writer: Arc<dyn SampleWriter>, options: &IngestOptions, metrics: Arc<Metrics>) -> Self {
         let (queue, jobs) = mpsc::channel::<Job>(options.writers.max(1) * 64);
         let jobs = Arc::new(Mutex::new(jobs));
         for _ in 0..options.writers.max(1) {
@@ -79,18 +74,10 @@ impl Ingestor {
     /// Stores a request; `Ok` means every sample and metadata entry in it is committed.
     pub async fn ingest(&self, batch: WriteBatch) -> Result<IngestReport, StorageError> {
         let (refs, stats) = self.resolver.resolve(&batch.series).await?;
-        self.metrics
-            .series_cache_hits
-            .inc_by(stats.cache_hits as u64);
-        self.metrics
-            .series_cache_misses
-            .inc_by(stats.cache_misses as u64);
-        self.metrics
-            .series_cache_evictions
-            .inc_by(stats.evicted as u64);
-        self.metrics
-            .exemplars_dropped
-            .inc_by(batch.exemplars_dropped as u64);
+        self.metrics.series_cache_hits.inc_by(stats.cache_hits as u64);
+        self.metrics.series_cache_misses.inc_by(stats.cache_misses as u64);
+        self.metrics.series_cache_evictions.inc_by(stats.evicted as u64);
+        self.metrics.exemplars_dropped.inc_by(batch.exemplars_dropped as u64);
 
         let mut samples = SampleBatch::default();
         for (series, r) in batch.series.iter().zip(refs) {
@@ -107,14 +94,12 @@ impl Ingestor {
                 .send(Job { samples, done })
                 .await
                 .map_err(|_| StorageError::Unavailable("the connector is shutting down".into()))?;
-            committed.await.map_err(|_| {
-                StorageError::Unavailable("the writer stopped before committing".into())
-            })??;
+            committed
+                .await
+                .map_err(|_| StorageError::Unavailable("the writer stopped before committing".into()))??;
         }
         upsert_metadata(&self.pool, &batch.metadata).await?;
-        self.metrics
-            .metadata_ingested
-            .inc_by(batch.metadata.len() as u64);
+        self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
         Ok(IngestReport {
             samples: sample_count,
             metadata: batch.metadata.len(),
@@ -155,17 +140,13 @@ async fn write_loop(
         }
         let started = Instant::now();
         let result = writer.write(&merged).await;
-        metrics
-            .db_write_duration
-            .observe(started.elapsed().as_secs_f64());
+        metrics.db_write_duration.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => {
                 metrics.samples_ingested.inc_by(merged.len() as u64);
                 metrics.db_batch_samples.observe(merged.len() as f64);
                 metrics.db_batch_requests.observe(dones.len() as f64);
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 metrics.last_commit_timestamp.set(now.as_secs() as i64);
             }
             Err(e) => {

@@ -25,9 +25,7 @@ pub enum DecodeError {
     MissingMetricName { series: String },
     #[error("series {series} has an invalid metric name (must match [a-zA-Z_:][a-zA-Z0-9_:]*)")]
     InvalidMetricName { series: String },
-    #[error(
-        "series {series} has an invalid label name {name:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"
-    )]
+    #[error("series {series} has an invalid label name {name:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)")]
     InvalidLabelName { series: String, name: String },
     #[error("series {series} has labels that are not sorted by name (remote-write requires sorted labels)")]
     UnsortedLabels { series: String },
@@ -84,11 +82,7 @@ impl Series {
     /// Identity of the series for caching: names and values joined by 0xFF, a byte that
     /// appears neither in valid label names (ASCII) nor in UTF-8 text.
     pub fn identity(&self) -> Vec<u8> {
-        let len = self
-            .labels
-            .iter()
-            .map(|l| l.name.len() + l.value.len() + 2)
-            .sum();
+        let len = self.labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
         let mut key = Vec::with_capacity(len);
         for l in &self.labels {
             key.extend_from_slice(&l.name);
@@ -312,9 +306,7 @@ mod tests {
             timeseries: series,
             metadata: vec![],
         };
-        snap::raw::Encoder::new()
-            .compress_vec(&req.encode_to_vec())
-            .unwrap()
+        snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()
     }
 
     #[test]
@@ -342,18 +334,15 @@ mod tests {
             (ts(&[("__name__", "1up")], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::InvalidMetricName { .. })
             }),
-            (
-                ts(&[("__name__", "up"), ("bad-name", "x")], &[(1, 1.0)]),
-                |e| matches!(e, DecodeError::InvalidLabelName { .. }),
-            ),
-            (
-                ts(&[("__name__", "up"), ("b", "x"), ("a", "y")], &[(1, 1.0)]),
-                |e| matches!(e, DecodeError::UnsortedLabels { .. }),
-            ),
-            (
-                ts(&[("__name__", "up"), ("a", "x"), ("a", "y")], &[(1, 1.0)]),
-                |e| matches!(e, DecodeError::DuplicateLabel { .. }),
-            ),
+            (ts(&[("__name__", "up"), ("bad-name", "x")], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::InvalidLabelName { .. })
+            }),
+            (ts(&[("__name__", "up"), ("b", "x"), ("a", "y")], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::UnsortedLabels { .. })
+            }),
+            (ts(&[("__name__", "up"), ("a", "x"), ("a", "y")], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::DuplicateLabel { .. })
+            }),
             (ts(&[("__name__", "up")], &[(i64::MAX, 1.0)]), |e| {
                 matches!(e, DecodeError::TimestampOutOfRange { .. })
             }),
@@ -385,10 +374,7 @@ mod tests {
             Err(DecodeError::Protobuf(_))
         ));
         let big = encode(vec![ts(&[("__name__", "up")], &[(1, 1.0); 100])]);
-        assert!(matches!(
-            decode_snappy(&big, 100),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(decode_snappy(&big, 100), Err(DecodeError::TooLarge { .. })));
     }
 
     #[test]

@@ -35,12 +35,8 @@ impl WriteError {
             WriteError::UnsupportedEncoding(_) | WriteError::UnsupportedProtocol(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            WriteError::Decode(_) | WriteError::Storage(StorageError::Rejected(_)) => {
-                StatusCode::BAD_REQUEST
-            }
-            WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WriteError::Decode(_) | WriteError::Storage(StorageError::Rejected(_)) => StatusCode::BAD_REQUEST,
+            WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -58,9 +54,7 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     };
     app.metrics
         .write_requests
-        .get_or_create(&CodeLabel {
-            code: status.as_u16(),
-        })
+        .get_or_create(&CodeLabel { code: status.as_u16() })
         .inc();
     app.metrics
         .write_request_duration
@@ -80,9 +74,7 @@ async fn store(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), W
     }
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let content_type = String::from_utf8_lossy(content_type.as_bytes());
-        if content_type.contains("proto=")
-            && !content_type.contains("proto=prometheus.WriteRequest")
-        {
+        if content_type.contains("proto=") && !content_type.contains("proto=prometheus.WriteRequest") {
             return Err(WriteError::UnsupportedProtocol(content_type.into_owned()));
         }
     }

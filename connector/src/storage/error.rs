@@ -27,9 +27,7 @@ impl From<sqlx::Error> for StorageError {
                 }
             }
             // Configuration errors may quote the connection string, which holds the password.
-            sqlx::Error::Configuration(_) => {
-                StorageError::Unavailable("invalid database configuration".to_string())
-            }
+            sqlx::Error::Configuration(_) => StorageError::Unavailable("invalid database configuration".to_string()),
             other => StorageError::Unavailable(other.to_string()),
         }
     }

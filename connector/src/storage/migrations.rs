@@ -28,7 +28,9 @@ pub fn latest_version() -> i32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
-    #[error("the database schema is at version {found}, newer than this connector knows ({known}); upgrade the connector")]
+    #[error(
+        "the database schema is at version {found}, newer than this connector knows ({known}); upgrade the connector"
+    )]
     TooNew { found: i32, known: i32 },
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
@@ -70,10 +72,9 @@ async fn apply_pending(conn: &mut PgConnection) -> Result<usize, MigrationError>
              applied_at timestamptz NOT NULL DEFAULT now());",
     )
     .await?;
-    let current: i32 =
-        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _prom_catalog.migration")
-            .fetch_one(&mut *conn)
-            .await?;
+    let current: i32 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _prom_catalog.migration")
+        .fetch_one(&mut *conn)
+        .await?;
     if current > latest_version() {
         return Err(MigrationError::TooNew {
             found: current,
@@ -96,11 +97,7 @@ async fn apply_pending(conn: &mut PgConnection) -> Result<usize, MigrationError>
             .await
             .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
-        tracing::info!(
-            version = m.version,
-            name = m.name,
-            "applied schema migration"
-        );
+        tracing::info!(version = m.version, name = m.name, "applied schema migration");
         applied += 1;
     }
     Ok(applied)

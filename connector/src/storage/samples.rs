@@ -161,10 +161,7 @@ mod tests {
     #[test]
     fn quotes_identifiers() {
         assert_eq!(quote_ident("up"), "\"up\"");
-        assert_eq!(
-            quote_ident("a\"; DROP TABLE x; --"),
-            "\"a\"\"; DROP TABLE x; --\""
-        );
+        assert_eq!(quote_ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
     }
 
     #[test]

@@ -39,10 +39,7 @@ impl SeriesResolver {
     }
 
     /// Returns one `SeriesRef` per input series, in order.
-    pub async fn resolve(
-        &self,
-        series: &[Series],
-    ) -> Result<(Vec<SeriesRef>, ResolveStats), StorageError> {
+    pub async fn resolve(&self, series: &[Series]) -> Result<(Vec<SeriesRef>, ResolveStats), StorageError> {
         let mut stats = ResolveStats::default();
         let mut resolved: Vec<Option<SeriesRef>> = Vec::with_capacity(series.len());
         // metric name -> indexes (into `series`) of the series missing from the cache
@@ -85,20 +82,13 @@ impl SeriesResolver {
     }
 
     async fn metric_table(&self, metric: &str) -> Result<Arc<str>, StorageError> {
-        if let Some(t) = self
-            .tables
-            .lock()
-            .expect("table cache poisoned")
-            .get(metric)
-        {
+        if let Some(t) = self.tables.lock().expect("table cache poisoned").get(metric) {
             return Ok(t.clone());
         }
-        let table: String = sqlx::query_scalar(
-            "SELECT table_name::text FROM _prom_catalog.get_or_create_metric($1)",
-        )
-        .bind(metric)
-        .fetch_one(&self.pool)
-        .await?;
+        let table: String = sqlx::query_scalar("SELECT table_name::text FROM _prom_catalog.get_or_create_metric($1)")
+            .bind(metric)
+            .fetch_one(&self.pool)
+            .await?;
         let table: Arc<str> = Arc::from(table);
         self.tables
             .lock()
@@ -122,15 +112,14 @@ impl SeriesResolver {
                 values.push(l.value());
             }
         }
-        let rows: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4)",
-        )
-        .bind(metric)
-        .bind(idx)
-        .bind(keys)
-        .bind(values)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4)")
+                .bind(metric)
+                .bind(idx)
+                .bind(keys)
+                .bind(values)
+                .fetch_all(&self.pool)
+                .await?;
         let mut ids = vec![None; indexes.len()];
         for (n, id) in rows {
             if let Some(slot) = ids.get_mut(n as usize) {
@@ -141,9 +130,7 @@ impl SeriesResolver {
             .enumerate()
             .map(|(n, id)| {
                 id.ok_or_else(|| {
-                    StorageError::Unavailable(format!(
-                        "database returned no id for series {n} of metric {metric:?}"
-                    ))
+                    StorageError::Unavailable(format!("database returned no id for series {n} of metric {metric:?}"))
                 })
             })
             .collect()

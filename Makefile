@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+export CARGO_BUILD_JOBS ?= 2
+CARGO ?= cargo
+
+# Where `make run` listens, and where its embedded PostgreSQL keeps its data.
+LISTEN ?= 127.0.0.1:9201
+EMBEDDED_DIR ?= $(CURDIR)/.data/embedded-postgres
+ARGS ?=
+
+.PHONY: help deps build run test unit e2e bench lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages needed to run and test (postgresql, prometheus)
+	@scripts/install-deps.sh
+
+build: ## build every binary of the workspace (debug)
+	$(CARGO) build --workspace --bins
+
+run: deps ## build and start the connector on $(LISTEN); without PROMSCALE_DB_URI it starts its own PostgreSQL
+	$(CARGO) build --release -p promscale-connector
+	./target/release/promscale-connector --web.listen-address $(LISTEN) --embedded.dir $(EMBEDDED_DIR) $(ARGS)
+
+test: deps build ## run every test: unit tests and end-to-end tests on real PostgreSQL and Prometheus
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: deps ## remote-write throughput: the connector vs Prometheus' own receiver, same payloads
+	$(CARGO) build --release -p promscale-connector -p promscale-e2e --bins
+	./target/release/remote-write-bench $(ARGS)
+
+lint: ## formatting and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+clean: ## remove build output and the embedded database of `make run`
+	$(CARGO) clean
+	rm -rf .data

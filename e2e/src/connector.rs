@@ -1,0 +1,96 @@
+//! The real `promscale-connector` binary, run as a child process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, terminate, wait_for, workspace_binary};
+
+pub struct Connector {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Connector {
+    /// Starts a connector on `db_uri` (passed through the environment, as a Kubernetes
+    /// Secret would be) and waits until it is ready.
+    pub async fn start(db_uri: &str, extra_args: &[&str]) -> Self {
+        let connector = Self::spawn(Some(db_uri), extra_args);
+        connector.wait_ready(Duration::from_secs(60)).await;
+        connector
+    }
+
+    /// Starts a connector without waiting for readiness; `db_uri: None` means the embedded default.
+    pub fn spawn(db_uri: Option<&str>, extra_args: &[&str]) -> Self {
+        let dir = crate::private_dir("promscale-test-connector-");
+        let port = free_port().expect("free port");
+        let log = dir.path().join("connector.log");
+        let mut cmd = Command::new(workspace_binary("promscale-connector"));
+        cmd.arg("--web.listen-address")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
+            .env_remove("PROMSCALE_DB_URI")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));
+        if let Some(uri) = db_uri {
+            cmd.env("PROMSCALE_DB_URI", uri);
+        }
+        let child = cmd.spawn().expect("starting promscale-connector");
+        Connector {
+            child: Some(child),
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let client = reqwest::Client::new();
+        let url = self.url("/readyz");
+        let log = self.log.clone();
+        wait_for(
+            &format!("the connector to be ready (log: {})", log.display()),
+            timeout,
+            || {
+                let request = client.get(&url).send();
+                async move {
+                    match request.await {
+                        Ok(r) if r.status().is_success() => Some(()),
+                        _ => None,
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Stops the connector with SIGTERM, as Kubernetes does, and returns how it exited.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        terminate(&mut child, Duration::from_secs(30))
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- connector log ---\n{}", self.log());
+        }
+    }
+}

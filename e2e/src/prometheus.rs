@@ -1,0 +1,120 @@
+//! Debian's real `prometheus` binary, run as a child process with a private TSDB.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{free_port, terminate, wait_for};
+
+pub struct Prometheus {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with the configuration `config(own_port)` and extra flags.
+    pub async fn start(config: impl FnOnce(u16) -> String, extra_flags: &[&str]) -> Self {
+        let dir = crate::private_dir("promscale-test-prometheus-");
+        let port = free_port().expect("free port");
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config(port)).expect("writing prometheus.yml");
+        let log = dir.path().join("prometheus.log");
+        let binary = which_prometheus();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra_flags)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"))
+            .spawn()
+            .expect("starting prometheus (install Debian's prometheus package: make deps)");
+        let prometheus = Prometheus {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let client = reqwest::Client::new();
+        let url = prometheus.url("/-/ready");
+        wait_for("Prometheus to be ready", Duration::from_secs(60), || {
+            let request = client.get(&url).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        prometheus
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Runs an instant query and returns `data.result`.
+    pub async fn query(&self, query: &str, time_seconds: f64) -> Value {
+        let response: Value = reqwest::Client::new()
+            .get(self.url("/api/v1/query"))
+            .query(&[("query", query), ("time", &format!("{time_seconds:.3}"))])
+            .send()
+            .await
+            .expect("querying Prometheus")
+            .json()
+            .await
+            .expect("Prometheus answered JSON");
+        assert_eq!(response["status"], "success", "query {query} failed: {response}");
+        response["data"]["result"].clone()
+    }
+
+    /// Sum of the values of every series of `metric` in Prometheus' own /metrics.
+    pub async fn own_metric(&self, metric: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics")).await.ok()?.text().await.ok()?;
+        sum_metric(&text, metric)
+    }
+}
+
+/// Sums the samples of `metric` (any labels) in Prometheus' text exposition format.
+pub fn sum_metric(text: &str, metric: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => (&line[..i], &line[i..]),
+            None => continue,
+        };
+        if name != metric {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())?;
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+fn which_prometheus() -> &'static Path {
+    for candidate in ["/usr/bin/prometheus", "/usr/local/bin/prometheus"] {
+        if Path::new(candidate).exists() {
+            return Path::new(candidate);
+        }
+    }
+    panic!("prometheus is not installed; `make deps` installs Debian's prometheus package");
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(30));
+        }
+        if std::thread::panicking() {
+            eprintln!("--- prometheus log ---\n{}", self.log());
+        }
+    }
+}

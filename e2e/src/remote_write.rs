@@ -1,0 +1,49 @@
+//! Builds and sends remote-write requests the way Prometheus does.
+
+use bytes::Bytes;
+use promscale_connector::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
+use prost::Message;
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| Label {
+                name: Bytes::copy_from_slice(n.as_bytes()),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+            })
+            .collect(),
+        samples: samples
+            .iter()
+            .map(|&(timestamp, value)| Sample { value, timestamp })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn encode(timeseries: Vec<TimeSeries>) -> Vec<u8> {
+    let request = WriteRequest {
+        timeseries,
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .expect("snappy")
+}
+
+/// POSTs a body with Prometheus' headers; returns the status and the response text.
+pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Result<(u16, String)> {
+    let response = client
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await.unwrap_or_default()))
+}

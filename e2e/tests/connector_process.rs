@@ -1,0 +1,190 @@
+//! The connector as an operator meets it: its flags, its embedded default database,
+//! concurrent start-up against one database, and secrets kept out of its output.
+
+use std::process::Command;
+use std::time::Duration;
+
+use clap::CommandFactory;
+use promscale_connector::config::Config;
+use promscale_e2e::connector::Connector;
+use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::{free_port, private_dir, workspace_binary};
+
+#[test]
+fn help_documents_every_flag_and_its_environment_variable() {
+    let out = Command::new(workspace_binary("promscale-connector"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let command = Config::command();
+    let mut flags = 0;
+    for arg in command
+        .get_arguments()
+        .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
+    {
+        let long = arg.get_long().unwrap();
+        assert!(help.contains(&format!("--{long}")), "--help does not mention --{long}");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("--{long} has no environment variable"))
+            .to_str()
+            .unwrap();
+        assert!(env.starts_with("PROMSCALE_"), "{env}");
+        assert!(help.contains(&format!("[env: {env}")), "--help does not mention {env}");
+        assert!(arg.get_help().is_some(), "--{long} has no help text");
+        flags += 1;
+    }
+    assert!(flags >= 10, "only {flags} flags found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_uri_it_runs_its_own_postgres_and_keeps_the_data() {
+    let dir = private_dir("promscale-test-embedded-");
+    let embedded = dir.path().join("embedded");
+    let embedded_arg = embedded.to_str().unwrap();
+
+    let mut connector = Connector::spawn(None, &["--embedded.dir", embedded_arg]);
+    connector.wait_ready(Duration::from_secs(120)).await;
+    let client = reqwest::Client::new();
+    let body = encode(vec![series(
+        &[("__name__", "embedded_probe"), ("job", "a")],
+        &[(1_700_000_000_000, 42.0)],
+    )]);
+    assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
+
+    let password = std::fs::read_to_string(embedded.join("password")).unwrap();
+    let log = connector.log();
+    assert!(
+        log.contains("remote_write:") && log.contains(&format!("127.0.0.1:{}/write", connector.port())),
+        "{log}"
+    );
+    assert!(
+        !log.contains(password.trim()),
+        "the embedded database's password leaked into the log"
+    );
+
+    let status = connector.stop().expect("the connector exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        !embedded.join("pgdata/postmaster.pid").exists(),
+        "the embedded PostgreSQL was stopped"
+    );
+
+    // A second start reuses the cluster and finds the data.
+    let connector = Connector::spawn(None, &["--embedded.dir", embedded_arg]);
+    connector.wait_ready(Duration::from_secs(120)).await;
+    let port = std::fs::read_to_string(embedded.join("port")).unwrap();
+    let uri = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/promscale",
+        password.trim(),
+        port.trim()
+    );
+    let db = sqlx::PgPool::connect(&uri).await.unwrap();
+    let value: f64 = sqlx::query_scalar("SELECT value FROM prom_metric.embedded_probe WHERE job = 'a'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(value, 42.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_starting_together_migrate_the_schema_once() {
+    let pg = TestPostgres::start();
+    let connectors: Vec<_> = (0..3).map(|_| Connector::spawn(Some(&pg.uri()), &[])).collect();
+    for c in &connectors {
+        c.wait_ready(Duration::from_secs(60)).await;
+    }
+    let db = pg.pool().await;
+    let versions: Vec<i32> = sqlx::query_scalar("SELECT version FROM _prom_catalog.migration ORDER BY version")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let expected: Vec<i32> = promscale_connector::storage::migrations::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, expected);
+
+    // All three write the same new series at once: one series row, one sample.
+    let client = reqwest::Client::new();
+    let body = encode(vec![series(
+        &[("__name__", "race_probe"), ("k", "v")],
+        &[(1_700_000_000_000, 1.0)],
+    )]);
+    let urls: Vec<String> = connectors.iter().map(|c| c.url("/write")).collect();
+    let writes = urls.iter().map(|url| post(&client, url, body.clone()));
+    for result in futures::future::join_all(writes).await {
+        assert_eq!(result.unwrap().0, 204);
+    }
+    let (series_rows, samples): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM _prom_catalog.series s JOIN _prom_catalog.metric m ON m.id = s.metric_id
+                  WHERE m.metric_name = 'race_probe'),
+                (SELECT count(*) FROM prom_data.race_probe)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((series_rows, samples), (1, 1));
+
+    // A restart finds nothing to migrate and becomes ready again.
+    drop(connectors);
+    let again = Connector::start(&pg.uri(), &[]).await;
+    assert!(again.log().contains("applied=0"), "{}", again.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_means_503_not_ready_and_no_leaked_password() {
+    let secret = "s3cr3t-Pa55word";
+    let uri = format!(
+        "postgres://promscale:{secret}@127.0.0.1:{}/promscale",
+        free_port().unwrap()
+    );
+    let connector = Connector::spawn(Some(&uri), &["--db.connection-timeout", "1s"]);
+    let client = reqwest::Client::new();
+    promscale_e2e::wait_for("the connector to listen", Duration::from_secs(30), || async {
+        client
+            .get(connector.url("/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+    let ready = client.get(connector.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body = encode(vec![series(&[("__name__", "m")], &[(1_700_000_000_000, 1.0)])]);
+    let (status, text) = post(&client, &connector.url("/write"), body).await.unwrap();
+    assert_eq!(status, 503, "{text}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // let a migration retry be logged
+    let log = connector.log();
+    assert!(log.contains("cannot migrate the database schema yet"), "{log}");
+    assert!(
+        !log.contains(secret) && !text.contains(secret),
+        "the password leaked: {log}"
+    );
+}
+
+#[test]
+fn a_malformed_database_uri_is_refused_without_echoing_it() {
+    let secret = "s3cr3t-Pa55word";
+    let out = Command::new(workspace_binary("promscale-connector"))
+        .args(["--web.listen-address", &format!("127.0.0.1:{}", free_port().unwrap())])
+        .env(
+            "PROMSCALE_DB_URI",
+            format!("postgres://promscale:{secret}@127.0.0.1:notaport/db"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(output.contains("not a valid PostgreSQL URI"), "{output}");
+    assert!(!output.contains(secret), "the password leaked: {output}");
+}

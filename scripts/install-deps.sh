@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project runs against, when missing:
+#   postgresql  - the server binaries for the embedded default and the test databases
+#   prometheus  - Debian's Prometheus 2.42: the real remote-write client and the benchmark reference
+# Services are not started by the packages here; the project starts its own instances.
+set -euo pipefail
+
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+$sudo apt-get update -qq
+# --no-install-recommends keeps node-exporter and friends out; a policy-rc.d (present in
+# container images) keeps the packages from starting their services.
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
