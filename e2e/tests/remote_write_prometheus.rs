@@ -44,7 +44,20 @@ remote_write:
     )
     .await;
 
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Prometheus applies discovered targets only every 5s, so scrapes start late; wait for
+    // six scrapes of each target instead of a fixed time.
+    wait_for("six scrapes of each target", Duration::from_secs(60), || async {
+        let counts = prometheus
+            .query("count_over_time(up[1m])", now_ms() as f64 / 1000.0)
+            .await;
+        let counts = counts.as_array()?;
+        let enough = counts.len() == 2
+            && counts
+                .iter()
+                .all(|c| c["value"][1].as_str().unwrap_or("0").parse::<f64>().unwrap_or(0.0) >= 6.0);
+        enough.then_some(())
+    })
+    .await;
     let window_end_ms = now_ms() - 1_000;
     // Wait until Prometheus has sent everything up to the end of the window.
     wait_for("Prometheus to send the window", Duration::from_secs(60), || async {
@@ -69,11 +82,14 @@ remote_write:
             from_prometheus.insert((labels.clone(), ts), value);
         }
     }
-    assert!(
-        from_prometheus.len() > 1_000,
-        "Prometheus holds only {} samples",
-        from_prometheus.len()
-    );
+    // At least five scrapes of each target take part in the comparison.
+    for job in ["prometheus", "connector"] {
+        let ups = from_prometheus
+            .keys()
+            .filter(|(l, _)| l["__name__"] == "up" && l["job"] == job)
+            .count();
+        assert!(ups >= 5, "only {ups} scrapes of {job} to compare");
+    }
 
     let db = pg.pool().await;
     let stored = stored_samples(&db, window_end_ms).await;
