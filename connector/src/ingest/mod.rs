@@ -73,18 +73,17 @@ impl Ingestor {
 
     /// Stores a request; `Ok` means every sample and metadata entry in it is committed.
     pub async fn ingest(&self, batch: WriteBatch) -> Result<IngestReport, StorageError> {
-        let (refs, stats) = self.resolver.resolve(&batch.series).await?;
+        let (ids, stats) = self.resolver.resolve(&batch.series).await?;
         self.metrics.series_cache_hits.inc_by(stats.cache_hits as u64);
         self.metrics.series_cache_misses.inc_by(stats.cache_misses as u64);
         self.metrics.series_cache_evictions.inc_by(stats.evicted as u64);
         self.metrics.exemplars_dropped.inc_by(batch.exemplars_dropped as u64);
 
         let mut samples = SampleBatch::default();
-        for (series, r) in batch.series.iter().zip(refs) {
-            let table = samples.tables.entry(r.table).or_default();
+        for (series, id) in batch.series.iter().zip(ids) {
             for s in &series.samples {
                 let time = unix_millis_to_pg_micros(s.timestamp).expect("checked while decoding");
-                table.push(r.id, PgTimestamp(time), s.value);
+                samples.push(id, PgTimestamp(time), s.value);
             }
         }
         let sample_count = samples.len();

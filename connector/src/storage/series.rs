@@ -1,20 +1,17 @@
 //! Resolves label sets to series ids: from the cache, or in batches from PostgreSQL, which
-//! creates metrics, labels and series on first sight.
+//! creates metrics (and their samples tables), labels and series on first sight.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 
-use super::series_cache::{SeriesCache, SeriesRef};
+use super::series_cache::{SeriesCache, SeriesId};
 use super::StorageError;
 use crate::remote_write::decode::Series;
 
 pub struct SeriesResolver {
     pool: PgPool,
     cache: SeriesCache,
-    /// metric name -> samples table name
-    tables: Mutex<HashMap<String, Arc<str>>>,
 }
 
 /// What one resolution did, for the connector's own metrics.
@@ -30,7 +27,6 @@ impl SeriesResolver {
         SeriesResolver {
             pool,
             cache: SeriesCache::new(cache_entries),
-            tables: Mutex::new(HashMap::new()),
         }
     }
 
@@ -38,75 +34,46 @@ impl SeriesResolver {
         self.cache.len()
     }
 
-    /// Returns one `SeriesRef` per input series, in order.
-    pub async fn resolve(&self, series: &[Series]) -> Result<(Vec<SeriesRef>, ResolveStats), StorageError> {
+    /// Returns the id of every input series, in order.
+    pub async fn resolve(&self, series: &[Series]) -> Result<(Vec<SeriesId>, ResolveStats), StorageError> {
         let mut stats = ResolveStats::default();
-        let mut resolved: Vec<Option<SeriesRef>> = Vec::with_capacity(series.len());
-        // metric name -> indexes (into `series`) of the series missing from the cache
-        let mut misses: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut identities: Vec<Option<Vec<u8>>> = vec![None; series.len()];
+        let mut ids: Vec<SeriesId> = Vec::with_capacity(series.len());
+        // metric name -> (index into `series`, identity) of the series missing from the cache
+        let mut misses: HashMap<&str, Vec<(usize, Vec<u8>)>> = HashMap::new();
         for (i, s) in series.iter().enumerate() {
             let identity = s.identity();
             match self.cache.get(&identity) {
-                Some(r) => {
+                Some(id) => {
                     stats.cache_hits += 1;
-                    resolved.push(Some(r));
+                    ids.push(id);
                 }
                 None => {
                     stats.cache_misses += 1;
-                    resolved.push(None);
-                    misses.entry(s.metric_name()).or_default().push(i);
-                    identities[i] = Some(identity);
+                    ids.push(0);
+                    misses.entry(s.metric_name()).or_default().push((i, identity));
                 }
             }
         }
-        for (metric, indexes) in misses {
-            let table = self.metric_table(metric).await?;
-            let ids = self.create_series(metric, series, &indexes).await?;
-            for (i, id) in indexes.into_iter().zip(ids) {
-                let r = SeriesRef {
-                    id,
-                    table: table.clone(),
-                };
-                if let Some(identity) = identities[i].take() {
-                    stats.evicted += self.cache.insert(identity, r.clone());
-                }
-                resolved[i] = Some(r);
+        for (metric, missing) in misses {
+            let created = self.create_series(metric, series, &missing).await?;
+            for ((i, identity), id) in missing.into_iter().zip(created) {
+                stats.evicted += self.cache.insert(identity, id);
+                ids[i] = id;
             }
         }
-        let resolved = resolved
-            .into_iter()
-            .map(|r| r.expect("every series resolved"))
-            .collect();
-        Ok((resolved, stats))
+        Ok((ids, stats))
     }
 
-    async fn metric_table(&self, metric: &str) -> Result<Arc<str>, StorageError> {
-        if let Some(t) = self.tables.lock().expect("table cache poisoned").get(metric) {
-            return Ok(t.clone());
-        }
-        let table: String = sqlx::query_scalar("SELECT table_name::text FROM _prom_catalog.get_or_create_metric($1)")
-            .bind(metric)
-            .fetch_one(&self.pool)
-            .await?;
-        let table: Arc<str> = Arc::from(table);
-        self.tables
-            .lock()
-            .expect("table cache poisoned")
-            .insert(metric.to_string(), table.clone());
-        Ok(table)
-    }
-
-    /// Ids of `series[indexes]`, all of metric `metric`, in the order of `indexes`; one round trip.
+    /// Ids of the `missing` series, all of metric `metric`, in order; one round trip.
     async fn create_series(
         &self,
         metric: &str,
         series: &[Series],
-        indexes: &[usize],
-    ) -> Result<Vec<i64>, StorageError> {
+        missing: &[(usize, Vec<u8>)],
+    ) -> Result<Vec<SeriesId>, StorageError> {
         let (mut idx, mut keys, mut values) = (vec![], vec![], vec![]);
-        for (n, &i) in indexes.iter().enumerate() {
-            for l in &series[i].labels {
+        for (n, (i, _)) in missing.iter().enumerate() {
+            for l in &series[*i].labels {
                 idx.push(n as i32);
                 keys.push(l.name());
                 values.push(l.value());
@@ -120,7 +87,7 @@ impl SeriesResolver {
                 .bind(values)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut ids = vec![None; indexes.len()];
+        let mut ids = vec![None; missing.len()];
         for (n, id) in rows {
             if let Some(slot) = ids.get_mut(n as usize) {
                 *slot = Some(id);

@@ -7,20 +7,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-/// Where the samples of one series go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeriesRef {
-    pub id: i64,
-    /// Name of the metric's table in `prom_data`, exactly as in the catalog.
-    pub table: Arc<str>,
-}
+/// A series id; its high bits are the metric id (see the catalog migration).
+pub type SeriesId = i64;
 
 const SHARDS: usize = 32;
 
 pub struct SeriesCache {
-    shards: Vec<Mutex<HashMap<Box<[u8]>, SeriesRef>>>,
+    shards: Vec<Mutex<HashMap<Box<[u8]>, SeriesId>>>,
     hasher: RandomState,
     shard_capacity: usize,
 }
@@ -34,11 +29,11 @@ impl SeriesCache {
         }
     }
 
-    fn shard(&self, identity: &[u8]) -> &Mutex<HashMap<Box<[u8]>, SeriesRef>> {
+    fn shard(&self, identity: &[u8]) -> &Mutex<HashMap<Box<[u8]>, SeriesId>> {
         &self.shards[self.hasher.hash_one(identity) as usize % SHARDS]
     }
 
-    pub fn get(&self, identity: &[u8]) -> Option<SeriesRef> {
+    pub fn get(&self, identity: &[u8]) -> Option<SeriesId> {
         self.shard(identity)
             .lock()
             .expect("series cache poisoned")
@@ -47,7 +42,7 @@ impl SeriesCache {
     }
 
     /// Inserts, returning how many entries had to be evicted to make room.
-    pub fn insert(&self, identity: Vec<u8>, series: SeriesRef) -> usize {
+    pub fn insert(&self, identity: Vec<u8>, series: SeriesId) -> usize {
         let mut shard = self.shard(&identity).lock().expect("series cache poisoned");
         let mut evicted = 0;
         if shard.len() >= self.shard_capacity && !shard.contains_key(identity.as_slice()) {
@@ -74,18 +69,11 @@ impl SeriesCache {
 mod tests {
     use super::*;
 
-    fn series(id: i64) -> SeriesRef {
-        SeriesRef {
-            id,
-            table: Arc::from("t"),
-        }
-    }
-
     #[test]
     fn returns_what_was_inserted() {
         let cache = SeriesCache::new(100);
-        cache.insert(b"a".to_vec(), series(1));
-        assert_eq!(cache.get(b"a"), Some(series(1)));
+        cache.insert(b"a".to_vec(), 1);
+        assert_eq!(cache.get(b"a"), Some(1));
         assert_eq!(cache.get(b"b"), None);
     }
 
@@ -93,10 +81,10 @@ mod tests {
     fn stays_within_its_bound() {
         let cache = SeriesCache::new(64);
         for i in 0..10_000i64 {
-            cache.insert(i.to_be_bytes().to_vec(), series(i));
+            cache.insert(i.to_be_bytes().to_vec(), i);
         }
         assert!(cache.len() <= 64, "cache grew to {}", cache.len());
         // The newest entry always survives its own insertion.
-        assert_eq!(cache.get(&9_999i64.to_be_bytes()), Some(series(9_999)));
+        assert_eq!(cache.get(&9_999i64.to_be_bytes()), Some(9_999));
     }
 }

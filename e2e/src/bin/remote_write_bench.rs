@@ -1,1 +1,211 @@
-fn main() {}
+//! Remote-write throughput, side by side: the connector (on a local PostgreSQL) and Debian's
+//! Prometheus with `--web.enable-remote-write-receiver`, fed the very same request bodies
+//! by the same concurrent senders, one after the other in one run.
+//!
+//! Each sender owns a slice of the series and sends them round by round (one sample per
+//! series per round, 15 s apart, as a scrape would), in requests of `--batch` samples, so
+//! every series stays in time order, which Prometheus' receiver requires.
+//!
+//! The first round creates the series and is timed on its own. Then `--repeat` steady-state
+//! repetitions of `--rounds` rounds alternate between the two receivers (both stay up), on
+//! one continuous timeline; the report gives each repetition and the ratio of the medians,
+//! so that noise from a shared 2-core machine shows instead of skewing one side.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use promscale_e2e::connector::Connector;
+use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::prometheus::Prometheus;
+use promscale_e2e::remote_write::{encode, post, series};
+
+#[derive(Parser, Debug)]
+#[command(about = "Remote-write throughput: promscale-connector vs Prometheus' own receiver")]
+struct Args {
+    /// Distinct series.
+    #[arg(long, default_value_t = 10_000)]
+    series: usize,
+    /// Rounds per steady-state repetition (each round sends one sample for every series).
+    #[arg(long, default_value_t = 40)]
+    rounds: usize,
+    /// Steady-state repetitions per receiver, alternating between them.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Samples per remote-write request (Prometheus' max_samples_per_send).
+    #[arg(long, default_value_t = 2_000)]
+    batch: usize,
+    /// Concurrent senders (Prometheus' shards).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Extra flags for the connector, e.g. --connector-arg=--ingest.writers=2 (repeatable).
+    #[arg(long = "connector-arg", allow_hyphen_values = true)]
+    connector_args: Vec<String>,
+}
+
+/// Pre-encoded request bodies: `bodies[sender][round]` is that sender's requests for the round.
+type Payload = Vec<Vec<Vec<Vec<u8>>>>;
+
+fn build_payload(args: &Args) -> Payload {
+    let total_rounds = 1 + args.rounds * args.repeat;
+    let start =
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 - (total_rounds as i64 + 1) * 15_000;
+    let per_sender = args.series.div_ceil(args.concurrency);
+    (0..args.concurrency)
+        .map(|sender| {
+            let ids: Vec<usize> = (sender * per_sender..((sender + 1) * per_sender).min(args.series)).collect();
+            (0..total_rounds)
+                .map(|round| {
+                    let ts = start + round as i64 * 15_000;
+                    ids.chunks(args.batch)
+                        .map(|chunk| {
+                            let list = chunk
+                                .iter()
+                                .map(|&id| {
+                                    // 100 metrics of 100 series each (for 10k series): realistic
+                                    // label sets of a node-exporter-like fleet.
+                                    let metric = format!("bench_metric_{}_total", id % 100);
+                                    let instance = format!("10.0.{}.{}:9100", id / 100 / 250, id / 100 % 250);
+                                    let cpu = (id % 8).to_string();
+                                    let value = (round * 10 + id % 7) as f64 * 1.5;
+                                    series(
+                                        &[
+                                            ("__name__", &metric),
+                                            ("cpu", &cpu),
+                                            ("env", "production"),
+                                            ("instance", &instance),
+                                            ("job", "node"),
+                                        ],
+                                        &[(ts, value)],
+                                    )
+                                })
+                                .collect();
+                            encode(list)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Sends rounds `rounds` of the payload to `url`, every sender concurrently; returns the time taken.
+async fn send_rounds(
+    client: &reqwest::Client,
+    url: &str,
+    payload: &Payload,
+    rounds: std::ops::Range<usize>,
+) -> Duration {
+    let started = Instant::now();
+    let tasks: Vec<_> = payload
+        .iter()
+        .map(|sender| {
+            let (client, url) = (client.clone(), url.to_string());
+            let bodies: Vec<Vec<u8>> = sender[rounds.clone()].iter().flatten().cloned().collect();
+            tokio::spawn(async move {
+                for body in bodies {
+                    let (status, text) = post(&client, &url, body).await.expect("request failed");
+                    assert!((200..300).contains(&status), "{url} answered {status}: {text}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn connector_stats(metrics: &str) -> String {
+    let m = |name: &str| promscale_e2e::prometheus::sum_metric(metrics, name).unwrap_or(f64::NAN);
+    format!(
+        "{:.0} transactions, {:.0} samples and {:.1} requests per transaction, {:.1} ms per transaction, {:.1} ms per request",
+        m("promscale_ingest_db_write_duration_seconds_count"),
+        m("promscale_ingest_db_batch_samples_sum") / m("promscale_ingest_db_batch_samples_count"),
+        m("promscale_ingest_db_batch_requests_sum") / m("promscale_ingest_db_batch_requests_count"),
+        1000.0 * m("promscale_ingest_db_write_duration_seconds_sum") / m("promscale_ingest_db_write_duration_seconds_count"),
+        1000.0 * m("promscale_ingest_request_duration_seconds_sum") / m("promscale_ingest_request_duration_seconds_count"),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    eprintln!(
+        "building payload: {} series, 1 + {} x {} rounds, {} samples/request, {} senders",
+        args.series, args.repeat, args.rounds, args.batch, args.concurrency
+    );
+    let payload = build_payload(&args);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+
+    let pg = TestPostgres::start();
+    let mut connector_args = vec!["--log.level", "warn"];
+    connector_args.extend(args.connector_args.iter().map(String::as_str));
+    let connector = Connector::start(&pg.uri(), &connector_args).await;
+    let prometheus = Prometheus::start(
+        |_| "global: {scrape_interval: 1h}\n".to_string(),
+        &["--web.enable-remote-write-receiver"],
+    )
+    .await;
+    let targets = [
+        ("promscale-connector + PostgreSQL", connector.url("/write")),
+        ("prometheus 2.42 receiver (TSDB)", prometheus.url("/api/v1/write")),
+    ];
+
+    let mut first_round = vec![];
+    for (name, url) in &targets {
+        eprintln!("first round (creates {} series) -> {name}", args.series);
+        first_round.push(send_rounds(&client, url, &payload, 0..1).await);
+    }
+    let mut rates = vec![vec![], vec![]];
+    for rep in 0..args.repeat {
+        let rounds = 1 + rep * args.rounds..1 + (rep + 1) * args.rounds;
+        for (t, (name, url)) in targets.iter().enumerate() {
+            let took = send_rounds(&client, url, &payload, rounds.clone()).await;
+            let rate = (args.series * args.rounds) as f64 / took.as_secs_f64();
+            eprintln!("repetition {} -> {name}: {rate:.0} samples/s", rep + 1);
+            rates[t].push(rate);
+        }
+    }
+    let own_metrics = reqwest::get(connector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    eprintln!("connector: {}", connector_stats(&own_metrics));
+
+    println!(
+        "\nremote-write throughput: {} series, {} samples/request, {} concurrent senders, {} x {} samples per repetition",
+        args.series,
+        args.batch,
+        args.concurrency,
+        args.series,
+        args.rounds
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>30}",
+        "receiver", "first round", "median/s", "each repetition, samples/s"
+    );
+    for (t, (name, _)) in targets.iter().enumerate() {
+        let each: Vec<String> = rates[t].iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "{name:<34} {:>11.2}s {:>12.0} {:>30}",
+            first_round[t].as_secs_f64(),
+            median(rates[t].clone()),
+            each.join(" ")
+        );
+    }
+    println!(
+        "ratio connector/prometheus, steady state (median): {:.2}x",
+        median(rates[0].clone()) / median(rates[1].clone())
+    );
+    println!(
+        "ratio connector/prometheus, first round (creates series): {:.2}x",
+        first_round[1].as_secs_f64() / first_round[0].as_secs_f64()
+    );
+}

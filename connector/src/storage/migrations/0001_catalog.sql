@@ -3,7 +3,8 @@
 --
 -- Schemas:
 --   _prom_catalog  internal catalog and the functions the connector calls
---   prom_data      one samples table per metric: (time, value, series_id)
+--   prom_data      one samples table per metric: (time, value, series_id), each a
+--                  partition of _prom_catalog.samples
 --   prom_metric    one view per metric, with a text column per label key
 --   prom_info      overview views: metric, label
 
@@ -46,14 +47,29 @@ CREATE TABLE _prom_catalog.label_key_position (
 
 -- A series is its label set: labels[pos] is the id of its label for the key at pos, 0 where
 -- the series has no such label. labels[1] is always the __name__ label.
+-- Series ids carry their metric: id = metric_id << 40 | n. Each metric's samples table is
+-- the partition of _prom_catalog.samples for its id range, so samples of any number of
+-- metrics are written by one INSERT into the parent, which PostgreSQL routes.
+CREATE SEQUENCE _prom_catalog.series_number MAXVALUE 1099511627775 NO CYCLE;
 CREATE TABLE _prom_catalog.series (
-    id        bigserial PRIMARY KEY,
+    id        bigint PRIMARY KEY,
     metric_id int   NOT NULL REFERENCES _prom_catalog.metric (id),
     labels    int[] NOT NULL,
     UNIQUE (labels) INCLUDE (id)
 );
 CREATE INDEX series_labels_gin ON _prom_catalog.series USING GIN (labels);
 CREATE INDEX series_metric_id ON _prom_catalog.series (metric_id);
+
+CREATE TABLE _prom_catalog.samples (
+    time      timestamptz      NOT NULL,
+    value     double precision NOT NULL,
+    series_id bigint           NOT NULL
+) PARTITION BY RANGE (series_id);
+-- Unique so that samples Prometheus sends again after a retry are stored once.
+CREATE UNIQUE INDEX samples_series_id_time ON _prom_catalog.samples (series_id, time) INCLUDE (value);
+
+CREATE FUNCTION _prom_catalog.first_series_id(p_metric_id int) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $fn$ SELECT p_metric_id::bigint << 40 $fn$;
 
 -- Metric metadata (TYPE, HELP, UNIT) as Prometheus sends it with remote write.
 CREATE TABLE _prom_catalog.metadata (
@@ -129,10 +145,16 @@ BEGIN
     RETURNING metric.id, metric.table_name INTO id, table_name;
     INSERT INTO _prom_catalog.label_key_position (metric_id, key, pos) VALUES (id, '__name__', 1);
     PERFORM _prom_catalog.get_or_create_label_key('__name__');
-    EXECUTE format('CREATE TABLE prom_data.%I (time timestamptz NOT NULL, value double precision NOT NULL, series_id bigint NOT NULL)', table_name);
-    -- Unique so that samples Prometheus sends again after a retry are stored once.
+    IF id >= (1 << 23) THEN
+        RAISE EXCEPTION 'too many metrics: series ids have room for 8388607 metric ids';
+    END IF;
+    -- Created apart and then attached: ATTACH takes a lock that does not stall concurrent
+    -- inserts into _prom_catalog.samples, where CREATE TABLE ... PARTITION OF would.
+    EXECUTE format('CREATE TABLE prom_data.%I (LIKE _prom_catalog.samples)', table_name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON prom_data.%I (series_id, time) INCLUDE (value)',
                    _prom_catalog.identifier_for(table_name || '_series_id_time'), table_name);
+    EXECUTE format('ALTER TABLE _prom_catalog.samples ATTACH PARTITION prom_data.%I FOR VALUES FROM (%s) TO (%s)',
+                   table_name, _prom_catalog.first_series_id(id), _prom_catalog.first_series_id(id + 1));
     PERFORM _prom_catalog.refresh_metric_view(id);
 END
 $fn$;
@@ -219,8 +241,11 @@ BEGIN
       INTO v_wanted
       FROM (SELECT DISTINCT u.i FROM unnest(p_series_idx) u(i)) s;
 
-    INSERT INTO _prom_catalog.series (metric_id, labels)
-    SELECT v_metric_id, w.labels FROM unnest(v_wanted) w ORDER BY w.labels
+    INSERT INTO _prom_catalog.series (id, metric_id, labels)
+    SELECT _prom_catalog.first_series_id(v_metric_id) + nextval('_prom_catalog.series_number'), v_metric_id, w.labels
+      FROM unnest(v_wanted) w
+     WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels = w.labels)
+     ORDER BY w.labels
     ON CONFLICT (labels) DO NOTHING;
 
     RETURN QUERY
