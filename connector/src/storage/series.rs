@@ -1,8 +1,6 @@
 //! Resolves label sets to series ids: from the cache, or in batches from PostgreSQL, which
 //! creates metrics (and their samples tables), labels and series on first sight.
 
-use std::collections::HashMap;
-
 use sqlx::PgPool;
 
 use super::series_cache::{SeriesCache, SeriesId};
@@ -38,8 +36,8 @@ impl SeriesResolver {
     pub async fn resolve(&self, series: &[Series]) -> Result<(Vec<SeriesId>, ResolveStats), StorageError> {
         let mut stats = ResolveStats::default();
         let mut ids: Vec<SeriesId> = Vec::with_capacity(series.len());
-        // metric name -> (index into `series`, identity) of the series missing from the cache
-        let mut misses: HashMap<&str, Vec<(usize, Vec<u8>)>> = HashMap::new();
+        // (index into `series`, identity) of the series missing from the cache
+        let mut missing: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, s) in series.iter().enumerate() {
             let identity = s.identity();
             match self.cache.get(&identity) {
@@ -50,12 +48,12 @@ impl SeriesResolver {
                 None => {
                     stats.cache_misses += 1;
                     ids.push(0);
-                    misses.entry(s.metric_name()).or_default().push((i, identity));
+                    missing.push((i, identity));
                 }
             }
         }
-        for (metric, missing) in misses {
-            let created = self.create_series(metric, series, &missing).await?;
+        if !missing.is_empty() {
+            let created = self.create_series(series, &missing).await?;
             for ((i, identity), id) in missing.into_iter().zip(created) {
                 stats.evicted += self.cache.insert(identity, id);
                 ids[i] = id;
@@ -64,15 +62,15 @@ impl SeriesResolver {
         Ok((ids, stats))
     }
 
-    /// Ids of the `missing` series, all of metric `metric`, in order; one round trip.
+    /// Ids of the `missing` series, in order, whatever their metrics; one round trip.
     async fn create_series(
         &self,
-        metric: &str,
         series: &[Series],
         missing: &[(usize, Vec<u8>)],
     ) -> Result<Vec<SeriesId>, StorageError> {
-        let (mut idx, mut keys, mut values) = (vec![], vec![], vec![]);
+        let (mut metrics, mut idx, mut keys, mut values) = (vec![], vec![], vec![], vec![]);
         for (n, (i, _)) in missing.iter().enumerate() {
+            metrics.push(series[*i].metric_name());
             for l in &series[*i].labels {
                 idx.push(n as i32);
                 keys.push(l.name());
@@ -81,7 +79,7 @@ impl SeriesResolver {
         }
         let rows: Vec<(i32, i64)> =
             sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4)")
-                .bind(metric)
+                .bind(metrics)
                 .bind(idx)
                 .bind(keys)
                 .bind(values)
@@ -97,7 +95,7 @@ impl SeriesResolver {
             .enumerate()
             .map(|(n, id)| {
                 id.ok_or_else(|| {
-                    StorageError::Unavailable(format!("database returned no id for series {n} of metric {metric:?}"))
+                    StorageError::Unavailable(format!("database returned no id for series {n} of the batch"))
                 })
             })
             .collect()

@@ -187,40 +187,60 @@ BEGIN
 END
 $fn$;
 
-CREATE TYPE _prom_catalog.indexed_labels AS (i int, labels int[]);
+CREATE TYPE _prom_catalog.series_labels AS (i int, metric_id int, labels int[]);
 
--- Resolves many series of one metric at once. Series i of the batch is described by the
--- entries of p_keys/p_values whose p_series_idx is i; every series must have its __name__
--- entry. Returns the id of every series, creating labels, label keys, positions and series
--- as needed. Each step is its own statement so that it sees what concurrent connectors
--- committed meanwhile (READ COMMITTED takes a new snapshot per statement).
+-- Resolves many series, of any metrics, at once. Series i of the batch (counting from 0)
+-- belongs to metric p_metrics[i + 1] and has the labels given by the entries of
+-- p_keys/p_values whose p_series_idx is i, its __name__ entry included. Returns the id of
+-- every series, creating metrics, label keys, positions, labels and series as needed.
+--
+-- Each step is its own statement so that it sees what concurrent connectors committed
+-- meanwhile (READ COMMITTED takes a new snapshot per statement). Locks are always taken in
+-- the same order (metric-creation lock, label-key lock, metric rows by id, labels, series)
+-- so that concurrent calls cannot deadlock.
 CREATE FUNCTION _prom_catalog.get_or_create_series_ids(
-    p_metric_name text, p_series_idx int[], p_keys text[], p_values text[])
+    p_metrics text[], p_series_idx int[], p_keys text[], p_values text[])
 RETURNS TABLE (idx int, series_id bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    v_metric_id int;
-    v_new_keys text[];
+    v_name text;
     v_key text;
-    v_wanted _prom_catalog.indexed_labels[];
+    v_metric_ids int[];
+    v_metric_id int;
+    v_new_metric_ids int[];
+    v_new_keys text[];
+    v_wanted _prom_catalog.series_labels[];
 BEGIN
-    SELECT m.id INTO v_metric_id FROM _prom_catalog.get_or_create_metric(p_metric_name) m;
+    FOR v_name IN SELECT DISTINCT n FROM unnest(p_metrics) n ORDER BY n LOOP
+        PERFORM _prom_catalog.get_or_create_metric(v_name);
+    END LOOP;
+    SELECT array_agg(m.id ORDER BY u.ord) INTO v_metric_ids
+      FROM unnest(p_metrics) WITH ORDINALITY AS u(name, ord)
+      JOIN _prom_catalog.metric m ON m.metric_name = u.name;
 
-    SELECT array_agg(DISTINCT k ORDER BY k) INTO v_new_keys
-      FROM unnest(p_keys) k
-     WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.label_key_position p WHERE p.metric_id = v_metric_id AND p.key = k);
+    -- Label keys the metrics have never had: give each a column name, then a position.
+    SELECT array_agg(n.metric_id ORDER BY n.metric_id, n.key), array_agg(n.key ORDER BY n.metric_id, n.key)
+      INTO v_new_metric_ids, v_new_keys
+      FROM (SELECT DISTINCT v_metric_ids[t.i + 1] AS metric_id, t.k AS key
+              FROM unnest(p_series_idx, p_keys) AS t(i, k)
+             WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.label_key_position p
+                                WHERE p.metric_id = v_metric_ids[t.i + 1] AND p.key = t.k)) n;
     IF v_new_keys IS NOT NULL THEN
-        -- The metric row lock orders concurrent position assignment and view changes. NO KEY
-        -- UPDATE does not wait for the key-share locks that series inserts take.
-        PERFORM 1 FROM _prom_catalog.metric WHERE id = v_metric_id FOR NO KEY UPDATE;
-        FOREACH v_key IN ARRAY v_new_keys LOOP
+        FOR v_key IN SELECT DISTINCT k FROM unnest(v_new_keys) k ORDER BY 1 LOOP
             PERFORM _prom_catalog.get_or_create_label_key(v_key);
-            INSERT INTO _prom_catalog.label_key_position (metric_id, key, pos)
-            SELECT v_metric_id, v_key, coalesce(max(p.pos), 0) + 1
-              FROM _prom_catalog.label_key_position p WHERE p.metric_id = v_metric_id
-            ON CONFLICT (metric_id, key) DO NOTHING;
         END LOOP;
-        PERFORM _prom_catalog.refresh_metric_view(v_metric_id);
+        FOR v_metric_id IN SELECT DISTINCT m FROM unnest(v_new_metric_ids) m ORDER BY 1 LOOP
+            -- The metric row lock orders concurrent position assignment and view changes. NO
+            -- KEY UPDATE does not wait for the key-share locks that series inserts take.
+            PERFORM 1 FROM _prom_catalog.metric WHERE id = v_metric_id FOR NO KEY UPDATE;
+            FOR v_key IN SELECT n.k FROM unnest(v_new_metric_ids, v_new_keys) AS n(m, k) WHERE n.m = v_metric_id ORDER BY 1 LOOP
+                INSERT INTO _prom_catalog.label_key_position (metric_id, key, pos)
+                SELECT v_metric_id, v_key, coalesce(max(p.pos), 0) + 1
+                  FROM _prom_catalog.label_key_position p WHERE p.metric_id = v_metric_id
+                ON CONFLICT (metric_id, key) DO NOTHING;
+            END LOOP;
+            PERFORM _prom_catalog.refresh_metric_view(v_metric_id);
+        END LOOP;
     END IF;
 
     INSERT INTO _prom_catalog.label (key, value)
@@ -228,21 +248,24 @@ BEGIN
     ORDER BY 1, 2
     ON CONFLICT (key, value) DO NOTHING;
 
+    -- Each series' dense labels array, 0 where it lacks a key. Aggregating pos -> id once per
+    -- series keeps this linear in the batch size.
     WITH entries AS (
         SELECT t.i, p.pos, l.id
           FROM unnest(p_series_idx, p_keys, p_values) AS t(i, k, v)
           JOIN _prom_catalog.label l ON l.key = t.k AND l.value = t.v
-          JOIN _prom_catalog.label_key_position p ON p.metric_id = v_metric_id AND p.key = t.k
+          JOIN _prom_catalog.label_key_position p ON p.metric_id = v_metric_ids[t.i + 1] AND p.key = t.k
+    ), per_series AS (
+        SELECT e.i, max(e.pos) AS last_pos, jsonb_object_agg(e.pos, e.id) AS ids FROM entries e GROUP BY e.i
     )
-    SELECT array_agg(ROW(s.i, (
-               SELECT array_agg(coalesce(e.id, 0) ORDER BY g.pos)
-                 FROM generate_series(1, (SELECT max(e2.pos) FROM entries e2 WHERE e2.i = s.i)) g(pos)
-                 LEFT JOIN entries e ON e.i = s.i AND e.pos = g.pos))::_prom_catalog.indexed_labels)
+    SELECT array_agg(ROW(ps.i, v_metric_ids[ps.i + 1], ARRAY(
+               SELECT coalesce((ps.ids ->> g.pos::text)::int, 0) FROM generate_series(1, ps.last_pos) g(pos) ORDER BY g.pos
+           ))::_prom_catalog.series_labels)
       INTO v_wanted
-      FROM (SELECT DISTINCT u.i FROM unnest(p_series_idx) u(i)) s;
+      FROM per_series ps;
 
     INSERT INTO _prom_catalog.series (id, metric_id, labels)
-    SELECT _prom_catalog.first_series_id(v_metric_id) + nextval('_prom_catalog.series_number'), v_metric_id, w.labels
+    SELECT _prom_catalog.first_series_id(w.metric_id) + nextval('_prom_catalog.series_number'), w.metric_id, w.labels
       FROM unnest(v_wanted) w
      WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels = w.labels)
      ORDER BY w.labels
