@@ -188,3 +188,79 @@ fn a_malformed_database_uri_is_refused_without_echoing_it() {
     assert!(output.contains("not a valid PostgreSQL URI"), "{output}");
     assert!(!output.contains(secret), "the password leaked: {output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_creating_overlapping_metrics_keys_and_series_at_once_agree() {
+    let pg = TestPostgres::start();
+    let connectors: Vec<_> = (0..3).map(|_| Connector::spawn(Some(&pg.uri()), &[])).collect();
+    for c in &connectors {
+        c.wait_ready(Duration::from_secs(60)).await;
+    }
+    // Every request mixes the same 8 metrics, each series with a label key that other
+    // requests introduce too, so metric creation, label keys, positions, labels and series
+    // all race between the connectors.
+    let request = |round: usize, part: usize| {
+        let list = (0..40)
+            .map(|n| {
+                let metric = format!("overlap_{}", n % 8);
+                let key = format!("key_{}", (n + part) % 5);
+                let value = format!("v{}", n % 10);
+                let mut labels = [
+                    ("__name__", metric.clone()),
+                    (key.as_str(), value.clone()),
+                    ("job", "j".to_string()),
+                ];
+                labels.sort();
+                let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                series(&labels, &[(1_700_000_000_000 + round as i64 * 1000, n as f64)])
+            })
+            .collect();
+        encode(list)
+    };
+    let client = reqwest::Client::new();
+    let mut sends = vec![];
+    for (c, connector) in connectors.iter().enumerate() {
+        for part in 0..4 {
+            let (client, url, body) = (client.clone(), connector.url("/write"), request(c, part));
+            sends.push(tokio::spawn(async move { post(&client, &url, body).await.unwrap() }));
+        }
+    }
+    for send in sends {
+        let (status, text) = send.await.unwrap();
+        assert_eq!(status, 204, "{text}");
+    }
+    let db = pg.pool().await;
+    let (metrics, series_rows, distinct_sets): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM _prom_catalog.metric),
+                (SELECT count(*) FROM _prom_catalog.series),
+                (SELECT count(DISTINCT (SELECT array_agg(l.key || '=' || l.value ORDER BY l.key)
+                                          FROM unnest(s.labels) lid JOIN _prom_catalog.label l ON l.id = lid))
+                   FROM _prom_catalog.series s)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(metrics, 8);
+    assert_eq!(series_rows, distinct_sets, "one series row per label set");
+    // 8 metrics x 5 keys x their values: every combination that was sent exists.
+    let expected: std::collections::HashSet<(usize, usize, usize)> = (0..4)
+        .flat_map(|part| (0..40).map(move |n| (n % 8, (n + part) % 5, n % 10)))
+        .collect();
+    assert_eq!(series_rows as usize, expected.len());
+    // Each view shows every key its metric has, whichever connector added it.
+    for m in 0..8 {
+        let keys: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'prom_metric' AND table_name = 'overlap_{m}' AND column_name LIKE 'key_%'"
+        ))
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        let expected_keys: std::collections::HashSet<_> = expected.iter().filter(|e| e.0 == m).map(|e| e.1).collect();
+        assert_eq!(keys.len(), expected_keys.len(), "overlap_{m}: {keys:?}");
+    }
+    let samples: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.samples")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(samples, 3 * 4 * 40);
+}

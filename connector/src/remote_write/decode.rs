@@ -324,7 +324,8 @@ mod tests {
 
     #[test]
     fn refuses_each_kind_of_bad_series() {
-        let cases: Vec<(TimeSeries, fn(&DecodeError) -> bool)> = vec![
+        type Check = fn(&DecodeError) -> bool;
+        let cases: Vec<(TimeSeries, Check)> = vec![
             (ts(&[("job", "a")], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::MissingMetricName { .. })
             }),

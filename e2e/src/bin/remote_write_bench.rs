@@ -161,7 +161,7 @@ async fn main() {
         eprintln!("first round (creates {} series) -> {name}", args.series);
         first_round.push(send_rounds(&client, url, &payload, 0..1).await);
     }
-    let mut rates = vec![vec![], vec![]];
+    let mut rates = [vec![], vec![]];
     for rep in 0..args.repeat {
         let rounds = 1 + rep * args.rounds..1 + (rep + 1) * args.rounds;
         for (t, (name, url)) in targets.iter().enumerate() {
