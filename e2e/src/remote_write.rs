@@ -1,37 +1,20 @@
 //! Builds and sends remote-write requests the way Prometheus does.
 
-use bytes::Bytes;
-use promscale_connector::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message;
+use promscale_connector::remote_write::proto::{TimeSeries, WriteRequest};
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
-    TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| Label {
-                name: Bytes::copy_from_slice(n.as_bytes()),
-                value: Bytes::copy_from_slice(v.as_bytes()),
-            })
-            .collect(),
-        samples: samples
-            .iter()
-            .map(|&(timestamp, value)| Sample { value, timestamp })
-            .collect(),
-        ..Default::default()
-    }
+    TimeSeries::from_pairs(labels, samples)
 }
 
 pub fn encode(timeseries: Vec<TimeSeries>) -> Vec<u8> {
-    let request = WriteRequest {
+    WriteRequest {
         timeseries,
         metadata: vec![],
-    };
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .expect("snappy")
+    }
+    .to_snappy()
 }
 
 /// POSTs a body with Prometheus' headers; returns the status and the response text.

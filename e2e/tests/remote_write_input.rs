@@ -6,7 +6,6 @@ use promscale_connector::remote_write::proto::MetricMetadata;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
-use prost::Message;
 use sqlx::Row;
 
 const T0: i64 = 1_700_000_000_000;
@@ -334,9 +333,7 @@ async fn metadata_is_stored_once_per_distinct_entry() {
             entry("Other help."),
         ],
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap();
+    let body = request.to_snappy();
     for _ in 0..2 {
         assert_eq!(
             post(&reqwest::Client::new(), &connector.url("/write"), body.clone())

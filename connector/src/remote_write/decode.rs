@@ -282,31 +282,18 @@ fn describe_labels(labels: &[proto::Label]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::{Sample, TimeSeries};
+    use proto::TimeSeries;
 
     fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
-        TimeSeries {
-            labels: labels
-                .iter()
-                .map(|(n, v)| proto::Label {
-                    name: Bytes::copy_from_slice(n.as_bytes()),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                })
-                .collect(),
-            samples: samples
-                .iter()
-                .map(|&(timestamp, value)| Sample { value, timestamp })
-                .collect(),
-            ..Default::default()
-        }
+        TimeSeries::from_pairs(labels, samples)
     }
 
     fn encode(series: Vec<TimeSeries>) -> Vec<u8> {
-        let req = WriteRequest {
+        WriteRequest {
             timeseries: series,
             metadata: vec![],
-        };
-        snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()
+        }
+        .to_snappy()
     }
 
     #[test]

@@ -29,6 +29,36 @@ pub struct TimeSeries {
     pub histograms: Vec<Bytes>,
 }
 
+impl TimeSeries {
+    /// A series from `(name, value)` label pairs and `(timestamp ms, value)` samples, as
+    /// clients, tests and benchmarks build them.
+    pub fn from_pairs(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Self {
+        TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: Bytes::copy_from_slice(n.as_bytes()),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| Sample { value, timestamp })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+impl WriteRequest {
+    /// The request as a remote-write 1.0 body: protobuf, snappy block format.
+    pub fn to_snappy(&self) -> Vec<u8> {
+        snap::raw::Encoder::new()
+            .compress_vec(&prost::Message::encode_to_vec(self))
+            .expect("snappy can compress any input")
+    }
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
     #[prost(bytes = "bytes", tag = "1")]
