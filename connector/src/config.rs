@@ -82,6 +82,12 @@ pub struct Config {
     )]
     pub cache_series_max_entries: usize,
 
+    /// How often to apply retention and create chunks ahead of the data (one connector at a
+    /// time does it); 0s disables scheduled maintenance (run CALL prom_api.execute_maintenance()
+    /// yourself then).
+    #[arg(long = "maintenance.interval", env = "PROMSCALE_MAINTENANCE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub maintenance_interval: Duration,
+
     /// Folder of the embedded PostgreSQL cluster, used when --db.uri is empty.
     #[arg(
         long = "embedded.dir",

@@ -68,7 +68,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!(%address, "listening for remote write on /write and /api/v1/write");
     print_prometheus_snippet(address);
 
-    let migrator = tokio::spawn(migrate_until_done(pool.clone(), state.clone()));
+    let migrator = tokio::spawn(migrate_until_done(
+        pool.clone(),
+        state.clone(),
+        config.maintenance_interval,
+    ));
     let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(shutdown);
     let result = tokio::select! {
         served = server => served.context("HTTP server failed"),
@@ -107,16 +111,25 @@ async fn database(config: &Config) -> anyhow::Result<(PgConnectOptions, Option<E
     Ok((options, Some(pg)))
 }
 
-/// Migrates the schema, retrying while the database is unreachable. Returns only on errors
-/// that retrying cannot fix; on success it marks the connector ready and waits forever.
-async fn migrate_until_done(pool: PgPool, state: Arc<AppState>) -> Result<(), MigrationError> {
+/// Migrates the schema, retrying while the database is unreachable, then marks the connector
+/// ready and runs scheduled maintenance forever. Returns only on errors that retrying cannot
+/// fix.
+async fn migrate_until_done(
+    pool: PgPool,
+    state: Arc<AppState>,
+    maintenance_interval: Duration,
+) -> Result<(), MigrationError> {
     let mut delay = Duration::from_millis(500);
     loop {
         match migrate(&pool).await {
             Ok(applied) => {
                 tracing::info!(applied, "database schema is up to date");
                 state.migrated.store(true, Ordering::Release);
-                return std::future::pending().await;
+                if maintenance_interval.is_zero() {
+                    return std::future::pending().await;
+                }
+                storage::maintenance::schedule(pool, maintenance_interval, state.metrics.clone()).await;
+                unreachable!("maintenance runs forever");
             }
             Err(e @ MigrationError::TooNew { .. }) => return Err(e),
             Err(e) => {

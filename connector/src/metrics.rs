@@ -13,6 +13,11 @@ pub struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: &'static str,
 }
@@ -21,6 +26,7 @@ pub struct Metrics {
     registry: Registry,
     pub write_requests: Family<CodeLabel, Counter>,
     pub samples_ingested: Counter,
+    pub samples_expired: Counter,
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
     pub series_cache_hits: Counter,
@@ -32,6 +38,8 @@ pub struct Metrics {
     pub db_batch_samples: Histogram,
     pub db_batch_requests: Histogram,
     pub last_commit_timestamp: Gauge,
+    pub maintenance_runs: Family<ResultLabel, Counter>,
+    pub maintenance_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -46,6 +54,7 @@ impl Metrics {
         let m = Metrics {
             write_requests: Family::default(),
             samples_ingested: Counter::default(),
+            samples_expired: Counter::default(),
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
             series_cache_hits: Counter::default(),
@@ -57,6 +66,8 @@ impl Metrics {
             db_batch_samples: Histogram::new(exponential_buckets(1.0, 4.0, 12)),
             db_batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             last_commit_timestamp: Gauge::default(),
+            maintenance_runs: Family::default(),
+            maintenance_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             registry: Registry::default(),
         };
         let build_info: Family<VersionLabel, Gauge> = Family::default();
@@ -134,6 +145,16 @@ impl Metrics {
             "promscale_ingest_last_commit_timestamp_seconds",
             "Unix time of the last successful sample commit",
             m.last_commit_timestamp.clone(),
+        );
+        registry.register(
+            "promscale_maintenance_runs",
+            "Scheduled maintenance runs, by result: done, skipped (another connector ran it) or failed",
+            m.maintenance_runs.clone(),
+        );
+        registry.register(
+            "promscale_maintenance_duration_seconds",
+            "Time taken by scheduled maintenance runs",
+            m.maintenance_duration.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 
 pub use promscale_connector::embedded_db::free_port;
 
+/// A recent timestamp (an hour ago, in whole seconds) in Prometheus' milliseconds: within
+/// any default retention period, and in the past, as scraped samples are.
+pub fn recent_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    (now.as_secs() as i64 - 3600) * 1000
+}
+
 /// A private folder that the `postgres` system user can also enter (PostgreSQL refuses to
 /// run as root, so the harness's clusters run as that user when tests run as root).
 pub fn private_dir(prefix: &str) -> tempfile::TempDir {

@@ -51,7 +51,7 @@ async fn without_a_database_uri_it_runs_its_own_postgres_and_keeps_the_data() {
     let client = reqwest::Client::new();
     let body = encode(vec![series(
         &[("__name__", "embedded_probe"), ("job", "a")],
-        &[(1_700_000_000_000, 42.0)],
+        &[(promscale_e2e::recent_ms(), 42.0)],
     )]);
     assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
 
@@ -112,7 +112,7 @@ async fn connectors_starting_together_migrate_the_schema_once() {
     let client = reqwest::Client::new();
     let body = encode(vec![series(
         &[("__name__", "race_probe"), ("k", "v")],
-        &[(1_700_000_000_000, 1.0)],
+        &[(promscale_e2e::recent_ms(), 1.0)],
     )]);
     let urls: Vec<String> = connectors.iter().map(|c| c.url("/write")).collect();
     let writes = urls.iter().map(|url| post(&client, url, body.clone()));
@@ -156,7 +156,7 @@ async fn an_unreachable_database_means_503_not_ready_and_no_leaked_password() {
     .await;
     let ready = client.get(connector.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 503);
-    let body = encode(vec![series(&[("__name__", "m")], &[(1_700_000_000_000, 1.0)])]);
+    let body = encode(vec![series(&[("__name__", "m")], &[(promscale_e2e::recent_ms(), 1.0)])]);
     let (status, text) = post(&client, &connector.url("/write"), body).await.unwrap();
     assert_eq!(status, 503, "{text}");
     tokio::time::sleep(Duration::from_secs(2)).await; // let a migration retry be logged
@@ -212,7 +212,7 @@ async fn connectors_creating_overlapping_metrics_keys_and_series_at_once_agree()
                 ];
                 labels.sort();
                 let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                series(&labels, &[(1_700_000_000_000 + round as i64 * 1000, n as f64)])
+                series(&labels, &[(promscale_e2e::recent_ms() + round as i64 * 1000, n as f64)])
             })
             .collect();
         encode(list)

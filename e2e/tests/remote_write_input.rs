@@ -8,7 +8,7 @@ use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
 use sqlx::Row;
 
-const T0: i64 = 1_700_000_000_000;
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(promscale_e2e::recent_ms);
 
 async fn metric_exists(db: &sqlx::PgPool, name: &str) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _prom_catalog.metric WHERE metric_name = $1)")
@@ -26,7 +26,7 @@ async fn bad_requests_are_refused_whole_with_a_message() {
     let client = reqwest::Client::new();
     let url = connector.url("/write");
 
-    let good = || series(&[("__name__", "innocent_bystander"), ("job", "x")], &[(T0, 1.0)]);
+    let good = || series(&[("__name__", "innocent_bystander"), ("job", "x")], &[(*T0, 1.0)]);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("bad snappy", b"this is not snappy at all".to_vec(), "snappy"),
         (
@@ -36,19 +36,19 @@ async fn bad_requests_are_refused_whole_with_a_message() {
         ),
         (
             "missing __name__",
-            encode(vec![good(), series(&[("job", "x")], &[(T0, 1.0)])]),
+            encode(vec![good(), series(&[("job", "x")], &[(*T0, 1.0)])]),
             "no __name__",
         ),
         (
             "invalid metric name",
-            encode(vec![good(), series(&[("__name__", "0abc")], &[(T0, 1.0)])]),
+            encode(vec![good(), series(&[("__name__", "0abc")], &[(*T0, 1.0)])]),
             "invalid metric name",
         ),
         (
             "invalid label name",
             encode(vec![
                 good(),
-                series(&[("__name__", "m"), ("bad-label", "v")], &[(T0, 1.0)]),
+                series(&[("__name__", "m"), ("bad-label", "v")], &[(*T0, 1.0)]),
             ]),
             "invalid label name",
         ),
@@ -56,7 +56,7 @@ async fn bad_requests_are_refused_whole_with_a_message() {
             "unsorted labels",
             encode(vec![
                 good(),
-                series(&[("__name__", "m"), ("b", "1"), ("a", "2")], &[(T0, 1.0)]),
+                series(&[("__name__", "m"), ("b", "1"), ("a", "2")], &[(*T0, 1.0)]),
             ]),
             "not sorted",
         ),
@@ -64,7 +64,7 @@ async fn bad_requests_are_refused_whole_with_a_message() {
             "duplicate labels",
             encode(vec![
                 good(),
-                series(&[("__name__", "m"), ("a", "1"), ("a", "2")], &[(T0, 1.0)]),
+                series(&[("__name__", "m"), ("a", "1"), ("a", "2")], &[(*T0, 1.0)]),
             ]),
             "more than once",
         ),
@@ -83,7 +83,7 @@ async fn bad_requests_are_refused_whole_with_a_message() {
         );
     }
 
-    let mut invalid_utf8 = series(&[("__name__", "m"), ("a", "x")], &[(T0, 1.0)]);
+    let mut invalid_utf8 = series(&[("__name__", "m"), ("a", "x")], &[(*T0, 1.0)]);
     invalid_utf8.labels[1].value = Bytes::from_static(&[0xc3, 0x28]);
     let (status, text) = post(&client, &url, encode(vec![good(), invalid_utf8])).await.unwrap();
     assert_eq!(status, 400, "{text}");
@@ -155,6 +155,11 @@ async fn special_values_and_timestamps_are_stored_bit_for_bit_and_retries_store_
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &[]).await;
     let db = pg.pool().await;
+    // Timestamps reach back to 1970: keep everything.
+    sqlx::query("SELECT prom_api.set_default_retention_period('1000 years')")
+        .execute(&db)
+        .await
+        .unwrap();
     let client = reqwest::Client::new();
 
     let values = [
@@ -171,9 +176,9 @@ async fn special_values_and_timestamps_are_stored_bit_for_bit_and_retries_store_
     ];
     // Millisecond timestamps, including one before 1970 and one before PostgreSQL's epoch.
     let times = [
-        T0,
-        T0 + 1,
-        T0 + 999,
+        *T0,
+        *T0 + 1,
+        *T0 + 999,
         -1_000,
         0,
         946_684_799_999,
@@ -203,13 +208,14 @@ async fn special_values_and_timestamps_are_stored_bit_for_bit_and_retries_store_
     // A retry that overlaps partly with stored samples stores only the new ones.
     let body = encode(vec![series(
         &[("__name__", "special_values")],
-        &[(T0, 123.0), (T0 + 5_000, 7.0)],
+        &[(*T0, 123.0), (*T0 + 5_000, 7.0)],
     )]);
     let (status, _) = post(&client, &connector.url("/write"), body).await.unwrap();
     assert_eq!(status, 204);
     let (count, kept): (i64, f64) = sqlx::query_as(
-        "SELECT count(*), (SELECT value FROM prom_data.special_values WHERE time = to_timestamp(1700000000)) FROM prom_data.special_values",
+        "SELECT count(*), (SELECT value FROM prom_data.special_values WHERE time = 'epoch'::timestamptz + $1 * interval '1 millisecond') FROM prom_data.special_values",
     )
+    .bind(*T0)
     .fetch_one(&db)
     .await
     .unwrap();
@@ -228,8 +234,8 @@ async fn hostile_and_long_names_get_distinct_tables_and_quoted_columns() {
     let long_b = format!("{}_beta_total", "a_very_long_metric_name_prefix".repeat(4));
     let injection = "x'); DROP TABLE _prom_catalog.series; --";
     let request = encode(vec![
-        series(&[("__name__", &long_a)], &[(T0, 1.0)]),
-        series(&[("__name__", &long_b)], &[(T0, 2.0)]),
+        series(&[("__name__", &long_a)], &[(*T0, 1.0)]),
+        series(&[("__name__", &long_b)], &[(*T0, 2.0)]),
         // Byte order, as Prometheus sorts: "Select" < "__name__" < "select".
         series(
             &[
@@ -237,7 +243,7 @@ async fn hostile_and_long_names_get_distinct_tables_and_quoted_columns() {
                 ("__name__", "HTTP_Requests:rate5m"),
                 ("select", "lower"),
             ],
-            &[(T0, 3.0)],
+            &[(*T0, 3.0)],
         ),
         series(
             &[
@@ -248,9 +254,9 @@ async fn hostile_and_long_names_get_distinct_tables_and_quoted_columns() {
                 ("user", injection),
                 ("value", "v"),
             ],
-            &[(T0, 4.0)],
+            &[(*T0, 4.0)],
         ),
-        series(&[("__name__", "only_a_name")], &[(T0, 5.0)]),
+        series(&[("__name__", "only_a_name")], &[(*T0, 5.0)]),
     ]);
     let (status, text) = post(&client, &connector.url("/write"), request).await.unwrap();
     assert_eq!(status, 204, "{text}");
@@ -303,7 +309,7 @@ async fn hostile_and_long_names_get_distinct_tables_and_quoted_columns() {
     // A metric gaining a label key later gains a view column; old rows show NULL there.
     let request = encode(vec![series(
         &[("__name__", "only_a_name"), ("zone", "eu")],
-        &[(T0 + 1, 6.0)],
+        &[(*T0 + 1, 6.0)],
     )]);
     assert_eq!(post(&client, &connector.url("/write"), request).await.unwrap().0, 204);
     let zones: Vec<(Option<String>, f64)> =

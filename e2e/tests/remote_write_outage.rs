@@ -13,7 +13,7 @@ use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series};
 use promscale_e2e::wait_for;
 
-const T0: i64 = 1_700_000_000_000;
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(promscale_e2e::recent_ms);
 const SENDERS: usize = 4;
 const SERIES_PER_REQUEST: usize = 10;
 
@@ -26,7 +26,7 @@ fn request(sender: usize, k: usize) -> Vec<u8> {
             let n = n.to_string();
             series(
                 &[("__name__", "outage_probe"), ("n", &n), ("sender", &sender_label)],
-                &[(T0 + k as i64 * 1000, (sender * 1_000_000 + k) as f64)],
+                &[(*T0 + k as i64 * 1000, (sender * 1_000_000 + k) as f64)],
             )
         })
         .collect();
@@ -123,7 +123,7 @@ async fn acknowledged_samples_survive_a_database_crash_and_writes_resume() {
         "SELECT sender, ((extract(epoch FROM time) * 1000)::int8 - $1) / 1000 AS k, count(*)
            FROM prom_metric.outage_probe GROUP BY 1, 2",
     )
-    .bind(T0)
+    .bind(*T0)
     .fetch_all(&db)
     .await
     .unwrap();

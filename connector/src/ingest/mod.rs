@@ -141,8 +141,9 @@ async fn write_loop(
         let result = writer.write(&merged).await;
         metrics.db_write_duration.observe(started.elapsed().as_secs_f64());
         match &result {
-            Ok(()) => {
-                metrics.samples_ingested.inc_by(merged.len() as u64);
+            Ok(expired) => {
+                metrics.samples_ingested.inc_by(merged.len() as u64 - expired);
+                metrics.samples_expired.inc_by(*expired);
                 metrics.db_batch_samples.observe(merged.len() as f64);
                 metrics.db_batch_requests.observe(dones.len() as f64);
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -154,7 +155,7 @@ async fn write_loop(
         }
         for done in dones {
             // The request may have been abandoned by its client; nothing to do then.
-            let _ = done.send(result.clone());
+            let _ = done.send(result.clone().map(|_| ()));
         }
     }
 }

@@ -9,6 +9,8 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 /// Arbitrary but fixed first key of every advisory lock the connector takes.
 pub const ADVISORY_LOCK_NAMESPACE: i32 = 7_355_608;
 const MIGRATION_LOCK: i32 = 0;
+/// Second key of the lock that lets one connector at a time run maintenance.
+pub const MAINTENANCE_LOCK: i32 = 3;
 
 pub struct Migration {
     pub version: i32,
@@ -16,11 +18,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "catalog",
-    sql: include_str!("migrations/0001_catalog.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "catalog",
+        sql: include_str!("migrations/0001_catalog.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "policies",
+        sql: include_str!("migrations/0002_policies.sql"),
+    },
+];
 
 pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)

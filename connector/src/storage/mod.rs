@@ -1,6 +1,7 @@
 //! Everything that talks to PostgreSQL on the write path.
 
 pub mod error;
+pub mod maintenance;
 pub mod metadata;
 pub mod migrations;
 pub mod samples;

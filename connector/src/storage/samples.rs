@@ -82,29 +82,26 @@ impl SampleBatch {
     }
 }
 
-/// Stores sample batches atomically: when the future resolves to `Ok`, every sample of the
-/// batch is committed; on `Err`, none is.
+/// Stores sample batches atomically: when the future resolves to `Ok(expired)`, every
+/// sample of the batch is committed except `expired` ones, which lie beyond their metric's
+/// retention period and are not kept; on `Err`, none is.
 pub trait SampleWriter: Send + Sync + 'static {
-    fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<u64, StorageError>>;
 }
 
 /// The seed's layout: one row `(time, value, series_id)` per sample in the metric's table.
 ///
-/// All rows go in one INSERT into `_prom_catalog.samples`, which PostgreSQL routes to the
-/// metric tables (its partitions, by series id): one statement per batch however many
-/// metrics it holds. Samples already stored (Prometheus resends after a timeout) make the
-/// plain INSERT fail as a whole; the batch is then written again skipping them. The plain
-/// INSERT first because ON CONFLICT costs about half again as much per row, and duplicates
-/// are rare.
+/// All rows go in one call of `_prom_catalog.insert_samples`, which creates missing time
+/// chunks and inserts through `_prom_catalog.samples`; PostgreSQL routes each row to its
+/// metric table (a partition, by series id) and chunk (by time). One statement per batch,
+/// however many metrics it holds. Samples already stored (Prometheus resends after a
+/// timeout) make the plain insert fail as a whole; the batch is then written again skipping
+/// them. The plain insert comes first because ON CONFLICT costs about half again as much per
+/// row, and duplicates are rare.
 pub struct RowPerSampleWriter {
     pool: PgPool,
 }
 
-const INSERT: &str = "INSERT INTO _prom_catalog.samples (time, value, series_id) \
-                      SELECT * FROM unnest($1::timestamptz[], $2::float8[], $3::int8[])";
-const INSERT_SKIPPING_DUPLICATES: &str = "INSERT INTO _prom_catalog.samples (time, value, series_id) \
-                      SELECT * FROM unnest($1::timestamptz[], $2::float8[], $3::int8[]) \
-                      ON CONFLICT DO NOTHING";
 const UNIQUE_VIOLATION: &str = "23505";
 
 impl RowPerSampleWriter {
@@ -112,29 +109,29 @@ impl RowPerSampleWriter {
         RowPerSampleWriter { pool }
     }
 
-    async fn insert(&self, sql: &'static str, batch: &SampleBatch) -> Result<(), sqlx::Error> {
-        sqlx::query(sql)
+    async fn insert(&self, batch: &SampleBatch, skip_duplicates: bool) -> Result<u64, sqlx::Error> {
+        let expired: i64 = sqlx::query_scalar("SELECT _prom_catalog.insert_samples($1, $2, $3, $4)")
             .bind(&batch.times)
             .bind(&batch.values)
             .bind(&batch.series_ids)
-            .execute(&self.pool)
+            .bind(skip_duplicates)
+            .fetch_one(&self.pool)
             .await?;
-        Ok(())
+        Ok(expired as u64)
     }
 }
 
 impl SampleWriter for RowPerSampleWriter {
-    fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<u64, StorageError>> {
         Box::pin(async move {
             if batch.is_empty() {
-                return Ok(());
+                return Ok(0);
             }
             let batch = batch.sorted();
             // Each statement is its own transaction: it commits whole or not at all.
-            match self.insert(INSERT, &batch).await {
+            match self.insert(&batch, false).await {
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNIQUE_VIOLATION) => {
-                    self.insert(INSERT_SKIPPING_DUPLICATES, &batch).await?;
-                    Ok(())
+                    Ok(self.insert(&batch, true).await?)
                 }
                 other => Ok(other?),
             }

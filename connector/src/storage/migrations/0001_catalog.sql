@@ -4,13 +4,15 @@
 -- Schemas:
 --   _prom_catalog  internal catalog and the functions the connector calls
 --   prom_data      one samples table per metric: (time, value, series_id), each a
---                  partition of _prom_catalog.samples
+--                  partition of _prom_catalog.samples, itself partitioned by time
+--   _prom_chunks   the time chunks of the metric tables
 --   prom_metric    one view per metric, with a text column per label key
 --   prom_info      overview views: metric, label
 
 CREATE SCHEMA IF NOT EXISTS prom_data;
 CREATE SCHEMA IF NOT EXISTS prom_metric;
 CREATE SCHEMA IF NOT EXISTS prom_info;
+CREATE SCHEMA IF NOT EXISTS _prom_chunks;
 
 CREATE TABLE _prom_catalog.metric (
     id          serial PRIMARY KEY,
@@ -18,8 +20,32 @@ CREATE TABLE _prom_catalog.metric (
     -- Name of the table in prom_data and of the view in prom_metric: the metric name when it
     -- is a valid PostgreSQL identifier (at most 63 bytes), otherwise a shortened unique form.
     table_name  name NOT NULL UNIQUE,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Per-metric overrides of the defaults in _prom_catalog.default_setting; NULL: default.
+    retention_period interval,
+    chunk_interval   interval
 );
+
+-- Defaults for every metric without an override (set through prom_api).
+CREATE TABLE _prom_catalog.default_setting (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+INSERT INTO _prom_catalog.default_setting (key, value) VALUES
+    ('chunk_interval', '8 hours'),
+    ('retention_period', '90 days');
+
+CREATE FUNCTION _prom_catalog.metric_chunk_interval(p_metric_id int) RETURNS interval
+LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(m.chunk_interval, (SELECT value::interval FROM _prom_catalog.default_setting WHERE key = 'chunk_interval'))
+      FROM _prom_catalog.metric m WHERE m.id = p_metric_id
+$fn$;
+
+CREATE FUNCTION _prom_catalog.metric_retention_period(p_metric_id int) RETURNS interval
+LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(m.retention_period, (SELECT value::interval FROM _prom_catalog.default_setting WHERE key = 'retention_period'))
+      FROM _prom_catalog.metric m WHERE m.id = p_metric_id
+$fn$;
 
 CREATE TABLE _prom_catalog.label (
     id    serial PRIMARY KEY,
@@ -150,12 +176,135 @@ BEGIN
     END IF;
     -- Created apart and then attached: ATTACH takes a lock that does not stall concurrent
     -- inserts into _prom_catalog.samples, where CREATE TABLE ... PARTITION OF would.
-    EXECUTE format('CREATE TABLE prom_data.%I (LIKE _prom_catalog.samples)', table_name);
+    EXECUTE format('CREATE TABLE prom_data.%I (LIKE _prom_catalog.samples) PARTITION BY RANGE (time)', table_name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON prom_data.%I (series_id, time) INCLUDE (value)',
                    _prom_catalog.identifier_for(table_name || '_series_id_time'), table_name);
     EXECUTE format('ALTER TABLE _prom_catalog.samples ATTACH PARTITION prom_data.%I FOR VALUES FROM (%s) TO (%s)',
                    table_name, _prom_catalog.first_series_id(id), _prom_catalog.first_series_id(id + 1));
     PERFORM _prom_catalog.refresh_metric_view(id);
+END
+$fn$;
+
+-- Time chunks: the partitions of a metric table, one per chunk interval (aligned to the
+-- Unix epoch, shortened where a neighbour created under another interval is in the way).
+CREATE TABLE _prom_catalog.chunk (
+    id         serial PRIMARY KEY,
+    metric_id  int NOT NULL REFERENCES _prom_catalog.metric (id),
+    start_time timestamptz NOT NULL,
+    end_time   timestamptz NOT NULL CHECK (end_time > start_time),
+    table_name name NOT NULL UNIQUE,
+    UNIQUE (metric_id, start_time)
+);
+CREATE INDEX chunk_metric_end ON _prom_catalog.chunk (metric_id, end_time);
+
+-- The chunk of metric p_metric_id that holds p_time, created if needed; NULL when that chunk
+-- would lie entirely beyond the metric's retention period (its samples are not kept).
+CREATE FUNCTION _prom_catalog.get_or_create_chunk(p_metric_id int, p_time timestamptz)
+RETURNS _prom_catalog.chunk
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_chunk _prom_catalog.chunk;
+    v_interval interval;
+    v_seconds numeric;
+    v_start timestamptz;
+    v_end timestamptz;
+    v_metric_table name;
+BEGIN
+    SELECT * INTO v_chunk FROM _prom_catalog.chunk c
+     WHERE c.metric_id = p_metric_id AND c.start_time <= p_time AND c.end_time > p_time;
+    IF FOUND THEN
+        RETURN v_chunk;
+    END IF;
+    -- One creator per metric at a time; maintenance takes the same lock.
+    PERFORM pg_advisory_xact_lock(7355609, p_metric_id);
+    SELECT * INTO v_chunk FROM _prom_catalog.chunk c
+     WHERE c.metric_id = p_metric_id AND c.start_time <= p_time AND c.end_time > p_time;
+    IF FOUND THEN
+        RETURN v_chunk;
+    END IF;
+
+    v_interval := _prom_catalog.metric_chunk_interval(p_metric_id);
+    v_seconds := extract(epoch FROM v_interval);
+    v_start := to_timestamp((floor(extract(epoch FROM p_time) / v_seconds) * v_seconds)::float8);
+    v_end := v_start + v_interval;
+    -- greatest and least ignore the NULL of an empty max or min.
+    SELECT greatest(v_start, max(c.end_time)) INTO v_start FROM _prom_catalog.chunk c
+     WHERE c.metric_id = p_metric_id AND c.end_time <= p_time;
+    SELECT least(v_end, min(c.start_time)) INTO v_end FROM _prom_catalog.chunk c
+     WHERE c.metric_id = p_metric_id AND c.start_time > p_time;
+    IF v_end <= now() - _prom_catalog.metric_retention_period(p_metric_id) THEN
+        RETURN NULL;
+    END IF;
+
+    SELECT m.table_name INTO STRICT v_metric_table FROM _prom_catalog.metric m WHERE m.id = p_metric_id;
+    v_chunk.id := nextval(pg_get_serial_sequence('_prom_catalog.chunk', 'id'));
+    v_chunk.metric_id := p_metric_id;
+    v_chunk.start_time := v_start;
+    v_chunk.end_time := v_end;
+    v_chunk.table_name := _prom_catalog.identifier_for(v_metric_table || '_' || v_chunk.id);
+    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.samples)', v_chunk.table_name);
+    EXECUTE format('CREATE UNIQUE INDEX ON _prom_chunks.%I (series_id, time) INCLUDE (value)', v_chunk.table_name);
+    EXECUTE format('ALTER TABLE prom_data.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
+                   v_metric_table, v_chunk.table_name, v_start, v_end);
+    INSERT INTO _prom_catalog.chunk VALUES (v_chunk.*);
+    RETURN v_chunk;
+END
+$fn$;
+
+-- Stores samples of any number of metrics in one call: makes sure their chunks exist, then
+-- inserts them all through _prom_catalog.samples, which routes each row to its metric's
+-- chunk. Samples whose chunk lies beyond their metric's retention are not stored; their
+-- number is returned. With p_skip_duplicates, samples already stored are skipped;
+-- without, they may raise unique_violation (the cheaper path when there are none).
+CREATE FUNCTION _prom_catalog.insert_samples(
+    p_times timestamptz[], p_values float8[], p_series_ids int8[], p_skip_duplicates boolean)
+RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+    v_time timestamptz;
+    v_chunk _prom_catalog.chunk;
+    v_expired_metrics int[] := '{}';
+    v_expired_times timestamptz[] := '{}';
+    v_count bigint;
+BEGIN
+    -- Usually one existing chunk covers all of a metric's samples in the batch: one index
+    -- probe per metric. Otherwise every distinct time not yet covered gets its chunk.
+    FOR r IN SELECT (u.s >> 40)::int AS metric_id, min(u.t) AS lo, max(u.t) AS hi
+               FROM unnest(p_series_ids, p_times) AS u(s, t) GROUP BY 1 ORDER BY 1 LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM _prom_catalog.chunk c
+                               WHERE c.metric_id = r.metric_id AND c.start_time <= r.lo AND c.end_time > r.hi);
+        v_chunk := NULL;
+        FOR v_time IN SELECT DISTINCT u.t FROM unnest(p_series_ids, p_times) AS u(s, t)
+                       WHERE (u.s >> 40)::int = r.metric_id ORDER BY 1 LOOP
+            CONTINUE WHEN v_chunk.id IS NOT NULL AND v_time >= v_chunk.start_time AND v_time < v_chunk.end_time;
+            v_chunk := _prom_catalog.get_or_create_chunk(r.metric_id, v_time);
+            IF v_chunk.id IS NULL THEN
+                v_expired_metrics := v_expired_metrics || r.metric_id;
+                v_expired_times := v_expired_times || v_time;
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    IF cardinality(v_expired_times) = 0 THEN
+        IF p_skip_duplicates THEN
+            INSERT INTO _prom_catalog.samples (time, value, series_id)
+            SELECT * FROM unnest(p_times, p_values, p_series_ids) ON CONFLICT DO NOTHING;
+        ELSE
+            INSERT INTO _prom_catalog.samples (time, value, series_id)
+            SELECT * FROM unnest(p_times, p_values, p_series_ids);
+        END IF;
+        RETURN 0;
+    END IF;
+
+    INSERT INTO _prom_catalog.samples (time, value, series_id)
+    SELECT u.t, u.v, u.s FROM unnest(p_times, p_values, p_series_ids) AS u(t, v, s)
+     WHERE NOT EXISTS (SELECT 1 FROM unnest(v_expired_metrics, v_expired_times) AS x(m, t)
+                        WHERE x.m = (u.s >> 40)::int AND x.t = u.t)
+    ON CONFLICT DO NOTHING;
+    SELECT count(*) INTO v_count FROM unnest(p_times, p_series_ids) AS u(t, s)
+      JOIN unnest(v_expired_metrics, v_expired_times) AS x(m, t) ON x.m = (u.s >> 40)::int AND x.t = u.t;
+    RETURN v_count;
 END
 $fn$;
 
