@@ -92,6 +92,11 @@ impl Metrics {
             m.samples_ingested.clone(),
         );
         registry.register(
+            "promscale_ingest_samples_expired",
+            "Samples received and not kept because they lie beyond their metric's retention period",
+            m.samples_expired.clone(),
+        );
+        registry.register(
             "promscale_ingest_metadata",
             "Metric metadata entries stored",
             m.metadata_ingested.clone(),

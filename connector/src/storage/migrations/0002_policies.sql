@@ -47,6 +47,7 @@ $fn$;
 
 CREATE FUNCTION prom_api.set_metric_retention_period(metric_name text, new_retention_period interval) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
+#variable_conflict use_variable
 BEGIN
     PERFORM _prom_catalog.check_interval('retention period', new_retention_period, interval '1 minute');
     UPDATE _prom_catalog.metric SET retention_period = new_retention_period
@@ -57,6 +58,7 @@ $fn$;
 
 CREATE FUNCTION prom_api.reset_metric_retention_period(metric_name text) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
+#variable_conflict use_variable
 BEGIN
     UPDATE _prom_catalog.metric SET retention_period = NULL WHERE id = _prom_catalog.existing_metric_id(metric_name);
     RETURN true;
@@ -87,6 +89,7 @@ $fn$;
 
 CREATE FUNCTION prom_api.set_metric_chunk_interval(metric_name text, chunk_interval interval) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
+#variable_conflict use_variable
 BEGIN
     PERFORM _prom_catalog.check_interval('chunk interval', chunk_interval, interval '1 minute');
     UPDATE _prom_catalog.metric SET chunk_interval = set_metric_chunk_interval.chunk_interval
@@ -97,6 +100,7 @@ $fn$;
 
 CREATE FUNCTION prom_api.reset_metric_chunk_interval(metric_name text) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
+#variable_conflict use_variable
 BEGIN
     UPDATE _prom_catalog.metric SET chunk_interval = NULL WHERE id = _prom_catalog.existing_metric_id(metric_name);
     RETURN true;
