@@ -160,7 +160,8 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
     let orphans: i64 = scalar(
         &db,
         "SELECT count(*) FROM pg_tables t WHERE t.schemaname = '_prom_chunks'
-            AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE c.table_name = t.tablename)",
+            AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c
+                             WHERE t.tablename IN (c.table_name, c.compressed_table_name))",
     )
     .await;
     assert_eq!(orphans, 0, "dropped chunks leave no tables behind");
@@ -402,12 +403,14 @@ async fn interrupted_maintenance_leaves_a_consistent_catalog() {
         .unwrap();
     let interrupted = maintenance.await.unwrap();
 
+    // Every part a chunk names exists and is attached; every chunk table belongs to a chunk.
     let consistent = "SELECT
-        (SELECT count(*) FROM _prom_catalog.chunk c
-          WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid
-                             WHERE k.relname = c.table_name)) +
+        (SELECT count(*) FROM _prom_catalog.chunk c, unnest(ARRAY[c.table_name, c.compressed_table_name]) part
+          WHERE part IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE k.relname = part)) +
+        (SELECT count(*) FROM _prom_catalog.chunk c WHERE c.table_name IS NULL AND c.compressed_table_name IS NULL) +
         (SELECT count(*) FROM pg_tables t WHERE t.schemaname = '_prom_chunks'
-          AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE c.table_name = t.tablename))";
+          AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE t.tablename IN (c.table_name, c.compressed_table_name)))";
     assert_eq!(
         scalar::<i64>(&db, consistent).await,
         0,

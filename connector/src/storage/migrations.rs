@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "policies",
         sql: include_str!("migrations/0002_policies.sql"),
     },
+    Migration {
+        version: 3,
+        name: "compression",
+        sql: include_str!("migrations/0003_compression.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
@@ -110,4 +115,26 @@ async fn apply_pending(conn: &mut PgConnection) -> Result<usize, MigrationError>
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_registered_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/storage/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let registered: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+            .collect();
+        assert_eq!(files, registered);
+        assert!(MIGRATIONS.iter().enumerate().all(|(i, m)| m.version == i as i32 + 1));
+    }
 }

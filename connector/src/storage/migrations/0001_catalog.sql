@@ -185,20 +185,44 @@ BEGIN
 END
 $fn$;
 
--- Time chunks: the partitions of a metric table, one per chunk interval (aligned to the
--- Unix epoch, shortened where a neighbour created under another interval is in the way).
+-- Time chunks of a metric, one per chunk interval (aligned to the Unix epoch, shortened
+-- where a neighbour created under another interval is in the way). A chunk's samples live in
+-- an uncompressed part (table_name: a partition of the metric table), a compressed part
+-- (compressed_table_name), or both while late samples for a compressed chunk wait for the
+-- next maintenance to merge them.
 CREATE TABLE _prom_catalog.chunk (
-    id         serial PRIMARY KEY,
-    metric_id  int NOT NULL REFERENCES _prom_catalog.metric (id),
-    start_time timestamptz NOT NULL,
-    end_time   timestamptz NOT NULL CHECK (end_time > start_time),
-    table_name name NOT NULL UNIQUE,
+    id                    serial PRIMARY KEY,
+    metric_id             int NOT NULL REFERENCES _prom_catalog.metric (id),
+    start_time            timestamptz NOT NULL,
+    end_time              timestamptz NOT NULL CHECK (end_time > start_time),
+    table_name            name UNIQUE,
+    compressed_table_name name UNIQUE,
+    -- On-disk size of the uncompressed part when it was last compressed.
+    uncompressed_bytes    bigint,
     UNIQUE (metric_id, start_time)
 );
 CREATE INDEX chunk_metric_end ON _prom_catalog.chunk (metric_id, end_time);
 
--- The chunk of metric p_metric_id that holds p_time, created if needed; NULL when that chunk
--- would lie entirely beyond the metric's retention period (its samples are not kept).
+-- Creates the uncompressed part of a chunk: a partition of the metric table for its range.
+CREATE FUNCTION _prom_catalog.create_chunk_table(p_chunk _prom_catalog.chunk) RETURNS name
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_metric_table name;
+    v_table name;
+BEGIN
+    SELECT m.table_name INTO STRICT v_metric_table FROM _prom_catalog.metric m WHERE m.id = p_chunk.metric_id;
+    v_table := _prom_catalog.identifier_for(v_metric_table || '_' || p_chunk.id);
+    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.samples)', v_table);
+    EXECUTE format('CREATE UNIQUE INDEX ON _prom_chunks.%I (series_id, time) INCLUDE (value)', v_table);
+    EXECUTE format('ALTER TABLE prom_data.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
+                   v_metric_table, v_table, p_chunk.start_time, p_chunk.end_time);
+    RETURN v_table;
+END
+$fn$;
+
+-- The chunk of metric p_metric_id that holds p_time, with an uncompressed part to insert
+-- into, created if needed; NULL when that chunk would lie entirely beyond the metric's
+-- retention period (its samples are not kept).
 CREATE FUNCTION _prom_catalog.get_or_create_chunk(p_metric_id int, p_time timestamptz)
 RETURNS _prom_catalog.chunk
 LANGUAGE plpgsql AS $fn$
@@ -208,11 +232,10 @@ DECLARE
     v_seconds numeric;
     v_start timestamptz;
     v_end timestamptz;
-    v_metric_table name;
 BEGIN
     SELECT * INTO v_chunk FROM _prom_catalog.chunk c
      WHERE c.metric_id = p_metric_id AND c.start_time <= p_time AND c.end_time > p_time;
-    IF FOUND THEN
+    IF FOUND AND v_chunk.table_name IS NOT NULL THEN
         RETURN v_chunk;
     END IF;
     -- One creator per metric at a time; maintenance takes the same lock.
@@ -220,6 +243,11 @@ BEGIN
     SELECT * INTO v_chunk FROM _prom_catalog.chunk c
      WHERE c.metric_id = p_metric_id AND c.start_time <= p_time AND c.end_time > p_time;
     IF FOUND THEN
+        IF v_chunk.table_name IS NULL THEN
+            -- Late samples for a compressed chunk: they wait here for the next maintenance.
+            v_chunk.table_name := _prom_catalog.create_chunk_table(v_chunk);
+            UPDATE _prom_catalog.chunk SET table_name = v_chunk.table_name WHERE id = v_chunk.id;
+        END IF;
         RETURN v_chunk;
     END IF;
 
@@ -236,16 +264,11 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    SELECT m.table_name INTO STRICT v_metric_table FROM _prom_catalog.metric m WHERE m.id = p_metric_id;
     v_chunk.id := nextval(pg_get_serial_sequence('_prom_catalog.chunk', 'id'));
     v_chunk.metric_id := p_metric_id;
     v_chunk.start_time := v_start;
     v_chunk.end_time := v_end;
-    v_chunk.table_name := _prom_catalog.identifier_for(v_metric_table || '_' || v_chunk.id);
-    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.samples)', v_chunk.table_name);
-    EXECUTE format('CREATE UNIQUE INDEX ON _prom_chunks.%I (series_id, time) INCLUDE (value)', v_chunk.table_name);
-    EXECUTE format('ALTER TABLE prom_data.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
-                   v_metric_table, v_chunk.table_name, v_start, v_end);
+    v_chunk.table_name := _prom_catalog.create_chunk_table(v_chunk);
     INSERT INTO _prom_catalog.chunk VALUES (v_chunk.*);
     RETURN v_chunk;
 END
@@ -273,7 +296,8 @@ BEGIN
     FOR r IN SELECT (u.s >> 40)::int AS metric_id, min(u.t) AS lo, max(u.t) AS hi
                FROM unnest(p_series_ids, p_times) AS u(s, t) GROUP BY 1 ORDER BY 1 LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM _prom_catalog.chunk c
-                               WHERE c.metric_id = r.metric_id AND c.start_time <= r.lo AND c.end_time > r.hi);
+                               WHERE c.metric_id = r.metric_id AND c.start_time <= r.lo AND c.end_time > r.hi
+                                 AND c.table_name IS NOT NULL);
         v_chunk := NULL;
         FOR v_time IN SELECT DISTINCT u.t FROM unnest(p_series_ids, p_times) AS u(s, t)
                        WHERE (u.s >> 40)::int = r.metric_id ORDER BY 1 LOOP

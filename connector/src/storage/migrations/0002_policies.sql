@@ -114,6 +114,20 @@ $fn$;
 
 -- Maintenance ------------------------------------------------------------------------------
 
+-- Drops both parts of a chunk and forgets it.
+CREATE FUNCTION _prom_catalog.drop_chunk(p_chunk _prom_catalog.chunk) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF p_chunk.table_name IS NOT NULL THEN
+        EXECUTE format('DROP TABLE _prom_chunks.%I', p_chunk.table_name);
+    END IF;
+    IF p_chunk.compressed_table_name IS NOT NULL THEN
+        EXECUTE format('DROP TABLE _prom_chunks.%I', p_chunk.compressed_table_name);
+    END IF;
+    DELETE FROM _prom_catalog.chunk WHERE id = p_chunk.id;
+END
+$fn$;
+
 -- Drops the metric's chunks that lie entirely beyond its retention period and, for a metric
 -- being written (a chunk covers now), creates the next chunk ahead of the data.
 CREATE FUNCTION _prom_catalog.maintain_metric(p_metric_id int) RETURNS void
@@ -128,8 +142,7 @@ BEGIN
                     WHERE c.metric_id = p_metric_id
                       AND c.end_time <= now() - _prom_catalog.metric_retention_period(p_metric_id)
                     ORDER BY c.start_time LOOP
-        EXECUTE format('DROP TABLE _prom_chunks.%I', v_chunk.table_name);
-        DELETE FROM _prom_catalog.chunk WHERE id = v_chunk.id;
+        PERFORM _prom_catalog.drop_chunk(v_chunk);
     END LOOP;
     SELECT c.end_time INTO v_current_end FROM _prom_catalog.chunk c
      WHERE c.metric_id = p_metric_id AND c.start_time <= now() AND c.end_time > now();
@@ -173,7 +186,7 @@ SELECT m.id,
   FROM _prom_catalog.metric m
   LEFT JOIN LATERAL (
       SELECT count(*) AS total_chunks,
-             coalesce(sum(pg_total_relation_size(format('_prom_chunks.%I', ch.table_name)::regclass)), 0)::bigint
+             coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(ch.table_name)))), 0)::bigint
                  AS total_bytes,
              min(ch.start_time) AS oldest_chunk_start,
              max(ch.end_time) AS newest_chunk_end
