@@ -49,6 +49,18 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
        AND float8send((round(v * _prom_catalog.power_of_ten(k))::int8)::float8 / _prom_catalog.power_of_ten(k)) = float8send(v)
 $fn$;
 
+-- The fewest decimal places that write v exactly, read off PostgreSQL's shortest exact text
+-- form of a float8 (what it prints with extra_float_digits = 1): 1004.11 -> 2, 1.5e-07 -> 8,
+-- 42 -> 0. Callers check the result with scales_exactly.
+CREATE FUNCTION _prom_catalog.decimal_places(v float8) RETURNS int
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN position('e' IN t) > 0
+                THEN greatest(0, length(split_part(split_part(t, 'e', 1), '.', 2)) - split_part(t, 'e', 2)::int)
+                ELSE length(split_part(t, '.', 2))
+           END
+      FROM (SELECT v::text AS t) x
+$fn$;
+
 -- The samples of one compressed row, in time order, exactly as they were written.
 CREATE FUNCTION _prom_catalog.decompress(
     p_start_time timestamptz, p_time_deltas bigint[], p_value_scale smallint, p_value_deltas bigint[],
@@ -116,7 +128,9 @@ $fn$;
 -- there is one (late samples). A sample present in both keeps its compressed, earlier
 -- written value. Leaves the chunk with only a compressed part.
 CREATE FUNCTION _prom_catalog.compress_chunk(p_chunk_id int) RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET extra_float_digits = 1  -- shortest exact float8 text, which decimal_places reads
+AS $fn$
 DECLARE
     v_chunk _prom_catalog.chunk;
     v_parent name;
@@ -153,13 +167,10 @@ BEGIN
               FROM (%s) s
              ORDER BY series_id, time, priority
         ), scaled AS (
-            SELECT s.*, CASE WHEN s.exceptional THEN 0
-                             ELSE (SELECT min(k) FROM generate_series(0, 12) k WHERE _prom_catalog.scales_exactly(s.value, k))
-                        END AS k
+            SELECT s.*, CASE WHEN s.exceptional THEN 0 ELSE _prom_catalog.decimal_places(s.value) END AS k
               FROM samples s
         ), per_series AS (
-            SELECT series_id,
-                   CASE WHEN bool_and(k IS NOT NULL) THEN max(k) END AS k
+            SELECT series_id, CASE WHEN max(k) <= 12 THEN max(k) END AS k
               FROM scaled GROUP BY series_id
         ), encoded AS (
             SELECT s.series_id, s.time, s.value, s.exceptional,
