@@ -26,9 +26,10 @@ run: deps ## build and start the connector on $(LISTEN); without PROMSCALE_DB_UR
 test: deps build ## run every test: unit tests and end-to-end tests on real PostgreSQL and Prometheus
 	$(CARGO) test --workspace --no-fail-fast
 
-bench: deps ## remote-write throughput: the connector vs Prometheus' own receiver, same payloads
+bench: deps ## side by side with Prometheus 2.42: remote-write throughput, and bytes per sample on disk
 	$(CARGO) build --release -p promscale-connector -p promscale-e2e --bins
-	./target/release/remote-write-bench $(ARGS)
+	./target/release/remote-write-bench
+	./target/release/storage-bench
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check

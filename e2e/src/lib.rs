@@ -6,6 +6,7 @@ pub mod connector;
 pub mod postgres;
 pub mod prometheus;
 pub mod remote_write;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

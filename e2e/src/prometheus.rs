@@ -56,6 +56,11 @@ impl Prometheus {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The TSDB folder (--storage.tsdb.path).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }

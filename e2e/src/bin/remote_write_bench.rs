@@ -2,22 +2,18 @@
 //! Prometheus with `--web.enable-remote-write-receiver`, fed the very same request bodies
 //! by the same concurrent senders, one after the other in one run.
 //!
-//! Each sender owns a slice of the series and sends them round by round (one sample per
-//! series per round, 15 s apart, as a scrape would), in requests of `--batch` samples, so
-//! every series stays in time order, which Prometheus' receiver requires.
-//!
 //! The first round creates the series and is timed on its own. Then `--repeat` steady-state
 //! repetitions of `--rounds` rounds alternate between the two receivers (both stay up), on
 //! one continuous timeline; the report gives each repetition and the ratio of the medians,
 //! so that noise from a shared 2-core machine shows instead of skewing one side.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
-use promscale_e2e::prometheus::Prometheus;
-use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::prometheus::{sum_metric, Prometheus};
+use promscale_e2e::workload::{send_rounds, Workload};
 
 #[derive(Parser, Debug)]
 #[command(about = "Remote-write throughput: promscale-connector vs Prometheus' own receiver")]
@@ -42,86 +38,13 @@ struct Args {
     connector_args: Vec<String>,
 }
 
-/// Pre-encoded request bodies: `bodies[sender][round]` is that sender's requests for the round.
-type Payload = Vec<Vec<Vec<Vec<u8>>>>;
-
-fn build_payload(args: &Args) -> Payload {
-    let total_rounds = 1 + args.rounds * args.repeat;
-    let start =
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 - (total_rounds as i64 + 1) * 15_000;
-    let per_sender = args.series.div_ceil(args.concurrency);
-    (0..args.concurrency)
-        .map(|sender| {
-            let ids: Vec<usize> = (sender * per_sender..((sender + 1) * per_sender).min(args.series)).collect();
-            (0..total_rounds)
-                .map(|round| {
-                    let ts = start + round as i64 * 15_000;
-                    ids.chunks(args.batch)
-                        .map(|chunk| {
-                            let list = chunk
-                                .iter()
-                                .map(|&id| {
-                                    // 100 metrics of 100 series each (for 10k series): realistic
-                                    // label sets of a node-exporter-like fleet.
-                                    let metric = format!("bench_metric_{}_total", id % 100);
-                                    let instance = format!("10.0.{}.{}:9100", id / 100 / 250, id / 100 % 250);
-                                    let cpu = (id % 8).to_string();
-                                    let value = (round * 10 + id % 7) as f64 * 1.5;
-                                    series(
-                                        &[
-                                            ("__name__", &metric),
-                                            ("cpu", &cpu),
-                                            ("env", "production"),
-                                            ("instance", &instance),
-                                            ("job", "node"),
-                                        ],
-                                        &[(ts, value)],
-                                    )
-                                })
-                                .collect();
-                            encode(list)
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Sends rounds `rounds` of the payload to `url`, every sender concurrently; returns the time taken.
-async fn send_rounds(
-    client: &reqwest::Client,
-    url: &str,
-    payload: &Payload,
-    rounds: std::ops::Range<usize>,
-) -> Duration {
-    let started = Instant::now();
-    let tasks: Vec<_> = payload
-        .iter()
-        .map(|sender| {
-            let (client, url) = (client.clone(), url.to_string());
-            let bodies: Vec<Vec<u8>> = sender[rounds.clone()].iter().flatten().cloned().collect();
-            tokio::spawn(async move {
-                for body in bodies {
-                    let (status, text) = post(&client, &url, body).await.expect("request failed");
-                    assert!((200..300).contains(&status), "{url} answered {status}: {text}");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    started.elapsed()
-}
-
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
 
 fn connector_stats(metrics: &str) -> String {
-    let m = |name: &str| promscale_e2e::prometheus::sum_metric(metrics, name).unwrap_or(f64::NAN);
+    let m = |name: &str| sum_metric(metrics, name).unwrap_or(f64::NAN);
     format!(
         "{:.0} transactions, {:.0} samples and {:.1} requests per transaction, {:.1} ms per transaction, {:.1} ms per request",
         m("promscale_ingest_db_write_duration_seconds_count"),
@@ -135,11 +58,18 @@ fn connector_stats(metrics: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    eprintln!(
-        "building payload: {} series, 1 + {} x {} rounds, {} samples/request, {} senders",
-        args.series, args.repeat, args.rounds, args.batch, args.concurrency
-    );
-    let payload = build_payload(&args);
+    let rounds = 1 + args.rounds * args.repeat;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let workload = Workload {
+        series: args.series,
+        senders: args.concurrency,
+        batch: args.batch,
+        step_ms: 15_000,
+        start_ms: now_ms - (rounds as i64 + 1) * 15_000,
+        rounds,
+    };
+    eprintln!("building payload: {workload:?}");
+    let payload = workload.payload();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
     let pg = TestPostgres::start();
@@ -181,11 +111,7 @@ async fn main() {
 
     println!(
         "\nremote-write throughput: {} series, {} samples/request, {} concurrent senders, {} x {} samples per repetition",
-        args.series,
-        args.batch,
-        args.concurrency,
-        args.series,
-        args.rounds
+        args.series, args.batch, args.concurrency, args.series, args.rounds
     );
     println!(
         "{:<34} {:>12} {:>12} {:>30}",
