@@ -10,12 +10,15 @@ use sqlx::{PgPool, Row};
 const HOUR_MS: i64 = 3_600_000;
 const STEP_MS: i64 = 15_000;
 
+/// The sample of a generated series at position `i` and nominal time `t`.
+type SampleAt = Box<dyn Fn(usize, i64) -> (i64, f64)>;
+
 /// Three days at 15 s, ending a second ago, for series of every kind of value.
 fn three_days(metric: &str) -> Vec<u8> {
     let end = recent_ms() + HOUR_MS - 1_000;
     let n = 3 * 24 * 3600 / 15;
     let times: Vec<i64> = (0..n).map(|i| end - (n - 1 - i) * STEP_MS).collect();
-    let kinds: Vec<(&str, Box<dyn Fn(usize, i64) -> (i64, f64)>)> = vec![
+    let kinds: Vec<(&str, SampleAt)> = vec![
         ("integer_counter", Box::new(|i, t| (t, (i * 3) as f64))),
         // What a client parsing "1004.11" gets: the nearest double to a 2-decimal number.
         (
