@@ -437,3 +437,63 @@ async fn interrupted_maintenance_leaves_a_consistent_catalog() {
     assert_eq!(scalar::<i64>(&db, consistent).await, 0);
     assert_eq!(expired().await, 0);
 }
+
+/// Without the timescaledb extension (as on every machine this suite runs on), metrics get
+/// natively partitioned tables; the TimescaleDB functions exist, so their bodies parsed, but
+/// nothing calls them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_postgresql_gets_native_partitioning_and_the_timescaledb_path_stays_dormant() {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let db = pg.pool().await;
+    let body = encode(vec![series(&[("__name__", "native")], &[(recent_ms(), 1.0)])]);
+    let client = reqwest::Client::new();
+    assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
+    assert!(!scalar::<bool>(&db, "SELECT _prom_catalog.uses_timescaledb()").await);
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT value FROM _prom_catalog.default_setting WHERE key = 'storage'"
+        )
+        .await,
+        "postgresql"
+    );
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT relkind::text FROM pg_class WHERE oid = 'prom_data.native'::regclass"
+        )
+        .await,
+        "p",
+        "a partitioned table, not a hypertable"
+    );
+    let functions: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = '_prom_timescaledb'::regnamespace ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        functions,
+        [
+            "chunk_stats",
+            "extension_schema",
+            "insert_samples",
+            "maintain_metric",
+            "make_hypertable"
+        ]
+    );
+    sqlx::query("CALL prom_api.execute_maintenance()")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar::<i64>(
+            &db,
+            "SELECT total_chunks FROM prom_info.metric WHERE metric_name = 'native'"
+        )
+        .await,
+        2,
+        "the chunk written to and the one created ahead by maintenance"
+    );
+}

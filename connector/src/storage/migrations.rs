@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "compression",
         sql: include_str!("migrations/0003_compression.sql"),
     },
+    Migration {
+        version: 4,
+        name: "timescaledb",
+        sql: include_str!("migrations/0004_timescaledb.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

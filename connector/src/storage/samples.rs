@@ -98,19 +98,43 @@ pub trait SampleWriter: Send + Sync + 'static {
 /// timeout) make the plain insert fail as a whole; the batch is then written again skipping
 /// them. The plain insert comes first because ON CONFLICT costs about half again as much per
 /// row, and duplicates are rare.
+///
+/// On a schema created with TimescaleDB (migration 4), metric tables are hypertables and
+/// `_prom_timescaledb.insert_samples` takes the same arguments instead.
 pub struct RowPerSampleWriter {
     pool: PgPool,
+    insert_statement: tokio::sync::OnceCell<&'static str>,
 }
 
 const UNIQUE_VIOLATION: &str = "23505";
 
 impl RowPerSampleWriter {
     pub fn new(pool: PgPool) -> Self {
-        RowPerSampleWriter { pool }
+        RowPerSampleWriter {
+            pool,
+            insert_statement: Default::default(),
+        }
+    }
+
+    /// Asked once, after the migrations (nothing is written before them).
+    async fn insert_statement(&self) -> Result<&'static str, sqlx::Error> {
+        self.insert_statement
+            .get_or_try_init(|| async {
+                let timescaledb: bool = sqlx::query_scalar("SELECT _prom_catalog.uses_timescaledb()")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(if timescaledb {
+                    "SELECT _prom_timescaledb.insert_samples($1, $2, $3, $4)"
+                } else {
+                    "SELECT _prom_catalog.insert_samples($1, $2, $3, $4)"
+                })
+            })
+            .await
+            .copied()
     }
 
     async fn insert(&self, batch: &SampleBatch, skip_duplicates: bool) -> Result<u64, sqlx::Error> {
-        let expired: i64 = sqlx::query_scalar("SELECT _prom_catalog.insert_samples($1, $2, $3, $4)")
+        let expired: i64 = sqlx::query_scalar(self.insert_statement().await?)
             .bind(&batch.times)
             .bind(&batch.values)
             .bind(&batch.series_ids)
