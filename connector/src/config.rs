@@ -88,6 +88,22 @@ pub struct Config {
     #[arg(long = "maintenance.interval", env = "PROMSCALE_MAINTENANCE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Duration,
 
+    /// Longest a PromQL query may run; the API answers 503 "timeout" after that.
+    #[arg(long = "metrics.promql.query-timeout", env = "PROMSCALE_METRICS_PROMQL_QUERY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub promql_query_timeout: Duration,
+
+    /// How far back an instant selector looks for the latest sample of a series.
+    #[arg(long = "metrics.promql.lookback-delta", env = "PROMSCALE_METRICS_PROMQL_LOOKBACK_DELTA", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub promql_lookback_delta: Duration,
+
+    /// Most samples a single query may hold in memory; beyond, it fails with a 422.
+    #[arg(
+        long = "metrics.promql.max-samples",
+        env = "PROMSCALE_METRICS_PROMQL_MAX_SAMPLES",
+        default_value_t = 50_000_000
+    )]
+    pub promql_max_samples: usize,
+
     /// Folder of the embedded PostgreSQL cluster, used when --db.uri is empty.
     #[arg(
         long = "embedded.dir",

@@ -10,6 +10,7 @@ pub mod config;
 pub mod embedded_db;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
 pub mod remote_write;
 pub mod server;
 pub mod storage;
@@ -28,6 +29,7 @@ use crate::config::Config;
 use crate::embedded_db::{EmbeddedPostgres, StopMode};
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::metrics::Metrics;
+use crate::query::QueryOptions;
 use crate::server::AppState;
 use crate::storage::migrations::{migrate, MigrationError};
 use crate::storage::samples::RowPerSampleWriter;
@@ -53,6 +55,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         ingestor: Ingestor::start(pool.clone(), writer, &ingest_options, metrics.clone()),
         metrics,
         max_request_bytes: config.web_max_request_bytes,
+        query: QueryOptions {
+            timeout: config.promql_query_timeout,
+            max_samples: config.promql_max_samples,
+            lookback_delta: config.promql_lookback_delta,
+        },
         migrated: Default::default(),
     });
 

@@ -13,13 +13,15 @@ use sqlx::PgPool;
 
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
-use crate::remote_write;
+use crate::query::QueryOptions;
+use crate::{query, remote_write};
 
 pub struct AppState {
     pub pool: PgPool,
     pub ingestor: Ingestor,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
+    pub query: QueryOptions,
     /// Set once the schema is migrated; writes before that are answered 503.
     pub migrated: AtomicBool,
 }
@@ -34,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/write", post(remote_write::handler::write))
         .route("/api/v1/write", post(remote_write::handler::write))
+        .merge(query::api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

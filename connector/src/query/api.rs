@@ -1,0 +1,271 @@
+//! The Prometheus HTTP query API: /api/v1/query, query_range, series, labels, label values,
+//! metadata and buildinfo, GET or form-encoded POST.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use promql_parser::label::Matcher;
+use promql_parser::parser::Expr;
+use promscale_promql::{Engine, EngineOptions, SeriesSource};
+use serde_json::json;
+
+use super::json::{labels_object, query_data, success, ApiError};
+use super::params::{parse_duration, parse_time, Params};
+use super::source::PgSeriesSource;
+use crate::server::AppState;
+
+/// Prometheus refuses range queries of more points than this per series.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn params(query: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Params {
+    Params::parse(query.0.as_deref(), headers, body)
+}
+
+fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(s) => parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The engine for one request: the connector's limits, shortened by a `timeout` parameter.
+fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
+    let mut options = EngineOptions {
+        timeout: app.query.timeout,
+        max_samples: app.query.max_samples,
+        lookback_delta_ms: app.query.lookback_delta.as_millis() as i64,
+        ..EngineOptions::default()
+    };
+    if let Some(t) = p.get("timeout") {
+        let ms = parse_duration(t).map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
+        options.timeout = options.timeout.min(Duration::from_millis(ms.max(0) as u64));
+    }
+    Ok(Engine::new(options))
+}
+
+async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let expr = p
+        .get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let time = time_param(&p, "time", now_ms())?;
+    let engine = engine(&app, &p)?;
+    let source = PgSeriesSource::new(app.pool.clone());
+    let value = within_timeout(&engine, engine.instant_query(&source, expr, time)).await?;
+    Ok(success(query_data(&value)))
+}
+
+async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let expr = p
+        .get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let start = p
+        .get("start")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp"))
+        .and_then(|s| parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}"))))?;
+    let end = p
+        .get("end")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp"))
+        .and_then(|s| parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}"))))?;
+    if end < start {
+        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+    }
+    let step = p
+        .get("step")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration"))
+        .and_then(|s| parse_duration(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}"))))?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let engine = engine(&app, &p)?;
+    let source = PgSeriesSource::new(app.pool.clone());
+    let value = within_timeout(&engine, engine.range_query(&source, expr, start, end, step)).await?;
+    Ok(success(query_data(&value)))
+}
+
+/// The engine checks its deadline between steps; this also bounds the time spent reading.
+async fn within_timeout(
+    engine: &Engine,
+    run: impl std::future::Future<Output = Result<promscale_promql::Value, promscale_promql::QueryError>>,
+) -> Result<promscale_promql::Value, ApiError> {
+    match tokio::time::timeout(engine.options.timeout, run).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(promscale_promql::QueryError::Timeout("query execution").into()),
+    }
+}
+
+/// The selectors of `match[]` parameters.
+fn selectors(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let all = p.all("match[]");
+    if all.is_empty() && required {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    all.iter()
+        .map(|s| match promql_parser::parser::parse(s) {
+            Ok(Expr::VectorSelector(vs)) => {
+                let matchers = promscale_promql_matchers(&vs);
+                if matchers.iter().all(|m| m.is_match("")) {
+                    return Err(ApiError::bad_data(format!(
+                        "invalid parameter \"match[]\": {s}: match[] must contain at least one non-empty matcher"
+                    )));
+                }
+                Ok(matchers)
+            }
+            Ok(_) => Err(ApiError::bad_data(format!(
+                "invalid parameter \"match[]\": {s}: expected a series selector"
+            ))),
+            Err(e) => Err(ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))),
+        })
+        .collect()
+}
+
+fn promscale_promql_matchers(vs: &promql_parser::parser::VectorSelector) -> Vec<Matcher> {
+    let mut all = vs.matchers.matchers.clone();
+    if let Some(name) = &vs.name {
+        all.push(Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            promscale_promql::labels::METRIC_NAME,
+            name,
+        ));
+    }
+    all
+}
+
+/// Series matching any of the selectors with samples in `[start, end]`, deduplicated, sorted.
+async fn matching_series(
+    app: &AppState,
+    p: &Params,
+    selectors: &[Vec<Matcher>],
+) -> Result<Vec<promscale_promql::Labels>, ApiError> {
+    let start = time_param(p, "start", i64::MIN / 2)?;
+    let end = time_param(p, "end", i64::MAX / 2)?;
+    let source = PgSeriesSource::new(app.pool.clone());
+    let hints = promscale_promql::SelectHints { start, end };
+    let mut out = Vec::new();
+    for matchers in selectors {
+        out.extend(source.select(matchers, &hints).await?.into_iter().map(|s| s.labels));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+async fn series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let selectors = selectors(&p, true)?;
+    let series = matching_series(&app, &p, &selectors).await?;
+    Ok(success(json!(series.iter().map(labels_object).collect::<Vec<_>>())))
+}
+
+async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let selectors = selectors(&p, false)?;
+    let mut names: Vec<String> = if selectors.is_empty() {
+        sqlx::query_scalar("SELECT DISTINCT key FROM _prom_catalog.label")
+            .fetch_all(&app.pool)
+            .await
+            .map_err(storage_error)?
+    } else {
+        let series = matching_series(&app, &p, &selectors).await?;
+        series.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect()
+    };
+    names.sort();
+    names.dedup();
+    Ok(success(json!(names)))
+}
+
+async fn label_values(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let p = params(&q, &headers, &Bytes::new());
+    let selectors = selectors(&p, false)?;
+    let mut values: Vec<String> = if selectors.is_empty() {
+        sqlx::query_scalar("SELECT value FROM _prom_catalog.label WHERE key = $1")
+            .bind(&name)
+            .fetch_all(&app.pool)
+            .await
+            .map_err(storage_error)?
+    } else {
+        let series = matching_series(&app, &p, &selectors).await?;
+        series.iter().map(|l| l.get(&name).to_string()).filter(|v| !v.is_empty()).collect()
+    };
+    values.sort();
+    values.dedup();
+    Ok(success(json!(values)))
+}
+
+async fn metadata(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT metric_family, type, help, unit FROM _prom_catalog.metadata
+          WHERE $1::text IS NULL OR metric_family = $1 ORDER BY metric_family, last_seen DESC",
+    )
+    .bind(p.get("metric"))
+    .fetch_all(&app.pool)
+    .await
+    .map_err(storage_error)?;
+    let limit: Option<usize> = p.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|&l| l >= 0).map(|l| l as usize);
+    let mut out = serde_json::Map::new();
+    for (family, kind, help, unit) in rows {
+        if limit.is_some_and(|l| out.len() >= l && !out.contains_key(&family)) {
+            break;
+        }
+        let entry = out.entry(family).or_insert_with(|| json!([]));
+        entry
+            .as_array_mut()
+            .expect("an array")
+            .push(json!({"type": kind, "help": help, "unit": unit}));
+    }
+    Ok(success(serde_json::Value::Object(out)))
+}
+
+async fn buildinfo() -> Response {
+    success(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": option_env!("PROMSCALE_REVISION").unwrap_or("unknown"),
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+}
+
+fn storage_error(e: sqlx::Error) -> ApiError {
+    ApiError::from(promscale_promql::QueryError::Storage(format!(
+        "reading from the database failed: {e}"
+    )))
+}

@@ -1,0 +1,128 @@
+//! Request parameters of the HTTP API, parsed the way Prometheus parses them.
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap};
+use chrono::DateTime;
+
+/// Parameters from the URL and, for form-encoded POSTs, the body; repeated keys kept.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, Vec<String>>);
+
+impl Params {
+    pub fn parse(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
+        let mut params: HashMap<String, Vec<String>> = HashMap::new();
+        let mut add = |bytes: &[u8]| {
+            for (k, v) in form_urlencoded::parse(bytes) {
+                params.entry(k.into_owned()).or_default().push(v.into_owned());
+            }
+        };
+        if let Some(q) = query {
+            add(q.as_bytes());
+        }
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            add(body);
+        }
+        Params(params)
+    }
+
+    /// The first value of `name`, if given and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.first()).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn all(&self, name: &str) -> &[String] {
+        self.0.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// A time as Unix seconds (with a fraction) or RFC 3339, in milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(seconds) = s.parse::<f64>() {
+        if seconds.is_finite() {
+            let whole = seconds.trunc();
+            // Prometheus rounds the fraction to milliseconds.
+            let millis = ((seconds - whole) * 1000.0).round();
+            return Ok(whole as i64 * 1000 + millis as i64);
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    Err(format!("cannot parse {s:?} to a valid timestamp"))
+}
+
+/// A duration as seconds (with a fraction) or as Prometheus writes them (`1h30m`, `15s`).
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let invalid = || format!("cannot parse {s:?} to a valid duration");
+    if let Ok(seconds) = s.parse::<f64>() {
+        let ms = seconds * 1000.0;
+        if !ms.is_finite() || ms >= i64::MAX as f64 || ms <= i64::MIN as f64 {
+            return Err(format!("cannot parse {s:?} to a valid duration. It overflows int64"));
+        }
+        return Ok(ms.round() as i64);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    // Largest unit first; each at most once and in this order, as model.ParseDuration requires.
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 24 * 3_600_000),
+        ("w", 7 * 24 * 3_600_000),
+        ("d", 24 * 3_600_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    let (mut total, mut rest, mut next_rank) = (0i64, s, 0);
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        let n: i64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let rank = if rest.starts_with("ms") {
+            6
+        } else {
+            UNITS.iter().position(|(u, _)| rest.starts_with(u)).ok_or_else(invalid)?
+        };
+        if rank < next_rank {
+            return Err(invalid());
+        }
+        next_rank = rank + 1;
+        let (unit, ms) = UNITS[rank];
+        total = n.checked_mul(ms).and_then(|v| total.checked_add(v)).ok_or_else(invalid)?;
+        rest = &rest[unit.len()..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_prometheus_reads_them() {
+        assert_eq!(parse_time("1435781451.781"), Ok(1_435_781_451_781));
+        assert_eq!(parse_time("1435781451"), Ok(1_435_781_451_000));
+        assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
+        assert_eq!(parse_time("-1.5"), Ok(-1500));
+        assert!(parse_time("yesterday").unwrap_err().contains("valid timestamp"));
+    }
+
+    #[test]
+    fn durations_as_prometheus_writes_them() {
+        assert_eq!(parse_duration("15"), Ok(15_000));
+        assert_eq!(parse_duration("0.5"), Ok(500));
+        assert_eq!(parse_duration("1m"), Ok(60_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("1d2h3m4s5ms"), Ok(93_784_005));
+        assert_eq!(parse_duration("2w"), Ok(1_209_600_000));
+        assert!(parse_duration("30m1h").is_err(), "units out of order");
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The engine's series source on PostgreSQL: label matchers become series-id lookups on the
+//! label tables, then only the selected series' samples in the needed time range are read.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use promql_parser::label::{MatchOp, Matcher};
+use promscale_promql::labels::METRIC_NAME;
+use promscale_promql::{Labels, QueryError, Sample, SelectHints, Series, SeriesSource};
+use sqlx::PgPool;
+
+pub struct PgSeriesSource {
+    pool: PgPool,
+}
+
+/// A metric and the series of it that match a selector's label matchers.
+pub struct SelectedSeries {
+    pub metric_id: i32,
+    pub ids: Vec<i64>,
+    pub labels: Vec<Labels>,
+}
+
+fn storage_error(e: sqlx::Error) -> QueryError {
+    QueryError::Storage(format!("reading from the database failed: {e}"))
+}
+
+/// Milliseconds as a time PostgreSQL can hold (4713 BC to 294276 AD): open-ended ranges
+/// are clamped to its limits (and chrono's).
+fn to_time(ms: i64) -> DateTime<Utc> {
+    const EARLIEST_MS: i64 = -210_000_000_000_000;
+    const LATEST_MS: i64 = 8_000_000_000_000_000;
+    DateTime::from_timestamp_millis(ms.clamp(EARLIEST_MS, LATEST_MS)).expect("within chrono's range")
+}
+
+impl PgSeriesSource {
+    pub fn new(pool: PgPool) -> Self {
+        PgSeriesSource { pool }
+    }
+
+    /// Metrics whose name satisfies every `__name__` matcher.
+    async fn metrics(&self, matchers: &[&Matcher]) -> Result<Vec<i32>, QueryError> {
+        let rows: Vec<(i32, String)> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
+            Some(eq) => sqlx::query_as("SELECT id, metric_name FROM _prom_catalog.metric WHERE metric_name = $1")
+                .bind(&eq.value)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?,
+            None => sqlx::query_as("SELECT id, metric_name FROM _prom_catalog.metric")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?,
+        };
+        Ok(rows
+            .into_iter()
+            .filter(|(_, name)| matchers.iter().all(|m| m.is_match(name)))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Ids of the labels of `key` whose value the matcher accepts. Matching happens here, in
+    /// Rust, so that regular expressions follow Prometheus' syntax (RE2), not PostgreSQL's.
+    async fn matching_label_ids(&self, m: &Matcher) -> Result<Vec<i32>, QueryError> {
+        let rows: Vec<(i32, String)> = match &m.op {
+            MatchOp::Equal => sqlx::query_as("SELECT id, value FROM _prom_catalog.label WHERE key = $1 AND value = $2")
+                .bind(&m.name)
+                .bind(&m.value)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?,
+            _ => sqlx::query_as("SELECT id, value FROM _prom_catalog.label WHERE key = $1")
+                .bind(&m.name)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?,
+        };
+        Ok(rows.into_iter().filter(|(_, v)| m.is_match(v)).map(|(id, _)| id).collect())
+    }
+
+    /// The series of `metric_id` that every label matcher accepts (a missing label counts as
+    /// the empty value, as in Prometheus).
+    async fn series_of_metric(
+        &self,
+        metric_id: i32,
+        matchers: &[&Matcher],
+        label_ids: &mut HashMap<usize, Vec<i32>>,
+    ) -> Result<Vec<(i64, Vec<i32>)>, QueryError> {
+        let positions: HashMap<String, i32> =
+            sqlx::query_as("SELECT key, pos FROM _prom_catalog.label_key_position WHERE metric_id = $1")
+                .bind(metric_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?
+                .into_iter()
+                .collect();
+        let mut conditions = Vec::new();
+        let mut arrays: Vec<Vec<i32>> = Vec::new();
+        for (i, m) in matchers.iter().enumerate() {
+            let accepts_empty = m.is_match("");
+            let Some(&pos) = positions.get(&m.name) else {
+                // No series of this metric has the label: all of them have the empty value.
+                if accepts_empty {
+                    continue;
+                }
+                return Ok(Vec::new());
+            };
+            if !label_ids.contains_key(&i) {
+                let ids = self.matching_label_ids(m).await?;
+                label_ids.insert(i, ids);
+            }
+            arrays.push(label_ids[&i].clone());
+            let param = arrays.len() + 1;
+            conditions.push(if accepts_empty {
+                format!("(coalesce(s.labels[{pos}], 0) = 0 OR s.labels[{pos}] = ANY(${param}))")
+            } else {
+                format!("s.labels[{pos}] = ANY(${param})")
+            });
+        }
+        let mut sql = "SELECT s.id, s.labels FROM _prom_catalog.series s WHERE s.metric_id = $1".to_string();
+        for c in &conditions {
+            sql.push_str(" AND ");
+            sql.push_str(c);
+        }
+        let mut query = sqlx::query_as(&sql).bind(metric_id);
+        for a in arrays {
+            query = query.bind(a);
+        }
+        query.fetch_all(&self.pool).await.map_err(storage_error)
+    }
+
+    /// Turns label-id arrays into label sets.
+    async fn label_sets(&self, series: &[(i64, Vec<i32>)]) -> Result<Vec<Labels>, QueryError> {
+        let mut ids: Vec<i32> = series.iter().flat_map(|(_, l)| l.iter().copied()).filter(|&id| id != 0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let pairs: HashMap<i32, (String, String)> =
+            sqlx::query_as::<_, (i32, String, String)>("SELECT id, key, value FROM _prom_catalog.label WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?
+                .into_iter()
+                .map(|(id, k, v)| (id, (k, v)))
+                .collect();
+        Ok(series
+            .iter()
+            .map(|(_, l)| Labels::new(l.iter().filter_map(|id| pairs.get(id).cloned()).collect()))
+            .collect())
+    }
+
+    /// The series every matcher accepts, per metric, with their labels.
+    pub async fn select_series(&self, matchers: &[Matcher]) -> Result<Vec<SelectedSeries>, QueryError> {
+        let (name, labels): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| m.name == METRIC_NAME);
+        let mut label_ids = HashMap::new();
+        let mut out = Vec::new();
+        for metric_id in self.metrics(&name).await? {
+            let series = self.series_of_metric(metric_id, &labels, &mut label_ids).await?;
+            if series.is_empty() {
+                continue;
+            }
+            let labels = self.label_sets(&series).await?;
+            out.push(SelectedSeries {
+                metric_id,
+                ids: series.into_iter().map(|(id, _)| id).collect(),
+                labels,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The samples of the selected series in `[start, end]`.
+    pub async fn read_samples(&self, selected: SelectedSeries, start: i64, end: i64) -> Result<Vec<Series>, QueryError> {
+        let rows: Vec<(i64, i64, f64)> = sqlx::query_as("SELECT * FROM _prom_catalog.read_samples($1, $2, $3, $4)")
+            .bind(selected.metric_id)
+            .bind(&selected.ids)
+            .bind(to_time(start))
+            .bind(to_time(end))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        let index: HashMap<i64, usize> = selected.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); selected.ids.len()];
+        for (series_id, t, v) in rows {
+            if let Some(&i) = index.get(&series_id) {
+                samples[i].push(Sample { t, v });
+            }
+        }
+        Ok(selected
+            .labels
+            .into_iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect())
+    }
+}
+
+impl SeriesSource for PgSeriesSource {
+    fn select<'a>(
+        &'a self,
+        matchers: &'a [Matcher],
+        hints: &'a SelectHints,
+    ) -> BoxFuture<'a, Result<Vec<Series>, QueryError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for selected in self.select_series(matchers).await? {
+                out.extend(self.read_samples(selected, hints.start, hints.end).await?);
+            }
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! Binary operators: arithmetic, comparisons (filtering or `bool`), set operators, and
+//! vector matching with `on`/`ignoring` and `group_left`/`group_right`.
+
+use std::collections::{HashMap, HashSet};
+
+use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::eval::Evaluator;
+use crate::error::QueryError;
+use crate::labels::{Labels, METRIC_NAME};
+use crate::value::{InstantSample, Value};
+
+pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
+    let op = b.op.to_string();
+    let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    let lhs = ev.eval(&b.lhs, t)?;
+    let rhs = ev.eval(&b.rhs, t)?;
+    match (lhs, rhs) {
+        (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
+            let (value, keep) = apply(&op, l, r);
+            let v = if is_comparison(&op) { f64::from(u8::from(keep)) } else { value };
+            Ok(Value::Scalar { t, v })
+        }
+        (Value::Vector(l), Value::Scalar { v: r, .. }) => Ok(Value::Vector(vector_scalar(&op, l, r, false, return_bool))),
+        (Value::Scalar { v: l, .. }, Value::Vector(r)) => Ok(Value::Vector(vector_scalar(&op, r, l, true, return_bool))),
+        (Value::Vector(l), Value::Vector(r)) => {
+            let default = BinModifier {
+                card: VectorMatchCardinality::OneToOne,
+                matching: None,
+                return_bool: false,
+            };
+            let modifier = b.modifier.as_ref().unwrap_or(&default);
+            let out = match op.as_str() {
+                "and" => and_unless(l, r, modifier, true),
+                "unless" => and_unless(l, r, modifier, false),
+                "or" => or(l, r, modifier),
+                _ => vector_vector(&op, l, r, modifier)?,
+            };
+            Ok(Value::Vector(out))
+        }
+        (l, r) => Err(QueryError::Execution(format!(
+            "binary operator {op} is not defined between {} and {}",
+            l.type_name(),
+            r.type_name()
+        ))),
+    }
+}
+
+fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+/// The result of `l op r`, and for comparisons whether it holds (the value is then `l`).
+fn apply(op: &str, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        "+" => (l + r, true),
+        "-" => (l - r, true),
+        "*" => (l * r, true),
+        "/" => (l / r, true),
+        "%" => (go_mod(l, r), true),
+        "^" => (l.powf(r), true),
+        "atan2" => (l.atan2(r), true),
+        "==" => (l, l == r),
+        "!=" => (l, l != r),
+        ">" => (l, l > r),
+        "<" => (l, l < r),
+        ">=" => (l, l >= r),
+        "<=" => (l, l <= r),
+        _ => unreachable!("the parser only accepts known operators"),
+    }
+}
+
+/// Go's math.Mod: the sign of the result follows the dividend; NaN for a zero divisor or
+/// an infinite dividend.
+fn go_mod(l: f64, r: f64) -> f64 {
+    l % r
+}
+
+fn vector_scalar(op: &str, vector: Vec<InstantSample>, scalar: f64, scalar_left: bool, return_bool: bool) -> Vec<InstantSample> {
+    let drop_name = !is_comparison(op) || return_bool;
+    vector
+        .into_iter()
+        .filter_map(|mut s| {
+            let (l, r) = if scalar_left { (scalar, s.v) } else { (s.v, scalar) };
+            let (mut value, mut keep) = apply(op, l, r);
+            // A comparison keeps the vector's value, whichever side the vector is on.
+            if is_comparison(op) && scalar_left {
+                value = r;
+            }
+            if return_bool {
+                value = f64::from(u8::from(keep));
+                keep = true;
+            }
+            if !keep {
+                return None;
+            }
+            s.v = value;
+            if drop_name {
+                s.labels = s.labels.without_metric_name();
+            }
+            Some(s)
+        })
+        .collect()
+}
+
+/// The labels that decide which elements match.
+fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
+        Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels).without_metric_name(),
+        None => labels.without_metric_name(),
+    }
+}
+
+fn and_unless(l: Vec<InstantSample>, r: Vec<InstantSample>, m: &BinModifier, and: bool) -> Vec<InstantSample> {
+    let right: HashSet<Labels> = r.iter().map(|s| signature(&s.labels, &m.matching)).collect();
+    l.into_iter()
+        .filter(|s| right.contains(&signature(&s.labels, &m.matching)) == and)
+        .collect()
+}
+
+fn or(l: Vec<InstantSample>, r: Vec<InstantSample>, m: &BinModifier) -> Vec<InstantSample> {
+    let left: HashSet<Labels> = l.iter().map(|s| signature(&s.labels, &m.matching)).collect();
+    let mut out = l;
+    out.extend(r.into_iter().filter(|s| !left.contains(&signature(&s.labels, &m.matching))));
+    out
+}
+
+fn vector_vector(
+    op: &str,
+    l: Vec<InstantSample>,
+    r: Vec<InstantSample>,
+    m: &BinModifier,
+) -> Result<Vec<InstantSample>, QueryError> {
+    let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
+    // The "one" side is looked up by signature; the "many" side is iterated.
+    let (many, one) = if one_to_many { (r, l) } else { (l, r) };
+    let mut one_by_sig: HashMap<Labels, InstantSample> = HashMap::new();
+    for s in one {
+        let sig = signature(&s.labels, &m.matching);
+        if let Some(previous) = one_by_sig.get(&sig) {
+            let side = if one_to_many { "left" } else { "right" };
+            return Err(QueryError::Execution(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];\
+                 many-to-many matching not allowed: matching labels must be unique on one side",
+                match_group(&s.labels, &m.matching),
+                s.labels,
+                previous.labels
+            )));
+        }
+        one_by_sig.insert(sig, s);
+    }
+    let include = match &m.card {
+        VectorMatchCardinality::ManyToOne(labels) | VectorMatchCardinality::OneToMany(labels) => labels.labels.clone(),
+        _ => Vec::new(),
+    };
+    let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
+    let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    for s in many {
+        let sig = signature(&s.labels, &m.matching);
+        let Some(other) = one_by_sig.get(&sig) else { continue };
+        let (lv, rv) = if one_to_many { (other.v, s.v) } else { (s.v, other.v) };
+        let (mut value, keep) = apply(op, lv, rv);
+        if m.return_bool {
+            value = f64::from(u8::from(keep));
+        } else if !keep {
+            continue;
+        }
+        let labels = result_labels(op, &s.labels, &other.labels, m, &include);
+        let seen = matched.entry(sig).or_default();
+        if one_to_one {
+            if !seen.is_empty() {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
+        } else if seen.contains(&labels) {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
+        }
+        seen.insert(labels.clone());
+        out.push(InstantSample { labels, t: s.t, v: value });
+    }
+    Ok(out)
+}
+
+fn result_labels(op: &str, many: &Labels, one: &Labels, m: &BinModifier, include: &[String]) -> Labels {
+    let mut labels = if !is_comparison(op) || m.return_bool {
+        many.without_metric_name()
+    } else {
+        many.clone()
+    };
+    if matches!(m.card, VectorMatchCardinality::OneToOne) {
+        labels = match &m.matching {
+            Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
+            Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels),
+            None => labels,
+        };
+    }
+    for name in include {
+        labels.set(name, one.get(name));
+    }
+    labels
+}
+
+/// The labels a match group is known by in error messages.
+fn match_group(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
+        Some(LabelModifier::Exclude(ignoring)) => {
+            let mut names = ignoring.labels.clone();
+            names.push(METRIC_NAME.into());
+            labels.drop(&names)
+        }
+        None => labels.without_metric_name(),
+    }
+}

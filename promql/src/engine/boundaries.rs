@@ -1,0 +1,13 @@
+//! Which samples a selector sees: the one place that says whether range and lookback
+//! windows include their start. Prometheus 2.x includes both ends; Prometheus 3 made them
+//! left-open, which a later mode will follow by changing this file alone.
+
+/// Whether a sample at `t` lies in the window `(ref - width, ref]` or `[ref - width, ref]`.
+pub fn in_window(t: i64, reference: i64, width: i64) -> bool {
+    t >= reference - width && t <= reference
+}
+
+/// The first time a window of `width` ending at `reference` includes.
+pub fn window_start(reference: i64, width: i64) -> i64 {
+    reference - width
+}

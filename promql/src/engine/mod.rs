@@ -1,0 +1,106 @@
+//! Runs queries: parse, fetch what the query will read, evaluate.
+
+mod aggregate;
+mod binary;
+mod boundaries;
+mod eval;
+mod functions;
+mod plan;
+
+use std::time::Duration;
+
+use crate::error::QueryError;
+use crate::source::SeriesSource;
+use crate::value::Value;
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant vector selector looks for a sample (Prometheus'
+    /// `--query.lookback-delta`, 5 minutes).
+    pub lookback_delta_ms: i64,
+    /// The step of subqueries that give none (Prometheus' global evaluation interval).
+    pub default_subquery_step_ms: i64,
+    /// The most samples a query may hold in memory at once (`--query.max-samples`).
+    pub max_samples: usize,
+    /// How long a query may run (`--query.timeout`).
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            default_subquery_step_ms: 60 * 1000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    pub options: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(options: EngineOptions) -> Self {
+        Engine { options }
+    }
+
+    /// Evaluates `query` at `time_ms`: a scalar, string, vector or (for a range selector or
+    /// subquery) matrix.
+    pub async fn instant_query(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<Value, QueryError> {
+        self.run(source, query, time_ms, time_ms, 0).await
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms`: always a matrix (a
+    /// scalar query gives one series without labels).
+    pub async fn range_query(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+        }
+        self.run(source, query, start_ms, end_ms, step_ms).await
+    }
+
+    async fn run(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Value, QueryError> {
+        // Boxed: fetched series are keyed by their selector's address, which must not change
+        // when the tree moves to the evaluating thread.
+        let expr = Box::new(promql_parser::parser::parse(query).map_err(QueryError::BadData)?);
+        let deadline = deadline_after(self.options.timeout);
+        let data = plan::fetch(source, &expr, start, end, &self.options).await?;
+        // Evaluation is CPU-bound: off the async workers, so that other requests go on.
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || eval::evaluate(&expr, &data, start, end, step, &options, deadline))
+            .await
+            .map_err(|e| QueryError::Execution(format!("query evaluation failed: {e}")))?
+    }
+}
+
+/// The instant after which evaluation gives up; checked between steps.
+fn deadline_after(timeout: Duration) -> std::time::Instant {
+    std::time::Instant::now() + timeout
+}

@@ -1,0 +1,21 @@
+//! A PromQL engine: Prometheus 2.42's evaluation rules over any [`SeriesSource`].
+//!
+//! Parsing is the `promql-parser` crate's. A query runs in two phases, as in Prometheus:
+//! [`plan`] walks the syntax tree and asks the source for every selector's series over the
+//! time range the query will look at (the only asynchronous step, where a database is
+//! queried), then [`eval`] computes the result in memory, step by step.
+
+pub mod error;
+pub mod labels;
+pub mod memory;
+pub mod source;
+pub mod value;
+
+mod engine;
+
+pub use engine::{Engine, EngineOptions};
+pub use error::QueryError;
+pub use labels::Labels;
+pub use memory::MemorySource;
+pub use source::{SelectHints, SeriesSource};
+pub use value::{InstantSample, Sample, Series, Value};
