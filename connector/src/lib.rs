@@ -11,6 +11,7 @@ pub mod embedded_db;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod remote_read;
 pub mod remote_write;
 pub mod server;
 pub mod storage;

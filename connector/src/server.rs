@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
 use crate::query::QueryOptions;
-use crate::{query, remote_write};
+use crate::{query, remote_read, remote_write};
 
 pub struct AppState {
     pub pool: PgPool,
@@ -36,6 +36,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/write", post(remote_write::handler::write))
         .route("/api/v1/write", post(remote_write::handler::write))
+        .route("/read", post(remote_read::handler::read))
+        .route("/api/v1/read", post(remote_read::handler::read))
         .merge(query::api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -35,8 +35,20 @@ async fn errors_have_prometheus_types_and_codes() {
     let range = connector.url("/api/v1/query_range");
     let cases: Vec<(String, Vec<(&str, &str)>, u16, &str, &str)> = vec![
         (query.clone(), vec![("query", "sum(")], 400, "bad_data", ""),
-        (query.clone(), vec![("query", "no_such_function(up)")], 400, "bad_data", "no_such_function"),
-        (query.clone(), vec![("query", "up"), ("time", "yesterday")], 400, "bad_data", "invalid parameter \"time\""),
+        (
+            query.clone(),
+            vec![("query", "no_such_function(up)")],
+            400,
+            "bad_data",
+            "no_such_function",
+        ),
+        (
+            query.clone(),
+            vec![("query", "up"), ("time", "yesterday")],
+            400,
+            "bad_data",
+            "invalid parameter \"time\"",
+        ),
         (query.clone(), vec![], 400, "bad_data", "query must not be empty"),
         (
             range.clone(),
@@ -67,11 +79,21 @@ async fn errors_have_prometheus_types_and_codes() {
             "range vector",
         ),
         // 2 series x 20 samples in 5 minutes: more than the 30 allowed.
-        (query.clone(), vec![("query", "up[10m]"), ("time", &now)], 422, "execution", "too many samples"),
+        (
+            query.clone(),
+            vec![("query", "up[10m]"), ("time", &now)],
+            422,
+            "execution",
+            "too many samples",
+        ),
         // Millions of subquery steps cannot finish in 200ms.
         (
             query.clone(),
-            vec![("query", "count_over_time(vector(1)[1d:1ms])"), ("time", &now), ("timeout", "200ms")],
+            vec![
+                ("query", "count_over_time(vector(1)[1d:1ms])"),
+                ("time", &now),
+                ("timeout", "200ms"),
+            ],
             503,
             "timeout",
             "query timed out",
@@ -102,7 +124,10 @@ async fn series_labels_and_values_follow_match_and_time() {
     let connector = Connector::start(&pg.uri(), &[]).await;
     let client = reqwest::Client::new();
     let t = write_sample_data(&client, &connector).await;
-    let (start, end) = (format!("{}", (t - 600_000) as f64 / 1000.0), format!("{}", t as f64 / 1000.0));
+    let (start, end) = (
+        format!("{}", (t - 600_000) as f64 / 1000.0),
+        format!("{}", t as f64 / 1000.0),
+    );
 
     let (status, body) = get(
         &client,
@@ -111,7 +136,10 @@ async fn series_labels_and_values_follow_match_and_time() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"], json!([{"__name__": "up", "instance": "a:9100", "job": "node"}]));
+    assert_eq!(
+        body["data"],
+        json!([{"__name__": "up", "instance": "a:9100", "job": "node"}])
+    );
 
     // Outside the time range: nothing.
     let (_, body) = get(
@@ -127,14 +155,24 @@ async fn series_labels_and_values_follow_match_and_time() {
 
     let (_, body) = get(&client, connector.url("/api/v1/labels"), &[]).await;
     assert_eq!(body["data"], json!(["__name__", "instance", "job"]));
-    let (_, body) = get(&client, connector.url("/api/v1/labels"), &[("match[]", "process_cpu_seconds_total")]).await;
+    let (_, body) = get(
+        &client,
+        connector.url("/api/v1/labels"),
+        &[("match[]", "process_cpu_seconds_total")],
+    )
+    .await;
     assert_eq!(body["data"], json!(["__name__", "job"]));
 
     let (_, body) = get(&client, connector.url("/api/v1/label/job/values"), &[]).await;
     assert_eq!(body["data"], json!(["app", "node"]));
     let (_, body) = get(&client, connector.url("/api/v1/label/__name__/values"), &[]).await;
     assert_eq!(body["data"], json!(["process_cpu_seconds_total", "up"]));
-    let (_, body) = get(&client, connector.url("/api/v1/label/instance/values"), &[("match[]", "up{instance=\"b:9100\"}")]).await;
+    let (_, body) = get(
+        &client,
+        connector.url("/api/v1/label/instance/values"),
+        &[("match[]", "up{instance=\"b:9100\"}")],
+    )
+    .await;
     assert_eq!(body["data"], json!(["b:9100"]));
 
     let (status, body) = get(&client, connector.url("/api/v1/status/buildinfo"), &[]).await;

@@ -26,8 +26,14 @@ pub struct InstantSample {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Scalar { t: i64, v: f64 },
-    String { t: i64, s: String },
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        s: String,
+    },
     Vector(Vec<InstantSample>),
     /// A range vector of an instant query, or the result of a range query.
     Matrix(Vec<Series>),

@@ -92,7 +92,9 @@ async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: Hea
         .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp"))
         .and_then(|s| parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}"))))?;
     if end < start {
-        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
     }
     let step = p
         .get("step")
@@ -198,7 +200,10 @@ async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMa
             .map_err(storage_error)?
     } else {
         let series = matching_series(&app, &p, &selectors).await?;
-        series.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect()
+        series
+            .iter()
+            .flat_map(|l| l.iter().map(|(k, _)| k.to_string()))
+            .collect()
     };
     names.sort();
     names.dedup();
@@ -221,7 +226,11 @@ async fn label_values(
             .map_err(storage_error)?
     } else {
         let series = matching_series(&app, &p, &selectors).await?;
-        series.iter().map(|l| l.get(&name).to_string()).filter(|v| !v.is_empty()).collect()
+        series
+            .iter()
+            .map(|l| l.get(&name).to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
     };
     values.sort();
     values.dedup();
@@ -238,7 +247,11 @@ async fn metadata(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
     .fetch_all(&app.pool)
     .await
     .map_err(storage_error)?;
-    let limit: Option<usize> = p.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|&l| l >= 0).map(|l| l as usize);
+    let limit: Option<usize> = p
+        .get("limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .filter(|&l| l >= 0)
+        .map(|l| l as usize);
     let mut out = serde_json::Map::new();
     for (family, kind, help, unit) in rows {
         if limit.is_some_and(|l| out.len() >= l && !out.contains_key(&family)) {

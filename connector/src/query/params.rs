@@ -32,7 +32,11 @@ impl Params {
 
     /// The first value of `name`, if given and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(|v| v.first()).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn all(&self, name: &str) -> &[String] {
@@ -87,14 +91,20 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         let rank = if rest.starts_with("ms") {
             6
         } else {
-            UNITS.iter().position(|(u, _)| rest.starts_with(u)).ok_or_else(invalid)?
+            UNITS
+                .iter()
+                .position(|(u, _)| rest.starts_with(u))
+                .ok_or_else(invalid)?
         };
         if rank < next_rank {
             return Err(invalid());
         }
         next_rank = rank + 1;
         let (unit, ms) = UNITS[rank];
-        total = n.checked_mul(ms).and_then(|v| total.checked_add(v)).ok_or_else(invalid)?;
+        total = n
+            .checked_mul(ms)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(invalid)?;
         rest = &rest[unit.len()..];
     }
     Ok(total)

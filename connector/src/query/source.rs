@@ -74,7 +74,11 @@ impl PgSeriesSource {
                 .await
                 .map_err(storage_error)?,
         };
-        Ok(rows.into_iter().filter(|(_, v)| m.is_match(v)).map(|(id, _)| id).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|(_, v)| m.is_match(v))
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// The series of `metric_id` that every label matcher accepts (a missing label counts as
@@ -130,18 +134,23 @@ impl PgSeriesSource {
 
     /// Turns label-id arrays into label sets.
     async fn label_sets(&self, series: &[(i64, Vec<i32>)]) -> Result<Vec<Labels>, QueryError> {
-        let mut ids: Vec<i32> = series.iter().flat_map(|(_, l)| l.iter().copied()).filter(|&id| id != 0).collect();
+        let mut ids: Vec<i32> = series
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied())
+            .filter(|&id| id != 0)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        let pairs: HashMap<i32, (String, String)> =
-            sqlx::query_as::<_, (i32, String, String)>("SELECT id, key, value FROM _prom_catalog.label WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(storage_error)?
-                .into_iter()
-                .map(|(id, k, v)| (id, (k, v)))
-                .collect();
+        let pairs: HashMap<i32, (String, String)> = sqlx::query_as::<_, (i32, String, String)>(
+            "SELECT id, key, value FROM _prom_catalog.label WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage_error)?
+        .into_iter()
+        .map(|(id, k, v)| (id, (k, v)))
+        .collect();
         Ok(series
             .iter()
             .map(|(_, l)| Labels::new(l.iter().filter_map(|id| pairs.get(id).cloned()).collect()))
@@ -169,7 +178,12 @@ impl PgSeriesSource {
     }
 
     /// The samples of the selected series in `[start, end]`.
-    pub async fn read_samples(&self, selected: SelectedSeries, start: i64, end: i64) -> Result<Vec<Series>, QueryError> {
+    pub async fn read_samples(
+        &self,
+        selected: SelectedSeries,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, QueryError> {
         let rows: Vec<(i64, i64, f64)> = sqlx::query_as("SELECT * FROM _prom_catalog.read_samples($1, $2, $3, $4)")
             .bind(selected.metric_id)
             .bind(&selected.ids)

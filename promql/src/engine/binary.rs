@@ -18,11 +18,19 @@ pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError>
     match (lhs, rhs) {
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (value, keep) = apply(&op, l, r);
-            let v = if is_comparison(&op) { f64::from(u8::from(keep)) } else { value };
+            let v = if is_comparison(&op) {
+                f64::from(u8::from(keep))
+            } else {
+                value
+            };
             Ok(Value::Scalar { t, v })
         }
-        (Value::Vector(l), Value::Scalar { v: r, .. }) => Ok(Value::Vector(vector_scalar(&op, l, r, false, return_bool))),
-        (Value::Scalar { v: l, .. }, Value::Vector(r)) => Ok(Value::Vector(vector_scalar(&op, r, l, true, return_bool))),
+        (Value::Vector(l), Value::Scalar { v: r, .. }) => {
+            Ok(Value::Vector(vector_scalar(&op, l, r, false, return_bool)))
+        }
+        (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
+            Ok(Value::Vector(vector_scalar(&op, r, l, true, return_bool)))
+        }
         (Value::Vector(l), Value::Vector(r)) => {
             let default = BinModifier {
                 card: VectorMatchCardinality::OneToOne,
@@ -76,7 +84,13 @@ fn go_mod(l: f64, r: f64) -> f64 {
     l % r
 }
 
-fn vector_scalar(op: &str, vector: Vec<InstantSample>, scalar: f64, scalar_left: bool, return_bool: bool) -> Vec<InstantSample> {
+fn vector_scalar(
+    op: &str,
+    vector: Vec<InstantSample>,
+    scalar: f64,
+    scalar_left: bool,
+    return_bool: bool,
+) -> Vec<InstantSample> {
     let drop_name = !is_comparison(op) || return_bool;
     vector
         .into_iter()
@@ -122,7 +136,10 @@ fn and_unless(l: Vec<InstantSample>, r: Vec<InstantSample>, m: &BinModifier, and
 fn or(l: Vec<InstantSample>, r: Vec<InstantSample>, m: &BinModifier) -> Vec<InstantSample> {
     let left: HashSet<Labels> = l.iter().map(|s| signature(&s.labels, &m.matching)).collect();
     let mut out = l;
-    out.extend(r.into_iter().filter(|s| !left.contains(&signature(&s.labels, &m.matching))));
+    out.extend(
+        r.into_iter()
+            .filter(|s| !left.contains(&signature(&s.labels, &m.matching))),
+    );
     out
 }
 
@@ -172,7 +189,8 @@ fn vector_vector(
         if one_to_one {
             if !seen.is_empty() {
                 return Err(QueryError::Execution(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                        .into(),
                 ));
             }
         } else if seen.contains(&labels) {
@@ -181,7 +199,11 @@ fn vector_vector(
             ));
         }
         seen.insert(labels.clone());
-        out.push(InstantSample { labels, t: s.t, v: value });
+        out.push(InstantSample {
+            labels,
+            t: s.t,
+            v: value,
+        });
     }
     Ok(out)
 }

@@ -83,7 +83,10 @@ pub fn evaluate(
         t += step;
     }
     Ok(Value::Matrix(
-        series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect(),
+        series
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect(),
     ))
 }
 
@@ -220,7 +223,10 @@ impl Evaluator<'_> {
         while inner_t <= reference {
             self.check_deadline()?;
             match self.eval(&sq.expr, inner_t)? {
-                Value::Scalar { v, .. } => series.entry(Labels::default()).or_default().push(Sample { t: inner_t, v }),
+                Value::Scalar { v, .. } => series
+                    .entry(Labels::default())
+                    .or_default()
+                    .push(Sample { t: inner_t, v }),
                 Value::Vector(vector) => {
                     for s in vector {
                         series.entry(s.labels).or_default().push(Sample { t: inner_t, v: s.v });
@@ -247,7 +253,10 @@ impl Evaluator<'_> {
     pub fn scalar(&self, expr: &Expr, t: i64) -> Result<f64, QueryError> {
         match self.eval(expr, t)? {
             Value::Scalar { v, .. } => Ok(v),
-            other => Err(QueryError::Execution(format!("expected scalar, got {}", other.type_name()))),
+            other => Err(QueryError::Execution(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
         }
     }
 
@@ -274,7 +283,10 @@ impl Evaluator<'_> {
     pub fn string(&self, expr: &Expr, t: i64) -> Result<String, QueryError> {
         match self.eval(expr, t)? {
             Value::String { s, .. } => Ok(s),
-            other => Err(QueryError::Execution(format!("expected string, got {}", other.type_name()))),
+            other => Err(QueryError::Execution(format!(
+                "expected string, got {}",
+                other.type_name()
+            ))),
         }
     }
 }

@@ -74,7 +74,9 @@ impl Engine {
             ));
         }
         if end_ms < start_ms {
-            return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
         }
         self.run(source, query, start_ms, end_ms, step_ms).await
     }

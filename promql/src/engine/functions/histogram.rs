@@ -175,7 +175,10 @@ mod tests {
     }
 
     fn assert_close(got: f64, want: f64) {
-        assert!((got - want).abs() <= 1e-12 * want.abs().max(1.0), "got {got}, want {want}");
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+            "got {got}, want {want}"
+        );
     }
 
     // histograms.test's testhistogram at 50m, unsorted as series may arrive.

@@ -2,9 +2,11 @@
 //! computes them with Go's `math` and `time` packages.
 //!
 //! Where Go composes a result from other operations (log2, log10, deg, rad, round, the
-//! clamps), the same operations are done in the same order, so results agree to the bit.
-//! The elementary functions themselves (exp, ln, sin, ...) are Rust's, which may differ
-//! from Go's own implementations in the last bit for some inputs.
+//! clamps), the same operations are done in the same order, and the natural logarithm is
+//! Go's amd64 algorithm, so ln, log2 and log10 agree with Prometheus on amd64 to the bit.
+//! The other elementary functions (exp, sin, cosh, ...) are Rust's; Go has its own
+//! implementations (for exp even a CPU-dependent one), which differ from Rust's in the
+//! last bit for some inputs.
 
 use chrono::{Datelike, Duration, NaiveDate};
 
@@ -22,7 +24,7 @@ pub fn element_function(name: &str, v: f64, args: &[f64]) -> Option<f64> {
         "floor" => v.floor(),
         "exp" => v.exp(),
         "sqrt" => v.sqrt(),
-        "ln" => v.ln(),
+        "ln" => go_log(v),
         "log2" => go_log2(v),
         "log10" => go_log10(v),
         "sgn" => {
@@ -117,21 +119,66 @@ fn go_min(x: f64, y: f64) -> f64 {
     }
 }
 
-/// Go's `math.Log10`, which is ln scaled rather than a dedicated log10: for example it gives
-/// log10(1000) = 2.9999999999999996.
+/// Go's `math.Log10`: ln scaled, rather than a dedicated log10.
 fn go_log10(x: f64) -> f64 {
-    x.ln() * std::f64::consts::LOG10_E
+    go_log(x) * std::f64::consts::LOG10_E
 }
 
 /// Go's `math.Log2`: exact for powers of two, otherwise ln of the mantissa scaled plus the
-/// exponent, which differs from a correctly rounded log2 in the last bit for some inputs
-/// (log2(10) = 3.3219280948873626 in Go and Prometheus' tests).
+/// exponent.
 fn go_log2(x: f64) -> f64 {
     let (frac, exp) = frexp(x);
     if frac == 0.5 {
         return (exp - 1) as f64;
     }
-    frac.ln() * std::f64::consts::LOG2_E + exp as f64
+    go_log(frac) * std::f64::consts::LOG2_E + exp as f64
+}
+
+/// Go's `math.Log` as its amd64 assembly computes it (FreeBSD's `e_log.c` algorithm,
+/// operation for operation). It is not always correctly rounded, unlike the system `ln`:
+/// ln(0.01) is -4.605170185988092 in Go, -4.605170185988091 correctly rounded. Like the
+/// assembly, it reads the exponent field without normalising subnormals first, so
+/// subnormal inputs give a wrong result (ln(5e-324) = -709.09 rather than -744.44);
+/// Prometheus on amd64 shows the same.
+fn go_log(x: f64) -> f64 {
+    // The assembly's constants, by bit pattern.
+    const HALF_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+    const L1: f64 = f64::from_bits(0x3fe5_5555_5555_5593);
+    const L2: f64 = f64::from_bits(0x3fd9_9999_9997_fa04);
+    const L3: f64 = f64::from_bits(0x3fd2_4924_9422_9359);
+    const L4: f64 = f64::from_bits(0x3fcc_71c5_1d8e_78af);
+    const L5: f64 = f64::from_bits(0x3fc7_4664_96cb_03de);
+    const L6: f64 = f64::from_bits(0x3fc3_9a09_d078_c69f);
+    const L7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
+
+    let bits = x.to_bits();
+    if bits & !(1 << 63) == 0 {
+        return f64::NEG_INFINITY;
+    }
+    if (bits as i64) < 0 {
+        return f64::NAN;
+    }
+    if bits >= f64::INFINITY.to_bits() {
+        return x;
+    }
+    let mut f1 = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0.5f64.to_bits());
+    let mut k = (((bits >> 52) & 0x7ff) as i32 - 0x3fe) as f64;
+    // The assembly's comparison is "not less than" with the operands swapped: f1 <= √2/2.
+    if f1 <= HALF_SQRT_2 {
+        k -= 1.0;
+        f1 *= 2.0;
+    }
+    let f = f1 - 1.0;
+    let s = f / (2.0 + f);
+    let s2 = s * s;
+    let s4 = s2 * s2;
+    let t1 = s2 * (L1 + s4 * (L3 + s4 * (L5 + s4 * L7)));
+    let t2 = s4 * (L2 + s4 * (L4 + s4 * L6));
+    let r = t1 + t2;
+    let hfsq = 0.5 * f * f;
+    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
 }
 
 /// Go's `math.Frexp`: `x = frac * 2^exp` with |frac| in [0.5, 1); zero, infinities and NaN
@@ -275,9 +322,14 @@ mod tests {
         assert_eq!(f("exp", 20.0), 485165195.4097903);
         assert_eq!(f("exp", -10.0), 4.5399929762484854e-05);
         assert_eq!(f("exp", 0.0), 1.0);
-        assert_eq!(f("ln", 10.0), 2.302585092994046);
+        // functions.test: 2.302585092994046, which is LN_10.
+        assert_eq!(f("ln", 10.0), std::f64::consts::LN_10);
         assert_eq!(f("ln", 20.0), 2.995732273553991);
         assert_eq!(f("ln", 0.0), f64::NEG_INFINITY);
+        assert_eq!(f("ln", -0.0), f64::NEG_INFINITY);
+        assert_eq!(f("ln", f64::INFINITY), f64::INFINITY);
+        assert!(f("ln", f64::NAN).is_nan());
+        assert!(f("ln", f64::NEG_INFINITY).is_nan());
         assert!(f("ln", -10.0).is_nan());
         assert_eq!(f("sqrt", 10.0), 3.1622776601683795);
         assert_eq!(f("sqrt", 20.0), 4.47213595499958);
@@ -285,10 +337,21 @@ mod tests {
     }
 
     #[test]
+    fn ln_is_gos_amd64_algorithm() {
+        // Values from Go 1.26 on amd64, where the system ln gives -4.605170185988091 and
+        // -0.5447271754416722 for the first two.
+        assert_eq!(f("ln", 0.01), -4.605170185988092);
+        assert_eq!(f("ln", 0.58), -0.544727175441672);
+        assert_eq!(f("ln", std::f64::consts::FRAC_1_SQRT_2), -0.3465735902799726);
+        // Go's assembly misreads subnormals.
+        assert_eq!(f("ln", 5e-324), -709.0895657128241);
+    }
+
+    #[test]
     fn log2_and_log10_as_go_computes_them() {
-        // The test scripts' values, which a correctly rounded log2 misses by one bit.
-        assert_eq!(f("log2", 10.0), 3.3219280948873626);
-        assert_ne!(f("log2", 10.0), 10f64.log2());
+        // Go 1.26 on amd64 gives 3.321928094887362 = LOG2_10 for log2(10); functions.test
+        // writes 3.3219280948873626, one bit above, which its tolerance of 1e-6 accepts.
+        assert_eq!(f("log2", 10.0), std::f64::consts::LOG2_10);
         assert_eq!(f("log2", 20.0), 4.321928094887363);
         assert_eq!(f("log2", 8.0), 3.0);
         assert_eq!(f("log2", 0.5), -1.0);
@@ -302,7 +365,7 @@ mod tests {
 
         assert_eq!(f("log10", 10.0), 1.0);
         assert_eq!(f("log10", 20.0), 1.301029995663981);
-        assert_eq!(f("log10", 1000.0), 2.9999999999999996);
+        assert_eq!(f("log10", 1000.0), 3.0);
         assert_eq!(f("log10", 0.0), f64::NEG_INFINITY);
         assert!(f("log10", -1.0).is_nan());
     }
@@ -436,7 +499,7 @@ mod tests {
         assert_eq!(f("days_in_month", 1454284800.0), 29.0);
         assert_eq!(f("days_in_month", 1485907200.0), 28.0);
         assert_eq!(f("days_in_month", 951782400.0), 29.0); // Feb 2000, divisible by 400.
-        assert_eq!(f("days_in_month", 4107542400.0), 28.0); // Feb 2100, not a leap year.
+        assert_eq!(f("days_in_month", 4105123200.0), 28.0); // Feb 2100, not a leap year.
         assert_eq!(f("days_in_month", 1669852800.0), 31.0); // Dec 2022.
     }
 
@@ -465,7 +528,11 @@ mod tests {
             assert_eq!(f("month", v), f64::from(d.month()), "{t}");
             assert_eq!(f("day_of_month", v), f64::from(d.day()), "{t}");
             assert_eq!(f("day_of_year", v), f64::from(d.ordinal()), "{t}");
-            assert_eq!(f("day_of_week", v), f64::from(d.weekday().num_days_from_sunday()), "{t}");
+            assert_eq!(
+                f("day_of_week", v),
+                f64::from(d.weekday().num_days_from_sunday()),
+                "{t}"
+            );
             assert_eq!(f("hour", v), f64::from(d.hour()), "{t}");
             assert_eq!(f("minute", v), f64::from(d.minute()), "{t}");
             t += 9_876_543_211;
@@ -501,7 +568,10 @@ mod tests {
         assert_eq!(go_float_to_int64(f64::NAN), i64::MIN);
         assert_eq!(go_float_to_int64(9.3e18), i64::MIN);
         assert_eq!(go_float_to_int64(-9_223_372_036_854_775_808.0), i64::MIN);
-        assert_eq!(go_float_to_int64(9_223_372_036_854_774_784.0), 9_223_372_036_854_774_784);
+        assert_eq!(
+            go_float_to_int64(9_223_372_036_854_774_784.0),
+            9_223_372_036_854_774_784
+        );
     }
 
     #[test]

@@ -62,8 +62,14 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
         Ok(Value::Vector(v))
     };
     match name {
-        "time" => Ok(Value::Scalar { t, v: t as f64 / 1000.0 }),
-        "pi" => Ok(Value::Scalar { t, v: std::f64::consts::PI }),
+        "time" => Ok(Value::Scalar {
+            t,
+            v: t as f64 / 1000.0,
+        }),
+        "pi" => Ok(Value::Scalar {
+            t,
+            v: std::f64::consts::PI,
+        }),
         "vector" => Ok(Value::Vector(vec![InstantSample {
             labels: Labels::default(),
             t,
@@ -293,14 +299,19 @@ fn histogram_quantile(q: f64, input: Vec<InstantSample>, t: i64) -> Vec<InstantS
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for s in input {
-        let Some(upper_bound) = parse_go_float(s.labels.get("le")) else { continue };
+        let Some(upper_bound) = parse_go_float(s.labels.get("le")) else {
+            continue;
+        };
         let mut key = s.labels.without_metric_name();
         key.remove("le");
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
         });
-        groups[i].1.push(Bucket { upper_bound, count: s.v });
+        groups[i].1.push(Bucket {
+            upper_bound,
+            count: s.v,
+        });
     }
     groups
         .into_iter()

@@ -1,0 +1,230 @@
+//! `POST /read` and `/api/v1/read`: remote read with either response type Prometheus asks
+//! for, SAMPLES (one snappy-compressed message) or STREAMED_XOR_CHUNKS (a stream of framed
+//! messages of XOR chunks).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes as WireBytes;
+use promql_parser::label::{MatchOp, Matcher};
+use promscale_promql::{Labels, SelectHints, Series, SeriesSource};
+use prost::Message;
+
+use super::proto::{
+    Chunk, ChunkedReadResponse, ChunkedSeries, LabelMatcher, MatchType, QueryResult, ReadRequest, ReadResponse,
+    ReadSeries, ResponseType, CHUNK_ENCODING_XOR,
+};
+use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
+use crate::query::source::PgSeriesSource;
+use crate::remote_write::proto::{Label, Sample};
+use crate::server::AppState;
+
+/// Frames of a streamed response stay under about this size, as Prometheus' own do.
+const MAX_FRAME_BYTES: usize = 1 << 20;
+
+fn error(status: StatusCode, message: String) -> Response {
+    tracing::warn!(%status, error = %message, "remote-read request failed");
+    (status, message + "\n").into_response()
+}
+
+pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut queries = Vec::with_capacity(request.queries.len());
+    for q in &request.queries {
+        match matchers(&q.matchers) {
+            Ok(m) => queries.push((m, q.start_timestamp_ms, q.end_timestamp_ms)),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+    let source = PgSeriesSource::new(app.pool.clone());
+    let mut results = Vec::with_capacity(queries.len());
+    for (matchers, start, end) in &queries {
+        match source
+            .select(
+                matchers,
+                &SelectHints {
+                    start: *start,
+                    end: *end,
+                },
+            )
+            .await
+        {
+            Ok(series) => results.push(series),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    // The client lists the types it accepts, best first; none listed means SAMPLES.
+    let chosen = if request.accepted_response_types.is_empty() {
+        Some(ResponseType::Samples)
+    } else {
+        request
+            .accepted_response_types
+            .iter()
+            .find_map(|&t| ResponseType::try_from(t).ok())
+    };
+    let Some(chosen) = chosen else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "none of the accepted response types {:?} is supported (SAMPLES, STREAMED_XOR_CHUNKS)",
+                request.accepted_response_types
+            ),
+        );
+    };
+    if chosen == ResponseType::StreamedXorChunks {
+        streamed_response(results)
+    } else {
+        samples_response(results)
+    }
+}
+
+fn decode(body: &[u8]) -> Result<ReadRequest, String> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("the body is not snappy-compressed (block format): {e}"))?;
+    ReadRequest::decode(raw.as_slice()).map_err(|e| format!("the body is not a remote-read request: {e}"))
+}
+
+fn matchers(wire: &[LabelMatcher]) -> Result<Vec<Matcher>, String> {
+    wire.iter()
+        .map(|m| {
+            let op = match MatchType::try_from(m.r#type) {
+                Ok(MatchType::Eq) => MatchOp::Equal,
+                Ok(MatchType::Neq) => MatchOp::NotEqual,
+                Ok(t @ (MatchType::Re | MatchType::Nre)) => {
+                    let re = Matcher::new_matcher(
+                        promql_parser::parser::token::T_EQL_REGEX,
+                        m.name.clone(),
+                        m.value.clone(),
+                    )
+                    .map_err(|e| format!("invalid regular expression {:?}: {e}", m.value))?;
+                    let MatchOp::Re(regex) = re.op else {
+                        unreachable!("a regex matcher")
+                    };
+                    if t == MatchType::Re {
+                        MatchOp::Re(regex)
+                    } else {
+                        MatchOp::NotRe(regex)
+                    }
+                }
+                Err(_) => return Err(format!("unknown matcher type {}", m.r#type)),
+            };
+            Ok(Matcher {
+                op,
+                name: m.name.clone(),
+                value: m.value.clone(),
+            })
+        })
+        .collect()
+}
+
+fn wire_labels(labels: &Labels) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|(k, v)| Label {
+            name: WireBytes::copy_from_slice(k.as_bytes()),
+            value: WireBytes::copy_from_slice(v.as_bytes()),
+        })
+        .collect()
+}
+
+fn samples_response(results: Vec<Vec<Series>>) -> Response {
+    let response = ReadResponse {
+        results: results
+            .into_iter()
+            .map(|series| QueryResult {
+                timeseries: series
+                    .into_iter()
+                    .map(|s| ReadSeries {
+                        labels: wire_labels(&s.labels),
+                        samples: s
+                            .samples
+                            .iter()
+                            .map(|p| Sample {
+                                value: p.v,
+                                timestamp: p.t,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&response.encode_to_vec())
+        .expect("snappy can compress any input");
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-protobuf"),
+            (header::CONTENT_ENCODING, "snappy"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Each series' samples cut into XOR chunks of at most 120 samples.
+fn chunked(series: &Series) -> ChunkedSeries {
+    ChunkedSeries {
+        labels: wire_labels(&series.labels),
+        chunks: series
+            .samples
+            .chunks(MAX_SAMPLES_PER_CHUNK)
+            .map(|part| {
+                let pairs: Vec<(i64, f64)> = part.iter().map(|s| (s.t, s.v)).collect();
+                Chunk {
+                    min_time_ms: part[0].t,
+                    max_time_ms: part[part.len() - 1].t,
+                    r#type: CHUNK_ENCODING_XOR,
+                    data: xor_chunk::encode(&pairs),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// One frame: the message's length as a varint, its CRC-32C (big-endian), the message.
+fn frame(message: &ChunkedReadResponse, out: &mut Vec<u8>) {
+    let bytes = message.encode_to_vec();
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(&crc32c::crc32c(&bytes).to_be_bytes());
+    out.extend_from_slice(&bytes);
+}
+
+fn streamed_response(results: Vec<Vec<Series>>) -> Response {
+    let mut body = Vec::new();
+    for (index, series) in results.into_iter().enumerate() {
+        let mut pending = ChunkedReadResponse {
+            chunked_series: Vec::new(),
+            query_index: index as i64,
+        };
+        let mut pending_bytes = 0;
+        for s in &series {
+            let c = chunked(s);
+            pending_bytes += c.encoded_len();
+            pending.chunked_series.push(c);
+            if pending_bytes >= MAX_FRAME_BYTES {
+                frame(&pending, &mut body);
+                pending.chunked_series.clear();
+                pending_bytes = 0;
+            }
+        }
+        if !pending.chunked_series.is_empty() {
+            frame(&pending, &mut body);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+        )],
+        Body::from(body),
+    )
+        .into_response()
+}
