@@ -26,10 +26,11 @@ run: deps ## build and start the connector on $(LISTEN); without PROMSCALE_DB_UR
 test: deps build ## run every test: unit tests and end-to-end tests on real PostgreSQL and Prometheus
 	$(CARGO) test --workspace --no-fail-fast
 
-bench: deps ## side by side with Prometheus 2.42: remote-write throughput, and bytes per sample on disk
+bench: deps ## side by side with Prometheus 2.42: remote-write throughput, bytes per sample on disk, query latency
 	$(CARGO) build --release -p promscale-connector -p promscale-e2e --bins
 	./target/release/remote-write-bench
 	./target/release/storage-bench
+	./target/release/query-bench
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check

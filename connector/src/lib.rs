@@ -5,6 +5,10 @@
 //! ([`storage::series`], cached in [`storage::series_cache`]) and queues the samples for a
 //! writer that commits them ([`storage::samples`]). The schema is created by
 //! [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL when none is given.
+//!
+//! Read path: [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
+//! engine, [`remote_read`] serves remote read; both read series through
+//! [`query::source`].
 
 pub mod config;
 pub mod embedded_db;

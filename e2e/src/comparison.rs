@@ -157,6 +157,29 @@ pub fn first_ms() -> i64 {
     (crate::recent_ms() - POINTS * STEP_MS) / 60_000 * 60_000
 }
 
+/// Makes the connector keep the data set in half-hour chunks, so that after
+/// [`compress_closed_chunks`] most of it is compressed and queries read both forms.
+pub async fn use_short_chunks(db: &sqlx::PgPool) {
+    sqlx::query("SELECT prom_api.set_default_chunk_interval('30 minutes')")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// Compresses every chunk that ended over an hour ago.
+pub async fn compress_closed_chunks(db: &sqlx::PgPool) {
+    sqlx::query("CALL prom_api.execute_maintenance()")
+        .execute(db)
+        .await
+        .unwrap();
+    let compressed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.chunk WHERE compressed_table_name IS NOT NULL")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert!(compressed > 0, "some chunks are compressed");
+}
+
 /// Writes the data set through remote write to every URL, request by request.
 pub async fn load(client: &reqwest::Client, write_urls: &[String], first_ms: i64) {
     for body in requests(&data_set(), first_ms) {

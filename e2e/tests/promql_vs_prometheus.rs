@@ -2,7 +2,7 @@
 //! samples: every query, instant and range, at aligned and unaligned times, must give the same
 //! series, timestamps and values.
 
-use promscale_e2e::comparison::{cases, compare, first_ms, load};
+use promscale_e2e::comparison::{cases, compare, compress_closed_chunks, first_ms, load, use_short_chunks};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
@@ -118,12 +118,15 @@ async fn every_query_answers_like_prometheus() {
     .await;
     let client = reqwest::Client::new();
     let first_ms = first_ms();
+    let db = pg.pool().await;
+    use_short_chunks(&db).await;
     load(
         &client,
         &[connector.url("/write"), prometheus.url("/api/v1/write")],
         first_ms,
     )
     .await;
+    compress_closed_chunks(&db).await;
 
     let mut failures = Vec::new();
     let mut compared = 0;

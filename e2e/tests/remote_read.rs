@@ -9,7 +9,9 @@ use promscale_connector::remote_read::proto::{
     ChunkedReadResponse, LabelMatcher, MatchType, Query, ReadRequest, ReadResponse, ResponseType,
 };
 use promscale_connector::remote_read::xor_chunk;
-use promscale_e2e::comparison::{cases, compare, first_ms, load, POINTS, STEP_MS};
+use promscale_e2e::comparison::{
+    cases, compare, compress_closed_chunks, first_ms, load, use_short_chunks, POINTS, STEP_MS,
+};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
@@ -134,12 +136,15 @@ async fn prometheus_reading_remotely_answers_like_the_reference() {
     .await;
     let client = reqwest::Client::new();
     let first_ms = first_ms();
+    let db = pg.pool().await;
+    use_short_chunks(&db).await;
     load(
         &client,
         &[connector.url("/write"), reference.url("/api/v1/write")],
         first_ms,
     )
     .await;
+    compress_closed_chunks(&db).await;
 
     let mut failures = Vec::new();
     let mut compared = 0;
@@ -168,12 +173,15 @@ async fn both_response_types_carry_exactly_the_stored_samples() {
     .await;
     let client = reqwest::Client::new();
     let first_ms = first_ms();
+    let db = pg.pool().await;
+    use_short_chunks(&db).await;
     load(
         &client,
         &[connector.url("/write"), reference.url("/api/v1/write")],
         first_ms,
     )
     .await;
+    compress_closed_chunks(&db).await;
 
     let matcher = |t: MatchType, name: &str, value: &str| LabelMatcher {
         r#type: t as i32,

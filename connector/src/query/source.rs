@@ -16,7 +16,7 @@ pub struct PgSeriesSource {
 
 /// A metric and the series of it that match a selector's label matchers.
 pub struct SelectedSeries {
-    pub metric_id: i32,
+    pub table_name: String,
     pub ids: Vec<i64>,
     pub labels: Vec<Labels>,
 }
@@ -38,23 +38,25 @@ impl PgSeriesSource {
         PgSeriesSource { pool }
     }
 
-    /// Metrics whose name satisfies every `__name__` matcher.
-    async fn metrics(&self, matchers: &[&Matcher]) -> Result<Vec<i32>, QueryError> {
-        let rows: Vec<(i32, String)> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
-            Some(eq) => sqlx::query_as("SELECT id, metric_name FROM _prom_catalog.metric WHERE metric_name = $1")
-                .bind(&eq.value)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(storage_error)?,
-            None => sqlx::query_as("SELECT id, metric_name FROM _prom_catalog.metric")
+    /// Metrics (id, table) whose name satisfies every `__name__` matcher.
+    async fn metrics(&self, matchers: &[&Matcher]) -> Result<Vec<(i32, String)>, QueryError> {
+        let rows: Vec<(i32, String, String)> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
+            Some(eq) => {
+                sqlx::query_as("SELECT id, metric_name, table_name FROM _prom_catalog.metric WHERE metric_name = $1")
+                    .bind(&eq.value)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(storage_error)?
+            }
+            None => sqlx::query_as("SELECT id, metric_name, table_name FROM _prom_catalog.metric")
                 .fetch_all(&self.pool)
                 .await
                 .map_err(storage_error)?,
         };
         Ok(rows
             .into_iter()
-            .filter(|(_, name)| matchers.iter().all(|m| m.is_match(name)))
-            .map(|(id, _)| id)
+            .filter(|(_, name, _)| matchers.iter().all(|m| m.is_match(name)))
+            .map(|(id, _, table)| (id, table))
             .collect())
     }
 
@@ -162,14 +164,14 @@ impl PgSeriesSource {
         let (name, labels): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| m.name == METRIC_NAME);
         let mut label_ids = HashMap::new();
         let mut out = Vec::new();
-        for metric_id in self.metrics(&name).await? {
+        for (metric_id, table_name) in self.metrics(&name).await? {
             let series = self.series_of_metric(metric_id, &labels, &mut label_ids).await?;
             if series.is_empty() {
                 continue;
             }
             let labels = self.label_sets(&series).await?;
             out.push(SelectedSeries {
-                metric_id,
+                table_name,
                 ids: series.into_iter().map(|(id, _)| id).collect(),
                 labels,
             });
@@ -184,21 +186,27 @@ impl PgSeriesSource {
         start: i64,
         end: i64,
     ) -> Result<Vec<Series>, QueryError> {
-        let rows: Vec<(i64, i64, f64)> = sqlx::query_as("SELECT * FROM _prom_catalog.read_samples($1, $2, $3, $4)")
-            .bind(selected.metric_id)
-            .bind(&selected.ids)
-            .bind(to_time(start))
-            .bind(to_time(end))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(storage_error)?;
-        let index: HashMap<i64, usize> = selected.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); selected.ids.len()];
-        for (series_id, t, v) in rows {
-            if let Some(&i) = index.get(&series_id) {
-                samples[i].push(Sample { t, v });
-            }
-        }
+        let mut by_id = crate::storage::read::read_samples(
+            &self.pool,
+            &selected.table_name,
+            &selected.ids,
+            to_time(start),
+            to_time(end),
+        )
+        .await
+        .map_err(storage_error)?;
+        let samples: Vec<Vec<Sample>> = selected
+            .ids
+            .iter()
+            .map(|id| {
+                by_id
+                    .remove(id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(t, v)| Sample { t, v })
+                    .collect()
+            })
+            .collect();
         Ok(selected
             .labels
             .into_iter()

@@ -39,11 +39,6 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "timescaledb",
         sql: include_str!("migrations/0004_timescaledb.sql"),
     },
-    Migration {
-        version: 5,
-        name: "query",
-        sql: include_str!("migrations/0005_query.sql"),
-    },
 ];
 
 pub fn latest_version() -> i32 {

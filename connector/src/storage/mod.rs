@@ -1,9 +1,10 @@
-//! Everything that talks to PostgreSQL on the write path.
+//! Everything that talks to PostgreSQL about samples: the write path, and [`read`].
 
 pub mod error;
 pub mod maintenance;
 pub mod metadata;
 pub mod migrations;
+pub mod read;
 pub mod samples;
 pub mod series;
 pub mod series_cache;

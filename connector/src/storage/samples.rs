@@ -35,6 +35,13 @@ impl sqlx::Encode<'_, Postgres> for PgTimestamp {
     }
 }
 
+impl sqlx::Decode<'_, Postgres> for PgTimestamp {
+    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        let bytes: [u8; 8] = value.as_bytes()?.try_into()?;
+        Ok(PgTimestamp(i64::from_be_bytes(bytes)))
+    }
+}
+
 /// Samples of any number of series and metrics, column by column, written together in one
 /// transaction. The metric of each sample follows from its series id.
 #[derive(Debug, Default, Clone)]

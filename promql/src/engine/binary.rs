@@ -54,6 +54,12 @@ pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError>
     }
 }
 
+/// Operators whose result is no longer the metric it came from; atan2 keeps the name in
+/// Prometheus 2.42, comparisons keep it unless `bool` turns them into 0/1.
+fn drops_metric_name(op: &str) -> bool {
+    matches!(op, "+" | "-" | "*" | "/" | "^" | "%")
+}
+
 fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
@@ -91,7 +97,7 @@ fn vector_scalar(
     scalar_left: bool,
     return_bool: bool,
 ) -> Vec<InstantSample> {
-    let drop_name = !is_comparison(op) || return_bool;
+    let drop_name = drops_metric_name(op) || return_bool;
     vector
         .into_iter()
         .filter_map(|mut s| {
@@ -209,7 +215,7 @@ fn vector_vector(
 }
 
 fn result_labels(op: &str, many: &Labels, one: &Labels, m: &BinModifier, include: &[String]) -> Labels {
-    let mut labels = if !is_comparison(op) || m.return_bool {
+    let mut labels = if drops_metric_name(op) || m.return_bool {
         many.without_metric_name()
     } else {
         many.clone()

@@ -129,16 +129,18 @@ impl Evaluator<'_> {
             Expr::Paren(p) => self.eval(&p.expr, t),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar { t, v } => Ok(Value::Scalar { t, v: -v }),
-                Value::Vector(vector) => Ok(Value::Vector(
-                    vector
+                Value::Vector(vector) => {
+                    let negated: Vec<InstantSample> = vector
                         .into_iter()
                         .map(|s| InstantSample {
                             labels: s.labels.without_metric_name(),
                             t: s.t,
                             v: -s.v,
                         })
-                        .collect(),
-                )),
+                        .collect();
+                    check_unique_labels(&negated)?;
+                    Ok(Value::Vector(negated))
+                }
                 other => Err(QueryError::Execution(format!(
                     "unary minus is not defined on a {}",
                     other.type_name()
@@ -191,8 +193,12 @@ impl Evaluator<'_> {
         self.series(&ms.vs)
             .iter()
             .filter_map(|s| {
-                let samples: Vec<Sample> = s
+                // Samples are in time order: find the window by binary search.
+                let from = s
                     .samples
+                    .partition_point(|x| !in_window(x.t, reference, range) && x.t < reference);
+                let to = s.samples.partition_point(|x| x.t <= reference);
+                let samples: Vec<Sample> = s.samples[from..to.max(from)]
                     .iter()
                     .filter(|x| in_window(x.t, reference, range) && !is_stale(x.v))
                     .copied()

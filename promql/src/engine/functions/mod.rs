@@ -145,6 +145,11 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<Vec<
         .filter(|(i, _)| *i != position)
         .map(|(_, a)| ev.scalar(a, t))
         .collect::<Result<Vec<f64>, _>>()?;
+    let mut scalars = scalars;
+    if name == "predict_linear" {
+        // The line is anchored at the evaluation time, whatever offset or @ the range has.
+        scalars.push(t as f64);
+    }
     let mut out = Vec::new();
     for s in series {
         if let Some(v) = range::range_function(name, &s.samples, range_start, range_end, &scalars)? {
@@ -205,7 +210,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
 }
 
 /// One sample valued 1 when the argument is empty, labelled with the selector's equality
-/// matchers (a label matched for equality twice is left out).
+/// matchers.
 fn absent(present: bool, arg: &Expr, t: i64) -> Vec<InstantSample> {
     if present {
         return Vec::new();
@@ -217,15 +222,14 @@ fn absent(present: bool, arg: &Expr, t: i64) -> Vec<InstantSample> {
     };
     let mut labels = Labels::default();
     if let Some(vs) = selector {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for m in &vs.matchers.matchers {
-            if m.name != METRIC_NAME && matches!(m.op, MatchOp::Equal) {
-                *counts.entry(m.name.as_str()).or_default() += 1;
-            }
-        }
-        for m in &vs.matchers.matchers {
-            if m.name != METRIC_NAME && matches!(m.op, MatchOp::Equal) && counts[m.name.as_str()] == 1 {
+        // As Prometheus 2.42: a label matched once for equality is kept; any other matcher on
+        // it (a second equality included) removes it.
+        let mut seen = std::collections::HashSet::new();
+        for m in vs.matchers.matchers.iter().filter(|m| m.name != METRIC_NAME) {
+            if matches!(m.op, MatchOp::Equal) && seen.insert(m.name.as_str()) {
                 labels.set(&m.name, &m.value);
+            } else {
+                labels.remove(&m.name);
             }
         }
     }
@@ -293,8 +297,9 @@ fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSampl
         .collect())
 }
 
-/// Buckets grouped by their labels without `le` and the metric name; series without a
-/// parsable `le` are ignored.
+/// Buckets grouped by their labels without `le`; series without a parsable `le` are ignored.
+/// The result drops the metric name, so buckets of two histograms with otherwise equal labels
+/// collide, an error as in Prometheus 2.42.
 fn histogram_quantile(q: f64, input: Vec<InstantSample>, t: i64) -> Vec<InstantSample> {
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -302,7 +307,7 @@ fn histogram_quantile(q: f64, input: Vec<InstantSample>, t: i64) -> Vec<InstantS
         let Some(upper_bound) = parse_go_float(s.labels.get("le")) else {
             continue;
         };
-        let mut key = s.labels.without_metric_name();
+        let mut key = s.labels.clone();
         key.remove("le");
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
@@ -316,7 +321,7 @@ fn histogram_quantile(q: f64, input: Vec<InstantSample>, t: i64) -> Vec<InstantS
     groups
         .into_iter()
         .map(|(labels, buckets)| InstantSample {
-            labels,
+            labels: labels.without_metric_name(),
             t,
             v: bucket_quantile(q, buckets),
         })

@@ -1,0 +1,1455 @@
+//! Runs Prometheus' own PromQL test scripts (`promql/testdata/*.test` at v2.42.0) against our
+//! engine, the way Prometheus 2.42's `promql/test.go` runs them against its own.
+//!
+//! The scripts are not part of this repository: they sit next to the checkout, in
+//! `shared/promqltest/v2.42.0`, and are only read from there.
+//!
+//! For every `eval`, test.go (v2.42) checks more than the instant query the line names:
+//!
+//! 1. the instant query at the eval time, against the expected lines;
+//! 2. the same expression as a range query from t-1m to t+1m with a 1m step, comparing the
+//!    points at t (except for `eval_ordered`: order is undefined across a range);
+//! 3. unless the expression calls a function whose result depends on the evaluation time
+//!    (`time()`, `timestamp()`, `predict_linear()`, `minute()`...) outside a subquery, the
+//!    expression with every selector and subquery that is not inside a subquery pinned with
+//!    `@ t`, run as 1 and 2 at -10t, 0, t/5, t and 10t (at -1s, 0 and 1s when t is 0): pinned
+//!    to t, the result must not change with the evaluation time.
+//!
+//! This runner does all three; an eval passes when every query passes. Expected values match
+//! with test.go's relative tolerance (1e-6), and NaN matches NaN.
+//!
+//! The engine is completed over several sessions, so the test is a ratchet: it fails when a
+//! file passes fewer evals than its [`MINIMUM_PASSING`] entry, and says when an entry can go up.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Once, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use promql_parser::label::{Matcher, Matchers};
+use promql_parser::parser::{self as promql, AtModifier, BinModifier, Expr, LabelModifier, VectorMatchCardinality};
+use promscale_promql::{Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, Value};
+use regex::Regex;
+
+/// The fewest evals of each file that must pass. Raise an entry whenever the engine passes
+/// more (the test prints the new numbers); never lower one to make the test pass.
+/// Target, every eval passing: 566 in all, each file's total in its comment.
+const MINIMUM_PASSING: &[(&str, usize)] = &[
+    ("aggregators.test", 83),    // of 83
+    ("at_modifier.test", 33),    // of 33
+    ("collision.test", 2),       // of 2
+    ("functions.test", 207),     // of 207
+    ("histograms.test", 38),     // of 38
+    ("literals.test", 20),       // of 20
+    ("operators.test", 94),      // of 94
+    ("selectors.test", 31),      // of 31
+    ("staleness.test", 14),      // of 14
+    ("subquery.test", 25),       // of 25
+    ("trig_functions.test", 19), // of 19
+];
+
+/// Failures printed in detail; the others are only counted, so that logs stay readable.
+const MAX_DETAILED_FAILURES: usize = 200;
+/// Problems listed for one failing query, and characters kept of each printed line.
+const MAX_PROBLEMS_SHOWN: usize = 4;
+const MAX_LINE_CHARS: usize = 240;
+
+/// test.go's relative tolerance between an expected and a computed value.
+const EPSILON: f64 = 0.000001;
+/// Prometheus' staleness marker: a NaN with this exact bit pattern.
+const STALE_NAN_BITS: u64 = 0x7ff0000000000002;
+
+/// Functions whose result can change with the evaluation time even when their arguments are
+/// pinned with `@`, so test.go does not pin expressions that call them (Prometheus'
+/// `AtModifierUnsafeFunctions`).
+const AT_MODIFIER_UNSAFE_FUNCTIONS: &[&str] = &[
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "predict_linear",
+    "time",
+    "timestamp",
+];
+
+#[tokio::test]
+async fn prometheus_promql_test_scripts() {
+    let dir = testdata_dir();
+    assert!(
+        dir.is_dir(),
+        "Prometheus' PromQL test scripts are missing: no folder {}. They are not part of this \
+         repository; the checkout's sibling folder shared/promqltest/v2.42.0 must hold them.",
+        dir.display()
+    );
+    let files = script_files(&dir);
+    assert!(!files.is_empty(), "no *.test file in {}", dir.display());
+
+    let mut reports = Vec::new();
+    let mut problems = Vec::new();
+    for path in &files {
+        match run_file(path).await {
+            Ok(report) => reports.push(report),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    print_failures(&reports);
+    print_unpinned(&reports);
+    print_table(&dir, &reports);
+    problems.extend(ratchet_problems(&files, &reports));
+    assert!(problems.is_empty(), "PromQL test scripts:\n  {}", problems.join("\n  "));
+}
+
+/// `shared/promqltest/v2.42.0` beside the repository checkout.
+fn testdata_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promqltest/v2.42.0")
+}
+
+fn script_files(dir: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                .path()
+        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "test"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running files and reporting
+
+/// What happened to one file's evals.
+struct FileReport {
+    name: String,
+    total: usize,
+    passed: usize,
+    failures: Vec<Failure>,
+    /// Evals run without their `@`-pinned variants because promql-parser prints the pinned
+    /// expression as something that parses differently: line and printed expression.
+    unpinned: Vec<(usize, String)>,
+    /// Evals also checked pinned with `@` at other times (the others call time-dependent
+    /// functions, or fail before).
+    pinned: usize,
+}
+
+struct Failure {
+    line: usize,
+    command: String,
+    reason: String,
+}
+
+/// Runs one script. An `Err` is a problem with the script or this runner, not the engine.
+async fn run_file(path: &Path) -> Result<FileReport, String> {
+    let name = file_name(path);
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let commands = parse_script(&text).map_err(|e| format!("{name}: {e}"))?;
+    let evals = commands.iter().filter(|c| matches!(c, Command::Eval(_))).count();
+    let eval_lines = text.lines().filter(|l| l.starts_with("eval")).count();
+    if evals != eval_lines {
+        return Err(format!(
+            "{name}: runner bug: parsed {evals} evals but {eval_lines} lines start with `eval`"
+        ));
+    }
+
+    let mut report = FileReport {
+        name,
+        total: evals,
+        passed: 0,
+        failures: Vec::new(),
+        unpinned: Vec::new(),
+        pinned: 0,
+    };
+    for result in run_script(&commands).await {
+        report.pinned += usize::from(result.pinned);
+        if let Some(printed) = result.unprintable {
+            report.unpinned.push((result.line, printed));
+        }
+        match result.failure {
+            None => report.passed += 1,
+            Some(reason) => report.failures.push(Failure {
+                line: result.line,
+                command: result.command,
+                reason,
+            }),
+        }
+    }
+    Ok(report)
+}
+
+fn print_failures(reports: &[FileReport]) {
+    let total: usize = reports.iter().map(|r| r.failures.len()).sum();
+    let all = reports
+        .iter()
+        .flat_map(|r| r.failures.iter().map(move |f| (&r.name, f)));
+    for (name, failure) in all.take(MAX_DETAILED_FAILURES) {
+        println!("FAIL {name}:{}: {}", failure.line, truncate(&failure.command));
+        for line in failure.reason.lines() {
+            println!("    {}", truncate(line));
+        }
+    }
+    if total > MAX_DETAILED_FAILURES {
+        println!(
+            "... and {} more failing evals, not shown",
+            total - MAX_DETAILED_FAILURES
+        );
+    }
+}
+
+fn print_unpinned(reports: &[FileReport]) {
+    let unpinned: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.unpinned
+                .iter()
+                .map(move |(line, printed)| format!("{}:{line}: {printed}", r.name))
+        })
+        .collect();
+    if unpinned.is_empty() {
+        return;
+    }
+    println!(
+        "note: {} evals ran without their @-pinned variants, as promql-parser does not print the pinned \
+         expression back faithfully:",
+        unpinned.len()
+    );
+    for line in unpinned.iter().take(10) {
+        println!("    {}", truncate(line));
+    }
+}
+
+fn print_table(dir: &Path, reports: &[FileReport]) {
+    println!("\nPrometheus v2.42.0 PromQL test scripts, from {}", dir.display());
+    println!("{:<24} {:>13} {:>8}", "file", "passed/total", "minimum");
+    for report in reports {
+        let minimum = minimum_passing(&report.name);
+        let ratio = format!("{}/{}", report.passed, report.total);
+        let hint = if report.passed > minimum {
+            "  <- raise the minimum"
+        } else {
+            ""
+        };
+        println!("{:<24} {ratio:>13} {minimum:>8}{hint}", report.name);
+    }
+    let passed: usize = reports.iter().map(|r| r.passed).sum();
+    let total: usize = reports.iter().map(|r| r.total).sum();
+    println!("{:<24} {:>13}", "all", format!("{passed}/{total}"));
+    let pinned: usize = reports.iter().map(|r| r.pinned).sum();
+    println!("Evals run as instant and range queries; {pinned} also ran pinned with @ at other times.");
+
+    let raised: Vec<String> = reports
+        .iter()
+        .filter(|r| r.passed > minimum_passing(&r.name))
+        .map(|r| format!("    (\"{}\", {}),", r.name, r.passed))
+        .collect();
+    if !raised.is_empty() {
+        println!("More evals pass than MINIMUM_PASSING requires; raise these entries in promql/tests/promqltest.rs:");
+        println!("{}", raised.join("\n"));
+    }
+}
+
+fn minimum_passing(name: &str) -> usize {
+    MINIMUM_PASSING
+        .iter()
+        .find(|(file, _)| *file == name)
+        .map_or(0, |(_, minimum)| *minimum)
+}
+
+/// Files that fell below their minimum, and table entries without a file.
+fn ratchet_problems(files: &[PathBuf], reports: &[FileReport]) -> Vec<String> {
+    let present: BTreeSet<String> = files.iter().map(|f| file_name(f)).collect();
+    let missing = MINIMUM_PASSING
+        .iter()
+        .filter(|(name, _)| !present.contains(*name))
+        .map(|(name, _)| format!("{name}: listed in MINIMUM_PASSING but not in the test data folder"));
+    let regressed = reports.iter().filter(|r| r.passed < minimum_passing(&r.name)).map(|r| {
+        format!(
+            "{}: {} evals pass, fewer than the minimum of {}",
+            r.name,
+            r.passed,
+            minimum_passing(&r.name)
+        )
+    });
+    missing.chain(regressed).collect()
+}
+
+fn truncate(line: &str) -> String {
+    match line.char_indices().nth(MAX_LINE_CHARS) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluating
+
+struct EvalResult {
+    line: usize,
+    command: String,
+    failure: Option<String>,
+    /// The pinned expression, when it could not be used (see [`FileReport::unpinned`]).
+    unprintable: Option<String>,
+    pinned: bool,
+}
+
+async fn run_script(commands: &[Command]) -> Vec<EvalResult> {
+    let engine = test_engine();
+    let mut source = MemorySource::new();
+    let mut results = Vec::new();
+    for command in commands {
+        match command {
+            Command::Clear => source.clear(),
+            Command::Load(series) => {
+                for (labels, samples) in series {
+                    source.add(labels.clone(), samples.iter().copied());
+                }
+            }
+            Command::Eval(eval) => results.push(run_eval(&engine, &source, eval).await),
+        }
+    }
+    results
+}
+
+/// The engine configured as test.go configures Prometheus' (the lookback stays the default 5m).
+fn test_engine() -> Engine {
+    Engine::new(EngineOptions {
+        max_samples: 10_000,
+        timeout: Duration::from_secs(100),
+        default_subquery_step_ms: 60_000,
+        ..EngineOptions::default()
+    })
+}
+
+async fn run_eval(engine: &Engine, source: &MemorySource, eval: &Eval) -> EvalResult {
+    let mut result = EvalResult {
+        line: eval.line,
+        command: eval.command.clone(),
+        failure: None,
+        unprintable: None,
+        pinned: false,
+    };
+    // test.go rejects the whole file when an expression does not parse; counting it as one
+    // failed eval keeps the other evals' counts meaningful.
+    let expr = match promql::parse(&eval.expr) {
+        Ok(expr) => expr,
+        Err(e) => {
+            result.failure = Some(format!("the expression does not parse: {e}"));
+            return result;
+        }
+    };
+    if let Err(reason) = check_query(engine, source, eval, &eval.expr, eval.time_ms).await {
+        result.failure = Some(reason);
+        return result;
+    }
+    match pin_to_eval_time(&expr, eval.time_ms) {
+        Pinning::Unsafe => {}
+        Pinning::Unprintable(printed) => result.unprintable = Some(printed),
+        Pinning::Variants(pinned, times) => {
+            result.pinned = true;
+            for t in times {
+                if let Err(reason) = check_query(engine, source, eval, &pinned, t).await {
+                    result.failure = Some(format!("pinned as `{pinned}`, evaluated at {}:\n{reason}", fmt_ms(t)));
+                    return result;
+                }
+            }
+        }
+    }
+    result
+}
+
+/// One query of an eval, as an instant query and then in range mode (test.go's `exec`).
+async fn check_query(engine: &Engine, source: &MemorySource, eval: &Eval, expr: &str, t: i64) -> Result<(), String> {
+    let instant = match guarded(engine.instant_query(source, expr, t)).await {
+        Outcome::Panic(message) => return Err(format!("instant query: the engine panicked: {message}")),
+        Outcome::Error(_) if eval.kind == EvalKind::Fail => return Ok(()),
+        Outcome::Error(e) => return Err(format!("instant query failed: {e}")),
+        Outcome::Value(v) if eval.kind == EvalKind::Fail => {
+            return Err(format!("expected an error, got {}", describe_value(&v)));
+        }
+        Outcome::Value(v) => v,
+    };
+    let ordered = eval.kind == EvalKind::Ordered;
+    compare(&eval.expected, &instant, ordered).map_err(|e| format!("instant query: {e}"))?;
+
+    let range = match guarded(engine.range_query(source, expr, t - 60_000, t + 60_000, 60_000)).await {
+        Outcome::Panic(message) => return Err(format!("range query: the engine panicked: {message}")),
+        Outcome::Error(e) => return Err(format!("range query failed: {e}")),
+        Outcome::Value(v) => v,
+    };
+    if ordered {
+        return Ok(());
+    }
+    let middle = middle_step(&range, &instant, t).map_err(|e| format!("range query: {e}"))?;
+    compare(&eval.expected, &middle, false).map_err(|e| format!("range query, step at t: {e}"))
+}
+
+/// The range query's points at `t`, shaped like the instant query's result for comparison.
+fn middle_step(range: &Value, instant: &Value, t: i64) -> Result<Value, String> {
+    let Value::Matrix(series) = range else {
+        return Err(format!("got a {} instead of a matrix", range.type_name()));
+    };
+    let samples: Vec<(Labels, f64)> = series
+        .iter()
+        .filter_map(|s| s.samples.iter().find(|p| p.t == t).map(|p| (s.labels.clone(), p.v)))
+        .collect();
+    if !matches!(instant, Value::Scalar { .. }) {
+        return Ok(vector_value(samples, t));
+    }
+    match samples.first() {
+        Some((_, v)) => Ok(Value::Scalar { t, v: *v }),
+        None => Err(format!("no point at {} for the scalar result", fmt_ms(t))),
+    }
+}
+
+fn vector_value(samples: Vec<(Labels, f64)>, t: i64) -> Value {
+    Value::Vector(
+        samples
+            .into_iter()
+            .map(|(labels, v)| promscale_promql::InstantSample { labels, t, v })
+            .collect(),
+    )
+}
+
+enum Outcome {
+    Value(Value),
+    Error(String),
+    Panic(String),
+}
+
+/// Runs a query so that an engine panic fails one eval instead of the whole test.
+async fn guarded(query: impl Future<Output = Result<Value, QueryError>>) -> Outcome {
+    install_panic_capture();
+    CAPTURING_PANICS.with(|c| c.set(true));
+    let result = AssertUnwindSafe(query).catch_unwind().await;
+    CAPTURING_PANICS.with(|c| c.set(false));
+    match result {
+        Ok(Ok(value)) => Outcome::Value(value),
+        Ok(Err(e)) => Outcome::Error(e.to_string()),
+        Err(payload) => {
+            let captured = LAST_PANIC.with(|p| p.borrow_mut().take());
+            Outcome::Panic(captured.unwrap_or_else(|| payload_message(payload.as_ref())))
+        }
+    }
+}
+
+thread_local! {
+    // The queries run on the test's thread (tokio's current-thread runtime), so a thread-local
+    // flag tells the hook which panics are the engine's, while other tests' panics print.
+    static CAPTURING_PANICS: Cell<bool> = const { Cell::new(false) };
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Keeps engine panics out of the log (hundreds of them while the engine is incomplete); their
+/// message goes into the eval's failure instead.
+fn install_panic_capture() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !CAPTURING_PANICS.with(Cell::get) {
+                return previous(info);
+            }
+            let location = info
+                .location()
+                .map(|l| format!(" ({}:{})", l.file(), l.line()))
+                .unwrap_or_default();
+            let message = format!("{}{location}", payload_message(info.payload()));
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(message));
+        }));
+    });
+}
+
+fn payload_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        return s.to_string();
+    }
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing results (test.go's `compareResult`)
+
+fn compare(expected: &Expected, got: &Value, ordered: bool) -> Result<(), String> {
+    match got {
+        Value::Vector(samples) => {
+            let samples: Vec<(&Labels, f64)> = samples.iter().map(|s| (&s.labels, s.v)).collect();
+            compare_vector(expected, &samples, ordered)
+        }
+        Value::Scalar { v, .. } => match expected.scalar {
+            Some(want) if almost_equal(want, *v) => Ok(()),
+            Some(want) => Err(format!("expected scalar {} but got {}", fmt_value(want), fmt_value(*v))),
+            None => Err(format!(
+                "expected {}, got scalar {}",
+                describe_expected(expected),
+                fmt_value(*v)
+            )),
+        },
+        Value::Matrix(_) => Err(format!(
+            "received range result on instant evaluation: {}",
+            describe_value(got)
+        )),
+        Value::String { s, .. } => Err(format!("expected {}, got string {s:?}", describe_expected(expected))),
+    }
+}
+
+/// Fails when test.go would: an unexpected series, a missing one, a value off by more than the
+/// tolerance, or (for `eval_ordered`) a series at another position than its expected line.
+fn compare_vector(expected: &Expected, samples: &[(&Labels, f64)], ordered: bool) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if let Some(want) = expected.scalar {
+        problems.push(format!("expected scalar {}, got a vector", fmt_value(want)));
+    }
+    let mut seen = BTreeSet::new();
+    for (index, (labels, v)) in samples.iter().enumerate() {
+        let Some((position, want)) = expected.series.get(*labels) else {
+            problems.push(format!("unexpected {labels} {}", fmt_value(*v)));
+            continue;
+        };
+        if ordered && *position != index + 1 {
+            problems.push(format!("{labels} at position {} but expected at {position}", index + 1));
+        }
+        if !almost_equal(*want, *v) {
+            problems.push(format!(
+                "{labels}: expected {} but got {}",
+                fmt_value(*want),
+                fmt_value(*v)
+            ));
+        }
+        seen.insert(*labels);
+    }
+    let missing = expected.series.iter().filter(|(labels, _)| !seen.contains(labels));
+    problems.extend(missing.map(|(labels, (_, want))| format!("missing {labels} {}", fmt_value(*want))));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown = problems.len().min(MAX_PROBLEMS_SHOWN);
+    let mut message = format!("{} samples expected, {} returned", expected.series.len(), samples.len());
+    for problem in &problems[..shown] {
+        message.push_str("\n  ");
+        message.push_str(problem);
+    }
+    if problems.len() > shown {
+        message.push_str(&format!("\n  ... {} more differences", problems.len() - shown));
+    }
+    Err(message)
+}
+
+/// test.go's `almostEqual`: equal within a relative error, or both NaN.
+fn almost_equal(a: f64, b: f64) -> bool {
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let min_normal = f64::MIN_POSITIVE;
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || diff < min_normal {
+        return diff < EPSILON * min_normal;
+    }
+    diff / (a.abs() + b.abs()) < EPSILON
+}
+
+fn describe_expected(expected: &Expected) -> String {
+    match (expected.scalar, expected.series.len()) {
+        (Some(v), _) => format!("scalar {}", fmt_value(v)),
+        (None, 0) => "an empty vector".to_string(),
+        (None, n) => format!("a vector of {n} samples"),
+    }
+}
+
+fn describe_value(value: &Value) -> String {
+    match value {
+        Value::Scalar { v, .. } => format!("scalar {}", fmt_value(*v)),
+        Value::String { s, .. } => format!("string {s:?}"),
+        Value::Vector(samples) => {
+            let first: Vec<String> = samples
+                .iter()
+                .take(3)
+                .map(|s| format!("{} {}", s.labels, fmt_value(s.v)))
+                .collect();
+            let more = if samples.len() > 3 { ", ..." } else { "" };
+            format!("vector of {} samples [{}{more}]", samples.len(), first.join(", "))
+        }
+        Value::Matrix(series) => format!("matrix of {} series", series.len()),
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    match v {
+        _ if v.to_bits() == STALE_NAN_BITS => "stale".to_string(),
+        _ if v.is_nan() => "NaN".to_string(),
+        f64::INFINITY => "+Inf".to_string(),
+        f64::NEG_INFINITY => "-Inf".to_string(),
+        _ => v.to_string(),
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinning selectors with @ (test.go's `atModifierTestCases`)
+
+#[derive(Debug, PartialEq)]
+enum Pinning {
+    /// The pinned expression and the times to evaluate it at.
+    Variants(String, Vec<i64>),
+    /// The expression calls a function whose result depends on the evaluation time.
+    Unsafe,
+    /// promql-parser printed the pinned expression as something that parses differently, so
+    /// running it would test the printer rather than the engine.
+    Unprintable(String),
+}
+
+fn pin_to_eval_time(expr: &Expr, time_ms: i64) -> Pinning {
+    let mut pinned = expr.clone();
+    if pin_selectors(&mut pinned, &at_time(time_ms)) {
+        return Pinning::Unsafe;
+    }
+    let printed = pinned.to_string();
+    let reparsed = promql::parse(&printed).map(normalized);
+    if reparsed.as_ref().ok() != Some(&normalized(pinned)) {
+        return Pinning::Unprintable(printed);
+    }
+    let times = if time_ms == 0 {
+        vec![-1000, 0, 1000]
+    } else {
+        vec![-10 * time_ms, 0, time_ms / 5, time_ms, 10 * time_ms]
+    };
+    Pinning::Variants(printed, times)
+}
+
+/// Pins every selector and subquery outside subqueries at `at`; true when the expression calls
+/// an @-unsafe function outside subqueries.
+fn pin_selectors(expr: &mut Expr, at: &AtModifier) -> bool {
+    match expr {
+        Expr::VectorSelector(vs) => {
+            pin(&mut vs.at, at);
+            false
+        }
+        Expr::MatrixSelector(ms) => {
+            pin(&mut ms.vs.at, at);
+            false
+        }
+        // test.go leaves a subquery's inside alone, calls included: the subquery's @ fixes it.
+        Expr::Subquery(sq) => {
+            pin(&mut sq.at, at);
+            false
+        }
+        Expr::Call(call) => {
+            let mut time_dependent = AT_MODIFIER_UNSAFE_FUNCTIONS.contains(&call.func.name);
+            for arg in &mut call.args.args {
+                time_dependent |= pin_selectors(arg, at);
+            }
+            time_dependent
+        }
+        Expr::Aggregate(agg) => {
+            let param = agg.param.as_mut().is_some_and(|p| pin_selectors(p, at));
+            pin_selectors(&mut agg.expr, at) | param
+        }
+        Expr::Binary(binary) => pin_selectors(&mut binary.lhs, at) | pin_selectors(&mut binary.rhs, at),
+        Expr::Paren(paren) => pin_selectors(&mut paren.expr, at),
+        Expr::Unary(unary) => pin_selectors(&mut unary.expr, at),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => false,
+    }
+}
+
+/// `expr` without what promql-parser's printer drops but which does not change its meaning:
+/// the order of matchers (sorted when printed, as Prometheus prints them), an empty `by ()` or
+/// `ignoring()`.
+fn normalized(mut expr: Expr) -> Expr {
+    normalize(&mut expr);
+    expr
+}
+
+fn normalize(expr: &mut Expr) {
+    match expr {
+        Expr::VectorSelector(vs) => sort_matchers(&mut vs.matchers),
+        Expr::MatrixSelector(ms) => sort_matchers(&mut ms.vs.matchers),
+        Expr::Aggregate(agg) => {
+            if matches!(&agg.modifier, Some(LabelModifier::Include(by)) if by.labels.is_empty()) {
+                agg.modifier = None;
+            }
+            normalize(&mut agg.expr);
+            if let Some(param) = &mut agg.param {
+                normalize(param);
+            }
+        }
+        Expr::Subquery(sq) => normalize(&mut sq.expr),
+        Expr::Call(call) => call.args.args.iter_mut().for_each(|arg| normalize(arg)),
+        Expr::Binary(binary) => {
+            normalize_bin_modifier(&mut binary.modifier);
+            normalize(&mut binary.lhs);
+            normalize(&mut binary.rhs);
+        }
+        Expr::Paren(paren) => normalize(&mut paren.expr),
+        Expr::Unary(unary) => normalize(&mut unary.expr),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// `ignoring()` matches like no modifier at all, and is printed as nothing.
+fn normalize_bin_modifier(modifier: &mut Option<BinModifier>) {
+    if let Some(m) = modifier {
+        if matches!(&m.matching, Some(LabelModifier::Exclude(labels)) if labels.labels.is_empty()) {
+            m.matching = None;
+        }
+    }
+    let plain =
+        |m: &BinModifier| matches!(m.card, VectorMatchCardinality::OneToOne) && m.matching.is_none() && !m.return_bool;
+    if modifier.as_ref().is_some_and(plain) {
+        *modifier = None;
+    }
+}
+
+fn sort_matchers(matchers: &mut Matchers) {
+    let key = |m: &Matcher| (m.name.clone(), m.op.to_string(), m.value.clone());
+    matchers.matchers.sort_by_key(key);
+    for group in &mut matchers.or_matchers {
+        group.sort_by_key(key);
+    }
+}
+
+/// Keeps a numeric `@` but replaces `@ start()`/`@ end()`, as test.go does (in Go those leave the
+/// timestamp unset); in an instant query both equal the evaluation time anyway.
+fn pin(slot: &mut Option<AtModifier>, at: &AtModifier) {
+    if !matches!(slot, Some(AtModifier::At(_))) {
+        *slot = Some(at.clone());
+    }
+}
+
+fn at_time(ms: i64) -> AtModifier {
+    let offset = Duration::from_millis(ms.unsigned_abs());
+    let time = if ms >= 0 {
+        SystemTime::UNIX_EPOCH + offset
+    } else {
+        SystemTime::UNIX_EPOCH - offset
+    };
+    AtModifier::At(time)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Script parsing (test.go's `parse`, `parseLoad`, `parseEval`; the series notation of
+// Prometheus' `ParseSeriesDesc`)
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Clear,
+    /// Each series' samples, timestamps computed; a series given twice keeps its last line.
+    Load(BTreeMap<Labels, Vec<Sample>>),
+    Eval(Eval),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EvalKind {
+    Plain,
+    Ordered,
+    Fail,
+}
+
+#[derive(Debug, PartialEq)]
+struct Eval {
+    /// 1-based line of the command, and the command itself, for messages.
+    line: usize,
+    command: String,
+    kind: EvalKind,
+    expr: String,
+    time_ms: i64,
+    expected: Expected,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    scalar: Option<f64>,
+    /// Each expected series' 1-based position among the expected lines, and its value.
+    series: BTreeMap<Labels, (usize, f64)>,
+}
+
+/// Trimmed lines, comments blanked: like blank lines, they end a block.
+fn script_lines(text: &str) -> Vec<&str> {
+    text.split('\n')
+        .map(str::trim)
+        .map(|l| if l.starts_with('#') { "" } else { l })
+        .collect()
+}
+
+fn parse_script(text: &str) -> Result<Vec<Command>, String> {
+    let lines = script_lines(text);
+    let mut commands = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.is_empty() {
+            i += 1;
+            continue;
+        }
+        let word = line.split_whitespace().next().unwrap_or_default().to_lowercase();
+        let (command, next) = if word == "clear" {
+            (Command::Clear, i + 1)
+        } else if word == "load" {
+            parse_load(&lines, i)?
+        } else if word.starts_with("eval") {
+            parse_eval(&lines, i)?
+        } else {
+            return Err(at_line(i, format!("invalid command {line:?}")));
+        };
+        commands.push(command);
+        i = next;
+    }
+    Ok(commands)
+}
+
+fn at_line(index: usize, message: impl std::fmt::Display) -> String {
+    format!("line {}: {message}", index + 1)
+}
+
+/// Parses the `load` at `lines[i]` and its series; returns the index after the block.
+fn parse_load(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
+    let caps = load_re()
+        .captures(lines[i])
+        .ok_or_else(|| at_line(i, "invalid load command"))?;
+    let interval = parse_duration(&caps[1]).map_err(|e| at_line(i, e))?;
+    let mut series = BTreeMap::new();
+    let mut j = i + 1;
+    while j < lines.len() && !lines[j].is_empty() {
+        let (labels, values) = parse_series_desc(lines[j]).map_err(|e| at_line(j, e))?;
+        series.insert(labels, samples_every(interval, &values));
+        j += 1;
+    }
+    Ok((Command::Load(series), j))
+}
+
+fn samples_every(interval_ms: i64, values: &[Option<f64>]) -> Vec<Sample> {
+    let timed = values.iter().zip((0..).map(|k: i64| k * interval_ms));
+    timed.filter_map(|(v, t)| v.map(|v| Sample { t, v })).collect()
+}
+
+/// Parses the `eval` at `lines[i]` and its expected results; returns the index after them.
+fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
+    let caps = eval_re().captures(lines[i]).ok_or_else(|| {
+        at_line(
+            i,
+            "invalid evaluation command. (eval[_fail|_ordered] instant [at <offset:duration>] <query>",
+        )
+    })?;
+    let kind = match caps.get(1).map(|m| m.as_str()) {
+        Some("fail") => EvalKind::Fail,
+        Some("ordered") => EvalKind::Ordered,
+        _ => EvalKind::Plain,
+    };
+    let at = caps.get(2).map_or("", |m| m.as_str());
+    let time_ms = parse_duration(at).map_err(|e| at_line(i, e))?;
+    let (expected, next) = parse_expected(lines, i + 1)?;
+    let eval = Eval {
+        line: i + 1,
+        command: lines[i].to_string(),
+        kind,
+        expr: caps[3].to_string(),
+        time_ms,
+        expected,
+    };
+    Ok((Command::Eval(eval), next))
+}
+
+/// Expected series lines up to a blank line, or one bare number (a scalar), which ends them.
+fn parse_expected(lines: &[&str], mut j: usize) -> Result<(Expected, usize), String> {
+    let mut expected = Expected::default();
+    let mut position = 1;
+    while j < lines.len() && !lines[j].is_empty() {
+        if let Some(v) = parse_go_number(lines[j]) {
+            expected.scalar = Some(v);
+            return Ok((expected, j + 1));
+        }
+        let (labels, values) = parse_series_desc(lines[j]).map_err(|e| at_line(j, e))?;
+        let [Some(v)] = values[..] else {
+            return Err(at_line(j, "an expected sample needs exactly one value"));
+        };
+        expected.series.insert(labels, (position, v));
+        position += 1;
+        j += 1;
+    }
+    Ok((expected, j))
+}
+
+fn load_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"^load\s+(.+?)$").expect("valid regex"))
+}
+
+fn eval_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^eval(?:_(fail|ordered))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$").expect("valid regex")
+    })
+}
+
+/// Prometheus' duration notation (`1h30m`, `10s`, `0`), in milliseconds.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(
+            r"^(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?(?:([0-9]+)ms)?$",
+        )
+        .expect("valid regex")
+    });
+    const UNIT_MS: [i64; 7] = [365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1];
+    match text {
+        "0" => return Ok(0),
+        "" => return Err("empty duration string".to_string()),
+        _ => {}
+    }
+    let caps = re
+        .captures(text)
+        .ok_or_else(|| format!("not a valid duration string: {text:?}"))?;
+    let out_of_range = || format!("duration out of range: {text:?}");
+    let mut total: i64 = 0;
+    for (unit, ms) in UNIT_MS.iter().enumerate() {
+        if let Some(count) = caps.get(unit + 1) {
+            let count: i64 = count.as_str().parse().map_err(|_| out_of_range())?;
+            let part = count.checked_mul(*ms).ok_or_else(out_of_range)?;
+            total = total.checked_add(part).ok_or_else(out_of_range)?;
+        }
+    }
+    Ok(total)
+}
+
+/// `metric{label="value", ...} values...`; `values` has `None` for each `_` (no sample).
+fn parse_series_desc(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
+    let (labels, rest) = parse_metric(line)?;
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return Err(format!("unexpected {rest:?} after the series' labels"));
+    }
+    let mut values = Vec::new();
+    for item in rest.split_whitespace() {
+        values.extend(parse_value_item(item).map_err(|e| format!("in {item:?}: {e}"))?);
+    }
+    Ok((labels, values))
+}
+
+/// A metric name and/or a `{...}` label set; returns the labels and the text after them.
+fn parse_metric(text: &str) -> Result<(Labels, &str), String> {
+    let name_len = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(text.len());
+    let (name, rest) = text.split_at(name_len);
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("invalid metric name {name:?}"));
+    }
+    let mut pairs = Vec::new();
+    if !name.is_empty() {
+        pairs.push(("__name__".to_string(), name.to_string()));
+    }
+    let rest = match rest.strip_prefix('{') {
+        Some(body) => parse_label_set(body, &mut pairs)?,
+        None if name.is_empty() => return Err(format!("expected a metric name or labels: {text:?}")),
+        None => rest,
+    };
+    Ok((Labels::new(pairs), rest))
+}
+
+/// The inside of `{...}` (opening brace consumed); returns the text after the closing brace.
+fn parse_label_set<'a>(mut text: &'a str, pairs: &mut Vec<(String, String)>) -> Result<&'a str, String> {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix('}') {
+            return Ok(rest);
+        }
+        let name_len = text
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(text.len());
+        if name_len == 0 || text.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("expected a label name at {text:?}"));
+        }
+        let name = &text[..name_len];
+        let after_name = text[name_len..].trim_start();
+        let after_eq = after_name
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected `=` after label {name}"))?;
+        let (value, rest) = parse_string_literal(after_eq.trim_start())?;
+        pairs.push((name.to_string(), value));
+        text = rest.trim_start();
+        if let Some(rest) = text.strip_prefix(',') {
+            text = rest;
+        } else if !text.starts_with('}') {
+            return Err(format!("expected `,` or `}}` at {text:?}"));
+        }
+    }
+}
+
+/// A PromQL string: double- or single-quoted with Go escapes, or backquoted raw.
+fn parse_string_literal(text: &str) -> Result<(String, &str), String> {
+    let quote = text.chars().next().filter(|q| matches!(q, '"' | '\'' | '`'));
+    let Some(quote) = quote else {
+        return Err(format!("expected a quoted string at {text:?}"));
+    };
+    let body = &text[1..];
+    if quote == '`' {
+        let end = body.find('`').ok_or("unterminated raw string")?;
+        return Ok((body[..end].to_string(), &body[end + 1..]));
+    }
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            _ if c == quote => return Ok((value, &body[i + 1..])),
+            '\\' => value.push(unescape(&mut chars)?),
+            '\n' => break,
+            _ => value.push(c),
+        }
+    }
+    Err("unterminated string".to_string())
+}
+
+/// The character of the escape sequence after a backslash, as Go's `strconv.Unquote` reads it.
+fn unescape(chars: &mut std::str::CharIndices) -> Result<char, String> {
+    let (_, c) = chars.next().ok_or("unterminated escape")?;
+    let mut digits = |count: usize, radix: u32| -> Result<u32, String> {
+        let text: String = chars.by_ref().take(count).map(|(_, d)| d).collect();
+        u32::from_str_radix(&text, radix).map_err(|_| format!("invalid escape digits {text:?}"))
+    };
+    let code = match c {
+        'a' => 0x07,
+        'b' => 0x08,
+        'f' => 0x0c,
+        'n' => 0x0a,
+        'r' => 0x0d,
+        't' => 0x09,
+        'v' => 0x0b,
+        '\\' | '\'' | '"' => u32::from(c),
+        'x' => digits(2, 16)?,
+        'u' => digits(4, 16)?,
+        'U' => digits(8, 16)?,
+        '0'..='7' => c.to_digit(8).unwrap_or_default() * 64 + digits(2, 8)?,
+        _ => return Err(format!("unknown escape sequence \\{c}")),
+    };
+    char::from_u32(code).ok_or_else(|| format!("invalid character code {code}"))
+}
+
+/// One space-separated item of a series' values: `_` (no sample), `_xN` (N times no sample),
+/// `v`, `vxN` (v, N+1 times) or `v+dxN` / `v-dxN` (v then N more, each adding ±d).
+fn parse_value_item(item: &str) -> Result<Vec<Option<f64>>, String> {
+    if let Some(rest) = item.strip_prefix('_') {
+        return match rest {
+            "" => Ok(vec![None]),
+            _ => Ok(vec![None; parse_times(rest)?]),
+        };
+    }
+    let (start, rest) = parse_series_value(item)?;
+    if rest.is_empty() {
+        return Ok(vec![Some(start)]);
+    }
+    if rest.starts_with('x') {
+        return Ok(vec![Some(start); parse_times(rest)? + 1]);
+    }
+    let (step, rest) = parse_signed_number(rest)?;
+    let count = parse_times(rest)?;
+    // Repeated addition, not start + k*step, for the same rounding as Prometheus.
+    let mut value = start;
+    let mut values = vec![Some(value)];
+    for _ in 0..count {
+        value += step;
+        values.push(Some(value));
+    }
+    Ok(values)
+}
+
+/// `xN`, the repetition count.
+fn parse_times(text: &str) -> Result<usize, String> {
+    let digits = text
+        .strip_prefix('x')
+        .ok_or_else(|| format!("expected `x<count>` at {text:?}"))?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid repetition count {digits:?}"));
+    }
+    digits
+        .parse()
+        .map_err(|_| format!("invalid repetition count {digits:?}"))
+}
+
+/// A value at the start of `text`: a number, optionally signed, or `stale`.
+fn parse_series_value(text: &str) -> Result<(f64, &str), String> {
+    if text.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        let (word, rest) = split_identifier(text);
+        if word == "stale" {
+            return Ok((f64::from_bits(STALE_NAN_BITS), rest));
+        }
+    }
+    if text.starts_with(['+', '-']) {
+        return parse_signed_number(text);
+    }
+    parse_number(text)
+}
+
+fn parse_signed_number(text: &str) -> Result<(f64, &str), String> {
+    if let Some(rest) = text.strip_prefix('+') {
+        return parse_number(rest);
+    }
+    let rest = text
+        .strip_prefix('-')
+        .ok_or_else(|| format!("expected `+` or `-` at {text:?}"))?;
+    parse_number(rest).map(|(v, rest)| (-v, rest))
+}
+
+/// An unsigned number at the start of `text`: decimal, as Prometheus' lexer reads one in a
+/// series (no hexadecimal: `0x5` is 0 repeated), or `Inf`/`NaN` in any case.
+fn parse_number(text: &str) -> Result<(f64, &str), String> {
+    if text.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        let (word, rest) = split_identifier(text);
+        return match word.to_ascii_lowercase().as_str() {
+            "inf" => Ok((f64::INFINITY, rest)),
+            "nan" => Ok((f64::NAN, rest)),
+            _ => Err(format!("expected a number or `stale`, got {word:?}")),
+        };
+    }
+    let end = scan_number(text);
+    if end == 0 {
+        return Err(format!("expected a number at {text:?}"));
+    }
+    let (number, rest) = text.split_at(end);
+    if rest.starts_with(|c: char| (c.is_ascii_alphanumeric() || c == '_') && c != 'x') {
+        return Err(format!("bad number or duration syntax at {text:?}"));
+    }
+    let value = parse_go_number(number).ok_or_else(|| format!("invalid number {number:?}"))?;
+    Ok((value, rest))
+}
+
+/// Length of the decimal number (digits, fraction, exponent) at the start of `text`.
+fn scan_number(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let digits_from = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    let mut end = digits_from(0);
+    if bytes.get(end) == Some(&b'.') {
+        end = digits_from(end + 1);
+    }
+    if end == 0 || (end == 1 && bytes[0] == b'.') {
+        return 0;
+    }
+    if matches!(bytes.get(end), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(bytes.get(end + 1), Some(b'+' | b'-')));
+        end = digits_from(end + 1 + sign);
+    }
+    end
+}
+
+fn split_identifier(text: &str) -> (&str, &str) {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(text.len());
+    text.split_at(end)
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)` then `strconv.ParseFloat(s, 64)`, as test.go reads
+/// numbers: `010` is octal, `0x1f` hexadecimal, `Inf`/`NaN` in any case. (Go also accepts
+/// `_` digit separators and hexadecimal floats; the scripts use neither.)
+fn parse_go_number(text: &str) -> Option<f64> {
+    parse_go_int(text)
+        .map(|n| n as f64)
+        .or_else(|| text.parse::<f64>().ok())
+}
+
+fn parse_go_int(text: &str) -> Option<i64> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(body) => (true, body),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (radix, digits) = match body.get(..2) {
+        Some("0x" | "0X") => (16, &body[2..]),
+        Some("0o" | "0O") => (8, &body[2..]),
+        Some("0b" | "0B") => (2, &body[2..]),
+        _ if body.len() > 1 && body.starts_with('0') => (8, &body[1..]),
+        _ => (10, body),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests of the runner itself, independent of the engine
+
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+
+    fn values(text: &str) -> Vec<Option<f64>> {
+        parse_series_desc(&format!("m {text}")).unwrap().1
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs)
+    }
+
+    fn samples(pairs: &[(i64, f64)]) -> Vec<Sample> {
+        pairs.iter().map(|&(t, v)| Sample { t, v }).collect()
+    }
+
+    #[test]
+    fn value_notation_expands_like_prometheus() {
+        assert_eq!(values("1+2x3"), [Some(1.0), Some(3.0), Some(5.0), Some(7.0)]);
+        assert_eq!(values("1-2x3"), [Some(1.0), Some(-1.0), Some(-3.0), Some(-5.0)]);
+        assert_eq!(values("-1+1x1 +2"), [Some(-1.0), Some(0.0), Some(2.0)]);
+        assert_eq!(values("1x3"), [Some(1.0); 4]);
+        assert_eq!(values("0x2"), [Some(0.0); 3], "no hexadecimal in series: 0 repeated");
+        assert_eq!(values("_ 1 _x2 2"), [None, Some(1.0), None, None, Some(2.0)]);
+        assert_eq!(
+            values("1e3 .5 010 -0.25"),
+            [Some(1000.0), Some(0.5), Some(8.0), Some(-0.25)]
+        );
+        assert_eq!(
+            values("Inf -Inf +inf"),
+            [Some(f64::INFINITY), Some(f64::NEG_INFINITY), Some(f64::INFINITY)]
+        );
+        let special = values("NaN stale");
+        assert!(special[0].unwrap().is_nan() && special[0].unwrap().to_bits() != STALE_NAN_BITS);
+        assert_eq!(special[1].unwrap().to_bits(), STALE_NAN_BITS);
+        assert!(values("").is_empty());
+        for bad in ["1+", "1+2", "1x", "abc", "1y", "_y", "-stale", "Infx2"] {
+            assert!(
+                parse_series_desc(&format!("m {bad}")).is_err(),
+                "{bad:?} should not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn series_descriptors_give_labels() {
+        let (got, vals) = parse_series_desc(r#"http_requests{job="api-server", instance="0"} 1"#).unwrap();
+        assert_eq!(
+            got,
+            labels(&[("__name__", "http_requests"), ("job", "api-server"), ("instance", "0")])
+        );
+        assert_eq!(vals, [Some(1.0)]);
+        let (got, _) = parse_series_desc(r#"{__name__="x",a="b c, d}",} 2"#).unwrap();
+        assert_eq!(got, labels(&[("__name__", "x"), ("a", "b c, d}")]));
+        assert_eq!(parse_series_desc("{} 3").unwrap().0, Labels::default());
+        let (got, _) = parse_series_desc(r#"m{a='q"\'', b=`\n`, c="\x41\u00e9\101\"\\"}"#).unwrap();
+        assert_eq!(
+            got,
+            labels(&[("__name__", "m"), ("a", "q\"'"), ("b", "\\n"), ("c", "Aé\u{41}\"\\")])
+        );
+        assert_eq!(
+            parse_series_desc("metric:rate_5m 1").unwrap().0,
+            labels(&[("__name__", "metric:rate_5m")])
+        );
+        for bad in ["{a=1} 1", "{a} 1", r#"{a="1" 1"#, r#"m{a="1"}1"#, "1 2"] {
+            assert!(parse_series_desc(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn durations_and_numbers_read_like_go() {
+        assert_eq!(parse_duration("1m"), Ok(60_000));
+        assert_eq!(parse_duration("10s"), Ok(10_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("1ms"), Ok(1));
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert_eq!(parse_duration("0h"), Ok(0));
+        assert_eq!(parse_duration("1d1w").ok(), None, "units must come largest first");
+        assert_eq!(parse_duration("").ok(), None);
+        assert_eq!(parse_duration("5").ok(), None);
+        assert_eq!(parse_go_number("0x10"), Some(16.0));
+        assert_eq!(parse_go_number("010"), Some(8.0));
+        assert_eq!(parse_go_number("-0.0000002"), Some(-0.0000002));
+        assert_eq!(parse_go_number("+Inf"), Some(f64::INFINITY));
+        assert!(parse_go_number("NaN").unwrap().is_nan());
+        assert_eq!(parse_go_number("{} 1"), None);
+        assert_eq!(parse_go_number("metric 1"), None);
+    }
+
+    #[test]
+    fn scripts_parse_into_commands() {
+        let script = r#"
+            # a comment
+            load 5m
+              metric{a="1"} 1 _ 3
+              other 1+1x1
+              other 7
+
+            eval instant at 1h30m sum(metric)
+            	{} 4
+            	metric{a="1"} NaN
+            # a comment ends a block too
+            eval_ordered instant at 10s  topk(1, metric)
+              metric{a="1"} 3
+
+            eval_fail instant at 0m ceil(x)
+
+            eval instant at 50m 1 + 1
+              2
+            eval instant at 0 absent_series
+
+            clear
+        "#;
+        let commands = parse_script(script).unwrap();
+        assert_eq!(commands.len(), 7, "{commands:#?}");
+
+        let Command::Load(series) = &commands[0] else {
+            panic!("not a load: {:?}", commands[0])
+        };
+        assert_eq!(
+            series[&labels(&[("__name__", "metric"), ("a", "1")])],
+            samples(&[(0, 1.0), (600_000, 3.0)])
+        );
+        assert_eq!(
+            series[&labels(&[("__name__", "other")])],
+            samples(&[(0, 7.0)]),
+            "the last line wins"
+        );
+
+        let Command::Eval(sum) = &commands[1] else {
+            panic!("not an eval: {:?}", commands[1])
+        };
+        assert_eq!(
+            (sum.line, sum.kind, sum.expr.as_str(), sum.time_ms),
+            (8, EvalKind::Plain, "sum(metric)", 5_400_000)
+        );
+        assert_eq!(sum.expected.series[&Labels::default()], (1, 4.0));
+        assert!(sum.expected.series[&labels(&[("__name__", "metric"), ("a", "1")])]
+            .1
+            .is_nan());
+
+        let Command::Eval(top) = &commands[2] else {
+            panic!("not an eval: {:?}", commands[2])
+        };
+        assert_eq!(
+            (top.kind, top.expr.as_str(), top.time_ms),
+            (EvalKind::Ordered, "topk(1, metric)", 10_000)
+        );
+        assert_eq!(top.expected.series.len(), 1);
+
+        let Command::Eval(fail) = &commands[3] else {
+            panic!("not an eval: {:?}", commands[3])
+        };
+        assert_eq!((fail.kind, fail.expected.series.is_empty()), (EvalKind::Fail, true));
+
+        let Command::Eval(scalar) = &commands[4] else {
+            panic!("not an eval: {:?}", commands[4])
+        };
+        assert_eq!((scalar.expected.scalar, scalar.time_ms), (Some(2.0), 3_000_000));
+
+        let Command::Eval(empty) = &commands[5] else {
+            panic!("not an eval: {:?}", commands[5])
+        };
+        assert_eq!(
+            empty.expected,
+            Expected::default(),
+            "the scalar ended the previous block"
+        );
+        assert_eq!(commands[6], Command::Clear);
+    }
+
+    #[test]
+    fn malformed_scripts_are_rejected() {
+        for bad in [
+            "loud 5m",
+            "load\n",
+            "load 5x\n m 1",
+            "eval instant 1",
+            "eval instant at 5 x",
+            "eval range from 0 to 1m step 1m x",
+            "eval instant at 1m x\n m 1 2",
+            "eval instant at 1m x\n m",
+            "EVAL instant at 1m x",
+            "eval instant at 1m x\nclear",
+        ] {
+            assert!(parse_script(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn values_compare_with_tolerance() {
+        assert!(almost_equal(f64::NAN, f64::from_bits(STALE_NAN_BITS)));
+        assert!(almost_equal(1.0, 1.0 + 1e-9));
+        assert!(!almost_equal(1.0, 1.0001));
+        assert!(almost_equal(f64::INFINITY, f64::INFINITY));
+        assert!(!almost_equal(f64::INFINITY, f64::NEG_INFINITY));
+        assert!(!almost_equal(0.0, 1e-300));
+        assert!(!almost_equal(1.0, f64::NAN));
+
+        let a = labels(&[("a", "1")]);
+        let b = labels(&[("a", "2")]);
+        let expected = Expected {
+            scalar: None,
+            series: BTreeMap::from([(a.clone(), (1, 1.0)), (b.clone(), (2, 2.0))]),
+        };
+        assert_eq!(compare_vector(&expected, &[(&a, 1.0), (&b, 2.0)], true), Ok(()));
+        assert_eq!(compare_vector(&expected, &[(&b, 2.0), (&a, 1.0)], false), Ok(()));
+        assert!(compare_vector(&expected, &[(&b, 2.0), (&a, 1.0)], true).is_err());
+        assert!(compare_vector(&expected, &[(&a, 1.0)], false).is_err());
+        assert!(compare_vector(&expected, &[(&a, 1.0), (&b, 2.1)], false).is_err());
+        assert!(compare_vector(&Expected::default(), &[(&a, 1.0)], false).is_err());
+        assert_eq!(compare(&Expected::default(), &Value::Vector(Vec::new()), false), Ok(()));
+        assert!(compare(&Expected::default(), &Value::Scalar { t: 0, v: 1.0 }, false).is_err());
+    }
+
+    #[test]
+    fn selectors_are_pinned_like_test_go() {
+        let pinned = |expr: &str, t: i64| pin_to_eval_time(&promql::parse(expr).unwrap(), t);
+        let Pinning::Variants(text, times) = pinned("sum(rate(m[5m])) + on(a) x offset 1m", 3_000_000) else {
+            panic!("expected variants");
+        };
+        assert_eq!(
+            text,
+            promql::parse("sum(rate(m[5m] @ 3000)) + on(a) x @ 3000 offset 1m")
+                .unwrap()
+                .to_string()
+        );
+        assert_eq!(times, [-30_000_000, 0, 600_000, 3_000_000, 30_000_000]);
+
+        let Pinning::Variants(text, times) = pinned("max_over_time(m[1m:10s]) + m @ 100", 0) else {
+            panic!("expected variants");
+        };
+        let want = promql::parse("max_over_time(m[1m:10s] @ 0) + m @ 100")
+            .unwrap()
+            .to_string();
+        assert_eq!(text, want, "a subquery's inside and an existing @ stay as they are");
+        assert_eq!(times, [-1000, 0, 1000]);
+
+        let Pinning::Variants(text, _) = pinned(r#"sum by () (m{b="1", a="2"})"#, 60_000) else {
+            panic!("matcher order and an empty `by ()` do not change the meaning");
+        };
+        assert_eq!(text, r#"sum(m{a="2",b="1"} @ 60.000)"#);
+        assert!(matches!(pinned("a + ignoring() b", 60_000), Pinning::Variants(..)));
+        assert!(matches!(pinned("a and ignoring() b", 60_000), Pinning::Variants(..)));
+        assert!(matches!(pinned("a > bool ignoring() b", 60_000), Pinning::Variants(..)));
+        assert_eq!(pinned("time() - m", 60_000), Pinning::Unsafe);
+        assert_eq!(pinned("timestamp(m)", 60_000), Pinning::Unsafe);
+        assert!(matches!(
+            pinned("sum_over_time(timestamp(m)[5m:1m])", 60_000),
+            Pinning::Variants(..)
+        ));
+    }
+}
