@@ -24,6 +24,9 @@ async fn write_sample_data(client: &reqwest::Client, connector: &Connector) -> i
     t
 }
 
+/// A request, and the HTTP status, error type and part of the message it must get.
+type ErrorCase<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_prometheus_types_and_codes() {
     let pg = TestPostgres::start();
@@ -33,7 +36,7 @@ async fn errors_have_prometheus_types_and_codes() {
     let now = format!("{}", t as f64 / 1000.0);
     let query = connector.url("/api/v1/query");
     let range = connector.url("/api/v1/query_range");
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (query.clone(), vec![("query", "sum(")], 400, "bad_data", ""),
         (
             query.clone(),

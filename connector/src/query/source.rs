@@ -110,9 +110,8 @@ impl PgSeriesSource {
                 }
                 return Ok(Vec::new());
             };
-            if !label_ids.contains_key(&i) {
-                let ids = self.matching_label_ids(m).await?;
-                label_ids.insert(i, ids);
+            if let std::collections::hash_map::Entry::Vacant(e) = label_ids.entry(i) {
+                e.insert(self.matching_label_ids(m).await?);
             }
             arrays.push(label_ids[&i].clone());
             let param = arrays.len() + 1;

@@ -148,7 +148,10 @@ async fn main() {
     eprintln!("prometheus loaded: {:.0} samples/s", samples / took.as_secs_f64());
     let db = pg.pool().await;
     // As in production: chunks that ended over an hour ago are compressed.
-    sqlx::query("CALL prom_api.execute_maintenance()").execute(&db).await.unwrap();
+    sqlx::query("CALL prom_api.execute_maintenance()")
+        .execute(&db)
+        .await
+        .unwrap();
     sqlx::query("VACUUM ANALYZE").execute(&db).await.unwrap();
 
     let queries = [
