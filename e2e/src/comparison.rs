@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::connector::Connector;
+use crate::postgres::TestPostgres;
+use crate::prometheus::Prometheus;
 use crate::remote_write::{encode, series, STALE_NAN_BITS};
 
 pub const STEP_MS: i64 = 15_000;
@@ -29,7 +32,7 @@ fn generated(labels: &[(&str, &str)], value: impl Fn(i64) -> Option<f64> + 'stat
 
 /// Counters (one with a reset), gauges, a histogram, a series with gaps longer than the
 /// lookback and a stale marker, and special values.
-pub fn data_set() -> Vec<Generated> {
+fn data_set() -> Vec<Generated> {
     let mut all = Vec::new();
     for (n, instance) in ["a", "b", "c"].into_iter().enumerate() {
         for (m, method) in ["get", "post"].into_iter().enumerate() {
@@ -89,7 +92,7 @@ pub fn data_set() -> Vec<Generated> {
 
 /// Samples of every series, sent in time order (Prometheus' receiver refuses older samples
 /// once newer ones are in).
-pub fn requests(data: &[Generated], first_ms: i64) -> Vec<Vec<u8>> {
+fn requests(data: &[Generated], first_ms: i64) -> Vec<Vec<u8>> {
     (0..POINTS)
         .collect::<Vec<_>>()
         .chunks(20)
@@ -111,7 +114,7 @@ pub fn requests(data: &[Generated], first_ms: i64) -> Vec<Vec<u8>> {
 }
 
 /// A query API result as comparable data: result type, and per label set the (time, value) points.
-pub fn normalise(data: &Value) -> (String, BTreeMap<String, Vec<(f64, f64)>>) {
+fn normalise(data: &Value) -> (String, BTreeMap<String, Vec<(f64, f64)>>) {
     let kind = data["resultType"].as_str().unwrap_or_default().to_string();
     let value = |v: &Value| -> f64 {
         match v.as_str().unwrap_or_default() {
@@ -141,7 +144,7 @@ pub fn normalise(data: &Value) -> (String, BTreeMap<String, Vec<(f64, f64)>>) {
     (kind, out)
 }
 
-pub fn same_value(a: f64, b: f64) -> bool {
+fn same_value(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
@@ -153,45 +156,85 @@ pub async fn get(client: &reqwest::Client, url: &str, params: &[(&str, String)])
 
 /// Where the data set starts: aligned to the minute, ending about an hour ago, so that `now`
 /// plays no part in any answer.
-pub fn first_ms() -> i64 {
+fn first_ms() -> i64 {
     (crate::recent_ms() - POINTS * STEP_MS) / 60_000 * 60_000
 }
 
-/// Makes the connector keep the data set in half-hour chunks, so that after
-/// [`compress_closed_chunks`] most of it is compressed and queries read both forms.
-pub async fn use_short_chunks(db: &sqlx::PgPool) {
-    sqlx::query("SELECT prom_api.set_default_chunk_interval('30 minutes')")
-        .execute(db)
-        .await
-        .unwrap();
+/// The data set loaded into a connector (on its own PostgreSQL) and into a reference
+/// Prometheus through remote write. The connector keeps it in half-hour chunks and compresses
+/// those that ended over an hour ago, so that queries read both storage forms.
+pub struct Loaded {
+    pub pg: TestPostgres,
+    pub connector: Connector,
+    pub reference: Prometheus,
+    pub client: reqwest::Client,
+    pub first_ms: i64,
 }
 
-/// Compresses every chunk that ended over an hour ago.
-pub async fn compress_closed_chunks(db: &sqlx::PgPool) {
-    sqlx::query("CALL prom_api.execute_maintenance()")
-        .execute(db)
-        .await
-        .unwrap();
-    let compressed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.chunk WHERE compressed_table_name IS NOT NULL")
-            .fetch_one(db)
+impl Loaded {
+    pub async fn start() -> Self {
+        let pg = TestPostgres::start();
+        let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+        let reference = Prometheus::start(
+            |_| "global: {scrape_interval: 1h}\n".to_string(),
+            &["--web.enable-remote-write-receiver"],
+        )
+        .await;
+        let client = reqwest::Client::new();
+        let first_ms = first_ms();
+        let db = pg.pool().await;
+        sqlx::query("SELECT prom_api.set_default_chunk_interval('30 minutes')")
+            .execute(&db)
             .await
             .unwrap();
-    assert!(compressed > 0, "some chunks are compressed");
-}
-
-/// Writes the data set through remote write to every URL, request by request.
-pub async fn load(client: &reqwest::Client, write_urls: &[String], first_ms: i64) {
-    for body in requests(&data_set(), first_ms) {
-        for url in write_urls {
-            let (status, text) = crate::remote_write::post(client, url, body.clone()).await.unwrap();
-            assert!(status == 204 || status == 200, "{url}: {status} {text}");
+        let urls = [connector.url("/write"), reference.url("/api/v1/write")];
+        for body in requests(&data_set(), first_ms) {
+            for url in &urls {
+                let (status, text) = crate::remote_write::post(&client, url, body.clone()).await.unwrap();
+                assert!(status == 204 || status == 200, "{url}: {status} {text}");
+            }
         }
+        sqlx::query("CALL prom_api.execute_maintenance()")
+            .execute(&db)
+            .await
+            .unwrap();
+        let compressed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.chunk WHERE compressed_table_name IS NOT NULL")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert!(compressed > 0, "some chunks are compressed");
+        Loaded {
+            pg,
+            connector,
+            reference,
+            client,
+            first_ms,
+        }
+    }
+
+    /// Runs every query at every case time against the reference and `tested` (a base URL);
+    /// fails listing every difference.
+    pub async fn assert_same_answers(&self, tested: &str, queries: &[&str]) {
+        let mut failures = Vec::new();
+        let mut compared = 0;
+        for query in queries {
+            for (path, params) in cases(query, self.first_ms) {
+                compared += 1;
+                failures.extend(compare(&self.client, &self.reference.url(""), tested, path, &params).await);
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {compared} comparisons differ:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
 
 /// Runs one API call against the reference and the tested server; describes any difference.
-pub async fn compare(
+async fn compare(
     client: &reqwest::Client,
     reference: &str,
     tested: &str,
@@ -242,7 +285,7 @@ pub async fn compare(
 
 /// Instant evaluation times and range-query windows over the data set: aligned and unaligned,
 /// in a gap, just after a stale marker.
-pub fn cases(query: &str, first_ms: i64) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+fn cases(query: &str, first_ms: i64) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
     let last_ms = first_ms + (POINTS - 1) * STEP_MS;
     let seconds = |ms: i64| format!("{}", ms as f64 / 1000.0);
     let instant_times = [

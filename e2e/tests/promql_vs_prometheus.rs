@@ -2,10 +2,7 @@
 //! samples: every query, instant and range, at aligned and unaligned times, must give the same
 //! series, timestamps and values.
 
-use promscale_e2e::comparison::{cases, compare, compress_closed_chunks, first_ms, load, use_short_chunks};
-use promscale_e2e::connector::Connector;
-use promscale_e2e::postgres::TestPostgres;
-use promscale_e2e::prometheus::Prometheus;
+use promscale_e2e::comparison::Loaded;
 
 const QUERIES: &[&str] = &[
     // Selectors, matchers, offset, @.
@@ -109,37 +106,6 @@ const QUERIES: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_answers_like_prometheus() {
-    let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let prometheus = Prometheus::start(
-        |_| "global: {scrape_interval: 1h}\n".to_string(),
-        &["--web.enable-remote-write-receiver"],
-    )
-    .await;
-    let client = reqwest::Client::new();
-    let first_ms = first_ms();
-    let db = pg.pool().await;
-    use_short_chunks(&db).await;
-    load(
-        &client,
-        &[connector.url("/write"), prometheus.url("/api/v1/write")],
-        first_ms,
-    )
-    .await;
-    compress_closed_chunks(&db).await;
-
-    let mut failures = Vec::new();
-    let mut compared = 0;
-    for query in QUERIES {
-        for (path, params) in cases(query, first_ms) {
-            compared += 1;
-            failures.extend(compare(&client, &prometheus.url(""), &connector.url(""), path, &params).await);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {compared} comparisons differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let loaded = Loaded::start().await;
+    loaded.assert_same_answers(&loaded.connector.url(""), QUERIES).await;
 }

@@ -9,11 +9,7 @@ use promscale_connector::remote_read::proto::{
     ChunkedReadResponse, LabelMatcher, MatchType, Query, ReadRequest, ReadResponse, ResponseType,
 };
 use promscale_connector::remote_read::xor_chunk;
-use promscale_e2e::comparison::{
-    cases, compare, compress_closed_chunks, first_ms, load, use_short_chunks, POINTS, STEP_MS,
-};
-use promscale_e2e::connector::Connector;
-use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::comparison::{Loaded, POINTS, STEP_MS};
 use promscale_e2e::prometheus::Prometheus;
 use prost::Message;
 
@@ -119,14 +115,8 @@ async fn remote_read(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reading_remotely_answers_like_the_reference() {
-    let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let reference = Prometheus::start(
-        |_| "global: {scrape_interval: 1h}\n".to_string(),
-        &["--web.enable-remote-write-receiver"],
-    )
-    .await;
-    let read_url = connector.url("/read");
+    let loaded = Loaded::start().await;
+    let read_url = loaded.connector.url("/read");
     let reader = Prometheus::start(
         move |_| {
             format!("global: {{scrape_interval: 1h}}\nremote_read:\n  - url: \"{read_url}\"\n    read_recent: true\n")
@@ -134,55 +124,19 @@ async fn prometheus_reading_remotely_answers_like_the_reference() {
         &[],
     )
     .await;
-    let client = reqwest::Client::new();
-    let first_ms = first_ms();
-    let db = pg.pool().await;
-    use_short_chunks(&db).await;
-    load(
-        &client,
-        &[connector.url("/write"), reference.url("/api/v1/write")],
-        first_ms,
-    )
-    .await;
-    compress_closed_chunks(&db).await;
-
-    let mut failures = Vec::new();
-    let mut compared = 0;
-    for query in QUERIES {
-        for (path, params) in cases(query, first_ms) {
-            compared += 1;
-            failures.extend(compare(&client, &reference.url(""), &reader.url(""), path, &params).await);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {compared} comparisons differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    loaded.assert_same_answers(&reader.url(""), QUERIES).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_response_types_carry_exactly_the_stored_samples() {
-    let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let reference = Prometheus::start(
-        |_| "global: {scrape_interval: 1h}\n".to_string(),
-        &["--web.enable-remote-write-receiver"],
-    )
-    .await;
-    let client = reqwest::Client::new();
-    let first_ms = first_ms();
-    let db = pg.pool().await;
-    use_short_chunks(&db).await;
-    load(
-        &client,
-        &[connector.url("/write"), reference.url("/api/v1/write")],
+    // Every field bound: an unbound one would be dropped, stopping its server.
+    let Loaded {
+        pg: _pg,
+        connector,
+        reference,
+        client,
         first_ms,
-    )
-    .await;
-    compress_closed_chunks(&db).await;
-
+    } = Loaded::start().await;
     let matcher = |t: MatchType, name: &str, value: &str| LabelMatcher {
         r#type: t as i32,
         name: name.into(),

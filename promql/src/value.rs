@@ -49,3 +49,15 @@ impl Value {
         }
     }
 }
+
+/// A sample value as Prometheus writes it (Go's `strconv.FormatFloat(v, 'f', -1, 64)`): the
+/// shortest decimal that reads back exactly, never an exponent, NaN and ±Inf spelled out.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}

@@ -2,20 +2,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use promscale_promql::{Labels, QueryError, Value};
+use promscale_promql::{format_value, Labels, QueryError, Value};
 use serde_json::{json, Map};
-
-/// A sample value as Prometheus writes it: the shortest exact decimal, NaN and ±Inf spelled
-/// out, in a string.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
 
 /// Milliseconds as Unix seconds, a JSON number with up to three decimals.
 pub fn format_time(ms: i64) -> serde_json::Value {

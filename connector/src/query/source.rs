@@ -115,10 +115,12 @@ impl PgSeriesSource {
             }
             arrays.push(label_ids[&i].clone());
             let param = arrays.len() + 1;
+            // `&&` lets the GIN index on labels find the candidates; the position check then
+            // makes sure the id sits under this label key.
             conditions.push(if accepts_empty {
                 format!("(coalesce(s.labels[{pos}], 0) = 0 OR s.labels[{pos}] = ANY(${param}))")
             } else {
-                format!("s.labels[{pos}] = ANY(${param})")
+                format!("s.labels && ${param}::int4[] AND s.labels[{pos}] = ANY(${param})")
             });
         }
         let mut sql = "SELECT s.id, s.labels FROM _prom_catalog.series s WHERE s.metric_id = $1".to_string();

@@ -10,7 +10,7 @@ use super::eval::Evaluator;
 use super::functions::histogram::quantile;
 use crate::error::QueryError;
 use crate::labels::Labels;
-use crate::value::{InstantSample, Value};
+use crate::value::{format_value, InstantSample, Value};
 
 pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.to_string();
@@ -169,17 +169,6 @@ fn select_k(input: Vec<InstantSample>, k: f64, top: bool, key: impl Fn(&Labels) 
         out.extend(members);
     }
     out
-}
-
-/// Go's strconv.FormatFloat(v, 'f', -1, 64): the shortest decimal that reads back exactly.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
 }
 
 pub fn is_valid_label_name(name: &str) -> bool {
