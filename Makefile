@@ -8,13 +8,19 @@ LISTEN ?= 127.0.0.1:9201
 EMBEDDED_DIR ?= $(CURDIR)/.data/embedded-postgres
 ARGS ?=
 
-.PHONY: help deps build run test unit e2e bench lint fmt clean
+.PHONY: help deps tools crds build run test unit e2e bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages needed to run and test (postgresql, prometheus)
 	@scripts/install-deps.sh
+
+tools: ## build the Go test tools (kube-apiserver, etcd, helm, kubeconform) from the pinned modules in e2e/tools, once
+	@e2e/tools/build.sh all >/dev/null
+
+crds: ## regenerate the CRD YAML under crds/ from the Rust types in crds/src
+	$(CARGO) run -q -p promscale-crds --bin crdgen -- crds
 
 build: ## build every binary of the workspace (debug)
 	$(CARGO) build --workspace --bins
@@ -23,7 +29,7 @@ run: deps ## build and start the connector on $(LISTEN); without PROMSCALE_DB_UR
 	$(CARGO) build --release -p promscale-connector
 	./target/release/promscale-connector --web.listen-address $(LISTEN) --embedded.dir $(EMBEDDED_DIR) $(ARGS)
 
-test: deps build ## run every test: unit tests and end-to-end tests on real PostgreSQL and Prometheus
+test: deps tools build ## run every test: unit tests and end-to-end tests on real PostgreSQL, Prometheus and kube-apiserver
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: deps ## side by side with Prometheus 2.42: remote-write throughput, bytes per sample on disk, query latency

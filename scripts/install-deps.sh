@@ -2,6 +2,7 @@
 # Installs the Debian packages the project runs against, when missing:
 #   postgresql  - the server binaries for the embedded default and the test databases
 #   prometheus  - Debian's Prometheus 2.42: the real remote-write client and the benchmark reference
+#   openssl     - service-account keys of the test kube-apiserver
 # Services are not started by the packages here; the project starts its own instances.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

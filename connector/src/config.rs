@@ -37,6 +37,31 @@ pub struct Config {
     )]
     pub db_uri: String,
 
+    /// PostgreSQL host; with --db.user, --db.password and friends, an alternative to --db.uri
+    /// (each of them also overrides the matching part of --db.uri).
+    #[arg(long = "db.host", env = "PROMSCALE_DB_HOST", default_value = "")]
+    pub db_host: String,
+
+    /// PostgreSQL port.
+    #[arg(long = "db.port", env = "PROMSCALE_DB_PORT")]
+    pub db_port: Option<u16>,
+
+    /// Database name (default: the user name).
+    #[arg(long = "db.name", env = "PROMSCALE_DB_NAME")]
+    pub db_name: Option<String>,
+
+    /// User to connect as.
+    #[arg(long = "db.user", env = "PROMSCALE_DB_USER")]
+    pub db_user: Option<String>,
+
+    /// Password of --db.user. Prefer the environment variable: flags are visible in `ps`.
+    #[arg(long = "db.password", env = "PROMSCALE_DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<String>,
+
+    /// TLS towards PostgreSQL: disable, allow, prefer, require, verify-ca or verify-full (libpq's sslmode).
+    #[arg(long = "db.ssl-mode", env = "PROMSCALE_DB_SSL_MODE")]
+    pub db_ssl_mode: Option<String>,
+
     /// Maximum number of connections to PostgreSQL.
     #[arg(
         long = "db.connections-max",
@@ -116,6 +141,24 @@ pub struct Config {
     /// (default: the newest /usr/lib/postgresql/*/bin, else the folder of initdb on PATH).
     #[arg(long = "embedded.pg-bin-dir", env = "PROMSCALE_EMBEDDED_PG_BIN_DIR")]
     pub embedded_pg_bin_dir: Option<PathBuf>,
+
+    /// Name of the PromscaleStack this connector belongs to. With --k8s.pod-name and
+    /// --k8s.pod-namespace (set by the operator's Deployment), the connector reports its state
+    /// into the stack's status.connectors.
+    #[arg(long = "k8s.stack-name", env = "PROMSCALE_STACK_NAME", default_value = "")]
+    pub k8s_stack_name: String,
+
+    /// Name of this pod (the Deployment passes it through the downward API).
+    #[arg(long = "k8s.pod-name", env = "POD_NAME", default_value = "")]
+    pub k8s_pod_name: String,
+
+    /// Namespace of this pod and of its PromscaleStack.
+    #[arg(long = "k8s.pod-namespace", env = "POD_NAMESPACE", default_value = "")]
+    pub k8s_pod_namespace: String,
+
+    /// How often the connector writes its entry in the stack's status.
+    #[arg(long = "k8s.status-interval", env = "PROMSCALE_K8S_STATUS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub k8s_status_interval: Duration,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing's target=level list.
     #[arg(long = "log.level", env = "PROMSCALE_LOG_LEVEL", default_value = "info")]

@@ -18,6 +18,7 @@ pub mod query;
 pub mod remote_read;
 pub mod remote_write;
 pub mod server;
+pub mod stack_status;
 pub mod storage;
 
 use std::future::Future;
@@ -32,16 +33,18 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::embedded_db::{EmbeddedPostgres, StopMode};
-use crate::ingest::{IngestOptions, Ingestor};
+use crate::ingest::{IngestOptions, Ingestor, WriteActivity};
 use crate::metrics::Metrics;
 use crate::query::QueryOptions;
 use crate::server::AppState;
+use crate::stack_status::{PodIdentity, StatusReporter};
 use crate::storage::migrations::{migrate, MigrationError};
 use crate::storage::samples::RowPerSampleWriter;
 
 /// Runs the connector until `shutdown` completes, then drains requests and stops the
 /// embedded database if it started one.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let identity = PodIdentity::from_parts(&config.k8s_stack_name, &config.k8s_pod_name, &config.k8s_pod_namespace)?;
     let (connect_options, embedded) = database(&config).await?;
     let pool = PgPoolOptions::new()
         .max_connections(config.db_connections_max)
@@ -57,7 +60,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let writer = Arc::new(RowPerSampleWriter::new(pool.clone()));
     let state = Arc::new(AppState {
         pool: pool.clone(),
-        ingestor: Ingestor::start(pool.clone(), writer, &ingest_options, metrics.clone()),
+        ingestor: Ingestor::start(
+            pool.clone(),
+            writer,
+            &ingest_options,
+            metrics.clone(),
+            Arc::new(WriteActivity::new(identity.is_some())),
+        ),
         metrics,
         max_request_bytes: config.web_max_request_bytes,
         query: QueryOptions {
@@ -85,7 +94,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         state.clone(),
         config.maintenance_interval,
     ));
-    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(shutdown);
+    // One shutdown signal, seen by the HTTP server and by the status reporter.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = on_signal.send(true);
+    });
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let reporter = match identity {
+        Some(identity) => {
+            tracing::info!(stack = %identity.stack, pod = %identity.pod, namespace = %identity.namespace, "reporting into the PromscaleStack's status");
+            let reporter = StatusReporter::new(identity, state.clone()).await?;
+            Some(tokio::spawn(reporter.run(config.k8s_status_interval, until_stopped())))
+        }
+        None => None,
+    };
+    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(until_stopped());
     let result = tokio::select! {
         served = server => served.context("HTTP server failed"),
         migrated = migrator => match migrated {
@@ -94,6 +125,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             Err(e) => Err(anyhow!("migration task failed: {e}")),
         },
     };
+    let _ = stop.send(true);
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
     pool.close().await;
     if let Some(mut pg) = embedded {
         tokio::task::spawn_blocking(move || pg.stop(StopMode::Fast)).await??;
@@ -103,24 +138,54 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 }
 
 async fn database(config: &Config) -> anyhow::Result<(PgConnectOptions, Option<EmbeddedPostgres>)> {
-    if !config.db_uri.is_empty() {
-        // The parse error may quote the URI, password included: never pass it on.
-        let options = config.db_uri.parse::<PgConnectOptions>().map_err(|_| {
-            anyhow!("--db.uri (PROMSCALE_DB_URI) is not a valid PostgreSQL URI; expected postgres://user:password@host:5432/dbname?sslmode=...")
-        })?;
-        return Ok((options, None));
+    if !config.db_uri.is_empty() || !config.db_host.is_empty() {
+        return Ok((external_database(config)?, None));
     }
     let dir = config.embedded_dir.clone();
     let bin_dir = config.embedded_pg_bin_dir.clone();
     let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, bin_dir.as_deref()))
         .await?
-        .context("no --db.uri given, and the embedded PostgreSQL could not be started")?;
+        .context("no --db.uri or --db.host given, and the embedded PostgreSQL could not be started")?;
     tracing::info!(uri = %pg.redacted_uri(), "started the embedded PostgreSQL (no --db.uri given)");
     let options = pg
         .uri()
         .parse::<PgConnectOptions>()
         .map_err(|_| anyhow!("embedded database URI is invalid"))?;
     Ok((options, Some(pg)))
+}
+
+/// The URI, if any, with each of --db.host, --db.port, ... overriding its part.
+fn external_database(config: &Config) -> anyhow::Result<PgConnectOptions> {
+    let mut options = if config.db_uri.is_empty() {
+        PgConnectOptions::new_without_pgpass()
+    } else {
+        // The parse error may quote the URI, password included: never pass it on.
+        config.db_uri.parse::<PgConnectOptions>().map_err(|_| {
+            anyhow!("--db.uri (PROMSCALE_DB_URI) is not a valid PostgreSQL URI; expected postgres://user:password@host:5432/dbname?sslmode=...")
+        })?
+    };
+    if !config.db_host.is_empty() {
+        options = options.host(&config.db_host);
+    }
+    if let Some(port) = config.db_port {
+        options = options.port(port);
+    }
+    if let Some(name) = &config.db_name {
+        options = options.database(name);
+    }
+    if let Some(user) = &config.db_user {
+        options = options.username(user);
+    }
+    if let Some(password) = &config.db_password {
+        options = options.password(password);
+    }
+    if let Some(mode) = &config.db_ssl_mode {
+        let mode = mode.parse::<sqlx::postgres::PgSslMode>().map_err(|_| {
+            anyhow!("--db.ssl-mode {mode:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")
+        })?;
+        options = options.ssl_mode(mode);
+    }
+    Ok(options)
 }
 
 /// Migrates the schema, retrying while the database is unreachable, then marks the connector

@@ -30,6 +30,19 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.migrated.load(Ordering::Acquire)
     }
+
+    /// Whether the schema is migrated and the database answers, and if not, why.
+    pub async fn database_ready(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("database schema not migrated yet".to_string());
+        }
+        let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool)).await;
+        match ping {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(crate::storage::StorageError::from(e).to_string()),
+            Err(_) => Err("the database did not answer within 2s".to_string()),
+        }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -53,23 +66,9 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the schema is migrated and the database answers.
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    if !app.is_ready() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: database schema not migrated yet\n".to_string(),
-        );
-    }
-    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&app.pool)).await;
-    match ping {
-        Ok(Ok(_)) => (StatusCode::OK, "ok\n".to_string()),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", crate::storage::StorageError::from(e)),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the database did not answer within 2s\n".to_string(),
-        ),
+    match app.database_ready().await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }
 

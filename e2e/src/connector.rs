@@ -24,6 +24,11 @@ impl Connector {
 
     /// Starts a connector without waiting for readiness; `db_uri: None` means the embedded default.
     pub fn spawn(db_uri: Option<&str>, extra_args: &[&str]) -> Self {
+        Self::spawn_with_env(db_uri, extra_args, &[])
+    }
+
+    /// As [`Connector::spawn`], with extra environment variables (a pod identity, KUBECONFIG).
+    pub fn spawn_with_env(db_uri: Option<&str>, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = crate::private_dir("promscale-test-connector-");
         let port = free_port().expect("free port");
         let log = dir.path().join("connector.log");
@@ -32,6 +37,7 @@ impl Connector {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra_args)
             .env_remove("PROMSCALE_DB_URI")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
             .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));

@@ -4,6 +4,9 @@
 
 pub mod comparison;
 pub mod connector;
+pub mod k8s;
+pub mod kube_cluster;
+pub mod operator;
 pub mod postgres;
 pub mod prometheus;
 pub mod remote_write;

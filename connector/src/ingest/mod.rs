@@ -5,6 +5,10 @@
 //! remote-write requests thus share one commit (and one WAL flush), and every request is
 //! answered only after the transaction holding its samples has committed.
 
+mod activity;
+
+pub use activity::WriteActivity;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +41,7 @@ pub struct Ingestor {
     resolver: SeriesResolver,
     queue: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    activity: Arc<WriteActivity>,
 }
 
 /// What one request added.
@@ -48,7 +53,13 @@ pub struct IngestReport {
 
 impl Ingestor {
     /// Starts the writer tasks; they end when the `Ingestor` is dropped and the queue drained.
-    pub fn start(pool: PgPool, writer: Arc<dyn SampleWriter>, options: &IngestOptions, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        pool: PgPool,
+        writer: Arc<dyn SampleWriter>,
+        options: &IngestOptions,
+        metrics: Arc<Metrics>,
+        activity: Arc<WriteActivity>,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel::<Job>(options.writers.max(1) * 64);
         let jobs = Arc::new(Mutex::new(jobs));
         for _ in 0..options.writers.max(1) {
@@ -57,6 +68,7 @@ impl Ingestor {
                 writer.clone(),
                 options.max_batch_samples,
                 metrics.clone(),
+                activity.clone(),
             ));
         }
         Ingestor {
@@ -64,7 +76,12 @@ impl Ingestor {
             pool,
             queue,
             metrics,
+            activity,
         }
+    }
+
+    pub fn activity(&self) -> &WriteActivity {
+        &self.activity
     }
 
     pub fn cached_series(&self) -> usize {
@@ -80,7 +97,7 @@ impl Ingestor {
         self.metrics.exemplars_dropped.inc_by(batch.exemplars_dropped as u64);
 
         let mut samples = SampleBatch::default();
-        for (series, id) in batch.series.iter().zip(ids) {
+        for (series, &id) in batch.series.iter().zip(&ids) {
             for s in &series.samples {
                 let time = unix_millis_to_pg_micros(s.timestamp).expect("checked while decoding");
                 samples.push(id, PgTimestamp(time), s.value);
@@ -96,6 +113,7 @@ impl Ingestor {
             committed
                 .await
                 .map_err(|_| StorageError::Unavailable("the writer stopped before committing".into()))??;
+            self.activity.committed(ids);
         }
         upsert_metadata(&self.pool, &batch.metadata).await?;
         self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
@@ -111,6 +129,7 @@ async fn write_loop(
     writer: Arc<dyn SampleWriter>,
     max_batch_samples: usize,
     metrics: Arc<Metrics>,
+    activity: Arc<WriteActivity>,
 ) {
     loop {
         let mut taken = Vec::new();
@@ -148,9 +167,11 @@ async fn write_loop(
                 metrics.db_batch_requests.observe(dones.len() as f64);
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 metrics.last_commit_timestamp.set(now.as_secs() as i64);
+                activity.write_finished(None);
             }
             Err(e) => {
-                tracing::warn!(error = %e, requests = dones.len(), samples = merged.len(), "writing samples failed")
+                tracing::warn!(error = %e, requests = dones.len(), samples = merged.len(), "writing samples failed");
+                activity.write_finished(Some(e.to_string()));
             }
         }
         for done in dones {

@@ -1,0 +1,367 @@
+//! `PromscaleStack`: the connectors in front of one PostgreSQL database.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+
+/// The port the connector container listens on; the Service's port is configurable.
+pub const CONNECTOR_PORT: i32 = 9201;
+
+/// A PromscaleStack runs promscale-connector in front of one PostgreSQL database: a Deployment,
+/// a Service, the connector's RBAC for status reports, and the database-wide defaults for
+/// retention, chunk interval and compression. Its status gives the remote-write and
+/// remote-read URLs for Prometheus.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "promscale.dev",
+    version = "v1alpha1",
+    kind = "PromscaleStack",
+    namespaced,
+    status = "PromscaleStackStatus",
+    shortname = "pss",
+    category = "promscale",
+    derive = "PartialEq",
+    doc = "A PromscaleStack runs promscale-connector in front of one PostgreSQL database.",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.connector.replicas"),
+    printcolumn(name = "Connectors", type_ = "string", json_path = ".status.connectorsReady", description = "connectors reporting ready / desired"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Remote Write", type_ = "string", json_path = ".status.endpoints.remoteWrite", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 52")
+        .message("metadata.name must start with a letter, hold only lowercase letters, digits and '-', and be at most 52 characters (it names the connector's Service)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PromscaleStackSpec {
+    /// The connector pods.
+    #[serde(default)]
+    pub connector: ConnectorSpec,
+    /// The PostgreSQL database the connectors store samples in.
+    pub database: DatabaseSpec,
+    /// Database-wide defaults for metrics no MetricPolicy covers.
+    #[serde(default)]
+    pub defaults: MetricDefaults,
+    /// The Service in front of the connectors.
+    #[serde(default)]
+    pub service: ServiceSpec,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorSpec {
+    /// Container image of promscale-connector; empty means the operator's default (its own version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When the kubelet pulls the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Secrets for pulling the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Number of connector pods. Connectors are stateless; two or more keep ingestion going
+    /// through node drains.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("replicas must be between 0 and 100"))]
+    pub replicas: i32,
+    /// CPU and memory requests and limits of the connector container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Nodes the connector pods may run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra annotations on the connector pods (e.g. for a service mesh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Log level of the connector: error, warn, info, debug or trace.
+    #[serde(default = "default_log_level")]
+    #[x_kube(validation = Rule::new("self in ['error', 'warn', 'info', 'debug', 'trace']").message("logLevel must be one of error, warn, info, debug, trace"))]
+    pub log_level: String,
+    /// Extra command-line flags of promscale-connector, e.g. `--ingest.writers=8`
+    /// (see `promscale-connector --help`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[x_kube(validation = Rule::new("self.all(a, !a.startsWith('--db.') && !a.startsWith('--web.listen-address'))").message("extraArgs must not set --db.* or --web.listen-address: they come from spec.database and the operator"))]
+    pub extra_args: Vec<String>,
+    /// Extra environment variables of the connector container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_env: Vec<EnvVar>,
+}
+
+impl Default for ConnectorSpec {
+    fn default() -> Self {
+        ConnectorSpec {
+            image: None,
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+            replicas: default_replicas(),
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            pod_annotations: BTreeMap::new(),
+            log_level: default_log_level(),
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Where the database is: either a Secret key holding a whole URI, or host, port, database and
+/// user with a Secret key holding the password. The password is handed to the connector
+/// through a secretKeyRef and never copied into a ConfigMap, status or log.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.uriSecretRef) != has(self.host)").message("set exactly one of database.uriSecretRef or database.host"))]
+#[x_kube(validation = Rule::new("!has(self.host) || (has(self.user) && has(self.passwordSecretRef))").message("database.host needs database.user and database.passwordSecretRef"))]
+#[x_kube(validation = Rule::new("!has(self.uriSecretRef) || (!has(self.user) && !has(self.passwordSecretRef) && !has(self.port) && !has(self.dbname))").message("with database.uriSecretRef, put user, password, port and dbname into the URI"))]
+pub struct DatabaseSpec {
+    /// A key of a Secret in the stack's namespace holding a URI such as
+    /// `postgres://user:password@host:5432/dbname?sslmode=require`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_secret_ref: Option<SecretKeyRef>,
+    /// Host name or IP address of PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self != ''").message("database.host must not be empty"))]
+    pub host: Option<String>,
+    /// Port of PostgreSQL (default 5432).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("database.port must be between 1 and 65535"))]
+    pub port: Option<i32>,
+    /// Database name (default: the user name, as in libpq).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dbname: Option<String>,
+    /// User to connect as; it needs to create schemas in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A key of a Secret in the stack's namespace holding the user's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// TLS towards PostgreSQL, as libpq's sslmode; overrides an sslmode in the URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[x_kube(validation = Rule::new("self != ''").message("the Secret name must not be empty"))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[x_kube(validation = Rule::new("self != ''").message("the Secret key must not be empty"))]
+    pub key: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq spelling, as the connector's `--db.ssl-mode` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Database-wide defaults, applied through `prom_api.set_default_*`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricDefaults {
+    /// How long samples are kept, e.g. `90d`, `1y`.
+    #[serde(default = "default_retention")]
+    #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    #[schemars(length(max = 40))]
+    pub retention_period: String,
+    /// Time span of one chunk table, e.g. `8h`.
+    #[serde(default = "default_chunk_interval")]
+    #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    #[schemars(length(max = 40))]
+    pub chunk_interval: String,
+    /// Whether closed chunks are compressed.
+    #[serde(default = "default_compression")]
+    pub compression: bool,
+}
+
+impl Default for MetricDefaults {
+    fn default() -> Self {
+        MetricDefaults {
+            retention_period: default_retention(),
+            chunk_interval: default_chunk_interval(),
+            compression: default_compression(),
+        }
+    }
+}
+
+fn default_retention() -> String {
+    "90d".to_string()
+}
+
+fn default_chunk_interval() -> String {
+    "8h".to_string()
+}
+
+fn default_compression() -> bool {
+    true
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("service.nodePort needs service.type NodePort or LoadBalancer"))]
+pub struct ServiceSpec {
+    /// ClusterIP, NodePort or LoadBalancer.
+    #[serde(rename = "type", default)]
+    pub type_: ServiceType,
+    /// Port of the Service (remote write, remote read and the query API share it).
+    #[serde(default = "default_service_port")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("service.port must be between 1 and 65535"))]
+    pub port: i32,
+    /// Node port, for type NodePort or LoadBalancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("service.nodePort must be between 1 and 65535"))]
+    pub node_port: Option<i32>,
+    /// Annotations on the Service (e.g. for a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        ServiceSpec {
+            type_: ServiceType::default(),
+            port: default_service_port(),
+            node_port: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_service_port() -> i32 {
+    CONNECTOR_PORT
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Written by the operator (everything but `connectors`) and by each connector pod (its own
+/// entry of `connectors`), each through server-side apply with its own field manager.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PromscaleStackStatus {
+    /// The `metadata.generation` the rest of this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Where Prometheus and query clients reach the connectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    /// Connectors reporting ready recently, over desired replicas, e.g. `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectors_ready: Option<String>,
+    /// One entry per connector pod, written by that pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["pod".into()]))]
+    pub connectors: Vec<ConnectorStatus>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// For `remoteWrite[].url` of a Prometheus (or Prometheus Operator `Prometheus`).
+    pub remote_write: String,
+    /// For `remoteRead[].url`.
+    pub remote_read: String,
+    /// Base URL of the Prometheus HTTP query API (Grafana, promtool).
+    pub query: String,
+}
+
+/// What one connector pod reports about itself.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorStatus {
+    /// Name of the pod.
+    pub pod: String,
+    /// Version of promscale-connector.
+    pub version: String,
+    /// Schema migrated and database reachable (what /readyz answers).
+    pub ready: bool,
+    /// Samples committed per second over the last report interval.
+    pub samples_per_second: f64,
+    /// Series that received samples during the last report interval.
+    pub active_series: i64,
+    /// When samples were last committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_write: Option<Time>,
+    /// The last error seen while writing, if the last write failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the pod wrote this entry; entries not refreshed for a while are not counted.
+    pub last_report_time: Time,
+}

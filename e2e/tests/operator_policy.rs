@@ -1,0 +1,268 @@
+//! MetricPolicies on a real kube-apiserver and PostgreSQL: settings land in prom_info.metric,
+//! conflicts are reported on both policies with a deterministic winner, new metrics are picked
+//! up, hand edits are undone, and deleting a policy resets exactly what it set.
+
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, ObjectMeta};
+use promscale_crds::policy::{MetricSelector, StackRef};
+use promscale_crds::stack::{DatabaseSpec, SecretKeyRef};
+use promscale_crds::{MetricPolicy, MetricPolicySpec, PromscaleStack, PromscaleStackSpec};
+use promscale_e2e::k8s::{apply, events_about, has_condition, put_secret, wait_until};
+use promscale_e2e::kube_cluster::KubeCluster;
+use promscale_e2e::operator::Operator;
+use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::wait_for;
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn policy(
+    name: &str,
+    names: &[&str],
+    regex: Option<&str>,
+    retention: Option<&str>,
+    chunk: Option<&str>,
+    compression: Option<bool>,
+) -> MetricPolicy {
+    MetricPolicy {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: MetricPolicySpec {
+            stack_ref: StackRef { name: "metrics".into() },
+            metrics: MetricSelector {
+                names: names.iter().map(|s| s.to_string()).collect(),
+                regex: regex.map(String::from),
+            },
+            retention_period: retention.map(String::from),
+            chunk_interval: chunk.map(String::from),
+            compression,
+        },
+        status: None,
+    }
+}
+
+/// (retention, chunk interval, compression) of a metric as prom_info.metric shows them.
+async fn settings(pool: &PgPool, metric: &str) -> (String, String, bool) {
+    sqlx::query_as(
+        "SELECT retention_period::text, chunk_interval::text, compression FROM prom_info.metric WHERE metric_name = $1",
+    )
+    .bind(metric)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|e| panic!("settings of {metric}: {e}"))
+}
+
+async fn wait_settings(pool: &PgPool, metric: &str, want: (&str, &str, bool)) {
+    let want = (want.0.to_string(), want.1.to_string(), want.2);
+    wait_for(&format!("{metric} to have settings {want:?}"), WAIT, || {
+        let (pool, want) = (pool.clone(), want.clone());
+        async move { (settings(&pool, metric).await == want).then_some(()) }
+    })
+    .await;
+}
+
+async fn create_metric(pool: &PgPool, metric: &str) {
+    sqlx::query("SELECT _prom_catalog.get_or_create_metric($1)")
+        .bind(metric)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+const DEFAULTS: (&str, &str, bool) = ("90 days", "08:00:00", true);
+
+#[tokio::test]
+async fn policies_apply_conflict_pick_up_new_metrics_and_reset_on_delete() {
+    let cluster = KubeCluster::start().await;
+    cluster.install_crds().await;
+    let client = cluster.client().await;
+    let pg = TestPostgres::start();
+    let pool = pg.pool().await;
+    promscale_connector::storage::migrations::migrate(&pool).await.unwrap();
+    for metric in ["debug_queue_depth", "debug_cache_misses", "http_requests_total"] {
+        create_metric(&pool, metric).await;
+    }
+    put_secret(&client, "default", "metrics-db", "uri", &pg.uri()).await;
+    let _operator = Operator::start(&cluster.admin_kubeconfig(), &[]).await;
+    let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
+    apply(
+        &stacks,
+        &PromscaleStack::new(
+            "metrics",
+            PromscaleStackSpec {
+                connector: Default::default(),
+                database: DatabaseSpec {
+                    uri_secret_ref: Some(SecretKeyRef {
+                        name: "metrics-db".into(),
+                        key: "uri".into(),
+                    }),
+                    ..Default::default()
+                },
+                defaults: Default::default(),
+                service: Default::default(),
+            },
+        ),
+    )
+    .await;
+    let policies: Api<MetricPolicy> = Api::namespaced(client.clone(), "default");
+
+    // --- "metrics matching debug_.* keep 3 days, chunk 1 h, uncompressed"
+    apply(
+        &policies,
+        &policy("debug", &[], Some("debug_.*"), Some("3d"), Some("1h"), Some(false)),
+    )
+    .await;
+    let debug = wait_until(&policies, "debug", "applied", WAIT, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| has_condition(&s.conditions, "Ready", "True", "Applied"))
+    })
+    .await;
+    assert_eq!(debug.status.as_ref().unwrap().applied_metrics, 2);
+    assert!(debug
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .contains(&"promscale.dev/reset-metric-settings".to_string()));
+    wait_settings(&pool, "debug_queue_depth", ("3 days", "01:00:00", false)).await;
+    wait_settings(&pool, "debug_cache_misses", ("3 days", "01:00:00", false)).await;
+    assert_eq!(
+        settings(&pool, "http_requests_total").await,
+        (DEFAULTS.0.into(), DEFAULTS.1.into(), DEFAULTS.2)
+    );
+
+    // --- a second policy naming one of them exactly: it wins, both report the conflict
+    apply(
+        &policies,
+        &policy(
+            "queue",
+            &["debug_queue_depth", "not_written_yet"],
+            None,
+            Some("7d"),
+            None,
+            None,
+        ),
+    )
+    .await;
+    wait_settings(&pool, "debug_queue_depth", ("7 days", DEFAULTS.1, DEFAULTS.2)).await;
+    for name in ["debug", "queue"] {
+        let conflicted = wait_until(&policies, name, "reporting the conflict", WAIT, |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| has_condition(&s.conditions, "Degraded", "True", "Conflict"))
+        })
+        .await;
+        let status = conflicted.status.unwrap();
+        assert_eq!(status.conflicts.len(), 1, "{name}: {:?}", status.conflicts);
+        assert_eq!(status.conflicts[0].metric, "debug_queue_depth");
+        assert_eq!(status.conflicts[0].policies, vec!["debug", "queue"]);
+        assert_eq!(status.conflicts[0].winner, "queue");
+    }
+    let queue = policies.get("queue").await.unwrap().status.unwrap();
+    assert_eq!((queue.applied_metrics, queue.pending_metrics), (1, 1));
+    assert_eq!(policies.get("debug").await.unwrap().status.unwrap().applied_metrics, 1);
+    wait_settings(&pool, "debug_cache_misses", ("3 days", "01:00:00", false)).await;
+    let warnings: Vec<_> = events_about(&client, "default", "queue")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(warnings.contains(&"Conflict".to_string()), "{warnings:?}");
+
+    // --- a named metric written later is picked up
+    create_metric(&pool, "not_written_yet").await;
+    wait_settings(&pool, "not_written_yet", ("7 days", DEFAULTS.1, DEFAULTS.2)).await;
+    wait_until(&policies, "queue", "counting the new metric", WAIT, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.applied_metrics == 2 && s.pending_metrics == 0)
+    })
+    .await;
+
+    // --- a setting changed by hand in SQL is set back
+    sqlx::query("SELECT prom_api.set_metric_retention_period('debug_cache_misses', INTERVAL '1 day')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    wait_settings(&pool, "debug_cache_misses", ("3 days", "01:00:00", false)).await;
+
+    // --- deleting the winner resets what it set; the other policy takes the metric over
+    policies.delete("queue", &DeleteParams::default()).await.unwrap();
+    wait_for("the queue policy to be gone", WAIT, || {
+        let policies = policies.clone();
+        async move { policies.get_opt("queue").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    wait_settings(&pool, "not_written_yet", DEFAULTS).await;
+    wait_settings(&pool, "debug_queue_depth", ("3 days", "01:00:00", false)).await;
+    wait_until(&policies, "debug", "free of conflicts", WAIT, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| has_condition(&s.conditions, "Degraded", "False", "AsExpected") && s.applied_metrics == 2)
+    })
+    .await;
+
+    // --- narrowing the regex releases the metrics it no longer matches; dropping a setting resets it
+    apply(
+        &policies,
+        &policy("debug", &[], Some("debug_cache.*"), Some("3d"), None, Some(false)),
+    )
+    .await;
+    wait_settings(&pool, "debug_queue_depth", DEFAULTS).await;
+    wait_settings(&pool, "debug_cache_misses", ("3 days", DEFAULTS.1, false)).await;
+
+    // --- a setting a person made in SQL on a metric no policy covers is left alone
+    sqlx::query("SELECT prom_api.set_metric_retention_period('http_requests_total', INTERVAL '2 years')")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // --- deleting the last policy resets everything it set, and nothing else
+    policies.delete("debug", &DeleteParams::default()).await.unwrap();
+    wait_settings(&pool, "debug_cache_misses", DEFAULTS).await;
+    wait_for("the operator's bookkeeping to be empty", WAIT, || {
+        let pool = pool.clone();
+        async move {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_operator.metric_policy")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (rows == 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(settings(&pool, "http_requests_total").await.0, "2 years");
+    let reasons: Vec<_> = events_about(&client, "default", "debug")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"SettingsReset".to_string()), "{reasons:?}");
+
+    // --- a regex that does not compile is reported, and nothing is applied
+    apply(
+        &policies,
+        &policy("broken", &[], Some("debug_(.*"), Some("3d"), None, None),
+    )
+    .await;
+    let broken = wait_until(&policies, "broken", "reporting the bad regex", WAIT, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| has_condition(&s.conditions, "Degraded", "True", "InvalidSpec"))
+    })
+    .await;
+    let message = promscale_e2e::k8s::condition(&broken.status.unwrap().conditions, "Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("spec.metrics.regex does not compile"), "{message}");
+    assert_eq!(
+        settings(&pool, "debug_cache_misses").await,
+        (DEFAULTS.0.into(), DEFAULTS.1.into(), DEFAULTS.2)
+    );
+}

@@ -1,0 +1,45 @@
+//! The connector's non-secret settings, as the environment of its container.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use promscale_crds::stack::CONNECTOR_PORT;
+use promscale_crds::PromscaleStackSpec;
+
+use super::names::StackNames;
+
+/// Environment variables of the connector (see `promscale-connector --help`); credentials are
+/// not here but in Secret references of the Deployment.
+pub fn connector_env(names: &StackNames, spec: &PromscaleStackSpec) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([
+        (
+            "PROMSCALE_WEB_LISTEN_ADDRESS".to_string(),
+            format!("0.0.0.0:{CONNECTOR_PORT}"),
+        ),
+        ("PROMSCALE_LOG_LEVEL".to_string(), spec.connector.log_level.clone()),
+        ("PROMSCALE_STACK_NAME".to_string(), names.stack.clone()),
+    ]);
+    let database = &spec.database;
+    let mut set = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            env.insert(key.to_string(), value);
+        }
+    };
+    set("PROMSCALE_DB_HOST", database.host.clone());
+    set("PROMSCALE_DB_PORT", database.port.map(|p| p.to_string()));
+    set("PROMSCALE_DB_NAME", database.dbname.clone());
+    set("PROMSCALE_DB_USER", database.user.clone());
+    set(
+        "PROMSCALE_DB_SSL_MODE",
+        database.ssl_mode.map(|m| m.as_str().to_string()),
+    );
+    env
+}
+
+pub fn config_map(names: &StackNames, data: BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap {
+        metadata: names.metadata(),
+        data: Some(data),
+        ..Default::default()
+    }
+}
