@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:9201
 EMBEDDED_DIR ?= $(CURDIR)/.data/embedded-postgres
 ARGS ?=
 
-.PHONY: help deps tools crds build run test unit e2e bench lint fmt clean
+.PHONY: help deps tools crds build run test e2e bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -19,8 +19,8 @@ deps: ## install the Debian packages needed to run and test (postgresql, prometh
 tools: ## build the Go test tools (kube-apiserver, etcd, helm, kubeconform) from the pinned modules in e2e/tools, once
 	@e2e/tools/build.sh all >/dev/null
 
-crds: ## regenerate the CRD YAML under crds/ from the Rust types in crds/src
-	$(CARGO) run -q -p promscale-crds --bin crdgen -- crds
+crds: ## regenerate the CRD YAML (crds/ and the Helm chart) from the Rust types in crds/src
+	$(CARGO) run -q -p promscale-crds --bin crdgen -- crds --chart charts/promscale-operator/templates/crds
 
 build: ## build every binary of the workspace (debug)
 	$(CARGO) build --workspace --bins
@@ -31,6 +31,9 @@ run: deps ## build and start the connector on $(LISTEN); without PROMSCALE_DB_UR
 
 test: deps tools build ## run every test: unit tests and end-to-end tests on real PostgreSQL, Prometheus and kube-apiserver
 	$(CARGO) test --workspace --no-fail-fast
+
+e2e: deps tools build ## the whole path on a test API server: helm install, examples, operator and connector as their pods, Prometheus, PromQL and SQL, helm upgrade and uninstall
+	$(CARGO) test -p promscale-e2e --test full_path -- --nocapture
 
 bench: deps ## side by side with Prometheus 2.42: remote-write throughput, bytes per sample on disk, query latency
 	$(CARGO) build --release -p promscale-connector -p promscale-e2e --bins

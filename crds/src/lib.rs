@@ -31,8 +31,25 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
 }
 
+const HEADER: &str = "# Generated from the Rust types in crds/src by `make crds`; do not edit.\n";
+
 /// The YAML document of a CRD, with a header saying where it comes from.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
     let body = serde_saphyr::to_string(crd).expect("a CRD always serializes");
-    format!("# Generated from the Rust types in crds/src by `make crds`; do not edit.\n---\n{body}")
+    format!("{HEADER}---\n{body}")
+}
+
+/// The same CRD as a template of the Helm chart: installed and upgraded with the release
+/// (Helm's `crds/` folder is never upgraded), kept when the release is uninstalled, so that
+/// uninstalling the operator never deletes anybody's stacks and policies.
+pub fn to_chart_template(crd: &CustomResourceDefinition) -> String {
+    let mut crd = crd.clone();
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("helm.sh/resource-policy".into(), "keep".into());
+    let body = serde_saphyr::to_string(&crd).expect("a CRD always serializes");
+    let labels = "metadata:\n  labels:\n    {{- include \"promscale-operator.labels\" . | nindent 4 }}\n";
+    let body = body.replacen("metadata:\n", labels, 1);
+    format!("{{{{- if .Values.crds.install }}}}\n{HEADER}{body}{{{{- end }}}}\n")
 }

@@ -91,3 +91,41 @@ pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<E
     found.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
     found
 }
+
+/// Server-side applies every document of a YAML text, as `kubectl apply --server-side
+/// --field-manager=<manager>` does (without forcing conflicts); returns what the API server
+/// stored.
+pub async fn apply_yaml(
+    client: &Client,
+    text: &str,
+    manager: &str,
+) -> Result<Vec<kube::api::DynamicObject>, kube::Error> {
+    use kube::api::DynamicObject;
+    use kube::core::GroupVersionKind;
+    use kube::discovery::Scope;
+
+    let mut stored = Vec::new();
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(text).expect("valid YAML") {
+        if document.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_json::from_value(document).expect("a Kubernetes object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+        let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                object.metadata.namespace.as_deref().unwrap_or("default"),
+                &resource,
+            ),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().expect("a named object");
+        stored.push(
+            api.patch(&name, &PatchParams::apply(manager), &Patch::Apply(&object))
+                .await?,
+        );
+    }
+    Ok(stored)
+}

@@ -155,9 +155,19 @@ impl KubeCluster {
         &self.url
     }
 
+    /// The bearer token of the cluster admin (group system:masters).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The API server's self-signed CA certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/apiserver.crt")
+    }
+
     /// A kubeconfig authenticating with `token`, trusting the API server's self-signed CA.
     pub fn kubeconfig(&self, token: &str) -> String {
-        let ca = self.dir.path().join("certs/apiserver.crt");
+        let ca = self.ca_file();
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\n\
              users:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: user\n    namespace: default\n\

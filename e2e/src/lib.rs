@@ -4,9 +4,12 @@
 
 pub mod comparison;
 pub mod connector;
+pub mod helm;
 pub mod k8s;
 pub mod kube_cluster;
+pub mod kubeconform;
 pub mod operator;
+pub mod pod;
 pub mod postgres;
 pub mod prometheus;
 pub mod remote_write;
