@@ -4,6 +4,7 @@
 
 pub mod comparison;
 pub mod connector;
+pub mod container;
 pub mod helm;
 pub mod k8s;
 pub mod kube_cluster;

@@ -29,6 +29,91 @@ impl TestPostgres {
             .expect("connecting to the test PostgreSQL")
     }
 
+    /// Turns TLS on with a certificate for 127.0.0.1 signed by a test CA; returns the CA's
+    /// certificate file (for `sslrootcert`).
+    pub async fn enable_tls(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let pgdata = self.server.dir().join("pgdata");
+        let tls = self.server.dir().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let openssl = |args: &[&str]| {
+            let output = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .expect("running openssl");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=promscale test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(tls.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        // The server reads its key as the cluster's owner, and only from a private file.
+        let owner = std::fs::metadata(&pgdata).unwrap();
+        for file in ["server.crt", "server.key"] {
+            let target = pgdata.join(file);
+            std::fs::copy(tls.join(file), &target).unwrap();
+            std::os::unix::fs::chown(&target, Some(owner.uid()), Some(owner.gid())).unwrap();
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        }
+        let pool = self.pool().await;
+        for statement in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        tls.join("ca.crt")
+    }
+
     pub fn stop(&mut self, mode: StopMode) {
         self.server.stop(mode).expect("stopping the test PostgreSQL");
     }

@@ -10,7 +10,11 @@ fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
     match value {
         Value::Object(map) if !map.is_empty() && !["resources.requests", "resources.limits"].contains(&prefix) => {
             for (key, inner) in map {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 leaves(&path, inner, out);
             }
         }
@@ -39,15 +43,25 @@ fn every_value_is_documented_and_checked() {
     let chart = chart_dir();
     let values: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
     let readme = std::fs::read_to_string(chart.join("README.md")).unwrap();
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap()).unwrap();
     let mut paths = Vec::new();
     leaves("", &values, &mut paths);
     assert!(paths.len() > 25, "{paths:?}");
     for path in &paths {
-        assert!(readme.contains(&format!("| `{path}` |")), "values.yaml has {path}, the chart README's table does not");
-        assert!(schema_has(&schema, path), "values.yaml has {path}, values.schema.json does not");
+        assert!(
+            readme.contains(&format!("| `{path}` |")),
+            "values.yaml has {path}, the chart README's table does not"
+        );
+        assert!(
+            schema_has(&schema, path),
+            "values.yaml has {path}, values.schema.json does not"
+        );
     }
-    assert_eq!(schema["additionalProperties"], false, "unknown top-level values must fail");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown top-level values must fail"
+    );
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! The whole path a user takes, on a real kube-apiserver, PostgreSQL and Prometheus:
 //! `helm install` the chart, apply the chart's examples (the Prometheus Operator `Prometheus`
-//! checked by its real CRD schema), the operator (run as the pod its Deployment describes)
-//! reconciles the stack, a connector runs as the pod of the generated Deployment, Prometheus
-//! remote-writes into it, and the data answers PromQL and SQL with the policies' settings in
-//! place. Then GitOps re-applies change nothing, `helm upgrade` upgrades the operator and the
+//! checked by its real CRD schema), the operator (the project's image, run as the pod its
+//! Deployment describes) reconciles the stack, a connector (the project's image) runs as the
+//! pod of the generated Deployment, Prometheus remote-writes into it, and the data answers
+//! PromQL and SQL with the policies' settings in place. Then GitOps re-applies change nothing, `helm upgrade` upgrades the operator and the
 //! CRDs, and `helm uninstall` keeps the CRDs and the user's objects.
 //!
 //! `make e2e` runs this test alone.
@@ -17,14 +17,15 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use promscale_crds::{MetricPolicy, PromscaleStack};
+use promscale_e2e::container::ContainerPod;
 use promscale_e2e::helm::{chart_dir, Helm};
 use promscale_e2e::k8s::{apply_yaml, has_condition, wait_until};
 use promscale_e2e::kube_cluster::KubeCluster;
 use promscale_e2e::kubeconform::Kubeconform;
-use promscale_e2e::pod::{PodProcess, PodRun};
+use promscale_e2e::pod::PodRun;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
-use promscale_e2e::{free_port, wait_for, workspace_binary};
+use promscale_e2e::{free_port, wait_for};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -56,21 +57,14 @@ fn prometheus_operator_crds() -> Vec<PathBuf> {
     files
 }
 
-/// Runs the first container of a Deployment as a process, with a real token of its service
-/// account.
-async fn run_pod(
-    cluster: &KubeCluster,
-    client: &Client,
-    namespace: &str,
-    deployment: &str,
-    binary: &str,
-) -> PodProcess {
+/// Runs the first container of a Deployment's pod as a container of its image, with a real
+/// token of its service account.
+async fn run_pod(cluster: &KubeCluster, client: &Client, namespace: &str, deployment: &str) -> ContainerPod {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployment = wait_until(&deployments, deployment, "created", WAIT, |_| true).await;
     let run = PodRun::from_deployment(client, &deployment).await;
     let token = cluster.service_account_token(namespace, &run.service_account).await;
-    let kubeconfig = cluster.write_kubeconfig(&run.pod_name, &token);
-    let pod = PodProcess::start(&run, &workspace_binary(binary), &kubeconfig);
+    let pod = ContainerPod::start(&run, cluster, &token);
     pod.wait_ready(WAIT).await;
     pod
 }
@@ -164,15 +158,9 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
         Some("ghcr.io/promscale-rs/promscale-operator:0.1.0")
     );
 
-    // --- the operator, as its pod: the chart's args and env, the chart's ServiceAccount (RBAC)
-    let mut operator = run_pod(
-        &cluster,
-        &client,
-        "promscale-system",
-        "promscale-operator",
-        "promscale-operator",
-    )
-    .await;
+    // --- the operator, as its pod: its image, the chart's args and env, the chart's
+    //     ServiceAccount (so the chart's RBAC is what it runs with)
+    let mut operator = run_pod(&cluster, &client, "promscale-system", "promscale-operator").await;
     wait_for("the operator to lead", WAIT, || {
         let url = operator.url("http-metrics", "/metrics");
         async move {
@@ -212,15 +200,9 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
         .expect_err("a bad Prometheus is refused");
     assert!(refused.to_string().contains("readRecent"), "{refused}");
 
-    // --- the connector, as the pod of the Deployment the operator generated
-    let connector = run_pod(
-        &cluster,
-        &client,
-        "monitoring",
-        "metrics-connector",
-        "promscale-connector",
-    )
-    .await;
+    // --- the connector, as the pod of the Deployment the operator generated: its image, user,
+    //     read-only root filesystem, env from the ConfigMap and Secret, in-cluster identity
+    let connector = run_pod(&cluster, &client, "monitoring", "metrics-connector").await;
     let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "monitoring");
     let stack = stacks.get("metrics").await.unwrap();
     let endpoints = stack.status.clone().unwrap().endpoints.unwrap();
@@ -451,14 +433,7 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
     assert!(args.contains(&"--log.level=debug".to_string()), "{args:?}");
     // The rollout: the old pod goes, a pod of the new template takes over and reconciles.
     operator.stop();
-    let new_operator = run_pod(
-        &cluster,
-        &client,
-        "promscale-system",
-        "promscale-operator",
-        "promscale-operator",
-    )
-    .await;
+    let new_operator = run_pod(&cluster, &client, "promscale-system", "promscale-operator").await;
     let changed = example("promscalestack.yaml").replace("replicas: 2", "replicas: 3");
     apply_yaml(&client, &changed, "argocd-controller").await.unwrap();
     let connector_deployments: Api<Deployment> = Api::namespaced(client.clone(), "monitoring");
