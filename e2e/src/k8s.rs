@@ -129,3 +129,25 @@ pub async fn apply_yaml(
     }
     Ok(stored)
 }
+
+/// A PromscaleStack whose database URI is the key `uri` of Secret `secret`, all else default.
+pub fn uri_stack(name: &str, namespace: &str, secret: &str) -> promscale_crds::PromscaleStack {
+    use promscale_crds::stack::{DatabaseSpec, SecretKeyRef};
+    let mut stack = promscale_crds::PromscaleStack::new(
+        name,
+        promscale_crds::PromscaleStackSpec {
+            connector: Default::default(),
+            database: DatabaseSpec {
+                uri_secret_ref: Some(SecretKeyRef {
+                    name: secret.into(),
+                    key: "uri".into(),
+                }),
+                ..Default::default()
+            },
+            defaults: Default::default(),
+            service: Default::default(),
+        },
+    );
+    stack.metadata.namespace = Some(namespace.into());
+    stack
+}

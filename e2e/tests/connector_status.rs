@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use promscale_crds::stack::{ConnectorSpec, DatabaseSpec, SecretKeyRef};
-use promscale_crds::{PromscaleStack, PromscaleStackSpec};
+use kube::api::{Api, Patch, PatchParams};
+use promscale_crds::PromscaleStack;
 use promscale_e2e::connector::Connector;
-use promscale_e2e::k8s::{apply, has_condition, put_secret, wait_until};
+use promscale_e2e::k8s::{apply, has_condition, put_secret, uri_stack, wait_until};
 use promscale_e2e::kube_cluster::{client_from, KubeCluster};
 use promscale_e2e::operator::Operator;
 use promscale_e2e::postgres::TestPostgres;
@@ -19,29 +18,8 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn stack(name: &str, replicas: i32) -> PromscaleStack {
-    let mut stack = PromscaleStack::new(
-        name,
-        PromscaleStackSpec {
-            connector: ConnectorSpec {
-                replicas,
-                ..Default::default()
-            },
-            database: DatabaseSpec {
-                uri_secret_ref: Some(SecretKeyRef {
-                    name: "metrics-db".into(),
-                    key: "uri".into(),
-                }),
-                ..Default::default()
-            },
-            defaults: Default::default(),
-            service: Default::default(),
-        },
-    );
-    stack.metadata = ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some("default".into()),
-        ..Default::default()
-    };
+    let mut stack = uri_stack(name, "default", "metrics-db");
+    stack.spec.connector.replicas = replicas;
     stack
 }
 

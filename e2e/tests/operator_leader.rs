@@ -6,35 +6,14 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use promscale_crds::stack::{DatabaseSpec, SecretKeyRef};
-use promscale_crds::{PromscaleStack, PromscaleStackSpec};
-use promscale_e2e::k8s::{apply, wait_until};
+use promscale_crds::PromscaleStack;
+use promscale_e2e::k8s::{apply, uri_stack, wait_until};
 use promscale_e2e::kube_cluster::KubeCluster;
 use promscale_e2e::operator::Operator;
 use promscale_e2e::prometheus::sum_metric;
 use promscale_e2e::wait_for;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn stack(name: &str) -> PromscaleStack {
-    let mut stack = PromscaleStack::new(
-        name,
-        PromscaleStackSpec {
-            connector: Default::default(),
-            database: DatabaseSpec {
-                uri_secret_ref: Some(SecretKeyRef {
-                    name: "db".into(),
-                    key: "uri".into(),
-                }),
-                ..Default::default()
-            },
-            defaults: Default::default(),
-            service: Default::default(),
-        },
-    );
-    stack.metadata.namespace = Some("default".into());
-    stack
-}
 
 async fn leading(operator: &Operator) -> f64 {
     sum_metric(&operator.metrics().await, "promscale_operator_leader").unwrap_or(-1.0)
@@ -58,7 +37,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 
     let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    apply(&stacks, &stack("first")).await;
+    apply(&stacks, &uri_stack("first", "default", "db")).await;
     wait_until(
         &deployments,
         "first-connector",
@@ -78,7 +57,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     .await;
     let lease = leases.get("promscale-operator").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("operator-b"));
-    apply(&stacks, &stack("second")).await;
+    apply(&stacks, &uri_stack("second", "default", "db")).await;
     wait_until(
         &deployments,
         "second-connector",

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ObjectMeta};
 use promscale_crds::policy::{MetricSelector, StackRef};
-use promscale_crds::stack::{DatabaseSpec, SecretKeyRef};
-use promscale_crds::{MetricPolicy, MetricPolicySpec, PromscaleStack, PromscaleStackSpec};
-use promscale_e2e::k8s::{apply, events_about, has_condition, put_secret, wait_until};
+use promscale_crds::{MetricPolicy, MetricPolicySpec, PromscaleStack};
+use promscale_e2e::k8s::{apply, events_about, has_condition, put_secret, uri_stack, wait_until};
 use promscale_e2e::kube_cluster::KubeCluster;
 use promscale_e2e::operator::Operator;
 use promscale_e2e::postgres::TestPostgres;
@@ -89,25 +88,7 @@ async fn policies_apply_conflict_pick_up_new_metrics_and_reset_on_delete() {
     put_secret(&client, "default", "metrics-db", "uri", &pg.uri()).await;
     let _operator = Operator::start(&cluster.admin_kubeconfig(), &[]).await;
     let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
-    apply(
-        &stacks,
-        &PromscaleStack::new(
-            "metrics",
-            PromscaleStackSpec {
-                connector: Default::default(),
-                database: DatabaseSpec {
-                    uri_secret_ref: Some(SecretKeyRef {
-                        name: "metrics-db".into(),
-                        key: "uri".into(),
-                    }),
-                    ..Default::default()
-                },
-                defaults: Default::default(),
-                service: Default::default(),
-            },
-        ),
-    )
-    .await;
+    apply(&stacks, &uri_stack("metrics", "default", "metrics-db")).await;
     let policies: Api<MetricPolicy> = Api::namespaced(client.clone(), "default");
 
     // --- "metrics matching debug_.* keep 3 days, chunk 1 h, uncompressed"

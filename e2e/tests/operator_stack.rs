@@ -10,9 +10,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::ResourceExt;
-use promscale_crds::stack::{ConnectorSpec, DatabaseSpec, MetricDefaults, SecretKeyRef};
-use promscale_crds::{PromscaleStack, PromscaleStackSpec};
-use promscale_e2e::k8s::{apply, events_about, has_condition, put_secret, wait_until};
+use promscale_crds::stack::MetricDefaults;
+use promscale_crds::PromscaleStack;
+use promscale_e2e::k8s::{apply, events_about, has_condition, put_secret, uri_stack, wait_until};
 use promscale_e2e::kube_cluster::KubeCluster;
 use promscale_e2e::operator::Operator;
 use promscale_e2e::postgres::TestPostgres;
@@ -27,31 +27,12 @@ fn password_of(uri: &str) -> String {
 }
 
 fn stack(name: &str, secret: &str, replicas: i32, defaults: MetricDefaults) -> PromscaleStack {
-    PromscaleStack {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        spec: PromscaleStackSpec {
-            connector: ConnectorSpec {
-                replicas,
-                extra_args: vec!["--ingest.writers=2".into()],
-                node_selector: [("kubernetes.io/os".to_string(), "linux".to_string())].into(),
-                ..Default::default()
-            },
-            database: DatabaseSpec {
-                uri_secret_ref: Some(SecretKeyRef {
-                    name: secret.into(),
-                    key: "uri".into(),
-                }),
-                ..Default::default()
-            },
-            defaults,
-            service: Default::default(),
-        },
-        status: None,
-    }
+    let mut stack = uri_stack(name, "default", secret);
+    stack.spec.connector.replicas = replicas;
+    stack.spec.connector.extra_args = vec!["--ingest.writers=2".into()];
+    stack.spec.connector.node_selector = [("kubernetes.io/os".to_string(), "linux".to_string())].into();
+    stack.spec.defaults = defaults;
+    stack
 }
 
 fn defaults(retention: &str, chunk: &str, compression: bool) -> MetricDefaults {

@@ -3,15 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines (key=value fields)
-    Logfmt,
-    /// One JSON object per line
-    Json,
-}
+use clap::Parser;
+pub use promscale_process::LogFormat;
 
 #[derive(Parser, Debug, Clone)]
 #[command(

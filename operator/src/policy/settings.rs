@@ -160,30 +160,19 @@ pub async fn apply(
     Ok(changed)
 }
 
-/// Resets every setting the policy set, for a deleted policy; returns how many were reset.
+/// Resets every setting the policy set, for a deleted policy: the same as applying a policy
+/// that wins no metric and sets nothing. Returns how many settings were reset.
 pub async fn release(connection: &mut PgConnection, owner_uid: &str) -> Result<i64, DatabaseError> {
-    let mut tx = begin(connection).await?;
-    let mut reset = 0;
-    for setting in SETTINGS {
-        let sql = format!(
-            "SELECT count(prom_api.reset_metric_{function}(o.metric_name))
-               FROM _prom_operator.metric_policy o
-               JOIN _prom_catalog.metric m USING (metric_name)
-              WHERE o.policy_uid = $1 AND o.{column} IS NOT NULL",
-            function = setting.function(),
-            column = setting.column(),
-        );
-        reset += sqlx::query_scalar::<_, i64>(&sql)
-            .bind(owner_uid.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-    }
-    sqlx::query("DELETE FROM _prom_operator.metric_policy WHERE policy_uid = $1")
-        .bind(owner_uid.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(reset)
+    let owner = Owner {
+        uid: owner_uid,
+        name: "",
+    };
+    let nothing = Desired {
+        retention: None,
+        chunk: None,
+        compression: None,
+    };
+    apply(connection, &owner, &[], &nothing).await
 }
 
 /// Every metric the database holds.
