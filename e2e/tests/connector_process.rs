@@ -32,7 +32,11 @@ fn help_documents_every_flag_and_its_environment_variable() {
             .unwrap_or_else(|| panic!("--{long} has no environment variable"))
             .to_str()
             .unwrap();
-        assert!(env.starts_with("PROMSCALE_"), "{env}");
+        // The pod identity comes from the downward API under Kubernetes' usual names.
+        assert!(
+            env.starts_with("PROMSCALE_") || ["POD_NAME", "POD_NAMESPACE"].contains(&env),
+            "{env}"
+        );
         assert!(help.contains(&format!("[env: {env}")), "--help does not mention {env}");
         assert!(arg.get_help().is_some(), "--{long} has no help text");
         flags += 1;
