@@ -1,11 +1,13 @@
 //! The connector as an operator meets it: its flags, its embedded default database,
 //! concurrent start-up against one database, and secrets kept out of its output.
 
-use std::process::Command;
 use std::time::Duration;
+
+use std::process::Command;
 
 use clap::CommandFactory;
 use promscale_connector::config::Config;
+use promscale_e2e::cli::assert_help_documents_every_flag;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series};
@@ -13,35 +15,25 @@ use promscale_e2e::{free_port, private_dir, workspace_binary};
 
 #[test]
 fn help_documents_every_flag_and_its_environment_variable() {
-    let out = Command::new(workspace_binary("promscale-connector"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    let command = Config::command();
-    let mut flags = 0;
-    for arg in command
-        .get_arguments()
-        .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
-    {
-        let long = arg.get_long().unwrap();
-        assert!(help.contains(&format!("--{long}")), "--help does not mention --{long}");
-        let env = arg
-            .get_env()
-            .unwrap_or_else(|| panic!("--{long} has no environment variable"))
-            .to_str()
-            .unwrap();
-        // The pod identity comes from the downward API under Kubernetes' usual names.
-        assert!(
-            env.starts_with("PROMSCALE_") || ["POD_NAME", "POD_NAMESPACE"].contains(&env),
-            "{env}"
-        );
-        assert!(help.contains(&format!("[env: {env}")), "--help does not mention {env}");
-        assert!(arg.get_help().is_some(), "--{long} has no help text");
-        flags += 1;
-    }
+    // The pod identity comes from the downward API under Kubernetes' usual names.
+    let flags = assert_help_documents_every_flag(
+        &workspace_binary("promscale-connector"),
+        Config::command(),
+        "PROMSCALE_",
+        &["POD_NAME", "POD_NAMESPACE"],
+    );
     assert!(flags >= 10, "only {flags} flags found");
+}
+
+#[test]
+fn the_operators_help_documents_every_flag_and_its_environment_variable() {
+    let flags = assert_help_documents_every_flag(
+        &workspace_binary("promscale-operator"),
+        promscale_operator::config::Config::command(),
+        "PROMSCALE_OPERATOR_",
+        &["POD_NAME"],
+    );
+    assert!(flags >= 15, "only {flags} flags found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
