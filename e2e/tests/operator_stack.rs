@@ -369,6 +369,20 @@ async fn a_stack_becomes_its_objects_and_database_defaults_and_stays_that_way() 
         .clone();
     assert!(message.contains("\"no-such-secret\""), "{message}");
 
+    // --- deleting a stack: no finalizer holds it, and its objects point at it, so that the
+    //     garbage collector (not running here) removes them with it
+    let orphan_uid = stacks.get("orphan").await.unwrap().uid().unwrap();
+    stacks.delete("orphan", &DeleteParams::default()).await.unwrap();
+    promscale_e2e::wait_for("the orphan stack to be gone", WAIT, || {
+        let stacks = stacks.clone();
+        async move { stacks.get_opt("orphan").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    let left = deployments.get("orphan-connector").await.unwrap();
+    assert_eq!(left.metadata.owner_references.unwrap()[0].uid, orphan_uid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(operator.running(), "a deleted stack must not stop the operator");
+
     // --- the password appears nowhere: objects, status, events, logs
     let mut everything = String::new();
     everything += &serde_json::to_string(&deployments.get("metrics-connector").await.unwrap()).unwrap();
