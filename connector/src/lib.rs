@@ -30,6 +30,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::embedded_db::{EmbeddedPostgres, StopMode};
@@ -95,28 +96,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         config.maintenance_interval,
     ));
     // One shutdown signal, seen by the HTTP server and by the status reporter.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stop = Arc::new(stop);
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = on_signal.send(true);
-    });
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
         async move {
-            let _ = stopped.wait_for(|s| *s).await;
+            shutdown.await;
+            stop.cancel();
         }
-    };
+    });
     let reporter = match identity {
         Some(identity) => {
             tracing::info!(stack = %identity.stack, pod = %identity.pod, namespace = %identity.namespace, "reporting into the PromscaleStack's status");
             let reporter = StatusReporter::new(identity, state.clone()).await?;
-            Some(tokio::spawn(reporter.run(config.k8s_status_interval, until_stopped())))
+            Some(tokio::spawn(
+                reporter.run(config.k8s_status_interval, stop.clone().cancelled_owned()),
+            ))
         }
         None => None,
     };
-    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(until_stopped());
+    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
     let result = tokio::select! {
         served = server => served.context("HTTP server failed"),
         migrated = migrator => match migrated {
@@ -125,7 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             Err(e) => Err(anyhow!("migration task failed: {e}")),
         },
     };
-    let _ = stop.send(true);
+    stop.cancel();
     if let Some(reporter) = reporter {
         let _ = reporter.await;
     }

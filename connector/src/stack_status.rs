@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use promscale_crds::{ConnectorStatus, PromscaleStack};
 use serde_json::json;
 
@@ -118,8 +118,8 @@ impl StatusReporter {
 
     async fn apply(&self, connectors: Vec<ConnectorStatus>) -> kube::Result<()> {
         let patch = json!({
-            "apiVersion": "promscale.dev/v1alpha1",
-            "kind": "PromscaleStack",
+            "apiVersion": PromscaleStack::api_version(&()),
+            "kind": PromscaleStack::kind(&()),
             "status": { "connectors": connectors },
         });
         let params = PatchParams::apply(&self.identity.field_manager()).force();

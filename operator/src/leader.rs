@@ -39,7 +39,7 @@ impl Leadership {
             .await
             .with_context(|| {
                 format!(
-                    "cannot use Lease {namespace}/{} for leader election (does the operator may get, create and update leases there?)",
+                    "cannot use Lease {namespace}/{} for leader election (the operator needs get, create, update and patch on leases there)",
                     config.leader_election_lease_name
                 )
             })?;
