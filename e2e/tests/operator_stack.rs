@@ -102,30 +102,14 @@ async fn a_stack_becomes_its_objects_and_database_defaults_and_stays_that_way() 
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
     assert_eq!(pod.security_context.clone().unwrap().run_as_non_root, Some(true));
-    assert_eq!(
-        container
-            .readiness_probe
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
             .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        container
-            .liveness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/healthz")
-    );
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(probe_path(&container.readiness_probe).as_deref(), Some("/readyz"));
+    assert_eq!(probe_path(&container.liveness_probe).as_deref(), Some("/healthz"));
     let env = container.env.clone().unwrap();
     let uri_env = env
         .iter()
