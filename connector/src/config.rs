@@ -100,11 +100,17 @@ pub struct Config {
     )]
     pub cache_series_max_entries: usize,
 
-    /// How often to apply retention and create chunks ahead of the data (one connector at a
-    /// time does it); 0s disables scheduled maintenance (run CALL prom_api.execute_maintenance()
-    /// yourself then).
+    /// How often to apply retention and compact the head into series chunks (one connector at
+    /// a time does it); 0s disables scheduled maintenance: recent samples then stay in the
+    /// head, uncompacted, until a connector with maintenance runs.
     #[arg(long = "maintenance.interval", env = "PROMSCALE_MAINTENANCE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Duration,
+
+    /// How long written samples stay in the head (one row per write batch and metric) before
+    /// maintenance compacts them into per-series chunks. Longer makes bigger, better
+    /// compressed chunks; recent data costs more space while in the head.
+    #[arg(long = "storage.head-age", env = "PROMSCALE_STORAGE_HEAD_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub storage_head_age: Duration,
 
     /// Longest a PromQL query may run; the API answers 503 "timeout" after that.
     #[arg(long = "metrics.promql.query-timeout", env = "PROMSCALE_METRICS_PROMQL_QUERY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]

@@ -40,7 +40,7 @@ use crate::query::QueryOptions;
 use crate::server::AppState;
 use crate::stack_status::{PodIdentity, StatusReporter};
 use crate::storage::migrations::{migrate, MigrationError};
-use crate::storage::samples::RowPerSampleWriter;
+use crate::storage::samples::HeadWriter;
 
 /// Runs the connector until `shutdown` completes, then drains requests and stops the
 /// embedded database if it started one.
@@ -58,7 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         max_batch_samples: config.ingest_max_batch_samples,
         series_cache_entries: config.cache_series_max_entries,
     };
-    let writer = Arc::new(RowPerSampleWriter::new(pool.clone()));
+    let writer = Arc::new(HeadWriter::new(pool.clone()));
     let state = Arc::new(AppState {
         pool: pool.clone(),
         ingestor: Ingestor::start(
@@ -94,6 +94,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         pool.clone(),
         state.clone(),
         config.maintenance_interval,
+        config.storage_head_age,
     ));
     // One shutdown signal, seen by the HTTP server and by the status reporter.
     let stop = CancellationToken::new();
@@ -193,6 +194,7 @@ async fn migrate_until_done(
     pool: PgPool,
     state: Arc<AppState>,
     maintenance_interval: Duration,
+    head_age: Duration,
 ) -> Result<(), MigrationError> {
     let mut delay = Duration::from_millis(500);
     loop {
@@ -203,7 +205,8 @@ async fn migrate_until_done(
                 if maintenance_interval.is_zero() {
                     return std::future::pending().await;
                 }
-                storage::maintenance::schedule(pool, maintenance_interval, state.metrics.clone()).await;
+                let compaction = storage::compaction::CompactionOptions::scheduled(head_age);
+                storage::maintenance::schedule(pool, maintenance_interval, compaction, state.metrics.clone()).await;
                 unreachable!("maintenance runs forever");
             }
             Err(e @ MigrationError::TooNew { .. }) => return Err(e),

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub write_requests: Family<CodeLabel, Counter>,
     pub samples_ingested: Counter,
     pub samples_expired: Counter,
+    pub samples_compacted: Counter,
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
     pub series_cache_hits: Counter,
@@ -55,6 +56,7 @@ impl Metrics {
             write_requests: Family::default(),
             samples_ingested: Counter::default(),
             samples_expired: Counter::default(),
+            samples_compacted: Counter::default(),
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
             series_cache_hits: Counter::default(),
@@ -93,8 +95,13 @@ impl Metrics {
         );
         registry.register(
             "promscale_ingest_samples_expired",
-            "Samples received and not kept because they lie beyond their metric's retention period",
+            "Samples received and not kept because they lie beyond their metric's retention period (dropped by compaction)",
             m.samples_expired.clone(),
+        );
+        registry.register(
+            "promscale_compaction_samples",
+            "Samples moved from the head into series chunks",
+            m.samples_compacted.clone(),
         );
         registry.register(
             "promscale_ingest_metadata",

@@ -21,6 +21,20 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use promscale_connector::embedded_db::free_port;
+use promscale_connector::storage::compaction::{CompactionOptions, CompactionStats};
+use promscale_connector::storage::maintenance::{run_once, Outcome};
+
+/// What a connector's scheduled maintenance does, right now and for everything: retention,
+/// then compaction of every head row into series chunks and sealing of every ended chunk.
+pub async fn maintain(db: &sqlx::PgPool) -> CompactionStats {
+    match run_once(db, &CompactionOptions::everything())
+        .await
+        .expect("maintenance")
+    {
+        Outcome::Done(stats) => stats,
+        Outcome::Skipped => panic!("another connector holds the maintenance lock"),
+    }
+}
 
 /// A recent timestamp (an hour ago, in whole seconds) in Prometheus' milliseconds: within
 /// any default retention period, and in the past, as scraped samples are.

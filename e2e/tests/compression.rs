@@ -1,5 +1,6 @@
-//! Compressed chunks answer exactly like uncompressed ones, take a fraction of the space,
-//! and take late samples without losing any.
+//! Compaction: series chunks answer exactly like the head they were made from, take a
+//! fraction of its space, follow the compression setting, and take late samples without
+//! losing any.
 
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
@@ -67,10 +68,37 @@ async fn view(db: &PgPool, metric: &str) -> Vec<(String, i64, u64)> {
 }
 
 async fn maintenance(db: &PgPool) {
-    sqlx::query("CALL prom_api.execute_maintenance()")
-        .execute(db)
+    promscale_e2e::maintain(db).await;
+}
+
+/// Per kind of series: (bytes of encoded data, exceptions, samples) over its series chunks.
+async fn encoding(db: &PgPool, metric: &str) -> Vec<(String, i64, i64, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT (SELECT l.value FROM _prom_catalog.series s JOIN _prom_catalog.label l ON l.id = s.labels[2]
+                  WHERE s.id = c.series_id) AS kind,
+                sum(octet_length(c.data))::int8, sum(coalesce(cardinality(c.exceptions), 0))::int8, sum(c.samples)::int8
+           FROM _prom_compressed.{metric} c GROUP BY 1 ORDER BY 1"
+    ))
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// Series with more than one series chunk in one time chunk.
+async fn split_series(db: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM _prom_catalog.series_chunk GROUP BY tableoid, series_id HAVING count(*) > 1) x",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+async fn head_rows(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.head")
+        .fetch_one(db)
         .await
-        .unwrap();
+        .unwrap()
 }
 
 async fn start() -> (TestPostgres, Connector, PgPool) {
@@ -81,7 +109,7 @@ async fn start() -> (TestPostgres, Connector, PgPool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compressed_chunks_answer_exactly_like_uncompressed_ones_in_a_fraction_of_the_space() {
+async fn series_chunks_answer_exactly_like_the_head_in_a_fraction_of_the_space() {
     let (_pg, connector, db) = start().await;
     let client = reqwest::Client::new();
     assert_eq!(
@@ -93,64 +121,69 @@ async fn compressed_chunks_answer_exactly_like_uncompressed_ones_in_a_fraction_o
     );
     let before = view(&db, "cm").await;
     assert_eq!(before.len(), 6 * 3 * 24 * 240);
-    let size_before: i64 = sqlx::query_scalar("SELECT size_bytes FROM prom_info.metric WHERE metric_name = 'cm'")
+    let head_before: i64 = sqlx::query_scalar("SELECT head_bytes FROM prom_info.metric WHERE metric_name = 'cm'")
         .fetch_one(&db)
         .await
         .unwrap();
+    assert!(head_before > 0);
 
-    maintenance(&db).await;
+    let stats = promscale_e2e::maintain(&db).await;
+    assert_eq!(stats.samples as usize, before.len());
+    assert_eq!(stats.expired, 0);
 
     assert_eq!(view(&db, "cm").await, before, "bit for bit, stale markers included");
+    assert_eq!(head_rows(&db).await, 0);
     let row = sqlx::query(
-        "SELECT total_chunks, compressed_chunks, size_bytes, compression_ratio::float8 AS ratio
-           FROM prom_info.metric WHERE metric_name = 'cm'",
+        "SELECT total_chunks, sealed_chunks, size_bytes, head_bytes FROM prom_info.metric WHERE metric_name = 'cm'",
     )
     .fetch_one(&db)
     .await
     .unwrap();
-    let (total, compressed): (i64, i64) = (row.get("total_chunks"), row.get("compressed_chunks"));
-    // Everything but the chunk being written (and the one created ahead) is compressed.
-    assert!(
-        compressed >= total - 2 && compressed >= 8,
-        "{compressed} of {total} chunks compressed"
+    let (total, sealed): (i64, i64) = (row.get("total_chunks"), row.get("sealed_chunks"));
+    // Three days of 8 h chunks; all but the one still open are sealed.
+    assert!(total >= 9 && sealed >= total - 1, "{sealed} of {total} chunks sealed");
+    assert_eq!(row.get::<i64, _>("head_bytes"), 0);
+    assert_eq!(
+        split_series(&db).await,
+        0,
+        "one series chunk per series and sealed chunk"
     );
-    let ratio: f64 = row.get("ratio");
-    assert!(ratio > 5.0, "compression ratio {ratio}");
-    assert!(row.get::<i64, _>("size_bytes") < size_before / 3);
 
-    // The encoding chosen per series: scaled integers where exact, raw values where not.
-    let formats: Vec<(String, Option<i16>, bool, bool)> = sqlx::query_as(
-        "SELECT DISTINCT (SELECT l.value FROM _prom_catalog.series s JOIN _prom_catalog.label l ON l.id = s.labels[2]
-                           WHERE s.id = c.series_id),
-                c.value_scale, c.raw_values IS NOT NULL, c.exception_positions IS NOT NULL
-           FROM _prom_catalog.compressed_samples c ORDER BY 1, 2",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    let format_of = |kind: &str| {
-        formats
-            .iter()
-            .filter(|f| f.0 == kind)
-            .map(|f| (f.1, f.2))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(format_of("integer_counter"), [(Some(0), false)]);
-    assert_eq!(format_of("decimal_counter"), [(Some(2), false)]);
-    assert_eq!(format_of("gauge"), [(Some(1), false)]);
-    assert_eq!(format_of("unscalable"), [(None, true)]);
+    // Decimal values as scaled integers, raw values where there is no short decimal form,
+    // NaN and Inf as exceptions.
+    let enc = encoding(&db, "cm").await;
+    let of = |kind: &str| enc.iter().find(|e| e.0 == kind).cloned().unwrap();
+    for kind in ["integer_counter", "decimal_counter", "gauge", "jittered"] {
+        let (_, bytes, exceptions, samples) = of(kind);
+        assert_eq!(exceptions, 0, "{kind}");
+        assert!(
+            (bytes as f64) < samples as f64 * 2.5,
+            "{kind}: {bytes} bytes for {samples} samples"
+        );
+    }
+    let (_, bytes, exceptions, samples) = of("unscalable");
     assert!(
-        formats.iter().any(|f| f.0 == "special" && f.1.is_some() && f.3),
-        "NaN and Inf kept as exceptions"
+        exceptions * 4 >= samples,
+        "values with no short decimal form are kept raw: {exceptions} of {samples}, {bytes} bytes"
+    );
+    let (_, _, exceptions, _) = of("special");
+    let not_finite = before
+        .iter()
+        .filter(|(k, _, bits)| k == "special" && !f64::from_bits(*bits).is_finite())
+        .count();
+    assert_eq!(
+        exceptions as usize, not_finite,
+        "NaN, the stale marker and Inf are exceptions"
     );
 
     // A second run finds nothing more to do and changes nothing.
-    maintenance(&db).await;
+    let again = promscale_e2e::maintain(&db).await;
+    assert_eq!((again.samples, again.series_chunks_written), (0, 0));
     assert_eq!(view(&db, "cm").await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_samples_for_compressed_chunks_are_kept_and_merged() {
+async fn late_samples_for_compacted_chunks_are_kept_and_merged() {
     let (_pg, connector, db) = start().await;
     let client = reqwest::Client::new();
     assert_eq!(
@@ -164,7 +197,7 @@ async fn late_samples_for_compressed_chunks_are_kept_and_merged() {
     let before = view(&db, "late").await;
     let (kind, old_ms, old_bits) = before.iter().find(|(k, _, _)| k == "gauge").cloned().unwrap();
 
-    // A new series and a new timestamp of an old series land in compressed chunks; so does a
+    // A new series and a new timestamp of an old series land in a sealed chunk; so does a
     // resent sample with another value, which must not replace the stored one.
     let late = encode(vec![
         series(&[("__name__", "late"), ("kind", "newcomer")], &[(old_ms, 42.0)]),
@@ -175,26 +208,19 @@ async fn late_samples_for_compressed_chunks_are_kept_and_merged() {
     ]);
     let (status, text) = post(&client, &connector.url("/write"), late).await.unwrap();
     assert_eq!(status, 204, "{text}");
-    let mixed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM _prom_catalog.chunk c JOIN _prom_catalog.metric m ON m.id = c.metric_id
-          WHERE m.metric_name = 'late' AND c.table_name IS NOT NULL AND c.compressed_table_name IS NOT NULL",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(
-        mixed, 1,
-        "the late samples wait in an uncompressed part of the compressed chunk"
-    );
-    let visible = view(&db, "late").await;
-    assert!(visible.contains(&("newcomer".into(), old_ms, 42.0f64.to_bits())));
-    assert!(visible.contains(&(kind.clone(), old_ms + 1, 7.5f64.to_bits())));
-
-    maintenance(&db).await;
+    assert_eq!(head_rows(&db).await, 1, "the late samples wait in the head");
     let mut expected = before.clone();
     expected.push(("newcomer".into(), old_ms, 42.0f64.to_bits()));
     expected.push((kind.clone(), old_ms + 1, 7.5f64.to_bits()));
     expected.sort();
+    let mut visible = view(&db, "late").await;
+    visible.sort();
+    assert_eq!(
+        visible, expected,
+        "visible at once; the first value of a timestamp kept"
+    );
+
+    maintenance(&db).await;
     let mut after = view(&db, "late").await;
     after.sort();
     assert_eq!(
@@ -202,19 +228,18 @@ async fn late_samples_for_compressed_chunks_are_kept_and_merged() {
         "merged: nothing lost, the first value of a timestamp kept"
     );
     assert!(after.contains(&(kind, old_ms, old_bits)));
-    let mixed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM _prom_catalog.chunk WHERE table_name IS NOT NULL AND compressed_table_name IS NOT NULL",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(mixed, 0);
+    assert_eq!(head_rows(&db).await, 0);
+    assert_eq!(split_series(&db).await, 0, "the chunk was sealed again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_follows_the_metric_and_default_settings() {
     let (_pg, connector, db) = start().await;
     let client = reqwest::Client::new();
+    let get = |sql: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query_scalar::<_, bool>(sql).fetch_one(&db).await.unwrap() }
+    };
     for metric in ["plain", "squeezed"] {
         assert_eq!(
             post(&client, &connector.url("/write"), three_days(metric))
@@ -224,37 +249,65 @@ async fn compression_follows_the_metric_and_default_settings() {
             204
         );
     }
-    let get = |sql: &'static str| {
-        let db = db.clone();
-        async move { sqlx::query_scalar::<_, bool>(sql).fetch_one(&db).await.unwrap() }
-    };
     assert!(get("SELECT prom_api.get_default_compression_setting()").await);
     assert!(get("SELECT prom_api.set_metric_compression_setting('plain', false)").await);
     assert!(!get("SELECT prom_api.get_metric_compression_setting('plain')").await);
     assert!(get("SELECT prom_api.get_metric_compression_setting('squeezed')").await);
     maintenance(&db).await;
-    let compressed = |metric: &'static str| {
+    // Share of the samples whose values are stored raw.
+    let raw_share = |metric: &'static str| {
         let db = db.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT compressed_chunks FROM prom_info.metric WHERE metric_name = $1")
-                .bind(metric)
-                .fetch_one(&db)
-                .await
-                .unwrap()
+            let e = encoding(&db, metric).await;
+            let (exceptions, samples) = e.iter().fold((0, 0), |(x, n), k| (x + k.2, n + k.3));
+            exceptions as f64 / samples as f64
         }
     };
-    assert_eq!(compressed("plain").await, 0);
-    assert!(compressed("squeezed").await > 0);
+    assert_eq!(raw_share("plain").await, 1.0, "compression off: every value raw");
+    assert!(raw_share("squeezed").await < 0.2);
+    let plain_before = view(&db, "plain").await;
+    assert_eq!(plain_before.len(), 6 * 3 * 24 * 240, "and every sample kept");
 
     // Off by default now; "plain" follows the default again after a reset.
     assert!(get("SELECT prom_api.set_default_compression_setting(false)").await);
     assert!(get("SELECT prom_api.reset_metric_compression_setting('plain')").await);
     assert!(!get("SELECT prom_api.get_metric_compression_setting('plain')").await);
-    maintenance(&db).await;
-    assert_eq!(compressed("plain").await, 0);
     assert!(get("SELECT prom_api.set_default_compression_setting(true)").await);
+    assert!(get("SELECT prom_api.get_metric_compression_setting('plain')").await);
+    // Series chunks are re-encoded under the new setting when they next change: here, when
+    // a late sample of each series is merged into every chunk.
+    let chunk_starts: Vec<i64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM start_time) * 1000)::int8 FROM _prom_catalog.chunk c
+           JOIN _prom_catalog.metric m ON m.id = c.metric_id WHERE m.metric_name = 'plain'",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let kinds = [
+        "integer_counter",
+        "decimal_counter",
+        "gauge",
+        "unscalable",
+        "jittered",
+        "special",
+    ];
+    let late = encode(
+        kinds
+            .iter()
+            .map(|k| {
+                let samples: Vec<(i64, f64)> = chunk_starts.iter().map(|&s| (s, 1.0)).collect();
+                series(&[("__name__", "plain"), ("kind", k)], &samples)
+            })
+            .collect(),
+    );
+    assert_eq!(post(&client, &connector.url("/write"), late).await.unwrap().0, 204);
     maintenance(&db).await;
-    assert!(compressed("plain").await > 0);
+    assert!(raw_share("plain").await < 0.2, "compressed again");
+    let plain_after = view(&db, "plain").await;
+    assert!(
+        plain_before.iter().all(|s| plain_after.binary_search(s).is_ok()),
+        "nothing lost"
+    );
 
     for (sql, message) in [
         (

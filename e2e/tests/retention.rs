@@ -1,5 +1,6 @@
 //! Per-metric retention and chunk interval through the prom_api SQL functions, applied by
 //! maintenance: whole chunks beyond retention disappear, everything else stays exact.
+//! Time chunks are made by compaction, so each test compacts what it wrote.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::sum_metric;
 use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
-use promscale_e2e::{recent_ms, wait_for};
+use promscale_e2e::{maintain, recent_ms, wait_for};
 use sqlx::{PgPool, Row};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -92,6 +93,7 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
             .0,
         204
     );
+    maintain(&db).await;
 
     // Default: 8-hour chunks aligned to the epoch, covering every sample, none overlapping.
     let chunks = chunk_bounds(&db, "short_metric").await;
@@ -132,18 +134,11 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
         scalar::<String>(&db, "SELECT prom_api.get_metric_retention_period('kept_metric')::text").await,
         "90 days"
     );
-    sqlx::query("CALL prom_api.execute_maintenance()")
-        .execute(&db)
-        .await
-        .unwrap();
+    maintain(&db).await;
 
     let horizon = now_ms() - 3 * DAY_MS;
     let surviving: Vec<_> = chunks.iter().filter(|(_, end)| *end > horizon).copied().collect();
-    let after_chunks = chunk_bounds(&db, "short_metric").await;
-    // Maintenance also created the next chunk ahead of the data.
-    assert_eq!(&after_chunks[..surviving.len()], &surviving[..]);
-    assert_eq!(after_chunks.len(), surviving.len() + 1, "one chunk created ahead");
-    assert_eq!(after_chunks.last().unwrap().0, surviving.last().unwrap().1);
+    assert_eq!(chunk_bounds(&db, "short_metric").await, surviving);
     let oldest_kept = surviving[0].0;
     let expected: Vec<_> = before.iter().filter(|(_, t, _)| *t >= oldest_kept).cloned().collect();
     assert!(expected.len() < before.len() && !expected.is_empty());
@@ -160,13 +155,12 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
     let orphans: i64 = scalar(
         &db,
         "SELECT count(*) FROM pg_tables t WHERE t.schemaname = '_prom_chunks'
-            AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c
-                             WHERE t.tablename IN (c.table_name, c.compressed_table_name))",
+            AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE t.tablename = c.table_name)",
     )
     .await;
     assert_eq!(orphans, 0, "dropped chunks leave no tables behind");
 
-    // Samples for the dropped range are acknowledged but never come back.
+    // Samples for the dropped range are acknowledged but not stored.
     let late = encode(vec![series(
         &[("__name__", "short_metric"), ("s", "a")],
         &[(recent_ms() - 6 * DAY_MS, 1.0)],
@@ -197,6 +191,12 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
     )]);
     assert_eq!(post(&client, &connector.url("/write"), late).await.unwrap().0, 204);
     assert_eq!(samples(&db, "short_metric").await.len(), expected.len() + 1);
+    maintain(&db).await;
+    assert_eq!(
+        samples(&db, "short_metric").await.len(),
+        expected.len() + 1,
+        "and compacted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,8 +207,11 @@ async fn chunk_interval_applies_to_new_chunks_per_metric_and_by_default() {
     let client = reqwest::Client::new();
     let write = |metric: &'static str, t: i64| {
         let body = encode(vec![series(&[("__name__", metric)], &[(t, 1.0)])]);
-        let (client, url) = (client.clone(), connector.url("/write"));
-        async move { assert_eq!(post(&client, &url, body).await.unwrap().0, 204) }
+        let (client, url, db) = (client.clone(), connector.url("/write"), db.clone());
+        async move {
+            assert_eq!(post(&client, &url, body).await.unwrap().0, 204);
+            maintain(&db).await;
+        }
     };
     let base = recent_ms() / (8 * HOUR_MS) * (8 * HOUR_MS) - 8 * HOUR_MS; // start of an 8 h chunk
     write("hourly", base + 30 * 60_000).await;
@@ -328,7 +331,7 @@ async fn invalid_arguments_raise_errors_that_say_what_is_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connectors_run_maintenance_on_their_own_one_at_a_time() {
     let pg = TestPostgres::start();
-    let args = ["--maintenance.interval", "300ms"];
+    let args = ["--maintenance.interval", "300ms", "--storage.head-age", "0s"];
     let first = Connector::start(&pg.uri(), &args).await;
     let second = Connector::start(&pg.uri(), &args).await;
     let db = pg.pool().await;
@@ -346,11 +349,15 @@ async fn connectors_run_maintenance_on_their_own_one_at_a_time() {
         .unwrap();
     let horizon = now_ms() - 2 * DAY_MS;
     wait_for(
-        "scheduled maintenance to drop the expired chunks",
+        "scheduled maintenance to compact the head and drop the expired chunks",
         Duration::from_secs(30),
         || async {
             let chunks = chunk_bounds(&db, "auto_metric").await;
-            chunks.iter().all(|(_, end)| *end > horizon).then_some(())
+            let head: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.head")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            (head == 0 && !chunks.is_empty() && chunks.iter().all(|(_, end)| *end > horizon)).then_some(())
         },
     )
     .await;
@@ -379,6 +386,7 @@ async fn interrupted_maintenance_leaves_a_consistent_catalog() {
         let body = ten_days_of_samples(&format!("interrupted_{m}"));
         assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
     }
+    maintain(&db).await;
     sqlx::query("SELECT prom_api.set_default_retention_period('1 day')")
         .execute(&db)
         .await
@@ -403,14 +411,12 @@ async fn interrupted_maintenance_leaves_a_consistent_catalog() {
         .unwrap();
     let interrupted = maintenance.await.unwrap();
 
-    // Every part a chunk names exists and is attached; every chunk table belongs to a chunk.
+    // Every table a chunk names exists and is attached; every chunk table belongs to a chunk.
     let consistent = "SELECT
-        (SELECT count(*) FROM _prom_catalog.chunk c, unnest(ARRAY[c.table_name, c.compressed_table_name]) part
-          WHERE part IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE k.relname = part)) +
-        (SELECT count(*) FROM _prom_catalog.chunk c WHERE c.table_name IS NULL AND c.compressed_table_name IS NULL) +
+        (SELECT count(*) FROM _prom_catalog.chunk c
+          WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE k.relname = c.table_name)) +
         (SELECT count(*) FROM pg_tables t WHERE t.schemaname = '_prom_chunks'
-          AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE t.tablename IN (c.table_name, c.compressed_table_name)))";
+          AND NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE t.tablename = c.table_name))";
     assert_eq!(
         scalar::<i64>(&db, consistent).await,
         0,
@@ -438,25 +444,27 @@ async fn interrupted_maintenance_leaves_a_consistent_catalog() {
     assert_eq!(expired().await, 0);
 }
 
-/// Without the timescaledb extension (as on every machine this suite runs on), metrics get
-/// natively partitioned tables; the TimescaleDB functions exist, so their bodies parsed, but
-/// nothing calls them.
+/// Plain PostgreSQL needs no extension: the TimescaleDB path of schema version 4 is gone,
+/// metrics are views over the head and their series chunks, and time chunks are plain tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_postgresql_gets_native_partitioning_and_the_timescaledb_path_stays_dormant() {
+async fn plain_postgresql_needs_no_extension() {
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
     let db = pg.pool().await;
     let body = encode(vec![series(&[("__name__", "native")], &[(recent_ms(), 1.0)])]);
     let client = reqwest::Client::new();
     assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
-    assert!(!scalar::<bool>(&db, "SELECT _prom_catalog.uses_timescaledb()").await);
     assert_eq!(
-        scalar::<String>(
+        scalar::<i64>(
             &db,
-            "SELECT value FROM _prom_catalog.default_setting WHERE key = 'storage'"
+            "SELECT count(*) FROM pg_namespace WHERE nspname = '_prom_timescaledb'"
         )
         .await,
-        "postgresql"
+        0
+    );
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'").await,
+        0
     );
     assert_eq!(
         scalar::<String>(
@@ -464,36 +472,18 @@ async fn plain_postgresql_gets_native_partitioning_and_the_timescaledb_path_stay
             "SELECT relkind::text FROM pg_class WHERE oid = 'prom_data.native'::regclass"
         )
         .await,
-        "p",
-        "a partitioned table, not a hypertable"
+        "v",
+        "a view of the decoded samples"
     );
-    let functions: Vec<String> = sqlx::query_scalar(
-        "SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = '_prom_timescaledb'::regnamespace ORDER BY 1",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    assert_eq!(
-        functions,
-        [
-            "chunk_stats",
-            "extension_schema",
-            "insert_samples",
-            "maintain_metric",
-            "make_hypertable"
-        ]
-    );
-    sqlx::query("CALL prom_api.execute_maintenance()")
-        .execute(&db)
-        .await
-        .unwrap();
+    maintain(&db).await;
     assert_eq!(
         scalar::<i64>(
             &db,
             "SELECT total_chunks FROM prom_info.metric WHERE metric_name = 'native'"
         )
         .await,
-        2,
-        "the chunk written to and the one created ahead by maintenance"
+        1,
+        "the chunk the sample was compacted into"
     );
+    assert_eq!(scalar::<i64>(&db, "SELECT count(*) FROM prom_data.native").await, 1);
 }

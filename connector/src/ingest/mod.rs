@@ -16,9 +16,9 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::metrics::Metrics;
-use crate::remote_write::decode::{unix_millis_to_pg_micros, WriteBatch};
+use crate::remote_write::decode::WriteBatch;
 use crate::storage::metadata::upsert_metadata;
-use crate::storage::samples::{PgTimestamp, SampleBatch, SampleWriter};
+use crate::storage::samples::{SampleBatch, SampleWriter};
 use crate::storage::series::SeriesResolver;
 use crate::storage::StorageError;
 
@@ -99,8 +99,7 @@ impl Ingestor {
         let mut samples = SampleBatch::default();
         for (series, &id) in batch.series.iter().zip(&ids) {
             for s in &series.samples {
-                let time = unix_millis_to_pg_micros(s.timestamp).expect("checked while decoding");
-                samples.push(id, PgTimestamp(time), s.value);
+                samples.push(id, s.timestamp, s.value);
             }
         }
         let sample_count = samples.len();

@@ -1,24 +1,26 @@
-//! Runs `prom_api.execute_maintenance()` (retention, chunks ahead) on a schedule. Every
-//! connector runs the schedule; a session advisory lock lets exactly one of them do the work
-//! at a time, and the others skip that round.
+//! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (retention), then
+//! [`compaction`](super::compaction) of the head into series chunks. Every connector runs the
+//! schedule; a session advisory lock lets exactly one of them do the work at a time, and the
+//! others skip that round.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgPool};
 
+use super::compaction::{compact, CompactionOptions, CompactionStats};
 use super::migrations::{ADVISORY_LOCK_NAMESPACE, MAINTENANCE_LOCK};
 use crate::metrics::{Metrics, ResultLabel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Done,
+    Done(CompactionStats),
     /// Another connector holds the maintenance lock.
     Skipped,
 }
 
 /// One maintenance run, unless another connector is running one.
-pub async fn run_once(pool: &PgPool) -> Result<Outcome, sqlx::Error> {
+pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<Outcome, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
         .bind(ADVISORY_LOCK_NAMESPACE)
@@ -28,9 +30,13 @@ pub async fn run_once(pool: &PgPool) -> Result<Outcome, sqlx::Error> {
     if !locked {
         return Ok(Outcome::Skipped);
     }
-    let result = sqlx::query("CALL prom_api.execute_maintenance()")
+    let result = match sqlx::query("CALL prom_api.execute_maintenance()")
         .execute(&mut *conn)
-        .await;
+        .await
+    {
+        Ok(_) => compact(pool, compaction).await,
+        Err(e) => Err(e),
+    };
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
         .bind(ADVISORY_LOCK_NAMESPACE)
         .bind(MAINTENANCE_LOCK)
@@ -40,20 +46,21 @@ pub async fn run_once(pool: &PgPool) -> Result<Outcome, sqlx::Error> {
         // The session may still hold the lock: close it rather than return it to the pool.
         let _ = conn.detach().close().await;
     }
-    result?;
-    Ok(Outcome::Done)
+    Ok(Outcome::Done(result?))
 }
 
 /// Runs maintenance every `interval`, forever.
-pub async fn schedule(pool: PgPool, interval: Duration, metrics: Arc<Metrics>) {
+pub async fn schedule(pool: PgPool, interval: Duration, compaction: CompactionOptions, metrics: Arc<Metrics>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let result = match run_once(&pool).await {
-            Ok(Outcome::Done) => {
+        let result = match run_once(&pool, &compaction).await {
+            Ok(Outcome::Done(stats)) => {
                 tracing::debug!(took = ?started.elapsed(), "maintenance done");
+                metrics.samples_compacted.inc_by(stats.samples);
+                metrics.samples_expired.inc_by(stats.expired);
                 "done"
             }
             Ok(Outcome::Skipped) => {

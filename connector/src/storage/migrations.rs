@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "timescaledb",
         sql: include_str!("migrations/0004_timescaledb.sql"),
     },
+    Migration {
+        version: 5,
+        name: "chunk_storage",
+        sql: include_str!("migrations/0005_chunk_storage.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -1,5 +1,7 @@
 //! Everything that talks to PostgreSQL about samples: the write path, and [`read`].
 
+pub mod codec;
+pub mod compaction;
 pub mod error;
 pub mod maintenance;
 pub mod metadata;

@@ -1,94 +1,104 @@
-//! Reads samples back for queries and remote read: the read side of the storage-format seam.
+//! Reads samples back for queries and remote read: the read side of the storage format
+//! (`docs/storage.md`).
 //!
-//! A metric's samples live in uncompressed rows (`prom_data.<metric>`) and in compressed
-//! per-series rows (`_prom_compressed.<metric>`, migration 3). Both are fetched in bulk, the
-//! compressed ones still compressed, and decoded here: far cheaper than decompressing in SQL
-//! and sending a row per sample. On TimescaleDB the metric table holds everything.
+//! A metric's samples live in series chunks (`_prom_compressed.<metric>`) and in the head
+//! (`_prom_catalog.head`). Both are fetched still encoded and decoded here ([`super::codec`]),
+//! then merged per series: series chunks first, head rows in the order written, and on equal
+//! times the sample stored first wins, as compaction will decide.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::samples::{quote_ident, PgTimestamp};
+use super::codec::{self, merge_by_precedence, CorruptBlock, DecodedSample};
+use super::samples::{metric_of, quote_ident, PgTimestamp};
 
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-
-/// 10^k as the SQL side's power_of_ten has them, so that decoding divides by the same
-/// numbers encoding multiplied by.
-const POWERS_OF_TEN: [f64; 13] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12];
-
-/// One compressed row, as `_prom_catalog.compressed_samples` defines it.
-struct CompressedRow {
-    series_id: i64,
-    start_time: PgTimestamp,
-    time_deltas: Vec<i64>,
-    value_scale: Option<i16>,
-    value_deltas: Option<Vec<i64>>,
-    raw_values: Option<Vec<f64>>,
-    exception_positions: Option<Vec<i32>>,
-    exception_values: Option<Vec<f64>>,
+/// A head row as stored: an encoded block, or plain arrays (rows the upgrade from schema
+/// version 4 wrote).
+#[derive(Debug)]
+pub struct StoredHeadRow {
+    pub id: i64,
+    pub data: Option<Vec<u8>>,
+    pub exceptions: Option<Vec<f64>>,
+    pub plain_series_ids: Option<Vec<i64>>,
+    pub plain_times: Option<Vec<PgTimestamp>>,
+    pub plain_values: Option<Vec<f64>>,
 }
 
-impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for CompressedRow {
+/// The columns [`StoredHeadRow`] is read from.
+pub const HEAD_COLUMNS: &str = "id, data, exceptions, plain_series_ids, plain_times, plain_values";
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for StoredHeadRow {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
-        Ok(CompressedRow {
-            series_id: row.try_get("series_id")?,
-            start_time: row.try_get("start_time")?,
-            time_deltas: row.try_get("time_deltas")?,
-            value_scale: row.try_get("value_scale")?,
-            value_deltas: row.try_get("value_deltas")?,
-            raw_values: row.try_get("raw_values")?,
-            exception_positions: row.try_get("exception_positions")?,
-            exception_values: row.try_get("exception_values")?,
+        Ok(StoredHeadRow {
+            id: row.try_get("id")?,
+            data: row.try_get("data")?,
+            exceptions: row.try_get("exceptions")?,
+            plain_series_ids: row.try_get("plain_series_ids")?,
+            plain_times: row.try_get("plain_times")?,
+            plain_values: row.try_get("plain_values")?,
         })
     }
 }
 
-impl CompressedRow {
-    /// The row's samples as (Unix ms, value), exactly as they were written.
-    fn decode(&self) -> Result<Vec<(i64, f64)>, String> {
-        let corrupt = |what: &str| format!("compressed row of series {} is corrupt: {what}", self.series_id);
-        let n = self.time_deltas.len();
-        let mut out = Vec::with_capacity(n);
-        let mut time_us = self.start_time.0;
-        let mut scaled: i64 = 0;
-        let mut next_exception = 0;
-        for i in 0..n {
-            time_us += self.time_deltas[i];
-            let value = match (&self.raw_values, &self.value_deltas) {
-                (Some(raw), _) => *raw.get(i).ok_or_else(|| corrupt("raw_values too short"))?,
-                (None, Some(deltas)) => {
-                    scaled = scaled.wrapping_add(*deltas.get(i).ok_or_else(|| corrupt("value_deltas too short"))?);
-                    let positions = self.exception_positions.as_deref().unwrap_or(&[]);
-                    if positions.get(next_exception) == Some(&(i as i32 + 1)) {
-                        next_exception += 1;
-                        *self
-                            .exception_values
-                            .as_ref()
-                            .and_then(|v| v.get(next_exception - 1))
-                            .ok_or_else(|| corrupt("exception_values too short"))?
-                    } else {
-                        let scale = self.value_scale.unwrap_or(0);
-                        let power = POWERS_OF_TEN
-                            .get(scale as usize)
-                            .ok_or_else(|| corrupt("value_scale"))?;
-                        scaled as f64 / power
-                    }
-                }
-                (None, None) => return Err(corrupt("no values")),
-            };
-            out.push(((time_us + PG_EPOCH_OFFSET_US).div_euclid(1000), value));
+impl StoredHeadRow {
+    /// Every sample of the row, by series then time.
+    pub fn samples(&self) -> Result<Vec<DecodedSample>, CorruptBlock> {
+        if let Some(data) = &self.data {
+            return codec::decode(data, self.exceptions.as_deref().unwrap_or(&[]));
         }
+        let (Some(ids), Some(times), Some(values)) = (&self.plain_series_ids, &self.plain_times, &self.plain_values)
+        else {
+            return Err(CorruptBlock("head row has neither a block nor arrays"));
+        };
+        if ids.len() != times.len() || ids.len() != values.len() {
+            return Err(CorruptBlock("head row arrays differ in length"));
+        }
+        let mut out: Vec<DecodedSample> = (0..ids.len())
+            .map(|i| (ids[i], times[i].unix_ms(), values[i]))
+            .collect();
+        out.sort_by_key(|s| (s.0, s.1));
         Ok(out)
     }
 }
 
+fn corrupt(e: CorruptBlock) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// Appends the samples of `decoded` (by series, then time) within `[start_ms, end_ms]` to
+/// `out`, one list per series, for the series `wanted` accepts.
+fn split_by_series(
+    decoded: Vec<DecodedSample>,
+    start_ms: i64,
+    end_ms: i64,
+    wanted: impl Fn(i64) -> bool,
+    out: &mut HashMap<i64, Vec<Vec<(i64, f64)>>>,
+) {
+    let mut current: Option<(i64, Vec<(i64, f64)>)> = None;
+    for (series, t, v) in decoded {
+        if !(start_ms..=end_ms).contains(&t) || !wanted(series) {
+            continue;
+        }
+        match &mut current {
+            Some((s, list)) if *s == series => list.push((t, v)),
+            _ => {
+                if let Some((s, list)) = current.take() {
+                    out.entry(s).or_default().push(list);
+                }
+                current = Some((series, vec![(t, v)]));
+            }
+        }
+    }
+    if let Some((s, list)) = current {
+        out.entry(s).or_default().push(list);
+    }
+}
+
 /// Samples of the given series of one metric with times in `[start, end]` (Unix ms), in time
-/// order, per series id. Where a late sample waits uncompressed beside a compressed one at the
-/// same time, the compressed (earlier written) value wins, as compression will decide.
+/// order, per series id.
 pub async fn read_samples(
     pool: &PgPool,
     table_name: &str,
@@ -96,42 +106,13 @@ pub async fn read_samples(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<HashMap<i64, Vec<(i64, f64)>>, sqlx::Error> {
-    let table = quote_ident(table_name);
-    let rows: Vec<(i64, Vec<PgTimestamp>, Vec<f64>)> = sqlx::query_as(&format!(
-        "SELECT series_id, array_agg(time ORDER BY time), array_agg(value ORDER BY time)
-           FROM prom_data.{table}
-          WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
-          GROUP BY series_id"
-    ))
-    .bind(series_ids)
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    let mut out: HashMap<i64, Vec<(i64, f64)>> = rows
-        .into_iter()
-        .map(|(id, times, values)| {
-            let samples = times
-                .into_iter()
-                .zip(values)
-                .map(|(t, v)| ((t.0 + PG_EPOCH_OFFSET_US).div_euclid(1000), v))
-                .collect();
-            (id, samples)
-        })
-        .collect();
-
-    let compressed_exists: bool =
-        sqlx::query_scalar("SELECT to_regclass(format('_prom_compressed.%I', $1::text)) IS NOT NULL")
-            .bind(table_name)
-            .fetch_one(pool)
-            .await?;
-    if !compressed_exists {
-        return Ok(out);
+    if series_ids.is_empty() {
+        return Ok(HashMap::new());
     }
-    let rows: Vec<CompressedRow> = sqlx::query_as(&format!(
-        "SELECT series_id, start_time, time_deltas, value_scale, value_deltas, raw_values,
-                exception_positions, exception_values
-           FROM _prom_compressed.{table}
+    let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
+    let table = quote_ident(table_name);
+    let chunk_rows: Vec<(i64, Vec<u8>, Option<Vec<f64>>)> = sqlx::query_as(&format!(
+        "SELECT series_id, data, exceptions FROM _prom_compressed.{table}
           WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
           ORDER BY series_id, start_time"
     ))
@@ -140,42 +121,46 @@ pub async fn read_samples(
     .bind(end)
     .fetch_all(pool)
     .await?;
-    let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
-    let mut compressed: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
-    for row in rows {
-        let samples = row.decode().map_err(|e| sqlx::Error::Decode(e.into()))?;
-        compressed
-            .entry(row.series_id)
-            .or_default()
-            .extend(samples.into_iter().filter(|&(t, _)| t >= start_ms && t <= end_ms));
-    }
-    for (id, packed) in compressed {
-        let rows = out.remove(&id).unwrap_or_default();
-        out.insert(id, merge(packed, rows));
-    }
-    Ok(out)
-}
+    let head_rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
+          WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3 ORDER BY id"
+    ))
+    .bind(metric_of(series_ids[0]))
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await?;
 
-/// Merges two time-ordered sample lists; on equal times the first list's sample wins.
-fn merge(preferred: Vec<(i64, f64)>, other: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
-    if other.is_empty() {
-        return preferred;
+    // Per series, the lists in order of precedence: its series chunks (one list, they do
+    // not overlap), then one list per head row.
+    let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
+    let mut buffer = Vec::new();
+    for (series, data, exceptions) in chunk_rows {
+        buffer.clear();
+        codec::decode_into(&data, exceptions.as_deref().unwrap_or(&[]), &mut buffer).map_err(corrupt)?;
+        let entry = lists.entry(series).or_default();
+        if entry.is_empty() {
+            entry.push(Vec::new());
+        }
+        entry[0].extend(
+            buffer
+                .iter()
+                .filter(|s| (start_ms..=end_ms).contains(&s.1))
+                .map(|&(_, t, v)| (t, v)),
+        );
     }
-    let mut out = Vec::with_capacity(preferred.len() + other.len());
-    let (mut a, mut b) = (preferred.into_iter().peekable(), other.into_iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x.0 < y.0 => out.push(a.next().unwrap()),
-            (Some(x), Some(y)) if x.0 > y.0 => out.push(b.next().unwrap()),
-            (Some(_), Some(_)) => {
-                out.push(a.next().unwrap());
-                b.next();
-            }
-            (Some(_), None) => out.extend(a.by_ref()),
-            (None, Some(_)) => out.extend(b.by_ref()),
-            (None, None) => return out,
+    if !head_rows.is_empty() {
+        let wanted: HashSet<i64> = series_ids.iter().copied().collect();
+        for row in &head_rows {
+            let decoded = row.samples().map_err(corrupt)?;
+            split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
         }
     }
+    Ok(lists
+        .into_iter()
+        .map(|(series, lists)| (series, merge_by_precedence(lists)))
+        .filter(|(_, samples)| !samples.is_empty())
+        .collect())
 }
 
 #[cfg(test)]
@@ -183,37 +168,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merging_keeps_order_and_prefers_the_first_list() {
-        let merged = merge(vec![(1, 1.0), (3, 3.0), (5, 5.0)], vec![(2, 2.0), (3, 30.0), (6, 6.0)]);
-        assert_eq!(merged, vec![(1, 1.0), (2, 2.0), (3, 3.0), (5, 5.0), (6, 6.0)]);
+    fn plain_head_rows_decode_sorted() {
+        let row = StoredHeadRow {
+            id: 1,
+            data: None,
+            exceptions: None,
+            plain_series_ids: Some(vec![2, 1, 1]),
+            plain_times: Some(vec![
+                PgTimestamp::from_unix_ms(5),
+                PgTimestamp::from_unix_ms(9),
+                PgTimestamp::from_unix_ms(3),
+            ]),
+            plain_values: Some(vec![1.0, 2.0, 3.0]),
+        };
+        assert_eq!(row.samples().unwrap(), vec![(1, 3, 3.0), (1, 9, 2.0), (2, 5, 1.0)]);
     }
 
     #[test]
-    fn compressed_rows_decode_scaled_raw_and_exceptional_values() {
-        let row = CompressedRow {
-            series_id: 1,
-            start_time: PgTimestamp(0),
-            time_deltas: vec![0, 15_000_000, 15_000_000],
-            value_scale: Some(2),
-            value_deltas: Some(vec![100_411, 0, 5]),
-            raw_values: None,
-            exception_positions: Some(vec![2]),
-            exception_values: Some(vec![f64::from_bits(0x7ff0_0000_0000_0002)]),
-        };
-        let decoded = row.decode().unwrap();
-        let epoch_ms = PG_EPOCH_OFFSET_US / 1000;
-        assert_eq!(decoded[0], (epoch_ms, 1004.11));
-        assert_eq!(
-            (decoded[1].0, decoded[1].1.to_bits()),
-            (epoch_ms + 15_000, 0x7ff0_0000_0000_0002)
+    fn splitting_keeps_wanted_series_within_the_range() {
+        let mut out = HashMap::new();
+        split_by_series(
+            vec![(1, 1, 1.0), (1, 5, 5.0), (2, 2, 2.0), (3, 3, 3.0)],
+            2,
+            5,
+            |s| s != 3,
+            &mut out,
         );
-        assert_eq!(decoded[2], (epoch_ms + 30_000, 1004.16));
-        let raw = CompressedRow {
-            raw_values: Some(vec![0.1 + 0.2]),
-            value_deltas: None,
-            time_deltas: vec![0],
-            ..row
-        };
-        assert_eq!(raw.decode().unwrap(), vec![(epoch_ms, 0.1 + 0.2)]);
+        assert_eq!(out[&1], vec![vec![(5, 5.0)]]);
+        assert_eq!(out[&2], vec![vec![(2, 2.0)]]);
+        assert!(!out.contains_key(&3));
     }
 }

@@ -1,7 +1,7 @@
-//! Writes resolved samples into the metric tables: the one seam behind which the on-disk
-//! sample format lives. Everything above it (HTTP, decoding, series resolution, batching)
-//! only hands over [`SampleBatch`]es, so a different layout (for example compressed
-//! per-series chunks) replaces [`RowPerSampleWriter`] and nothing else.
+//! Writes resolved samples into the head (`docs/storage.md`): the write side of the storage
+//! format. Everything above it (HTTP, decoding, series resolution, batching) only hands over
+//! [`SampleBatch`]es; [`HeadWriter`] encodes them ([`super::codec`]) and commits one row per
+//! metric.
 
 use futures::future::BoxFuture;
 use sqlx::encode::IsNull;
@@ -9,6 +9,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, Postgres};
 use sqlx::PgPool;
 
+use super::codec::{Block, BlockEncoder};
 use super::StorageError;
 
 /// A `timestamptz` in PostgreSQL's own representation (microseconds since 2000-01-01), so
@@ -42,12 +43,26 @@ impl sqlx::Decode<'_, Postgres> for PgTimestamp {
     }
 }
 
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+impl PgTimestamp {
+    pub fn from_unix_ms(ms: i64) -> Self {
+        PgTimestamp(ms.saturating_mul(1000).saturating_sub(PG_EPOCH_OFFSET_US))
+    }
+
+    pub fn unix_ms(self) -> i64 {
+        (self.0 + PG_EPOCH_OFFSET_US).div_euclid(1000)
+    }
+}
+
 /// Samples of any number of series and metrics, column by column, written together in one
 /// transaction. The metric of each sample follows from its series id.
 #[derive(Debug, Default, Clone)]
 pub struct SampleBatch {
     pub series_ids: Vec<i64>,
-    pub times: Vec<PgTimestamp>,
+    /// Unix milliseconds.
+    pub times: Vec<i64>,
     pub values: Vec<f64>,
 }
 
@@ -60,9 +75,9 @@ impl SampleBatch {
         self.values.is_empty()
     }
 
-    pub fn push(&mut self, series_id: i64, time: PgTimestamp, value: f64) {
+    pub fn push(&mut self, series_id: i64, time_ms: i64, value: f64) {
         self.series_ids.push(series_id);
-        self.times.push(time);
+        self.times.push(time_ms);
         self.values.push(value);
     }
 
@@ -76,17 +91,70 @@ impl SampleBatch {
         self.values.extend(other.values);
     }
 
-    /// Orders rows by (series, time): rows of one metric table become neighbours, and index
-    /// insertions touch neighbouring pages.
-    fn sorted(&self) -> SampleBatch {
+    /// Positions of the samples ordered by (series, time), the first of equal (series, time)
+    /// pairs only: within a batch the sample that came first wins.
+    fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_unstable_by_key(|&i| (self.series_ids[i], self.times[i]));
-        SampleBatch {
-            series_ids: order.iter().map(|&i| self.series_ids[i]).collect(),
-            times: order.iter().map(|&i| self.times[i]).collect(),
-            values: order.iter().map(|&i| self.values[i]).collect(),
-        }
+        // stable: equal keys keep their arrival order
+        order.sort_by_key(|&i| (self.series_ids[i], self.times[i]));
+        order.dedup_by_key(|&mut i| (self.series_ids[i], self.times[i]));
+        order
     }
+}
+
+/// One head row: the samples of one metric in a batch, encoded.
+#[derive(Debug)]
+pub struct HeadRow {
+    pub metric_id: i32,
+    pub min_time: i64,
+    pub max_time: i64,
+    pub samples: i32,
+    pub block: Block,
+}
+
+/// Encodes a batch into one head row per metric.
+pub fn head_rows(batch: &SampleBatch) -> Vec<HeadRow> {
+    let order = batch.order();
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let metric_id = metric_of(batch.series_ids[order[i]]);
+        let mut end = i;
+        while end < order.len() && metric_of(batch.series_ids[order[end]]) == metric_id {
+            end += 1;
+        }
+        let part = &order[i..end];
+        let min_time = part.iter().map(|&k| batch.times[k]).min().unwrap_or_default();
+        let max_time = part.iter().map(|&k| batch.times[k]).max().unwrap_or_default();
+        let mut encoder = BlockEncoder::new(min_time, false);
+        let (mut times, mut values) = (Vec::new(), Vec::new());
+        let mut j = 0;
+        while j < part.len() {
+            let series = batch.series_ids[part[j]];
+            times.clear();
+            values.clear();
+            while j < part.len() && batch.series_ids[part[j]] == series {
+                times.push(batch.times[part[j]]);
+                values.push(batch.values[part[j]]);
+                j += 1;
+            }
+            encoder.push_run(series, &times, &values);
+        }
+        rows.push(HeadRow {
+            metric_id,
+            min_time,
+            max_time,
+            samples: part.len() as i32,
+            block: encoder.finish(),
+        });
+        i = end;
+    }
+    rows
+}
+
+/// The metric id a series id carries in its high bits (see the catalog migration).
+pub fn metric_of(series_id: i64) -> i32 {
+    (series_id >> 40) as i32
 }
 
 /// Stores sample batches atomically: when the future resolves to `Ok(expired)`, every
@@ -96,76 +164,64 @@ pub trait SampleWriter: Send + Sync + 'static {
     fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<u64, StorageError>>;
 }
 
-/// The seed's layout: one row `(time, value, series_id)` per sample in the metric's table.
-///
-/// All rows go in one call of `_prom_catalog.insert_samples`, which creates missing time
-/// chunks and inserts through `_prom_catalog.samples`; PostgreSQL routes each row to its
-/// metric table (a partition, by series id) and chunk (by time). One statement per batch,
-/// however many metrics it holds. Samples already stored (Prometheus resends after a
-/// timeout) make the plain insert fail as a whole; the batch is then written again skipping
-/// them. The plain insert comes first because ON CONFLICT costs about half again as much per
-/// row, and duplicates are rare.
-///
-/// On a schema created with TimescaleDB (migration 4), metric tables are hypertables and
-/// `_prom_timescaledb.insert_samples` takes the same arguments instead.
-pub struct RowPerSampleWriter {
+/// Writes batches into the head (`docs/storage.md`): one encoded row per metric, all in one
+/// `INSERT`. Exceptions of all rows travel as one array, sliced per row in SQL.
+/// The head always encodes values compactly; a metric's compression setting applies when
+/// compaction writes its series chunks.
+pub struct HeadWriter {
     pool: PgPool,
-    insert_statement: tokio::sync::OnceCell<&'static str>,
 }
 
-const UNIQUE_VIOLATION: &str = "23505";
-
-impl RowPerSampleWriter {
+impl HeadWriter {
     pub fn new(pool: PgPool) -> Self {
-        RowPerSampleWriter {
-            pool,
-            insert_statement: Default::default(),
-        }
-    }
-
-    /// Asked once, after the migrations (nothing is written before them).
-    async fn insert_statement(&self) -> Result<&'static str, sqlx::Error> {
-        self.insert_statement
-            .get_or_try_init(|| async {
-                let timescaledb: bool = sqlx::query_scalar("SELECT _prom_catalog.uses_timescaledb()")
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(if timescaledb {
-                    "SELECT _prom_timescaledb.insert_samples($1, $2, $3, $4)"
-                } else {
-                    "SELECT _prom_catalog.insert_samples($1, $2, $3, $4)"
-                })
-            })
-            .await
-            .copied()
-    }
-
-    async fn insert(&self, batch: &SampleBatch, skip_duplicates: bool) -> Result<u64, sqlx::Error> {
-        let expired: i64 = sqlx::query_scalar(self.insert_statement().await?)
-            .bind(&batch.times)
-            .bind(&batch.values)
-            .bind(&batch.series_ids)
-            .bind(skip_duplicates)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(expired as u64)
+        HeadWriter { pool }
     }
 }
 
-impl SampleWriter for RowPerSampleWriter {
+/// Inserts encoded head rows in one statement. A row whose samples all lie beyond its
+/// metric's retention period is not stored; returns how many samples were left out so.
+pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[HeadRow]) -> Result<u64, sqlx::Error> {
+    let mut exceptions: Vec<f64> = Vec::new();
+    let (mut offsets, mut lengths) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+    for r in rows {
+        offsets.push(exceptions.len() as i32);
+        lengths.push(r.block.exceptions.len() as i32);
+        exceptions.extend_from_slice(&r.block.exceptions);
+    }
+    let expired: i64 = sqlx::query_scalar(
+        "WITH u AS (
+             SELECT u.*, u.hi < now() - _prom_catalog.metric_retention_period(u.m) AS expired
+               FROM unnest($1::int4[], $2::timestamptz[], $3::timestamptz[], $4::int4[], $5::bytea[], $6::int4[], $7::int4[])
+                    AS u(m, lo, hi, n, d, off, len)
+         ), inserted AS (
+             INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
+             SELECT u.m, u.lo, u.hi, u.n, u.d, CASE WHEN u.len > 0 THEN $8[u.off + 1 : u.off + u.len] END
+               FROM u WHERE NOT u.expired
+         )
+         SELECT coalesce(sum(u.n) FILTER (WHERE u.expired), 0)::int8 FROM u",
+    )
+    .bind(rows.iter().map(|r| r.metric_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| PgTimestamp::from_unix_ms(r.min_time)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| PgTimestamp::from_unix_ms(r.max_time)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.samples).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.block.data.as_slice()).collect::<Vec<_>>())
+    .bind(offsets)
+    .bind(lengths)
+    .bind(exceptions)
+    .fetch_one(executor)
+    .await?;
+    Ok(expired as u64)
+}
+
+impl SampleWriter for HeadWriter {
     fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<u64, StorageError>> {
         Box::pin(async move {
             if batch.is_empty() {
                 return Ok(0);
             }
-            let batch = batch.sorted();
-            // Each statement is its own transaction: it commits whole or not at all.
-            match self.insert(&batch, false).await {
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNIQUE_VIOLATION) => {
-                    Ok(self.insert(&batch, true).await?)
-                }
-                other => Ok(other?),
-            }
+            let rows = head_rows(batch);
+            // One statement is one transaction: it commits whole or not at all.
+            Ok(insert_head_rows(&self.pool, &rows).await?)
         })
     }
 }
@@ -187,14 +243,28 @@ mod tests {
     }
 
     #[test]
-    fn sorts_rows_by_series_then_time() {
-        let mut t = SampleBatch::default();
-        t.push(2, PgTimestamp(5), 1.0);
-        t.push(1, PgTimestamp(9), 2.0);
-        t.push(1, PgTimestamp(3), 3.0);
-        let s = t.sorted();
-        assert_eq!(s.series_ids, [1, 1, 2]);
-        assert_eq!(s.times, [PgTimestamp(3), PgTimestamp(9), PgTimestamp(5)]);
-        assert_eq!(s.values, [3.0, 2.0, 1.0]);
+    fn a_batch_becomes_one_row_per_metric_and_the_first_of_repeats_wins() {
+        let mut b = SampleBatch::default();
+        let (a, c) = ((1i64 << 40) + 5, (2i64 << 40) + 1);
+        b.push(c, 2_000, 1.0);
+        b.push(a, 9_000, 2.0);
+        b.push(a, 3_000, 3.0);
+        b.push(a, 3_000, 4.0);
+        let rows = head_rows(&b);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].metric_id, rows[0].min_time, rows[0].max_time, rows[0].samples),
+            (1, 3_000, 9_000, 2)
+        );
+        let decoded = super::super::codec::decode(&rows[0].block.data, &rows[0].block.exceptions).unwrap();
+        assert_eq!(decoded, vec![(a, 3_000, 3.0), (a, 9_000, 2.0)]);
+        assert_eq!(rows[1].metric_id, 2);
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        assert_eq!(PgTimestamp::from_unix_ms(946_684_800_001), PgTimestamp(1000));
+        assert_eq!(PgTimestamp(1000).unix_ms(), 946_684_800_001);
+        assert_eq!(PgTimestamp::from_unix_ms(-5).unix_ms(), -5);
     }
 }

@@ -1,4 +1,4 @@
-//! Bytes per sample on disk: the connector's uncompressed and compressed chunks (indexes
+//! Bytes per sample on disk: the connector's head and series chunks (indexes
 //! included) beside Prometheus' own TSDB holding the very same samples.
 //!
 //! The workload (counters and gauges every 15 s) fills one closed chunk: two hours that
@@ -53,31 +53,33 @@ async fn main() {
         .unwrap();
     eprintln!("writing {samples} samples to the connector ...");
     let ingest = send_rounds(&client, &connector.url("/write"), &payload, 0..workload.rounds).await;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.samples")
+    let stored: i64 = sqlx::query_scalar("SELECT sum(samples)::int8 FROM _prom_catalog.head")
         .fetch_one(&db)
         .await
         .unwrap();
     assert_eq!(stored as f64, samples);
-    let chunk_bytes = "SELECT coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))), 0)::int8,
-                              coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(compressed_table_name)))), 0)::int8
-                         FROM _prom_catalog.chunk";
     sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
-    let (uncompressed, _): (i64, i64) = sqlx::query_as(chunk_bytes).fetch_one(&db).await.unwrap();
-    eprintln!("compressing ...");
-    let started = Instant::now();
-    sqlx::query("CALL prom_api.execute_maintenance()")
-        .execute(&db)
+    let head: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('_prom_catalog.head')")
+        .fetch_one(&db)
         .await
         .unwrap();
+    eprintln!("compacting ...");
+    let started = Instant::now();
+    let stats = promscale_e2e::maintain(&db).await;
     let compress_time = started.elapsed();
-    let (left_uncompressed, compressed): (i64, i64) = sqlx::query_as(chunk_bytes).fetch_one(&db).await.unwrap();
-    assert_eq!(left_uncompressed, 0, "the chunk was compressed");
-    let still: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.compressed_samples c, LATERAL unnest(c.time_deltas)")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert_eq!(still as f64, samples, "every sample is in the compressed chunk");
+    assert_eq!(stats.samples as f64, samples, "every sample was compacted");
+    let compacted: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))), 0)::int8
+           FROM _prom_catalog.chunk",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let still: i64 = sqlx::query_scalar("SELECT sum(samples)::int8 FROM _prom_catalog.series_chunk")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(still as f64, samples, "every sample is in a series chunk");
     let catalog: i64 = sqlx::query_scalar(
         "SELECT (pg_total_relation_size('_prom_catalog.series') + pg_total_relation_size('_prom_catalog.label'))::int8",
     )
@@ -111,17 +113,20 @@ async fn main() {
     );
     println!("{:<46} {:>14} {:>16}", "storage", "bytes", "bytes/sample");
     for (name, bytes) in [
-        ("connector, uncompressed chunk (rows + index)", uncompressed),
-        ("connector, compressed chunk (+ index)", compressed),
+        ("connector, head (before compaction)", head),
+        ("connector, series chunks (+ index)", compacted),
         ("prometheus 2.42 TSDB block (chunks + index)", tsdb as i64),
     ] {
         println!("{name:<46} {bytes:>14} {:>16.2}", bytes as f64 / samples);
     }
     println!("series and label catalog (not per sample): {catalog} bytes");
-    println!("compression ratio: {:.1}x", uncompressed as f64 / compressed as f64);
-    println!("compressed / prometheus: {:.2}x", compressed as f64 / tsdb as f64);
+    println!("series chunks / prometheus: {:.2}x", compacted as f64 / tsdb as f64);
     println!(
-        "ingest {:.0} samples/s, compression {:.0} samples/s",
+        "series chunks + catalog / prometheus: {:.2}x",
+        (compacted + catalog) as f64 / tsdb as f64
+    );
+    println!(
+        "ingest {:.0} samples/s, compaction {:.0} samples/s",
         samples / ingest.as_secs_f64(),
         samples / compress_time.as_secs_f64()
     );

@@ -1,0 +1,479 @@
+//! Compaction: head rows become series chunks, and closed time chunks are sealed into one
+//! series chunk per series (`docs/storage.md`). Runs inside the connectors' maintenance, one
+//! connector at a time; every batch is one transaction, so an interrupted compaction leaves
+//! each sample either in the head or in a series chunk, never in both or neither.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::codec::{self, encode_series, merge_by_precedence, Block, CorruptBlock};
+use super::read::{StoredHeadRow, HEAD_COLUMNS};
+use super::samples::{quote_ident, PgTimestamp};
+
+/// The key of the advisory lock that guards a metric's time chunks (taken by chunk creation
+/// and retention too).
+const CHUNK_LOCK_NAMESPACE: i32 = 7_355_609;
+
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Head rows written at least this long ago are compacted.
+    pub head_age: Duration,
+    /// Samples above which a compaction transaction takes no more head rows.
+    pub max_batch_samples: usize,
+    /// Time chunks that ended at least this long ago are sealed.
+    pub seal_after: Duration,
+}
+
+impl CompactionOptions {
+    /// Compaction of the head as the maintenance schedule runs it.
+    pub fn scheduled(head_age: Duration) -> Self {
+        CompactionOptions {
+            head_age,
+            max_batch_samples: 2_000_000,
+            seal_after: head_age + Duration::from_secs(30 * 60),
+        }
+    }
+
+    /// Everything at once: every head row, every chunk that has ended (tests, benchmarks).
+    pub fn everything() -> Self {
+        CompactionOptions {
+            head_age: Duration::ZERO,
+            max_batch_samples: 2_000_000,
+            seal_after: Duration::ZERO,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionStats {
+    pub head_rows: u64,
+    /// Samples taken from the head (repeats included).
+    pub samples: u64,
+    /// Samples dropped because their chunk lies beyond the metric's retention.
+    pub expired: u64,
+    pub series_chunks_written: u64,
+    pub chunks_sealed: u64,
+}
+
+impl CompactionStats {
+    fn add(&mut self, o: CompactionStats) {
+        self.head_rows += o.head_rows;
+        self.samples += o.samples;
+        self.expired += o.expired;
+        self.series_chunks_written += o.series_chunks_written;
+        self.chunks_sealed += o.chunks_sealed;
+    }
+}
+
+fn corrupt(e: CorruptBlock) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// Compacts the head and seals closed chunks.
+pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<CompactionStats, sqlx::Error> {
+    let started = Instant::now();
+    let mut stats = CompactionStats::default();
+    let metrics: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT metric_id FROM _prom_catalog.head
+          WHERE written_at <= now() - make_interval(secs => $1) ORDER BY 1",
+    )
+    .bind(options.head_age.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    for metric_id in metrics {
+        loop {
+            let done = compact_head_batch(pool, metric_id, options).await?;
+            let empty = done.head_rows == 0;
+            stats.add(done);
+            if empty {
+                break;
+            }
+        }
+    }
+    let chunks: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT id, metric_id FROM _prom_catalog.chunk
+          WHERE NOT sealed AND end_time <= now() - make_interval(secs => $1) ORDER BY metric_id, start_time",
+    )
+    .bind(options.seal_after.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    for (chunk_id, metric_id) in chunks {
+        stats.add(seal_chunk(pool, metric_id, chunk_id).await?);
+    }
+    if stats.samples > 0 {
+        tracing::info!(
+            samples = stats.samples,
+            head_rows = stats.head_rows,
+            series_chunks = stats.series_chunks_written,
+            sealed = stats.chunks_sealed,
+            expired = stats.expired,
+            took = ?started.elapsed(),
+            "compacted the head"
+        );
+    }
+    Ok(stats)
+}
+
+/// A time chunk as compaction needs it.
+#[derive(Debug, Clone)]
+struct Chunk {
+    id: i32,
+    start_time: PgTimestamp,
+    end_time: PgTimestamp,
+    table_name: String,
+    sealed: bool,
+}
+
+const CHUNK_COLUMNS: &str = "id, start_time, end_time, table_name::text AS table_name, sealed";
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Chunk {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Chunk {
+            id: row.try_get("id")?,
+            start_time: row.try_get("start_time")?,
+            end_time: row.try_get("end_time")?,
+            table_name: row.try_get("table_name")?,
+            sealed: row.try_get("sealed")?,
+        })
+    }
+}
+
+/// A stored series chunk.
+struct SeriesChunkRow {
+    series_id: i64,
+    start_time: PgTimestamp,
+    end_time: PgTimestamp,
+    data: Vec<u8>,
+    exceptions: Option<Vec<f64>>,
+}
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for SeriesChunkRow {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(SeriesChunkRow {
+            series_id: row.try_get("series_id")?,
+            start_time: row.try_get("start_time")?,
+            end_time: row.try_get("end_time")?,
+            data: row.try_get("data")?,
+            exceptions: row.try_get("exceptions")?,
+        })
+    }
+}
+
+impl SeriesChunkRow {
+    fn samples(&self) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+        Ok(codec::decode(&self.data, self.exceptions.as_deref().unwrap_or(&[]))
+            .map_err(corrupt)?
+            .into_iter()
+            .map(|(_, t, v)| (t, v))
+            .collect())
+    }
+}
+
+async fn lock_metric_chunks(conn: &mut PgConnection, metric_id: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(CHUNK_LOCK_NAMESPACE)
+        .bind(metric_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn raw_values(conn: &mut PgConnection, metric_id: i32) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT NOT _prom_catalog.metric_compression($1)")
+        .bind(metric_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// One transaction: up to `max_batch_samples` of the metric's oldest head rows into series
+/// chunks.
+async fn compact_head_batch(
+    pool: &PgPool,
+    metric_id: i32,
+    options: &CompactionOptions,
+) -> Result<CompactionStats, sqlx::Error> {
+    let mut stats = CompactionStats::default();
+    let mut tx = pool.begin().await?;
+    lock_metric_chunks(&mut tx, metric_id).await?;
+    let raw = raw_values(&mut tx, metric_id).await?;
+    let candidates: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT id, samples FROM _prom_catalog.head
+          WHERE metric_id = $1 AND written_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 100000",
+    )
+    .bind(metric_id)
+    .bind(options.head_age.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut ids = Vec::new();
+    let mut taken = 0usize;
+    for (id, samples) in candidates {
+        if taken >= options.max_batch_samples {
+            break;
+        }
+        ids.push(id);
+        taken += samples.max(0) as usize;
+    }
+    if ids.is_empty() {
+        return Ok(stats);
+    }
+    let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head WHERE id = ANY($1) ORDER BY id"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    stats.head_rows = rows.len() as u64;
+
+    // Per series, one list per head row, in the order written.
+    let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
+    for row in &rows {
+        let decoded = row.samples().map_err(corrupt)?;
+        stats.samples += decoded.len() as u64;
+        let mut i = 0;
+        while i < decoded.len() {
+            let series = decoded[i].0;
+            let mut list = Vec::new();
+            while i < decoded.len() && decoded[i].0 == series {
+                list.push((decoded[i].1, decoded[i].2));
+                i += 1;
+            }
+            lists.entry(series).or_default().push(list);
+        }
+    }
+
+    // Each series' samples, cut along the time chunks.
+    let mut chunks: Vec<Chunk> = sqlx::query_as(&format!(
+        "SELECT {CHUNK_COLUMNS} FROM _prom_catalog.chunk WHERE metric_id = $1 ORDER BY start_time"
+    ))
+    .bind(metric_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut expired_up_to = i64::MIN;
+    // chunk id -> series -> samples
+    let mut by_chunk: HashMap<i32, HashMap<i64, Vec<(i64, f64)>>> = HashMap::new();
+    let mut series_ids: Vec<i64> = lists.keys().copied().collect();
+    series_ids.sort_unstable();
+    for series in series_ids {
+        let samples = merge_by_precedence(lists.remove(&series).unwrap_or_default());
+        for (t, v) in samples {
+            if t <= expired_up_to {
+                stats.expired += 1;
+                continue;
+            }
+            let found = chunk_holding(&chunks, t);
+            let chunk = match found {
+                Some(c) => c,
+                None => {
+                    let created: Option<Chunk> = sqlx::query_as(&format!(
+                        "SELECT {CHUNK_COLUMNS} FROM _prom_catalog.get_or_create_chunk($1, $2) WHERE id IS NOT NULL"
+                    ))
+                    .bind(metric_id)
+                    .bind(PgTimestamp::from_unix_ms(t))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match created {
+                        Some(c) => {
+                            let pos = chunks.partition_point(|x| x.start_time < c.start_time);
+                            chunks.insert(pos, c.clone());
+                            c
+                        }
+                        None => {
+                            expired_up_to = t;
+                            stats.expired += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            by_chunk
+                .entry(chunk.id)
+                .or_default()
+                .entry(series)
+                .or_default()
+                .push((t, v));
+        }
+    }
+
+    for (chunk_id, new) in by_chunk {
+        let chunk = chunks.iter().find(|c| c.id == chunk_id).expect("known chunk").clone();
+        stats.series_chunks_written += merge_into_chunk(&mut tx, &chunk, new, raw).await?;
+        if chunk.sealed {
+            sqlx::query("UPDATE _prom_catalog.chunk SET sealed = false WHERE id = $1")
+                .bind(chunk.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::query("DELETE FROM _prom_catalog.head WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(stats)
+}
+
+fn chunk_holding(chunks: &[Chunk], t: i64) -> Option<Chunk> {
+    let pos = chunks.partition_point(|c| c.start_time.unix_ms() <= t);
+    let c = chunks.get(pos.checked_sub(1)?)?;
+    // A chunk's end is exclusive, and may fall between milliseconds only if set by hand.
+    (PgTimestamp::from_unix_ms(t) < c.end_time).then(|| c.clone())
+}
+
+/// Writes `new` samples (per series, ascending) into the chunk, merged with the series
+/// chunks they overlap; stored samples win over new ones at equal times. Returns how many
+/// series chunks were written.
+async fn merge_into_chunk(
+    tx: &mut Transaction<'_, Postgres>,
+    chunk: &Chunk,
+    mut new: HashMap<i64, Vec<(i64, f64)>>,
+    raw: bool,
+) -> Result<u64, sqlx::Error> {
+    let table = quote_ident(&chunk.table_name);
+    let series: Vec<i64> = new.keys().copied().collect();
+    let existing: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
+        "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{table}
+          WHERE series_id = ANY($1) ORDER BY series_id, start_time"
+    ))
+    .bind(&series)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut stored: HashMap<i64, Vec<SeriesChunkRow>> = HashMap::new();
+    for row in existing {
+        stored.entry(row.series_id).or_default().push(row);
+    }
+    let (mut delete_ids, mut delete_starts) = (Vec::new(), Vec::new());
+    let mut out: Vec<(i64, Vec<(i64, f64)>)> = Vec::with_capacity(new.len());
+    let mut series_sorted = series;
+    series_sorted.sort_unstable();
+    for id in series_sorted {
+        let samples = new.remove(&id).unwrap_or_default();
+        if samples.is_empty() {
+            continue;
+        }
+        let (lo, hi) = (samples[0].0, samples[samples.len() - 1].0);
+        let mut old: Vec<(i64, f64)> = Vec::new();
+        for row in stored.remove(&id).unwrap_or_default() {
+            if row.start_time.unix_ms() <= hi && row.end_time.unix_ms() >= lo {
+                old.extend(row.samples()?);
+                delete_ids.push(id);
+                delete_starts.push(row.start_time);
+            }
+        }
+        old.sort_by_key(|s| s.0);
+        out.push((id, merge_by_precedence(vec![old, samples])));
+    }
+    if !delete_ids.is_empty() {
+        sqlx::query(&format!(
+            "DELETE FROM _prom_chunks.{table} c USING unnest($1::int8[], $2::timestamptz[]) AS d(s, t)
+              WHERE c.series_id = d.s AND c.start_time = d.t"
+        ))
+        .bind(&delete_ids)
+        .bind(&delete_starts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    insert_series_chunks(tx, &table, &out, raw).await?;
+    Ok(out.len() as u64)
+}
+
+async fn insert_series_chunks(
+    tx: &mut Transaction<'_, Postgres>,
+    quoted_table: &str,
+    chunks: &[(i64, Vec<(i64, f64)>)],
+    raw: bool,
+) -> Result<(), sqlx::Error> {
+    // Parameters stay bounded: a few thousand series per statement.
+    for part in chunks.chunks(5_000) {
+        let mut ids = Vec::with_capacity(part.len());
+        let (mut starts, mut ends, mut counts, mut datas) = (vec![], vec![], vec![], vec![]);
+        let (mut offsets, mut lengths, mut exceptions) = (vec![], vec![], Vec::<f64>::new());
+        for (id, samples) in part {
+            let times: Vec<i64> = samples.iter().map(|s| s.0).collect();
+            let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+            let Block { data, exceptions: exc } = encode_series(&times, &values, raw);
+            ids.push(*id);
+            starts.push(PgTimestamp::from_unix_ms(times[0]));
+            ends.push(PgTimestamp::from_unix_ms(times[times.len() - 1]));
+            counts.push(times.len() as i32);
+            datas.push(data);
+            offsets.push(exceptions.len() as i32);
+            lengths.push(exc.len() as i32);
+            exceptions.extend(exc);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO _prom_chunks.{quoted_table} (series_id, start_time, end_time, samples, data, exceptions)
+             SELECT u.s, u.lo, u.hi, u.n, u.d, CASE WHEN u.len > 0 THEN $8[u.off + 1 : u.off + u.len] END
+               FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::int4[], $5::bytea[], $6::int4[], $7::int4[])
+                    AS u(s, lo, hi, n, d, off, len)"
+        ))
+        .bind(&ids)
+        .bind(&starts)
+        .bind(&ends)
+        .bind(&counts)
+        .bind(&datas)
+        .bind(&offsets)
+        .bind(&lengths)
+        .bind(&exceptions)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Merges each series' chunks in a closed time chunk into one and marks it sealed.
+async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<CompactionStats, sqlx::Error> {
+    let mut stats = CompactionStats::default();
+    let mut tx = pool.begin().await?;
+    lock_metric_chunks(&mut tx, metric_id).await?;
+    let Some(chunk): Option<Chunk> = sqlx::query_as(&format!(
+        "SELECT {CHUNK_COLUMNS} FROM _prom_catalog.chunk WHERE id = $1 AND NOT sealed"
+    ))
+    .bind(chunk_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(stats);
+    };
+    let raw = raw_values(&mut tx, metric_id).await?;
+    let table = quote_ident(&chunk.table_name);
+    let split: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT series_id FROM _prom_chunks.{table} GROUP BY series_id HAVING count(*) > 1"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    for part in split.chunks(10_000) {
+        let rows: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
+            "DELETE FROM _prom_chunks.{table} WHERE series_id = ANY($1)
+             RETURNING series_id, start_time, end_time, data, exceptions"
+        ))
+        .bind(part)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut merged: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
+        let mut rows = rows;
+        rows.sort_by_key(|r| (r.series_id, r.start_time));
+        for row in &rows {
+            merged.entry(row.series_id).or_default().push(row.samples()?);
+        }
+        let mut out: Vec<(i64, Vec<(i64, f64)>)> = merged
+            .into_iter()
+            .map(|(id, lists)| (id, merge_by_precedence(lists)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect();
+        out.sort_by_key(|x| x.0);
+        insert_series_chunks(&mut tx, &table, &out, raw).await?;
+        stats.series_chunks_written += out.len() as u64;
+    }
+    sqlx::query("UPDATE _prom_catalog.chunk SET sealed = true WHERE id = $1")
+        .bind(chunk.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    stats.chunks_sealed = 1;
+    Ok(stats)
+}
