@@ -425,7 +425,9 @@ async fn insert_series_chunks(
     Ok(())
 }
 
-/// Merges each series' chunks in a closed time chunk into one and marks it sealed.
+/// Rewrites a closed time chunk into a fresh table holding one series chunk per series, and
+/// marks it sealed. A rewrite rather than updates in place: a closed chunk takes no more
+/// inserts, so the space of deleted rows would never be reused.
 async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
@@ -440,35 +442,44 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
         return Ok(stats);
     };
     let raw = raw_values(&mut tx, metric_id).await?;
-    let table = quote_ident(&chunk.table_name);
-    let split: Vec<i64> = sqlx::query_scalar(&format!(
-        "SELECT series_id FROM _prom_chunks.{table} GROUP BY series_id HAVING count(*) > 1"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    for part in split.chunks(10_000) {
+    let old = quote_ident(&chunk.table_name);
+    let new_name: String = sqlx::query_scalar("SELECT _prom_catalog.new_chunk_table($1, $2)::text")
+        .bind(metric_id)
+        .bind(format!("{}_sealed", chunk.id))
+        .fetch_one(&mut *tx)
+        .await?;
+    let new = quote_ident(&new_name);
+    let ids: Vec<i64> = sqlx::query_scalar(&format!("SELECT DISTINCT series_id FROM _prom_chunks.{old} ORDER BY 1"))
+        .fetch_all(&mut *tx)
+        .await?;
+    for part in ids.chunks(5_000) {
         let rows: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
-            "DELETE FROM _prom_chunks.{table} WHERE series_id = ANY($1)
-             RETURNING series_id, start_time, end_time, data, exceptions"
+            "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{old}
+              WHERE series_id = ANY($1) ORDER BY series_id, start_time"
         ))
         .bind(part)
         .fetch_all(&mut *tx)
         .await?;
-        let mut merged: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
-        let mut rows = rows;
-        rows.sort_by_key(|r| (r.series_id, r.start_time));
-        for row in &rows {
-            merged.entry(row.series_id).or_default().push(row.samples()?);
+        let mut out: Vec<(i64, Vec<(i64, f64)>)> = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < rows.len() {
+            let id = rows[i].series_id;
+            let mut lists = Vec::new();
+            while i < rows.len() && rows[i].series_id == id {
+                lists.push(rows[i].samples()?);
+                i += 1;
+            }
+            out.push((id, merge_by_precedence(lists)));
         }
-        let mut out: Vec<(i64, Vec<(i64, f64)>)> = merged
-            .into_iter()
-            .map(|(id, lists)| (id, merge_by_precedence(lists)))
-            .filter(|(_, s)| !s.is_empty())
-            .collect();
-        out.sort_by_key(|x| x.0);
-        insert_series_chunks(&mut tx, &table, &out, raw).await?;
+        out.retain(|(_, s)| !s.is_empty());
+        insert_series_chunks(&mut tx, &new, &out, raw).await?;
         stats.series_chunks_written += out.len() as u64;
     }
+    sqlx::query("SELECT _prom_catalog.replace_chunk_table($1, $2)")
+        .bind(chunk.id)
+        .bind(&new_name)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("UPDATE _prom_catalog.chunk SET sealed = true WHERE id = $1")
         .bind(chunk.id)
         .execute(&mut *tx)

@@ -68,13 +68,18 @@ pub enum MigrationError {
 
 /// Brings the schema to the latest version; returns how many migrations were applied.
 pub async fn migrate(pool: &PgPool) -> Result<usize, MigrationError> {
+    migrate_to(pool, latest_version()).await
+}
+
+/// Brings the schema up to `version` (tests of upgrades start from an older version).
+pub async fn migrate_to(pool: &PgPool, version: i32) -> Result<usize, MigrationError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("SELECT pg_advisory_lock($1, $2)")
         .bind(ADVISORY_LOCK_NAMESPACE)
         .bind(MIGRATION_LOCK)
         .execute(&mut *conn)
         .await?;
-    let result = apply_pending(&mut conn).await;
+    let result = apply_pending(&mut conn, version).await;
     let unlock = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
         .bind(ADVISORY_LOCK_NAMESPACE)
         .bind(MIGRATION_LOCK)
@@ -87,7 +92,7 @@ pub async fn migrate(pool: &PgPool) -> Result<usize, MigrationError> {
     result
 }
 
-async fn apply_pending(conn: &mut PgConnection) -> Result<usize, MigrationError> {
+async fn apply_pending(conn: &mut PgConnection, target: i32) -> Result<usize, MigrationError> {
     conn.execute(
         "CREATE SCHEMA IF NOT EXISTS _prom_catalog;
          CREATE TABLE IF NOT EXISTS _prom_catalog.migration (
@@ -106,7 +111,7 @@ async fn apply_pending(conn: &mut PgConnection) -> Result<usize, MigrationError>
         });
     }
     let mut applied = 0;
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in MIGRATIONS.iter().filter(|m| m.version > current && m.version <= target) {
         let failed = |source| MigrationError::Failed {
             version: m.version,
             name: m.name,

@@ -1,6 +1,7 @@
 //! Dashboard query latency: the connector beside Prometheus 2.42 holding the same samples.
 //!
-//! A day of counters and histogram buckets every 15 s goes into both through remote write;
+//! A day of counters and histogram buckets every 15 s goes into both through remote write
+//! (the connector's compacted into series chunks but for the last hour, as in steady state);
 //! then typical Grafana panels (rate, sum by, histogram_quantile) are run as range queries
 //! over the last hour (15 s steps) and the whole day (5 min steps), alternating between the
 //! two servers, and the median latencies and their ratio are printed.
@@ -90,9 +91,14 @@ fn payload(all: &[(Vec<(String, String)>, f64)], start_ms: i64, rounds: usize) -
 
 /// Sends request i of every sender before any sender's request i + 1: Prometheus refuses
 /// samples more than an hour older than the newest it holds, so no sender may run ahead.
-async fn send_in_lockstep(client: &reqwest::Client, url: &str, payload: &Payload) -> Duration {
+async fn send_in_lockstep(
+    client: &reqwest::Client,
+    url: &str,
+    payload: &Payload,
+    requests: std::ops::Range<usize>,
+) -> Duration {
     let started = Instant::now();
-    for i in 0..payload[0].len() {
+    for i in requests {
         let requests = payload.iter().filter_map(|sender| sender.get(i)).flatten().map(|body| {
             let (client, url, body) = (client.clone(), url.to_string(), body.clone());
             async move {
@@ -142,16 +148,18 @@ async fn main() {
     .await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
     let samples = (all.len() * rounds) as f64;
-    let took = send_in_lockstep(&client, &connector.url("/write"), &payload).await;
-    eprintln!("connector loaded: {:.0} samples/s", samples / took.as_secs_f64());
-    let took = send_in_lockstep(&client, &prometheus.url("/api/v1/write"), &payload).await;
-    eprintln!("prometheus loaded: {:.0} samples/s", samples / took.as_secs_f64());
     let db = pg.pool().await;
-    // As in production: chunks that ended over an hour ago are compressed.
-    sqlx::query("CALL prom_api.execute_maintenance()")
-        .execute(&db)
-        .await
-        .unwrap();
+    // As in production: everything but the last hour is compacted into series chunks, the
+    // last hour is in the head.
+    let requests = payload[0].len();
+    let last_hour = requests - (3_600_000 / STEP_MS) as usize / ROUNDS_PER_REQUEST;
+    let mut took = send_in_lockstep(&client, &connector.url("/write"), &payload, 0..last_hour).await;
+    let stats = promscale_e2e::maintain(&db).await;
+    eprintln!("compacted {} samples", stats.samples);
+    took += send_in_lockstep(&client, &connector.url("/write"), &payload, last_hour..requests).await;
+    eprintln!("connector loaded: {:.0} samples/s", samples / took.as_secs_f64());
+    let took = send_in_lockstep(&client, &prometheus.url("/api/v1/write"), &payload, 0..requests).await;
+    eprintln!("prometheus loaded: {:.0} samples/s", samples / took.as_secs_f64());
     sqlx::query("VACUUM ANALYZE").execute(&db).await.unwrap();
 
     let queries = [

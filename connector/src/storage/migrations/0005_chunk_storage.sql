@@ -377,6 +377,44 @@ SELECT DISTINCT ON (s.series_id, s.sample_time) s.sample_time AS time, s.sample_
 
 -- Time chunks -----------------------------------------------------------------------------------
 
+-- A new, empty table for series chunks of the metric, named after it and p_suffix (made
+-- unique); attached to nothing yet.
+CREATE FUNCTION _prom_catalog.new_chunk_table(p_metric_id int, p_suffix text) RETURNS name
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_table name;
+BEGIN
+    SELECT _prom_catalog.identifier_for(m.table_name || '_' || p_suffix) INTO STRICT v_table
+      FROM _prom_catalog.metric m WHERE m.id = p_metric_id;
+    IF to_regclass(format('_prom_chunks.%I', v_table)) IS NOT NULL THEN
+        v_table := _prom_catalog.identifier_for(v_table || '_' || txid_current());
+    END IF;
+    -- Rows up to a page stay inline (no TOAST lookup when reading); blocks are already
+    -- compressed, so TOAST does not try again.
+    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.series_chunk, PRIMARY KEY (series_id, start_time))'
+                   ' WITH (toast_tuple_target = 8160)', v_table);
+    EXECUTE format('ALTER TABLE _prom_chunks.%I ALTER COLUMN data SET STORAGE EXTERNAL', v_table);
+    RETURN v_table;
+END
+$fn$;
+
+-- Puts table p_new (made by new_chunk_table) in the place of the chunk's table, which is
+-- dropped. The caller holds the metric's chunk lock.
+CREATE FUNCTION _prom_catalog.replace_chunk_table(p_chunk_id int, p_new name) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_chunk _prom_catalog.chunk;
+    v_parent name;
+BEGIN
+    SELECT * INTO STRICT v_chunk FROM _prom_catalog.chunk WHERE id = p_chunk_id;
+    SELECT m.table_name INTO STRICT v_parent FROM _prom_catalog.metric m WHERE m.id = v_chunk.metric_id;
+    EXECUTE format('DROP TABLE _prom_chunks.%I', v_chunk.table_name);
+    EXECUTE format('ALTER TABLE _prom_compressed.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
+                   v_parent, p_new, v_chunk.start_time, v_chunk.end_time);
+    UPDATE _prom_catalog.chunk SET table_name = p_new WHERE id = p_chunk_id;
+END
+$fn$;
+
 -- The chunk of metric p_metric_id that holds p_time, with its table, created if needed; NULL
 -- when that chunk would lie entirely beyond the metric's retention period (its samples are
 -- not kept). Chunks are aligned to the Unix epoch and shortened where a neighbour created
@@ -424,10 +462,7 @@ BEGIN
     v_chunk.start_time := v_start;
     v_chunk.end_time := v_end;
     v_chunk.sealed := false;
-    v_chunk.table_name := _prom_catalog.identifier_for(v_parent || '_' || v_chunk.id);
-    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.series_chunk, PRIMARY KEY (series_id, start_time))'
-                   ' WITH (toast_tuple_target = 8160)', v_chunk.table_name);
-    EXECUTE format('ALTER TABLE _prom_chunks.%I ALTER COLUMN data SET STORAGE EXTERNAL', v_chunk.table_name);
+    v_chunk.table_name := _prom_catalog.new_chunk_table(p_metric_id, v_chunk.id::text);
     EXECUTE format('ALTER TABLE _prom_compressed.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
                    v_parent, v_chunk.table_name, v_start, v_end);
     INSERT INTO _prom_catalog.chunk (id, metric_id, start_time, end_time, table_name, sealed)
