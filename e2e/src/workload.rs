@@ -10,6 +10,9 @@ use crate::remote_write::{encode, post, series};
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub series: usize,
+    /// The id of the first series: a workload starting at `series` has the same metrics and
+    /// entirely new series (other instances), as after a rollout.
+    pub first_id: usize,
     /// Concurrent senders (Prometheus' shards).
     pub senders: usize,
     /// Samples per request (Prometheus' max_samples_per_send).
@@ -84,7 +87,9 @@ impl Workload {
         let per_sender = self.series.div_ceil(self.senders);
         (0..self.senders)
             .map(|sender| {
-                let ids: Vec<usize> = (sender * per_sender..((sender + 1) * per_sender).min(self.series)).collect();
+                let ids: Vec<usize> = (sender * per_sender..((sender + 1) * per_sender).min(self.series))
+                    .map(|i| i + self.first_id)
+                    .collect();
                 let labels: Vec<[(String, String); 5]> = ids.iter().map(|&id| Self::labels(id)).collect();
                 let mut values: Vec<f64> = ids.iter().map(|&id| Self::initial_value(id)).collect();
                 (0..self.rounds)
@@ -123,6 +128,16 @@ pub async fn send_rounds(
     payload: &Payload,
     rounds: std::ops::Range<usize>,
 ) -> Duration {
+    send_rounds_timed(client, url, payload, rounds).await.0
+}
+
+/// [`send_rounds`], also returning the longest any single request took.
+pub async fn send_rounds_timed(
+    client: &reqwest::Client,
+    url: &str,
+    payload: &Payload,
+    rounds: std::ops::Range<usize>,
+) -> (Duration, Duration) {
     let started = Instant::now();
     let tasks: Vec<_> = payload
         .iter()
@@ -130,17 +145,22 @@ pub async fn send_rounds(
             let (client, url) = (client.clone(), url.to_string());
             let bodies: Vec<Vec<u8>> = sender[rounds.clone()].iter().flatten().cloned().collect();
             tokio::spawn(async move {
+                let mut slowest = Duration::ZERO;
                 for body in bodies {
+                    let sent = Instant::now();
                     let (status, text) = post(&client, &url, body).await.expect("request failed");
                     assert!((200..300).contains(&status), "{url} answered {status}: {text}");
+                    slowest = slowest.max(sent.elapsed());
                 }
+                slowest
             })
         })
         .collect();
+    let mut slowest = Duration::ZERO;
     for t in tasks {
-        t.await.unwrap();
+        slowest = slowest.max(t.await.unwrap());
     }
-    started.elapsed()
+    (started.elapsed(), slowest)
 }
 
 /// Total size of the files under `dir`, in bytes.

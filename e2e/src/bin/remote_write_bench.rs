@@ -5,15 +5,17 @@
 //! The first round creates the series and is timed on its own. Then `--repeat` steady-state
 //! repetitions of `--rounds` rounds alternate between the two receivers (both stay up), on
 //! one continuous timeline; the report gives each repetition and the ratio of the medians,
-//! so that noise from a shared 2-core machine shows instead of skewing one side.
+//! so that noise from a shared 2-core machine shows instead of skewing one side. Last come
+//! `--repeat` rollouts: each a round of entirely new series of the same metrics, as after a
+//! Deployment rollout. The slowest single request of all is reported too.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::{sum_metric, Prometheus};
-use promscale_e2e::workload::{send_rounds, Workload};
+use promscale_e2e::workload::{send_rounds, send_rounds_timed, Workload};
 
 #[derive(Parser, Debug)]
 #[command(about = "Remote-write throughput: promscale-connector vs Prometheus' own receiver")]
@@ -58,18 +60,32 @@ fn connector_stats(metrics: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // The first round, the steady-state repetitions, then one round per rollout.
     let rounds = 1 + args.rounds * args.repeat;
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let workload = Workload {
         series: args.series,
+        first_id: 0,
         senders: args.concurrency,
         batch: args.batch,
         step_ms: 15_000,
-        start_ms: now_ms - (rounds as i64 + 1) * 15_000,
+        start_ms: now_ms - (rounds as i64 + 1 + args.repeat as i64) * 15_000,
         rounds,
     };
     eprintln!("building payload: {workload:?}");
     let payload = workload.payload();
+    // Rollouts: a round of entirely new series of the same metrics, after the steady state.
+    let rollouts: Vec<_> = (0..args.repeat)
+        .map(|r| {
+            Workload {
+                first_id: (r + 1) * args.series,
+                start_ms: workload.start_ms + (rounds + r) as i64 * 15_000,
+                rounds: 1,
+                ..workload.clone()
+            }
+            .payload()
+        })
+        .collect();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
     let pg = TestPostgres::start();
@@ -92,13 +108,25 @@ async fn main() {
         first_round.push(send_rounds(&client, url, &payload, 0..1).await);
     }
     let mut rates = [vec![], vec![]];
+    let mut slowest = [Duration::ZERO; 2];
     for rep in 0..args.repeat {
         let rounds = 1 + rep * args.rounds..1 + (rep + 1) * args.rounds;
         for (t, (name, url)) in targets.iter().enumerate() {
-            let took = send_rounds(&client, url, &payload, rounds.clone()).await;
+            let (took, slow) = send_rounds_timed(&client, url, &payload, rounds.clone()).await;
             let rate = (args.series * args.rounds) as f64 / took.as_secs_f64();
             eprintln!("repetition {} -> {name}: {rate:.0} samples/s", rep + 1);
             rates[t].push(rate);
+            slowest[t] = slowest[t].max(slow);
+        }
+    }
+    let mut rollout_rates = [vec![], vec![]];
+    for (r, rollout) in rollouts.iter().enumerate() {
+        for (t, (name, url)) in targets.iter().enumerate() {
+            let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
+            let rate = args.series as f64 / took.as_secs_f64();
+            eprintln!("rollout {} ({} new series) -> {name}: {rate:.0} samples/s", r + 1, args.series);
+            rollout_rates[t].push(rate);
+            slowest[t] = slowest[t].max(slow);
         }
     }
     let own_metrics = reqwest::get(connector.url("/metrics"))
@@ -114,21 +142,27 @@ async fn main() {
         args.series, args.batch, args.concurrency, args.series, args.rounds
     );
     println!(
-        "{:<34} {:>12} {:>12} {:>30}",
-        "receiver", "first round", "median/s", "each repetition, samples/s"
+        "{:<34} {:>12} {:>12} {:>30} {:>14} {:>12}",
+        "receiver", "first round", "median/s", "each repetition, samples/s", "rollout/s", "slowest"
     );
     for (t, (name, _)) in targets.iter().enumerate() {
         let each: Vec<String> = rates[t].iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "{name:<34} {:>11.2}s {:>12.0} {:>30}",
+            "{name:<34} {:>11.2}s {:>12.0} {:>30} {:>14.0} {:>10.0}ms",
             first_round[t].as_secs_f64(),
             median(rates[t].clone()),
-            each.join(" ")
+            each.join(" "),
+            median(rollout_rates[t].clone()),
+            slowest[t].as_secs_f64() * 1000.0,
         );
     }
     println!(
         "ratio connector/prometheus, steady state (median): {:.2}x",
         median(rates[0].clone()) / median(rates[1].clone())
+    );
+    println!(
+        "ratio connector/prometheus, a round of new series of existing metrics (median): {:.2}x",
+        median(rollout_rates[0].clone()) / median(rollout_rates[1].clone())
     );
     println!(
         "ratio connector/prometheus, first round (creates series): {:.2}x",

@@ -33,6 +33,7 @@ async fn main() {
     let chunk_end = now_ms / TWO_HOURS_MS * TWO_HOURS_MS - TWO_HOURS_MS;
     let workload = Workload {
         series: args.series,
+        first_id: 0,
         senders: 4,
         batch: 2_000,
         start_ms: chunk_end - TWO_HOURS_MS,

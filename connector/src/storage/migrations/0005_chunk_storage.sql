@@ -546,3 +546,10 @@ SELECT m.id,
        c.newest_chunk_end
   FROM _prom_catalog.metric m
   CROSS JOIN LATERAL _prom_catalog.chunk_stats(m.id) c;
+
+-- Series resolution ----------------------------------------------------------------------------
+
+-- PL/pgSQL caches a generic plan after five calls; made while the catalog was small, it can
+-- scan tables that have since grown (a rollout's new series then took seconds each). Plans
+-- made for each call follow the tables' current sizes.
+ALTER FUNCTION _prom_catalog.get_or_create_series_ids(text[], int[], text[], text[]) SET plan_cache_mode = force_custom_plan;
