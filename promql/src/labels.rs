@@ -1,18 +1,41 @@
 //! Label sets: sorted by name, at most one value per name, no empty values.
+//!
+//! A label set is shared, not copied: cloning one (as evaluation does for every series at
+//! every step) only counts a reference, and changing a shared one copies it first.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 pub const METRIC_NAME: &str = "__name__";
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(Vec<(String, String)>);
+#[derive(Clone, Debug, Default, Eq, PartialOrd, Ord)]
+pub struct Labels(Arc<Vec<(String, String)>>);
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_slice().hash(state)
+    }
+}
 
 impl Labels {
     pub fn new(mut pairs: Vec<(String, String)>) -> Self {
         pairs.retain(|(_, v)| !v.is_empty());
         pairs.sort();
         pairs.dedup_by(|a, b| a.0 == b.0);
-        Labels(pairs)
+        Labels(Arc::new(pairs))
+    }
+
+    /// Identifies this shared label set (not its content): equal for clones of one set, and
+    /// never reused by another set while this one is alive.
+    pub(crate) fn shared_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
@@ -48,11 +71,12 @@ impl Labels {
     pub fn set(&mut self, name: &str, value: &str) {
         match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
-                self.0.remove(i);
+                Arc::make_mut(&mut self.0).remove(i);
             }
-            Ok(i) => self.0[i].1 = value.to_string(),
+            Ok(i) if self.0[i].1 == value => {}
+            Ok(i) => Arc::make_mut(&mut self.0)[i].1 = value.to_string(),
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+            Err(i) => Arc::make_mut(&mut self.0).insert(i, (name.to_string(), value.to_string())),
         }
     }
 
@@ -60,18 +84,22 @@ impl Labels {
         self.set(name, "");
     }
 
+    /// The set without `__name__`: the same shared set when it has none.
     pub fn without_metric_name(&self) -> Labels {
-        Labels(self.0.iter().filter(|(k, _)| k != METRIC_NAME).cloned().collect())
+        if !self.0.iter().any(|(k, _)| k == METRIC_NAME) {
+            return self.clone();
+        }
+        Labels(Arc::new(self.0.iter().filter(|(k, _)| k != METRIC_NAME).cloned().collect()))
     }
 
     /// Only the labels named in `names`.
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(self.0.iter().filter(|(k, _)| names.contains(k)).cloned().collect())
+        Labels(Arc::new(self.0.iter().filter(|(k, _)| names.contains(k)).cloned().collect()))
     }
 
     /// All labels but those named in `names`.
     pub fn drop(&self, names: &[String]) -> Labels {
-        Labels(self.0.iter().filter(|(k, _)| !names.contains(k)).cloned().collect())
+        Labels(Arc::new(self.0.iter().filter(|(k, _)| !names.contains(k)).cloned().collect()))
     }
 }
 

@@ -123,7 +123,10 @@ impl PgSeriesSource {
                 format!("s.labels && ${param}::int4[] AND s.labels[{pos}] = ANY(${param})")
             });
         }
-        let mut sql = "SELECT s.id, s.labels FROM _prom_catalog.series s WHERE s.metric_id = $1".to_string();
+        // A metric's series are the id range that starts at its id << 40.
+        let mut sql =
+            "SELECT s.id, s.labels FROM _prom_catalog.series s WHERE s.id >= $1::int8 << 40 AND s.id < ($1::int8 + 1) << 40"
+                .to_string();
         for c in &conditions {
             sql.push_str(" AND ");
             sql.push_str(c);

@@ -4,7 +4,19 @@
 
 /// Whether a sample at `t` lies in the window `(ref - width, ref]` or `[ref - width, ref]`.
 pub fn in_window(t: i64, reference: i64, width: i64) -> bool {
-    t >= reference - width && t <= reference
+    !before_window(t, reference, width) && !after_window(t, reference)
+}
+
+/// Whether a sample at `t` comes before the window of `width` ending at `reference`: true of
+/// a prefix of any time-ordered series.
+pub fn before_window(t: i64, reference: i64, width: i64) -> bool {
+    t < reference - width
+}
+
+/// Whether a sample at `t` comes after a window ending at `reference`: false of a prefix of
+/// any time-ordered series.
+pub fn after_window(t: i64, reference: i64) -> bool {
+    t > reference
 }
 
 /// The first time a window of `width` ending at `reference` includes.

@@ -549,6 +549,94 @@ SELECT m.id,
 
 -- Series resolution ----------------------------------------------------------------------------
 
+-- A series id carries its metric id (migration 1), so neither a foreign key (a trigger call
+-- per new series, most of the cost of creating one) nor an index on metric_id is needed:
+-- a metric's series are the id range [metric_id << 40, (metric_id + 1) << 40).
+ALTER TABLE _prom_catalog.series DROP CONSTRAINT series_metric_id_fkey;
+DROP INDEX _prom_catalog.series_metric_id;
+
+CREATE OR REPLACE FUNCTION _prom_catalog.get_or_create_series_ids(
+    p_metrics text[], p_series_idx int[], p_keys text[], p_values text[])
+RETURNS TABLE (idx int, series_id bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_name text;
+    v_key text;
+    v_metric_ids int[];
+    v_metric_id int;
+    v_new_metric_ids int[];
+    v_new_keys text[];
+    v_wanted _prom_catalog.series_labels[];
+BEGIN
+    FOR v_name IN SELECT DISTINCT n FROM unnest(p_metrics) n ORDER BY n LOOP
+        PERFORM _prom_catalog.get_or_create_metric(v_name);
+    END LOOP;
+    SELECT array_agg(m.id ORDER BY u.ord) INTO v_metric_ids
+      FROM unnest(p_metrics) WITH ORDINALITY AS u(name, ord)
+      JOIN _prom_catalog.metric m ON m.metric_name = u.name;
+
+    -- Label keys the metrics have never had: give each a column name, then a position.
+    SELECT array_agg(n.metric_id ORDER BY n.metric_id, n.key), array_agg(n.key ORDER BY n.metric_id, n.key)
+      INTO v_new_metric_ids, v_new_keys
+      FROM (SELECT DISTINCT v_metric_ids[t.i + 1] AS metric_id, t.k AS key
+              FROM unnest(p_series_idx, p_keys) AS t(i, k)
+             WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.label_key_position p
+                                WHERE p.metric_id = v_metric_ids[t.i + 1] AND p.key = t.k)) n;
+    IF v_new_keys IS NOT NULL THEN
+        FOR v_key IN SELECT DISTINCT k FROM unnest(v_new_keys) k ORDER BY 1 LOOP
+            PERFORM _prom_catalog.get_or_create_label_key(v_key);
+        END LOOP;
+        FOR v_metric_id IN SELECT DISTINCT m FROM unnest(v_new_metric_ids) m ORDER BY 1 LOOP
+            -- The metric row lock orders concurrent position assignment and view changes.
+            PERFORM 1 FROM _prom_catalog.metric WHERE id = v_metric_id FOR NO KEY UPDATE;
+            FOR v_key IN SELECT n.k FROM unnest(v_new_metric_ids, v_new_keys) AS n(m, k) WHERE n.m = v_metric_id ORDER BY 1 LOOP
+                INSERT INTO _prom_catalog.label_key_position (metric_id, key, pos)
+                SELECT v_metric_id, v_key, coalesce(max(p.pos), 0) + 1
+                  FROM _prom_catalog.label_key_position p WHERE p.metric_id = v_metric_id
+                ON CONFLICT (metric_id, key) DO NOTHING;
+            END LOOP;
+            PERFORM _prom_catalog.refresh_metric_view(v_metric_id);
+        END LOOP;
+    END IF;
+
+    INSERT INTO _prom_catalog.label (key, value)
+    SELECT DISTINCT k, v FROM unnest(p_keys, p_values) AS t(k, v)
+    ORDER BY 1, 2
+    ON CONFLICT (key, value) DO NOTHING;
+
+    -- Each series' dense labels array, 0 where it lacks a key. Most series have every key
+    -- up to their last one: their ids in position order are the array; only the others go
+    -- through pos -> id maps. Linear in the batch size either way.
+    WITH entries AS (
+        SELECT t.i, p.pos, l.id
+          FROM unnest(p_series_idx, p_keys, p_values) AS t(i, k, v)
+          JOIN _prom_catalog.label l ON l.key = t.k AND l.value = t.v
+          JOIN _prom_catalog.label_key_position p ON p.metric_id = v_metric_ids[t.i + 1] AND p.key = t.k
+    ), per_series AS (
+        SELECT e.i, max(e.pos) AS last_pos, count(*) AS n, array_agg(e.id ORDER BY e.pos) AS ids,
+               array_agg(e.pos ORDER BY e.pos) AS positions
+          FROM entries e GROUP BY e.i
+    )
+    SELECT array_agg(ROW(ps.i, v_metric_ids[ps.i + 1],
+               CASE WHEN ps.n = ps.last_pos THEN ps.ids
+                    ELSE ARRAY(SELECT coalesce(ps.ids[array_position(ps.positions, g.pos)], 0)
+                                 FROM generate_series(1, ps.last_pos) g(pos) ORDER BY g.pos)
+               END)::_prom_catalog.series_labels)
+      INTO v_wanted
+      FROM per_series ps;
+
+    INSERT INTO _prom_catalog.series (id, metric_id, labels)
+    SELECT _prom_catalog.first_series_id(w.metric_id) + nextval('_prom_catalog.series_number'), w.metric_id, w.labels
+      FROM unnest(v_wanted) w
+     WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels = w.labels)
+     ORDER BY w.labels
+    ON CONFLICT (labels) DO NOTHING;
+
+    RETURN QUERY
+    SELECT w.i, s.id FROM unnest(v_wanted) w JOIN _prom_catalog.series s ON s.labels = w.labels;
+END
+$fn$;
+
 -- PL/pgSQL caches a generic plan after five calls; made while the catalog was small, it can
 -- scan tables that have since grown (a rollout's new series then took seconds each). Plans
 -- made for each call follow the tables' current sizes.
