@@ -85,6 +85,14 @@ impl Connector {
         .await;
     }
 
+    /// Kills the connector with SIGKILL (`kill -9`): no draining, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the connector with SIGTERM, as Kubernetes does, and returns how it exited.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

@@ -46,15 +46,16 @@ async fn write_v4(db: &PgPool, end_ms: i64) {
     let idx: Vec<i32> = vec![0, 0, 1, 1, 2, 2];
     let keys = vec!["__name__", "cpu", "__name__", "cpu", "__name__", "cpu"];
     let values = vec!["upgrade_cpu", "0", "upgrade_cpu", "1", "upgrade_cpu", "2"];
-    let ids: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4) ORDER BY idx")
-            .bind(&metrics)
-            .bind(&idx)
-            .bind(&keys)
-            .bind(&values)
-            .fetch_all(db)
-            .await
-            .unwrap();
+    let ids: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4) ORDER BY idx",
+    )
+    .bind(&metrics)
+    .bind(&idx)
+    .bind(&keys)
+    .bind(&values)
+    .fetch_all(db)
+    .await
+    .unwrap();
     let (mut times, mut vals, mut series_ids) = (vec![], vec![], vec![]);
     for (s, (_, id)) in ids.iter().enumerate() {
         for i in 0..SAMPLES {
@@ -72,7 +73,10 @@ async fn write_v4(db: &PgPool, end_ms: i64) {
         .unwrap();
     assert_eq!(expired, 0);
     // Version 4's maintenance compresses the chunks that ended over an hour ago ...
-    sqlx::query("CALL prom_api.execute_maintenance()").execute(db).await.unwrap();
+    sqlx::query("CALL prom_api.execute_maintenance()")
+        .execute(db)
+        .await
+        .unwrap();
     let (compressed, plain): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE compressed_table_name IS NOT NULL), count(*) FILTER (WHERE table_name IS NOT NULL)
            FROM _prom_catalog.chunk",
@@ -142,7 +146,12 @@ async fn a_database_of_the_previous_version_is_upgraded_in_place_without_losing_
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|r| (r["metric"]["cpu"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
+                .map(|r| {
+                    (
+                        r["metric"]["cpu"].as_str().unwrap().to_string(),
+                        r["value"][1].as_str().unwrap().to_string(),
+                    )
+                })
                 .collect();
             counts.sort();
             counts
@@ -152,7 +161,10 @@ async fn a_database_of_the_previous_version_is_upgraded_in_place_without_losing_
     let expected_counts: Vec<(String, String)> = ["0", "1", "2"]
         .iter()
         .map(|cpu| {
-            let n = before.iter().filter(|(c, _, bits)| c == cpu && *bits != STALE_NAN_BITS).count();
+            let n = before
+                .iter()
+                .filter(|(c, _, bits)| c == cpu && *bits != STALE_NAN_BITS)
+                .count();
             (cpu.to_string(), n.to_string())
         })
         .collect();

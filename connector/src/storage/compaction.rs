@@ -125,9 +125,10 @@ struct Chunk {
     end_time: PgTimestamp,
     table_name: String,
     sealed: bool,
+    rewritten: bool,
 }
 
-const CHUNK_COLUMNS: &str = "id, start_time, end_time, table_name::text AS table_name, sealed";
+const CHUNK_COLUMNS: &str = "id, start_time, end_time, table_name::text AS table_name, sealed, rewritten";
 
 impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Chunk {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
@@ -138,6 +139,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Chunk {
             end_time: row.try_get("end_time")?,
             table_name: row.try_get("table_name")?,
             sealed: row.try_get("sealed")?,
+            rewritten: row.try_get("rewritten")?,
         })
     }
 }
@@ -326,7 +328,8 @@ fn chunk_holding(chunks: &[Chunk], t: i64) -> Option<Chunk> {
 
 /// Writes `new` samples (per series, ascending) into the chunk, merged with the series
 /// chunks they overlap; stored samples win over new ones at equal times. Returns how many
-/// series chunks were written.
+/// series chunks were written. A chunk whose rows were replaced is marked `rewritten`, so
+/// that sealing rewrites its table.
 async fn merge_into_chunk(
     tx: &mut Transaction<'_, Postgres>,
     chunk: &Chunk,
@@ -376,6 +379,10 @@ async fn merge_into_chunk(
         .bind(&delete_starts)
         .execute(&mut **tx)
         .await?;
+        sqlx::query("UPDATE _prom_catalog.chunk SET rewritten = true WHERE id = $1 AND NOT rewritten")
+            .bind(chunk.id)
+            .execute(&mut **tx)
+            .await?;
     }
     insert_series_chunks(tx, &table, &out, raw).await?;
     Ok(out.len() as u64)
@@ -427,7 +434,8 @@ async fn insert_series_chunks(
 
 /// Rewrites a closed time chunk into a fresh table holding one series chunk per series, and
 /// marks it sealed. A rewrite rather than updates in place: a closed chunk takes no more
-/// inserts, so the space of deleted rows would never be reused.
+/// inserts, so the space of deleted rows would never be reused. A chunk that already holds
+/// one series chunk per series and no replaced rows is only marked.
 async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
@@ -443,43 +451,51 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     };
     let raw = raw_values(&mut tx, metric_id).await?;
     let old = quote_ident(&chunk.table_name);
-    let new_name: String = sqlx::query_scalar("SELECT _prom_catalog.new_chunk_table($1, $2)::text")
-        .bind(metric_id)
-        .bind(format!("{}_sealed", chunk.id))
-        .fetch_one(&mut *tx)
-        .await?;
-    let new = quote_ident(&new_name);
-    let ids: Vec<i64> = sqlx::query_scalar(&format!("SELECT DISTINCT series_id FROM _prom_chunks.{old} ORDER BY 1"))
-        .fetch_all(&mut *tx)
-        .await?;
-    for part in ids.chunks(5_000) {
-        let rows: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
-            "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{old}
-              WHERE series_id = ANY($1) ORDER BY series_id, start_time"
-        ))
-        .bind(part)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut out: Vec<(i64, Vec<(i64, f64)>)> = Vec::with_capacity(part.len());
-        let mut i = 0;
-        while i < rows.len() {
-            let id = rows[i].series_id;
-            let mut lists = Vec::new();
-            while i < rows.len() && rows[i].series_id == id {
-                lists.push(rows[i].samples()?);
-                i += 1;
+    let (rows, series): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT series_id) FROM _prom_chunks.{old}"
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    if rows > series || chunk.rewritten {
+        let new_name: String = sqlx::query_scalar("SELECT _prom_catalog.new_chunk_table($1, $2)::text")
+            .bind(metric_id)
+            .bind(format!("{}_sealed", chunk.id))
+            .fetch_one(&mut *tx)
+            .await?;
+        let new = quote_ident(&new_name);
+        let ids: Vec<i64> =
+            sqlx::query_scalar(&format!("SELECT DISTINCT series_id FROM _prom_chunks.{old} ORDER BY 1"))
+                .fetch_all(&mut *tx)
+                .await?;
+        for part in ids.chunks(5_000) {
+            let rows: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
+                "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{old}
+                  WHERE series_id = ANY($1) ORDER BY series_id, start_time"
+            ))
+            .bind(part)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut out: Vec<(i64, Vec<(i64, f64)>)> = Vec::with_capacity(part.len());
+            let mut i = 0;
+            while i < rows.len() {
+                let id = rows[i].series_id;
+                let mut lists = Vec::new();
+                while i < rows.len() && rows[i].series_id == id {
+                    lists.push(rows[i].samples()?);
+                    i += 1;
+                }
+                out.push((id, merge_by_precedence(lists)));
             }
-            out.push((id, merge_by_precedence(lists)));
+            out.retain(|(_, s)| !s.is_empty());
+            insert_series_chunks(&mut tx, &new, &out, raw).await?;
+            stats.series_chunks_written += out.len() as u64;
         }
-        out.retain(|(_, s)| !s.is_empty());
-        insert_series_chunks(&mut tx, &new, &out, raw).await?;
-        stats.series_chunks_written += out.len() as u64;
+        sqlx::query("SELECT _prom_catalog.replace_chunk_table($1, $2)")
+            .bind(chunk.id)
+            .bind(&new_name)
+            .execute(&mut *tx)
+            .await?;
     }
-    sqlx::query("SELECT _prom_catalog.replace_chunk_table($1, $2)")
-        .bind(chunk.id)
-        .bind(&new_name)
-        .execute(&mut *tx)
-        .await?;
     sqlx::query("UPDATE _prom_catalog.chunk SET sealed = true WHERE id = $1")
         .bind(chunk.id)
         .execute(&mut *tx)

@@ -247,7 +247,9 @@ $do$;
 DROP VIEW prom_info.metric;
 DELETE FROM _prom_catalog.chunk;
 ALTER TABLE _prom_catalog.chunk DROP COLUMN compressed_table_name, DROP COLUMN uncompressed_bytes,
-    ADD COLUMN sealed boolean NOT NULL DEFAULT false;
+    ADD COLUMN sealed boolean NOT NULL DEFAULT false,
+    -- Whether compaction replaced rows of the chunk's table (which left dead rows behind).
+    ADD COLUMN rewritten boolean NOT NULL DEFAULT false;
 ALTER TABLE _prom_catalog.chunk ALTER COLUMN table_name SET NOT NULL;
 
 DROP PROCEDURE prom_api.execute_maintenance();
@@ -411,7 +413,7 @@ BEGIN
     EXECUTE format('DROP TABLE _prom_chunks.%I', v_chunk.table_name);
     EXECUTE format('ALTER TABLE _prom_compressed.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
                    v_parent, p_new, v_chunk.start_time, v_chunk.end_time);
-    UPDATE _prom_catalog.chunk SET table_name = p_new WHERE id = p_chunk_id;
+    UPDATE _prom_catalog.chunk SET table_name = p_new, rewritten = false WHERE id = p_chunk_id;
 END
 $fn$;
 
@@ -462,11 +464,12 @@ BEGIN
     v_chunk.start_time := v_start;
     v_chunk.end_time := v_end;
     v_chunk.sealed := false;
+    v_chunk.rewritten := false;
     v_chunk.table_name := _prom_catalog.new_chunk_table(p_metric_id, v_chunk.id::text);
     EXECUTE format('ALTER TABLE _prom_compressed.%I ATTACH PARTITION _prom_chunks.%I FOR VALUES FROM (%L) TO (%L)',
                    v_parent, v_chunk.table_name, v_start, v_end);
-    INSERT INTO _prom_catalog.chunk (id, metric_id, start_time, end_time, table_name, sealed)
-    VALUES (v_chunk.id, v_chunk.metric_id, v_chunk.start_time, v_chunk.end_time, v_chunk.table_name, false);
+    INSERT INTO _prom_catalog.chunk (id, metric_id, start_time, end_time, table_name, sealed, rewritten)
+    VALUES (v_chunk.id, v_chunk.metric_id, v_chunk.start_time, v_chunk.end_time, v_chunk.table_name, false, false);
     RETURN v_chunk;
 END
 $fn$;
