@@ -89,17 +89,23 @@ impl Labels {
         if !self.0.iter().any(|(k, _)| k == METRIC_NAME) {
             return self.clone();
         }
-        Labels(Arc::new(self.0.iter().filter(|(k, _)| k != METRIC_NAME).cloned().collect()))
+        Labels(Arc::new(
+            self.0.iter().filter(|(k, _)| k != METRIC_NAME).cloned().collect(),
+        ))
     }
 
     /// Only the labels named in `names`.
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(Arc::new(self.0.iter().filter(|(k, _)| names.contains(k)).cloned().collect()))
+        Labels(Arc::new(
+            self.0.iter().filter(|(k, _)| names.contains(k)).cloned().collect(),
+        ))
     }
 
     /// All labels but those named in `names`.
     pub fn drop(&self, names: &[String]) -> Labels {
-        Labels(Arc::new(self.0.iter().filter(|(k, _)| !names.contains(k)).cloned().collect()))
+        Labels(Arc::new(
+            self.0.iter().filter(|(k, _)| !names.contains(k)).cloned().collect(),
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use promql_parser::parser::Expr;
 use promscale_promql::{Engine, EngineOptions, SeriesSource};
 use serde_json::json;
 
-use super::json::{labels_object, query_data, success, ApiError};
+use super::json::{labels_object, query_response, success, ApiError};
 use super::params::{parse_duration, parse_time, Params};
 use super::source::PgSeriesSource;
 use crate::server::AppState;
@@ -75,7 +75,7 @@ async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
     let value = within_timeout(&engine, engine.instant_query(&source, expr, time)).await?;
-    Ok(success(query_data(&value)))
+    Ok(query_response(&value))
 }
 
 async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -113,7 +113,7 @@ async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: Hea
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
     let value = within_timeout(&engine, engine.range_query(&source, expr, start, end, step)).await?;
-    Ok(success(query_data(&value)))
+    Ok(query_response(&value))
 }
 
 /// The engine checks its deadline between steps; this also bounds the time spent reading.

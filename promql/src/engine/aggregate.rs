@@ -1,5 +1,8 @@
 //! Aggregation operators: sum, avg, count, min, max, group, stddev, stdvar, topk, bottomk,
 //! quantile and count_values, with `by` and `without`.
+//!
+//! The simple aggregations (all but the last four) find each input series' group in a
+//! [`GroupCache`] kept across steps and fold values as they come, group by group.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -8,6 +11,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::eval::Evaluator;
 use super::functions::histogram::quantile;
+use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
 use crate::labels::Labels;
 use crate::value::{format_value, InstantSample, Value};
@@ -64,19 +68,138 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
                 })
                 .collect()
         }
-        _ => groups(input, grouping)
-            .into_iter()
-            .map(|(labels, members)| {
-                let values: Vec<f64> = members.iter().map(|s| s.v).collect();
-                InstantSample {
-                    labels,
-                    t,
-                    v: fold(&op, &values),
-                }
-            })
-            .collect(),
+        _ => {
+            let op = Fold::of(&op);
+            let key = a as *const AggregateExpr as usize;
+            ev.with_groups(key, |cache| fold_groups(cache, &input, op, grouping, t))
+        }
     };
     Ok(Value::Vector(out))
+}
+
+/// The simple aggregations of `input` by group, groups in the order their first member
+/// appears.
+fn fold_groups(
+    cache: &mut GroupCache,
+    input: &[InstantSample],
+    op: Fold,
+    grouping: impl Fn(&Labels) -> Labels,
+    t: i64,
+) -> Vec<InstantSample> {
+    cache.begin_step(input.len());
+    let mut step = StepGroups::new();
+    for s in input {
+        let (g, _) = cache
+            .group_of(&s.labels, |l| Some((grouping(l), 0.0)))
+            .expect("every series has a group");
+        let (acc, new) = step.get_or_insert(g, || Acc::new(s.v));
+        if !new {
+            acc.add(op, s.v);
+        }
+    }
+    step.slots
+        .into_iter()
+        .map(|(g, acc)| InstantSample {
+            labels: cache.groups[g].clone(),
+            t,
+            v: acc.finish(op),
+        })
+        .collect()
+}
+
+/// The aggregations computed by folding a group's values in input order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fold {
+    Sum,
+    Count,
+    Group,
+    Max,
+    Min,
+    Avg,
+    Stddev,
+    Stdvar,
+}
+
+impl Fold {
+    fn of(op: &str) -> Fold {
+        match op {
+            "sum" => Fold::Sum,
+            "count" => Fold::Count,
+            "group" => Fold::Group,
+            "max" => Fold::Max,
+            "min" => Fold::Min,
+            "avg" => Fold::Avg,
+            "stddev" => Fold::Stddev,
+            "stdvar" => Fold::Stdvar,
+            _ => unreachable!("the parser only accepts known aggregations"),
+        }
+    }
+}
+
+/// A group's value so far under a simple aggregation, computed in input order the way
+/// Prometheus 2.42 does (which matters for floating-point results): `value` is the sum,
+/// extreme or mean, `sum_sq` the sum of squared deviations for stddev and stdvar.
+struct Acc {
+    count: usize,
+    value: f64,
+    sum_sq: f64,
+}
+
+impl Acc {
+    fn new(first: f64) -> Acc {
+        Acc {
+            count: 1,
+            value: first,
+            sum_sq: 0.0,
+        }
+    }
+
+    fn add(&mut self, op: Fold, v: f64) {
+        self.count += 1;
+        let acc = self.value;
+        match op {
+            Fold::Sum => self.value += v,
+            Fold::Count | Fold::Group => {}
+            Fold::Max => {
+                if acc < v || acc.is_nan() {
+                    self.value = v;
+                }
+            }
+            Fold::Min => {
+                if acc > v || acc.is_nan() {
+                    self.value = v;
+                }
+            }
+            Fold::Avg => {
+                let count = self.count as f64;
+                if acc.is_infinite() {
+                    if v.is_infinite() && (acc > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                // Each side divided by the count so that large values do not overflow.
+                self.value += v / count - acc / count;
+            }
+            Fold::Stddev | Fold::Stdvar => {
+                let delta = v - acc;
+                self.value += delta / self.count as f64;
+                self.sum_sq += delta * (v - self.value);
+            }
+        }
+    }
+
+    fn finish(&self, op: Fold) -> f64 {
+        match op {
+            Fold::Sum | Fold::Max | Fold::Min | Fold::Avg => self.value,
+            Fold::Count => self.count as f64,
+            Fold::Group => 1.0,
+            Fold::Stdvar => self.sum_sq / self.count as f64,
+            Fold::Stddev => (self.sum_sq / self.count as f64).sqrt(),
+        }
+    }
 }
 
 /// The input grouped by `key`, groups in the order their first member appears.
@@ -94,55 +217,6 @@ fn groups(input: Vec<InstantSample>, key: impl Fn(&Labels) -> Labels) -> Vec<(La
         }
     }
     out
-}
-
-/// The value of a group under the simple aggregations, computed in input order the way
-/// Prometheus 2.42 does (which matters for floating-point results).
-fn fold(op: &str, values: &[f64]) -> f64 {
-    let first = values[0];
-    match op {
-        "sum" => values[1..].iter().fold(first, |acc, v| acc + v),
-        "count" => values.len() as f64,
-        "group" => 1.0,
-        "max" => values[1..]
-            .iter()
-            .fold(first, |acc, &v| if acc < v || acc.is_nan() { v } else { acc }),
-        "min" => values[1..]
-            .iter()
-            .fold(first, |acc, &v| if acc > v || acc.is_nan() { v } else { acc }),
-        "avg" => {
-            let mut mean = first;
-            for (i, &v) in values.iter().enumerate().skip(1) {
-                let count = (i + 1) as f64;
-                if mean.is_infinite() {
-                    if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
-                        continue;
-                    }
-                    if !v.is_infinite() && !v.is_nan() {
-                        continue;
-                    }
-                }
-                // Each side divided by the count so that large values do not overflow.
-                mean += v / count - mean / count;
-            }
-            mean
-        }
-        "stddev" | "stdvar" => {
-            let (mut mean, mut sum_sq) = (first, 0.0);
-            for (i, &v) in values.iter().enumerate().skip(1) {
-                let delta = v - mean;
-                mean += delta / (i + 1) as f64;
-                sum_sq += delta * (v - mean);
-            }
-            let variance = sum_sq / values.len() as f64;
-            if op == "stddev" {
-                variance.sqrt()
-            } else {
-                variance
-            }
-        }
-        _ => unreachable!("the parser only accepts known aggregations"),
-    }
 }
 
 /// topk and bottomk: the k largest (smallest) of each group, NaN ranking below every number,

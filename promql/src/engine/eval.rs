@@ -1,15 +1,20 @@
 //! The evaluation phase: computes an expression at one time from the fetched series.
 //!
 //! A range query is evaluated as one instant evaluation per step; subqueries evaluate their
-//! inner expression the same way at their own steps.
+//! inner expression the same way at their own steps. What does not change from step to step
+//! is prepared once: each selector's labels without the metric name, whether its series
+//! hold staleness markers, and where its last window ended, so that the next step's window
+//! is found by searching forward from there rather than over the whole series.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
-use super::boundaries::{in_window, window_start};
+use super::boundaries::{after_window, before_window, in_window, window_start};
+use super::index::{GroupCache, MatrixBuilder};
 use super::plan::{at_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
@@ -23,12 +28,107 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
+/// A selector's fetched series and what every step would otherwise recompute about them.
+pub struct Selected<'a> {
+    pub series: &'a [Series],
+    /// Each series' labels without the metric name.
+    pub without_name: Vec<Labels>,
+    /// Whether no two series have the same labels without the metric name.
+    pub unique_without_name: bool,
+    /// Whether each series holds a staleness marker.
+    has_stale: Vec<bool>,
+    /// Per series, where the last window looked at began and ended: hints for the next.
+    cursors: Vec<Cell<(usize, usize)>>,
+}
+
+impl<'a> Selected<'a> {
+    fn new(series: &'a [Series]) -> Self {
+        let without_name: Vec<Labels> = series.iter().map(|s| s.labels.without_metric_name()).collect();
+        let mut seen = std::collections::HashSet::with_capacity(without_name.len());
+        let unique_without_name = without_name.iter().all(|l| seen.insert(l));
+        Selected {
+            series,
+            without_name,
+            unique_without_name,
+            has_stale: series.iter().map(|s| s.samples.iter().any(|x| is_stale(x.v))).collect(),
+            cursors: series.iter().map(|_| Cell::new((0, 0))).collect(),
+        }
+    }
+
+    /// The samples of series `i` in the window of `width` ending at `reference`, staleness
+    /// markers included.
+    pub fn window(&self, i: usize, reference: i64, width: i64) -> &'a [Sample] {
+        let samples = self.series[i].samples.as_slice();
+        let (from_hint, to_hint) = self.cursors[i].get();
+        let from = partition_point_from(samples, from_hint, |x| before_window(x.t, reference, width));
+        let to = partition_point_from(samples, to_hint.max(from), |x| !after_window(x.t, reference)).max(from);
+        self.cursors[i].set((from, to));
+        &samples[from..to]
+    }
+
+    /// The samples of series `i` in the window, without staleness markers: the window itself
+    /// or, when it holds markers, a copy in `buffer`.
+    pub fn window_without_stale<'b>(
+        &self,
+        i: usize,
+        reference: i64,
+        width: i64,
+        buffer: &'b mut Vec<Sample>,
+    ) -> &'b [Sample]
+    where
+        'a: 'b,
+    {
+        let window = self.window(i, reference, width);
+        if !self.has_stale[i] {
+            return window;
+        }
+        buffer.clear();
+        buffer.extend(window.iter().filter(|x| !is_stale(x.v)));
+        buffer
+    }
+
+    /// The latest sample of series `i` at or before `reference`.
+    fn latest(&self, i: usize, reference: i64) -> Option<Sample> {
+        let samples = self.series[i].samples.as_slice();
+        let (from_hint, to_hint) = self.cursors[i].get();
+        let end = partition_point_from(samples, to_hint, |x| !after_window(x.t, reference));
+        self.cursors[i].set((from_hint, end));
+        end.checked_sub(1).map(|last| samples[last])
+    }
+}
+
+/// `samples.partition_point(pred)` for a `pred` true of a prefix, searched from `hint`
+/// outwards: forward by doubling steps when the point lies at or after the hint, which makes
+/// consecutive steps' searches short and their memory accesses local.
+fn partition_point_from(samples: &[Sample], hint: usize, pred: impl Fn(&Sample) -> bool) -> usize {
+    let hint = hint.min(samples.len());
+    if hint > 0 && !pred(&samples[hint - 1]) {
+        return samples[..hint].partition_point(pred);
+    }
+    // Every sample before `lo` satisfies `pred`.
+    let mut lo = hint;
+    let mut step = 1;
+    loop {
+        let hi = lo + step;
+        if hi > samples.len() {
+            return lo + samples[lo..].partition_point(pred);
+        }
+        if !pred(&samples[hi - 1]) {
+            return lo + samples[lo..hi - 1].partition_point(pred);
+        }
+        lo = hi;
+        step *= 2;
+    }
+}
+
 pub struct Evaluator<'a> {
-    pub data: &'a Fetched,
     pub query_start: i64,
     pub query_end: i64,
     pub options: &'a EngineOptions,
     pub deadline: Instant,
+    selected: HashMap<usize, Selected<'a>>,
+    /// Groupings remembered across steps, by the address of their expression.
+    groups: RefCell<HashMap<usize, GroupCache>>,
 }
 
 pub fn evaluate(
@@ -41,11 +141,12 @@ pub fn evaluate(
     deadline: Instant,
 ) -> Result<Value, QueryError> {
     let ev = Evaluator {
-        data,
         query_start: start,
         query_end: end,
         options,
         deadline,
+        selected: data.iter().map(|(&key, series)| (key, Selected::new(series))).collect(),
+        groups: RefCell::new(HashMap::new()),
     };
     if step == 0 {
         let value = ev.eval(expr, start)?;
@@ -61,15 +162,16 @@ pub fn evaluate(
             )))
         }
     }
-    let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+    let steps = ((end - start) / step + 1) as usize;
+    let mut series = MatrixBuilder::new(steps);
     let mut t = start;
     while t <= end {
         ev.check_deadline()?;
         match ev.eval(expr, t)? {
-            Value::Scalar { v, .. } => series.entry(Labels::default()).or_default().push(Sample { t, v }),
+            Value::Scalar { v, .. } => series.push(Labels::default(), Sample { t, v }),
             Value::Vector(vector) => {
                 for s in vector {
-                    series.entry(s.labels).or_default().push(Sample { t, v: s.v });
+                    series.push(s.labels, Sample { t, v: s.v });
                 }
             }
             other => {
@@ -79,15 +181,10 @@ pub fn evaluate(
                 )))
             }
         }
-        ev.check_samples(series.values().map(Vec::len).sum::<usize>())?;
+        ev.check_samples(series.samples())?;
         t += step;
     }
-    Ok(Value::Matrix(
-        series
-            .into_iter()
-            .map(|(labels, samples)| Series { labels, samples })
-            .collect(),
-    ))
+    Ok(Value::Matrix(series.finish()))
 }
 
 pub fn type_description(t: ValueType) -> &'static str {
@@ -107,7 +204,7 @@ fn count_samples(value: &Value) -> usize {
     }
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     pub fn check_deadline(&self) -> Result<(), QueryError> {
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout("query execution"));
@@ -162,53 +259,58 @@ impl Evaluator<'_> {
     }
 
     /// The fixed time of an `@` modifier, or `t`, shifted back by the offset.
-    fn reference_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+    pub fn reference_time(&self, vs: &VectorSelector, t: i64) -> i64 {
         at_ms(&vs.at, self.query_start, self.query_end).unwrap_or(t) - offset_ms(&vs.offset)
     }
 
-    fn series(&self, vs: &VectorSelector) -> &[Series] {
-        self.data.get(&selector_key(vs)).map(Vec::as_slice).unwrap_or(&[])
+    /// The fetched series of a selector.
+    pub fn selected(&self, vs: &VectorSelector) -> Option<&Selected<'a>> {
+        self.selected.get(&selector_key(vs))
+    }
+
+    /// The grouping remembered for the expression at `key`.
+    pub fn with_groups<R>(&self, key: usize, f: impl FnOnce(&mut GroupCache) -> R) -> R {
+        f(self.groups.borrow_mut().entry(key).or_default())
     }
 
     /// Each series' latest sample within the lookback window before `t`, unless that sample is
     /// a staleness marker: (labels, sample time, value).
     pub fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<(Labels, i64, f64)> {
+        let Some(sel) = self.selected(vs) else {
+            return Vec::new();
+        };
         let reference = self.reference_time(vs, t);
         let lookback = self.options.lookback_delta_ms;
-        self.series(vs)
-            .iter()
-            .filter_map(|s| {
-                let end = s.samples.partition_point(|x| x.t <= reference);
-                let last = s.samples[..end].last()?;
-                (in_window(last.t, reference, lookback) && !is_stale(last.v))
-                    .then(|| (s.labels.clone(), last.t, last.v))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(sel.series.len());
+        for (i, s) in sel.series.iter().enumerate() {
+            if let Some(last) = sel.latest(i, reference) {
+                if in_window(last.t, reference, lookback) && !is_stale(last.v) {
+                    out.push((s.labels.clone(), last.t, last.v));
+                }
+            }
+        }
+        out
     }
 
     /// Each series' samples within the range before `t`, staleness markers left out.
     pub fn range_selector(&self, ms: &MatrixSelector, t: i64) -> Vec<Series> {
+        let Some(sel) = self.selected(&ms.vs) else {
+            return Vec::new();
+        };
         let reference = self.reference_time(&ms.vs, t);
         let range = ms.range.as_millis() as i64;
-        self.series(&ms.vs)
-            .iter()
-            .filter_map(|s| {
-                // Samples are in time order: find the window by binary search.
-                let from = s
-                    .samples
-                    .partition_point(|x| !in_window(x.t, reference, range) && x.t < reference);
-                let to = s.samples.partition_point(|x| x.t <= reference);
-                let samples: Vec<Sample> = s.samples[from..to.max(from)]
-                    .iter()
-                    .filter(|x| in_window(x.t, reference, range) && !is_stale(x.v))
-                    .copied()
-                    .collect();
-                (!samples.is_empty()).then(|| Series {
+        let mut buffer = Vec::new();
+        let mut out = Vec::new();
+        for (i, s) in sel.series.iter().enumerate() {
+            let samples = sel.window_without_stale(i, reference, range, &mut buffer);
+            if !samples.is_empty() {
+                out.push(Series {
                     labels: s.labels.clone(),
-                    samples,
-                })
-            })
-            .collect()
+                    samples: samples.to_vec(),
+                });
+            }
+        }
+        out
     }
 
     /// The inner expression at every multiple of the subquery's step within its range.
@@ -225,17 +327,14 @@ impl Evaluator<'_> {
         if inner_t < start {
             inner_t += step;
         }
-        let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut series = MatrixBuilder::new(((reference - inner_t) / step + 1).max(0) as usize);
         while inner_t <= reference {
             self.check_deadline()?;
             match self.eval(&sq.expr, inner_t)? {
-                Value::Scalar { v, .. } => series
-                    .entry(Labels::default())
-                    .or_default()
-                    .push(Sample { t: inner_t, v }),
+                Value::Scalar { v, .. } => series.push(Labels::default(), Sample { t: inner_t, v }),
                 Value::Vector(vector) => {
                     for s in vector {
-                        series.entry(s.labels).or_default().push(Sample { t: inner_t, v: s.v });
+                        series.push(s.labels, Sample { t: inner_t, v: s.v });
                     }
                 }
                 other => {
@@ -247,12 +346,8 @@ impl Evaluator<'_> {
             }
             inner_t += step;
         }
-        let out: Vec<Series> = series
-            .into_iter()
-            .map(|(labels, samples)| Series { labels, samples })
-            .collect();
-        self.check_samples(out.iter().map(|s| s.samples.len()).sum())?;
-        Ok(out)
+        self.check_samples(series.samples())?;
+        Ok(series.finish())
     }
 
     /// Evaluates an argument that must be a scalar.

@@ -122,7 +122,11 @@ impl GroupCache {
     }
 
     /// The group of `labels`, computing its key with `key` the first time the set is seen.
-    pub fn group_of(&mut self, labels: &Labels, key: impl FnOnce(&Labels) -> Option<(Labels, f64)>) -> Option<(usize, f64)> {
+    pub fn group_of(
+        &mut self,
+        labels: &Labels,
+        key: impl FnOnce(&Labels) -> Option<(Labels, f64)>,
+    ) -> Option<(usize, f64)> {
         if let Some((_, found)) = self.by_id.get(&labels.shared_id()) {
             return *found;
         }

@@ -5,6 +5,7 @@ mod binary;
 mod boundaries;
 mod eval;
 mod functions;
+mod index;
 mod plan;
 
 use std::time::Duration;

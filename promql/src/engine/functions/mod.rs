@@ -6,8 +6,6 @@ pub mod histogram;
 mod math;
 mod range;
 
-use std::collections::HashMap;
-
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
@@ -16,9 +14,10 @@ use self::histogram::{bucket_quantile, Bucket};
 use super::aggregate::is_valid_label_name;
 use super::boundaries::window_start;
 use super::eval::{check_unique_labels, Evaluator};
+use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
 use crate::labels::{Labels, METRIC_NAME};
-use crate::value::{InstantSample, Series, Value};
+use crate::value::{InstantSample, Value};
 
 const RANGE_FUNCTIONS: &[&str] = &[
     "rate",
@@ -100,9 +99,18 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
         "label_join" => vector(label_join(ev, &args, t)?),
         "histogram_quantile" => {
             let q = ev.scalar(args[0], t)?;
-            vector(histogram_quantile(q, ev.vector(args[1], t)?, t))
+            let input = ev.vector(args[1], t)?;
+            let key = c as *const Call as usize;
+            vector(ev.with_groups(key, |cache| histogram_quantile(cache, q, &input, t)))
         }
-        _ if RANGE_FUNCTIONS.contains(&name) => vector(range_call(ev, name, &args, t)?),
+        _ if RANGE_FUNCTIONS.contains(&name) => {
+            let (out, unique) = range_call(ev, name, &args, t)?;
+            if unique {
+                Ok(Value::Vector(out))
+            } else {
+                vector(out)
+            }
+        }
         _ if TIME_FUNCTIONS.contains(&name) && args.is_empty() => Ok(Value::Vector(vec![InstantSample {
             labels: Labels::default(),
             t,
@@ -132,13 +140,18 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
 }
 
 /// A function of each series' samples in a range: the range vector is the only non-scalar
-/// argument; the others are scalars in call order.
-fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<Vec<InstantSample>, QueryError> {
+/// argument; the others are scalars in call order. Also tells whether the result's label
+/// sets are known to be distinct (else the caller checks).
+///
+/// A range selector argument is read in place, each series' window found from the previous
+/// step's and given the labels without name prepared once; a subquery is evaluated.
+fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec<InstantSample>, bool), QueryError> {
+    let function = range::RangeFunction::of(name).expect("a range function");
     let position = args
         .iter()
         .position(|a| matches!(unwrap_parens(a), Expr::MatrixSelector(_) | Expr::Subquery(_)))
         .ok_or_else(|| QueryError::Execution(format!("{name} needs a range vector")))?;
-    let (range_start, range_end, series) = range_argument(ev, args[position], t)?;
+    let (range_start, range_end) = range_bounds(ev, args[position], t);
     let scalars = args
         .iter()
         .enumerate()
@@ -150,11 +163,36 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<Vec<
         // The line is anchored at the evaluation time, whatever offset or @ the range has.
         scalars.push(t as f64);
     }
+    // last_over_time only moves a sample in time, like offset: it keeps the name.
+    let keeps_name = function == range::RangeFunction::LastOverTime;
+    if let Expr::MatrixSelector(ms) = unwrap_parens(args[position]) {
+        let Some(sel) = ev.selected(&ms.vs) else {
+            return Ok((Vec::new(), true));
+        };
+        let width = ms.range.as_millis() as i64;
+        let mut buffer = Vec::new();
+        let mut out = Vec::with_capacity(sel.series.len());
+        for (i, s) in sel.series.iter().enumerate() {
+            let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
+            if samples.is_empty() {
+                continue;
+            }
+            if let Some(v) = function.apply(samples, range_start, range_end, &scalars)? {
+                let labels = if keeps_name {
+                    s.labels.clone()
+                } else {
+                    sel.without_name[i].clone()
+                };
+                out.push(InstantSample { labels, t, v });
+            }
+        }
+        // A selector's series have distinct label sets.
+        return Ok((out, keeps_name || sel.unique_without_name));
+    }
     let mut out = Vec::new();
-    for s in series {
-        if let Some(v) = range::range_function(name, &s.samples, range_start, range_end, &scalars)? {
-            // last_over_time only moves a sample in time, like offset: it keeps the name.
-            let labels = if name == "last_over_time" {
+    for s in ev.matrix(args[position], t)? {
+        if let Some(v) = function.apply(&s.samples, range_start, range_end, &scalars)? {
+            let labels = if keeps_name {
                 s.labels
             } else {
                 s.labels.without_metric_name()
@@ -162,7 +200,7 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<Vec<
             out.push(InstantSample { labels, t, v });
         }
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 fn unwrap_parens(e: &Expr) -> &Expr {
@@ -172,8 +210,8 @@ fn unwrap_parens(e: &Expr) -> &Expr {
     }
 }
 
-/// The window a range argument covers and its series.
-fn range_argument(ev: &Evaluator, arg: &Expr, t: i64) -> Result<(i64, i64, Vec<Series>), QueryError> {
+/// The window a range argument covers.
+fn range_bounds(ev: &Evaluator, arg: &Expr, t: i64) -> (i64, i64) {
     use super::plan::{at_ms, offset_ms};
     let (at, offset, range) = match unwrap_parens(arg) {
         Expr::MatrixSelector(ms) => (&ms.vs.at, &ms.vs.offset, ms.range),
@@ -182,7 +220,7 @@ fn range_argument(ev: &Evaluator, arg: &Expr, t: i64) -> Result<(i64, i64, Vec<S
     };
     let end = at_ms(at, ev.query_start, ev.query_end).unwrap_or(t) - offset_ms(offset);
     let start = window_start(end, range.as_millis() as i64);
-    Ok((start, end, ev.matrix(arg, t)?))
+    (start, end)
 }
 
 fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
@@ -299,29 +337,30 @@ fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSampl
 
 /// Buckets grouped by their labels without `le`; series without a parsable `le` are ignored.
 /// The result drops the metric name, so buckets of two histograms with otherwise equal labels
-/// collide, an error as in Prometheus 2.42.
-fn histogram_quantile(q: f64, input: Vec<InstantSample>, t: i64) -> Vec<InstantSample> {
-    let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+/// collide, an error as in Prometheus 2.42. Each series' group and bound are remembered in
+/// `cache` across steps.
+fn histogram_quantile(cache: &mut GroupCache, q: f64, input: &[InstantSample], t: i64) -> Vec<InstantSample> {
+    cache.begin_step(input.len());
+    let mut step = StepGroups::new();
     for s in input {
-        let Some(upper_bound) = parse_go_float(s.labels.get("le")) else {
+        let found = cache.group_of(&s.labels, |labels| {
+            let upper_bound = parse_go_float(labels.get("le"))?;
+            let mut key = labels.clone();
+            key.remove("le");
+            Some((key, upper_bound))
+        });
+        let Some((g, upper_bound)) = found else {
             continue;
         };
-        let mut key = s.labels.clone();
-        key.remove("le");
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(Bucket {
+        step.get_or_insert(g, Vec::new).0.push(Bucket {
             upper_bound,
             count: s.v,
         });
     }
-    groups
+    step.slots
         .into_iter()
-        .map(|(labels, buckets)| InstantSample {
-            labels: labels.without_metric_name(),
+        .map(|(g, buckets)| InstantSample {
+            labels: cache.groups[g].without_metric_name(),
             t,
             v: bucket_quantile(q, buckets),
         })

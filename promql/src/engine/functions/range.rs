@@ -8,21 +8,8 @@ use super::histogram::quantile;
 use crate::error::QueryError;
 use crate::value::Sample;
 
-/// Functions over the samples of one series in a range window, evaluated at the window end.
-///
-/// `samples`: the series' samples inside the window, time order, stale markers already removed.
-/// `range_start`/`range_end`: window bounds in ms (range_end = evaluation time after offset/@;
-/// range_start = range_end - range).
-/// `args`: the call's scalar arguments other than the range vector, in call order
-/// (quantile_over_time: [q]; predict_linear: [t seconds]; holt_winters: [sf, tf]; others: []).
-///
-/// `predict_linear` accepts an optional second argument, the evaluation timestamp in ms:
-/// Prometheus anchors the regression at the evaluation time, not at the window end, which
-/// differs from `range_end` under `offset` or `@`. Without it, `range_end` is used.
-///
-/// Ok(None) where Prometheus outputs no sample for this series (e.g. rate with < 2 samples).
-/// An empty `samples` always gives Ok(None) without checking arguments, because Prometheus
-/// never calls a range function for a series without samples in the window.
+/// [`RangeFunction::apply`] of the function called `name`.
+#[cfg(test)]
 pub fn range_function(
     name: &str,
     samples: &[Sample],
@@ -30,83 +17,164 @@ pub fn range_function(
     range_end: i64,
     args: &[f64],
 ) -> Result<Option<f64>, QueryError> {
-    let known = matches!(
-        name,
-        "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "deriv"
-            | "predict_linear"
-            | "holt_winters"
-            | "changes"
-            | "resets"
-            | "avg_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "sum_over_time"
-            | "count_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-            | "last_over_time"
-            | "present_over_time"
-            | "quantile_over_time"
-    );
-    if !known {
+    let Some(f) = RangeFunction::of(name) else {
         return Err(QueryError::Execution(format!("unknown range vector function: {name}")));
-    }
-    if samples.is_empty() {
-        return Ok(None);
-    }
-    let out = match name {
-        "rate" => extrapolated_rate(samples, range_start, range_end, true, true),
-        "increase" => extrapolated_rate(samples, range_start, range_end, true, false),
-        "delta" => extrapolated_rate(samples, range_start, range_end, false, false),
-        "irate" => instant_value(samples, true),
-        "idelta" => instant_value(samples, false),
-        "deriv" => {
-            if samples.len() < 2 {
-                None
-            } else {
-                // Anchoring at the first sample keeps x small, avoiding the precision loss
-                // of prometheus/prometheus#2674.
-                Some(linear_regression(samples, samples[0].t).0)
-            }
-        }
-        "predict_linear" => {
-            let duration = arg(name, args, 0)?;
-            let intercept_time = match args.get(1) {
-                Some(&eval_ms) => eval_ms as i64,
-                None => range_end,
-            };
-            if samples.len() < 2 {
-                None
-            } else {
-                let (slope, intercept) = linear_regression(samples, intercept_time);
-                Some(slope * duration + intercept)
-            }
-        }
-        "holt_winters" => holt_winters(samples, arg(name, args, 0)?, arg(name, args, 1)?)?,
-        "changes" => Some(changes(samples)),
-        "resets" => Some(resets(samples)),
-        "avg_over_time" => Some(avg_over_time(samples)),
-        "min_over_time" => Some(min_over_time(samples)),
-        "max_over_time" => Some(max_over_time(samples)),
-        "sum_over_time" => Some(sum_over_time(samples)),
-        "count_over_time" => Some(samples.len() as f64),
-        "stddev_over_time" => Some(variance_over_time(samples).sqrt()),
-        "stdvar_over_time" => Some(variance_over_time(samples)),
-        "last_over_time" => samples.last().map(|s| s.v),
-        "present_over_time" => Some(1.0),
-        "quantile_over_time" => {
-            let q = arg(name, args, 0)?;
-            let mut values: Vec<f64> = samples.iter().map(|s| s.v).collect();
-            Some(quantile(q, &mut values))
-        }
-        _ => unreachable!("checked above"),
     };
-    Ok(out)
+    f.apply(samples, range_start, range_end, args)
+}
+
+/// The functions over a range window, resolved from their names once per call rather than
+/// once per series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeFunction {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    HoltWinters,
+    Changes,
+    Resets,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    LastOverTime,
+    PresentOverTime,
+    QuantileOverTime,
+}
+
+impl RangeFunction {
+    pub fn of(name: &str) -> Option<RangeFunction> {
+        Some(match name {
+            "rate" => RangeFunction::Rate,
+            "increase" => RangeFunction::Increase,
+            "delta" => RangeFunction::Delta,
+            "irate" => RangeFunction::Irate,
+            "idelta" => RangeFunction::Idelta,
+            "deriv" => RangeFunction::Deriv,
+            "predict_linear" => RangeFunction::PredictLinear,
+            "holt_winters" => RangeFunction::HoltWinters,
+            "changes" => RangeFunction::Changes,
+            "resets" => RangeFunction::Resets,
+            "avg_over_time" => RangeFunction::AvgOverTime,
+            "min_over_time" => RangeFunction::MinOverTime,
+            "max_over_time" => RangeFunction::MaxOverTime,
+            "sum_over_time" => RangeFunction::SumOverTime,
+            "count_over_time" => RangeFunction::CountOverTime,
+            "stddev_over_time" => RangeFunction::StddevOverTime,
+            "stdvar_over_time" => RangeFunction::StdvarOverTime,
+            "last_over_time" => RangeFunction::LastOverTime,
+            "present_over_time" => RangeFunction::PresentOverTime,
+            "quantile_over_time" => RangeFunction::QuantileOverTime,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RangeFunction::Rate => "rate",
+            RangeFunction::Increase => "increase",
+            RangeFunction::Delta => "delta",
+            RangeFunction::Irate => "irate",
+            RangeFunction::Idelta => "idelta",
+            RangeFunction::Deriv => "deriv",
+            RangeFunction::PredictLinear => "predict_linear",
+            RangeFunction::HoltWinters => "holt_winters",
+            RangeFunction::Changes => "changes",
+            RangeFunction::Resets => "resets",
+            RangeFunction::AvgOverTime => "avg_over_time",
+            RangeFunction::MinOverTime => "min_over_time",
+            RangeFunction::MaxOverTime => "max_over_time",
+            RangeFunction::SumOverTime => "sum_over_time",
+            RangeFunction::CountOverTime => "count_over_time",
+            RangeFunction::StddevOverTime => "stddev_over_time",
+            RangeFunction::StdvarOverTime => "stdvar_over_time",
+            RangeFunction::LastOverTime => "last_over_time",
+            RangeFunction::PresentOverTime => "present_over_time",
+            RangeFunction::QuantileOverTime => "quantile_over_time",
+        }
+    }
+
+    /// This function over the samples of one series in a range window, evaluated at the window end.
+    ///
+    /// `samples`: the series' samples inside the window, time order, stale markers already removed.
+    /// `range_start`/`range_end`: window bounds in ms (range_end = evaluation time after offset/@;
+    /// range_start = range_end - range).
+    /// `args`: the call's scalar arguments other than the range vector, in call order
+    /// (quantile_over_time: [q]; predict_linear: [t seconds]; holt_winters: [sf, tf]; others: []).
+    ///
+    /// `predict_linear` accepts an optional second argument, the evaluation timestamp in ms:
+    /// Prometheus anchors the regression at the evaluation time, not at the window end, which
+    /// differs from `range_end` under `offset` or `@`. Without it, `range_end` is used.
+    ///
+    /// Ok(None) where Prometheus outputs no sample for this series (e.g. rate with < 2 samples).
+    /// An empty `samples` always gives Ok(None) without checking arguments, because Prometheus
+    /// never calls a range function for a series without samples in the window.
+    pub fn apply(
+        self,
+        samples: &[Sample],
+        range_start: i64,
+        range_end: i64,
+        args: &[f64],
+    ) -> Result<Option<f64>, QueryError> {
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        let name = self.name();
+        let out = match self {
+            RangeFunction::Rate => extrapolated_rate(samples, range_start, range_end, true, true),
+            RangeFunction::Increase => extrapolated_rate(samples, range_start, range_end, true, false),
+            RangeFunction::Delta => extrapolated_rate(samples, range_start, range_end, false, false),
+            RangeFunction::Irate => instant_value(samples, true),
+            RangeFunction::Idelta => instant_value(samples, false),
+            RangeFunction::Deriv => {
+                if samples.len() < 2 {
+                    None
+                } else {
+                    // Anchoring at the first sample keeps x small, avoiding the precision loss
+                    // of prometheus/prometheus#2674.
+                    Some(linear_regression(samples, samples[0].t).0)
+                }
+            }
+            RangeFunction::PredictLinear => {
+                let duration = arg(name, args, 0)?;
+                let intercept_time = match args.get(1) {
+                    Some(&eval_ms) => eval_ms as i64,
+                    None => range_end,
+                };
+                if samples.len() < 2 {
+                    None
+                } else {
+                    let (slope, intercept) = linear_regression(samples, intercept_time);
+                    Some(slope * duration + intercept)
+                }
+            }
+            RangeFunction::HoltWinters => holt_winters(samples, arg(name, args, 0)?, arg(name, args, 1)?)?,
+            RangeFunction::Changes => Some(changes(samples)),
+            RangeFunction::Resets => Some(resets(samples)),
+            RangeFunction::AvgOverTime => Some(avg_over_time(samples)),
+            RangeFunction::MinOverTime => Some(min_over_time(samples)),
+            RangeFunction::MaxOverTime => Some(max_over_time(samples)),
+            RangeFunction::SumOverTime => Some(sum_over_time(samples)),
+            RangeFunction::CountOverTime => Some(samples.len() as f64),
+            RangeFunction::StddevOverTime => Some(variance_over_time(samples).sqrt()),
+            RangeFunction::StdvarOverTime => Some(variance_over_time(samples)),
+            RangeFunction::LastOverTime => samples.last().map(|s| s.v),
+            RangeFunction::PresentOverTime => Some(1.0),
+            RangeFunction::QuantileOverTime => {
+                let q = arg(name, args, 0)?;
+                let mut values: Vec<f64> = samples.iter().map(|s| s.v).collect();
+                Some(quantile(q, &mut values))
+            }
+        };
+        Ok(out)
+    }
 }
 
 fn arg(name: &str, args: &[f64], i: usize) -> Result<f64, QueryError> {
