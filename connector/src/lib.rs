@@ -3,12 +3,15 @@
 //! Request path: [`server`] routes `POST /write` to [`remote_write::handler`], which decodes
 //! and validates ([`remote_write::decode`]), then [`ingest`] resolves series ids
 //! ([`storage::series`], cached in [`storage::series_cache`]) and queues the samples for a
-//! writer that commits them ([`storage::samples`]). The schema is created by
-//! [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL when none is given.
+//! writer that encodes ([`storage::codec`]) and commits them into the head
+//! ([`storage::samples`]). [`storage::maintenance`] applies retention and compacts the head
+//! into series chunks ([`storage::compaction`]); `docs/storage.md` describes the layout. The
+//! schema is created by [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL
+//! when none is given.
 //!
 //! Read path: [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
-//! engine, [`remote_read`] serves remote read; both read series through
-//! [`query::source`].
+//! engine, [`remote_read`] serves remote read; both select series through
+//! [`query::source`] and read their samples through [`storage::read`].
 
 pub mod config;
 pub mod embedded_db;

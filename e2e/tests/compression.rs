@@ -84,10 +84,13 @@ async fn encoding(db: &PgPool, metric: &str) -> Vec<(String, i64, i64, i64)> {
     .unwrap()
 }
 
-/// Series with more than one series chunk in one time chunk.
+/// Series with more than one series chunk in one time chunk where one would do (a series
+/// chunk holds up to about 6 kB: a page with room to spare).
 async fn split_series(db: &PgPool) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM _prom_catalog.series_chunk GROUP BY tableoid, series_id HAVING count(*) > 1) x",
+        "SELECT count(*) FROM (SELECT 1 FROM _prom_catalog.series_chunk GROUP BY tableoid, series_id
+                                 HAVING count(*) > 1
+                                    AND sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)) <= 6000) x",
     )
     .fetch_one(db)
     .await

@@ -157,20 +157,20 @@ async fn compaction_cut_off_midway_loses_nothing_and_stores_nothing_twice() {
         outcome.is_err() && left > 0,
         "compaction was cut off midway ({left} head rows left)"
     );
-    for m in 0..15 {
+    for (m, expected) in before.iter().enumerate() {
         assert_eq!(
-            stored(&db, &format!("cut_{m}")).await,
-            before[m],
+            &stored(&db, &format!("cut_{m}")).await,
+            expected,
             "cut_{m} after the cut"
         );
     }
     // The next run finishes the job.
     maintain(&db).await;
     assert_eq!(head().await, 0);
-    for m in 0..15 {
+    for (m, expected) in before.iter().enumerate() {
         assert_eq!(
-            stored(&db, &format!("cut_{m}")).await,
-            before[m],
+            &stored(&db, &format!("cut_{m}")).await,
+            expected,
             "cut_{m} after compaction"
         );
     }

@@ -76,13 +76,10 @@ fn corrupt(e: CorruptBlock) -> sqlx::Error {
 pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<CompactionStats, sqlx::Error> {
     let started = Instant::now();
     let mut stats = CompactionStats::default();
-    let metrics: Vec<i32> = sqlx::query_scalar(
-        "SELECT DISTINCT metric_id FROM _prom_catalog.head
-          WHERE written_at <= now() - make_interval(secs => $1) ORDER BY 1",
-    )
-    .bind(options.head_age.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
+    // Every metric: one index probe each for those with nothing to compact.
+    let metrics: Vec<i32> = sqlx::query_scalar("SELECT id FROM _prom_catalog.metric ORDER BY id")
+        .fetch_all(pool)
+        .await?;
     for metric_id in metrics {
         loop {
             let done = compact_head_batch(pool, metric_id, options).await?;
@@ -201,8 +198,6 @@ async fn compact_head_batch(
 ) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
-    lock_metric_chunks(&mut tx, metric_id).await?;
-    let raw = raw_values(&mut tx, metric_id).await?;
     let candidates: Vec<(i64, i32)> = sqlx::query_as(
         "SELECT id, samples FROM _prom_catalog.head
           WHERE metric_id = $1 AND written_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 100000",
@@ -223,9 +218,12 @@ async fn compact_head_batch(
     if ids.is_empty() {
         return Ok(stats);
     }
+    lock_metric_chunks(&mut tx, metric_id).await?;
+    let raw = raw_values(&mut tx, metric_id).await?;
     let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head WHERE id = ANY($1) ORDER BY id"
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head WHERE metric_id = $1 AND id = ANY($2) ORDER BY id"
     ))
+    .bind(metric_id)
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
@@ -311,7 +309,8 @@ async fn compact_head_batch(
                 .await?;
         }
     }
-    sqlx::query("DELETE FROM _prom_catalog.head WHERE id = ANY($1)")
+    sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id = ANY($2)")
+        .bind(metric_id)
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
@@ -384,33 +383,56 @@ async fn merge_into_chunk(
             .execute(&mut **tx)
             .await?;
     }
-    insert_series_chunks(tx, &table, &out, raw).await?;
+    insert_series_chunks(tx, &chunk.table_name, &out, raw).await?;
     Ok(out.len() as u64)
 }
 
+/// The most bytes of block and exceptions one series chunk row holds: rows stay within a
+/// page (the columns are stored PLAIN, with no TOAST), and longer series chunks are split.
+const MAX_ROW_BYTES: usize = 6_000;
+
+/// Encodes a series' samples into one or more series chunks of at most [`MAX_ROW_BYTES`]:
+/// (first time, last time, samples, block).
+fn encode_rows(samples: &[(i64, f64)], raw: bool, out: &mut Vec<(i64, i64, i32, Block)>) {
+    let times: Vec<i64> = samples.iter().map(|s| s.0).collect();
+    let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let block = encode_series(&times, &values, raw);
+    if block.data.len() + 8 * block.exceptions.len() > MAX_ROW_BYTES && samples.len() > 1 {
+        let (a, b) = samples.split_at(samples.len() / 2);
+        encode_rows(a, raw, out);
+        encode_rows(b, raw, out);
+        return;
+    }
+    out.push((times[0], times[times.len() - 1], times.len() as i32, block));
+}
+
+/// Writes series chunks into a chunk table, then indexes it if it has grown large enough.
 async fn insert_series_chunks(
     tx: &mut Transaction<'_, Postgres>,
-    quoted_table: &str,
+    table_name: &str,
     chunks: &[(i64, Vec<(i64, f64)>)],
     raw: bool,
 ) -> Result<(), sqlx::Error> {
+    let quoted_table = quote_ident(table_name);
+    let mut rows = Vec::new();
     // Parameters stay bounded: a few thousand series per statement.
     for part in chunks.chunks(5_000) {
         let mut ids = Vec::with_capacity(part.len());
         let (mut starts, mut ends, mut counts, mut datas) = (vec![], vec![], vec![], vec![]);
         let (mut offsets, mut lengths, mut exceptions) = (vec![], vec![], Vec::<f64>::new());
         for (id, samples) in part {
-            let times: Vec<i64> = samples.iter().map(|s| s.0).collect();
-            let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
-            let Block { data, exceptions: exc } = encode_series(&times, &values, raw);
-            ids.push(*id);
-            starts.push(PgTimestamp::from_unix_ms(times[0]));
-            ends.push(PgTimestamp::from_unix_ms(times[times.len() - 1]));
-            counts.push(times.len() as i32);
-            datas.push(data);
-            offsets.push(exceptions.len() as i32);
-            lengths.push(exc.len() as i32);
-            exceptions.extend(exc);
+            rows.clear();
+            encode_rows(samples, raw, &mut rows);
+            for (start, end, count, block) in rows.drain(..) {
+                ids.push(*id);
+                starts.push(PgTimestamp::from_unix_ms(start));
+                ends.push(PgTimestamp::from_unix_ms(end));
+                counts.push(count);
+                datas.push(block.data);
+                offsets.push(exceptions.len() as i32);
+                lengths.push(block.exceptions.len() as i32);
+                exceptions.extend(block.exceptions);
+            }
         }
         sqlx::query(&format!(
             "INSERT INTO _prom_chunks.{quoted_table} (series_id, start_time, end_time, samples, data, exceptions)
@@ -429,6 +451,10 @@ async fn insert_series_chunks(
         .execute(&mut **tx)
         .await?;
     }
+    sqlx::query("SELECT _prom_catalog.index_chunk_table($1)")
+        .bind(table_name)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -462,7 +488,6 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
             .bind(format!("{}_sealed", chunk.id))
             .fetch_one(&mut *tx)
             .await?;
-        let new = quote_ident(&new_name);
         let ids: Vec<i64> =
             sqlx::query_scalar(&format!("SELECT DISTINCT series_id FROM _prom_chunks.{old} ORDER BY 1"))
                 .fetch_all(&mut *tx)
@@ -487,7 +512,7 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
                 out.push((id, merge_by_precedence(lists)));
             }
             out.retain(|(_, s)| !s.is_empty());
-            insert_series_chunks(&mut tx, &new, &out, raw).await?;
+            insert_series_chunks(&mut tx, &new_name, &out, raw).await?;
             stats.series_chunks_written += out.len() as u64;
         }
         sqlx::query("SELECT _prom_catalog.replace_chunk_table($1, $2)")

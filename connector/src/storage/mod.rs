@@ -1,4 +1,6 @@
-//! Everything that talks to PostgreSQL about samples: the write path, and [`read`].
+//! Everything that talks to PostgreSQL about samples: the block format ([`codec`]), the write
+//! path into the head ([`samples`]), [`compaction`] into series chunks, and [`read`]. See
+//! `docs/storage.md`.
 
 pub mod codec;
 pub mod compaction;

@@ -124,7 +124,11 @@ async fn main() {
         for (t, (name, url)) in targets.iter().enumerate() {
             let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
             let rate = args.series as f64 / took.as_secs_f64();
-            eprintln!("rollout {} ({} new series) -> {name}: {rate:.0} samples/s", r + 1, args.series);
+            eprintln!(
+                "rollout {} ({} new series) -> {name}: {rate:.0} samples/s",
+                r + 1,
+                args.series
+            );
             rollout_rates[t].push(rate);
             slowest[t] = slowest[t].max(slow);
         }

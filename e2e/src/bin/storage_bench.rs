@@ -1,10 +1,14 @@
-//! Bytes per sample on disk: the connector's head and series chunks (indexes
-//! included) beside Prometheus' own TSDB holding the very same samples.
+//! Bytes per sample on disk, side by side: the connector (head before compaction, series
+//! chunks after, and its series and label catalog) beside Prometheus' own TSDB block
+//! holding the very same samples. Also how fast compaction runs and how fast plain SQL
+//! decodes samples through the views (no extension).
 //!
-//! The workload (counters and gauges every 15 s) fills one closed chunk: two hours that
-//! ended over an hour ago. The connector stores it, then maintenance compresses it.
-//! Prometheus' receiver takes the same requests, and an admin-API snapshot writes its head
-//! out as a TSDB block, whose size is Prometheus' figure.
+//! Each shape is a fleet of series (counters and gauges every 15 s) that live for a while,
+//! in closed chunks of the default 8 h interval: series of 30 minutes, of an hour (inside one
+//! chunk, and across a chunk boundary), and of 8 hours. The connector stores them, then
+//! maintenance compacts and seals them. A fresh Prometheus receiver takes the same requests,
+//! and an admin-API snapshot writes its head out as a TSDB block (chunks + index), whose
+//! size is Prometheus' figure.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,45 +19,53 @@ use promscale_e2e::prometheus::Prometheus;
 use promscale_e2e::workload::{dir_size, send_rounds, Workload};
 
 #[derive(Parser, Debug)]
-#[command(about = "Bytes per sample: uncompressed and compressed chunks vs Prometheus' TSDB")]
+#[command(about = "Bytes per sample: the connector's head, series chunks and catalog vs Prometheus' TSDB block")]
 struct Args {
-    /// Distinct series (a quarter each: integer counters, decimal counters, integer gauges,
-    /// decimal gauges).
+    /// Series of the short-lived shapes (30 min, 1 h); a fifth of it for the 8 h shape.
     #[arg(long, default_value_t = 10_000)]
     series: usize,
 }
 
-const TWO_HOURS_MS: i64 = 2 * 3_600_000;
+const HOUR_MS: i64 = 3_600_000;
+const CHUNK_MS: i64 = 8 * HOUR_MS;
+const STEP_MS: i64 = 15_000;
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-    // The two-hour chunk before the last full one: closed, and older than compress_after.
-    let chunk_end = now_ms / TWO_HOURS_MS * TWO_HOURS_MS - TWO_HOURS_MS;
+struct Shape {
+    name: &'static str,
+    series: usize,
+    start_ms: i64,
+    minutes: i64,
+}
+
+struct Figures {
+    samples: f64,
+    head: i64,
+    chunks: i64,
+    catalog: i64,
+    prometheus: u64,
+    compaction_rate: f64,
+    sql_decode_rate: f64,
+}
+
+async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     let workload = Workload {
-        series: args.series,
+        series: shape.series,
         first_id: 0,
         senders: 4,
         batch: 2_000,
-        start_ms: chunk_end - TWO_HOURS_MS,
-        step_ms: 15_000,
-        rounds: (TWO_HOURS_MS / 15_000) as usize,
+        start_ms: shape.start_ms,
+        step_ms: STEP_MS,
+        rounds: (shape.minutes * 60_000 / STEP_MS) as usize,
     };
-    eprintln!("building payload: {workload:?}");
+    eprintln!("{}: building payload: {workload:?}", shape.name);
     let payload = workload.payload();
     let samples = workload.samples() as f64;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &["--log.level", "warn", "--maintenance.interval", "0s"]).await;
     let db = pg.pool().await;
-    sqlx::query("SELECT prom_api.set_default_chunk_interval('2 hours')")
-        .execute(&db)
-        .await
-        .unwrap();
-    eprintln!("writing {samples} samples to the connector ...");
-    let ingest = send_rounds(&client, &connector.url("/write"), &payload, 0..workload.rounds).await;
+    eprintln!("{}: writing {samples} samples to the connector ...", shape.name);
+    send_rounds(client, &connector.url("/write"), &payload, 0..workload.rounds).await;
     let stored: i64 = sqlx::query_scalar("SELECT sum(samples)::int8 FROM _prom_catalog.head")
         .fetch_one(&db)
         .await
@@ -64,29 +76,62 @@ async fn main() {
         .fetch_one(&db)
         .await
         .unwrap();
-    eprintln!("compacting ...");
     let started = Instant::now();
     let stats = promscale_e2e::maintain(&db).await;
-    let compress_time = started.elapsed();
+    let compaction_rate = samples / started.elapsed().as_secs_f64();
     assert_eq!(stats.samples as f64, samples, "every sample was compacted");
-    let compacted: i64 = sqlx::query_scalar(
+    let compacted: i64 = sqlx::query_scalar("SELECT sum(samples)::int8 FROM _prom_catalog.series_chunk")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(compacted as f64, samples, "every sample is in a series chunk");
+    sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
+    let chunks: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))), 0)::int8
            FROM _prom_catalog.chunk",
     )
     .fetch_one(&db)
     .await
     .unwrap();
-    let still: i64 = sqlx::query_scalar("SELECT sum(samples)::int8 FROM _prom_catalog.series_chunk")
-        .fetch_one(&db)
+    let (rows, data, exceptions, heap, index): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(octet_length(data))::int8, sum(coalesce(cardinality(exceptions), 0))::int8,
+                (SELECT sum(pg_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name))))::int8 FROM _prom_catalog.chunk),
+                (SELECT sum(pg_indexes_size(to_regclass('_prom_chunks.' || quote_ident(table_name))))::int8 FROM _prom_catalog.chunk)
+           FROM _prom_catalog.series_chunk",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    eprintln!(
+        "{}: {rows} series chunks, {:.1} bytes of data and {:.2} exceptions per sample; heap {heap} bytes, indexes {index} bytes",
+        shape.name,
+        data as f64 / samples,
+        exceptions as f64 / samples
+    );
+    if std::env::var_os("STORAGE_BENCH_DEBUG").is_some() {
+        let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid),
+                    (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '_prom_chunks'",
+        )
+        .fetch_all(&db)
         .await
         .unwrap();
-    assert_eq!(still as f64, samples, "every sample is in a series chunk");
+        eprintln!("{} chunk tables: {:?}", tables.len(), &tables[..tables.len().min(5)]);
+    }
     let catalog: i64 = sqlx::query_scalar(
         "SELECT (pg_total_relation_size('_prom_catalog.series') + pg_total_relation_size('_prom_catalog.label'))::int8",
     )
     .fetch_one(&db)
     .await
     .unwrap();
+    let started = Instant::now();
+    let decoded: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.samples")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let sql_decode_rate = decoded as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(decoded as f64, samples);
     drop(connector);
     drop(pg);
 
@@ -95,8 +140,8 @@ async fn main() {
         &["--web.enable-remote-write-receiver", "--web.enable-admin-api"],
     )
     .await;
-    eprintln!("writing the same samples to Prometheus ...");
-    send_rounds(&client, &prometheus.url("/api/v1/write"), &payload, 0..workload.rounds).await;
+    eprintln!("{}: writing the same samples to Prometheus ...", shape.name);
+    send_rounds(client, &prometheus.url("/api/v1/write"), &payload, 0..workload.rounds).await;
     let snapshot: serde_json::Value = client
         .post(prometheus.url("/api/v1/admin/tsdb/snapshot"))
         .send()
@@ -107,28 +152,79 @@ async fn main() {
         .unwrap();
     let name = snapshot["data"]["name"].as_str().expect("snapshot name");
     let tsdb = dir_size(&prometheus.data_dir().join("snapshots").join(name));
-
-    println!(
-        "\nbytes per sample on disk: {} series, 15 s interval, one 2 h chunk ({samples} samples)",
-        args.series
-    );
-    println!("{:<46} {:>14} {:>16}", "storage", "bytes", "bytes/sample");
-    for (name, bytes) in [
-        ("connector, head (before compaction)", head),
-        ("connector, series chunks (+ index)", compacted),
-        ("prometheus 2.42 TSDB block (chunks + index)", tsdb as i64),
-    ] {
-        println!("{name:<46} {bytes:>14} {:>16.2}", bytes as f64 / samples);
+    Figures {
+        samples,
+        head,
+        chunks,
+        catalog,
+        prometheus: tsdb,
+        compaction_rate,
+        sql_decode_rate,
     }
-    println!("series and label catalog (not per sample): {catalog} bytes");
-    println!("series chunks / prometheus: {:.2}x", compacted as f64 / tsdb as f64);
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    // An 8 h chunk boundary with a whole closed chunk before it, at least an hour ago.
+    let boundary = (now_ms - HOUR_MS) / CHUNK_MS * CHUNK_MS;
+    let shapes = [
+        Shape {
+            name: "series of 30 min",
+            series: args.series,
+            start_ms: boundary - 4 * HOUR_MS,
+            minutes: 30,
+        },
+        Shape {
+            name: "series of 1 h",
+            series: args.series,
+            start_ms: boundary - 4 * HOUR_MS,
+            minutes: 60,
+        },
+        Shape {
+            name: "series of 1 h across a chunk boundary",
+            series: args.series,
+            start_ms: boundary - 30 * 60_000,
+            minutes: 60,
+        },
+        Shape {
+            name: "series of 8 h",
+            series: args.series / 5,
+            start_ms: boundary - CHUNK_MS,
+            minutes: 480,
+        },
+    ];
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let mut rows = Vec::new();
+    for shape in &shapes {
+        rows.push(measure(&client, shape).await);
+    }
+
+    println!("\nbytes per sample on disk: counters and gauges every 15 s, default 8 h chunks");
     println!(
-        "series chunks + catalog / prometheus: {:.2}x",
-        (compacted + catalog) as f64 / tsdb as f64
+        "{:<40} {:>9} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>12} {:>12}",
+        "shape", "samples", "head", "chunks", "catalog", "total", "prometheus", "ratio", "compaction/s", "SQL decode/s"
     );
+    for (shape, f) in shapes.iter().zip(&rows) {
+        let per = |bytes: f64| bytes / f.samples;
+        let total = (f.chunks + f.catalog) as f64;
+        println!(
+            "{:<40} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>12.0} {:>12.0}",
+            format!("{} ({} series)", shape.name, shape.series),
+            f.samples,
+            per(f.head as f64),
+            per(f.chunks as f64),
+            per(f.catalog as f64),
+            per(total),
+            per(f.prometheus as f64),
+            total / f.prometheus as f64,
+            f.compaction_rate,
+            f.sql_decode_rate,
+        );
+    }
+    println!("head: recent samples before compaction; chunks: series chunks and their index after compaction;");
     println!(
-        "ingest {:.0} samples/s, compaction {:.0} samples/s",
-        samples / ingest.as_secs_f64(),
-        samples / compress_time.as_secs_f64()
+        "catalog: series and label tables with their indexes; total = chunks + catalog; ratio = total / prometheus"
     );
 }

@@ -152,7 +152,7 @@ $fn$;
 -- `exceptions` hold an encoded block; rows written by SQL (the upgrade from version 4) hold
 -- plain arrays instead.
 CREATE TABLE _prom_catalog.head (
-    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id           bigint GENERATED ALWAYS AS IDENTITY,
     metric_id    int         NOT NULL,
     min_time     timestamptz NOT NULL,
     max_time     timestamptz NOT NULL,
@@ -166,7 +166,9 @@ CREATE TABLE _prom_catalog.head (
     CHECK ((data IS NULL) <> (plain_times IS NULL))
 ) WITH (toast_tuple_target = 8160);
 ALTER TABLE _prom_catalog.head ALTER COLUMN data SET STORAGE EXTERNAL;
-CREATE INDEX head_metric_time ON _prom_catalog.head (metric_id, max_time);
+-- One index serves reads (a metric's rows, filtered by time), compaction (a metric's rows in
+-- the order written) and retention: a row costs one index entry, not two.
+CREATE INDEX head_metric_id ON _prom_catalog.head (metric_id, id);
 
 CREATE FUNCTION _prom_catalog.head_samples(p_data bytea, p_exceptions float8[], p_series_ids bigint[],
                                            p_times timestamptz[], p_values float8[])
@@ -181,6 +183,8 @@ $fn$;
 
 -- Parent of every metric's series chunks (partitioned by series id, one partition per
 -- metric, itself partitioned by time into the chunk tables).
+-- Rows are kept within a page (the compactor splits longer series chunks), so the columns
+-- are PLAIN: chunk tables get no TOAST table, and a small metric's chunk table costs one page.
 CREATE TABLE _prom_catalog.series_chunk (
     series_id  bigint      NOT NULL,
     start_time timestamptz NOT NULL,   -- time of the chunk's first sample
@@ -189,6 +193,7 @@ CREATE TABLE _prom_catalog.series_chunk (
     data       bytea       NOT NULL,
     exceptions double precision[]
 ) PARTITION BY RANGE (series_id);
+ALTER TABLE _prom_catalog.series_chunk ALTER COLUMN data SET STORAGE PLAIN, ALTER COLUMN exceptions SET STORAGE PLAIN;
 
 -- Move what version 4 stored into the head, then drop the old tables ------------------------
 
@@ -317,7 +322,7 @@ DECLARE
     v_table name;
 BEGIN
     SELECT table_name INTO STRICT v_table FROM _prom_catalog.metric WHERE id = p_metric_id;
-    EXECUTE format('CREATE TABLE _prom_compressed.%I (LIKE _prom_catalog.series_chunk) PARTITION BY RANGE (start_time)', v_table);
+    EXECUTE format('CREATE TABLE _prom_compressed.%I (LIKE _prom_catalog.series_chunk INCLUDING STORAGE) PARTITION BY RANGE (start_time)', v_table);
     -- ATTACH does not stall concurrent reads of the parent, as CREATE ... PARTITION OF would.
     EXECUTE format('ALTER TABLE _prom_catalog.series_chunk ATTACH PARTITION _prom_compressed.%I FOR VALUES FROM (%s) TO (%s)',
                    v_table, _prom_catalog.first_series_id(p_metric_id), _prom_catalog.first_series_id(p_metric_id + 1));
@@ -391,12 +396,21 @@ BEGIN
     IF to_regclass(format('_prom_chunks.%I', v_table)) IS NOT NULL THEN
         v_table := _prom_catalog.identifier_for(v_table || '_' || txid_current());
     END IF;
-    -- Rows up to a page stay inline (no TOAST lookup when reading); blocks are already
-    -- compressed, so TOAST does not try again.
-    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.series_chunk, PRIMARY KEY (series_id, start_time))'
-                   ' WITH (toast_tuple_target = 8160)', v_table);
-    EXECUTE format('ALTER TABLE _prom_chunks.%I ALTER COLUMN data SET STORAGE EXTERNAL', v_table);
+    -- No index yet: a table of a few pages is read whole faster than through one, and an
+    -- empty index costs two pages. index_chunk_table adds it once the table has grown.
+    EXECUTE format('CREATE TABLE _prom_chunks.%I (LIKE _prom_catalog.series_chunk INCLUDING STORAGE)', v_table);
     RETURN v_table;
+END
+$fn$;
+
+-- Indexes a chunk table on (series_id, start_time) once it is larger than four pages.
+CREATE FUNCTION _prom_catalog.index_chunk_table(p_table name) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF pg_relation_size(format('_prom_chunks.%I', p_table)::regclass) > 4 * 8192
+       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = format('_prom_chunks.%I', p_table)::regclass) THEN
+        EXECUTE format('CREATE INDEX ON _prom_chunks.%I (series_id, start_time)', p_table);
+    END IF;
 END
 $fn$;
 
