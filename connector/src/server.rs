@@ -1,4 +1,5 @@
-//! The HTTP server: routes, shared state, health endpoints.
+//! The HTTP server: routes, shared state, health endpoints, and what clients are told when
+//! the database fails ([`DATABASE_UNAVAILABLE`]: its own messages go to the log only).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,10 @@ use crate::metrics::Metrics;
 use crate::query::QueryOptions;
 use crate::{query, remote_read, remote_write};
 
+/// The answer to a client when the database fails. The database's own message (which can
+/// name users, hosts, tables or the reason a login failed) is logged instead.
+pub const DATABASE_UNAVAILABLE: &str = "the database is unavailable; see the connector's log";
+
 pub struct AppState {
     pub pool: PgPool,
     pub ingestor: Ingestor,
@@ -31,7 +36,8 @@ impl AppState {
         self.migrated.load(Ordering::Acquire)
     }
 
-    /// Whether the schema is migrated and the database answers, and if not, why.
+    /// Whether the schema is migrated and the database answers, and if not, why (fit for
+    /// clients: a database error's own text is logged, not returned).
     pub async fn database_ready(&self) -> Result<(), String> {
         if !self.is_ready() {
             return Err("database schema not migrated yet".to_string());
@@ -39,7 +45,11 @@ impl AppState {
         let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool)).await;
         match ping {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(crate::storage::StorageError::from(e).to_string()),
+            Ok(Err(e)) => {
+                let e = crate::storage::StorageError::from(e);
+                tracing::warn!(error = %e, "readiness check: the database is unavailable");
+                Err(DATABASE_UNAVAILABLE.to_string())
+            }
             Err(_) => Err("the database did not answer within 2s".to_string()),
         }
     }

@@ -57,6 +57,24 @@ impl Connector {
         self.port
     }
 
+    /// The process id, while the connector runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`: `VmRSS` (resident memory now) or `VmHWM` (the
+    /// most it has ever been), in bytes.
+    pub fn memory_bytes(&self, field: &str) -> u64 {
+        let pid = self.pid().expect("the connector runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+            * 1024
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -1,13 +1,15 @@
 //! A PromQL engine: Prometheus 2.42's evaluation rules over any [`SeriesSource`].
 //!
-//! Parsing is the `promql-parser` crate's. A query runs in two phases, as in Prometheus:
-//! [`plan`] walks the syntax tree and asks the source for every selector's series over the
-//! time range the query will look at (the only asynchronous step, where a database is
-//! queried), then [`eval`] computes the result in memory, step by step.
+//! Parsing is the `promql-parser` crate's, behind a bound on nesting depth ([`parse`]). A
+//! query runs in two phases, as in Prometheus: [`plan`] walks the syntax tree and asks the
+//! source for every selector's series over the time range the query will look at (the only
+//! asynchronous step, where a database is queried), then [`eval`] computes the result in
+//! memory, step by step, within the sample limit and the timeout.
 
 pub mod error;
 pub mod labels;
 pub mod memory;
+pub mod parse;
 pub mod source;
 pub mod value;
 

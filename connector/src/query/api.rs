@@ -1,5 +1,9 @@
 //! The Prometheus HTTP query API: /api/v1/query, query_range, series, labels, label values,
 //! metadata and buildinfo, GET or form-encoded POST.
+//!
+//! Hostile requests are refused before they cost anything: queries (and `match[]` selectors)
+//! nested deeper than the engine's limit, and range queries of more than 11,000 points per
+//! series, counted without overflow whatever the times and step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
+use promscale_promql::parse::MAX_DEPTH;
 use promscale_promql::{Engine, EngineOptions, SeriesSource};
 use serde_json::json;
 
@@ -105,7 +110,8 @@ async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: Hea
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS_PER_SERIES {
+    // In i128: the span of two i64 times (say -9e15 s to 9e15 s) overflows i64.
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS_PER_SERIES) {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -134,7 +140,7 @@ fn selectors(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> 
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     all.iter()
-        .map(|s| match promql_parser::parser::parse(s) {
+        .map(|s| match promscale_promql::parse::parse(s, MAX_DEPTH) {
             Ok(Expr::VectorSelector(vs)) => {
                 let matchers = promscale_promql_matchers(&vs);
                 if matchers.iter().all(|m| m.is_match("")) {

@@ -1,7 +1,8 @@
 //! Prometheus' JSON shapes for query results and errors.
 //!
 //! Query results, which can hold millions of points, are written straight to the response
-//! body ([`query_response`]) rather than built as a `serde_json::Value` first.
+//! body ([`query_response`]) rather than built as a `serde_json::Value` first. A database
+//! failure's own text is logged, never sent: clients get [`DATABASE_UNAVAILABLE`].
 
 use std::io::Write;
 
@@ -9,6 +10,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use promscale_promql::{Labels, QueryError, Value};
 use serde_json::{json, Map};
+
+use crate::server::DATABASE_UNAVAILABLE;
 
 /// Milliseconds as Unix seconds, a JSON number with up to three decimals.
 pub fn format_time(ms: i64) -> serde_json::Value {
@@ -184,6 +187,15 @@ impl ApiError {
 
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
+        if let QueryError::Storage(detail) = &e {
+            // The database's message can name users, hosts, tables: for the log only.
+            tracing::warn!(error = %detail, "query failed: the database is unavailable");
+            return ApiError {
+                kind: "unavailable",
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: DATABASE_UNAVAILABLE.to_string(),
+            };
+        }
         let (kind, status) = match &e {
             QueryError::BadData(_) => ("bad_data", StatusCode::BAD_REQUEST),
             QueryError::Execution(_) | QueryError::TooManySamples(_) => ("execution", StatusCode::UNPROCESSABLE_ENTITY),
@@ -220,6 +232,15 @@ mod tests {
         assert_eq!(promscale_promql::format_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_time(1_435_781_451_781).to_string(), "1435781451.781");
         assert_eq!(format_time(1_435_781_451_000).to_string(), "1435781451");
+    }
+
+    #[test]
+    fn database_errors_are_not_sent_to_clients() {
+        let e = ApiError::from(QueryError::Storage(
+            "password authentication failed for user \"promscale\" (SQLSTATE 28P01)".into(),
+        ));
+        assert_eq!((e.kind, e.status), ("unavailable", StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(e.message, DATABASE_UNAVAILABLE);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Request parameters of the HTTP API, parsed the way Prometheus parses them.
+//! Request parameters of the HTTP API, parsed the way Prometheus parses them, except that
+//! times and durations that do not fit in `i64` milliseconds are refused rather than wrapped.
 
 use std::collections::HashMap;
 
@@ -51,7 +52,11 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
             let whole = seconds.trunc();
             // Prometheus rounds the fraction to milliseconds.
             let millis = ((seconds - whole) * 1000.0).round();
-            return Ok(whole as i64 * 1000 + millis as i64);
+            // `as` saturates: a time beyond i64 seconds fails the multiplication.
+            return (whole as i64)
+                .checked_mul(1000)
+                .and_then(|ms| ms.checked_add(millis as i64))
+                .ok_or_else(|| format!("cannot parse {s:?} to a valid timestamp. It overflows int64"));
         }
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -121,6 +126,9 @@ mod tests {
         assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
         assert_eq!(parse_time("-1.5"), Ok(-1500));
         assert!(parse_time("yesterday").unwrap_err().contains("valid timestamp"));
+        assert_eq!(parse_time("-9e15"), Ok(-9_000_000_000_000_000_000));
+        assert!(parse_time("1e16").unwrap_err().contains("overflows"));
+        assert!(parse_time("-1e300").unwrap_err().contains("overflows"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `POST /read` and `/api/v1/read`: remote read with either response type Prometheus asks
 //! for, SAMPLES (one snappy-compressed message) or STREAMED_XOR_CHUNKS (a stream of framed
-//! messages of XOR chunks).
+//! messages of XOR chunks). A database failure is a 503 whose text says only that (see
+//! [`DATABASE_UNAVAILABLE`]); its details are logged.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::proto::{
 use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
 use crate::query::source::PgSeriesSource;
 use crate::remote_write::proto::{Label, Sample};
-use crate::server::AppState;
+use crate::server::{AppState, DATABASE_UNAVAILABLE};
 
 /// Frames of a streamed response stay under about this size, as Prometheus' own do.
 const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -56,7 +57,10 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             .await
         {
             Ok(series) => results.push(series),
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "remote-read request failed: the database is unavailable");
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{DATABASE_UNAVAILABLE}\n")).into_response();
+            }
         }
     }
     // The client lists the types it accepts, best first; none listed means SAMPLES.

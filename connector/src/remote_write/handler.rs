@@ -1,6 +1,7 @@
 //! `POST /write` and `POST /api/v1/write`: answers so that Prometheus does the right thing.
 //! 2xx only once the samples are committed; 4xx for data that can never be stored
-//! (Prometheus drops it); 5xx when the database is unavailable (Prometheus retries).
+//! (Prometheus drops it); 5xx when the database is unavailable (Prometheus retries), with
+//! the database's own message in the log, not in the answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::decode::{decode_snappy, DecodeError};
 use crate::metrics::CodeLabel;
-use crate::server::AppState;
+use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,14 @@ impl WriteError {
             WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
+
+    /// What the client is told; the log gets the whole error.
+    pub fn client_message(&self) -> String {
+        match self {
+            WriteError::Storage(StorageError::Unavailable(_)) => DATABASE_UNAVAILABLE.to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -61,7 +70,7 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(()) => status.into_response(),
-        Err(e) => (status, format!("{e}\n")).into_response(),
+        Err(e) => (status, format!("{}\n", e.client_message())).into_response(),
     }
 }
 

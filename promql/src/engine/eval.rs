@@ -5,6 +5,12 @@
 //! is prepared once: each selector's labels without the metric name, whether its series
 //! hold staleness markers, and where its last window ended, so that the next step's window
 //! is found by searching forward from there rather than over the whole series.
+//!
+//! Limits apply while results are built, not after: the samples of the matrices under
+//! construction (the range query's and those of enclosing subqueries) are counted together
+//! against the sample limit at every step, and the deadline is checked at every step. The
+//! recursion over the syntax tree grows its stack on the heap when it runs low, and time
+//! arithmetic saturates, so that no query can overflow either.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,7 +21,7 @@ use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use super::boundaries::{after_window, before_window, in_window, window_start};
 use super::index::{GroupCache, MatrixBuilder};
-use super::plan::{at_ms, offset_ms, selector_key, Fetched};
+use super::plan::{at_ms, duration_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
 use crate::labels::Labels;
@@ -129,7 +135,15 @@ pub struct Evaluator<'a> {
     selected: HashMap<usize, Selected<'a>>,
     /// Groupings remembered across steps, by the address of their expression.
     groups: RefCell<HashMap<usize, GroupCache>>,
+    /// Samples in the matrices being built by the range query and the subqueries that
+    /// enclose the expression being evaluated.
+    held: Cell<usize>,
 }
+
+/// Evaluating an expression needs at most this much stack before it recurses again...
+const STACK_RED_ZONE: usize = 128 * 1024;
+/// ...and when less is left, it goes on on a new stack segment of this size.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
 
 pub fn evaluate(
     expr: &Expr,
@@ -147,6 +161,7 @@ pub fn evaluate(
         deadline,
         selected: data.iter().map(|(&key, series)| (key, Selected::new(series))).collect(),
         groups: RefCell::new(HashMap::new()),
+        held: Cell::new(0),
     };
     if step == 0 {
         let value = ev.eval(expr, start)?;
@@ -162,10 +177,10 @@ pub fn evaluate(
             )))
         }
     }
-    let steps = ((end - start) / step + 1) as usize;
+    let steps = (end.saturating_sub(start) / step).saturating_add(1) as usize;
     let mut series = MatrixBuilder::new(steps);
-    let mut t = start;
-    while t <= end {
+    let mut next = Some(start);
+    while let Some(t) = next.filter(|&t| t <= end) {
         ev.check_deadline()?;
         match ev.eval(expr, t)? {
             Value::Scalar { v, .. } => series.push(Labels::default(), Sample { t, v }),
@@ -182,7 +197,8 @@ pub fn evaluate(
             }
         }
         ev.check_samples(series.samples())?;
-        t += step;
+        ev.held.set(series.samples());
+        next = t.checked_add(step);
     }
     Ok(Value::Matrix(series.finish()))
 }
@@ -220,6 +236,12 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        // Each level of the tree recurses through here: however deep the tree and whatever
+        // the frames' sizes (debug builds' are large), the stack cannot overflow.
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.eval_here(expr, t))
+    }
+
+    fn eval_here(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar { t, v: n.val }),
             Expr::StringLiteral(s) => Ok(Value::String { t, s: s.val.clone() }),
@@ -260,7 +282,9 @@ impl<'a> Evaluator<'a> {
 
     /// The fixed time of an `@` modifier, or `t`, shifted back by the offset.
     pub fn reference_time(&self, vs: &VectorSelector, t: i64) -> i64 {
-        at_ms(&vs.at, self.query_start, self.query_end).unwrap_or(t) - offset_ms(&vs.offset)
+        at_ms(&vs.at, self.query_start, self.query_end)
+            .unwrap_or(t)
+            .saturating_sub(offset_ms(&vs.offset))
     }
 
     /// The fetched series of a selector.
@@ -298,7 +322,7 @@ impl<'a> Evaluator<'a> {
             return Vec::new();
         };
         let reference = self.reference_time(&ms.vs, t);
-        let range = ms.range.as_millis() as i64;
+        let range = duration_ms(ms.range);
         let mut buffer = Vec::new();
         let mut out = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
@@ -315,20 +339,32 @@ impl<'a> Evaluator<'a> {
 
     /// The inner expression at every multiple of the subquery's step within its range.
     pub fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<Vec<Series>, QueryError> {
-        let reference = at_ms(&sq.at, self.query_start, self.query_end).unwrap_or(t) - offset_ms(&sq.offset);
-        let range = sq.range.as_millis() as i64;
+        let reference = at_ms(&sq.at, self.query_start, self.query_end)
+            .unwrap_or(t)
+            .saturating_sub(offset_ms(&sq.offset));
+        let range = duration_ms(sq.range);
         let step = sq
             .step
-            .map(|s| s.as_millis() as i64)
+            .map(duration_ms)
             .filter(|&s| s > 0)
             .unwrap_or(self.options.default_subquery_step_ms);
-        let start = window_start(reference, range);
-        let mut inner_t = start.div_euclid(step) * step;
-        if inner_t < start {
-            inner_t += step;
-        }
-        let mut series = MatrixBuilder::new(((reference - inner_t) / step + 1).max(0) as usize);
-        while inner_t <= reference {
+        // The first multiple of the step in the window (none when it lies beyond i64).
+        let first = {
+            let (start, step) = (i128::from(window_start(reference, range)), i128::from(step));
+            let mut first = start.div_euclid(step) * step;
+            if first < start {
+                first += step;
+            }
+            i64::try_from(first).ok()
+        };
+        let steps = first.map_or(0, |first| {
+            (reference.saturating_sub(first) / step).saturating_add(1).max(0)
+        });
+        let mut series = MatrixBuilder::new(steps as usize);
+        // Samples held by the enclosing range query and subqueries: this one's come on top.
+        let outer = self.held.get();
+        let mut next = first;
+        while let Some(inner_t) = next.filter(|&t| t <= reference) {
             self.check_deadline()?;
             match self.eval(&sq.expr, inner_t)? {
                 Value::Scalar { v, .. } => series.push(Labels::default(), Sample { t: inner_t, v }),
@@ -344,9 +380,12 @@ impl<'a> Evaluator<'a> {
                     )))
                 }
             }
-            inner_t += step;
+            let held = outer.saturating_add(series.samples());
+            self.check_samples(held)?;
+            self.held.set(held);
+            next = inner_t.checked_add(step);
         }
-        self.check_samples(series.samples())?;
+        self.held.set(outer);
         Ok(series.finish())
     }
 

@@ -44,10 +44,16 @@ pub struct MatrixBuilder {
     /// keeps alive (so the identity cannot be reused by another set meanwhile).
     by_id: IdMap<usize>,
     by_labels: HashMap<Labels, usize>,
-    /// Room for the samples of a new series: the number of steps, as Prometheus sizes it.
+    /// Room for the samples of a new series: the number of steps, as Prometheus sizes it,
+    /// up to [`MAX_PREALLOCATED`].
     steps: usize,
     samples: usize,
 }
+
+/// The most samples room is made for in advance per series: every step of the longest range
+/// query the API accepts (11,000 points), but not the billions of steps a subquery like
+/// `[365d:1ms]` asks for, whose samples the sample limit stops long before.
+pub const MAX_PREALLOCATED: usize = 16 * 1024;
 
 impl MatrixBuilder {
     pub fn new(steps: usize) -> Self {
@@ -55,7 +61,7 @@ impl MatrixBuilder {
             series: Vec::new(),
             by_id: IdMap::default(),
             by_labels: HashMap::new(),
-            steps,
+            steps: steps.min(MAX_PREALLOCATED),
             samples: 0,
         }
     }

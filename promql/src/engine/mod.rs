@@ -25,6 +25,8 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// How long a query may run (`--query.timeout`).
     pub timeout: Duration,
+    /// The deepest expression tree a query may have (see [`crate::parse`]).
+    pub max_depth: usize,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +36,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60 * 1000,
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            max_depth: crate::parse::MAX_DEPTH,
         }
     }
 }
@@ -92,7 +95,7 @@ impl Engine {
     ) -> Result<Value, QueryError> {
         // Boxed: fetched series are keyed by their selector's address, which must not change
         // when the tree moves to the evaluating thread.
-        let expr = Box::new(promql_parser::parser::parse(query).map_err(QueryError::BadData)?);
+        let expr = Box::new(crate::parse::parse(query, self.options.max_depth)?);
         let deadline = deadline_after(self.options.timeout);
         let data = plan::fetch(source, &expr, start, end, &self.options).await?;
         // Evaluation is CPU-bound: off the async workers, so that other requests go on.

@@ -2,9 +2,11 @@
 //!
 //! Every selector is fetched once, for the union of the times at which it will be
 //! evaluated, widened by its lookback or range and shifted by its offset and `@`. This is the
-//! only place that talks to the series source.
+//! only place that talks to the series source. Times saturate at the ends of the `i64`
+//! range rather than overflow, and the tree is walked without recursion.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
@@ -22,11 +24,16 @@ pub fn selector_key(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
+/// A duration in milliseconds, at most `i64::MAX`.
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 pub fn offset_ms(offset: &Option<Offset>) -> i64 {
     match offset {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => duration_ms(*d),
+        Some(Offset::Neg(d)) => -duration_ms(*d),
     }
 }
 
@@ -37,8 +44,8 @@ pub fn at_ms(at: &Option<AtModifier>, query_start: i64, query_end: i64) -> Optio
         Some(AtModifier::Start) => Some(query_start),
         Some(AtModifier::End) => Some(query_end),
         Some(AtModifier::At(t)) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
+            Ok(d) => duration_ms(d),
+            Err(e) => -duration_ms(e.duration()),
         }),
     }
 }
@@ -64,32 +71,30 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// Records what `expr` reads when evaluated at times in `[start, end]`.
     fn walk(&mut self, expr: &'a Expr, start: i64, end: i64) {
-        match expr {
-            Expr::VectorSelector(vs) => self.record(vs, start, end, self.options.lookback_delta_ms),
-            Expr::MatrixSelector(ms) => self.record(&ms.vs, start, end, ms.range.as_millis() as i64),
-            Expr::Subquery(sq) => {
-                let (start, end) = self.shift(&sq.at, &sq.offset, start, end);
-                let range = sq.range.as_millis() as i64;
-                self.walk(&sq.expr, start - range, end);
-            }
-            Expr::Aggregate(a) => {
-                self.walk(&a.expr, start, end);
-                if let Some(p) = &a.param {
-                    self.walk(p, start, end);
+        let mut pending = vec![(expr, start, end)];
+        while let Some((expr, start, end)) = pending.pop() {
+            match expr {
+                Expr::VectorSelector(vs) => self.record(vs, start, end, self.options.lookback_delta_ms),
+                Expr::MatrixSelector(ms) => self.record(&ms.vs, start, end, duration_ms(ms.range)),
+                Expr::Subquery(sq) => {
+                    let (start, end) = self.shift(&sq.at, &sq.offset, start, end);
+                    pending.push((&sq.expr, start.saturating_sub(duration_ms(sq.range)), end));
                 }
-            }
-            Expr::Unary(u) => self.walk(&u.expr, start, end),
-            Expr::Binary(b) => {
-                self.walk(&b.lhs, start, end);
-                self.walk(&b.rhs, start, end);
-            }
-            Expr::Paren(p) => self.walk(&p.expr, start, end),
-            Expr::Call(c) => {
-                for arg in &c.args.args {
-                    self.walk(arg, start, end);
+                Expr::Aggregate(a) => {
+                    pending.push((&a.expr, start, end));
+                    if let Some(p) = &a.param {
+                        pending.push((p, start, end));
+                    }
                 }
+                Expr::Unary(u) => pending.push((&u.expr, start, end)),
+                Expr::Binary(b) => {
+                    pending.push((&b.lhs, start, end));
+                    pending.push((&b.rhs, start, end));
+                }
+                Expr::Paren(p) => pending.push((&p.expr, start, end)),
+                Expr::Call(c) => pending.extend(c.args.args.iter().map(|arg| (arg.as_ref(), start, end))),
+                Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
             }
-            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
     }
 
@@ -99,13 +104,13 @@ impl<'a> Planner<'a> {
             None => (start, end),
         };
         let offset = offset_ms(offset);
-        (start - offset, end - offset)
+        (start.saturating_sub(offset), end.saturating_sub(offset))
     }
 
     fn record(&mut self, vs: &'a VectorSelector, start: i64, end: i64, width: i64) {
         let (start, end) = self.shift(&vs.at, &vs.offset, start, end);
         let span = self.spans.entry(selector_key(vs)).or_insert((vs, i64::MAX, i64::MIN));
-        span.1 = span.1.min(start - width);
+        span.1 = span.1.min(start.saturating_sub(width));
         span.2 = span.2.max(end);
     }
 }

@@ -169,7 +169,7 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         let Some(sel) = ev.selected(&ms.vs) else {
             return Ok((Vec::new(), true));
         };
-        let width = ms.range.as_millis() as i64;
+        let width = super::plan::duration_ms(ms.range);
         let mut buffer = Vec::new();
         let mut out = Vec::with_capacity(sel.series.len());
         for (i, s) in sel.series.iter().enumerate() {
@@ -212,14 +212,16 @@ fn unwrap_parens(e: &Expr) -> &Expr {
 
 /// The window a range argument covers.
 fn range_bounds(ev: &Evaluator, arg: &Expr, t: i64) -> (i64, i64) {
-    use super::plan::{at_ms, offset_ms};
+    use super::plan::{at_ms, duration_ms, offset_ms};
     let (at, offset, range) = match unwrap_parens(arg) {
         Expr::MatrixSelector(ms) => (&ms.vs.at, &ms.vs.offset, ms.range),
         Expr::Subquery(sq) => (&sq.at, &sq.offset, sq.range),
         _ => unreachable!("checked by the caller"),
     };
-    let end = at_ms(at, ev.query_start, ev.query_end).unwrap_or(t) - offset_ms(offset);
-    let start = window_start(end, range.as_millis() as i64);
+    let end = at_ms(at, ev.query_start, ev.query_end)
+        .unwrap_or(t)
+        .saturating_sub(offset_ms(offset));
+    let start = window_start(end, duration_ms(range));
     (start, end)
 }
 

@@ -209,9 +209,9 @@ fn extrapolated_rate(
         }
     }
 
-    let mut duration_to_start = (first.t - range_start) as f64 / 1000.0;
-    let duration_to_end = (range_end - last.t) as f64 / 1000.0;
-    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let mut duration_to_start = seconds_between(range_start, first.t);
+    let duration_to_end = seconds_between(last.t, range_end);
+    let sampled_interval = seconds_between(first.t, last.t);
     let average_duration_between_samples = sampled_interval / (samples.len() - 1) as f64;
 
     if is_counter && result > 0.0 && first.v >= 0.0 {
@@ -239,9 +239,14 @@ fn extrapolated_rate(
 
     let mut factor = extrapolate_to_interval / sampled_interval;
     if is_rate {
-        factor /= (range_end - range_start) as f64 / 1000.0;
+        factor /= seconds_between(range_start, range_end);
     }
     Some(result * factor)
+}
+
+/// Seconds from `from` to `to` (milliseconds), without overflow whatever the times.
+fn seconds_between(from: i64, to: i64) -> f64 {
+    (i128::from(to) - i128::from(from)) as f64 / 1000.0
 }
 
 /// irate and idelta: the last two samples only.
@@ -297,7 +302,7 @@ fn linear_regression(samples: &[Sample], intercept_time: i64) -> (f64, f64) {
             const_y = false;
         }
         n += 1.0;
-        let x = (s.t - intercept_time) as f64 / 1e3;
+        let x = seconds_between(intercept_time, s.t);
         (sum_x, c_x) = kahan_sum_inc(x, sum_x, c_x);
         (sum_y, c_y) = kahan_sum_inc(s.v, sum_y, c_y);
         (sum_xy, c_xy) = kahan_sum_inc(x * s.v, sum_xy, c_xy);

@@ -1,0 +1,239 @@
+//! Parsing with a bounded nesting depth.
+//!
+//! Everything that walks a syntax tree (the parser's own type checks, the planner, the
+//! evaluator, even dropping the tree) recurses once per level, so a query like `1+1+...+1`
+//! with thousands of terms would overflow a thread's stack. Prometheus' parser has no limit;
+//! ours refuses queries deeper than [`MAX_DEPTH`] before anything recursive runs: one linear
+//! pass over the text ([`depth_bound`]) bounds the depth of the tree it would parse into.
+
+use promql_parser::parser::Expr;
+
+use crate::error::QueryError;
+
+/// The deepest expression tree a query may have: levels of operators, parentheses, function
+/// calls, aggregations and subqueries, counted as [`depth_bound`] counts them.
+pub const MAX_DEPTH: usize = 1000;
+
+/// Parses `query`, refusing it (as bad data) when its tree could be deeper than `max_depth`.
+pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
+    let depth = depth_bound(query);
+    if depth > max_depth {
+        return Err(QueryError::BadData(format!(
+            "the query is nested too deeply: up to {depth} levels of operators, parentheses, calls \
+             and subqueries, more than the {max_depth} allowed"
+        )));
+    }
+    // The parser panics on a few inputs (a float duration too large for a Duration): a query
+    // it cannot handle is bad data, not a reason to drop the connection.
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(parsed) => parsed.map_err(QueryError::BadData),
+        Err(_) => Err(QueryError::BadData(format!(
+            "invalid query: {query:?} cannot be parsed"
+        ))),
+    }
+}
+
+/// An upper bound of the depth of the syntax tree `query` parses into, without parsing it.
+///
+/// Within one pair of parentheses, every operator (binary, unary, or the `[` of a range or
+/// subquery) can add at most one level, whatever precedence does with them: the bound of a
+/// group is one level for the group itself, plus its operators, plus the deepest group inside
+/// it. Strings, comments, label matchers (`{...}`) and durations (`[...]`) add nothing. It is
+/// exact for chains like `a or b or c` and overestimates mixed precedence (`a*b + c*d`).
+pub fn depth_bound(query: &str) -> usize {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Group {
+        Paren,
+        Brace,
+        Bracket,
+    }
+    struct Frame {
+        group: Group,
+        operators: usize,
+        deepest_child: usize,
+    }
+    impl Frame {
+        fn new(group: Group) -> Self {
+            Frame {
+                group,
+                operators: 0,
+                deepest_child: 0,
+            }
+        }
+        fn depth(&self) -> usize {
+            1usize.saturating_add(self.operators).saturating_add(self.deepest_child)
+        }
+    }
+    let bytes = query.as_bytes();
+    let mut stack = vec![Frame::new(Group::Paren)];
+    let close = |stack: &mut Vec<Frame>| {
+        if stack.len() > 1 {
+            let done = stack.pop().expect("more than one frame");
+            let parent = stack.last_mut().expect("the outermost frame");
+            parent.deepest_child = parent.deepest_child.max(done.depth());
+        }
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let top = stack.last_mut().expect("the outermost frame is never popped");
+        let in_expression = top.group == Group::Paren;
+        match c {
+            b'"' | b'\'' | b'`' => {
+                // A string: to its closing quote, over escapes (raw strings have none).
+                i += 1;
+                while i < bytes.len() && bytes[i] != c {
+                    if bytes[i] == b'\\' && c != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' => stack.push(Frame::new(Group::Paren)),
+            b'{' => stack.push(Frame::new(Group::Brace)),
+            b'[' => {
+                if in_expression {
+                    top.operators = top.operators.saturating_add(1);
+                }
+                stack.push(Frame::new(Group::Bracket));
+            }
+            b')' | b'}' | b']' => close(&mut stack),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' if in_expression => {
+                top.operators = top.operators.saturating_add(1);
+            }
+            b'=' | b'!' | b'<' | b'>' if in_expression => {
+                // One comparison, however many characters it is spelt with.
+                top.operators = top.operators.saturating_add(1);
+                while i + 1 < bytes.len() && matches!(bytes[i + 1], b'=' | b'!' | b'<' | b'>') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b':' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && (bytes[i + 1].is_ascii_alphanumeric() || matches!(bytes[i + 1], b'_' | b':'))
+                {
+                    i += 1;
+                }
+                let word = &query[start..=i];
+                if in_expression
+                    && ["and", "or", "unless", "atan2"]
+                        .iter()
+                        .any(|k| word.eq_ignore_ascii_case(k))
+                {
+                    top.operators = top.operators.saturating_add(1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    while stack.len() > 1 {
+        close(&mut stack);
+    }
+    stack[0].depth()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real depth of a parsed tree, without recursion.
+    fn depth(expr: &Expr) -> usize {
+        let mut deepest = 0;
+        let mut pending = vec![(expr, 1)];
+        while let Some((e, d)) = pending.pop() {
+            deepest = deepest.max(d);
+            match e {
+                Expr::Aggregate(a) => {
+                    pending.push((&a.expr, d + 1));
+                    if let Some(p) = &a.param {
+                        pending.push((p, d + 1));
+                    }
+                }
+                Expr::Unary(u) => pending.push((&u.expr, d + 1)),
+                Expr::Binary(b) => {
+                    pending.push((&b.lhs, d + 1));
+                    pending.push((&b.rhs, d + 1));
+                }
+                Expr::Paren(p) => pending.push((&p.expr, d + 1)),
+                Expr::Subquery(s) => pending.push((&s.expr, d + 1)),
+                Expr::Call(c) => pending.extend(c.args.args.iter().map(|a| (a.as_ref(), d + 1))),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    #[test]
+    fn the_bound_is_never_below_the_real_depth() {
+        let queries = [
+            "up",
+            "1",
+            "-up",
+            "- - -1",
+            "up + on(job) group_left(instance) up",
+            "sum by (job) (rate(http_requests_total{code=~\"5..\", path!=\"/(x)\"}[5m])) / ignoring(code) sum(rate(x[5m]))",
+            "1 + 2 * 3 ^ 4 ^ 5 - 6 / 7 % 8",
+            "a > bool b == bool c <= bool d",
+            "a and b or c unless d AND e Or f",
+            "a atan2 b + c ATAN2 d",
+            "max_over_time(rate(x[5m:1m])[1h:5m] offset -1m)",
+            "((((((1))))))",
+            "abs(abs(abs(abs(up))))",
+            "topk(3, sum without (a) (x @ start()))",
+            "histogram_quantile(0.9, sum by (le) (rate(b[5m]))) # a comment with ((((\n+ 1",
+            "label_replace(up, \"a\", \"$1)\", \"b\", \"(.*)\")",
+            "1e-5 + 0x1F - Inf",
+            "sum(x) by (a, b) + on() vector(1)",
+        ];
+        for q in queries {
+            let expr = promql_parser::parser::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert!(
+                depth_bound(q) >= depth(&expr),
+                "{q}: bound {} < depth {}",
+                depth_bound(q),
+                depth(&expr)
+            );
+            assert!(
+                depth_bound(q) <= 4 * depth(&expr) + 4,
+                "{q}: bound {} far above",
+                depth_bound(q)
+            );
+        }
+    }
+
+    #[test]
+    fn chains_count_one_level_per_operator() {
+        let sum = vec!["1"; 3000].join("+");
+        assert_eq!(depth_bound(&sum), 3000);
+        let or: Vec<String> = (0..5000).map(|i| format!("vector({i})")).collect();
+        assert!(depth_bound(&or.join(" or ")) >= 5000);
+        assert_eq!(depth_bound(&"(".repeat(100_000)), 100_001);
+        // Operators inside strings, label matchers and durations are not operators.
+        assert_eq!(depth_bound(&format!("x{{a=~\"{}\"}}[5m:1m]", "-(".repeat(10_000))), 3);
+    }
+
+    #[test]
+    fn deep_queries_are_refused_before_parsing() {
+        let sum = vec!["1"; 3000].join("+");
+        match parse(&sum, MAX_DEPTH) {
+            Err(QueryError::BadData(m)) => assert!(m.contains("nested too deeply"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let shallow = vec!["1"; 500].join("+");
+        assert!(parse(&shallow, MAX_DEPTH).is_ok());
+    }
+
+    #[test]
+    fn inputs_the_parser_panics_on_are_bad_data() {
+        for q in ["x[1e300]", "x[1e300:1m]", "x offset 1e300", "rate(x[-1e300])"] {
+            assert!(matches!(parse(q, MAX_DEPTH), Err(QueryError::BadData(_))), "{q}");
+        }
+    }
+}
