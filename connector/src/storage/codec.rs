@@ -16,8 +16,8 @@ pub const POWERS_OF_TEN: [f64; 16] = [
 /// The scale byte of a run whose values are all exceptions.
 pub const RAW_SCALE: u8 = 255;
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-/// More samples than any run holds: a corrupt length must not allocate without bound.
-const MAX_RUN_SAMPLES: usize = 1 << 24;
+/// More samples than any block holds: a corrupt length must not allocate without bound.
+const MAX_BLOCK_SAMPLES: usize = 1 << 24;
 
 /// An encoded block: `data` and the `exceptions` it refers to.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -194,7 +194,7 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
     for _ in 0..runs {
         series = series.wrapping_add(r.uvarint()? as i64);
         let n = r.uvarint()? as usize;
-        if n == 0 || n > MAX_RUN_SAMPLES {
+        if n == 0 || n > MAX_BLOCK_SAMPLES - out.len() {
             return Err(CorruptBlock("bad run length"));
         }
         let first = out.len();
@@ -205,8 +205,8 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
             match r.uvarint()? {
                 0 => return Err(CorruptBlock("exception token among times")),
                 token @ (1 | 2) => {
-                    let run = if token == 1 { 1 } else { r.uvarint()? as usize };
-                    if run == 0 || out.len() - first + run > n {
+                    let run = if token == 1 { 1 } else { r.uvarint()? };
+                    if run == 0 || run > (n - (out.len() - first)) as u64 {
                         return Err(CorruptBlock("bad run of equal time deltas"));
                     }
                     for _ in 0..run {
@@ -238,10 +238,11 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
                     i += 1;
                 }
                 token @ (1 | 2) => {
-                    let run = if token == 1 { 1 } else { r.uvarint()? as usize };
-                    if run == 0 || i + run > out.len() {
+                    let run = if token == 1 { 1 } else { r.uvarint()? };
+                    if run == 0 || run > (out.len() - i) as u64 {
                         return Err(CorruptBlock("bad run of equal values"));
                     }
+                    let run = run as usize;
                     for s in &mut out[i..i + run] {
                         s.2 = m as f64 / power;
                     }
@@ -425,6 +426,18 @@ mod tests {
             let _ = decode(&garbage, &[1.0]);
         }
         assert!(decode(&block.data, &[]).is_ok());
+        // Runs claiming more samples than fit: errors, not overflows or huge allocations.
+        assert_eq!(
+            decode(&[0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f, 0], &[]),
+            Err(CorruptBlock("bad run length"))
+        );
+        let mut huge_run = vec![0, 1, 0, 3, 0, 2];
+        huge_run.extend([0xff; 9]);
+        huge_run.push(0x01);
+        assert_eq!(
+            decode(&huge_run, &[]),
+            Err(CorruptBlock("bad run of equal time deltas"))
+        );
         assert_eq!(
             decode(&[0, 1, 0, 1, 0, 0, 0], &[]),
             Err(CorruptBlock("too few exceptions"))

@@ -68,6 +68,20 @@ impl CompactionStats {
     }
 }
 
+/// Errors that say the database (or the connection) is in trouble, not that one metric's
+/// data is at fault: those end the round. Data exceptions (22), integrity (23), objects
+/// gone under us (42), limits (54) and corrupt data (XX001) only skip the metric.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => false,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            !(["22", "23", "42", "54"].iter().any(|c| code.starts_with(c)) || code == "XX001")
+        }
+        _ => true,
+    }
+}
+
 fn corrupt(e: CorruptBlock) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
@@ -80,13 +94,24 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
     let metrics: Vec<i32> = sqlx::query_scalar("SELECT id FROM _prom_catalog.metric ORDER BY id")
         .fetch_all(pool)
         .await?;
+    // A metric that fails (say, a corrupt row) is logged and skipped: the others go on.
+    let mut failed = 0;
     for metric_id in metrics {
         loop {
-            let done = compact_head_batch(pool, metric_id, options).await?;
-            let empty = done.head_rows == 0;
-            stats.add(done);
-            if empty {
-                break;
+            match compact_head_batch(pool, metric_id, options).await {
+                Ok(done) => {
+                    let empty = done.head_rows == 0;
+                    stats.add(done);
+                    if empty {
+                        break;
+                    }
+                }
+                Err(e) if is_connection_error(&e) => return Err(e),
+                Err(e) => {
+                    tracing::error!(metric_id, error = %e, "compacting a metric's head failed; skipping it this round");
+                    failed += 1;
+                    break;
+                }
             }
         }
     }
@@ -98,7 +123,17 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
     .fetch_all(pool)
     .await?;
     for (chunk_id, metric_id) in chunks {
-        stats.add(seal_chunk(pool, metric_id, chunk_id).await?);
+        match seal_chunk(pool, metric_id, chunk_id).await {
+            Ok(done) => stats.add(done),
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(chunk_id, metric_id, error = %e, "sealing a chunk failed; retrying next round");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }
     if stats.samples > 0 {
         tracing::info!(
@@ -337,11 +372,26 @@ async fn merge_into_chunk(
 ) -> Result<u64, sqlx::Error> {
     let table = quote_ident(&chunk.table_name);
     let series: Vec<i64> = new.keys().copied().collect();
+    // Only the series chunks the new samples overlap are read (and replaced).
+    let (los, his): (Vec<PgTimestamp>, Vec<PgTimestamp>) = series
+        .iter()
+        .map(|id| {
+            let s = &new[id];
+            (
+                PgTimestamp::from_unix_ms(s.first().map_or(0, |x| x.0)),
+                PgTimestamp::from_unix_ms(s.last().map_or(0, |x| x.0)),
+            )
+        })
+        .unzip();
     let existing: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
-        "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{table}
-          WHERE series_id = ANY($1) ORDER BY series_id, start_time"
+        "SELECT c.series_id, c.start_time, c.end_time, c.data, c.exceptions
+           FROM _prom_chunks.{table} c JOIN unnest($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS n(s, lo, hi)
+             ON c.series_id = n.s AND c.start_time <= n.hi AND c.end_time >= n.lo
+          ORDER BY c.series_id, c.start_time"
     ))
     .bind(&series)
+    .bind(&los)
+    .bind(&his)
     .fetch_all(&mut **tx)
     .await?;
     let mut stored: HashMap<i64, Vec<SeriesChunkRow>> = HashMap::new();
@@ -465,6 +515,9 @@ async fn insert_series_chunks(
 async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
+    // Replacing the table waits for the queries reading it, and queries arriving meanwhile
+    // wait behind it: give up after a few seconds rather than stall the metric's readers.
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
     lock_metric_chunks(&mut tx, metric_id).await?;
     let Some(chunk): Option<Chunk> = sqlx::query_as(&format!(
         "SELECT {CHUNK_COLUMNS} FROM _prom_catalog.chunk WHERE id = $1 AND NOT sealed"

@@ -111,23 +111,32 @@ pub async fn read_samples(
     }
     let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
     let table = quote_ident(table_name);
+    let metric_id = metric_of(series_ids[0]);
+    // The head first, then the series chunks: a compaction that commits in between moves
+    // samples from the first into the second, so they are seen twice (and merged) rather
+    // than not at all.
+    let head_rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
+          WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3 ORDER BY id"
+    ))
+    .bind(metric_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await?;
+    // Series chunks lie within their time chunk, so none starts before the first time chunk
+    // that ends after `start`: that bound prunes older partitions (at run time).
     let chunk_rows: Vec<(i64, Vec<u8>, Option<Vec<f64>>)> = sqlx::query_as(&format!(
         "SELECT series_id, data, exceptions FROM _prom_compressed.{table}
           WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
+            AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
+                                WHERE c.metric_id = $4 AND c.end_time > $2)
           ORDER BY series_id, start_time"
     ))
     .bind(series_ids)
     .bind(start)
     .bind(end)
-    .fetch_all(pool)
-    .await?;
-    let head_rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
-          WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3 ORDER BY id"
-    ))
-    .bind(metric_of(series_ids[0]))
-    .bind(start)
-    .bind(end)
+    .bind(metric_id)
     .fetch_all(pool)
     .await?;
 

@@ -190,7 +190,7 @@ pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[H
     }
     let expired: i64 = sqlx::query_scalar(
         "WITH u AS (
-             SELECT u.*, u.hi < now() - _prom_catalog.metric_retention_period(u.m) AS expired
+             SELECT u.*, coalesce(u.hi < now() - _prom_catalog.metric_retention_period(u.m), false) AS expired
                FROM unnest($1::int4[], $2::timestamptz[], $3::timestamptz[], $4::int4[], $5::bytea[], $6::int4[], $7::int4[])
                     AS u(m, lo, hi, n, d, off, len)
          ), inserted AS (

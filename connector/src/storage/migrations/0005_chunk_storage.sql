@@ -33,6 +33,15 @@ BEGIN
 END
 $fn$;
 
+-- Unix milliseconds as a timestamptz, exact over PostgreSQL's whole range (multiplying an
+-- interval goes through a double, exact only for about 4,000 years around 1970).
+CREATE FUNCTION _prom_catalog.ms_to_time(p_ms bigint) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+    -- hours in two halves: each fits an int even at PostgreSQL's latest time
+    SELECT 'epoch'::timestamptz + make_interval(hours => (p_ms / 7200000)::int) + make_interval(hours => (p_ms / 7200000)::int)
+           + make_interval(hours => ((p_ms % 7200000) / 3600000)::int) + (p_ms % 3600000) * interval '1 millisecond'
+$fn$;
+
 CREATE FUNCTION _prom_catalog.unzigzag(x bigint) RETURNS bigint
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$ SELECT (x >> 1) # -(x & 1) $fn$;
 
@@ -66,9 +75,12 @@ BEGIN
         SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
         v_series := v_series + v_x;
         SELECT r.p_pos, r.p_value INTO v_pos, v_n FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+        IF v_n < 1 OR v_n > 16777216 THEN
+            RAISE EXCEPTION 'corrupt sample block: bad run length' USING ERRCODE = 'data_corrupted';
+        END IF;
         SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
         v_t := v_base + _prom_catalog.unzigzag(v_x);
-        v_times := ARRAY['epoch'::timestamptz + v_t * interval '1 millisecond'];
+        v_times := ARRAY[_prom_catalog.ms_to_time(v_t)];
         v_delta := 0;
         -- times: tokens over the deltas between neighbours
         WHILE cardinality(v_times) < v_n LOOP
@@ -85,12 +97,12 @@ BEGIN
                 END IF;
                 FOR v_k IN 1 .. v_run LOOP
                     v_t := v_t + v_delta;
-                    v_times := v_times || ('epoch'::timestamptz + v_t * interval '1 millisecond');
+                    v_times := v_times || (_prom_catalog.ms_to_time(v_t));
                 END LOOP;
             ELSE
                 v_delta := v_delta + _prom_catalog.unzigzag(v_x - 2);
                 v_t := v_t + v_delta;
-                v_times := v_times || ('epoch'::timestamptz + v_t * interval '1 millisecond');
+                v_times := v_times || (_prom_catalog.ms_to_time(v_t));
             END IF;
         END LOOP;
         v_scale := get_byte(p_data, v_pos);
@@ -104,6 +116,9 @@ BEGIN
                 RETURN NEXT;
             END LOOP;
             CONTINUE;
+        END IF;
+        IF v_scale > 15 THEN
+            RAISE EXCEPTION 'corrupt sample block: bad scale %', v_scale USING ERRCODE = 'data_corrupted';
         END IF;
         v_power := _prom_catalog.power_of_ten(v_scale);
         v_m := 0;
@@ -143,6 +158,9 @@ BEGIN
     IF v_pos <> length(p_data) THEN
         RAISE EXCEPTION 'corrupt sample block: trailing bytes' USING ERRCODE = 'data_corrupted';
     END IF;
+    IF v_exception - 1 > coalesce(cardinality(p_exceptions), 0) THEN
+        RAISE EXCEPTION 'corrupt sample block: too few exceptions' USING ERRCODE = 'data_corrupted';
+    END IF;
 END
 $fn$;
 
@@ -166,9 +184,10 @@ CREATE TABLE _prom_catalog.head (
     CHECK ((data IS NULL) <> (plain_times IS NULL))
 ) WITH (toast_tuple_target = 8160);
 ALTER TABLE _prom_catalog.head ALTER COLUMN data SET STORAGE EXTERNAL;
--- One index serves reads (a metric's rows, filtered by time), compaction (a metric's rows in
--- the order written) and retention: a row costs one index entry, not two.
-CREATE INDEX head_metric_id ON _prom_catalog.head (metric_id, id);
+-- One index serves reads (a metric's rows that end after the start of the range),
+-- compaction (a metric's rows, sorted by id in memory) and retention: a row costs one index
+-- entry, not two.
+CREATE INDEX head_metric_time ON _prom_catalog.head (metric_id, max_time);
 
 CREATE FUNCTION _prom_catalog.head_samples(p_data bytea, p_exceptions float8[], p_series_ids bigint[],
                                            p_times timestamptz[], p_values float8[])
@@ -203,6 +222,14 @@ DECLARE
     v_source text;
     v_table record;
 BEGIN
+    -- Connectors of version 4 still running (a rolling upgrade) wait here instead of
+    -- writing rows that the DROPs below would take with them after they were acknowledged;
+    -- they fail once their tables are gone, unacknowledged, and Prometheus sends again.
+    LOCK TABLE _prom_catalog.samples, _prom_catalog.compressed_samples IN EXCLUSIVE MODE;
+    FOR v_table IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = 'prom_data' AND c.relkind = 'r' AND NOT c.relispartition LOOP
+        EXECUTE format('LOCK TABLE prom_data.%I IN EXCLUSIVE MODE', v_table.relname);
+    END LOOP;
     FOR v_metric IN SELECT id, table_name FROM _prom_catalog.metric ORDER BY id LOOP
         IF to_regclass(format('prom_data.%I', v_metric.table_name)) IS NULL THEN
             CONTINUE;

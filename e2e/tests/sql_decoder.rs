@@ -1,0 +1,110 @@
+//! The SQL decoder (`_prom_catalog.decode_block`, what the views use) reads every block the
+//! Rust encoder writes exactly as the Rust decoder does: times over PostgreSQL's whole range,
+//! every kind of value, bit for bit; and it refuses corrupt blocks with an error.
+
+use promscale_connector::storage::codec::{decode, BlockEncoder};
+use promscale_connector::storage::migrations::migrate;
+use promscale_e2e::postgres::TestPostgres;
+
+/// A small deterministic generator (xorshift), so every run checks the same blocks.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Earliest and latest Unix milliseconds PostgreSQL's timestamptz holds (4713 BC, 294276 AD).
+const EARLIEST_MS: i64 = -210_866_803_200_000;
+const LATEST_MS: i64 = 9_224_318_015_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate(&db).await.unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..200 {
+        let base = match case % 4 {
+            0 => EARLIEST_MS + (rng.next() % 1_000_000) as i64,
+            1 => LATEST_MS - 100_000_000,
+            _ => 1_700_000_000_000 + (rng.next() % 1_000_000_000) as i64,
+        };
+        let mut encoder = BlockEncoder::new(base, case % 7 == 0);
+        let mut series = (rng.next() % 1000) as i64;
+        for _ in 0..1 + rng.next() % 5 {
+            series += (rng.next() % (1 << 41)) as i64;
+            let n = 1 + (rng.next() % 300) as usize;
+            let mut t = base;
+            let (mut times, mut values) = (Vec::new(), Vec::new());
+            let mut v = (rng.next() % 10_000) as f64 / 100.0;
+            for _ in 0..n {
+                times.push(t);
+                t += match rng.next() % 4 {
+                    0 | 1 => 15_000,
+                    2 => 15_000 + (rng.next() % 7) as i64 - 3,
+                    _ => 1 + (rng.next() % 1_000_000) as i64,
+                };
+                values.push(match rng.next() % 12 {
+                    0 => f64::from_bits(0x7ff0_0000_0000_0002),
+                    1 => f64::from_bits(rng.next()),
+                    2 => -0.0,
+                    3 => f64::INFINITY,
+                    4 => v,
+                    5 => {
+                        v = (rng.next() % 1_000_000_000) as f64 * 4096.0;
+                        v
+                    }
+                    _ => {
+                        v += (rng.next() % 1000) as f64 / 100.0;
+                        v
+                    }
+                });
+            }
+            if t > LATEST_MS {
+                break;
+            }
+            encoder.push_run(series, &times, &values);
+        }
+        let block = encoder.finish();
+        let rust = decode(&block.data, &block.exceptions).unwrap();
+        let sql: Vec<(i64, i64, f64)> = sqlx::query_as(
+            "SELECT series_id, (extract(epoch FROM sample_time) * 1000)::int8, sample_value
+               FROM _prom_catalog.decode_block($1, $2)",
+        )
+        .bind(&block.data)
+        .bind(&block.exceptions)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        let bits = |v: &[(i64, i64, f64)]| v.iter().map(|&(s, t, x)| (s, t, x.to_bits())).collect::<Vec<_>>();
+        let (sql, rust) = (bits(&sql), bits(&rust));
+        assert_eq!(sql.len(), rust.len(), "case {case}: sample count");
+        if let Some(i) = (0..sql.len()).find(|&i| sql[i] != rust[i]) {
+            panic!("case {case}: sample {i}: SQL {:?}, Rust {:?}", sql[i], rust[i]);
+        }
+    }
+
+    // Corrupt blocks are errors, not wrong answers.
+    for (data, exceptions, message) in [
+        (vec![0u8, 1, 0, 0, 0, 0], vec![], "bad run length"),
+        (vec![0, 1, 0, 1, 0, 20, 3], vec![], "bad scale"),
+        (vec![0, 1, 0, 1, 0, 0, 0], vec![], "too few exceptions"),
+        (vec![0, 1, 0, 1, 0, 0, 3, 9], vec![], "trailing bytes"),
+        (vec![0, 1, 0, 2], vec![], "truncated"),
+    ] {
+        let err = sqlx::query("SELECT count(*) FROM _prom_catalog.decode_block($1, $2)")
+            .bind(&data)
+            .bind(&exceptions as &Vec<f64>)
+            .execute(&db)
+            .await
+            .expect_err(message)
+            .to_string();
+        assert!(err.contains(message), "{data:?}: {err}");
+        assert!(decode(&data, &exceptions).is_err(), "{data:?} decodes in Rust");
+    }
+}
