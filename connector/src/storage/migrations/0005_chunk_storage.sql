@@ -12,46 +12,18 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT ('{1,10,100,1000,1e4,1e5,1e6,1e7,1e8,1e9,1e10,1e11,1e12,1e13,1e14,1e15}'::float8[])[k + 1]
 $fn$;
 
--- Reads the unsigned LEB128 varint at byte p_pos (0-based) of p_data.
-CREATE FUNCTION _prom_catalog.read_uvarint(p_data bytea, INOUT p_pos int, OUT p_value bigint)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-DECLARE
-    v_byte int;
-    v_shift int := 0;
-BEGIN
-    p_value := 0;
-    LOOP
-        IF p_pos >= length(p_data) OR v_shift > 56 THEN
-            RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', p_pos USING ERRCODE = 'data_corrupted';
-        END IF;
-        v_byte := get_byte(p_data, p_pos);
-        p_pos := p_pos + 1;
-        p_value := p_value | ((v_byte & 127)::bigint << v_shift);
-        EXIT WHEN v_byte < 128;
-        v_shift := v_shift + 7;
-    END LOOP;
-END
-$fn$;
-
--- Unix milliseconds as a timestamptz, exact over PostgreSQL's whole range (multiplying an
--- interval goes through a double, exact only for about 4,000 years around 1970).
-CREATE FUNCTION _prom_catalog.ms_to_time(p_ms bigint) RETURNS timestamptz
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-    -- hours in two halves: each fits an int even at PostgreSQL's latest time
-    SELECT 'epoch'::timestamptz + make_interval(hours => (p_ms / 7200000)::int) + make_interval(hours => (p_ms / 7200000)::int)
-           + make_interval(hours => ((p_ms % 7200000) / 3600000)::int) + (p_ms % 3600000) * interval '1 millisecond'
-$fn$;
-
-CREATE FUNCTION _prom_catalog.unzigzag(x bigint) RETURNS bigint
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$ SELECT (x >> 1) # -(x & 1) $fn$;
-
 -- Every sample of an encoded block (the format of connector/src/storage/codec.rs and
 -- docs/storage.md), in block order. Exceptional values come from p_exceptions, bit for bit.
+-- Written out flat (varints read inline, no calls): PL/pgSQL evaluates such statements
+-- without the executor, several times faster than calling helpers.
 CREATE FUNCTION _prom_catalog.decode_block(p_data bytea, p_exceptions float8[])
 RETURNS TABLE (series_id bigint, sample_time timestamptz, sample_value double precision)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
+    v_len int := length(p_data);
     v_pos int := 0;
+    v_byte int;
+    v_shift int;
     v_base bigint;
     v_runs bigint;
     v_series bigint := 0;
@@ -59,6 +31,7 @@ DECLARE
     v_x bigint;
     v_t bigint;
     v_times timestamptz[];
+    v_count int;
     v_delta bigint;
     v_run bigint;
     v_scale int;
@@ -68,43 +41,127 @@ DECLARE
     v_i int;
     v_k int;
 BEGIN
-    SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
-    v_base := _prom_catalog.unzigzag(v_x);
-    SELECT r.p_pos, r.p_value INTO v_pos, v_runs FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+    v_x := 0;
+    v_shift := 0;
+    LOOP
+        IF v_pos >= v_len OR v_shift > 56 THEN
+            RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+        END IF;
+        v_byte := get_byte(p_data, v_pos);
+        v_pos := v_pos + 1;
+        v_x := v_x | ((v_byte & 127)::bigint << v_shift);
+        EXIT WHEN v_byte < 128;
+        v_shift := v_shift + 7;
+    END LOOP;
+    v_base := (v_x >> 1) # -(v_x & 1);
+    v_runs := 0;
+    v_shift := 0;
+    LOOP
+        IF v_pos >= v_len OR v_shift > 56 THEN
+            RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+        END IF;
+        v_byte := get_byte(p_data, v_pos);
+        v_pos := v_pos + 1;
+        v_runs := v_runs | ((v_byte & 127)::bigint << v_shift);
+        EXIT WHEN v_byte < 128;
+        v_shift := v_shift + 7;
+    END LOOP;
     FOR v_r IN 1 .. v_runs LOOP
-        SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+        v_x := 0;
+        v_shift := 0;
+        LOOP
+            IF v_pos >= v_len OR v_shift > 56 THEN
+                RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+            END IF;
+            v_byte := get_byte(p_data, v_pos);
+            v_pos := v_pos + 1;
+            v_x := v_x | ((v_byte & 127)::bigint << v_shift);
+            EXIT WHEN v_byte < 128;
+            v_shift := v_shift + 7;
+        END LOOP;
         v_series := v_series + v_x;
-        SELECT r.p_pos, r.p_value INTO v_pos, v_n FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+        v_n := 0;
+        v_shift := 0;
+        LOOP
+            IF v_pos >= v_len OR v_shift > 56 THEN
+                RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+            END IF;
+            v_byte := get_byte(p_data, v_pos);
+            v_pos := v_pos + 1;
+            v_n := v_n | ((v_byte & 127)::bigint << v_shift);
+            EXIT WHEN v_byte < 128;
+            v_shift := v_shift + 7;
+        END LOOP;
         IF v_n < 1 OR v_n > 16777216 THEN
             RAISE EXCEPTION 'corrupt sample block: bad run length' USING ERRCODE = 'data_corrupted';
         END IF;
-        SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
-        v_t := v_base + _prom_catalog.unzigzag(v_x);
-        v_times := ARRAY[_prom_catalog.ms_to_time(v_t)];
+        v_x := 0;
+        v_shift := 0;
+        LOOP
+            IF v_pos >= v_len OR v_shift > 56 THEN
+                RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+            END IF;
+            v_byte := get_byte(p_data, v_pos);
+            v_pos := v_pos + 1;
+            v_x := v_x | ((v_byte & 127)::bigint << v_shift);
+            EXIT WHEN v_byte < 128;
+            v_shift := v_shift + 7;
+        END LOOP;
+        v_t := v_base + ((v_x >> 1) # -(v_x & 1));
+        v_times := ARRAY[(('epoch'::timestamptz + make_interval(hours => (v_t / 7200000)::int) + make_interval(hours => (v_t / 7200000)::int) + make_interval(hours => ((v_t % 7200000) / 3600000)::int)) + (v_t % 3600000) * interval '1 millisecond')];
+        v_count := 1;
         v_delta := 0;
         -- times: tokens over the deltas between neighbours
-        WHILE cardinality(v_times) < v_n LOOP
-            SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+        WHILE v_count < v_n LOOP
+            v_x := 0;
+            v_shift := 0;
+            LOOP
+                IF v_pos >= v_len OR v_shift > 56 THEN
+                    RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+                END IF;
+                v_byte := get_byte(p_data, v_pos);
+                v_pos := v_pos + 1;
+                v_x := v_x | ((v_byte & 127)::bigint << v_shift);
+                EXIT WHEN v_byte < 128;
+                v_shift := v_shift + 7;
+            END LOOP;
             IF v_x = 0 THEN
                 RAISE EXCEPTION 'corrupt sample block: exception token among times' USING ERRCODE = 'data_corrupted';
             ELSIF v_x <= 2 THEN
                 v_run := 1;
                 IF v_x = 2 THEN
-                    SELECT r.p_pos, r.p_value INTO v_pos, v_run FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+                    v_run := 0;
+                    v_shift := 0;
+                    LOOP
+                        IF v_pos >= v_len OR v_shift > 56 THEN
+                            RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+                        END IF;
+                        v_byte := get_byte(p_data, v_pos);
+                        v_pos := v_pos + 1;
+                        v_run := v_run | ((v_byte & 127)::bigint << v_shift);
+                        EXIT WHEN v_byte < 128;
+                        v_shift := v_shift + 7;
+                    END LOOP;
                 END IF;
-                IF v_run < 1 OR cardinality(v_times) + v_run > v_n THEN
+                IF v_run < 1 OR v_count + v_run > v_n THEN
                     RAISE EXCEPTION 'corrupt sample block: bad run of time deltas' USING ERRCODE = 'data_corrupted';
                 END IF;
                 FOR v_k IN 1 .. v_run LOOP
                     v_t := v_t + v_delta;
-                    v_times := v_times || (_prom_catalog.ms_to_time(v_t));
+                    v_times := v_times || (('epoch'::timestamptz + make_interval(hours => (v_t / 7200000)::int) + make_interval(hours => (v_t / 7200000)::int) + make_interval(hours => ((v_t % 7200000) / 3600000)::int)) + (v_t % 3600000) * interval '1 millisecond');
                 END LOOP;
+                v_count := v_count + v_run::int;
             ELSE
-                v_delta := v_delta + _prom_catalog.unzigzag(v_x - 2);
+                v_x := v_x - 2;
+                v_delta := v_delta + ((v_x >> 1) # -(v_x & 1));
                 v_t := v_t + v_delta;
-                v_times := v_times || (_prom_catalog.ms_to_time(v_t));
+                v_times := v_times || (('epoch'::timestamptz + make_interval(hours => (v_t / 7200000)::int) + make_interval(hours => (v_t / 7200000)::int) + make_interval(hours => ((v_t % 7200000) / 3600000)::int)) + (v_t % 3600000) * interval '1 millisecond');
+                v_count := v_count + 1;
             END IF;
         END LOOP;
+        IF v_pos >= v_len THEN
+            RAISE EXCEPTION 'corrupt sample block: truncated before the scale' USING ERRCODE = 'data_corrupted';
+        END IF;
         v_scale := get_byte(p_data, v_pos);
         v_pos := v_pos + 1;
         series_id := v_series;
@@ -120,12 +177,23 @@ BEGIN
         IF v_scale > 15 THEN
             RAISE EXCEPTION 'corrupt sample block: bad scale %', v_scale USING ERRCODE = 'data_corrupted';
         END IF;
-        v_power := _prom_catalog.power_of_ten(v_scale);
+        v_power := ('{1,10,100,1000,1e4,1e5,1e6,1e7,1e8,1e9,1e10,1e11,1e12,1e13,1e14,1e15}'::float8[])[v_scale + 1];
         v_m := 0;
         v_i := 1;
         -- values: tokens over the scaled integers, 0 taking the next exception
         WHILE v_i <= v_n LOOP
-            SELECT r.p_pos, r.p_value INTO v_pos, v_x FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+            v_x := 0;
+            v_shift := 0;
+            LOOP
+                IF v_pos >= v_len OR v_shift > 56 THEN
+                    RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+                END IF;
+                v_byte := get_byte(p_data, v_pos);
+                v_pos := v_pos + 1;
+                v_x := v_x | ((v_byte & 127)::bigint << v_shift);
+                EXIT WHEN v_byte < 128;
+                v_shift := v_shift + 7;
+            END LOOP;
             IF v_x = 0 THEN
                 sample_time := v_times[v_i];
                 sample_value := p_exceptions[v_exception];
@@ -135,7 +203,18 @@ BEGIN
             ELSIF v_x <= 2 THEN
                 v_run := 1;
                 IF v_x = 2 THEN
-                    SELECT r.p_pos, r.p_value INTO v_pos, v_run FROM _prom_catalog.read_uvarint(p_data, v_pos) r;
+                    v_run := 0;
+                    v_shift := 0;
+                    LOOP
+                        IF v_pos >= v_len OR v_shift > 56 THEN
+                            RAISE EXCEPTION 'corrupt sample block: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+                        END IF;
+                        v_byte := get_byte(p_data, v_pos);
+                        v_pos := v_pos + 1;
+                        v_run := v_run | ((v_byte & 127)::bigint << v_shift);
+                        EXIT WHEN v_byte < 128;
+                        v_shift := v_shift + 7;
+                    END LOOP;
                 END IF;
                 IF v_run < 1 OR v_i + v_run - 1 > v_n THEN
                     RAISE EXCEPTION 'corrupt sample block: bad run of values' USING ERRCODE = 'data_corrupted';
@@ -147,7 +226,8 @@ BEGIN
                     RETURN NEXT;
                 END LOOP;
             ELSE
-                v_m := v_m + _prom_catalog.unzigzag(v_x - 2);
+                v_x := v_x - 2;
+                v_m := v_m + ((v_x >> 1) # -(v_x & 1));
                 sample_time := v_times[v_i];
                 sample_value := v_m::float8 / v_power;
                 v_i := v_i + 1;
@@ -155,7 +235,7 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    IF v_pos <> length(p_data) THEN
+    IF v_pos <> v_len THEN
         RAISE EXCEPTION 'corrupt sample block: trailing bytes' USING ERRCODE = 'data_corrupted';
     END IF;
     IF v_exception - 1 > coalesce(cardinality(p_exceptions), 0) THEN
