@@ -2,8 +2,6 @@
 //! limit, overflows time arithmetic, or shows a client the database's own error text.
 //! Every test ends by checking that the connector still answers `/healthz`.
 
-use std::time::{Duration, Instant};
-
 use promscale_connector::embedded_db::StopMode;
 use promscale_connector::remote_read::proto::{LabelMatcher, MatchType, Query, ReadRequest, ResponseType};
 use promscale_e2e::connector::Connector;
@@ -98,7 +96,6 @@ async fn the_sample_limit_applies_while_a_subquery_is_built() {
     let connector = Connector::start(&pg.uri(), &["--metrics.promql.max-samples", "2000000"]).await;
     let client = reqwest::Client::new();
     let time = now_param();
-    let started = Instant::now();
     // 31.5 billion steps: without a limit while building, the subquery would fill memory.
     let (status, body) = get(
         &client,
@@ -128,8 +125,6 @@ async fn the_sample_limit_applies_while_a_subquery_is_built() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errorType"], "execution");
-    let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(90), "refused only after {elapsed:?}");
     let peak = connector.memory_bytes("VmHWM");
     assert!(peak < GIB, "the connector's resident memory peaked at {peak} bytes");
     assert_alive(&client, &connector).await;
@@ -143,7 +138,6 @@ async fn extreme_times_and_steps_do_not_overflow() {
     let client = reqwest::Client::new();
     let range = connector.url("/api/v1/query_range");
 
-    let started = Instant::now();
     let (status, body) = get(
         &client,
         range.clone(),
@@ -161,7 +155,8 @@ async fn extreme_times_and_steps_do_not_overflow() {
         body["error"],
         "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let peak = connector.memory_bytes("VmHWM");
+    assert!(peak < GIB, "refused without allocating the points: peak {peak} bytes");
 
     for (name, value) in [("start", "-1e300"), ("end", "1e16")] {
         let mut params = vec![("query", "vector(1)"), ("start", "0"), ("end", "10"), ("step", "1")];
@@ -303,19 +298,23 @@ async fn database_error_text_goes_to_the_log_not_to_clients() {
 
     // The connector's password stops working: its new connections are refused with
     // PostgreSQL's 'password authentication failed for user "..."'.
+    // One session for all three statements: once the password changes, the pool could not
+    // open another.
     let db = pg.pool().await;
+    let mut session = db.acquire().await.unwrap();
     let user: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&db)
+        .fetch_one(&mut *session)
         .await
         .unwrap();
     sqlx::query(&format!("ALTER ROLE \"{user}\" PASSWORD 'no-longer-the-connectors'"))
-        .execute(&db)
+        .execute(&mut *session)
         .await
         .unwrap();
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid()")
-        .execute(&db)
+        .execute(&mut *session)
         .await
         .unwrap();
+    drop(session);
     db.close().await;
     assert_database_errors_hidden(&client, &connector, &["password", "authentication", &user]).await;
     let log = connector.log();
