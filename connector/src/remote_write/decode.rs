@@ -8,6 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::proto::{self, MetricType, WriteRequest};
+use crate::storage::samples::PG_EPOCH_OFFSET_US;
 
 /// Label name of the metric name, as in Prometheus.
 pub const METRIC_NAME_LABEL: &str = "__name__";
@@ -161,12 +162,10 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
 /// `END_TIMESTAMP` in PostgreSQL's `datatype/timestamp.h`).
 const PG_MIN_MICROS: i64 = -211_813_488_000_000_000;
 const PG_END_MICROS: i64 = 9_223_371_331_200_000_000;
-/// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
-pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// Converts Prometheus milliseconds to PostgreSQL's timestamptz representation, if it fits.
 pub fn unix_millis_to_pg_micros(ms: i64) -> Option<i64> {
-    let pg = ms.checked_mul(1000)?.checked_sub(PG_EPOCH_OFFSET_MICROS)?;
+    let pg = ms.checked_mul(1000)?.checked_sub(PG_EPOCH_OFFSET_US)?;
     (PG_MIN_MICROS..PG_END_MICROS).contains(&pg).then_some(pg)
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::codec::{self, encode_series, merge_by_precedence, Block, CorruptBlock};
-use super::read::{StoredHeadRow, HEAD_COLUMNS};
+use super::read::{split_by_series, StoredHeadRow, HEAD_COLUMNS};
 use super::samples::{quote_ident, PgTimestamp};
 
 /// The key of the advisory lock that guards a metric's time chunks (taken by chunk creation
@@ -269,16 +269,7 @@ async fn compact_head_batch(
     for row in &rows {
         let decoded = row.samples().map_err(corrupt)?;
         stats.samples += decoded.len() as u64;
-        let mut i = 0;
-        while i < decoded.len() {
-            let series = decoded[i].0;
-            let mut list = Vec::new();
-            while i < decoded.len() && decoded[i].0 == series {
-                list.push((decoded[i].1, decoded[i].2));
-                i += 1;
-            }
-            lists.entry(series).or_default().push(list);
-        }
+        split_by_series(decoded, i64::MIN, i64::MAX, |_| true, &mut lists);
     }
 
     // Each series' samples, cut along the time chunks.
@@ -300,9 +291,8 @@ async fn compact_head_batch(
                 stats.expired += 1;
                 continue;
             }
-            let found = chunk_holding(&chunks, t);
-            let chunk = match found {
-                Some(c) => c,
+            let chunk_id = match chunk_holding(&chunks, t) {
+                Some(id) => id,
                 None => {
                     let created: Option<Chunk> = sqlx::query_as(&format!(
                         "SELECT {CHUNK_COLUMNS} FROM _prom_catalog.get_or_create_chunk($1, $2) WHERE id IS NOT NULL"
@@ -313,9 +303,9 @@ async fn compact_head_batch(
                     .await?;
                     match created {
                         Some(c) => {
-                            let pos = chunks.partition_point(|x| x.start_time < c.start_time);
-                            chunks.insert(pos, c.clone());
-                            c
+                            let (id, pos) = (c.id, chunks.partition_point(|x| x.start_time < c.start_time));
+                            chunks.insert(pos, c);
+                            id
                         }
                         None => {
                             expired_up_to = t;
@@ -326,7 +316,7 @@ async fn compact_head_batch(
                 }
             };
             by_chunk
-                .entry(chunk.id)
+                .entry(chunk_id)
                 .or_default()
                 .entry(series)
                 .or_default()
@@ -353,11 +343,12 @@ async fn compact_head_batch(
     Ok(stats)
 }
 
-fn chunk_holding(chunks: &[Chunk], t: i64) -> Option<Chunk> {
+/// The id of the chunk (of `chunks`, sorted by start) that holds time `t`.
+fn chunk_holding(chunks: &[Chunk], t: i64) -> Option<i32> {
     let pos = chunks.partition_point(|c| c.start_time.unix_ms() <= t);
     let c = chunks.get(pos.checked_sub(1)?)?;
     // A chunk's end is exclusive, and may fall between milliseconds only if set by hand.
-    (PgTimestamp::from_unix_ms(t) < c.end_time).then(|| c.clone())
+    (PgTimestamp::from_unix_ms(t) < c.end_time).then_some(c.id)
 }
 
 /// Writes `new` samples (per series, ascending) into the chunk, merged with the series

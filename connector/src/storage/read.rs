@@ -70,7 +70,7 @@ fn corrupt(e: CorruptBlock) -> sqlx::Error {
 
 /// Appends the samples of `decoded` (by series, then time) within `[start_ms, end_ms]` to
 /// `out`, one list per series, for the series `wanted` accepts.
-fn split_by_series(
+pub(super) fn split_by_series(
     decoded: Vec<DecodedSample>,
     start_ms: i64,
     end_ms: i64,

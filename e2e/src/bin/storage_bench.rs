@@ -108,17 +108,6 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
         data as f64 / samples,
         exceptions as f64 / samples
     );
-    if std::env::var_os("STORAGE_BENCH_DEBUG").is_some() {
-        let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT c.relname::text, pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid),
-                    (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '_prom_chunks'",
-        )
-        .fetch_all(&db)
-        .await
-        .unwrap();
-        eprintln!("{} chunk tables: {:?}", tables.len(), &tables[..tables.len().min(5)]);
-    }
     let catalog: i64 = sqlx::query_scalar(
         "SELECT (pg_total_relation_size('_prom_catalog.series') + pg_total_relation_size('_prom_catalog.label'))::int8",
     )
