@@ -80,6 +80,47 @@ pub struct Config {
     #[arg(long = "web.max-request-bytes", env = "PROMSCALE_WEB_MAX_REQUEST_BYTES", default_value_t = 64 << 20)]
     pub web_max_request_bytes: usize,
 
+    /// Longest a client may take to send a request's headers; slower connections are closed.
+    #[arg(long = "web.read-header-timeout", env = "PROMSCALE_WEB_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub web_read_header_timeout: Duration,
+
+    /// Longest a client may take to send a request's body; slower requests are answered 408.
+    #[arg(long = "web.read-timeout", env = "PROMSCALE_WEB_READ_TIMEOUT", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub web_read_timeout: Duration,
+
+    /// Most client connections served at once; further connections wait in the kernel's
+    /// backlog until one closes.
+    #[arg(
+        long = "web.max-connections",
+        env = "PROMSCALE_WEB_MAX_CONNECTIONS",
+        default_value_t = 512
+    )]
+    pub web_max_connections: usize,
+
+    /// Largest PromQL expression accepted, in bytes (longer queries are answered 400).
+    #[arg(long = "web.max-query-bytes", env = "PROMSCALE_WEB_MAX_QUERY_BYTES", default_value_t = 64 << 10)]
+    pub web_max_query_bytes: usize,
+
+    /// Most samples one remote-read response may carry (all its queries together, whichever
+    /// response type); a request asking for more is answered 400 "exceeded sample limit", as
+    /// Prometheus' --storage.remote.read-sample-limit does, before anything is sent.
+    #[arg(
+        long = "web.max-read-samples",
+        env = "PROMSCALE_WEB_MAX_READ_SAMPLES",
+        default_value_t = 5_000_000
+    )]
+    pub web_max_read_samples: usize,
+
+    /// Authentication, TLS and client certificates of the HTTP server.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// Samples more than this far ahead of the connector's clock are refused (the series'
+    /// other samples, and the rest of the request, are stored; the answer is a 400 naming
+    /// what was left out).
+    #[arg(long = "ingest.max-future", env = "PROMSCALE_INGEST_MAX_FUTURE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ingest_max_future: Duration,
+
     /// Concurrent database transactions writing samples.
     #[arg(long = "ingest.writers", env = "PROMSCALE_INGEST_WRITERS", default_value_t = 4)]
     pub ingest_writers: usize,
@@ -128,6 +169,15 @@ pub struct Config {
     )]
     pub promql_max_samples: usize,
 
+    /// Most raw samples one query may read from the database, all its selectors together
+    /// (they are held in memory while it runs); beyond, it fails with a 422.
+    #[arg(
+        long = "metrics.promql.max-fetched-samples",
+        env = "PROMSCALE_METRICS_PROMQL_MAX_FETCHED_SAMPLES",
+        default_value_t = 200_000_000
+    )]
+    pub promql_max_fetched_samples: usize,
+
     /// Folder of the embedded PostgreSQL cluster, used when --db.uri is empty.
     #[arg(
         long = "embedded.dir",
@@ -166,4 +216,72 @@ pub struct Config {
     /// Log line format.
     #[arg(long = "log.format", env = "PROMSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
     pub log_format: LogFormat,
+}
+
+/// Who may use the HTTP server. With no credentials configured every endpoint is open (the
+/// connector logs a warning); with any, every endpoint but `/healthz` and `/readyz` needs
+/// one. Write endpoints accept the common and the write credentials, read endpoints (remote
+/// read, the query API, `/metrics`) the common and the read credentials. Secret files are
+/// read again when they change, so a rotated Secret takes effect without a restart.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// File holding a bearer token accepted on every endpoint (Prometheus' `authorization`).
+    #[arg(long = "auth.bearer-token-file", env = "PROMSCALE_AUTH_BEARER_TOKEN_FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+
+    /// User name for HTTP basic auth on every endpoint (Prometheus' `basic_auth`); needs
+    /// --auth.basic-password-file.
+    #[arg(long = "auth.basic-username", env = "PROMSCALE_AUTH_BASIC_USERNAME")]
+    pub basic_username: Option<String>,
+
+    /// File holding the basic-auth password of --auth.basic-username.
+    #[arg(long = "auth.basic-password-file", env = "PROMSCALE_AUTH_BASIC_PASSWORD_FILE")]
+    pub basic_password_file: Option<PathBuf>,
+
+    /// File holding a bearer token accepted on write endpoints only.
+    #[arg(
+        long = "auth.write.bearer-token-file",
+        env = "PROMSCALE_AUTH_WRITE_BEARER_TOKEN_FILE"
+    )]
+    pub write_bearer_token_file: Option<PathBuf>,
+
+    /// Basic-auth user accepted on write endpoints only; needs --auth.write.basic-password-file.
+    #[arg(long = "auth.write.basic-username", env = "PROMSCALE_AUTH_WRITE_BASIC_USERNAME")]
+    pub write_basic_username: Option<String>,
+
+    /// File holding the password of --auth.write.basic-username.
+    #[arg(
+        long = "auth.write.basic-password-file",
+        env = "PROMSCALE_AUTH_WRITE_BASIC_PASSWORD_FILE"
+    )]
+    pub write_basic_password_file: Option<PathBuf>,
+
+    /// File holding a bearer token accepted on read endpoints only.
+    #[arg(long = "auth.read.bearer-token-file", env = "PROMSCALE_AUTH_READ_BEARER_TOKEN_FILE")]
+    pub read_bearer_token_file: Option<PathBuf>,
+
+    /// Basic-auth user accepted on read endpoints only; needs --auth.read.basic-password-file.
+    #[arg(long = "auth.read.basic-username", env = "PROMSCALE_AUTH_READ_BASIC_USERNAME")]
+    pub read_basic_username: Option<String>,
+
+    /// File holding the password of --auth.read.basic-username.
+    #[arg(
+        long = "auth.read.basic-password-file",
+        env = "PROMSCALE_AUTH_READ_BASIC_PASSWORD_FILE"
+    )]
+    pub read_basic_password_file: Option<PathBuf>,
+
+    /// PEM certificate chain of the HTTP server; with --auth.tls-key-file, serves HTTPS only.
+    /// Read again when the file changes.
+    #[arg(long = "auth.tls-cert-file", env = "PROMSCALE_AUTH_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --auth.tls-cert-file.
+    #[arg(long = "auth.tls-key-file", env = "PROMSCALE_AUTH_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM bundle of certificate authorities; when set, clients must present a certificate
+    /// signed by one of them (mutual TLS).
+    #[arg(long = "auth.tls-client-ca-file", env = "PROMSCALE_AUTH_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }

@@ -11,12 +11,14 @@
 //!
 //! Read path: [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
 //! engine, [`remote_read`] serves remote read; both select series through
-//! [`query::source`] and read their samples through [`storage::read`].
+//! [`storage::select`] and read their samples through [`storage::read`].
 
 pub mod config;
 pub mod embedded_db;
 pub mod ingest;
 pub mod metrics;
+pub mod model;
+pub mod prompb;
 pub mod query;
 pub mod remote_read;
 pub mod remote_write;
@@ -49,6 +51,24 @@ use crate::storage::samples::HeadWriter;
 /// embedded database if it started one.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let identity = PodIdentity::from_parts(&config.k8s_stack_name, &config.k8s_pod_name, &config.k8s_pod_namespace)?;
+    // Credentials and certificates are checked before anything starts: a typo in a path
+    // must not leave an open or half-working server behind.
+    let authenticator = server::auth::Authenticator::from_config(&config.auth)?;
+    let tls = match server::tls::TlsFiles::from_config(&config.auth)? {
+        Some(files) => {
+            tracing::info!(
+                client_certificates = files.requires_client_certificates(),
+                "serving HTTPS only"
+            );
+            Some(Arc::new(server::tls::ReloadingTls::new(files)?))
+        }
+        None => None,
+    };
+    if !authenticator.is_enabled() {
+        tracing::warn!(
+            "no --auth.* credentials configured: anyone who reaches the listen address can write and read every series"
+        );
+    }
     let (connect_options, embedded) = database(&config).await?;
     let pool = PgPoolOptions::new()
         .max_connections(config.db_connections_max)
@@ -73,9 +93,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         ),
         metrics,
         max_request_bytes: config.web_max_request_bytes,
+        max_read_samples: config.web_max_read_samples,
+        max_future: config.ingest_max_future,
         query: QueryOptions {
             timeout: config.promql_query_timeout,
             max_samples: config.promql_max_samples,
+            max_fetched_samples: config.promql_max_fetched_samples,
+            max_query_bytes: config.web_max_query_bytes,
             lookback_delta: config.promql_lookback_delta,
         },
         migrated: Default::default(),
@@ -91,7 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         })?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening for remote write on /write and /api/v1/write");
-    print_prometheus_snippet(address);
+    print_prometheus_snippet(address, tls.is_some(), authenticator.is_enabled());
 
     let migrator = tokio::spawn(migrate_until_done(
         pool.clone(),
@@ -118,9 +142,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         None => None,
     };
-    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let app = server::router(
+        state,
+        server::WebOptions {
+            authenticator: Arc::new(authenticator),
+            read_timeout: config.web_read_timeout,
+        },
+    );
+    let server = server::listener::serve(
+        listener,
+        app,
+        server::listener::ServeOptions {
+            header_timeout: config.web_read_header_timeout,
+            max_connections: config.web_max_connections,
+            tls,
+            drain_timeout: Duration::from_secs(30),
+        },
+        stop.clone(),
+    );
     let result = tokio::select! {
-        served = server => served.context("HTTP server failed"),
+        () = server => Ok(()),
         migrated = migrator => match migrated {
             Ok(Err(e)) => Err(anyhow!(e)),
             Ok(Ok(())) => unreachable!("the migrator only returns on fatal errors"),
@@ -222,15 +263,22 @@ async fn migrate_until_done(
     }
 }
 
-fn print_prometheus_snippet(address: SocketAddr) {
+fn print_prometheus_snippet(address: SocketAddr, tls: bool, auth: bool) {
     let host = if address.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         address.ip().to_string()
     };
-    println!(
-        "\npromscale-connector is listening on {address}. Add this to prometheus.yml:\n\n\
-         remote_write:\n  - url: \"http://{host}:{port}/write\"\n",
-        port = address.port()
+    let scheme = if tls { "https" } else { "http" };
+    let mut snippet = format!(
+        "remote_write:\n  - url: \"{scheme}://{host}:{}/write\"\n",
+        address.port()
     );
+    if auth {
+        snippet.push_str("    authorization:\n      credentials_file: /path/to/the/token  # or basic_auth\n");
+    }
+    if tls {
+        snippet.push_str("    tls_config:\n      ca_file: /path/to/the/ca.crt\n");
+    }
+    println!("\npromscale-connector is listening on {address}. Add this to prometheus.yml:\n\n{snippet}");
 }

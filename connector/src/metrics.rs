@@ -18,6 +18,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: &'static str,
 }
@@ -30,6 +35,8 @@ pub struct Metrics {
     pub samples_compacted: Counter,
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
+    pub series_refused: Family<ReasonLabel, Counter>,
+    pub samples_refused: Family<ReasonLabel, Counter>,
     pub series_cache_hits: Counter,
     pub series_cache_misses: Counter,
     pub series_cache_evictions: Counter,
@@ -59,6 +66,8 @@ impl Metrics {
             samples_compacted: Counter::default(),
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
+            series_refused: Family::default(),
+            samples_refused: Family::default(),
             series_cache_hits: Counter::default(),
             series_cache_misses: Counter::default(),
             series_cache_evictions: Counter::default(),
@@ -112,6 +121,16 @@ impl Metrics {
             "promscale_ingest_exemplars_dropped",
             "Exemplars received and not stored (exemplar storage is not supported)",
             m.exemplars_dropped.clone(),
+        );
+        registry.register(
+            "promscale_ingest_series_refused",
+            "Series (or parts of series) left out of remote-write requests whose other series were stored, by reason",
+            m.series_refused.clone(),
+        );
+        registry.register(
+            "promscale_ingest_samples_refused",
+            "Samples left out of remote-write requests whose other samples were stored, by reason",
+            m.samples_refused.clone(),
         );
         registry.register(
             "promscale_series_cache_hits",

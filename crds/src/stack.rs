@@ -16,7 +16,8 @@ pub const CONNECTOR_PORT: i32 = 9201;
 /// A PromscaleStack runs promscale-connector in front of one PostgreSQL database: a Deployment,
 /// a Service, the connector's RBAC for status reports, and the database-wide defaults for
 /// retention, chunk interval and compression. Its status gives the remote-write and
-/// remote-read URLs for Prometheus.
+/// remote-read URLs for Prometheus, and paste-ready Prometheus Operator `remoteWrite` and
+/// `remoteRead` items with the credentials and TLS settings of `spec.auth`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "promscale.dev",
@@ -50,6 +51,11 @@ pub struct PromscaleStackSpec {
     /// The Service in front of the connectors.
     #[serde(default)]
     pub service: ServiceSpec,
+    /// Authentication and TLS of the connectors' HTTP server, from Secrets (mounted as files,
+    /// so rotated Secrets take effect without a restart). Without it every endpoint is open
+    /// and served over plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -90,7 +96,7 @@ pub struct ConnectorSpec {
     /// (see `promscale-connector --help`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
-    #[x_kube(validation = Rule::new("self.all(a, !a.startsWith('--db.') && !a.startsWith('--web.listen-address'))").message("extraArgs must not set --db.* or --web.listen-address: they come from spec.database and the operator"))]
+    #[x_kube(validation = Rule::new("self.all(a, !a.startsWith('--db.') && !a.startsWith('--web.listen-address') && !a.startsWith('--auth.'))").message("extraArgs must not set --db.*, --web.listen-address or --auth.*: they come from spec.database, the operator and spec.auth"))]
     pub extra_args: Vec<String>,
     /// Extra environment variables of the connector container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -187,6 +193,126 @@ pub struct SecretKeyRef {
     #[x_kube(validation = Rule::new("self != ''").message("the Secret key must not be empty"))]
     pub key: String,
 }
+
+/// Who may use the connectors' HTTP API, and TLS. Credentials come from Secrets in the stack's
+/// namespace (Prometheus Operator style key selectors); passwords, tokens and keys are mounted
+/// into the connector pods as read-only files and never copied into the ConfigMap, the pod's
+/// environment or the status. With any credentials set, every endpoint but `/healthz` and
+/// `/readyz` needs one: write endpoints accept the common and the `write` credentials, read
+/// endpoints (remote read, the query API, `/metrics`) the common and the `read` ones.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// A Secret key holding a bearer token accepted on every endpoint
+    /// (`Authorization: Bearer <token>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretKeyRef>,
+    /// HTTP basic auth accepted on every endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Credentials accepted on the write endpoints only (remote write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<Credentials>,
+    /// Credentials accepted on the read endpoints only (remote read, the query API, `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Credentials>,
+    /// Serve HTTPS only (probes included), optionally requiring client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+impl AuthSpec {
+    /// The credentials write requests are checked against, most specific first.
+    pub fn write_credentials(&self) -> impl Iterator<Item = Credential<'_>> {
+        credentials(self.write.as_ref(), self)
+    }
+
+    /// The credentials read requests are checked against, most specific first.
+    pub fn read_credentials(&self) -> impl Iterator<Item = Credential<'_>> {
+        credentials(self.read.as_ref(), self)
+    }
+}
+
+/// One credential of [`AuthSpec`], by reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    BearerToken(&'a SecretKeyRef),
+    BasicAuth(&'a BasicAuth),
+}
+
+fn credentials<'a>(specific: Option<&'a Credentials>, common: &'a AuthSpec) -> impl Iterator<Item = Credential<'a>> {
+    let specific = specific.into_iter().flat_map(|c| {
+        c.bearer_token
+            .iter()
+            .map(Credential::BearerToken)
+            .chain(c.basic_auth.iter().map(Credential::BasicAuth))
+    });
+    let common = common
+        .bearer_token
+        .iter()
+        .map(Credential::BearerToken)
+        .chain(common.basic_auth.iter().map(Credential::BasicAuth));
+    specific.chain(common)
+}
+
+/// Credentials of one kind of endpoint: a bearer token, basic auth, or both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.bearerToken) || has(self.basicAuth)").message("auth.write and auth.read need bearerToken, basicAuth or both"))]
+pub struct Credentials {
+    /// A Secret key holding a bearer token (`Authorization: Bearer <token>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretKeyRef>,
+    /// HTTP basic auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// HTTP basic auth: user name and password, each a key of a Secret (as in the Prometheus
+/// Operator). The user name reaches the connector through a `secretKeyRef` environment
+/// variable (a change of it rolls the pods), the password as a mounted file.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// A Secret key holding the user name.
+    pub username: SecretKeyRef,
+    /// A Secret key holding the password.
+    pub password: SecretKeyRef,
+}
+
+/// HTTPS for the connectors' HTTP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.clientCertSecretName) || has(self.clientCA)").message("auth.tls.clientCertSecretName is the certificate Prometheus presents to a connector that requires client certificates: it needs auth.tls.clientCA"))]
+pub struct TlsSpec {
+    /// Name of a `kubernetes.io/tls` Secret in the stack's namespace whose `tls.crt` and
+    /// `tls.key` are the server certificate (chain) and key. The certificate must be valid for
+    /// the Service's name, `<stack>-connector.<namespace>.svc.<cluster domain>`.
+    #[x_kube(validation = Rule::new("self != ''").message("auth.tls.secretName must not be empty"))]
+    pub secret_name: String,
+    /// A Secret key holding the CA certificate(s) that signed the server certificate, which
+    /// Prometheus verifies the connectors with (the status' `tlsConfig.ca`); default: key
+    /// `ca.crt` of `secretName`, which cert-manager writes. Not mounted into the connectors.
+    #[serde(default, rename = "serverCA", skip_serializing_if = "Option::is_none")]
+    pub server_ca: Option<SecretKeyRef>,
+    /// A Secret key holding the CA certificate(s) client certificates must be signed by; when
+    /// set, clients without such a certificate are refused (mutual TLS).
+    #[serde(default, rename = "clientCA", skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<SecretKeyRef>,
+    /// Name of a `kubernetes.io/tls` Secret holding the client certificate (`tls.crt`, signed
+    /// by `clientCA`) and key (`tls.key`) for Prometheus to present. Only named in the status'
+    /// `prometheusRemoteWrite`/`prometheusRemoteRead`; the connectors do not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self != ''").message("auth.tls.clientCertSecretName must not be empty"))]
+    pub client_cert_secret_name: Option<String>,
+}
+
+/// The key of a `kubernetes.io/tls` Secret holding the certificate (chain).
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// The key of a `kubernetes.io/tls` Secret holding the private key.
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// Where cert-manager puts the issuing CA's certificate in a `kubernetes.io/tls` Secret.
+pub const TLS_CA_KEY: &str = "ca.crt";
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -322,6 +448,17 @@ pub struct PromscaleStackStatus {
     /// Where Prometheus and query clients reach the connectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// An item for `spec.remoteWrite` of a Prometheus Operator `Prometheus` (or, in snake
+    /// case, `remote_write` of prometheus.yml), with the URL, credentials and TLS settings of
+    /// `spec.auth` as references to the same Secrets; write credentials are preferred over
+    /// common ones, a bearer token over basic auth. The Secrets must be in the Prometheus'
+    /// namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_write: Option<PrometheusRemoteEndpoint>,
+    /// An item for `spec.remoteRead` of a Prometheus Operator `Prometheus`, like
+    /// `prometheusRemoteWrite` but with the read credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_read: Option<PrometheusRemoteEndpoint>,
     /// Connectors reporting ready recently, over desired replicas, e.g. `2/2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connectors_ready: Option<String>,
@@ -334,12 +471,71 @@ pub struct PromscaleStackStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoints {
-    /// For `remoteWrite[].url` of a Prometheus (or Prometheus Operator `Prometheus`).
+    /// For `remoteWrite[].url` of a Prometheus (or Prometheus Operator `Prometheus`); https
+    /// with `spec.auth.tls`.
     pub remote_write: String,
     /// For `remoteRead[].url`.
     pub remote_read: String,
     /// Base URL of the Prometheus HTTP query API (Grafana, promtool).
     pub query: String,
+}
+
+/// One item of a Prometheus Operator `Prometheus`' `spec.remoteWrite` or `spec.remoteRead`
+/// (monitoring.coreos.com/v1), restricted to the fields the operator fills in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusRemoteEndpoint {
+    /// The remote-write or remote-read URL (https with `spec.auth.tls`).
+    pub url: String,
+    /// A bearer token: `type: Bearer` and the Secret key holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<PrometheusAuthorization>,
+    /// Basic auth: the Secret keys of the user name and the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// How Prometheus verifies the connectors' certificate, and its client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<PrometheusTlsConfig>,
+    /// Remote read only: also read the time range Prometheus holds locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_recent: Option<bool>,
+}
+
+/// The `authorization` of a Prometheus Operator remote endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusAuthorization {
+    /// The authentication scheme, `Bearer`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The Secret key holding the token.
+    pub credentials: SecretKeyRef,
+}
+
+/// The `tlsConfig` of a Prometheus Operator remote endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusTlsConfig {
+    /// The CA certificate to verify the connectors' certificate with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PrometheusSecretOrConfigMap>,
+    /// The client certificate Prometheus presents (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PrometheusSecretOrConfigMap>,
+    /// The Secret key holding the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<SecretKeyRef>,
+    /// The name the connectors' certificate must carry: the Service's host name in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// A Secret key, in the Prometheus Operator's `{secret: {name, key}}` form.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSecretOrConfigMap {
+    /// The Secret and its key.
+    pub secret: SecretKeyRef,
 }
 
 /// What one connector pod reports about itself.

@@ -2,6 +2,7 @@
 //! disappears with it. Every server is stopped when its handle is dropped, so tests can run
 //! twice in a row and in parallel.
 
+pub mod certs;
 pub mod cli;
 pub mod comparison;
 pub mod connector;

@@ -1,9 +1,8 @@
 //! Builds and sends remote-write requests the way Prometheus does.
 
-use promscale_connector::remote_write::proto::{TimeSeries, WriteRequest};
+use promscale_connector::prompb::{TimeSeries, WriteRequest};
 
-/// Prometheus' staleness marker: a NaN with this exact bit pattern.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub use promscale_promql::STALE_NAN_BITS;
 
 pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
     TimeSeries::from_pairs(labels, samples)

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use promscale_connector::remote_read::proto::{
+use promscale_connector::prompb::{
     ChunkedReadResponse, LabelMatcher, MatchType, Query, ReadRequest, ReadResponse, ResponseType,
 };
 use promscale_connector::remote_read::xor_chunk;
@@ -27,7 +27,7 @@ const QUERIES: &[&str] = &[
 /// Series -> samples as (time, value bits), from either response type.
 type Samples = BTreeMap<String, Vec<(i64, u64)>>;
 
-fn label_key(labels: &[promscale_connector::remote_write::proto::Label]) -> String {
+fn label_key(labels: &[promscale_connector::prompb::Label]) -> String {
     labels
         .iter()
         .map(|l| {

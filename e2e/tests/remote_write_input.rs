@@ -1,10 +1,12 @@
-//! What the connector does with every kind of input: refuses bad requests whole with a 4xx
-//! and a message, stores good ones exactly, and survives names that are hostile to SQL.
+//! What the connector does with every kind of input: refuses bodies that are not requests
+//! with a 4xx and a message, leaves out series it cannot store while storing the others (and
+//! says which in a 400), stores good ones exactly, and survives names that are hostile to SQL.
 
 use bytes::Bytes;
-use promscale_connector::remote_write::proto::MetricMetadata;
+use promscale_connector::prompb::MetricMetadata;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::prometheus::sum_metric;
 use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
 use sqlx::Row;
 
@@ -18,87 +20,156 @@ async fn metric_exists(db: &sqlx::PgPool, name: &str) -> bool {
         .unwrap()
 }
 
+/// Samples of `metric` as SQL users see them: (value, Unix ms), in time order.
+async fn stored(db: &sqlx::PgPool, metric: &str) -> Vec<(f64, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT value, (extract(epoch FROM time) * 1000)::bigint FROM prom_metric.{metric} ORDER BY time"
+    ))
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_are_refused_whole_with_a_message() {
+async fn bad_bodies_are_refused_and_bad_series_left_out_alone() {
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &[]).await;
     let db = pg.pool().await;
     let client = reqwest::Client::new();
     let url = connector.url("/write");
 
-    let good = || series(&[("__name__", "innocent_bystander"), ("job", "x")], &[(*T0, 1.0)]);
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    // Bodies that are not a request at all: refused whole.
+    for (case, body, message) in [
         ("bad snappy", b"this is not snappy at all".to_vec(), "snappy"),
         (
             "bad protobuf",
             snap::raw::Encoder::new().compress_vec(&[0xff; 32]).unwrap(),
             "protobuf",
         ),
+    ] {
+        let (status, text) = post(&client, &url, body).await.unwrap();
+        assert_eq!(status, 400, "{case}: {text}");
+        assert!(text.contains(message), "{case}: {text:?} should mention {message:?}");
+    }
+
+    // A series that cannot be stored is left out alone; the good one beside it is stored.
+    let good = |i: i64| {
+        series(
+            &[("__name__", "innocent_bystander"), ("job", "x")],
+            &[(*T0 + i, i as f64)],
+        )
+    };
+    let mut invalid_utf8 = series(&[("__name__", "m"), ("a", "x")], &[(*T0, 1.0)]);
+    invalid_utf8.labels[1].value = Bytes::from_static(&[0xc3, 0x28]);
+    let mut nul = series(&[("__name__", "m"), ("a", "x")], &[(*T0, 1.0)]);
+    nul.labels[1].value = Bytes::from_static(b"before\0after");
+    let mut histogram = series(&[("__name__", "m")], &[]);
+    histogram.histograms.push(Bytes::from_static(b""));
+    let cases = vec![
         (
             "missing __name__",
-            encode(vec![good(), series(&[("job", "x")], &[(*T0, 1.0)])]),
+            series(&[("job", "x")], &[(*T0, 1.0)]),
             "no __name__",
+            "invalid_metric_name",
         ),
         (
             "invalid metric name",
-            encode(vec![good(), series(&[("__name__", "0abc")], &[(*T0, 1.0)])]),
+            series(&[("__name__", "0abc")], &[(*T0, 1.0)]),
             "invalid metric name",
+            "invalid_metric_name",
         ),
         (
             "invalid label name",
-            encode(vec![
-                good(),
-                series(&[("__name__", "m"), ("bad-label", "v")], &[(*T0, 1.0)]),
-            ]),
+            series(&[("__name__", "m"), ("bad-label", "v")], &[(*T0, 1.0)]),
             "invalid label name",
+            "invalid_labels",
         ),
         (
             "unsorted labels",
-            encode(vec![
-                good(),
-                series(&[("__name__", "m"), ("b", "1"), ("a", "2")], &[(*T0, 1.0)]),
-            ]),
+            series(&[("__name__", "m"), ("b", "1"), ("a", "2")], &[(*T0, 1.0)]),
             "not sorted",
+            "invalid_labels",
         ),
         (
             "duplicate labels",
-            encode(vec![
-                good(),
-                series(&[("__name__", "m"), ("a", "1"), ("a", "2")], &[(*T0, 1.0)]),
-            ]),
+            series(&[("__name__", "m"), ("a", "1"), ("a", "2")], &[(*T0, 1.0)]),
             "more than once",
+            "invalid_labels",
         ),
         (
             "timestamp out of range",
-            encode(vec![good(), series(&[("__name__", "m")], &[(i64::MAX / 2, 1.0)])]),
+            series(&[("__name__", "m")], &[(i64::MAX / 2, 1.0)]),
             "outside the range",
+            "timestamp_out_of_range",
+        ),
+        ("invalid UTF-8", invalid_utf8, "UTF-8", "invalid_labels"),
+        ("NUL byte", nul, "NUL byte", "nul_byte"),
+        ("native histogram", histogram, "native histograms", "native_histograms"),
+        (
+            "two hours ahead",
+            series(&[("__name__", "m")], &[(*T0 + 3 * 3_600_000, 1.0)]),
+            "ahead of the connector's clock",
+            "too_far_in_future",
         ),
     ];
-    for (case, body, message) in cases {
-        let (status, text) = post(&client, &url, body).await.unwrap();
+    let case_count = cases.len();
+    for (i, (case, bad, message, _)) in cases.iter().enumerate() {
+        let i = i as i64;
+        let (status, text) = post(&client, &url, encode(vec![good(i), bad.clone(), good(i + 1000)]))
+            .await
+            .unwrap();
         assert_eq!(status, 400, "{case}: {text}");
-        assert!(
-            text.contains(message),
-            "{case}: message {text:?} should mention {message:?}"
-        );
+        assert!(text.contains(message), "{case}: {text:?} should mention {message:?}");
+        assert!(text.contains("2 series stored; 1 left out"), "{case}: {text}");
     }
+    // Every good sample is stored, once; nothing of the bad series is.
+    let want: Vec<(f64, i64)> = (0..case_count as i64)
+        .chain(1000..1000 + case_count as i64)
+        .map(|i| (i as f64, *T0 + i))
+        .collect();
+    assert_eq!(stored(&db, "innocent_bystander").await, want);
+    assert!(!metric_exists(&db, "m").await);
 
-    let mut invalid_utf8 = series(&[("__name__", "m"), ("a", "x")], &[(*T0, 1.0)]);
-    invalid_utf8.labels[1].value = Bytes::from_static(&[0xc3, 0x28]);
-    let (status, text) = post(&client, &url, encode(vec![good(), invalid_utf8])).await.unwrap();
+    // A series with some samples too far ahead keeps its others.
+    let mixed = series(&[("__name__", "mixed")], &[(*T0, 1.0), (*T0 + 3 * 3_600_000, 2.0)]);
+    let (status, text) = post(&client, &url, encode(vec![mixed])).await.unwrap();
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("UTF-8"), "{text}");
+    assert_eq!(stored(&db, "mixed").await, [(1.0, *T0)]);
 
-    let mut histogram = series(&[("__name__", "m")], &[]);
-    histogram.histograms.push(Bytes::from_static(b""));
-    let (status, text) = post(&client, &url, encode(vec![good(), histogram])).await.unwrap();
-    assert_eq!(status, 400, "{text}");
-    assert!(text.contains("native histograms"), "{text}");
+    // Labels Prometheus accepts are stored, values of any length included.
+    let long = "x".repeat(5000);
+    let longer = "y".repeat(100_000);
+    let (status, text) = post(
+        &client,
+        &url,
+        encode(vec![
+            series(&[("__name__", "long_values"), ("v", &long)], &[(*T0, 1.0)]),
+            series(&[("__name__", "long_values"), ("v", &longer)], &[(*T0, 2.0)]),
+            series(&[("__name__", "long_values"), ("v", &longer)], &[(*T0 + 1, 3.0)]),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let by_value: Vec<(i64, f64)> =
+        sqlx::query_as("SELECT length(v)::bigint, value FROM prom_metric.long_values ORDER BY time, length(v)")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(by_value, [(5000, 1.0), (100_000, 2.0), (100_000, 3.0)]);
+    let series_count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _prom_catalog.series s JOIN _prom_catalog.metric m ON m.id = s.metric_id
+          WHERE m.metric_name = 'long_values'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(series_count, 2, "one series per distinct long value");
 
     let wrong_encoding = client
         .post(&url)
         .header("Content-Encoding", "gzip")
-        .body(encode(vec![good()]))
+        .body(encode(vec![good(0)]))
         .send()
         .await
         .unwrap();
@@ -110,17 +181,14 @@ async fn bad_requests_are_refused_whole_with_a_message() {
             "Content-Type",
             "application/x-protobuf;proto=io.prometheus.write.v2.Request",
         )
-        .body(encode(vec![good()]))
+        .body(encode(vec![good(0)]))
         .send()
         .await
         .unwrap();
     assert_eq!(remote_write_2.status().as_u16(), 415);
 
-    // None of the refused requests stored anything, not even their valid series.
-    assert!(!metric_exists(&db, "innocent_bystander").await);
-    assert!(!metric_exists(&db, "m").await);
-
-    // The connector counts what it refused, by status code.
+    // The connector counts what it refused: requests by status code, left-out series and
+    // samples by reason.
     let metrics = reqwest::get(connector.url("/metrics"))
         .await
         .unwrap()
@@ -128,32 +196,51 @@ async fn bad_requests_are_refused_whole_with_a_message() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"promscale_ingest_requests_total{code="400"} 10"#),
+        metrics.contains(&format!(
+            r#"promscale_ingest_requests_total{{code="400"}} {}"#,
+            2 + case_count + 1
+        )),
         "{metrics}"
     );
     assert!(
         metrics.contains(r#"promscale_ingest_requests_total{code="415"} 2"#),
         "{metrics}"
     );
+    for (_, _, _, reason) in &cases {
+        assert!(
+            metrics.contains(&format!(
+                r#"promscale_ingest_series_refused_total{{reason="{reason}"}}"#
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+    assert_eq!(
+        sum_metric(&metrics, "promscale_ingest_series_refused_total"),
+        Some((case_count + 1) as f64)
+    );
+    // One sample per case and one of `mixed`; the histogram series has no float sample.
+    assert_eq!(
+        sum_metric(&metrics, "promscale_ingest_samples_refused_total"),
+        Some(case_count as f64)
+    );
     assert!(connector.log().contains("remote-write request refused"));
 
-    // And the same valid series alone is accepted, at both paths, with or without the
-    // Content-Encoding header.
-    let (status, _) = post(&client, &url, encode(vec![good()])).await.unwrap();
+    // The good series alone is accepted at both paths, with or without Content-Encoding.
+    let (status, _) = post(&client, &url, encode(vec![good(0)])).await.unwrap();
     assert_eq!(status, 204);
-    let (status, _) = post(&client, &connector.url("/api/v1/write"), encode(vec![good()]))
+    let (status, _) = post(&client, &connector.url("/api/v1/write"), encode(vec![good(0)]))
         .await
         .unwrap();
     assert_eq!(status, 204);
-    let plain = client.post(&url).body(encode(vec![good()])).send().await.unwrap();
+    let plain = client.post(&url).body(encode(vec![good(0)])).send().await.unwrap();
     assert_eq!(plain.status().as_u16(), 204);
-    assert!(metric_exists(&db, "innocent_bystander").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn special_values_and_timestamps_are_stored_bit_for_bit_and_retries_store_once() {
     let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &[]).await;
+    // Timestamps reach forward to 2100: accept samples that far ahead of the clock.
+    let connector = Connector::start(&pg.uri(), &["--ingest.max-future=100years"]).await;
     let db = pg.pool().await;
     // Timestamps reach back to 1970: keep everything.
     sqlx::query("SELECT prom_api.set_default_retention_period('1000 years')")
@@ -331,7 +418,7 @@ async fn metadata_is_stored_once_per_distinct_entry() {
         help: help.into(),
         unit: String::new(),
     };
-    let request = promscale_connector::remote_write::proto::WriteRequest {
+    let request = promscale_connector::prompb::WriteRequest {
         timeseries: vec![],
         metadata: vec![
             entry("Requests served."),

@@ -185,3 +185,78 @@ async fn a_database_of_the_previous_version_is_upgraded_in_place_without_losing_
     assert_eq!(after.len(), before.len() + 1);
     assert!(after.contains(&("1".to_string(), end_ms + 500, 7.0f64.to_bits())));
 }
+
+/// Version 5's catalog (label values indexed as they are) upgraded to version 6 (values of
+/// any length): series created before keep their ids, the same label sets written again
+/// resolve to them, and longer values are stored beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_catalog_keeps_its_series_through_the_long_label_values_upgrade() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    assert_eq!(migrate_to(&db, 5).await.unwrap(), 5);
+    let edge = "e".repeat(2000);
+    let values = ["short", "with \\ backslash and ünïcode", edge.as_str()];
+    // Series as version 5 created them, through its own function.
+    let created: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4) ORDER BY idx",
+    )
+    .bind(vec!["upgrade_labels"; 3])
+    .bind(vec![0, 0, 1, 1, 2, 2])
+    .bind(vec!["__name__", "v", "__name__", "v", "__name__", "v"])
+    .bind(values.iter().flat_map(|v| ["upgrade_labels", v]).collect::<Vec<_>>())
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(created.len(), 3);
+
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let client = reqwest::Client::new();
+    let long = "l".repeat(10_000);
+    let t = recent_ms();
+    let body = encode(
+        values
+            .iter()
+            .chain([&long.as_str()])
+            .enumerate()
+            .map(|(i, v)| series(&[("__name__", "upgrade_labels"), ("v", v)], &[(t, i as f64)]))
+            .collect(),
+    );
+    let (status, text) = post(&client, &connector.url("/write"), body).await.unwrap();
+    assert_eq!(status, 204, "{text}");
+    let after: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT s.id, l.value FROM _prom_catalog.series s
+           JOIN _prom_catalog.metric m ON m.id = s.metric_id
+           JOIN _prom_catalog.label l ON l.id = ANY(s.labels) AND l.key = 'v'
+          WHERE m.metric_name = 'upgrade_labels' ORDER BY s.id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(after.len(), 4, "one new series, for the long value only");
+    for (idx, id) in &created {
+        let value = after.iter().find(|(a, _)| a == id).map(|(_, v)| v.as_str());
+        assert_eq!(value, Some(values[*idx as usize]), "series {id} keeps its id");
+    }
+    assert!(after.iter().any(|(_, v)| v.len() == 10_000));
+    // Equality matchers find each value, long ones included.
+    for (i, v) in values.iter().chain([&long.as_str()]).enumerate() {
+        let selector = format!("upgrade_labels{{v=\"{}\"}}", v.replace('\\', "\\\\"));
+        let response: serde_json::Value = client
+            .post(connector.url("/api/v1/query"))
+            .form(&[
+                ("query", selector.as_str()),
+                ("time", &format!("{}", t as f64 / 1000.0)),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            response["data"]["result"][0]["value"][1],
+            i.to_string(),
+            "{v:.20}: {response}"
+        );
+    }
+}

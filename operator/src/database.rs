@@ -11,10 +11,19 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    #[error("Secret {name:?} does not exist in namespace {namespace:?}; create it or fix spec.database")]
-    SecretMissing { namespace: String, name: String },
-    #[error("Secret {name:?} has no key {key:?}; add it or fix spec.database")]
-    SecretKeyMissing { name: String, key: String },
+    #[error("Secret {name:?} does not exist in namespace {namespace:?}; create it or fix {field}")]
+    SecretMissing {
+        namespace: String,
+        name: String,
+        /// The part of the stack's spec naming the Secret, e.g. `spec.database`.
+        field: &'static str,
+    },
+    #[error("Secret {name:?} has no key {key:?}; add it or fix {field}")]
+    SecretKeyMissing {
+        name: String,
+        key: String,
+        field: &'static str,
+    },
     #[error("the value of key {key:?} in Secret {name:?} is not a valid PostgreSQL URI (postgres://user:password@host:5432/dbname)")]
     InvalidUri { name: String, key: String },
     #[error("cannot reach the database: {0}")]
@@ -148,10 +157,12 @@ async fn read_key(
         .ok_or_else(|| DatabaseError::SecretMissing {
             namespace: namespace.to_string(),
             name: reference.name.clone(),
+            field: "spec.database",
         })?;
     let missing = || DatabaseError::SecretKeyMissing {
         name: reference.name.clone(),
         key: reference.key.clone(),
+        field: "spec.database",
     };
     let value = match secret.data.as_ref().and_then(|d| d.get(&reference.key)) {
         Some(bytes) => String::from_utf8(bytes.0.clone()).map_err(|_| missing())?,

@@ -20,4 +20,4 @@ pub use error::QueryError;
 pub use labels::Labels;
 pub use memory::MemorySource;
 pub use source::{SelectHints, SeriesSource};
-pub use value::{format_value, InstantSample, Sample, Series, Value};
+pub use value::{format_value, InstantSample, Sample, Series, Value, STALE_NAN_BITS};

@@ -47,7 +47,7 @@ impl SeriesSource for MemorySource {
         hints: &'a SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, QueryError>> {
         Box::pin(async move {
-            Ok(self
+            let selected: Vec<Series> = self
                 .series
                 .iter()
                 .filter(|(labels, _)| matches(labels, matchers))
@@ -59,7 +59,12 @@ impl SeriesSource for MemorySource {
                         samples: samples[from..to].to_vec(),
                     })
                 })
-                .collect())
+                .collect();
+            let total: usize = selected.iter().map(|s| s.samples.len()).sum();
+            if hints.max_samples.is_some_and(|max| total > max) {
+                return Err(QueryError::TooManySamples("reading series"));
+            }
+            Ok(selected)
         })
     }
 }

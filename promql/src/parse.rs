@@ -25,12 +25,124 @@ pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
     }
     // The parser panics on a few inputs (a float duration too large for a Duration): a query
     // it cannot handle is bad data, not a reason to drop the connection.
-    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
-        Ok(parsed) => parsed.map_err(QueryError::BadData),
-        Err(_) => Err(QueryError::BadData(format!(
-            "invalid query: {query:?} cannot be parsed"
-        ))),
+    let expr = match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(parsed) => parsed.map_err(QueryError::BadData)?,
+        Err(_) => {
+            return Err(QueryError::BadData(format!(
+                "invalid query: {query:?} cannot be parsed"
+            )))
+        }
+    };
+    refuse_unknown_functions(&expr)?;
+    Ok(expr)
+}
+
+/// The functions of Prometheus 2.42 (`promql/parser/functions.go`). The parser knows later
+/// ones too (`histogram_avg`, `sort_by_label`, `double_exponential_smoothing`...), which the
+/// engine does not evaluate: Prometheus 2.42 refuses them as unknown, and so do we.
+const FUNCTIONS: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_count",
+    "histogram_sum",
+    "histogram_fraction",
+    "histogram_quantile",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_replace",
+    "label_join",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+];
+
+/// Refuses a call of a function Prometheus 2.42 does not have, as its parser does.
+fn refuse_unknown_functions(expr: &Expr) -> Result<(), QueryError> {
+    let mut pending = vec![expr];
+    while let Some(e) = pending.pop() {
+        match e {
+            Expr::Aggregate(a) => {
+                pending.push(&a.expr);
+                pending.extend(a.param.as_deref());
+            }
+            Expr::Unary(u) => pending.push(&u.expr),
+            Expr::Binary(b) => pending.extend([&*b.lhs, &*b.rhs]),
+            Expr::Paren(p) => pending.push(&p.expr),
+            Expr::Subquery(s) => pending.push(&s.expr),
+            Expr::Call(c) => {
+                if !FUNCTIONS.contains(&c.func.name) {
+                    return Err(QueryError::BadData(format!(
+                        "unknown function with name {:?}",
+                        c.func.name
+                    )));
+                }
+                pending.extend(c.args.args.iter().map(|a| a.as_ref()));
+            }
+            Expr::NumberLiteral(_)
+            | Expr::StringLiteral(_)
+            | Expr::VectorSelector(_)
+            | Expr::MatrixSelector(_)
+            | Expr::Extension(_) => {}
+        }
     }
+    Ok(())
 }
 
 /// An upper bound of the depth of the syntax tree `query` parses into, without parsing it.
@@ -228,6 +340,34 @@ mod tests {
         }
         let shallow = vec!["1"; 500].join("+");
         assert!(parse(&shallow, MAX_DEPTH).is_ok());
+    }
+
+    #[test]
+    fn functions_newer_than_prometheus_2_42_are_unknown() {
+        // Found by promql/tests/proptest_promql.rs: the parser accepts them, and the engine
+        // answered `histogram_avg(up)` with an empty vector and `sort_by_label(up, "job")`
+        // with "expected scalar, got string".
+        for q in [
+            "histogram_avg(up)",
+            "histogram_stddev(up)",
+            "histogram_stdvar(up)",
+            "sort_by_label(up, \"job\")",
+            "sort_by_label_desc(up, \"job\")",
+            "double_exponential_smoothing(up[5m], 0.5, 0.5)",
+            "sum(rate(x[5m])) / (1 + abs(histogram_avg(up)))",
+        ] {
+            match parse(q, MAX_DEPTH) {
+                Err(QueryError::BadData(m)) => assert!(m.starts_with("unknown function with name"), "{q}: {m}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        for q in [
+            "histogram_count(up)",
+            "histogram_fraction(0, 1, up)",
+            "holt_winters(x[5m], 0.5, 0.5)",
+        ] {
+            assert!(parse(q, MAX_DEPTH).is_ok(), "{q}");
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub struct SelectHints {
     /// Milliseconds, inclusive: every sample the query may look at lies in [start, end].
     pub start: i64,
     pub end: i64,
+    /// The most samples the answer may hold; a source that would return more fails with
+    /// [`QueryError::TooManySamples`], as early as it can tell (memory stays bounded).
+    /// `None`: no limit.
+    pub max_samples: Option<usize>,
 }
 
 pub trait SeriesSource: Send + Sync {

@@ -61,3 +61,7 @@ pub fn format_value(v: f64) -> String {
         format!("{v}")
     }
 }
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern (`value.StaleNaN`). The
+/// one definition; storage, tests and benches use it from here.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;

@@ -62,7 +62,7 @@ const MAX_LINE_CHARS: usize = 240;
 /// test.go's relative tolerance between an expected and a computed value.
 const EPSILON: f64 = 0.000001;
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
-const STALE_NAN_BITS: u64 = 0x7ff0000000000002;
+use promscale_promql::STALE_NAN_BITS;
 
 /// Functions whose result can change with the evaluation time even when their arguments are
 /// pinned with `@`, so test.go does not pin expressions that call them (Prometheus'

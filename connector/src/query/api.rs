@@ -22,8 +22,9 @@ use serde_json::json;
 
 use super::json::{labels_object, query_response, success, ApiError};
 use super::params::{parse_duration, parse_time, Params};
-use super::source::PgSeriesSource;
 use crate::server::AppState;
+use crate::storage::catalog;
+use crate::storage::select::PgSeriesSource;
 
 /// Prometheus refuses range queries of more points than this per series.
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -56,11 +57,32 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The `query` parameter, within --web.max-query-bytes.
+fn query_text<'p>(app: &AppState, p: &'p Params) -> Result<&'p str, ApiError> {
+    let expr = p
+        .get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    check_query_size(app, "query", expr)?;
+    Ok(expr)
+}
+
+fn check_query_size(app: &AppState, what: &str, text: &str) -> Result<(), ApiError> {
+    if text.len() > app.query.max_query_bytes {
+        return Err(ApiError::bad_data(format!(
+            "invalid parameter \"{what}\": {} bytes, above the limit of {} bytes (--web.max-query-bytes)",
+            text.len(),
+            app.query.max_query_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// The engine for one request: the connector's limits, shortened by a `timeout` parameter.
 fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
     let mut options = EngineOptions {
         timeout: app.query.timeout,
         max_samples: app.query.max_samples,
+        max_fetched_samples: app.query.max_fetched_samples,
         lookback_delta_ms: app.query.lookback_delta.as_millis() as i64,
         ..EngineOptions::default()
     };
@@ -73,9 +95,7 @@ fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
 
 async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
-    let expr = p
-        .get("query")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let expr = query_text(&app, &p)?;
     let time = time_param(&p, "time", now_ms())?;
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
@@ -85,9 +105,7 @@ async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap
 
 async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
-    let expr = p
-        .get("query")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let expr = query_text(&app, &p)?;
     let start = p
         .get("start")
         .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp"))
@@ -134,10 +152,13 @@ async fn within_timeout(
 }
 
 /// The selectors of `match[]` parameters.
-fn selectors(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> {
+fn selectors(app: &AppState, p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let all = p.all("match[]");
     if all.is_empty() && required {
         return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    for s in all {
+        check_query_size(app, "match[]", s)?;
     }
     all.iter()
         .map(|s| match promscale_promql::parse::parse(s, MAX_DEPTH) {
@@ -176,13 +197,26 @@ async fn matching_series(
     p: &Params,
     selectors: &[Vec<Matcher>],
 ) -> Result<Vec<promscale_promql::Labels>, ApiError> {
-    let start = time_param(p, "start", i64::MIN / 2)?;
-    let end = time_param(p, "end", i64::MAX / 2)?;
     let source = PgSeriesSource::new(app.pool.clone());
-    let hints = promscale_promql::SelectHints { start, end };
     let mut out = Vec::new();
-    for matchers in selectors {
-        out.extend(source.select(matchers, &hints).await?.into_iter().map(|s| s.labels));
+    if p.get("start").is_none() && p.get("end").is_none() {
+        // Every series ever stored: the catalog answers, no sample is read.
+        for matchers in selectors {
+            for selected in source.select_series(matchers).await? {
+                out.extend(selected.labels);
+            }
+        }
+    } else {
+        let start = time_param(p, "start", i64::MIN / 2)?;
+        let end = time_param(p, "end", i64::MAX / 2)?;
+        let hints = promscale_promql::SelectHints {
+            start,
+            end,
+            max_samples: Some(app.query.max_fetched_samples),
+        };
+        for matchers in selectors {
+            out.extend(source.select(matchers, &hints).await?.into_iter().map(|s| s.labels));
+        }
     }
     out.sort();
     out.dedup();
@@ -191,19 +225,16 @@ async fn matching_series(
 
 async fn series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
-    let selectors = selectors(&p, true)?;
+    let selectors = selectors(&app, &p, true)?;
     let series = matching_series(&app, &p, &selectors).await?;
     Ok(success(json!(series.iter().map(labels_object).collect::<Vec<_>>())))
 }
 
 async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
-    let selectors = selectors(&p, false)?;
+    let selectors = selectors(&app, &p, false)?;
     let mut names: Vec<String> = if selectors.is_empty() {
-        sqlx::query_scalar("SELECT DISTINCT key FROM _prom_catalog.label")
-            .fetch_all(&app.pool)
-            .await
-            .map_err(storage_error)?
+        catalog::label_names(&app.pool).await.map_err(storage_error)?
     } else {
         let series = matching_series(&app, &p, &selectors).await?;
         series
@@ -223,13 +254,9 @@ async fn label_values(
     headers: HeaderMap,
 ) -> ApiResult {
     let p = params(&q, &headers, &Bytes::new());
-    let selectors = selectors(&p, false)?;
+    let selectors = selectors(&app, &p, false)?;
     let mut values: Vec<String> = if selectors.is_empty() {
-        sqlx::query_scalar("SELECT value FROM _prom_catalog.label WHERE key = $1")
-            .bind(&name)
-            .fetch_all(&app.pool)
-            .await
-            .map_err(storage_error)?
+        catalog::label_values(&app.pool, &name).await.map_err(storage_error)?
     } else {
         let series = matching_series(&app, &p, &selectors).await?;
         series
@@ -245,14 +272,9 @@ async fn label_values(
 
 async fn metadata(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT metric_family, type, help, unit FROM _prom_catalog.metadata
-          WHERE $1::text IS NULL OR metric_family = $1 ORDER BY metric_family, last_seen DESC",
-    )
-    .bind(p.get("metric"))
-    .fetch_all(&app.pool)
-    .await
-    .map_err(storage_error)?;
+    let rows = catalog::metadata(&app.pool, p.get("metric"))
+        .await
+        .map_err(storage_error)?;
     let limit: Option<usize> = p
         .get("limit")
         .and_then(|l| l.parse::<i64>().ok())

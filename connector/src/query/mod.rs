@@ -4,7 +4,6 @@
 pub mod api;
 pub mod json;
 pub mod params;
-pub mod source;
 
 use std::time::Duration;
 
@@ -13,5 +12,9 @@ use std::time::Duration;
 pub struct QueryOptions {
     pub timeout: Duration,
     pub max_samples: usize,
+    /// Raw samples a query may read from storage (all selectors together).
+    pub max_fetched_samples: usize,
+    /// Longest PromQL expression accepted, in bytes.
+    pub max_query_bytes: usize,
     pub lookback_delta: Duration,
 }

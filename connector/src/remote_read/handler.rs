@@ -14,14 +14,14 @@ use promql_parser::label::{MatchOp, Matcher};
 use promscale_promql::{Labels, SelectHints, Series, SeriesSource};
 use prost::Message;
 
-use super::proto::{
+use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
+use crate::prompb::{
     Chunk, ChunkedReadResponse, ChunkedSeries, LabelMatcher, MatchType, QueryResult, ReadRequest, ReadResponse,
     ReadSeries, ResponseType, CHUNK_ENCODING_XOR,
 };
-use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
-use crate::query::source::PgSeriesSource;
-use crate::remote_write::proto::{Label, Sample};
+use crate::prompb::{Label, Sample};
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
+use crate::storage::select::PgSeriesSource;
 
 /// Frames of a streamed response stay under about this size, as Prometheus' own do.
 const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -32,19 +32,21 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request = match decode(&body) {
+    let request = match decode_request(&body, app.max_request_bytes) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let mut queries = Vec::with_capacity(request.queries.len());
     for q in &request.queries {
-        match matchers(&q.matchers) {
+        match to_matchers(&q.matchers) {
             Ok(m) => queries.push((m, q.start_timestamp_ms, q.end_timestamp_ms)),
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         }
     }
     let source = PgSeriesSource::new(app.pool.clone());
     let mut results = Vec::with_capacity(queries.len());
+    // One budget for the whole response, whichever type: reading stops once it is spent.
+    let mut budget = app.max_read_samples;
     for (matchers, start, end) in &queries {
         match source
             .select(
@@ -52,11 +54,25 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
                 &SelectHints {
                     start: *start,
                     end: *end,
+                    max_samples: Some(budget),
                 },
             )
             .await
         {
-            Ok(series) => results.push(series),
+            Ok(series) => {
+                let read: usize = series.iter().map(|s| s.samples.len()).sum();
+                budget = budget.saturating_sub(read);
+                results.push(series);
+            }
+            Err(promscale_promql::QueryError::TooManySamples(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "exceeded sample limit ({}): ask for a shorter time range or fewer series, or raise --web.max-read-samples",
+                        app.max_read_samples
+                    ),
+                );
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "remote-read request failed: the database is unavailable");
                 return (StatusCode::SERVICE_UNAVAILABLE, format!("{DATABASE_UNAVAILABLE}\n")).into_response();
@@ -88,14 +104,23 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     }
 }
 
-fn decode(body: &[u8]) -> Result<ReadRequest, String> {
+/// A request body: snappy (within `max_decompressed` bytes), then protobuf.
+pub fn decode_request(body: &[u8], max_decompressed: usize) -> Result<ReadRequest, String> {
+    let size = snap::raw::decompress_len(body)
+        .map_err(|e| format!("the body is not snappy-compressed (block format): {e}"))?;
+    if size > max_decompressed {
+        return Err(format!(
+            "decompressed body is {size} bytes, above the limit of {max_decompressed} bytes (raise --web.max-request-bytes)"
+        ));
+    }
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("the body is not snappy-compressed (block format): {e}"))?;
     ReadRequest::decode(raw.as_slice()).map_err(|e| format!("the body is not a remote-read request: {e}"))
 }
 
-fn matchers(wire: &[LabelMatcher]) -> Result<Vec<Matcher>, String> {
+/// The wire matchers as PromQL matchers; regular expressions compiled as PromQL does.
+pub fn to_matchers(wire: &[LabelMatcher]) -> Result<Vec<Matcher>, String> {
     wire.iter()
         .map(|m| {
             let op = match MatchType::try_from(m.r#type) {

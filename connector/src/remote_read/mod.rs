@@ -1,5 +1,4 @@
-//! Prometheus remote read: wire format, XOR chunks and the HTTP endpoint.
+//! Prometheus remote read: XOR chunks and the HTTP endpoint (messages in [`crate::prompb`]).
 
 pub mod handler;
-pub mod proto;
 pub mod xor_chunk;

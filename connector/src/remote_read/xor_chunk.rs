@@ -194,10 +194,12 @@ pub fn decode(chunk: &[u8]) -> Option<Vec<(i64, f64)>> {
                         } else {
                             raw as i64
                         };
-                        delta += dod;
+                        delta = delta.wrapping_add(dod);
                     }
                 }
-                t += delta;
+                // Wrapping, as the encoder's differences and Prometheus' Go code are: times
+                // more than i64::MAX apart are still one step.
+                t = t.wrapping_add(delta);
                 if r.bit()? {
                     if r.bit()? {
                         leading = r.bits(5)? as u8;
@@ -205,7 +207,8 @@ pub fn decode(chunk: &[u8]) -> Option<Vec<(i64, f64)>> {
                             0 => 64,
                             n => n,
                         };
-                        trailing = 64 - leading - significant;
+                        // A window wider than 64 bits is corrupt (the encoder never writes one).
+                        trailing = 64u8.checked_sub(leading + significant)?;
                     }
                     let significant = 64 - leading - trailing;
                     bits ^= r.bits(significant)? << trailing;

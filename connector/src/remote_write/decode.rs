@@ -1,17 +1,17 @@
 //! Turns the body of a remote-write request into validated series.
 //!
-//! Everything that can make a request unacceptable is checked here, before anything is
-//! written, so that a request is either stored whole or refused whole: Prometheus drops a
-//! request answered with 4xx, and a partly stored request would then be partly lost.
+//! Everything that can make data unstorable is checked here, before anything is written. A
+//! body that is not a request at all is refused whole; a series that cannot be stored is left
+//! out alone ([`WriteBatch::refused`]) and the rest is stored. The handler then answers 400
+//! naming what was left out, as Mimir does: Prometheus does not resend a 4xx, and the good
+//! series are already committed.
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::proto::{self, MetricType, WriteRequest};
+use crate::model::{Label, Metadata, Series, METRIC_NAME_LABEL};
+use crate::prompb::{self as proto, MetricType, WriteRequest};
 use crate::storage::samples::PG_EPOCH_OFFSET_US;
-
-/// Label name of the metric name, as in Prometheus.
-pub const METRIC_NAME_LABEL: &str = "__name__";
 
 /// Why a request was refused. Every variant is the sender's fault (HTTP 400).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -38,69 +38,53 @@ pub enum DecodeError {
     TimestampOutOfRange { series: String, timestamp: i64 },
     #[error("series {series} carries native histograms, which this connector does not store yet; disable send_native_histograms in the remote_write config")]
     NativeHistograms { series: String },
+    #[error("series {series} has a label value with a NUL byte, which PostgreSQL text cannot hold")]
+    NulByte { series: String },
+    #[error(
+        "series {series} has a label name of {len} bytes, above the {MAX_LABEL_NAME_BYTES} this connector can index"
+    )]
+    LabelNameTooLong { series: String, len: usize },
+    #[error("series {series} has {count} labels, above the {MAX_LABELS} this connector can index")]
+    TooManyLabels { series: String, count: usize },
+    #[error("series {series} has {count} samples more than {limit:?} ahead of the connector's clock (the latest at {latest} ms); they were left out")]
+    TooFarInFuture {
+        series: String,
+        count: usize,
+        latest: i64,
+        limit: std::time::Duration,
+    },
 }
 
-/// A label whose name and value have been checked (valid name, UTF-8 value, value not empty).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Label {
-    name: Bytes,
-    value: Bytes,
-}
+/// Longest label name stored: the catalog indexes names, and an index entry holds ~2.7 kB.
+pub const MAX_LABEL_NAME_BYTES: usize = 1024;
+/// Most labels in one series: its label ids form one indexed array.
+pub const MAX_LABELS: usize = 500;
 
-impl Label {
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Label {
-            name: Bytes::from(name.into()),
-            value: Bytes::from(value.into()),
+impl DecodeError {
+    /// The reason label of `promscale_ingest_series_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Snappy(_) | DecodeError::TooLarge { .. } | DecodeError::Protobuf(_) => "invalid_request",
+            DecodeError::MissingMetricName { .. } | DecodeError::InvalidMetricName { .. } => "invalid_metric_name",
+            DecodeError::InvalidLabelName { .. }
+            | DecodeError::UnsortedLabels { .. }
+            | DecodeError::DuplicateLabel { .. }
+            | DecodeError::InvalidUtf8 { .. } => "invalid_labels",
+            DecodeError::TimestampOutOfRange { .. } => "timestamp_out_of_range",
+            DecodeError::NativeHistograms { .. } => "native_histograms",
+            DecodeError::NulByte { .. } => "nul_byte",
+            DecodeError::LabelNameTooLong { .. } | DecodeError::TooManyLabels { .. } => "labels_too_large",
+            DecodeError::TooFarInFuture { .. } => "too_far_in_future",
         }
     }
-    pub fn name(&self) -> &str {
-        // Checked to be ASCII in `validate_series`.
-        std::str::from_utf8(&self.name).unwrap_or_default()
-    }
-    pub fn value(&self) -> &str {
-        // Checked to be UTF-8 in `validate_series`.
-        std::str::from_utf8(&self.value).unwrap_or_default()
-    }
 }
 
-/// One series of a request, validated; labels sorted by name and including `__name__`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Series {
-    pub labels: Vec<Label>,
-    pub samples: Vec<proto::Sample>,
-}
-
-impl Series {
-    pub fn metric_name(&self) -> &str {
-        self.labels
-            .iter()
-            .find(|l| l.name() == METRIC_NAME_LABEL)
-            .map(Label::value)
-            .unwrap_or_default()
-    }
-
-    /// Identity of the series for caching: names and values joined by 0xFF, a byte that
-    /// appears neither in valid label names (ASCII) nor in UTF-8 text.
-    pub fn identity(&self) -> Vec<u8> {
-        let len = self.labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
-        let mut key = Vec::with_capacity(len);
-        for l in &self.labels {
-            key.extend_from_slice(&l.name);
-            key.push(0xff);
-            key.extend_from_slice(&l.value);
-            key.push(0xff);
-        }
-        key
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Metadata {
-    pub metric_family: String,
-    pub r#type: &'static str,
-    pub unit: String,
-    pub help: String,
+/// A series (or some of its samples) left out of a request, and why.
+#[derive(Debug, PartialEq)]
+pub struct Refused {
+    pub error: DecodeError,
+    /// Samples that were not stored because of it.
+    pub samples: usize,
 }
 
 /// A decoded request: what to store, and what was received but is not stored.
@@ -109,12 +93,49 @@ pub struct WriteBatch {
     pub series: Vec<Series>,
     pub metadata: Vec<Metadata>,
     pub exemplars_dropped: usize,
+    /// Series, or samples, that cannot be stored; the rest of the batch is.
+    pub refused: Vec<Refused>,
 }
 
 impl WriteBatch {
     pub fn sample_count(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
     }
+
+    /// Leaves out samples later than `latest_ms` (Unix ms), and series left with none.
+    pub fn refuse_later_than(&mut self, latest_ms: i64, limit: std::time::Duration) {
+        let refused = &mut self.refused;
+        self.series.retain_mut(|series| {
+            let before = series.samples.len();
+            let latest = series.samples.iter().map(|s| s.timestamp).max().unwrap_or(i64::MIN);
+            if latest <= latest_ms {
+                return true;
+            }
+            series.samples.retain(|s| s.timestamp <= latest_ms);
+            let count = before - series.samples.len();
+            refused.push(Refused {
+                error: DecodeError::TooFarInFuture {
+                    series: describe_series(&series.labels),
+                    count,
+                    latest,
+                    limit,
+                },
+                samples: count,
+            });
+            !series.samples.is_empty()
+        });
+    }
+}
+
+fn describe_series(labels: &[Label]) -> String {
+    let wire: Vec<proto::Label> = labels
+        .iter()
+        .map(|l| proto::Label {
+            name: l.name.clone(),
+            value: l.value.clone(),
+        })
+        .collect();
+    describe_labels(&wire)
 }
 
 /// Decompresses (snappy block format), decodes and validates one remote-write body.
@@ -138,8 +159,11 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
     let mut batch = WriteBatch::default();
     for ts in request.timeseries {
         batch.exemplars_dropped += ts.exemplars.len();
-        if let Some(series) = validate_series(ts)? {
-            batch.series.push(series);
+        let samples = ts.samples.len();
+        match validate_series(ts) {
+            Ok(Some(series)) => batch.series.push(series),
+            Ok(None) => {}
+            Err(error) => batch.refused.push(Refused { error, samples }),
         }
     }
     batch.metadata = request
@@ -175,6 +199,12 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
     if !ts.histograms.is_empty() {
         return Err(DecodeError::NativeHistograms { series: describe() });
     }
+    if ts.labels.len() > MAX_LABELS {
+        return Err(DecodeError::TooManyLabels {
+            series: describe(),
+            count: ts.labels.len(),
+        });
+    }
     let mut has_name = false;
     for (i, label) in ts.labels.iter().enumerate() {
         if i > 0 {
@@ -191,6 +221,15 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
         }
         if std::str::from_utf8(&label.value).is_err() {
             return Err(DecodeError::InvalidUtf8 { series: describe() });
+        }
+        if label.value.contains(&0) {
+            return Err(DecodeError::NulByte { series: describe() });
+        }
+        if label.name.len() > MAX_LABEL_NAME_BYTES {
+            return Err(DecodeError::LabelNameTooLong {
+                series: describe(),
+                len: label.name.len(),
+            });
         }
         if label.name == METRIC_NAME_LABEL.as_bytes() {
             if label.value.is_empty() {
@@ -266,9 +305,20 @@ fn describe_labels(labels: &[proto::Label]) -> String {
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&String::from_utf8_lossy(&l.name));
+        // Names and values are cut short: either can be kilobytes long.
+        let brief = |bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes);
+            match text.char_indices().nth(100) {
+                Some((cut, _)) => (text[..cut].to_string(), "..."),
+                None => (text.into_owned(), ""),
+            }
+        };
+        let (name, more) = brief(&l.name);
+        out.push_str(&name);
+        out.push_str(more);
         out.push('=');
-        out.push_str(&format!("{:?}", String::from_utf8_lossy(&l.value)));
+        let (value, more) = brief(&l.value);
+        out.push_str(&format!("{value:?}{more}"));
         if out.len() > 300 {
             out.push_str(", ...");
             break;
@@ -334,19 +384,71 @@ mod tests {
                 matches!(e, DecodeError::TimestampOutOfRange { .. })
             }),
         ];
+        let mut nul = ts(&[("__name__", "up"), ("a", "x")], &[(1, 1.0)]);
+        nul.labels[1].value = Bytes::from_static(b"x\0y");
+        let mut invalid_utf8 = ts(&[("__name__", "up"), ("a", "x")], &[(1, 1.0)]);
+        invalid_utf8.labels[1].value = Bytes::from_static(&[0xff, 0xfe]);
+        let long_name = "n".repeat(MAX_LABEL_NAME_BYTES + 1);
+        let many: Vec<(String, String)> = (0..=MAX_LABELS)
+            .map(|i| (format!("l{i:04}"), "v".to_string()))
+            .collect();
+        let mut many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        many.insert(0, ("__name__", "up"));
+        let mut cases = cases;
+        cases.extend([
+            (nul, (|e| matches!(e, DecodeError::NulByte { .. })) as Check),
+            (invalid_utf8, |e| matches!(e, DecodeError::InvalidUtf8 { .. })),
+            (ts(&[("__name__", "up"), (&long_name, "x")], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::LabelNameTooLong { .. })
+            }),
+            (ts(&many, &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::TooManyLabels { .. })
+            }),
+        ]);
         for (series, check) in cases {
-            let body = encode(vec![ts(&[("__name__", "fine")], &[(1, 1.0)]), series]);
-            let err = decode_snappy(&body, 1 << 20).unwrap_err();
-            assert!(check(&err), "unexpected error {err}");
+            // The bad series is left out alone: the good ones around it stay.
+            let body = encode(vec![
+                ts(&[("__name__", "fine")], &[(1, 1.0)]),
+                series,
+                ts(&[("__name__", "fine_too")], &[(2, 2.0), (3, 3.0)]),
+            ]);
+            let batch = decode_snappy(&body, 1 << 20).unwrap();
+            let names: Vec<_> = batch.series.iter().map(Series::metric_name).collect();
+            assert_eq!(names, ["fine", "fine_too"]);
+            assert_eq!(batch.refused.len(), 1);
+            assert_eq!(batch.refused[0].samples, 1);
+            let err = &batch.refused[0].error;
+            assert!(check(err), "unexpected error {err}");
+            assert!(err.to_string().len() < 1000, "messages stay short: {err}");
         }
     }
 
     #[test]
-    fn refuses_invalid_utf8_values() {
-        let mut series = ts(&[("__name__", "up"), ("a", "x")], &[(1, 1.0)]);
-        series.labels[1].value = Bytes::from_static(&[0xff, 0xfe]);
-        let err = decode_snappy(&encode(vec![series]), 1 << 20).unwrap_err();
-        assert!(matches!(err, DecodeError::InvalidUtf8 { .. }));
+    fn long_label_values_are_accepted_and_described_briefly() {
+        let long = "v".repeat(100_000);
+        let body = encode(vec![ts(&[("__name__", "up"), ("a", &long)], &[(1, 1.0)])]);
+        let batch = decode_snappy(&body, 1 << 20).unwrap();
+        assert_eq!(batch.series[0].labels[1].value().len(), 100_000);
+        assert!(describe_series(&batch.series[0].labels).len() < 300);
+    }
+
+    #[test]
+    fn samples_too_far_ahead_are_left_out_alone() {
+        let body = encode(vec![
+            ts(&[("__name__", "a")], &[(1, 1.0), (5_000, 2.0), (9_000, 3.0)]),
+            ts(&[("__name__", "b")], &[(8_000, 1.0)]),
+            ts(&[("__name__", "c")], &[(2, 1.0)]),
+        ]);
+        let mut batch = decode_snappy(&body, 1 << 20).unwrap();
+        batch.refuse_later_than(4_000, std::time::Duration::from_secs(600));
+        let kept: Vec<_> = batch
+            .series
+            .iter()
+            .map(|s| (s.metric_name(), s.samples.len()))
+            .collect();
+        assert_eq!(kept, [("a", 1), ("c", 1)]);
+        let refused: Vec<_> = batch.refused.iter().map(|r| (r.error.reason(), r.samples)).collect();
+        assert_eq!(refused, [("too_far_in_future", 2), ("too_far_in_future", 1)]);
     }
 
     #[test]

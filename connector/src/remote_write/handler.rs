@@ -1,7 +1,9 @@
 //! `POST /write` and `POST /api/v1/write`: answers so that Prometheus does the right thing.
 //! 2xx only once the samples are committed; 4xx for data that can never be stored
 //! (Prometheus drops it); 5xx when the database is unavailable (Prometheus retries), with
-//! the database's own message in the log, not in the answer.
+//! the database's own message in the log, not in the answer. A request with some series that
+//! cannot be stored has the others committed first, then gets a 400 naming what was left
+//! out: Prometheus does not resend it, and nothing storable is lost.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,8 +13,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::decode::{decode_snappy, DecodeError};
-use crate::metrics::CodeLabel;
+use super::decode::{decode_snappy, DecodeError, Refused};
+use crate::metrics::{CodeLabel, ReasonLabel};
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::StorageError;
 
@@ -28,6 +30,18 @@ pub enum WriteError {
     Storage(#[from] StorageError),
     #[error("not ready: the database schema is not migrated yet")]
     NotReady,
+    #[error("{stored} series stored; {} left out: {}", refused.len(), describe_refused(refused))]
+    PartlyRefused { stored: usize, refused: Vec<Refused> },
+}
+
+/// The first few reasons, then how many more.
+fn describe_refused(refused: &[Refused]) -> String {
+    const SHOWN: usize = 3;
+    let mut out: Vec<String> = refused.iter().take(SHOWN).map(|r| r.error.to_string()).collect();
+    if refused.len() > SHOWN {
+        out.push(format!("and {} more", refused.len() - SHOWN));
+    }
+    out.join("; ")
 }
 
 impl WriteError {
@@ -36,7 +50,9 @@ impl WriteError {
             WriteError::UnsupportedEncoding(_) | WriteError::UnsupportedProtocol(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            WriteError::Decode(_) | WriteError::Storage(StorageError::Rejected(_)) => StatusCode::BAD_REQUEST,
+            WriteError::Decode(_)
+            | WriteError::Storage(StorageError::Rejected(_))
+            | WriteError::PartlyRefused { .. } => StatusCode::BAD_REQUEST,
             WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -45,6 +61,11 @@ impl WriteError {
     pub fn client_message(&self) -> String {
         match self {
             WriteError::Storage(StorageError::Unavailable(_)) => DATABASE_UNAVAILABLE.to_string(),
+            // The database's words stay in the log: they can name tables, roles and settings.
+            WriteError::Storage(StorageError::Rejected(_)) => {
+                "the database refused this request's data and nothing of it was stored; the reason is in the connector's log"
+                    .to_string()
+            }
             other => other.to_string(),
         }
     }
@@ -87,10 +108,29 @@ async fn store(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), W
             return Err(WriteError::UnsupportedProtocol(content_type.into_owned()));
         }
     }
-    let batch = decode_snappy(body, app.max_request_bytes)?;
+    let mut batch = decode_snappy(body, app.max_request_bytes)?;
     if !app.is_ready() {
         return Err(WriteError::NotReady);
     }
+    let latest_ms = chrono::Utc::now()
+        .timestamp_millis()
+        .saturating_add(app.max_future.as_millis() as i64);
+    batch.refuse_later_than(latest_ms, app.max_future);
+    let refused = std::mem::take(&mut batch.refused);
+    let stored = batch.series.len();
     app.ingestor.ingest(batch).await?;
-    Ok(())
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for r in &refused {
+        let reason = ReasonLabel {
+            reason: r.error.reason(),
+        };
+        app.metrics.series_refused.get_or_create(&reason).inc();
+        app.metrics
+            .samples_refused
+            .get_or_create(&reason)
+            .inc_by(r.samples as u64);
+    }
+    Err(WriteError::PartlyRefused { stored, refused })
 }

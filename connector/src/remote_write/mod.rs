@@ -1,5 +1,4 @@
-//! Prometheus remote write: wire format, decoding and the HTTP endpoint.
+//! Prometheus remote write: decoding and the HTTP endpoint (messages in [`crate::prompb`]).
 
 pub mod decode;
 pub mod handler;
-pub mod proto;

@@ -18,6 +18,10 @@ pub const RAW_SCALE: u8 = 255;
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// More samples than any block holds: a corrupt length must not allocate without bound.
 const MAX_BLOCK_SAMPLES: usize = 1 << 24;
+/// The largest time, in absolute value, that a block holds (Unix ms, about 73 million years
+/// either side of 1970; PostgreSQL's timestamps span far less). Within it, every difference of
+/// differences of times fits the 64-bit tokens.
+pub const MAX_ABS_TIME_MS: i64 = 1 << 61;
 
 /// An encoded block: `data` and the `exceptions` it refers to.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,8 +37,8 @@ pub type DecodedSample = (i64, i64, f64);
 #[error("corrupt sample block: {0}")]
 pub struct CorruptBlock(pub &'static str);
 
-/// Builds a block from runs. Runs must come in ascending series order, each with strictly
-/// ascending times.
+/// Builds a block from runs. Runs must come in ascending series order (ids from 0 up), each
+/// with strictly ascending times within [`MAX_ABS_TIME_MS`] of 1970.
 pub struct BlockEncoder {
     block: Block,
     base_ms: i64,
@@ -58,10 +62,15 @@ impl BlockEncoder {
         }
     }
 
-    /// Appends one series' samples (non-empty, strictly ascending times).
+    /// Appends one series' samples (non-empty, strictly ascending times, each within
+    /// [`MAX_ABS_TIME_MS`]).
     pub fn push_run(&mut self, series_id: i64, times: &[i64], values: &[f64]) {
         debug_assert!(!times.is_empty() && times.len() == values.len());
         debug_assert!(times.windows(2).all(|w| w[0] < w[1]));
+        debug_assert!(
+            times[0] >= -MAX_ABS_TIME_MS && times[times.len() - 1] <= MAX_ABS_TIME_MS,
+            "times beyond ±MAX_ABS_TIME_MS cannot be coded"
+        );
         debug_assert!(series_id >= self.previous_series);
         let out = &mut self.body;
         put_uvarint(out, (series_id - self.previous_series) as u64);
@@ -180,6 +189,8 @@ pub fn decode(data: &[u8], exceptions: &[f64]) -> Result<Vec<DecodedSample>, Cor
 /// Appends the samples of a block to `out`.
 pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>) -> Result<(), CorruptBlock> {
     let mut r = Reader { data, pos: 0 };
+    // The limit is the block's: `out` may already hold samples of other blocks.
+    let before = out.len();
     let base = r.zigzag()?;
     let runs = r.uvarint()?;
     let mut series: i64 = 0;
@@ -194,7 +205,7 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
     for _ in 0..runs {
         series = series.wrapping_add(r.uvarint()? as i64);
         let n = r.uvarint()? as usize;
-        if n == 0 || n > MAX_BLOCK_SAMPLES - out.len() {
+        if n == 0 || n > MAX_BLOCK_SAMPLES - (out.len() - before) {
             return Err(CorruptBlock("bad run length"));
         }
         let first = out.len();

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use sqlx::PgPool;
 
 use super::StorageError;
-use crate::remote_write::decode::Metadata;
+use crate::model::Metadata;
 
 pub async fn upsert_metadata(pool: &PgPool, metadata: &[Metadata]) -> Result<(), StorageError> {
     // ON CONFLICT DO UPDATE may touch a row only once per statement.

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "chunk_storage",
         sql: include_str!("migrations/0005_chunk_storage.sql"),
     },
+    Migration {
+        version: 6,
+        name: "long_label_values",
+        sql: include_str!("migrations/0006_long_label_values.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -1,7 +1,10 @@
-//! Everything that talks to PostgreSQL about samples: the block format ([`codec`]), the write
-//! path into the head ([`samples`]), [`compaction`] into series chunks, and [`read`]. See
-//! `docs/storage.md`.
+//! Everything that talks to PostgreSQL: the block format ([`codec`]), the write path into the
+//! head ([`samples`]), series ids ([`series`]), [`compaction`] into series chunks, series
+//! selection by label matchers ([`select`]), reading samples ([`read`]), and what the HTTP
+//! API asks of the catalog ([`catalog`]). See `docs/storage.md`. No SQL lives outside this
+//! module.
 
+pub mod catalog;
 pub mod codec;
 pub mod compaction;
 pub mod error;
@@ -10,6 +13,7 @@ pub mod metadata;
 pub mod migrations;
 pub mod read;
 pub mod samples;
+pub mod select;
 pub mod series;
 pub mod series_cache;
 

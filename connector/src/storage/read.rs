@@ -64,8 +64,18 @@ impl StoredHeadRow {
     }
 }
 
-fn corrupt(e: CorruptBlock) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
+fn corrupt(e: CorruptBlock) -> ReadError {
+    ReadError::Database(sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Why [`read_samples`] returned nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The selection holds more samples than the caller allowed; reading stopped there.
+    #[error("the selection holds more than {0} samples")]
+    TooManySamples(usize),
 }
 
 /// Appends the samples of `decoded` (by series, then time) within `[start_ms, end_ms]` to
@@ -76,12 +86,14 @@ pub(super) fn split_by_series(
     end_ms: i64,
     wanted: impl Fn(i64) -> bool,
     out: &mut HashMap<i64, Vec<Vec<(i64, f64)>>>,
-) {
+) -> usize {
     let mut current: Option<(i64, Vec<(i64, f64)>)> = None;
+    let mut kept = 0;
     for (series, t, v) in decoded {
         if !(start_ms..=end_ms).contains(&t) || !wanted(series) {
             continue;
         }
+        kept += 1;
         match &mut current {
             Some((s, list)) if *s == series => list.push((t, v)),
             _ => {
@@ -95,17 +107,20 @@ pub(super) fn split_by_series(
     if let Some((s, list)) = current {
         out.entry(s).or_default().push(list);
     }
+    kept
 }
 
 /// Samples of the given series of one metric with times in `[start, end]` (Unix ms), in time
-/// order, per series id.
+/// order, per series id. Past `max_samples` samples (counted before duplicates are merged
+/// away) it stops decoding and fails with [`ReadError::TooManySamples`].
 pub async fn read_samples(
     pool: &PgPool,
     table_name: &str,
     series_ids: &[i64],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> Result<HashMap<i64, Vec<(i64, f64)>>, sqlx::Error> {
+    max_samples: usize,
+) -> Result<HashMap<i64, Vec<(i64, f64)>>, ReadError> {
     if series_ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -144,6 +159,7 @@ pub async fn read_samples(
     // not overlap), then one list per head row.
     let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
     let mut buffer = Vec::new();
+    let mut kept = 0usize;
     for (series, data, exceptions) in chunk_rows {
         buffer.clear();
         codec::decode_into(&data, exceptions.as_deref().unwrap_or(&[]), &mut buffer).map_err(corrupt)?;
@@ -151,18 +167,26 @@ pub async fn read_samples(
         if entry.is_empty() {
             entry.push(Vec::new());
         }
+        let before = entry[0].len();
         entry[0].extend(
             buffer
                 .iter()
                 .filter(|s| (start_ms..=end_ms).contains(&s.1))
                 .map(|&(_, t, v)| (t, v)),
         );
+        kept += entry[0].len() - before;
+        if kept > max_samples {
+            return Err(ReadError::TooManySamples(max_samples));
+        }
     }
     if !head_rows.is_empty() {
         let wanted: HashSet<i64> = series_ids.iter().copied().collect();
         for row in &head_rows {
             let decoded = row.samples().map_err(corrupt)?;
-            split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
+            kept += split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
+            if kept > max_samples {
+                return Err(ReadError::TooManySamples(max_samples));
+            }
         }
     }
     Ok(lists

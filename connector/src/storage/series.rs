@@ -5,7 +5,7 @@ use sqlx::PgPool;
 
 use super::series_cache::{SeriesCache, SeriesId};
 use super::StorageError;
-use crate::remote_write::decode::Series;
+use crate::model::Series;
 
 pub struct SeriesResolver {
     pool: PgPool,

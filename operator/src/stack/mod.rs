@@ -1,6 +1,9 @@
 //! The PromscaleStack controller: a stack becomes a connector Deployment, its Service, RBAC,
-//! ConfigMap and PodDisruptionBudget, plus the database-wide defaults.
+//! ConfigMap and PodDisruptionBudget, plus the database-wide defaults; `spec.auth` becomes
+//! Secret mounts and flags of the connectors, and Prometheus Operator remote-write/read items
+//! in the status.
 
+mod auth_secrets;
 mod config_map;
 mod defaults;
 pub mod deployment;

@@ -61,11 +61,24 @@ impl StackNames {
         }
     }
 
-    /// The in-cluster base URL of the Service.
-    pub fn service_url(&self, cluster_domain: &str, port: i32) -> String {
-        format!(
-            "http://{}.{}.svc.{}:{}",
-            self.connector, self.namespace, cluster_domain, port
-        )
+    /// The in-cluster host name of the Service.
+    pub fn service_host(&self, cluster_domain: &str) -> String {
+        format!("{}.{}.svc.{}", self.connector, self.namespace, cluster_domain)
+    }
+
+    /// The in-cluster base URL of the Service; https when the connectors serve TLS.
+    pub fn service_url(&self, cluster_domain: &str, port: i32, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}:{port}", self.service_host(cluster_domain))
+    }
+}
+
+/// Name of the connector's port in the pod and the Service: `https` when it serves TLS (so
+/// that service meshes and other tools that go by port names do not take it for plain HTTP).
+pub fn port_name(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
     }
 }

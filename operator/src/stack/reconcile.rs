@@ -1,5 +1,6 @@
-//! One reconciliation of a PromscaleStack: apply the owned objects, apply the database
-//! defaults, forget connectors that stopped reporting, write the status.
+//! One reconciliation of a PromscaleStack: check the Secrets of `spec.auth`, apply the owned
+//! objects, apply the database defaults, forget connectors that stopped reporting, write the
+//! status.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::names::StackNames;
-use super::{config_map, defaults, deployment, disruption, rbac, service, status};
+use super::{auth_secrets, config_map, defaults, deployment, disruption, rbac, service, status};
 use crate::conditions;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::database::{self, DatabaseError, Target};
@@ -28,13 +29,25 @@ pub async fn reconcile(stack: Arc<PromscaleStack>, ctx: Arc<Context>) -> Result<
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let names = StackNames::of(&stack)?;
     let target = Target::resolve(&ctx.client, &names.namespace, &stack.spec.database).await;
-    let secret_versions = target.as_ref().map(|t| t.secret_versions.clone()).unwrap_or_default();
+    let auth = match &stack.spec.auth {
+        Some(auth) => auth_secrets::check(&ctx.client, &names.namespace, auth).await,
+        None => Ok(Vec::new()),
+    };
+    let mut secret_versions = target.as_ref().map(|t| t.secret_versions.clone()).unwrap_or_default();
+    secret_versions.extend(auth.as_ref().cloned().unwrap_or_default());
 
     apply_owned_objects(&ctx, &names, &stack, &secret_versions).await?;
 
     let database = match target {
         Ok(target) => apply_database_defaults(&ctx, &stack, &target).await,
         Err(e) => Err(e),
+    };
+    // A database failure says the most; a missing auth Secret comes next (the pods cannot
+    // start), before a schema the connectors have yet to create.
+    let database = match (database, auth) {
+        (Err(e), _) if !matches!(e, DatabaseError::SchemaMissing) => Err(e),
+        (_, Err(e)) => Err(e),
+        (database, Ok(_)) => database,
     };
 
     let entries = stack.status.as_ref().map(|s| s.connectors.clone()).unwrap_or_default();
@@ -52,6 +65,19 @@ pub async fn reconcile(stack: Arc<PromscaleStack>, ctx: Arc<Context>) -> Result<
             &names,
             &ctx.config.cluster_domain,
             stack.spec.service.port,
+            stack.spec.auth.as_ref(),
+        )),
+        prometheus_remote_write: Some(status::prometheus_remote_write(
+            &names,
+            &ctx.config.cluster_domain,
+            stack.spec.service.port,
+            stack.spec.auth.as_ref(),
+        )),
+        prometheus_remote_read: Some(status::prometheus_remote_read(
+            &names,
+            &ctx.config.cluster_domain,
+            stack.spec.service.port,
+            stack.spec.auth.as_ref(),
         )),
         connectors_ready: Some(format!("{ready}/{desired}")),
         connectors: Vec::new(), // the pods' part: never written by the operator

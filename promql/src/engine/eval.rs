@@ -27,8 +27,7 @@ use crate::error::QueryError;
 use crate::labels::Labels;
 use crate::value::{InstantSample, Sample, Series, Value};
 
-/// Prometheus' staleness marker: a NaN with this exact bit pattern.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub use crate::value::STALE_NAN_BITS;
 
 pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS

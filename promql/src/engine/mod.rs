@@ -23,6 +23,9 @@ pub struct EngineOptions {
     pub default_subquery_step_ms: i64,
     /// The most samples a query may hold in memory at once (`--query.max-samples`).
     pub max_samples: usize,
+    /// The most raw samples a query may read from storage, all its selectors together:
+    /// what they read is held in memory while the query runs.
+    pub max_fetched_samples: usize,
     /// How long a query may run (`--query.timeout`).
     pub timeout: Duration,
     /// The deepest expression tree a query may have (see [`crate::parse`]).
@@ -35,6 +38,7 @@ impl Default for EngineOptions {
             lookback_delta_ms: 5 * 60 * 1000,
             default_subquery_step_ms: 60 * 1000,
             max_samples: 50_000_000,
+            max_fetched_samples: 200_000_000,
             timeout: Duration::from_secs(120),
             max_depth: crate::parse::MAX_DEPTH,
         }

@@ -130,9 +130,18 @@ pub async fn fetch(
     };
     planner.walk(expr, start, end);
     let mut fetched = Fetched::new();
+    let mut budget = options.max_fetched_samples;
     for (key, (vs, from, to)) in planner.spans {
-        let hints = SelectHints { start: from, end: to };
+        let hints = SelectHints {
+            start: from,
+            end: to,
+            max_samples: Some(budget),
+        };
         let series = source.select(&matchers(vs), &hints).await?;
+        let read: usize = series.iter().map(|s| s.samples.len()).sum();
+        budget = budget
+            .checked_sub(read)
+            .ok_or(QueryError::TooManySamples("reading series"))?;
         fetched.insert(key, series);
     }
     Ok(fetched)

@@ -95,6 +95,18 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             sort_by_value(&mut v, name == "sort_desc");
             Ok(Value::Vector(v))
         }
+        // Functions of native histograms: Prometheus 2.42 skips float samples, and every
+        // sample here is a float.
+        "histogram_count" | "histogram_sum" => {
+            ev.vector(args[0], t)?;
+            Ok(Value::Vector(Vec::new()))
+        }
+        "histogram_fraction" => {
+            ev.scalar(args[0], t)?;
+            ev.scalar(args[1], t)?;
+            ev.vector(args[2], t)?;
+            Ok(Value::Vector(Vec::new()))
+        }
         "label_replace" => vector(label_replace(ev, &args, t)?),
         "label_join" => vector(label_join(ev, &args, t)?),
         "histogram_quantile" => {

@@ -1,13 +1,23 @@
 //! The HTTP server: routes, shared state, health endpoints, and what clients are told when
 //! the database fails ([`DATABASE_UNAVAILABLE`]: its own messages go to the log only).
+//!
+//! Around the routes: [`auth`] (who may call what), a body deadline (`--web.read-timeout`)
+//! and size limit applied before any handler runs; [`listener`] accepts connections (limit,
+//! header timeout, [`tls`]).
+
+pub mod auth;
+pub mod listener;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use sqlx::PgPool;
@@ -26,6 +36,10 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
+    /// Samples further ahead of the clock are refused.
+    pub max_future: Duration,
+    /// Most samples in one remote-read response.
+    pub max_read_samples: usize,
     pub query: QueryOptions,
     /// Set once the schema is migrated; writes before that are answered 503.
     pub migrated: AtomicBool,
@@ -42,7 +56,7 @@ impl AppState {
         if !self.is_ready() {
             return Err("database schema not migrated yet".to_string());
         }
-        let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool)).await;
+        let ping = tokio::time::timeout(Duration::from_secs(2), crate::storage::catalog::ping(&self.pool)).await;
         match ping {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
@@ -55,7 +69,65 @@ impl AppState {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// What wraps the routes.
+pub struct WebOptions {
+    pub authenticator: Arc<auth::Authenticator>,
+    /// Longest the client may take to send a request body.
+    pub read_timeout: Duration,
+}
+
+pub fn router(state: Arc<AppState>, options: WebOptions) -> Router {
+    let body_limits = BodyLimits {
+        max_bytes: state.max_request_bytes,
+        read_timeout: options.read_timeout,
+    };
+    routes(state)
+        // Layers run outside in: authentication first, so that nobody unauthenticated
+        // gets to send a body.
+        .layer(middleware::from_fn_with_state(body_limits, read_body))
+        .layer(middleware::from_fn_with_state(options.authenticator, auth::require))
+}
+
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    max_bytes: usize,
+    read_timeout: Duration,
+}
+
+/// Reads the whole body within the deadline and the size limit (every endpoint takes its
+/// body whole), so that a slow or endless body cannot hold a connection and its memory.
+async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(limits.read_timeout, axum::body::to_bytes(body, limits.max_bytes)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body above the limit of {} bytes (--web.max-request-bytes)\n",
+                        limits.max_bytes
+                    ),
+                )
+                    .into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, "the request body could not be read\n").into_response()
+            }
+        }
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {:?} (--web.read-timeout)\n",
+                limits.read_timeout
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/write", post(remote_write::handler::write))
         .route("/api/v1/write", post(remote_write::handler::write))

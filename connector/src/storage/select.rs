@@ -1,5 +1,6 @@
-//! The engine's series source on PostgreSQL: label matchers become series-id lookups on the
-//! label tables, then only the selected series' samples in the needed time range are read.
+//! Where series are selected: the engine's series source on PostgreSQL. Label matchers
+//! become series-id lookups on the label tables, then only the selected series' samples in
+//! the needed time range are read ([`super::read`]).
 
 use std::collections::HashMap;
 
@@ -8,6 +9,8 @@ use futures::future::BoxFuture;
 use promql_parser::label::{MatchOp, Matcher};
 use promscale_promql::labels::METRIC_NAME;
 use promscale_promql::{Labels, QueryError, Sample, SelectHints, Series, SeriesSource};
+
+use super::read::ReadError;
 use sqlx::PgPool;
 
 pub struct PgSeriesSource {
@@ -64,7 +67,8 @@ impl PgSeriesSource {
     /// Rust, so that regular expressions follow Prometheus' syntax (RE2), not PostgreSQL's.
     async fn matching_label_ids(&self, m: &Matcher) -> Result<Vec<i32>, QueryError> {
         let rows: Vec<(i32, String)> = match &m.op {
-            MatchOp::Equal => sqlx::query_as("SELECT id, value FROM _prom_catalog.label WHERE key = $1 AND value = $2")
+            MatchOp::Equal => sqlx::query_as("SELECT id, value FROM _prom_catalog.label
+                  WHERE key = $1 AND _prom_catalog.label_value_key(value) = _prom_catalog.label_value_key($2) AND value = $2")
                 .bind(&m.name)
                 .bind(&m.value)
                 .fetch_all(&self.pool)
@@ -189,6 +193,7 @@ impl PgSeriesSource {
         selected: SelectedSeries,
         start: i64,
         end: i64,
+        max_samples: usize,
     ) -> Result<Vec<Series>, QueryError> {
         let mut by_id = crate::storage::read::read_samples(
             &self.pool,
@@ -196,9 +201,13 @@ impl PgSeriesSource {
             &selected.ids,
             to_time(start),
             to_time(end),
+            max_samples,
         )
         .await
-        .map_err(storage_error)?;
+        .map_err(|e| match e {
+            ReadError::TooManySamples(_) => QueryError::TooManySamples("reading series"),
+            ReadError::Database(e) => storage_error(e),
+        })?;
         let samples: Vec<Vec<Sample>> = selected
             .ids
             .iter()
@@ -228,9 +237,15 @@ impl SeriesSource for PgSeriesSource {
         hints: &'a SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, QueryError>> {
         Box::pin(async move {
-            let mut out = Vec::new();
+            let mut out: Vec<Series> = Vec::new();
+            let mut budget = hints.max_samples.unwrap_or(usize::MAX);
             for selected in self.select_series(matchers).await? {
-                out.extend(self.read_samples(selected, hints.start, hints.end).await?);
+                let series = self.read_samples(selected, hints.start, hints.end, budget).await?;
+                let read: usize = series.iter().map(|s| s.samples.len()).sum();
+                budget = budget
+                    .checked_sub(read)
+                    .ok_or(QueryError::TooManySamples("reading series"))?;
+                out.extend(series);
             }
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             Ok(out)

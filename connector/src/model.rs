@@ -1,0 +1,74 @@
+//! The domain types both sides of the connector share: a validated label, a series with its
+//! samples, metric metadata. Decoders ([`crate::remote_write::decode`]) produce them; storage
+//! ([`crate::storage`]) stores them.
+
+use bytes::Bytes;
+
+/// Samples are Prometheus' wire struct (`value`, `timestamp` in ms), kept as decoded: no copy.
+pub use crate::prompb::Sample;
+
+/// Label name of the metric name, as in Prometheus.
+pub const METRIC_NAME_LABEL: &str = "__name__";
+
+/// A label whose name and value have been checked (valid name, UTF-8 value, value not empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub(crate) name: Bytes,
+    pub(crate) value: Bytes,
+}
+
+impl Label {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Label {
+            name: Bytes::from(name.into()),
+            value: Bytes::from(value.into()),
+        }
+    }
+    pub fn name(&self) -> &str {
+        // Checked to be ASCII in `validate_series`.
+        std::str::from_utf8(&self.name).unwrap_or_default()
+    }
+    pub fn value(&self) -> &str {
+        // Checked to be UTF-8 in `validate_series`.
+        std::str::from_utf8(&self.value).unwrap_or_default()
+    }
+}
+
+/// One series of a request, validated; labels sorted by name and including `__name__`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: Vec<Label>,
+    pub samples: Vec<Sample>,
+}
+
+impl Series {
+    pub fn metric_name(&self) -> &str {
+        self.labels
+            .iter()
+            .find(|l| l.name() == METRIC_NAME_LABEL)
+            .map(Label::value)
+            .unwrap_or_default()
+    }
+
+    /// Identity of the series for caching: names and values joined by 0xFF, a byte that
+    /// appears neither in valid label names (ASCII) nor in UTF-8 text.
+    pub fn identity(&self) -> Vec<u8> {
+        let len = self.labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
+        let mut key = Vec::with_capacity(len);
+        for l in &self.labels {
+            key.extend_from_slice(&l.name);
+            key.push(0xff);
+            key.extend_from_slice(&l.value);
+            key.push(0xff);
+        }
+        key
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Metadata {
+    pub metric_family: String,
+    pub r#type: &'static str,
+    pub unit: String,
+    pub help: String,
+}

@@ -1,0 +1,342 @@
+//! Who may call which endpoint: bearer tokens and HTTP basic auth read from files, as
+//! Prometheus' `remote_write`/`remote_read` `authorization` and `basic_auth` send them.
+//!
+//! Endpoints fall in three classes ([`Access`]): `/healthz` and `/readyz` are open; remote
+//! write needs a common or a write credential; everything else (remote read, the query API,
+//! `/metrics`) a common or a read credential. With no credential configured at all, every
+//! endpoint is open. Secret files are stat'ed at most once a second and read again when they
+//! change, so a rotated Kubernetes Secret takes effect without a restart. Comparisons take
+//! the same time whatever the input (`subtle`), and neither a secret nor what a client sent
+//! is ever logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+use super::tls::ClientCertificate;
+use crate::config::AuthConfig;
+
+/// What an endpoint needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    Write,
+    Read,
+}
+
+impl Access {
+    pub fn of_path(path: &str) -> Access {
+        match path {
+            "/healthz" | "/readyz" => Access::Open,
+            "/write" | "/api/v1/write" => Access::Write,
+            _ => Access::Read,
+        }
+    }
+}
+
+/// A secret kept in a file, read again when the file changes.
+struct SecretFile {
+    path: PathBuf,
+    state: Mutex<FileState>,
+}
+
+struct FileState {
+    checked: Option<Instant>,
+    stamp: Option<(SystemTime, u64)>,
+    /// The file's content without a trailing newline; `None` while the file cannot be read.
+    value: Option<Arc<Vec<u8>>>,
+}
+
+const RECHECK: Duration = Duration::from_secs(1);
+
+impl SecretFile {
+    fn open(path: &Path, what: &str) -> anyhow::Result<SecretFile> {
+        let file = SecretFile {
+            path: path.to_path_buf(),
+            state: Mutex::new(FileState {
+                checked: None,
+                stamp: None,
+                value: None,
+            }),
+        };
+        match file.current() {
+            Some(v) if !v.is_empty() => Ok(file),
+            Some(_) => anyhow::bail!("{what} file {} is empty", path.display()),
+            None => anyhow::bail!("cannot read the {what} file {}", path.display()),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Vec<u8>>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.checked.is_some_and(|t| t.elapsed() < RECHECK) {
+            return state.value.clone();
+        }
+        state.checked = Some(Instant::now());
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if stamp.is_some() && stamp == state.stamp {
+            return state.value.clone();
+        }
+        state.stamp = stamp;
+        state.value = match std::fs::read(&self.path) {
+            Ok(mut bytes) => {
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Some(Arc::new(bytes))
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot read a credentials file; its credential is refused until it can be read");
+                None
+            }
+        };
+        state.value.clone()
+    }
+}
+
+enum Credential {
+    Bearer(SecretFile),
+    Basic { username: String, password: SecretFile },
+}
+
+impl Credential {
+    fn accepts(&self, authorization: &[u8]) -> bool {
+        match self {
+            Credential::Bearer(token) => {
+                let Some(sent) = strip_scheme(authorization, "bearer") else {
+                    return false;
+                };
+                token.current().is_some_and(|t| bool::from(t.as_slice().ct_eq(sent)))
+            }
+            Credential::Basic { username, password } => {
+                let Some(sent) = strip_scheme(authorization, "basic") else {
+                    return false;
+                };
+                let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(sent) else {
+                    return false;
+                };
+                let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+                    return false;
+                };
+                let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+                let Some(expected) = password.current() else {
+                    return false;
+                };
+                // Both compared, always, so that timing tells nothing about which one failed.
+                let user_ok = user.ct_eq(username.as_bytes());
+                let pass_ok = pass.ct_eq(expected.as_slice());
+                bool::from(user_ok & pass_ok)
+            }
+        }
+    }
+}
+
+/// `Bearer abc` -> `abc`, the scheme matched without regard to case.
+fn strip_scheme<'a>(authorization: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
+    let space = authorization.iter().position(|b| *b == b' ')?;
+    let (name, rest) = authorization.split_at(space);
+    if !name.eq_ignore_ascii_case(scheme.as_bytes()) {
+        return None;
+    }
+    let rest = &rest[1..];
+    let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+    Some(&rest[start..])
+}
+
+/// The credentials of the server, by the endpoints they open.
+pub struct Authenticator {
+    common: Vec<Credential>,
+    write: Vec<Credential>,
+    read: Vec<Credential>,
+    /// Every endpoint but the health checks needs a verified client certificate.
+    require_client_certificate: bool,
+}
+
+impl Authenticator {
+    /// Checks that every configured file can be read now; a half-configured pair (a user name
+    /// without a password file or the reverse) is an error, not silently open.
+    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Authenticator> {
+        let set = |token: &Option<PathBuf>,
+                   user: &Option<String>,
+                   password: &Option<PathBuf>,
+                   flags: &str|
+         -> anyhow::Result<Vec<Credential>> {
+            let mut out = vec![];
+            if let Some(path) = token {
+                out.push(Credential::Bearer(SecretFile::open(path, "bearer token")?));
+            }
+            match (user, password) {
+                (Some(username), Some(path)) => out.push(Credential::Basic {
+                    username: username.clone(),
+                    password: SecretFile::open(path, "basic-auth password")?,
+                }),
+                (None, None) => {}
+                _ => anyhow::bail!(
+                    "--auth.{flags}basic-username and --auth.{flags}basic-password-file must be given together"
+                ),
+            }
+            Ok(out)
+        };
+        Ok(Authenticator {
+            common: set(
+                &config.bearer_token_file,
+                &config.basic_username,
+                &config.basic_password_file,
+                "",
+            )?,
+            write: set(
+                &config.write_bearer_token_file,
+                &config.write_basic_username,
+                &config.write_basic_password_file,
+                "write.",
+            )?,
+            read: set(
+                &config.read_bearer_token_file,
+                &config.read_basic_username,
+                &config.read_basic_password_file,
+                "read.",
+            )?,
+            require_client_certificate: config.tls_client_ca_file.is_some(),
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !(self.common.is_empty() && self.write.is_empty() && self.read.is_empty())
+    }
+
+    /// Whether a request to an endpoint of class `access` with this `Authorization` header
+    /// may go on.
+    pub fn allows(&self, access: Access, authorization: Option<&[u8]>) -> bool {
+        if access == Access::Open || !self.is_enabled() {
+            return true;
+        }
+        let Some(authorization) = authorization else {
+            return false;
+        };
+        let scoped = match access {
+            Access::Write => &self.write,
+            Access::Read => &self.read,
+            Access::Open => unreachable!(),
+        };
+        // Every credential is tried, so that timing does not tell which one is close.
+        self.common
+            .iter()
+            .chain(scoped)
+            .fold(false, |ok, c| c.accepts(authorization) | ok)
+    }
+}
+
+/// Middleware: 401 for a request without a credential its endpoint accepts.
+pub async fn require(State(auth): State<Arc<Authenticator>>, request: Request, next: Next) -> Response {
+    let access = Access::of_path(request.uri().path());
+    if auth.require_client_certificate && access != Access::Open {
+        let verified = request.extensions().get::<ClientCertificate>().is_some_and(|c| c.0);
+        if !verified {
+            tracing::info!(path = %request.uri().path(), "request refused: no client certificate");
+            return (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: this endpoint needs a client certificate signed by --auth.tls-client-ca-file\n",
+            )
+                .into_response();
+        }
+    }
+    let sent = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if auth.allows(access, sent) {
+        return next.run(request).await;
+    }
+    tracing::info!(path = %request.uri().path(), credentials_sent = sent.is_some(), "request refused: not authenticated");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"promscale\", Bearer")],
+        "unauthorized: send a credential configured on the connector (--auth.*)\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn basic(user: &str, pass: &str) -> Vec<u8> {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn classes_and_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            bearer_token_file: Some(write(dir.path(), "token", "common-token\n")),
+            write_basic_username: Some("prometheus".into()),
+            write_basic_password_file: Some(write(dir.path(), "wpass", "w-secret")),
+            read_bearer_token_file: Some(write(dir.path(), "rtoken", "read-token")),
+            ..Default::default()
+        };
+        let auth = Authenticator::from_config(&config).unwrap();
+        assert!(auth.allows(Access::Open, None));
+        assert!(!auth.allows(Access::Write, None));
+        assert!(!auth.allows(Access::Read, None));
+        assert!(auth.allows(Access::Write, Some(b"Bearer common-token")));
+        assert!(auth.allows(Access::Read, Some(b"bearer common-token")));
+        assert!(auth.allows(Access::Write, Some(&basic("prometheus", "w-secret"))));
+        assert!(!auth.allows(Access::Read, Some(&basic("prometheus", "w-secret"))));
+        assert!(auth.allows(Access::Read, Some(b"Bearer read-token")));
+        assert!(!auth.allows(Access::Write, Some(b"Bearer read-token")));
+        assert!(!auth.allows(Access::Write, Some(&basic("prometheus", "w-secre"))));
+        assert!(!auth.allows(Access::Write, Some(&basic("prometheu", "w-secret"))));
+        assert!(!auth.allows(Access::Write, Some(b"Bearer common-toke")));
+        assert!(!auth.allows(Access::Write, Some(b"Basic !!!")));
+        assert_eq!(Access::of_path("/api/v1/query_range"), Access::Read);
+        assert_eq!(Access::of_path("/metrics"), Access::Read);
+        assert_eq!(Access::of_path("/api/v1/write"), Access::Write);
+    }
+
+    #[test]
+    fn rotated_token_takes_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "token", "old");
+        let auth = Authenticator::from_config(&AuthConfig {
+            bearer_token_file: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(auth.allows(Access::Read, Some(b"Bearer old")));
+        std::fs::write(&path, "new-and-longer").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(auth.allows(Access::Read, Some(b"Bearer new-and-longer")));
+        assert!(!auth.allows(Access::Read, Some(b"Bearer old")));
+    }
+
+    #[test]
+    fn half_configured_pairs_and_unreadable_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Authenticator::from_config(&AuthConfig {
+            basic_username: Some("u".into()),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Authenticator::from_config(&AuthConfig {
+            bearer_token_file: Some(dir.path().join("missing")),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(!Authenticator::from_config(&AuthConfig::default()).unwrap().is_enabled());
+    }
+}
