@@ -450,3 +450,79 @@ async fn metadata_is_stored_once_per_distinct_entry() {
         ]
     );
 }
+
+/// One series with samples 8 hours apart over years: the request creates no table (the head
+/// takes it in one row), samples beyond retention are dropped, and compaction creates at most
+/// retention / chunk interval chunk tables, so the metric's view keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_spread_over_years_create_a_bounded_number_of_chunks() {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let db = pg.pool().await;
+    let client = reqwest::Client::new();
+    let tables = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname IN ('_prom_chunks', '_prom_compressed')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    // A first sample creates the metric and its tables; what comes after is measured.
+    let (status, _) = post(
+        &client,
+        &connector.url("/write"),
+        encode(vec![series(&[("__name__", "spread")], &[(*T0, 0.0)])]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
+    let before = tables().await;
+    let eight_hours = 8 * 3_600_000;
+    let points: Vec<(i64, f64)> = (1..5000).map(|i| (*T0 - i * eight_hours, i as f64)).collect();
+    let (status, text) = post(
+        &client,
+        &connector.url("/write"),
+        encode(vec![series(&[("__name__", "spread")], &points)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(tables().await, before, "the write path creates no table");
+
+    promscale_e2e::maintain(&db).await;
+    let retention: f64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM prom_api.get_default_retention_period())::float8")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let chunk: f64 = sqlx::query_scalar("SELECT extract(epoch FROM prom_api.get_default_chunk_interval())::float8")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let chunks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _prom_catalog.chunk c JOIN _prom_catalog.metric m ON m.id = c.metric_id
+          WHERE m.metric_name = 'spread'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(
+        chunks as f64 <= retention / chunk + 2.0,
+        "{chunks} chunks for {retention}s / {chunk}s"
+    );
+    // Every sample within retention is there, through the view.
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM prom_metric.spread")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let within = 1
+        + (1..5000)
+            .filter(|i| (i * eight_hours) as f64 / 1000.0 < retention - 3600.0)
+            .count() as i64;
+    assert!(
+        kept >= within && kept <= within + 4,
+        "{kept} samples kept, {within} within retention"
+    );
+}
