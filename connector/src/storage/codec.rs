@@ -188,6 +188,19 @@ pub fn decode(data: &[u8], exceptions: &[f64]) -> Result<Vec<DecodedSample>, Cor
 
 /// Appends the samples of a block to `out`.
 pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>) -> Result<(), CorruptBlock> {
+    decode_selected_into(data, exceptions, |_| true, out)
+}
+
+/// Appends the samples of the series `wanted` accepts to `out`; the runs of the others are
+/// parsed (to find where the next run starts and which exceptions they hold) but their
+/// samples are neither computed nor stored: a head row holds every series of its metric,
+/// and a selective query wants a few.
+pub fn decode_selected_into(
+    data: &[u8],
+    exceptions: &[f64],
+    wanted: impl Fn(i64) -> bool,
+    out: &mut Vec<DecodedSample>,
+) -> Result<(), CorruptBlock> {
     let mut r = Reader { data, pos: 0 };
     // The limit is the block's: `out` may already hold samples of other blocks.
     let before = out.len();
@@ -195,18 +208,19 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
     let runs = r.uvarint()?;
     let mut series: i64 = 0;
     let mut next_exception = 0usize;
-    let mut exception = || -> Result<f64, CorruptBlock> {
-        let v = *exceptions
-            .get(next_exception)
-            .ok_or(CorruptBlock("too few exceptions"))?;
-        next_exception += 1;
-        Ok(v)
-    };
     for _ in 0..runs {
         series = series.wrapping_add(r.uvarint()? as i64);
         let n = r.uvarint()? as usize;
         if n == 0 || n > MAX_BLOCK_SAMPLES - (out.len() - before) {
             return Err(CorruptBlock("bad run length"));
+        }
+        if !wanted(series) {
+            // The exception list is shared by the runs: count the skipped run's.
+            next_exception += skip_run(&mut r, n)?;
+            if next_exception > exceptions.len() {
+                return Err(CorruptBlock("too few exceptions"));
+            }
+            continue;
         }
         let first = out.len();
         let mut t = base.wrapping_add(r.zigzag()?);
@@ -235,7 +249,7 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
         let scale = r.byte()?;
         if scale == RAW_SCALE {
             for s in &mut out[first..] {
-                s.2 = exception()?;
+                s.2 = take_exception(exceptions, &mut next_exception)?;
             }
             continue;
         }
@@ -245,7 +259,7 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
         while i < out.len() {
             match r.uvarint()? {
                 0 => {
-                    out[i].2 = exception()?;
+                    out[i].2 = take_exception(exceptions, &mut next_exception)?;
                     i += 1;
                 }
                 token @ (1 | 2) => {
@@ -271,6 +285,57 @@ pub fn decode_into(data: &[u8], exceptions: &[f64], out: &mut Vec<DecodedSample>
         return Err(CorruptBlock("trailing bytes"));
     }
     Ok(())
+}
+
+fn take_exception(exceptions: &[f64], next: &mut usize) -> Result<f64, CorruptBlock> {
+    let v = *exceptions.get(*next).ok_or(CorruptBlock("too few exceptions"))?;
+    *next += 1;
+    Ok(v)
+}
+
+/// Parses one run of `n` samples without computing them, checking it as decoding does;
+/// returns how many exceptions it holds.
+fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<usize, CorruptBlock> {
+    r.zigzag()?;
+    let mut seen = 1usize;
+    while seen < n {
+        match r.uvarint()? {
+            0 => return Err(CorruptBlock("exception token among times")),
+            token @ (1 | 2) => {
+                let run = if token == 1 { 1 } else { r.uvarint()? };
+                if run == 0 || run > (n - seen) as u64 {
+                    return Err(CorruptBlock("bad run of equal time deltas"));
+                }
+                seen += run as usize;
+            }
+            _ => seen += 1,
+        }
+    }
+    let scale = r.byte()?;
+    if scale == RAW_SCALE {
+        return Ok(n);
+    }
+    if scale as usize >= POWERS_OF_TEN.len() {
+        return Err(CorruptBlock("bad scale"));
+    }
+    let (mut done, mut exceptions) = (0usize, 0usize);
+    while done < n {
+        match r.uvarint()? {
+            0 => {
+                exceptions += 1;
+                done += 1;
+            }
+            token @ (1 | 2) => {
+                let run = if token == 1 { 1 } else { r.uvarint()? };
+                if run == 0 || run > (n - done) as u64 {
+                    return Err(CorruptBlock("bad run of equal values"));
+                }
+                done += run as usize;
+            }
+            _ => done += 1,
+        }
+    }
+    Ok(exceptions)
 }
 
 struct Reader<'a> {

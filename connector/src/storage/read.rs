@@ -46,8 +46,15 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for StoredHeadRow {
 impl StoredHeadRow {
     /// Every sample of the row, by series then time.
     pub fn samples(&self) -> Result<Vec<DecodedSample>, CorruptBlock> {
+        self.samples_of(|_| true)
+    }
+
+    /// The samples of the series `wanted` accepts, by series then time.
+    pub fn samples_of(&self, wanted: impl Fn(i64) -> bool) -> Result<Vec<DecodedSample>, CorruptBlock> {
         if let Some(data) = &self.data {
-            return codec::decode(data, self.exceptions.as_deref().unwrap_or(&[]));
+            let mut out = Vec::new();
+            codec::decode_selected_into(data, self.exceptions.as_deref().unwrap_or(&[]), wanted, &mut out)?;
+            return Ok(out);
         }
         let (Some(ids), Some(times), Some(values)) = (&self.plain_series_ids, &self.plain_times, &self.plain_values)
         else {
@@ -57,6 +64,7 @@ impl StoredHeadRow {
             return Err(CorruptBlock("head row arrays differ in length"));
         }
         let mut out: Vec<DecodedSample> = (0..ids.len())
+            .filter(|&i| wanted(ids[i]))
             .map(|i| (ids[i], times[i].unix_ms(), values[i]))
             .collect();
         out.sort_by_key(|s| (s.0, s.1));
@@ -127,26 +135,21 @@ pub async fn read_samples(
     let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
     let table = quote_ident(table_name);
     let metric_id = metric_of(series_ids[0]);
-    // The head first, then the series chunks: a compaction that commits in between moves
-    // samples from the first into the second, so they are seen twice (and merged) rather
-    // than not at all.
-    let head_rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
-          WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3 ORDER BY id"
-    ))
-    .bind(metric_id)
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
+    // The head and the series chunks in one statement, so in one snapshot: a compaction
+    // moves samples from the first into the second atomically, so each is seen once here.
     // Series chunks lie within their time chunk, so none starts before the first time chunk
     // that ends after `start`: that bound prunes older partitions (at run time).
-    let chunk_rows: Vec<(i64, Vec<u8>, Option<Vec<f64>>)> = sqlx::query_as(&format!(
-        "SELECT series_id, data, exceptions FROM _prom_compressed.{table}
+    let rows = sqlx::query(&format!(
+        "SELECT NULL::bigint AS series_id, NULL::timestamptz AS start_time, {HEAD_COLUMNS}
+           FROM _prom_catalog.head
+          WHERE metric_id = $4 AND max_time >= $2 AND min_time <= $3
+         UNION ALL
+         SELECT series_id, start_time, NULL::bigint, data, exceptions,
+                NULL::bigint[], NULL::timestamptz[], NULL::float8[]
+           FROM _prom_compressed.{table}
           WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
             AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
-                                WHERE c.metric_id = $4 AND c.end_time > $2)
-          ORDER BY series_id, start_time"
+                                WHERE c.metric_id = $4 AND c.end_time > $2)"
     ))
     .bind(series_ids)
     .bind(start)
@@ -154,6 +157,25 @@ pub async fn read_samples(
     .bind(metric_id)
     .fetch_all(pool)
     .await?;
+    let mut head_rows: Vec<StoredHeadRow> = Vec::new();
+    let mut chunk_rows: Vec<(i64, DateTime<Utc>, Vec<u8>, Option<Vec<f64>>)> = Vec::new();
+    for row in &rows {
+        use sqlx::{FromRow, Row};
+        let series: Option<i64> = row.try_get("series_id")?;
+        match (series, row.try_get::<Option<DateTime<Utc>>, _>("start_time")?) {
+            (Some(series), Some(start_time)) => {
+                let data: Option<Vec<u8>> = row.try_get("data")?;
+                chunk_rows.push((series, start_time, data.unwrap_or_default(), row.try_get("exceptions")?));
+            }
+            _ => head_rows.push(StoredHeadRow::from_row(row)?),
+        }
+    }
+    drop(rows);
+    head_rows.sort_by_key(|r| r.id);
+    chunk_rows.sort_by_key(|r| (r.0, r.1));
+    let chunk_rows = chunk_rows
+        .into_iter()
+        .map(|(series, _, data, exceptions)| (series, data, exceptions));
 
     // Per series, the lists in order of precedence: its series chunks (one list, they do
     // not overlap), then one list per head row.
@@ -182,7 +204,7 @@ pub async fn read_samples(
     if !head_rows.is_empty() {
         let wanted: HashSet<i64> = series_ids.iter().copied().collect();
         for row in &head_rows {
-            let decoded = row.samples().map_err(corrupt)?;
+            let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
             kept += split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
             if kept > max_samples {
                 return Err(ReadError::TooManySamples(max_samples));

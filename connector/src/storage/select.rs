@@ -24,6 +24,13 @@ pub struct SelectedSeries {
     pub labels: Vec<Labels>,
 }
 
+/// A metric as selection needs it.
+struct Metric {
+    id: i32,
+    table_name: String,
+    positions: HashMap<String, i32>,
+}
+
 fn storage_error(e: sqlx::Error) -> QueryError {
     QueryError::Storage(format!("reading from the database failed: {e}"))
 }
@@ -41,25 +48,34 @@ impl PgSeriesSource {
         PgSeriesSource { pool }
     }
 
-    /// Metrics (id, table) whose name satisfies every `__name__` matcher.
-    async fn metrics(&self, matchers: &[&Matcher]) -> Result<Vec<(i32, String)>, QueryError> {
-        let rows: Vec<(i32, String, String)> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
-            Some(eq) => {
-                sqlx::query_as("SELECT id, metric_name, table_name FROM _prom_catalog.metric WHERE metric_name = $1")
-                    .bind(&eq.value)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(storage_error)?
-            }
-            None => sqlx::query_as("SELECT id, metric_name, table_name FROM _prom_catalog.metric")
+    /// Metrics (id, table, label key -> position) whose name satisfies every `__name__`
+    /// matcher; one round trip, label positions included.
+    async fn metrics(&self, matchers: &[&Matcher]) -> Result<Vec<Metric>, QueryError> {
+        const SELECT: &str = "SELECT m.id, m.metric_name, m.table_name,
+                   coalesce(array_agg(p.key) FILTER (WHERE p.key IS NOT NULL), '{}') AS keys,
+                   coalesce(array_agg(p.pos) FILTER (WHERE p.key IS NOT NULL), '{}') AS positions
+              FROM _prom_catalog.metric m
+              LEFT JOIN _prom_catalog.label_key_position p ON p.metric_id = m.id";
+        type Row = (i32, String, String, Vec<String>, Vec<i32>);
+        let rows: Vec<Row> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
+            Some(eq) => sqlx::query_as(&format!("{SELECT} WHERE m.metric_name = $1 GROUP BY m.id"))
+                .bind(&eq.value)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?,
+            None => sqlx::query_as(&format!("{SELECT} GROUP BY m.id"))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(storage_error)?,
         };
         Ok(rows
             .into_iter()
-            .filter(|(_, name, _)| matchers.iter().all(|m| m.is_match(name)))
-            .map(|(id, _, table)| (id, table))
+            .filter(|(_, name, ..)| matchers.iter().all(|m| m.is_match(name)))
+            .map(|(id, _, table_name, keys, positions)| Metric {
+                id,
+                table_name,
+                positions: keys.into_iter().zip(positions).collect(),
+            })
             .collect())
     }
 
@@ -91,18 +107,11 @@ impl PgSeriesSource {
     /// the empty value, as in Prometheus).
     async fn series_of_metric(
         &self,
-        metric_id: i32,
+        metric: &Metric,
         matchers: &[&Matcher],
         label_ids: &mut HashMap<usize, Vec<i32>>,
     ) -> Result<Vec<(i64, Vec<i32>)>, QueryError> {
-        let positions: HashMap<String, i32> =
-            sqlx::query_as("SELECT key, pos FROM _prom_catalog.label_key_position WHERE metric_id = $1")
-                .bind(metric_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(storage_error)?
-                .into_iter()
-                .collect();
+        let (metric_id, positions) = (metric.id, &metric.positions);
         let mut conditions = Vec::new();
         let mut arrays: Vec<Vec<i32>> = Vec::new();
         for (i, m) in matchers.iter().enumerate() {
@@ -172,8 +181,9 @@ impl PgSeriesSource {
         let (name, labels): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| m.name == METRIC_NAME);
         let mut label_ids = HashMap::new();
         let mut out = Vec::new();
-        for (metric_id, table_name) in self.metrics(&name).await? {
-            let series = self.series_of_metric(metric_id, &labels, &mut label_ids).await?;
+        for metric in self.metrics(&name).await? {
+            let series = self.series_of_metric(&metric, &labels, &mut label_ids).await?;
+            let table_name = metric.table_name;
             if series.is_empty() {
                 continue;
             }
