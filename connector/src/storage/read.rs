@@ -158,7 +158,9 @@ pub async fn read_samples(
     .fetch_all(pool)
     .await?;
     let mut head_rows: Vec<StoredHeadRow> = Vec::new();
-    let mut chunk_rows: Vec<(i64, DateTime<Utc>, Vec<u8>, Option<Vec<f64>>)> = Vec::new();
+    // (series, start time, data, exceptions) of each series chunk
+    type ChunkRow = (i64, DateTime<Utc>, Vec<u8>, Option<Vec<f64>>);
+    let mut chunk_rows: Vec<ChunkRow> = Vec::new();
     for row in &rows {
         use sqlx::{FromRow, Row};
         let series: Option<i64> = row.try_get("series_id")?;
