@@ -15,6 +15,7 @@ pub mod value;
 
 mod engine;
 
+pub use engine::functions::{Kind as FunctionKind, FUNCTIONS};
 pub use engine::{Engine, EngineOptions};
 pub use error::QueryError;
 pub use labels::Labels;

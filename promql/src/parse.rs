@@ -37,82 +37,6 @@ pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
     Ok(expr)
 }
 
-/// The functions of Prometheus 2.42 (`promql/parser/functions.go`). The parser knows later
-/// ones too (`histogram_avg`, `sort_by_label`, `double_exponential_smoothing`...), which the
-/// engine does not evaluate: Prometheus 2.42 refuses them as unknown, and so do we.
-const FUNCTIONS: &[&str] = &[
-    "abs",
-    "absent",
-    "absent_over_time",
-    "acos",
-    "acosh",
-    "asin",
-    "asinh",
-    "atan",
-    "atanh",
-    "avg_over_time",
-    "ceil",
-    "changes",
-    "clamp",
-    "clamp_max",
-    "clamp_min",
-    "cos",
-    "cosh",
-    "count_over_time",
-    "days_in_month",
-    "day_of_month",
-    "day_of_week",
-    "day_of_year",
-    "deg",
-    "delta",
-    "deriv",
-    "exp",
-    "floor",
-    "histogram_count",
-    "histogram_sum",
-    "histogram_fraction",
-    "histogram_quantile",
-    "holt_winters",
-    "hour",
-    "idelta",
-    "increase",
-    "irate",
-    "label_replace",
-    "label_join",
-    "last_over_time",
-    "ln",
-    "log10",
-    "log2",
-    "max_over_time",
-    "min_over_time",
-    "minute",
-    "month",
-    "pi",
-    "predict_linear",
-    "present_over_time",
-    "quantile_over_time",
-    "rad",
-    "rate",
-    "resets",
-    "round",
-    "scalar",
-    "sgn",
-    "sin",
-    "sinh",
-    "sort",
-    "sort_desc",
-    "sqrt",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "sum_over_time",
-    "tan",
-    "tanh",
-    "time",
-    "timestamp",
-    "vector",
-    "year",
-];
-
 /// Refuses a call of a function Prometheus 2.42 does not have, as its parser does.
 fn refuse_unknown_functions(expr: &Expr) -> Result<(), QueryError> {
     let mut pending = vec![expr];
@@ -127,7 +51,7 @@ fn refuse_unknown_functions(expr: &Expr) -> Result<(), QueryError> {
             Expr::Paren(p) => pending.push(&p.expr),
             Expr::Subquery(s) => pending.push(&s.expr),
             Expr::Call(c) => {
-                if !FUNCTIONS.contains(&c.func.name) {
+                if crate::engine::functions::kind(c.func.name).is_none() {
                     return Err(QueryError::BadData(format!(
                         "unknown function with name {:?}",
                         c.func.name

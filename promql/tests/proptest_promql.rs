@@ -9,6 +9,7 @@
 //! it as a plain `#[test]` in the regression section at the end.
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
@@ -47,107 +48,33 @@ const METRICS: &[&str] = &[
     "missing",
 ];
 
-/// Every function promql-parser 0.7.4 knows: Prometheus 2.42's, and some newer ones that
-/// [`parse`] refuses as unknown (used only by the loose grammar and the token soup).
-const FUNCTIONS: &[&str] = &[
-    "abs",
-    "absent",
-    "absent_over_time",
-    "acos",
-    "acosh",
-    "asin",
-    "asinh",
-    "atan",
-    "atanh",
-    "avg_over_time",
-    "ceil",
-    "changes",
-    "clamp",
-    "clamp_max",
-    "clamp_min",
-    "cos",
-    "cosh",
-    "count_over_time",
-    "day_of_month",
-    "day_of_week",
-    "day_of_year",
-    "days_in_month",
-    "deg",
-    "delta",
-    "deriv",
+/// Names promql-parser 0.7.4 knows that Prometheus 2.42 does not: [`parse`] refuses them as
+/// unknown (used only by the loose grammar and the token soup).
+const NEWER_FUNCTIONS: &[&str] = &[
     "double_exponential_smoothing",
-    "exp",
-    "floor",
     "histogram_avg",
-    "histogram_count",
-    "histogram_fraction",
-    "histogram_quantile",
     "histogram_stddev",
     "histogram_stdvar",
-    "histogram_sum",
-    "holt_winters",
-    "hour",
-    "idelta",
-    "increase",
-    "irate",
-    "label_join",
-    "label_replace",
-    "last_over_time",
-    "ln",
-    "log10",
-    "log2",
-    "max_over_time",
-    "min_over_time",
-    "minute",
-    "month",
-    "pi",
-    "predict_linear",
-    "present_over_time",
-    "quantile_over_time",
-    "rad",
-    "rate",
-    "resets",
-    "round",
-    "scalar",
-    "sgn",
-    "sin",
-    "sinh",
-    "sort",
     "sort_by_label",
     "sort_by_label_desc",
-    "sort_desc",
-    "sqrt",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "sum_over_time",
-    "tan",
-    "tanh",
-    "time",
-    "timestamp",
-    "vector",
-    "year",
 ];
 
-const RANGE_FUNCTIONS: &[&str] = &[
-    "rate",
-    "increase",
-    "delta",
-    "irate",
-    "idelta",
-    "deriv",
-    "changes",
-    "resets",
-    "avg_over_time",
-    "min_over_time",
-    "max_over_time",
-    "sum_over_time",
-    "count_over_time",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "last_over_time",
-    "present_over_time",
-    "absent_over_time",
-];
+/// Every function name the parser knows: the engine's table, then the newer ones.
+static FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    promscale_promql::FUNCTIONS
+        .iter()
+        .map(|&(name, _)| name)
+        .chain(NEWER_FUNCTIONS.iter().copied())
+        .collect()
+});
+
+static RANGE_FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    promscale_promql::FUNCTIONS
+        .iter()
+        .filter(|(_, kind)| *kind == promscale_promql::FunctionKind::Range)
+        .map(|&(name, _)| name)
+        .collect()
+});
 
 const AGGREGATIONS: &[&str] = &[
     "sum",
@@ -315,7 +242,7 @@ fn scalar_leaf() -> impl Strategy<Value = String> + Clone {
 fn typed_vector() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
         6 => (selector(), modifier()).prop_map(|(s, m)| format!("{s}{m}")),
-        3 => (pick(RANGE_FUNCTIONS), selector(), range_duration(), modifier()).prop_map(|(f, s, r, m)| format!("{f}({s}[{r}]{m})")),
+        3 => (pick(RANGE_FUNCTIONS.as_slice()), selector(), range_duration(), modifier()).prop_map(|(f, s, r, m)| format!("{f}({s}[{r}]{m})")),
         1 => scalar_leaf().prop_map(|s| format!("vector({s})")),
         1 => pick(&["minute()", "year()", "day_of_week()", "days_in_month()", "hour(up)", "month(gauge)"]),
     ];
@@ -345,7 +272,7 @@ fn typed_vector() -> impl Strategy<Value = String> {
             1 => (v.clone(), pick(&["job", "x", "__name__"]), vec(pick(LABELS), 0..3))
                 .prop_map(|(e, d, src)| format!("label_join({e}, \"{d}\", \"-\"{})", src.iter().map(|l| format!(", \"{l}\"")).collect::<String>())),
             // functions of a range: range selectors and subqueries
-            3 => (pick(RANGE_FUNCTIONS), v.clone(), range_duration(), step(), modifier())
+            3 => (pick(RANGE_FUNCTIONS.as_slice()), v.clone(), range_duration(), step(), modifier())
                 .prop_map(|(f, e, r, st, m)| format!("{f}(({e})[{r}:{st}]{m})")),
             1 => (v.clone(), range_duration(), step(), s.clone()).prop_map(|(e, r, st, x)| format!("predict_linear(({e})[{r}:{st}], {x})")),
             1 => (s.clone(), v.clone(), range_duration(), step()).prop_map(|(q, e, r, st)| format!("quantile_over_time({q}, ({e})[{r}:{st}])")),
@@ -380,7 +307,7 @@ fn query() -> impl Strategy<Value = String> {
         2 => pick(NUMBERS),
         1 => pick(&["\"a\"", "\"\"", "'x'", "`raw`", "\"\\u00e9\""]),
         1 => pick(&["time()", "pi()", "vector(1)", "minute()", "year()"]),
-        2 => (pick(RANGE_FUNCTIONS), matrix()).prop_map(|(f, m)| format!("{f}({m})")),
+        2 => (pick(RANGE_FUNCTIONS.as_slice()), matrix()).prop_map(|(f, m)| format!("{f}({m})")),
         1 => matrix(),
     ];
     leaf.prop_recursive(4, 24, 4, |inner| {
@@ -389,9 +316,9 @@ fn query() -> impl Strategy<Value = String> {
                 .prop_map(|(a, op, m, b)| format!("{a} {op}{m} {b}")),
             1 => (pick(&["-", "+"]), inner.clone()).prop_map(|(op, e)| format!("{op}{e}")),
             1 => inner.clone().prop_map(|e| format!("({e})")),
-            3 => (pick(FUNCTIONS), vec(prop_oneof![3 => inner.clone(), 1 => matrix(), 1 => pick(NUMBERS), 1 => pick(&["\"a\"", "\"job\"", "\"(.*)\"", "\"$1\"", "\"\"", "\"1x\""])], 0..5))
+            3 => (pick(FUNCTIONS.as_slice()), vec(prop_oneof![3 => inner.clone(), 1 => matrix(), 1 => pick(NUMBERS), 1 => pick(&["\"a\"", "\"job\"", "\"(.*)\"", "\"$1\"", "\"\"", "\"1x\""])], 0..5))
                 .prop_map(|(f, args)| format!("{f}({})", args.join(", "))),
-            2 => (pick(RANGE_FUNCTIONS), inner.clone(), pick(DURATIONS), prop_oneof![Just(String::new()), pick(DURATIONS)], modifier())
+            2 => (pick(RANGE_FUNCTIONS.as_slice()), inner.clone(), pick(DURATIONS), prop_oneof![Just(String::new()), pick(DURATIONS)], modifier())
                 .prop_map(|(f, e, range, step, m)| format!("{f}(({e})[{range}:{step}]{m})")),
             1 => (pick(&["predict_linear", "quantile_over_time", "holt_winters"]), matrix(), pick(NUMBERS), pick(NUMBERS))
                 .prop_map(|(f, m, a, b)| match f.as_str() {
@@ -426,7 +353,7 @@ fn token() -> impl Strategy<Value = String> {
             "le", "nan", "inf", "e", "x", ".", "\u{e9}", "\0",
         ]),
         2 => pick(METRICS),
-        2 => pick(FUNCTIONS),
+        2 => pick(FUNCTIONS.as_slice()),
         1 => pick(AGGREGATIONS),
         2 => pick(NUMBERS),
         2 => pick(DURATIONS),

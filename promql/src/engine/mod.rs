@@ -4,7 +4,7 @@ mod aggregate;
 mod binary;
 mod boundaries;
 mod eval;
-mod functions;
+pub(crate) mod functions;
 mod index;
 mod plan;
 

@@ -19,39 +19,97 @@ use crate::error::QueryError;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::value::{InstantSample, Value};
 
-const RANGE_FUNCTIONS: &[&str] = &[
-    "rate",
-    "increase",
-    "delta",
-    "irate",
-    "idelta",
-    "deriv",
-    "predict_linear",
-    "holt_winters",
-    "changes",
-    "resets",
-    "avg_over_time",
-    "min_over_time",
-    "max_over_time",
-    "sum_over_time",
-    "count_over_time",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "last_over_time",
-    "present_over_time",
-    "quantile_over_time",
+/// How the engine evaluates a function, beyond its own arm in [`call`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A function of each series' samples in a range ([`range`]).
+    Range,
+    /// A function of a time, which takes `vector(time())` when called without arguments.
+    Time,
+    /// Any other function.
+    Other,
+}
+
+/// Every function the engine evaluates: those of Prometheus 2.42 (`promql/parser/functions.go`).
+/// The one list of function names; the parser knows later ones too (`histogram_avg`,
+/// `sort_by_label`, ...), which [`crate::parse`] refuses as unknown, as Prometheus 2.42 does.
+pub const FUNCTIONS: &[(&str, Kind)] = &[
+    ("abs", Kind::Other),
+    ("absent", Kind::Other),
+    ("absent_over_time", Kind::Other),
+    ("acos", Kind::Other),
+    ("acosh", Kind::Other),
+    ("asin", Kind::Other),
+    ("asinh", Kind::Other),
+    ("atan", Kind::Other),
+    ("atanh", Kind::Other),
+    ("avg_over_time", Kind::Range),
+    ("ceil", Kind::Other),
+    ("changes", Kind::Range),
+    ("clamp", Kind::Other),
+    ("clamp_max", Kind::Other),
+    ("clamp_min", Kind::Other),
+    ("cos", Kind::Other),
+    ("cosh", Kind::Other),
+    ("count_over_time", Kind::Range),
+    ("day_of_month", Kind::Time),
+    ("day_of_week", Kind::Time),
+    ("day_of_year", Kind::Time),
+    ("days_in_month", Kind::Time),
+    ("deg", Kind::Other),
+    ("delta", Kind::Range),
+    ("deriv", Kind::Range),
+    ("exp", Kind::Other),
+    ("floor", Kind::Other),
+    ("histogram_count", Kind::Other),
+    ("histogram_fraction", Kind::Other),
+    ("histogram_quantile", Kind::Other),
+    ("histogram_sum", Kind::Other),
+    ("holt_winters", Kind::Range),
+    ("hour", Kind::Time),
+    ("idelta", Kind::Range),
+    ("increase", Kind::Range),
+    ("irate", Kind::Range),
+    ("label_join", Kind::Other),
+    ("label_replace", Kind::Other),
+    ("last_over_time", Kind::Range),
+    ("ln", Kind::Other),
+    ("log10", Kind::Other),
+    ("log2", Kind::Other),
+    ("max_over_time", Kind::Range),
+    ("min_over_time", Kind::Range),
+    ("minute", Kind::Time),
+    ("month", Kind::Time),
+    ("pi", Kind::Other),
+    ("predict_linear", Kind::Range),
+    ("present_over_time", Kind::Range),
+    ("quantile_over_time", Kind::Range),
+    ("rad", Kind::Other),
+    ("rate", Kind::Range),
+    ("resets", Kind::Range),
+    ("round", Kind::Other),
+    ("scalar", Kind::Other),
+    ("sgn", Kind::Other),
+    ("sin", Kind::Other),
+    ("sinh", Kind::Other),
+    ("sort", Kind::Other),
+    ("sort_desc", Kind::Other),
+    ("sqrt", Kind::Other),
+    ("stddev_over_time", Kind::Range),
+    ("stdvar_over_time", Kind::Range),
+    ("sum_over_time", Kind::Range),
+    ("tan", Kind::Other),
+    ("tanh", Kind::Other),
+    ("time", Kind::Other),
+    ("timestamp", Kind::Other),
+    ("vector", Kind::Other),
+    ("year", Kind::Time),
 ];
 
-const TIME_FUNCTIONS: &[&str] = &[
-    "day_of_month",
-    "day_of_week",
-    "day_of_year",
-    "days_in_month",
-    "hour",
-    "minute",
-    "month",
-    "year",
-];
+/// The kind of the function `name`, `None` when the engine does not know it.
+pub fn kind(name: &str) -> Option<Kind> {
+    FUNCTIONS.iter().find(|(n, _)| *n == name).map(|&(_, k)| k)
+}
 
 pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
     let name = c.func.name;
@@ -115,7 +173,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             let key = c as *const Call as usize;
             vector(ev.with_groups(key, |cache| histogram_quantile(cache, q, &input, t)))
         }
-        _ if RANGE_FUNCTIONS.contains(&name) => {
+        _ if kind(name) == Some(Kind::Range) => {
             let (out, unique) = range_call(ev, name, &args, t)?;
             if unique {
                 Ok(Value::Vector(out))
@@ -123,7 +181,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                 vector(out)
             }
         }
-        _ if TIME_FUNCTIONS.contains(&name) && args.is_empty() => Ok(Value::Vector(vec![InstantSample {
+        _ if kind(name) == Some(Kind::Time) && args.is_empty() => Ok(Value::Vector(vec![InstantSample {
             labels: Labels::default(),
             t,
             v: math::element_function(name, t as f64 / 1000.0, &[]).unwrap_or(f64::NAN),
