@@ -86,20 +86,26 @@ fn leaf(dir: &Path, name: &str, ca: &str, extensions: &str) {
     );
 }
 
+/// Writes the certificates and keys into `dir`: `ca.crt`, `server.crt` and `server.key` (for
+/// 127.0.0.1), `client.crt` and `client.key` signed by the same CA, and `stranger.*` signed
+/// by `other-ca`.
+pub fn generate(dir: &Path) {
+    ca(dir, "ca");
+    ca(dir, "other-ca");
+    leaf(
+        dir,
+        "server",
+        "ca",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    leaf(dir, "client", "ca", "extendedKeyUsage=clientAuth\n");
+    leaf(dir, "stranger", "other-ca", "extendedKeyUsage=clientAuth\n");
+}
+
 impl TestCertificates {
     pub fn generate() -> Self {
         let dir = crate::private_dir("promscale-test-certs-");
-        let d = dir.path();
-        ca(d, "ca");
-        ca(d, "other-ca");
-        leaf(
-            d,
-            "server",
-            "ca",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        );
-        leaf(d, "client", "ca", "extendedKeyUsage=clientAuth\n");
-        leaf(d, "stranger", "other-ca", "extendedKeyUsage=clientAuth\n");
+        generate(dir.path());
         TestCertificates { dir }
     }
 

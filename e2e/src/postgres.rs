@@ -36,63 +36,7 @@ impl TestPostgres {
         let pgdata = self.server.dir().join("pgdata");
         let tls = self.server.dir().join("tls");
         std::fs::create_dir_all(&tls).unwrap();
-        let openssl = |args: &[&str]| {
-            let output = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(&tls)
-                .output()
-                .expect("running openssl");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=promscale test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(tls.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ]);
+        crate::certs::generate(&tls);
         // The server reads its key as the cluster's owner, and only from a private file.
         let owner = std::fs::metadata(&pgdata).unwrap();
         for file in ["server.crt", "server.key"] {
