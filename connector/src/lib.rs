@@ -103,6 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             lookback_delta: config.promql_lookback_delta,
         },
         migrated: Default::default(),
+        readiness: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.web_listen_address)
@@ -154,6 +155,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         app,
         server::listener::ServeOptions {
             header_timeout: config.web_read_header_timeout,
+            write_stall_timeout: config.web_read_timeout,
             max_connections: config.web_max_connections,
             tls,
             drain_timeout: Duration::from_secs(30),

@@ -331,15 +331,50 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_limited() {
         "{read:?}"
     );
 
-    // A body that never finishes: 408 after the read timeout; the connector stays healthy.
-    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    slow.write_all(b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly ten b")
+    // A body that never finishes: after the read timeout, 503 on write (Prometheus retries
+    // it) and 408 elsewhere; the connector stays healthy.
+    for (path, status) in [("/write", "503"), ("/api/v1/query", "408")] {
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        slow.write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly ten b").as_bytes())
+            .unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut answer = String::new();
+        let _ = slow.read_to_string(&mut answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {answer:?}");
+        assert!(answer.contains("--web.read-timeout"), "{answer:?}");
+    }
+
+    // Clients that pipeline requests and never read the answers: each connection is closed
+    // once its responses have waited the read timeout for the client to take them.
+    let baseline = open_files(&connector);
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100_000);
+    let hoarders: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = stream.write_all(&request);
+            stream
+        })
+        .collect();
+    wait_for("the stalled connections to be closed", Duration::from_secs(30), || {
+        let open = open_files(&connector);
+        async move { (open <= baseline + 2).then_some(()) }
+    })
+    .await;
+    drop(hoarders);
+
+    // Health checks take no body: anybody could otherwise make the server buffer one.
+    let mut probe = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    probe
+        .write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 60000000\r\n\r\nxxxx")
         .unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut answer = String::new();
-    let _ = slow.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(answer.contains("--web.read-timeout"), "{answer:?}");
+    let _ = probe.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413") || answer.starts_with("HTTP/1.1 405"),
+        "{answer:?}"
+    );
 
     // A body above the size limit is refused before it is read whole.
     let huge = vec![b'x'; (64 << 20) + 1];

@@ -44,6 +44,10 @@ pub enum DecodeError {
         "series {series} has a label name of {len} bytes, above the {MAX_LABEL_NAME_BYTES} this connector can index"
     )]
     LabelNameTooLong { series: String, len: usize },
+    #[error(
+        "series {series} has a metric name of {len} bytes, above the {MAX_LABEL_NAME_BYTES} this connector can index"
+    )]
+    MetricNameTooLong { series: String, len: usize },
     #[error("series {series} has {count} labels, above the {MAX_LABELS} this connector can index")]
     TooManyLabels { series: String, count: usize },
     #[error("series {series} has {count} samples more than {limit:?} ahead of the connector's clock (the latest at {latest} ms); they were left out")]
@@ -55,7 +59,8 @@ pub enum DecodeError {
     },
 }
 
-/// Longest label name stored: the catalog indexes names, and an index entry holds ~2.7 kB.
+/// Longest label name (and metric name) stored: the catalog indexes names beside (keys of)
+/// values, and an index entry holds ~2.7 kB.
 pub const MAX_LABEL_NAME_BYTES: usize = 1024;
 /// Most labels in one series: its label ids form one indexed array.
 pub const MAX_LABELS: usize = 500;
@@ -73,18 +78,43 @@ impl DecodeError {
             DecodeError::TimestampOutOfRange { .. } => "timestamp_out_of_range",
             DecodeError::NativeHistograms { .. } => "native_histograms",
             DecodeError::NulByte { .. } => "nul_byte",
-            DecodeError::LabelNameTooLong { .. } | DecodeError::TooManyLabels { .. } => "labels_too_large",
+            DecodeError::LabelNameTooLong { .. }
+            | DecodeError::MetricNameTooLong { .. }
+            | DecodeError::TooManyLabels { .. } => "labels_too_large",
             DecodeError::TooFarInFuture { .. } => "too_far_in_future",
         }
     }
 }
 
-/// A series (or some of its samples) left out of a request, and why.
-#[derive(Debug, PartialEq)]
-pub struct Refused {
-    pub error: DecodeError,
-    /// Samples that were not stored because of it.
-    pub samples: usize,
+/// What was left out of a request: counts by reason, and the first few errors for the
+/// answer (a request of millions of bad series costs no more memory than a few).
+#[derive(Debug, Default, PartialEq)]
+pub struct Refusals {
+    /// The first [`Refusals::KEPT`] errors.
+    pub first: Vec<DecodeError>,
+    /// Series (or parts of series) and samples left out, by reason.
+    pub by_reason: std::collections::BTreeMap<&'static str, (usize, usize)>,
+    /// Series (or parts of series) left out in all.
+    pub series: usize,
+}
+
+impl Refusals {
+    pub const KEPT: usize = 3;
+
+    /// Records a series (or part of one) left out, with the samples it held.
+    pub fn push(&mut self, error: DecodeError, samples: usize) {
+        let counts = self.by_reason.entry(error.reason()).or_default();
+        counts.0 += 1;
+        counts.1 += samples;
+        self.series += 1;
+        if self.first.len() < Self::KEPT {
+            self.first.push(error);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series == 0
+    }
 }
 
 /// A decoded request: what to store, and what was received but is not stored.
@@ -94,7 +124,7 @@ pub struct WriteBatch {
     pub metadata: Vec<Metadata>,
     pub exemplars_dropped: usize,
     /// Series, or samples, that cannot be stored; the rest of the batch is.
-    pub refused: Vec<Refused>,
+    pub refused: Refusals,
 }
 
 impl WriteBatch {
@@ -113,15 +143,15 @@ impl WriteBatch {
             }
             series.samples.retain(|s| s.timestamp <= latest_ms);
             let count = before - series.samples.len();
-            refused.push(Refused {
-                error: DecodeError::TooFarInFuture {
+            refused.push(
+                DecodeError::TooFarInFuture {
                     series: describe_series(&series.labels),
                     count,
                     latest,
                     limit,
                 },
-                samples: count,
-            });
+                count,
+            );
             !series.samples.is_empty()
         });
     }
@@ -163,13 +193,22 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
         match validate_series(ts) {
             Ok(Some(series)) => batch.series.push(series),
             Ok(None) => {}
-            Err(error) => batch.refused.push(Refused { error, samples }),
+            Err(error) => batch.refused.push(error, samples),
         }
     }
     batch.metadata = request
         .metadata
         .into_iter()
-        .filter(|m| !m.metric_family_name.is_empty())
+        // Metadata is descriptive: an entry the catalog cannot hold (a NUL byte, a name or unit
+        // too long to index) is dropped rather than cost the samples beside it.
+        .filter(|m| {
+            !m.metric_family_name.is_empty()
+                && m.metric_family_name.len() <= MAX_LABEL_NAME_BYTES
+                && m.unit.len() <= MAX_LABEL_NAME_BYTES
+                && ![&m.metric_family_name, &m.unit, &m.help]
+                    .iter()
+                    .any(|s| s.contains('\0'))
+        })
         .map(|m| Metadata {
             r#type: MetricType::try_from(m.r#type)
                 .unwrap_or(MetricType::Unknown)
@@ -237,6 +276,12 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
             }
             if !is_valid_metric_name(&label.value) {
                 return Err(DecodeError::InvalidMetricName { series: describe() });
+            }
+            if label.value.len() > MAX_LABEL_NAME_BYTES {
+                return Err(DecodeError::MetricNameTooLong {
+                    series: describe(),
+                    len: label.value.len(),
+                });
             }
             has_name = true;
         } else if !is_valid_label_name(&label.name) {
@@ -398,6 +443,9 @@ mod tests {
         cases.extend([
             (nul, (|e| matches!(e, DecodeError::NulByte { .. })) as Check),
             (invalid_utf8, |e| matches!(e, DecodeError::InvalidUtf8 { .. })),
+            (ts(&[("__name__", &long_name)], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::MetricNameTooLong { .. })
+            }),
             (ts(&[("__name__", "up"), (&long_name, "x")], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::LabelNameTooLong { .. })
             }),
@@ -415,9 +463,9 @@ mod tests {
             let batch = decode_snappy(&body, 1 << 20).unwrap();
             let names: Vec<_> = batch.series.iter().map(Series::metric_name).collect();
             assert_eq!(names, ["fine", "fine_too"]);
-            assert_eq!(batch.refused.len(), 1);
-            assert_eq!(batch.refused[0].samples, 1);
-            let err = &batch.refused[0].error;
+            assert_eq!(batch.refused.series, 1);
+            assert_eq!(batch.refused.by_reason.values().copied().collect::<Vec<_>>(), [(1, 1)]);
+            let err = &batch.refused.first[0];
             assert!(check(err), "unexpected error {err}");
             assert!(err.to_string().len() < 1000, "messages stay short: {err}");
         }
@@ -447,8 +495,8 @@ mod tests {
             .map(|s| (s.metric_name(), s.samples.len()))
             .collect();
         assert_eq!(kept, [("a", 1), ("c", 1)]);
-        let refused: Vec<_> = batch.refused.iter().map(|r| (r.error.reason(), r.samples)).collect();
-        assert_eq!(refused, [("too_far_in_future", 2), ("too_far_in_future", 1)]);
+        assert_eq!(batch.refused.series, 2);
+        assert_eq!(batch.refused.by_reason["too_far_in_future"], (2, 3));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::decode::{decode_snappy, DecodeError, Refused};
+use super::decode::{decode_snappy, DecodeError, Refusals};
 use crate::metrics::{CodeLabel, ReasonLabel};
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::StorageError;
@@ -30,16 +30,15 @@ pub enum WriteError {
     Storage(#[from] StorageError),
     #[error("not ready: the database schema is not migrated yet")]
     NotReady,
-    #[error("{stored} series stored; {} left out: {}", refused.len(), describe_refused(refused))]
-    PartlyRefused { stored: usize, refused: Vec<Refused> },
+    #[error("{stored} series stored; {} left out: {}", refused.series, describe_refused(refused))]
+    PartlyRefused { stored: usize, refused: Refusals },
 }
 
 /// The first few reasons, then how many more.
-fn describe_refused(refused: &[Refused]) -> String {
-    const SHOWN: usize = 3;
-    let mut out: Vec<String> = refused.iter().take(SHOWN).map(|r| r.error.to_string()).collect();
-    if refused.len() > SHOWN {
-        out.push(format!("and {} more", refused.len() - SHOWN));
+fn describe_refused(refused: &Refusals) -> String {
+    let mut out: Vec<String> = refused.first.iter().map(ToString::to_string).collect();
+    if refused.series > refused.first.len() {
+        out.push(format!("and {} more", refused.series - refused.first.len()));
     }
     out.join("; ")
 }
@@ -63,8 +62,7 @@ impl WriteError {
             WriteError::Storage(StorageError::Unavailable(_)) => DATABASE_UNAVAILABLE.to_string(),
             // The database's words stay in the log: they can name tables, roles and settings.
             WriteError::Storage(StorageError::Rejected(_)) => {
-                "the database refused this request's data and nothing of it was stored; the reason is in the connector's log"
-                    .to_string()
+                "the database refused this request's data; the reason is in the connector's log".to_string()
             }
             other => other.to_string(),
         }
@@ -122,15 +120,13 @@ async fn store(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), W
     if refused.is_empty() {
         return Ok(());
     }
-    for r in &refused {
-        let reason = ReasonLabel {
-            reason: r.error.reason(),
-        };
-        app.metrics.series_refused.get_or_create(&reason).inc();
+    for (&reason, &(series, samples)) in &refused.by_reason {
+        let reason = ReasonLabel { reason };
+        app.metrics.series_refused.get_or_create(&reason).inc_by(series as u64);
         app.metrics
             .samples_refused
             .get_or_create(&reason)
-            .inc_by(r.samples as u64);
+            .inc_by(samples as u64);
     }
     Err(WriteError::PartlyRefused { stored, refused })
 }

@@ -67,9 +67,8 @@ impl SecretFile {
             }),
         };
         match file.current() {
-            Some(v) if !v.is_empty() => Ok(file),
-            Some(_) => anyhow::bail!("{what} file {} is empty", path.display()),
-            None => anyhow::bail!("cannot read the {what} file {}", path.display()),
+            Some(_) => Ok(file),
+            None => anyhow::bail!("the {what} file {} cannot be read or is empty", path.display()),
         }
     }
 
@@ -91,7 +90,14 @@ impl SecretFile {
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();
                 }
-                Some(Arc::new(bytes))
+                if bytes.is_empty() {
+                    // Emptied (or caught between truncate and write): an empty secret would
+                    // accept an empty password.
+                    tracing::warn!(file = %self.path.display(), "a credentials file is empty; its credential is refused until it holds one");
+                    None
+                } else {
+                    Some(Arc::new(bytes))
+                }
             }
             Err(e) => {
                 tracing::warn!(file = %self.path.display(), error = %e, "cannot read a credentials file; its credential is refused until it can be read");
@@ -322,6 +328,11 @@ mod tests {
         std::thread::sleep(RECHECK + Duration::from_millis(50));
         assert!(auth.allows(Access::Read, Some(b"Bearer new-and-longer")));
         assert!(!auth.allows(Access::Read, Some(b"Bearer old")));
+        // An emptied file refuses everything, empty credentials included.
+        std::fs::write(&path, "\n").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(!auth.allows(Access::Read, Some(b"Bearer ")));
+        assert!(!auth.allows(Access::Read, Some(b"Bearer new-and-longer")));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct AppState {
     pub query: QueryOptions,
     /// Set once the schema is migrated; writes before that are answered 503.
     pub migrated: AtomicBool,
+    /// The last database check and when it was made: `/readyz` is open to anybody, and a
+    /// flood of it must not take the database connections writes need.
+    pub readiness: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 impl AppState {
@@ -56,6 +59,17 @@ impl AppState {
         if !self.is_ready() {
             return Err("database schema not migrated yet".to_string());
         }
+        if let Some((at, result)) = self.readiness.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return result.clone();
+            }
+        }
+        let result = self.check_database().await;
+        *self.readiness.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), result.clone()));
+        result
+    }
+
+    async fn check_database(&self) -> Result<(), String> {
         let ping = tokio::time::timeout(Duration::from_secs(2), crate::storage::catalog::ping(&self.pool)).await;
         match ping {
             Ok(Ok(_)) => Ok(()),
@@ -96,14 +110,22 @@ struct BodyLimits {
 
 /// Reads the whole body within the deadline and the size limit (every endpoint takes its
 /// body whole), so that a slow or endless body cannot hold a connection and its memory.
+/// Health checks (open to anybody) and GET or HEAD requests take no body: what an
+/// unauthenticated client can make the server buffer is nothing.
 async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(limits.read_timeout, axum::body::to_bytes(body, limits.max_bytes)).await {
+    let takes_body = !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD)
+        && auth::Access::of_path(parts.uri.path()) != auth::Access::Open;
+    let limit = if takes_body { limits.max_bytes } else { 0 };
+    let write = auth::Access::of_path(parts.uri.path()) == auth::Access::Write;
+    match tokio::time::timeout(limits.read_timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
-            if too_large {
+            if too_large && !takes_body {
+                (StatusCode::PAYLOAD_TOO_LARGE, "this request takes no body\n").into_response()
+            } else if too_large {
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!(
@@ -116,8 +138,14 @@ async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Nex
                 (StatusCode::BAD_REQUEST, "the request body could not be read\n").into_response()
             }
         }
+        // A write whose body was slow is answered 503, which Prometheus retries (a 408 it
+        // would drop, losing the samples).
         Err(_) => (
-            StatusCode::REQUEST_TIMEOUT,
+            if write {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::REQUEST_TIMEOUT
+            },
             format!(
                 "request body not received within {:?} (--web.read-timeout)\n",
                 limits.read_timeout

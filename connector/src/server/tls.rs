@@ -146,11 +146,12 @@ impl ReloadingTls {
             state.checked = Instant::now();
             let stamps = self.files.stamps();
             if stamps != state.stamps {
-                state.stamps = stamps;
                 match self.files.load() {
                     Ok(config) => {
                         tracing::info!(cert = %self.files.cert.display(), "reloaded the TLS certificate");
                         state.config = Arc::new(config);
+                        // Only once loaded: a renewal caught half-written is tried again.
+                        state.stamps = stamps;
                     }
                     Err(e) => {
                         tracing::warn!(

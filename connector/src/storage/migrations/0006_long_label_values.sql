@@ -2,17 +2,21 @@
 --
 -- A btree index entry holds at most about 2.7 kB, so the unique index on label (key, value)
 -- refused longer values (Prometheus accepts them), and with them the whole write request.
--- The index now holds a key derived from the value: the value itself up to 2000 bytes, else
--- the hex SHA-256 of its bytes padded to 2001 bytes. The length tells the two forms apart,
+-- The index now holds a key derived from the value: the value itself up to 1000 bytes, else
+-- the hex SHA-256 of its bytes padded to 1001 bytes (with a label name of up to 1024 bytes,
+-- the connector's limit, an entry stays well within a btree page). The length tells the two
+-- forms apart,
 -- so a digest never equals a short value, and SHA-256 puts two long values with one key out
 -- of reach. Lookups by value compare this key (served by the index), then the value itself.
 -- The function is built from immutable functions only (decode(..., 'escape') of the text with
--- its backslashes doubled gives its bytes), so PostgreSQL inlines it: no call per row.
+-- its backslashes, chr(92), doubled gives its bytes), so PostgreSQL inlines it: no call per
+-- row. No string literal holds a backslash: the body reads the same whatever the session's
+-- standard_conforming_strings.
 
 CREATE OR REPLACE FUNCTION _prom_catalog.label_value_key(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN octet_length(p_value) <= 2000 THEN p_value
-                ELSE rpad(encode(sha256(decode(replace(p_value, '\', '\\'), 'escape')), 'hex'), 2001, '#') END
+    SELECT CASE WHEN octet_length(p_value) <= 1000 THEN p_value
+                ELSE rpad(encode(sha256(decode(replace(p_value, chr(92), chr(92) || chr(92)), 'escape')), 'hex'), 1001, '#') END
 $$;
 
 ALTER TABLE _prom_catalog.label DROP CONSTRAINT label_key_value_id_key;
