@@ -279,9 +279,20 @@ async fn assert_database_errors_hidden(client: &reqwest::Client, connector: &Con
     let write = encode(vec![series(&[("__name__", "up"), ("job", "w")], &[(recent_ms(), 1.0)])]);
     let (status, text) = post(client, &connector.url("/write"), write).await.unwrap();
     assert_eq!(status, 503, "{text}");
-    let ready = client.get(connector.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready = ready.text().await.unwrap();
+    // /readyz checks the database at most once a second: it turns 503 within that.
+    let ready = promscale_e2e::wait_for(
+        "/readyz to report the failure",
+        std::time::Duration::from_secs(10),
+        || {
+            let request = client.get(connector.url("/readyz")).send();
+            async move {
+                let response = request.await.ok()?;
+                (response.status() == 503).then_some(())?;
+                response.text().await.ok()
+            }
+        },
+    )
+    .await;
     for secret in secrets {
         assert!(!text.contains(secret), "/write told the client {text:?}");
         assert!(!ready.contains(secret), "/readyz told the client {ready:?}");
