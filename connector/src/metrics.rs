@@ -35,6 +35,7 @@ pub struct Metrics {
     pub samples_compacted: Counter,
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
+    pub metadata_dropped: Counter,
     pub series_refused: Family<ReasonLabel, Counter>,
     pub samples_refused: Family<ReasonLabel, Counter>,
     pub series_cache_hits: Counter,
@@ -66,6 +67,7 @@ impl Metrics {
             samples_compacted: Counter::default(),
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
+            metadata_dropped: Counter::default(),
             series_refused: Family::default(),
             samples_refused: Family::default(),
             series_cache_hits: Counter::default(),
@@ -116,6 +118,11 @@ impl Metrics {
             "promscale_ingest_metadata",
             "Metric metadata entries stored",
             m.metadata_ingested.clone(),
+        );
+        registry.register(
+            "promscale_ingest_metadata_dropped",
+            "Metadata entries received and not stored because the catalog cannot hold them (a NUL byte, a name or unit over 1024 bytes)",
+            m.metadata_dropped.clone(),
         );
         registry.register(
             "promscale_ingest_exemplars_dropped",

@@ -424,6 +424,12 @@ async fn metadata_is_stored_once_per_distinct_entry() {
             entry("Requests served."),
             entry("Requests served."),
             entry("Other help."),
+            // The catalog cannot hold these: dropped and counted, the rest stored.
+            entry("A NUL \0 in the help."),
+            MetricMetadata {
+                metric_family_name: "x".repeat(5000),
+                ..entry("Too long a name.")
+            },
         ],
     };
     let body = request.to_snappy();
@@ -449,6 +455,21 @@ async fn metadata_is_stored_once_per_distinct_entry() {
             ("counter".into(), "Requests served.".into())
         ]
     );
+    let metrics = reqwest::get(connector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sum_metric(&metrics, "promscale_ingest_metadata_dropped_total"),
+        Some(4.0)
+    );
+    let families: i64 = sqlx::query_scalar("SELECT count(DISTINCT metric_family) FROM _prom_catalog.metadata")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(families, 1);
 }
 
 /// One series with samples 8 hours apart over years: the request creates no table (the head

@@ -95,6 +95,7 @@ impl Ingestor {
         self.metrics.series_cache_misses.inc_by(stats.cache_misses as u64);
         self.metrics.series_cache_evictions.inc_by(stats.evicted as u64);
         self.metrics.exemplars_dropped.inc_by(batch.exemplars_dropped as u64);
+        self.metrics.metadata_dropped.inc_by(batch.metadata_dropped as u64);
 
         let mut samples = SampleBatch::default();
         for (series, &id) in batch.series.iter().zip(&ids) {

@@ -122,6 +122,8 @@ impl Refusals {
 pub struct WriteBatch {
     pub series: Vec<Series>,
     pub metadata: Vec<Metadata>,
+    /// Metadata entries the catalog cannot hold (a NUL byte, a name or unit over 1024 bytes).
+    pub metadata_dropped: usize,
     pub exemplars_dropped: usize,
     /// Series, or samples, that cannot be stored; the rest of the batch is.
     pub refused: Refusals,
@@ -196,6 +198,11 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             Err(error) => batch.refused.push(error, samples),
         }
     }
+    let received = request
+        .metadata
+        .iter()
+        .filter(|m| !m.metric_family_name.is_empty())
+        .count();
     batch.metadata = request
         .metadata
         .into_iter()
@@ -218,6 +225,7 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             help: m.help,
         })
         .collect();
+    batch.metadata_dropped = received - batch.metadata.len();
     Ok(batch)
 }
 
