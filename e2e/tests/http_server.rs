@@ -477,6 +477,39 @@ async fn what_one_request_may_read_is_bounded() {
     let body: serde_json::Value = fine.json().await.unwrap();
     assert_eq!(body["data"]["result"][0]["value"][1], "100");
 
+    // The series API answers from chunk and head-row bounds, reading no sample: a range
+    // holding more samples than the limit still lists its series, from the head and, after
+    // compaction, from series chunks.
+    let db = pg.pool().await;
+    for compacted in [false, true] {
+        if compacted {
+            promscale_e2e::maintain(&db).await;
+        }
+        for (start, end, want) in [
+            (t0 / 1000 - 60, (t0 + 6000 * 500) / 1000 + 60, 1),
+            (t0 / 1000 + 60, t0 / 1000 + 120, 1),
+            (0, 100, 0),
+        ] {
+            let response = client
+                .get(connector.url("/api/v1/series"))
+                .query(&[
+                    ("match[]", "big"),
+                    ("start", &start.to_string()),
+                    ("end", &end.to_string()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "compacted: {compacted}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(
+                body["data"].as_array().unwrap().len(),
+                want,
+                "compacted: {compacted}, {start}..{end}: {body}"
+            );
+        }
+    }
+
     // The query text itself is bounded.
     let long = format!("small{}", " + 0".repeat(5000));
     let response = query(&long).await.unwrap();

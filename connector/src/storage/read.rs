@@ -220,6 +220,64 @@ pub async fn read_samples(
         .collect())
 }
 
+/// Which of the given series of one metric have data in `[start, end]`, without reading
+/// samples: a series chunk overlapping the range, or a run in a head row overlapping it. Like
+/// Prometheus' (whose blocks answer by their time span), the answer can include a series
+/// whose head-row neighbours, not its own samples, fall in the range.
+pub async fn series_with_data(
+    pool: &PgPool,
+    table_name: &str,
+    series_ids: &[i64],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<HashSet<i64>, ReadError> {
+    if series_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let table = quote_ident(table_name);
+    let metric_id = metric_of(series_ids[0]);
+    let mut found: HashSet<i64> = sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT DISTINCT series_id FROM _prom_compressed.{table}
+          WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
+            AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
+                                WHERE c.metric_id = $4 AND c.end_time > $2)"
+    ))
+    .bind(series_ids)
+    .bind(start)
+    .bind(end)
+    .bind(metric_id)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let wanted: HashSet<i64> = series_ids.iter().copied().filter(|s| !found.contains(s)).collect();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    let head_rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
+          WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3"
+    ))
+    .bind(metric_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await?;
+    for row in &head_rows {
+        let seen = std::cell::RefCell::new(Vec::new());
+        // Every run is parsed past: the filter only notes which series the row holds.
+        row.samples_of(|s| {
+            if wanted.contains(&s) {
+                seen.borrow_mut().push(s);
+            }
+            false
+        })
+        .map_err(corrupt)?;
+        found.extend(seen.into_inner());
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

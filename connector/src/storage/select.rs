@@ -197,6 +197,35 @@ impl PgSeriesSource {
         Ok(out)
     }
 
+    /// The label sets of the series every matcher accepts that have data in `[start, end]`
+    /// (see [`super::read::series_with_data`]); no sample is read.
+    pub async fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>, QueryError> {
+        let mut out = Vec::new();
+        for selected in self.select_series(matchers).await? {
+            let found = super::read::series_with_data(
+                &self.pool,
+                &selected.table_name,
+                &selected.ids,
+                to_time(start),
+                to_time(end),
+            )
+            .await
+            .map_err(|e| match e {
+                ReadError::TooManySamples(_) => QueryError::TooManySamples("reading series"),
+                ReadError::Database(e) => storage_error(e),
+            })?;
+            out.extend(
+                selected
+                    .ids
+                    .iter()
+                    .zip(selected.labels)
+                    .filter(|(id, _)| found.contains(id))
+                    .map(|(_, labels)| labels),
+            );
+        }
+        Ok(out)
+    }
+
     /// The samples of the selected series in `[start, end]`.
     pub async fn read_samples(
         &self,
