@@ -175,36 +175,37 @@ pub fn depth_bound(query: &str) -> usize {
     stack[0].depth()
 }
 
+/// The real depth of a parsed tree (what [`depth_bound`] bounds from the text), without
+/// recursion.
+pub fn tree_depth(expr: &Expr) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(expr, 1)];
+    while let Some((e, d)) = pending.pop() {
+        deepest = deepest.max(d);
+        match e {
+            Expr::Aggregate(a) => {
+                pending.push((&a.expr, d + 1));
+                if let Some(p) = &a.param {
+                    pending.push((p, d + 1));
+                }
+            }
+            Expr::Unary(u) => pending.push((&u.expr, d + 1)),
+            Expr::Binary(b) => {
+                pending.push((&b.lhs, d + 1));
+                pending.push((&b.rhs, d + 1));
+            }
+            Expr::Paren(p) => pending.push((&p.expr, d + 1)),
+            Expr::Subquery(s) => pending.push((&s.expr, d + 1)),
+            Expr::Call(c) => pending.extend(c.args.args.iter().map(|a| (a.as_ref(), d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The real depth of a parsed tree, without recursion.
-    fn depth(expr: &Expr) -> usize {
-        let mut deepest = 0;
-        let mut pending = vec![(expr, 1)];
-        while let Some((e, d)) = pending.pop() {
-            deepest = deepest.max(d);
-            match e {
-                Expr::Aggregate(a) => {
-                    pending.push((&a.expr, d + 1));
-                    if let Some(p) = &a.param {
-                        pending.push((p, d + 1));
-                    }
-                }
-                Expr::Unary(u) => pending.push((&u.expr, d + 1)),
-                Expr::Binary(b) => {
-                    pending.push((&b.lhs, d + 1));
-                    pending.push((&b.rhs, d + 1));
-                }
-                Expr::Paren(p) => pending.push((&p.expr, d + 1)),
-                Expr::Subquery(s) => pending.push((&s.expr, d + 1)),
-                Expr::Call(c) => pending.extend(c.args.args.iter().map(|a| (a.as_ref(), d + 1))),
-                _ => {}
-            }
-        }
-        deepest
-    }
 
     #[test]
     fn the_bound_is_never_below_the_real_depth() {
@@ -231,13 +232,13 @@ mod tests {
         for q in queries {
             let expr = promql_parser::parser::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             assert!(
-                depth_bound(q) >= depth(&expr),
+                depth_bound(q) >= tree_depth(&expr),
                 "{q}: bound {} < depth {}",
                 depth_bound(q),
-                depth(&expr)
+                tree_depth(&expr)
             );
             assert!(
-                depth_bound(q) <= 4 * depth(&expr) + 4,
+                depth_bound(q) <= 4 * tree_depth(&expr) + 4,
                 "{q}: bound {} far above",
                 depth_bound(q)
             );

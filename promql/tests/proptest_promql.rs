@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use promql_parser::parser::Expr;
 use promscale_promql::parse::{depth_bound, parse, MAX_DEPTH};
 use promscale_promql::{Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, Value};
 use proptest::collection::vec;
@@ -384,33 +383,6 @@ fn any_query_text() -> impl Strategy<Value = String> {
 // Parsing
 // ---------------------------------------------------------------------------------------
 
-/// The real depth of a parsed tree, without recursion.
-fn tree_depth(expr: &Expr) -> usize {
-    let mut deepest = 0;
-    let mut pending = vec![(expr, 1)];
-    while let Some((e, d)) = pending.pop() {
-        deepest = deepest.max(d);
-        match e {
-            Expr::Aggregate(a) => {
-                pending.push((&a.expr, d + 1));
-                if let Some(p) = &a.param {
-                    pending.push((p, d + 1));
-                }
-            }
-            Expr::Unary(u) => pending.push((&u.expr, d + 1)),
-            Expr::Binary(b) => {
-                pending.push((&b.lhs, d + 1));
-                pending.push((&b.rhs, d + 1));
-            }
-            Expr::Paren(p) => pending.push((&p.expr, d + 1)),
-            Expr::Subquery(s) => pending.push((&s.expr, d + 1)),
-            Expr::Call(c) => pending.extend(c.args.args.iter().map(|a| (a.as_ref(), d + 1))),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// Runs `test` on a thread with a large stack: the grammar's strategies nest deeply, and
 /// generating from them in a debug build takes more than a test thread's 2 MiB.
 fn with_large_stack(test: impl FnOnce() + Send + 'static) {
@@ -442,7 +414,8 @@ fn parse_never_panics() {
         TestRunner::new(config(5_000))
             .run(&any_query_text(), |text| {
                 let parsed = runtime.block_on(runtime.spawn(async move {
-                    let parsed = parse(&text, MAX_DEPTH).map(|expr| (depth_bound(&text), tree_depth(&expr)));
+                    let parsed = parse(&text, MAX_DEPTH)
+                        .map(|expr| (depth_bound(&text), promscale_promql::parse::tree_depth(&expr)));
                     (text, parsed)
                 }));
                 let (text, parsed) = parsed.map_err(|e| TestCaseError::fail(format!("parse panicked: {e}")))?;

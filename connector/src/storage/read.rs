@@ -76,6 +76,13 @@ fn corrupt(e: CorruptBlock) -> ReadError {
     ReadError::Database(sqlx::Error::Decode(Box::new(e)))
 }
 
+/// Series chunks of series `$1` overlapping `[$2, $3]`, of metric `$4`. Series chunks lie
+/// within their time chunk, so none starts before the first time chunk that ends after `$2`:
+/// that bound prunes older partitions (at run time).
+const CHUNKS_IN_RANGE: &str = "series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
+    AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
+                        WHERE c.metric_id = $4 AND c.end_time > $2)";
+
 /// Why [`read_samples`] returned nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -147,9 +154,7 @@ pub async fn read_samples(
          SELECT series_id, start_time, NULL::bigint, data, exceptions,
                 NULL::bigint[], NULL::timestamptz[], NULL::float8[]
            FROM _prom_compressed.{table}
-          WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
-            AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
-                                WHERE c.metric_id = $4 AND c.end_time > $2)"
+          WHERE {CHUNKS_IN_RANGE}"
     ))
     .bind(series_ids)
     .bind(start)
@@ -238,9 +243,7 @@ pub async fn series_with_data(
     let metric_id = metric_of(series_ids[0]);
     let mut found: HashSet<i64> = sqlx::query_scalar::<_, i64>(&format!(
         "SELECT DISTINCT series_id FROM _prom_compressed.{table}
-          WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3
-            AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
-                                WHERE c.metric_id = $4 AND c.end_time > $2)"
+          WHERE {CHUNKS_IN_RANGE}"
     ))
     .bind(series_ids)
     .bind(start)
