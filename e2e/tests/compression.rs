@@ -305,7 +305,17 @@ async fn compression_follows_the_metric_and_default_settings() {
     );
     assert_eq!(post(&client, &connector.url("/write"), late).await.unwrap().0, 204);
     maintenance(&db).await;
-    assert!(raw_share("plain").await < 0.2, "compressed again");
+    // Values with no short decimal form stay raw whatever the setting; of the others, the
+    // open time chunk (up to 8 of the 72 hours) may keep its old encoding until it is sealed.
+    let scalable_raw_share = {
+        let e = encoding(&db, "plain").await;
+        let (exceptions, samples) = e
+            .iter()
+            .filter(|k| k.0 != "unscalable")
+            .fold((0, 0), |(x, n), k| (x + k.2, n + k.3));
+        exceptions as f64 / samples as f64
+    };
+    assert!(scalable_raw_share < 0.2, "compressed again: {scalable_raw_share}");
     let plain_after = view(&db, "plain").await;
     assert!(
         plain_before.iter().all(|s| plain_after.binary_search(s).is_ok()),
