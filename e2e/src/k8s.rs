@@ -152,3 +152,16 @@ pub fn uri_stack(name: &str, namespace: &str, secret: &str) -> promscale_crds::P
     stack.metadata.namespace = Some(namespace.into());
     stack
 }
+
+/// The operator's `promscale.dev/config-hash` annotation of a Deployment's pod template: it
+/// changes exactly when the pods must roll.
+pub fn config_hash(deployment: &k8s_openapi::api::apps::v1::Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("promscale.dev/config-hash"))
+        .cloned()
+        .expect("the pod template has a config-hash annotation")
+}

@@ -240,19 +240,7 @@ async fn a_stack_becomes_its_objects_and_database_defaults_and_stays_that_way() 
             .is_some_and(|s| s.replicas == Some(3) && s.template != old_template)
     })
     .await;
-    let hash = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()["promscale.dev/config-hash"]
-            .clone()
-    };
+    let hash = promscale_e2e::k8s::config_hash;
     assert_ne!(
         hash(&rolled),
         hash(&deployment),

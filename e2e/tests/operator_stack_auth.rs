@@ -19,6 +19,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::Client;
 use promscale_crds::stack::{AuthSpec, BasicAuth, Credentials, SecretKeyRef, TlsSpec};
 use promscale_crds::PromscaleStack;
+use promscale_e2e::k8s::config_hash;
 use promscale_e2e::k8s::{apply, condition, events_about, has_condition, put_secret, uri_stack, wait_until};
 use promscale_e2e::kube_cluster::KubeCluster;
 use promscale_e2e::operator::Operator;
@@ -92,21 +93,6 @@ fn auth() -> AuthSpec {
             client_cert_secret_name: Some("prometheus-client".into()),
         }),
     }
-}
-
-fn config_hash(deployment: &Deployment) -> String {
-    deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .as_ref()
-        .unwrap()["promscale.dev/config-hash"]
-        .clone()
 }
 
 fn prometheus_operator_crd() -> std::path::PathBuf {

@@ -141,24 +141,34 @@ impl Target {
     }
 }
 
+/// The Secret `name`, or the error that names the spec `field` referring to it.
+pub async fn get_secret(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    field: &'static str,
+) -> Result<Secret, DatabaseError> {
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| DatabaseError::SecretUnreadable {
+            name: name.to_string(),
+            source,
+        })?
+        .ok_or_else(|| DatabaseError::SecretMissing {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            field,
+        })
+}
+
 async fn read_key(
     secrets: &Api<Secret>,
     namespace: &str,
     reference: &SecretKeyRef,
     versions: &mut Vec<String>,
 ) -> Result<String, DatabaseError> {
-    let secret = secrets
-        .get_opt(&reference.name)
-        .await
-        .map_err(|source| DatabaseError::SecretUnreadable {
-            name: reference.name.clone(),
-            source,
-        })?
-        .ok_or_else(|| DatabaseError::SecretMissing {
-            namespace: namespace.to_string(),
-            name: reference.name.clone(),
-            field: "spec.database",
-        })?;
+    let secret = get_secret(secrets, namespace, &reference.name, "spec.database").await?;
     let missing = || DatabaseError::SecretKeyMissing {
         name: reference.name.clone(),
         key: reference.key.clone(),

@@ -114,10 +114,11 @@ struct BodyLimits {
 /// unauthenticated client can make the server buffer is nothing.
 async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let takes_body = !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD)
-        && auth::Access::of_path(parts.uri.path()) != auth::Access::Open;
+    let access = auth::Access::of_path(parts.uri.path());
+    let takes_body =
+        !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD) && access != auth::Access::Open;
     let limit = if takes_body { limits.max_bytes } else { 0 };
-    let write = auth::Access::of_path(parts.uri.path()) == auth::Access::Write;
+    let write = access == auth::Access::Write;
     match tokio::time::timeout(limits.read_timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
         Ok(Err(e)) => {

@@ -13,7 +13,7 @@ use kube::{Api, Client};
 use promscale_crds::stack::AuthSpec;
 
 use super::deployment::{auth_secret_keys, auth_usernames};
-use crate::database::DatabaseError;
+use crate::database::{get_secret, DatabaseError};
 
 const FIELD: &str = "spec.auth";
 
@@ -24,18 +24,7 @@ pub async fn check(client: &Client, namespace: &str, auth: &AuthSpec) -> Result<
     let mut secrets: BTreeMap<String, Secret> = BTreeMap::new();
     for reference in auth_secret_keys(auth) {
         if !secrets.contains_key(&reference.name) {
-            let secret = api
-                .get_opt(&reference.name)
-                .await
-                .map_err(|source| DatabaseError::SecretUnreadable {
-                    name: reference.name.clone(),
-                    source,
-                })?
-                .ok_or_else(|| DatabaseError::SecretMissing {
-                    namespace: namespace.to_string(),
-                    name: reference.name.clone(),
-                    field: FIELD,
-                })?;
+            let secret = get_secret(&api, namespace, &reference.name, FIELD).await?;
             secrets.insert(reference.name.clone(), secret);
         }
         let secret = &secrets[&reference.name];
