@@ -260,3 +260,128 @@ async fn a_version_5_catalog_keeps_its_series_through_the_long_label_values_upgr
         );
     }
 }
+
+/// Version 6's catalog (series unique by a btree, created by `get_or_create_series_ids`)
+/// upgraded to version 7 (hash index, series built by the connector from cached label ids):
+/// series keep their ids, the same label sets written again resolve to them (those with gaps
+/// in their label positions and long values too), new series of the same metrics are
+/// created beside them, and matchers find old and new alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_6_catalog_keeps_its_series_through_the_series_creation_upgrade() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    assert_eq!(migrate_to(&db, 6).await.unwrap(), 6);
+    let long = "x".repeat(3000);
+    // (zone, pod) of each series; an empty value means the series lacks that key, so its
+    // labels array has a 0 in the middle (zone) or ends early (pod).
+    let old: Vec<(&str, &str)> = vec![("a", "p1"), ("", "p2"), ("b", ""), ("c", long.as_str())];
+    let labels_of = |zone: &str, pod: &str| -> Vec<(String, String)> {
+        let mut l = vec![("__name__".to_string(), "upgrade_series".to_string())];
+        if !pod.is_empty() {
+            l.push(("pod".into(), pod.into()));
+        }
+        if !zone.is_empty() {
+            l.push(("zone".into(), zone.into()));
+        }
+        l
+    };
+    let (mut metrics, mut idx, mut keys, mut values) = (vec![], vec![], vec![], vec![]);
+    // Keys in the order version 6 saw them first: zone, then pod (positions 2 and 3).
+    for (i, (zone, pod)) in old.iter().enumerate() {
+        metrics.push("upgrade_series".to_string());
+        let mut l = labels_of(zone, pod);
+        l.sort_by_key(|(k, _)| if k == "zone" { 0 } else { 1 });
+        for (k, v) in l {
+            idx.push(i as i32);
+            keys.push(k);
+            values.push(v);
+        }
+    }
+    let created: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4) ORDER BY idx",
+    )
+    .bind(&metrics)
+    .bind(&idx)
+    .bind(&keys)
+    .bind(&values)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(created.len(), old.len());
+
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(version, latest_version());
+    let client = reqwest::Client::new();
+    let t = recent_ms();
+    let new: Vec<(&str, &str)> = vec![("a", "p9"), ("", "p8"), ("d", "")];
+    let body = encode(
+        old.iter()
+            .chain(&new)
+            .enumerate()
+            .map(|(i, (zone, pod))| {
+                let l = labels_of(zone, pod);
+                let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                series(&l, &[(t, i as f64)])
+            })
+            .collect(),
+    );
+    let (status, text) = post(&client, &connector.url("/write"), body).await.unwrap();
+    assert_eq!(status, 204, "{text}");
+
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT s.id FROM _prom_catalog.series s JOIN _prom_catalog.metric m ON m.id = s.metric_id
+          WHERE m.metric_name = 'upgrade_series' ORDER BY s.id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        ids.len(),
+        old.len() + new.len(),
+        "one new series per new label set only"
+    );
+    for (_, id) in &created {
+        assert!(ids.contains(id), "series {id} of version 6 kept");
+    }
+    // Every sample went to the series of its label set: old ones to the old ids.
+    let stored: Vec<(i64, f64)> =
+        sqlx::query_as("SELECT series_id, value FROM prom_data.upgrade_series ORDER BY value")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), old.len() + new.len());
+    for (idx, id) in &created {
+        assert_eq!(stored[*idx as usize], (*id, *idx as f64));
+    }
+    // Matchers over old and new series alike.
+    let query = |q: &str| {
+        let (client, url, q) = (client.clone(), connector.url("/api/v1/query"), q.to_string());
+        async move {
+            let response: serde_json::Value = client
+                .post(url)
+                .form(&[("query", q.as_str()), ("time", &format!("{}", t as f64 / 1000.0))])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut values: Vec<String> = response["data"]["result"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{q}: {response}"))
+                .iter()
+                .map(|r| r["value"][1].as_str().unwrap().to_string())
+                .collect();
+            values.sort();
+            values
+        }
+    };
+    assert_eq!(query("upgrade_series{zone=\"a\"}").await, vec!["0", "4"]);
+    assert_eq!(query("upgrade_series{zone=\"\"}").await, vec!["1", "5"]);
+    assert_eq!(query("upgrade_series{pod=\"\"}").await, vec!["2", "6"]);
+    assert_eq!(query(&format!("upgrade_series{{pod=\"{long}\"}}")).await, vec!["3"]);
+}

@@ -3,7 +3,9 @@
 //! Requests are resolved to series ids concurrently, then queued; a few writer tasks take
 //! whatever is queued, up to a size limit, and commit it in one transaction. Many small
 //! remote-write requests thus share one commit (and one WAL flush), and every request is
-//! answered only after the transaction holding its samples has committed.
+//! answered only after the transaction holding its samples has committed. A request with
+//! series the connector has not seen yet skips the queue: it creates them and writes its
+//! samples in one transaction of its own.
 
 mod activity;
 
@@ -18,8 +20,9 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::metrics::Metrics;
 use crate::remote_write::decode::WriteBatch;
 use crate::storage::metadata::upsert_metadata;
-use crate::storage::samples::{SampleBatch, SampleWriter};
-use crate::storage::series::SeriesResolver;
+use crate::storage::samples::{head_rows, insert_head_rows, SampleBatch, SampleWriter};
+use crate::storage::series::{Resolution, SeriesResolver};
+use crate::storage::series_cache::SeriesId;
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone)]
@@ -90,19 +93,33 @@ impl Ingestor {
 
     /// Stores a request; `Ok` means every sample and metadata entry in it is committed.
     pub async fn ingest(&self, batch: WriteBatch) -> Result<IngestReport, StorageError> {
-        let (ids, stats) = self.resolver.resolve(&batch.series).await?;
-        self.metrics.series_cache_hits.inc_by(stats.cache_hits as u64);
-        self.metrics.series_cache_misses.inc_by(stats.cache_misses as u64);
-        self.metrics.series_cache_evictions.inc_by(stats.evicted as u64);
+        let resolution = self.resolver.lookup(&batch.series);
+        self.metrics
+            .series_cache_hits
+            .inc_by(resolution.stats.cache_hits as u64);
+        self.metrics
+            .series_cache_misses
+            .inc_by(resolution.stats.cache_misses as u64);
         self.metrics.exemplars_dropped.inc_by(batch.exemplars_dropped as u64);
         self.metrics.metadata_dropped.inc_by(batch.metadata_dropped as u64);
 
-        let mut samples = SampleBatch::default();
-        for (series, &id) in batch.series.iter().zip(&ids) {
-            for s in &series.samples {
-                samples.push(id, s.timestamp, s.value);
-            }
-        }
+        let sample_count = if resolution.is_complete() {
+            self.write_queued(&batch, resolution.ids).await?
+        } else {
+            self.write_with_new_series(&batch, resolution).await?
+        };
+        upsert_metadata(&self.pool, &batch.metadata).await?;
+        self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
+        Ok(IngestReport {
+            samples: sample_count,
+            metadata: batch.metadata.len(),
+        })
+    }
+
+    /// The common case, every series known: the samples join the writers' queue and share
+    /// a transaction with whatever else is queued.
+    async fn write_queued(&self, batch: &WriteBatch, ids: Vec<SeriesId>) -> Result<usize, StorageError> {
+        let samples = sample_batch(batch, &ids);
         let sample_count = samples.len();
         if sample_count > 0 {
             let (done, committed) = oneshot::channel();
@@ -115,12 +132,78 @@ impl Ingestor {
                 .map_err(|_| StorageError::Unavailable("the writer stopped before committing".into()))??;
             self.activity.committed(ids);
         }
-        upsert_metadata(&self.pool, &batch.metadata).await?;
-        self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
-        Ok(IngestReport {
-            samples: sample_count,
-            metadata: batch.metadata.len(),
-        })
+        Ok(sample_count)
+    }
+
+    /// A request with series this connector has not seen (a rollout, a restart): its new
+    /// labels and series and all its samples are written in one transaction of its own, so
+    /// that the request costs one commit, and the ids are cached only once they exist.
+    async fn write_with_new_series(
+        &self,
+        batch: &WriteBatch,
+        mut resolution: Resolution,
+    ) -> Result<usize, StorageError> {
+        let started = Instant::now();
+        let mut samples = SampleBatch::default();
+        let result: Result<u64, StorageError> = async {
+            let mut tx = self.pool.begin().await?;
+            let created = self.resolver.create(&mut tx, &batch.series, &mut resolution).await?;
+            samples = sample_batch(batch, &resolution.ids);
+            let expired = if samples.is_empty() {
+                0
+            } else {
+                insert_head_rows(&mut *tx, &head_rows(&samples)).await?
+            };
+            tx.commit().await?;
+            let evicted = self.resolver.remember(created);
+            self.metrics.series_cache_evictions.inc_by(evicted as u64);
+            Ok(expired)
+        }
+        .await;
+        record_write(&self.metrics, &self.activity, &result, samples.len(), 1, started);
+        result?;
+        if !samples.is_empty() {
+            self.activity.committed(resolution.ids);
+        }
+        Ok(samples.len())
+    }
+}
+
+/// The samples of a request, by series id.
+fn sample_batch(batch: &WriteBatch, ids: &[SeriesId]) -> SampleBatch {
+    let mut samples = SampleBatch::default();
+    for (series, &id) in batch.series.iter().zip(ids) {
+        for s in &series.samples {
+            samples.push(id, s.timestamp, s.value);
+        }
+    }
+    samples
+}
+
+/// Counts a write transaction in the connector's metrics and status.
+fn record_write(
+    metrics: &Metrics,
+    activity: &WriteActivity,
+    result: &Result<u64, StorageError>,
+    samples: usize,
+    requests: usize,
+    started: Instant,
+) {
+    metrics.db_write_duration.observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(expired) => {
+            metrics.samples_ingested.inc_by(samples as u64 - expired);
+            metrics.samples_expired.inc_by(*expired);
+            metrics.db_batch_samples.observe(samples as f64);
+            metrics.db_batch_requests.observe(requests as f64);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            metrics.last_commit_timestamp.set(now.as_secs() as i64);
+            activity.write_finished(None);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, requests, samples, "writing samples failed");
+            activity.write_finished(Some(e.to_string()));
+        }
     }
 }
 
@@ -158,22 +241,7 @@ async fn write_loop(
         }
         let started = Instant::now();
         let result = writer.write(&merged).await;
-        metrics.db_write_duration.observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(expired) => {
-                metrics.samples_ingested.inc_by(merged.len() as u64 - expired);
-                metrics.samples_expired.inc_by(*expired);
-                metrics.db_batch_samples.observe(merged.len() as f64);
-                metrics.db_batch_requests.observe(dones.len() as f64);
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                metrics.last_commit_timestamp.set(now.as_secs() as i64);
-                activity.write_finished(None);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, requests = dones.len(), samples = merged.len(), "writing samples failed");
-                activity.write_finished(Some(e.to_string()));
-            }
-        }
+        record_write(&metrics, &activity, &result, merged.len(), dones.len(), started);
         for done in dones {
             // The request may have been abandoned by its client; nothing to do then.
             let _ = done.send(result.clone().map(|_| ()));

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "long_label_values",
         sql: include_str!("migrations/0006_long_label_values.sql"),
     },
+    Migration {
+        version: 7,
+        name: "series_creation",
+        sql: include_str!("migrations/0007_series_creation.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -1,23 +1,56 @@
-//! Resolves label sets to series ids: from the cache, or in batches from PostgreSQL, which
-//! creates metrics (and their samples tables), labels and series on first sight.
+//! Where series ids are resolved: label sets to series ids, from the cache, or in batches
+//! from PostgreSQL, which creates metrics, labels, label positions and series on first
+//! sight. New series are built here, as the arrays of label ids that the catalog stores, from
+//! cached label ids and positions (migration 7): PostgreSQL is asked only for what this
+//! connector has not seen yet, then inserts the series.
+
+use std::collections::HashMap;
 
 use sqlx::PgPool;
 
-use super::series_cache::{SeriesCache, SeriesId};
+use super::series_cache::{IdCache, SeriesCache, SeriesId};
 use super::StorageError;
 use crate::model::Series;
 
 pub struct SeriesResolver {
     pool: PgPool,
     cache: SeriesCache,
+    /// Label ids by `name 0xFF value`.
+    labels: IdCache<i32>,
+    /// (metric id, position) by `metric name 0xFF label name`.
+    positions: IdCache<(i32, i32)>,
 }
 
-/// What one resolution did, for the connector's own metrics.
+/// What one cache lookup found, for the connector's own metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ResolveStats {
     pub cache_hits: usize,
     pub cache_misses: usize,
-    pub evicted: usize,
+}
+
+/// The series of a request as the caches know them: `ids[i]` is series i's id, 0 for the
+/// series still to be created ([`SeriesResolver::create`]).
+#[derive(Debug, Default)]
+pub struct Resolution {
+    pub ids: Vec<SeriesId>,
+    /// (index into the request's series, identity) of the series not in the cache.
+    missing: Vec<(usize, Vec<u8>)>,
+    pub stats: ResolveStats,
+}
+
+impl Resolution {
+    /// Whether every series has its id (no series to create).
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// Ids a transaction created or found, to be cached once it has committed (not before: ids
+/// of a transaction that rolls back do not exist).
+#[derive(Debug, Default)]
+pub struct Created {
+    series: Vec<(Vec<u8>, SeriesId)>,
+    labels: Vec<(Vec<u8>, i32)>,
 }
 
 impl SeriesResolver {
@@ -25,6 +58,8 @@ impl SeriesResolver {
         SeriesResolver {
             pool,
             cache: SeriesCache::new(cache_entries),
+            labels: IdCache::new(cache_entries),
+            positions: IdCache::new(cache_entries),
         }
     }
 
@@ -32,72 +67,208 @@ impl SeriesResolver {
         self.cache.len()
     }
 
-    /// Returns the id of every input series, in order.
-    pub async fn resolve(&self, series: &[Series]) -> Result<(Vec<SeriesId>, ResolveStats), StorageError> {
-        let mut stats = ResolveStats::default();
-        let mut ids: Vec<SeriesId> = Vec::with_capacity(series.len());
-        // (index into `series`, identity) of the series missing from the cache
-        let mut missing: Vec<(usize, Vec<u8>)> = Vec::new();
+    /// The ids the cache knows, and which series are missing.
+    pub fn lookup(&self, series: &[Series]) -> Resolution {
+        let mut resolution = Resolution {
+            ids: Vec::with_capacity(series.len()),
+            ..Default::default()
+        };
         for (i, s) in series.iter().enumerate() {
             let identity = s.identity();
             match self.cache.get(&identity) {
                 Some(id) => {
-                    stats.cache_hits += 1;
-                    ids.push(id);
+                    resolution.stats.cache_hits += 1;
+                    resolution.ids.push(id);
                 }
                 None => {
-                    stats.cache_misses += 1;
-                    ids.push(0);
-                    missing.push((i, identity));
+                    resolution.stats.cache_misses += 1;
+                    resolution.ids.push(0);
+                    resolution.missing.push((i, identity));
                 }
             }
         }
-        if !missing.is_empty() {
-            let created = self.create_series(series, &missing).await?;
-            for ((i, identity), id) in missing.into_iter().zip(created) {
-                stats.evicted += self.cache.insert(identity, id);
-                ids[i] = id;
-            }
-        }
-        Ok((ids, stats))
+        resolution
     }
 
-    /// Ids of the `missing` series, in order, whatever their metrics; one round trip.
-    async fn create_series(
+    /// Creates (or finds) the missing series of `resolution` in the caller's transaction and
+    /// fills in their ids. Metrics and label positions are created beforehand in their own
+    /// transactions (they involve view changes); labels and series in `tx`, so that they
+    /// commit with the samples that need them: one commit for a request of new series.
+    pub async fn create(
         &self,
+        tx: &mut sqlx::PgConnection,
         series: &[Series],
-        missing: &[(usize, Vec<u8>)],
-    ) -> Result<Vec<SeriesId>, StorageError> {
-        let (mut metrics, mut idx, mut keys, mut values) = (vec![], vec![], vec![], vec![]);
-        for (n, (i, _)) in missing.iter().enumerate() {
-            metrics.push(series[*i].metric_name());
-            for l in &series[*i].labels {
-                idx.push(n as i32);
-                keys.push(l.name());
-                values.push(l.value());
+        resolution: &mut Resolution,
+    ) -> Result<Created, StorageError> {
+        let missing = std::mem::take(&mut resolution.missing);
+        if missing.is_empty() {
+            return Ok(Created::default());
+        }
+        // What this batch needs, with what the caches know: keys are "metric 0xFF label name"
+        // for positions and "label name 0xFF value" for labels (0xFF occurs in no UTF-8 text).
+        let mut positions: HashMap<Vec<u8>, Option<(i32, i32)>> = HashMap::new();
+        let mut labels: HashMap<Vec<u8>, Option<i32>> = HashMap::new();
+        for (i, _) in &missing {
+            let s = &series[*i];
+            let metric = s.metric_name().as_bytes();
+            for l in &s.labels {
+                let key = joined(metric, &l.name);
+                if let std::collections::hash_map::Entry::Vacant(e) = positions.entry(key) {
+                    let known = self.positions.get(e.key());
+                    e.insert(known);
+                }
+                let key = joined(&l.name, &l.value);
+                if let std::collections::hash_map::Entry::Vacant(e) = labels.entry(key) {
+                    let known = self.labels.get(e.key());
+                    e.insert(known);
+                }
             }
+        }
+        self.fetch_positions(&mut positions).await?;
+        let mut created = Created {
+            labels: fetch_labels(&mut *tx, &mut labels).await?,
+            series: Vec::with_capacity(missing.len()),
+        };
+
+        // The dense labels array of each series: label ids by position, 0 for a key it lacks.
+        let mut wanted: Vec<(i32, Vec<i32>)> = Vec::with_capacity(missing.len());
+        for (i, _) in &missing {
+            let s = &series[*i];
+            let metric = s.metric_name().as_bytes();
+            let mut metric_id = 0;
+            let mut array: Vec<i32> = Vec::with_capacity(s.labels.len());
+            for l in &s.labels {
+                let (m, pos) = positions[&joined(metric, &l.name)].ok_or_else(missing_id)?;
+                let id = labels[&joined(&l.name, &l.value)].ok_or_else(missing_id)?;
+                let slot = usize::try_from(pos - 1).map_err(|_| missing_id())?;
+                if array.len() <= slot {
+                    array.resize(slot + 1, 0);
+                }
+                array[slot] = id;
+                metric_id = m;
+            }
+            wanted.push((metric_id, array));
+        }
+        // Sent in labels order, so that concurrent creators wait on each other in one order.
+        let mut order: Vec<usize> = (0..wanted.len()).collect();
+        order.sort_by(|&a, &b| wanted[a].1.cmp(&wanted[b].1));
+        let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
+        for &n in &order {
+            metric_ids.push(wanted[n].0);
+            counts.push(wanted[n].1.len() as i32);
+            flat.extend_from_slice(&wanted[n].1);
         }
         let rows: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.get_or_create_series_ids($1, $2, $3, $4)")
-                .bind(metrics)
-                .bind(idx)
-                .bind(keys)
-                .bind(values)
-                .fetch_all(&self.pool)
+            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
+                .bind(metric_ids)
+                .bind(counts)
+                .bind(flat)
+                .fetch_all(&mut *tx)
                 .await?;
         let mut ids = vec![None; missing.len()];
-        for (n, id) in rows {
-            if let Some(slot) = ids.get_mut(n as usize) {
-                *slot = Some(id);
+        for (sent, id) in rows {
+            if let Some(&n) = order.get(sent as usize) {
+                ids[n] = Some(id);
             }
         }
-        ids.into_iter()
-            .enumerate()
-            .map(|(n, id)| {
-                id.ok_or_else(|| {
-                    StorageError::Unavailable(format!("database returned no id for series {n} of the batch"))
-                })
-            })
-            .collect()
+        for ((i, identity), id) in missing.into_iter().zip(ids) {
+            let id = id.ok_or_else(|| {
+                StorageError::Unavailable(format!("database returned no id for series {i} of the request"))
+            })?;
+            resolution.ids[i] = id;
+            created.series.push((identity, id));
+        }
+        Ok(created)
     }
+
+    /// Caches what a committed transaction created; returns how many series entries had to
+    /// be evicted to make room.
+    pub fn remember(&self, created: Created) -> usize {
+        for (key, id) in created.labels {
+            self.labels.insert(key, id);
+        }
+        created
+            .series
+            .into_iter()
+            .map(|(identity, id)| self.cache.insert(identity, id))
+            .sum()
+    }
+
+    /// Fills in the metric id and position of every (metric, label name) pair not cached.
+    async fn fetch_positions(&self, positions: &mut HashMap<Vec<u8>, Option<(i32, i32)>>) -> Result<(), StorageError> {
+        let unknown: Vec<&Vec<u8>> = positions.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let (metrics, keys): (Vec<&str>, Vec<&str>) = unknown.iter().map(|k| split(k)).unzip();
+        let rows: Vec<(i32, i32, i32)> =
+            sqlx::query_as("SELECT idx, metric_id, pos FROM _prom_catalog.get_or_create_label_positions($1, $2)")
+                .bind(&metrics)
+                .bind(&keys)
+                .fetch_all(&self.pool)
+                .await?;
+        let unknown: Vec<Vec<u8>> = unknown.into_iter().cloned().collect();
+        for (n, metric_id, pos) in rows {
+            if let Some(key) = unknown.get(n as usize) {
+                self.positions.insert(key.clone(), (metric_id, pos));
+                positions.insert(key.clone(), Some((metric_id, pos)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fills in the id of every label pair not cached, creating labels in `tx`; returns them,
+/// to be cached once `tx` has committed.
+async fn fetch_labels(
+    tx: &mut sqlx::PgConnection,
+    labels: &mut HashMap<Vec<u8>, Option<i32>>,
+) -> Result<Vec<(Vec<u8>, i32)>, StorageError> {
+    let unknown: Vec<Vec<u8>> = labels
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(vec![]);
+    }
+    let (keys, values): (Vec<&str>, Vec<&str>) = unknown.iter().map(|k| split(k)).unzip();
+    let rows: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2)")
+            .bind(&keys)
+            .bind(&values)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for (n, id) in rows {
+        if let Some(key) = unknown.get(n as usize) {
+            labels.insert(key.clone(), Some(id));
+            found.push((key.clone(), id));
+        }
+    }
+    Ok(found)
+}
+
+/// `a 0xFF b`: a cache key of two UTF-8 strings.
+fn joined(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + 1 + b.len());
+    key.extend_from_slice(a);
+    key.push(0xff);
+    key.extend_from_slice(b);
+    key
+}
+
+/// The two strings of a [`joined`] key.
+fn split(key: &[u8]) -> (&str, &str) {
+    let at = key.iter().position(|&b| b == 0xff).unwrap_or(key.len());
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap_or_default()
+    }
+    (text(&key[..at]), text(key.get(at + 1..).unwrap_or_default()))
+}
+
+fn missing_id() -> StorageError {
+    StorageError::Unavailable(
+        "the database returned no id for a label of a new series; the request can be retried".into(),
+    )
 }
