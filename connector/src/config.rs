@@ -147,6 +147,11 @@ pub struct Config {
     #[arg(long = "maintenance.interval", env = "PROMSCALE_MAINTENANCE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Duration,
 
+    /// Metrics compacted at once by maintenance, each in a transaction and on a database
+    /// connection of its own: compaction then uses that many of the database's CPU cores.
+    #[arg(long = "maintenance.compaction-workers", env = "PROMSCALE_MAINTENANCE_COMPACTION_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub maintenance_compaction_workers: u16,
+
     /// How long written samples stay in the head (one row per write batch and metric) before
     /// maintenance compacts them into per-series chunks. Longer makes bigger, better
     /// compressed chunks; recent data costs more space while in the head.

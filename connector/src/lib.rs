@@ -122,7 +122,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         pool.clone(),
         state.clone(),
         config.maintenance_interval,
-        config.storage_head_age,
+        storage::compaction::CompactionOptions::scheduled(
+            config.storage_head_age,
+            config.maintenance_compaction_workers,
+        ),
     ));
     // One shutdown signal, seen by the HTTP server and by the status reporter.
     let stop = CancellationToken::new();
@@ -240,7 +243,7 @@ async fn migrate_until_done(
     pool: PgPool,
     state: Arc<AppState>,
     maintenance_interval: Duration,
-    head_age: Duration,
+    compaction: storage::compaction::CompactionOptions,
 ) -> Result<(), MigrationError> {
     let mut delay = Duration::from_millis(500);
     loop {
@@ -251,7 +254,6 @@ async fn migrate_until_done(
                 if maintenance_interval.is_zero() {
                     return std::future::pending().await;
                 }
-                let compaction = storage::compaction::CompactionOptions::scheduled(head_age);
                 storage::maintenance::schedule(pool, maintenance_interval, compaction, state.metrics.clone()).await;
                 unreachable!("maintenance runs forever");
             }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::stream::{self, StreamExt};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::codec::{self, encode_series, merge_by_precedence, Block, CorruptBlock};
@@ -24,15 +25,18 @@ pub struct CompactionOptions {
     pub max_batch_samples: usize,
     /// Time chunks that ended at least this long ago are sealed.
     pub seal_after: Duration,
+    /// Metrics compacted (and chunks sealed) at once, each on a connection of its own.
+    pub workers: usize,
 }
 
 impl CompactionOptions {
     /// Compaction of the head as the maintenance schedule runs it.
-    pub fn scheduled(head_age: Duration) -> Self {
+    pub fn scheduled(head_age: Duration, workers: u16) -> Self {
         CompactionOptions {
             head_age,
             max_batch_samples: 2_000_000,
             seal_after: head_age + Duration::from_secs(30 * 60),
+            workers: usize::from(workers).max(1),
         }
     }
 
@@ -42,6 +46,7 @@ impl CompactionOptions {
             head_age: Duration::ZERO,
             max_batch_samples: 2_000_000,
             seal_after: Duration::ZERO,
+            workers: 2,
         }
     }
 }
@@ -95,26 +100,18 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
         .fetch_all(pool)
         .await?;
     // A metric that fails (say, a corrupt row) is logged and skipped: the others go on.
+    // Metrics are independent (each compaction locks its own metric's chunks), so several
+    // are compacted at once.
     let mut failed = 0;
-    for metric_id in metrics {
-        loop {
-            match compact_head_batch(pool, metric_id, options).await {
-                Ok(done) => {
-                    let empty = done.head_rows == 0;
-                    stats.add(done);
-                    if empty {
-                        break;
-                    }
-                }
-                Err(e) if is_connection_error(&e) => return Err(e),
-                Err(e) => {
-                    tracing::error!(metric_id, error = %e, "compacting a metric's head failed; skipping it this round");
-                    failed += 1;
-                    break;
-                }
-            }
-        }
+    let mut done = stream::iter(metrics)
+        .map(|metric_id| compact_metric(pool, metric_id, options))
+        .buffer_unordered(options.workers.max(1));
+    while let Some(result) = done.next().await {
+        let (metric_stats, ok) = result?;
+        stats.add(metric_stats);
+        failed += usize::from(!ok);
     }
+    drop(done);
     let chunks: Vec<(i32, i32)> = sqlx::query_as(
         "SELECT id, metric_id FROM _prom_catalog.chunk
           WHERE NOT sealed AND end_time <= now() - make_interval(secs => $1) ORDER BY metric_id, start_time",
@@ -122,8 +119,11 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
     .bind(options.seal_after.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    for (chunk_id, metric_id) in chunks {
-        match seal_chunk(pool, metric_id, chunk_id).await {
+    let mut sealed = stream::iter(chunks)
+        .map(|(chunk_id, metric_id)| async move { (chunk_id, metric_id, seal_chunk(pool, metric_id, chunk_id).await) })
+        .buffer_unordered(options.workers.max(1));
+    while let Some((chunk_id, metric_id, result)) = sealed.next().await {
+        match result {
             Ok(done) => stats.add(done),
             Err(e) if is_connection_error(&e) => return Err(e),
             Err(e) => {
@@ -132,6 +132,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             }
         }
     }
+    drop(sealed);
     if failed > 0 {
         tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }
@@ -147,6 +148,33 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
         );
     }
     Ok(stats)
+}
+
+/// Every head row of a metric old enough, batch after batch. `Ok((stats, false))` when the
+/// metric failed on its data (logged; the caller goes on with the others); `Err` when the
+/// database is unreachable.
+async fn compact_metric(
+    pool: &PgPool,
+    metric_id: i32,
+    options: &CompactionOptions,
+) -> Result<(CompactionStats, bool), sqlx::Error> {
+    let mut stats = CompactionStats::default();
+    loop {
+        match compact_head_batch(pool, metric_id, options).await {
+            Ok(done) => {
+                let empty = done.head_rows == 0;
+                stats.add(done);
+                if empty {
+                    return Ok((stats, true));
+                }
+            }
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => {
+                tracing::error!(metric_id, error = %e, "compacting a metric's head failed; skipping it this round");
+                return Ok((stats, false));
+            }
+        }
+    }
 }
 
 /// A time chunk as compaction needs it.
@@ -256,7 +284,8 @@ async fn compact_head_batch(
     lock_metric_chunks(&mut tx, metric_id).await?;
     let raw = raw_values(&mut tx, metric_id).await?;
     let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head WHERE metric_id = $1 AND id = ANY($2) ORDER BY id"
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
+           WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[])) ORDER BY id"
     ))
     .bind(metric_id)
     .bind(&ids)
@@ -334,7 +363,9 @@ async fn compact_head_batch(
                 .await?;
         }
     }
-    sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id = ANY($2)")
+    // The ids as a relation, not `id = ANY($2)`: the head has no index on id, and a filter
+    // comparing each of a metric's rows with every id of the batch is quadratic.
+    sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[]))")
         .bind(metric_id)
         .bind(&ids)
         .execute(&mut *tx)
