@@ -33,6 +33,7 @@ pub struct Metrics {
     pub samples_ingested: Counter,
     pub samples_expired: Counter,
     pub samples_compacted: Counter,
+    pub head_rows_merged: Counter,
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
     pub metadata_dropped: Counter,
@@ -65,6 +66,7 @@ impl Metrics {
             samples_ingested: Counter::default(),
             samples_expired: Counter::default(),
             samples_compacted: Counter::default(),
+            head_rows_merged: Counter::default(),
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
             metadata_dropped: Counter::default(),
@@ -113,6 +115,11 @@ impl Metrics {
             "promscale_compaction_samples",
             "Samples moved from the head into series chunks",
             m.samples_compacted.clone(),
+        );
+        registry.register(
+            "promscale_compaction_head_rows_merged",
+            "Small head rows merged into bigger ones before compaction",
+            m.head_rows_merged.clone(),
         );
         registry.register(
             "promscale_ingest_metadata",

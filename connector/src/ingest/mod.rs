@@ -146,8 +146,7 @@ impl Ingestor {
         let started = Instant::now();
         let mut samples = SampleBatch::default();
         let result: Result<u64, StorageError> = async {
-            let mut tx = self.pool.begin().await?;
-            let created = self.resolver.create(&mut tx, &batch.series, &mut resolution).await?;
+            let (mut tx, created) = self.resolver.create(&batch.series, &mut resolution).await?;
             samples = sample_batch(batch, &resolution.ids);
             let expired = if samples.is_empty() {
                 0

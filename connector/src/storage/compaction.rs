@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::codec::{self, encode_series, merge_by_precedence, Block, CorruptBlock};
 use super::read::{split_by_series, StoredHeadRow, HEAD_COLUMNS};
-use super::samples::{quote_ident, PgTimestamp};
+use super::samples::{head_rows, quote_ident, PgTimestamp, SampleBatch};
 
 /// The key of the advisory lock that guards a metric's time chunks (taken by chunk creation
 /// and retention too).
@@ -27,6 +27,8 @@ pub struct CompactionOptions {
     pub seal_after: Duration,
     /// Metrics compacted (and chunks sealed) at once, each on a connection of its own.
     pub workers: usize,
+    /// Small head rows written at least this long ago are merged (see [`merge_head`]).
+    pub merge_after: Duration,
 }
 
 impl CompactionOptions {
@@ -37,6 +39,20 @@ impl CompactionOptions {
             max_batch_samples: 2_000_000,
             seal_after: head_age + Duration::from_secs(30 * 60),
             workers: usize::from(workers).max(1),
+            merge_after: Duration::from_secs(60),
+        }
+    }
+
+    /// Only the merging of small head rows, of every age (benchmarks: the head as it stands
+    /// between two maintenance runs, once the earlier writes are merged).
+    pub fn merge_only() -> Self {
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        CompactionOptions {
+            head_age: century,
+            max_batch_samples: 2_000_000,
+            seal_after: century,
+            workers: 2,
+            merge_after: Duration::ZERO,
         }
     }
 
@@ -47,6 +63,7 @@ impl CompactionOptions {
             max_batch_samples: 2_000_000,
             seal_after: Duration::ZERO,
             workers: 2,
+            merge_after: Duration::ZERO,
         }
     }
 }
@@ -61,6 +78,9 @@ pub struct CompactionStats {
     pub expired: u64,
     pub series_chunks_written: u64,
     pub chunks_sealed: u64,
+    /// Small head rows merged into bigger ones (and the rows that replaced them).
+    pub head_rows_merged: u64,
+    pub merged_rows_written: u64,
 }
 
 impl CompactionStats {
@@ -70,6 +90,8 @@ impl CompactionStats {
         self.expired += o.expired;
         self.series_chunks_written += o.series_chunks_written;
         self.chunks_sealed += o.chunks_sealed;
+        self.head_rows_merged += o.head_rows_merged;
+        self.merged_rows_written += o.merged_rows_written;
     }
 }
 
@@ -103,7 +125,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
     // Metrics are independent (each compaction locks its own metric's chunks), so several
     // are compacted at once.
     let mut failed = 0;
-    let mut done = stream::iter(metrics)
+    let mut done = stream::iter(metrics.clone())
         .map(|metric_id| compact_metric(pool, metric_id, options))
         .buffer_unordered(options.workers.max(1));
     while let Some(result) = done.next().await {
@@ -133,15 +155,30 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
         }
     }
     drop(sealed);
+    let mut merged = stream::iter(metrics)
+        .map(|metric_id| async move { (metric_id, merge_head(pool, metric_id, options).await) })
+        .buffer_unordered(options.workers.max(1));
+    while let Some((metric_id, result)) = merged.next().await {
+        match result {
+            Ok(done) => stats.add(done),
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(metric_id, error = %e, "merging a metric's head rows failed; retrying next round");
+                failed += 1;
+            }
+        }
+    }
+    drop(merged);
     if failed > 0 {
         tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }
-    if stats.samples > 0 {
+    if stats.samples > 0 || stats.head_rows_merged > 0 {
         tracing::info!(
             samples = stats.samples,
             head_rows = stats.head_rows,
             series_chunks = stats.series_chunks_written,
             sealed = stats.chunks_sealed,
+            head_rows_merged = stats.head_rows_merged,
             expired = stats.expired,
             took = ?started.elapsed(),
             "compacted the head"
@@ -175,6 +212,122 @@ async fn compact_metric(
             }
         }
     }
+}
+
+/// Head rows with fewer samples than this are merged; bigger ones stay as they are.
+const MERGE_BELOW_SAMPLES: usize = 1_000;
+/// Fewest consecutive small rows worth merging.
+const MERGE_AT_LEAST_ROWS: usize = 4;
+/// Most samples in a merged head row.
+const MERGED_ROW_SAMPLES: usize = 20_000;
+
+/// Merges a metric's small head rows written at least `merge_after` ago: each run of at
+/// least [`MERGE_AT_LEAST_ROWS`] consecutive rows (in id order) of fewer than
+/// [`MERGE_BELOW_SAMPLES`] samples becomes rows of up to [`MERGED_ROW_SAMPLES`], so that
+/// recent data stays compact whatever the write pattern: a metric with a few samples per
+/// write batch otherwise costs a row (about 100 bytes) and a run header per series for every
+/// batch, until compaction. Rows already big are never rewritten. Each merged row takes the
+/// highest id of the consecutive rows it replaces, so that the rule of precedence between
+/// head rows (on equal times, the row written first wins) is kept; its `written_at` is the
+/// oldest of theirs, so that no sample stays in the head longer.
+async fn merge_head(
+    pool: &PgPool,
+    metric_id: i32,
+    options: &CompactionOptions,
+) -> Result<CompactionStats, sqlx::Error> {
+    let mut stats = CompactionStats::default();
+    let mut tx = pool.begin().await?;
+    let candidates: Vec<(i64, i32, PgTimestamp)> = sqlx::query_as(
+        "SELECT id, samples, written_at FROM _prom_catalog.head
+          WHERE metric_id = $1 AND written_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 100000",
+    )
+    .bind(metric_id)
+    .bind(options.merge_after.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let small = |c: &(i64, i32, PgTimestamp)| (c.1.max(0) as usize) < MERGE_BELOW_SAMPLES;
+    if candidates.iter().filter(|c| small(c)).count() < MERGE_AT_LEAST_ROWS {
+        return Ok(stats);
+    }
+    // Consecutive in id order means consecutive among all the metric's rows: a younger row
+    // with a lower id (its transaction began earlier) would sit between two candidates; then
+    // wait for the next round.
+    let last = candidates[candidates.len() - 1].0;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.head WHERE metric_id = $1 AND id <= $2")
+        .bind(metric_id)
+        .bind(last)
+        .fetch_one(&mut *tx)
+        .await?;
+    if before != candidates.len() as i64 {
+        return Ok(stats);
+    }
+    lock_metric_chunks(&mut tx, metric_id).await?;
+    let mut start = 0;
+    while start < candidates.len() {
+        if !small(&candidates[start]) {
+            start += 1;
+            continue;
+        }
+        let mut end = start;
+        let mut samples = 0usize;
+        while end < candidates.len()
+            && small(&candidates[end])
+            && samples + (candidates[end].1.max(0) as usize) <= MERGED_ROW_SAMPLES
+        {
+            samples += candidates[end].1.max(0) as usize;
+            end += 1;
+        }
+        let group = &candidates[start..end];
+        start = end;
+        if group.len() < MERGE_AT_LEAST_ROWS {
+            continue;
+        }
+        let ids: Vec<i64> = group.iter().map(|c| c.0).collect();
+        let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
+            "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
+               WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[])) ORDER BY id"
+        ))
+        .bind(metric_id)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut batch = SampleBatch::default();
+        for row in &rows {
+            for (series, time, value) in row.samples().map_err(corrupt)? {
+                batch.push(series, time, value);
+            }
+        }
+        let merged = head_rows(&batch);
+        let [row] = merged.as_slice() else {
+            return Err(corrupt(CorruptBlock(
+                "a metric's head rows hold samples of other metrics",
+            )));
+        };
+        sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[]))")
+            .bind(metric_id)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let written_at = group.iter().map(|c| c.2).min().expect("a group is never empty");
+        sqlx::query(
+            "INSERT INTO _prom_catalog.head (id, metric_id, min_time, max_time, samples, written_at, data, exceptions)
+             OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(ids[ids.len() - 1])
+        .bind(metric_id)
+        .bind(PgTimestamp::from_unix_ms(row.min_time))
+        .bind(PgTimestamp::from_unix_ms(row.max_time))
+        .bind(row.samples)
+        .bind(written_at)
+        .bind(&row.block.data)
+        .bind((!row.block.exceptions.is_empty()).then_some(&row.block.exceptions))
+        .execute(&mut *tx)
+        .await?;
+        stats.head_rows_merged += ids.len() as u64;
+        stats.merged_rows_written += 1;
+    }
+    tx.commit().await?;
+    Ok(stats)
 }
 
 /// A time chunk as compaction needs it.

@@ -60,6 +60,7 @@ pub async fn schedule(pool: PgPool, interval: Duration, compaction: CompactionOp
             Ok(Outcome::Done(stats)) => {
                 tracing::debug!(took = ?started.elapsed(), "maintenance done");
                 metrics.samples_compacted.inc_by(stats.samples);
+                metrics.head_rows_merged.inc_by(stats.head_rows_merged);
                 metrics.samples_expired.inc_by(stats.expired);
                 "done"
             }

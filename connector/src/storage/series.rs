@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::series_cache::{IdCache, SeriesCache, SeriesId};
 use super::StorageError;
@@ -90,20 +90,18 @@ impl SeriesResolver {
         resolution
     }
 
-    /// Creates (or finds) the missing series of `resolution` in the caller's transaction and
-    /// fills in their ids. Metrics and label positions are created beforehand in their own
-    /// transactions (they involve view changes); labels and series in `tx`, so that they
-    /// commit with the samples that need them: one commit for a request of new series.
+    /// Creates (or finds) the missing series of `resolution` and fills in their ids, in a
+    /// transaction it returns open: the caller adds the samples that need them and commits,
+    /// then passes `Created` to [`SeriesResolver::remember`]. Metrics and label positions are
+    /// created beforehand in transactions of their own (they involve view changes), and
+    /// before the returned one begins, so that a request never holds one connection while
+    /// waiting for another.
     pub async fn create(
         &self,
-        tx: &mut sqlx::PgConnection,
         series: &[Series],
         resolution: &mut Resolution,
-    ) -> Result<Created, StorageError> {
+    ) -> Result<(Transaction<'static, Postgres>, Created), StorageError> {
         let missing = std::mem::take(&mut resolution.missing);
-        if missing.is_empty() {
-            return Ok(Created::default());
-        }
         // What this batch needs, with what the caches know: keys are "metric 0xFF label name"
         // for positions and "label name 0xFF value" for labels (0xFF occurs in no UTF-8 text).
         let mut positions: HashMap<Vec<u8>, Option<(i32, i32)>> = HashMap::new();
@@ -125,8 +123,9 @@ impl SeriesResolver {
             }
         }
         self.fetch_positions(&mut positions).await?;
+        let mut tx = self.pool.begin().await?;
         let mut created = Created {
-            labels: fetch_labels(&mut *tx, &mut labels).await?,
+            labels: fetch_labels(&mut tx, &mut labels).await?,
             series: Vec::with_capacity(missing.len()),
         };
 
@@ -178,7 +177,7 @@ impl SeriesResolver {
             resolution.ids[i] = id;
             created.series.push((identity, id));
         }
-        Ok(created)
+        Ok((tx, created))
     }
 
     /// Caches what a committed transaction created; returns how many series entries had to

@@ -1,5 +1,5 @@
-//! Bytes per sample on disk, side by side: the connector (head before compaction, series
-//! chunks after, and its series and label catalog) beside Prometheus' own TSDB block
+//! Bytes per sample on disk, side by side: the connector (head as written and once its small
+//! rows are merged, series chunks after compaction, and its series and label catalog) beside Prometheus' own TSDB block
 //! holding the very same samples. Also how fast compaction runs and how fast plain SQL
 //! decodes samples through the views (no extension).
 //!
@@ -13,6 +13,8 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use promscale_connector::storage::compaction::CompactionOptions;
+use promscale_connector::storage::maintenance::{run_once, Outcome};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
@@ -40,6 +42,7 @@ struct Shape {
 struct Figures {
     samples: f64,
     head: i64,
+    merged_head: i64,
     chunks: i64,
     catalog: i64,
     prometheus: u64,
@@ -73,6 +76,21 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     assert_eq!(stored as f64, samples);
     sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
     let head: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('_prom_catalog.head')")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    // The head as it stands between maintenance runs: the small rows of earlier writes
+    // merged (VACUUM FULL: in a running system the space they freed takes later writes).
+    let outcome = run_once(&db, &CompactionOptions::merge_only())
+        .await
+        .expect("merging the head");
+    assert!(matches!(outcome, Outcome::Done(_)), "maintenance lock held");
+    sqlx::query("VACUUM FULL _prom_catalog.head")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
+    let merged_head: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('_prom_catalog.head')")
         .fetch_one(&db)
         .await
         .unwrap();
@@ -144,6 +162,7 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     Figures {
         samples,
         head,
+        merged_head,
         chunks,
         catalog,
         prometheus: tsdb,
@@ -192,17 +211,28 @@ async fn main() {
 
     println!("\nbytes per sample on disk: counters and gauges every 15 s, default 8 h chunks");
     println!(
-        "{:<40} {:>9} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>12} {:>12}",
-        "shape", "samples", "head", "chunks", "catalog", "total", "prometheus", "ratio", "compaction/s", "SQL decode/s"
+        "{:<40} {:>9} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>7} {:>12} {:>12}",
+        "shape",
+        "samples",
+        "head",
+        "merged",
+        "chunks",
+        "catalog",
+        "total",
+        "prometheus",
+        "ratio",
+        "compaction/s",
+        "SQL decode/s"
     );
     for (shape, f) in shapes.iter().zip(&rows) {
         let per = |bytes: f64| bytes / f.samples;
         let total = (f.chunks + f.catalog) as f64;
         println!(
-            "{:<40} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>12.0} {:>12.0}",
+            "{:<40} {:>9} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>12.0} {:>12.0}",
             format!("{} ({} series)", shape.name, shape.series),
             f.samples,
             per(f.head as f64),
+            per(f.merged_head as f64),
             per(f.chunks as f64),
             per(f.catalog as f64),
             per(total),
@@ -212,7 +242,8 @@ async fn main() {
             f.sql_decode_rate,
         );
     }
-    println!("head: recent samples before compaction; chunks: series chunks and their index after compaction;");
+    println!("head: recent samples as written; merged: the head once maintenance merged its small rows (as it stands");
+    println!("between maintenance runs, before compaction); chunks: series chunks and their index after compaction;");
     println!(
         "catalog: series and label tables with their indexes; total = chunks + catalog; ratio = total / prometheus"
     );
