@@ -46,6 +46,7 @@ struct Figures {
     chunks: i64,
     catalog: i64,
     prometheus: u64,
+    merge_rate: f64,
     compaction_rate: f64,
     sql_decode_rate: f64,
 }
@@ -81,9 +82,11 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
         .unwrap();
     // The head as it stands between maintenance runs: the small rows of earlier writes
     // merged (VACUUM FULL: in a running system the space they freed takes later writes).
+    let merge_started = Instant::now();
     let outcome = run_once(&db, &CompactionOptions::merge_only())
         .await
         .expect("merging the head");
+    let merge_rate = samples / merge_started.elapsed().as_secs_f64();
     assert!(matches!(outcome, Outcome::Done(_)), "maintenance lock held");
     sqlx::query("VACUUM FULL _prom_catalog.head")
         .execute(&db)
@@ -166,6 +169,7 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
         chunks,
         catalog,
         prometheus: tsdb,
+        merge_rate,
         compaction_rate,
         sql_decode_rate,
     }
@@ -211,7 +215,7 @@ async fn main() {
 
     println!("\nbytes per sample on disk: counters and gauges every 15 s, default 8 h chunks");
     println!(
-        "{:<40} {:>9} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>7} {:>12} {:>12}",
+        "{:<40} {:>9} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>7} {:>9} {:>12} {:>12}",
         "shape",
         "samples",
         "head",
@@ -221,6 +225,7 @@ async fn main() {
         "total",
         "prometheus",
         "ratio",
+        "merge/s",
         "compaction/s",
         "SQL decode/s"
     );
@@ -228,7 +233,7 @@ async fn main() {
         let per = |bytes: f64| bytes / f.samples;
         let total = (f.chunks + f.catalog) as f64;
         println!(
-            "{:<40} {:>9} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>12.0} {:>12.0}",
+            "{:<40} {:>9} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>9.0} {:>12.0} {:>12.0}",
             format!("{} ({} series)", shape.name, shape.series),
             f.samples,
             per(f.head as f64),
@@ -238,12 +243,14 @@ async fn main() {
             per(total),
             per(f.prometheus as f64),
             total / f.prometheus as f64,
+            f.merge_rate,
             f.compaction_rate,
             f.sql_decode_rate,
         );
     }
     println!("head: recent samples as written; merged: the head once maintenance merged its small rows (as it stands");
     println!("between maintenance runs, before compaction); chunks: series chunks and their index after compaction;");
+    println!("merge/s and compaction/s: samples a second of the merge pass and of compaction (of the merged head)");
     println!(
         "catalog: series and label tables with their indexes; total = chunks + catalog; ratio = total / prometheus"
     );
