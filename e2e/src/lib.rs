@@ -28,13 +28,26 @@ use promscale_connector::storage::maintenance::{run_once, Outcome};
 /// What a connector's scheduled maintenance does, right now and for everything: retention,
 /// then compaction of every head row into series chunks and sealing of every ended chunk.
 pub async fn maintain(db: &sqlx::PgPool) -> CompactionStats {
-    match run_once(db, &CompactionOptions::everything())
-        .await
-        .expect("maintenance")
-    {
+    maintain_with(db, &CompactionOptions::everything()).await
+}
+
+/// One maintenance run with these options, right now.
+pub async fn maintain_with(db: &sqlx::PgPool, options: &CompactionOptions) -> CompactionStats {
+    match run_once(db, options).await.expect("maintenance") {
         Outcome::Done(stats) => stats,
         Outcome::Skipped => panic!("another connector holds the maintenance lock"),
     }
+}
+
+/// Sends an HTTP request and returns its body as JSON.
+pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("sending the request")
+        .json()
+        .await
+        .expect("a JSON answer")
 }
 
 /// A recent timestamp (an hour ago, in whole seconds) in Prometheus' milliseconds: within

@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 
 use promscale_connector::storage::compaction::CompactionOptions;
-use promscale_connector::storage::maintenance::{run_once, Outcome};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series};
-use promscale_e2e::{maintain, recent_ms};
+use promscale_e2e::{json, maintain, maintain_with, recent_ms};
 use sqlx::PgPool;
 
 const STEP_MS: i64 = 15_000;
@@ -42,20 +41,13 @@ async fn head_bytes(db: &PgPool) -> i64 {
 }
 
 async fn range_query(client: &reqwest::Client, connector: &Connector, query: &str, start: i64, end: i64) -> String {
-    let response: serde_json::Value = client
-        .post(connector.url("/api/v1/query_range"))
-        .form(&[
-            ("query", query),
-            ("start", &format!("{}", start as f64 / 1000.0)),
-            ("end", &format!("{}", end as f64 / 1000.0)),
-            ("step", "15"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = json(client.post(connector.url("/api/v1/query_range")).form(&[
+        ("query", query),
+        ("start", &format!("{}", start as f64 / 1000.0)),
+        ("end", &format!("{}", end as f64 / 1000.0)),
+        ("step", "15"),
+    ]))
+    .await;
     assert_eq!(response["status"], "success", "{query}: {response}");
     response["data"].to_string()
 }
@@ -120,10 +112,7 @@ async fn small_head_rows_are_merged_and_every_query_answers_as_before() {
     let bytes_before = head_bytes(&db).await;
     assert_eq!(rows_before, 41);
 
-    let stats = match run_once(&db, &CompactionOptions::merge_only()).await.unwrap() {
-        Outcome::Done(stats) => stats,
-        Outcome::Skipped => panic!("maintenance lock held"),
-    };
+    let stats = maintain_with(&db, &CompactionOptions::merge_only()).await;
     assert_eq!(
         (stats.head_rows_merged, stats.merged_rows_written, stats.samples),
         (41, 1, 0)
@@ -147,10 +136,7 @@ async fn small_head_rows_are_merged_and_every_query_answers_as_before() {
         &[(start + 30 * STEP_MS, 999.0)],
     )]);
     assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
-    let again = match run_once(&db, &CompactionOptions::merge_only()).await.unwrap() {
-        Outcome::Done(stats) => stats,
-        Outcome::Skipped => panic!("maintenance lock held"),
-    };
+    let again = maintain_with(&db, &CompactionOptions::merge_only()).await;
     assert_eq!(again.head_rows_merged, 0, "two rows are not worth merging");
     assert_eq!(stored(&db).await, view_before);
     let compacted = maintain(&db).await;
@@ -204,10 +190,7 @@ async fn big_head_rows_stay_and_the_small_ones_around_them_merge_on_their_side()
         .await
         .unwrap();
 
-    let stats = match run_once(&db, &CompactionOptions::merge_only()).await.unwrap() {
-        Outcome::Done(stats) => stats,
-        Outcome::Skipped => panic!("maintenance lock held"),
-    };
+    let stats = maintain_with(&db, &CompactionOptions::merge_only()).await;
     assert_eq!((stats.head_rows_merged, stats.merged_rows_written), (15, 2));
     let rows: Vec<(i64, i32)> = sqlx::query_as("SELECT id, samples FROM _prom_catalog.head ORDER BY id")
         .fetch_all(&db)

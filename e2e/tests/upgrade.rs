@@ -8,7 +8,7 @@ use promscale_connector::storage::samples::PgTimestamp;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
-use promscale_e2e::{maintain, recent_ms};
+use promscale_e2e::{json, maintain, recent_ms};
 use sqlx::{PgPool, Row};
 
 const STEP_MS: i64 = 300_000;
@@ -361,15 +361,12 @@ async fn a_version_6_catalog_keeps_its_series_through_the_series_creation_upgrad
     let query = |q: &str| {
         let (client, url, q) = (client.clone(), connector.url("/api/v1/query"), q.to_string());
         async move {
-            let response: serde_json::Value = client
-                .post(url)
-                .form(&[("query", q.as_str()), ("time", &format!("{}", t as f64 / 1000.0))])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let response = json(
+                client
+                    .post(url)
+                    .form(&[("query", q.as_str()), ("time", &format!("{}", t as f64 / 1000.0))]),
+            )
+            .await;
             let mut values: Vec<String> = response["data"]["result"]
                 .as_array()
                 .unwrap_or_else(|| panic!("{q}: {response}"))

@@ -214,6 +214,50 @@ async fn compact_metric(
     }
 }
 
+/// (id, samples, written_at) of the metric's head rows written at least `age` ago, in id
+/// order, the first 100,000.
+async fn head_candidates(
+    conn: &mut PgConnection,
+    metric_id: i32,
+    age: Duration,
+) -> Result<Vec<(i64, i32, PgTimestamp)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, samples, written_at FROM _prom_catalog.head
+          WHERE metric_id = $1 AND written_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 100000",
+    )
+    .bind(metric_id)
+    .bind(age.as_secs_f64())
+    .fetch_all(conn)
+    .await
+}
+
+/// The metric's head rows of the given ids, in id order. The ids go in as a relation, not
+/// `id = ANY($2)`: the head has no index on id, and a filter comparing each of a metric's
+/// rows with every id of the batch is quadratic.
+async fn head_rows_by_id(
+    conn: &mut PgConnection,
+    metric_id: i32,
+    ids: &[i64],
+) -> Result<Vec<StoredHeadRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
+           WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[])) ORDER BY id"
+    ))
+    .bind(metric_id)
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+async fn delete_head_rows(conn: &mut PgConnection, metric_id: i32, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[]))")
+        .bind(metric_id)
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Head rows with fewer samples than this are merged; bigger ones stay as they are.
 const MERGE_BELOW_SAMPLES: usize = 1_000;
 /// Fewest consecutive small rows worth merging.
@@ -237,14 +281,7 @@ async fn merge_head(
 ) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
-    let candidates: Vec<(i64, i32, PgTimestamp)> = sqlx::query_as(
-        "SELECT id, samples, written_at FROM _prom_catalog.head
-          WHERE metric_id = $1 AND written_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 100000",
-    )
-    .bind(metric_id)
-    .bind(options.merge_after.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
+    let candidates = head_candidates(&mut tx, metric_id, options.merge_after).await?;
     let small = |c: &(i64, i32, PgTimestamp)| (c.1.max(0) as usize) < MERGE_BELOW_SAMPLES;
     if candidates.iter().filter(|c| small(c)).count() < MERGE_AT_LEAST_ROWS {
         return Ok(stats);
@@ -283,14 +320,7 @@ async fn merge_head(
             continue;
         }
         let ids: Vec<i64> = group.iter().map(|c| c.0).collect();
-        let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-            "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
-               WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[])) ORDER BY id"
-        ))
-        .bind(metric_id)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = head_rows_by_id(&mut tx, metric_id, &ids).await?;
         let mut batch = SampleBatch::default();
         for row in &rows {
             for (series, time, value) in row.samples().map_err(corrupt)? {
@@ -303,11 +333,7 @@ async fn merge_head(
                 "a metric's head rows hold samples of other metrics",
             )));
         };
-        sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[]))")
-            .bind(metric_id)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        delete_head_rows(&mut tx, metric_id, &ids).await?;
         let written_at = group.iter().map(|c| c.2).min().expect("a group is never empty");
         sqlx::query(
             "INSERT INTO _prom_catalog.head (id, metric_id, min_time, max_time, samples, written_at, data, exceptions)
@@ -414,17 +440,10 @@ async fn compact_head_batch(
 ) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
-    let candidates: Vec<(i64, i32)> = sqlx::query_as(
-        "SELECT id, samples FROM _prom_catalog.head
-          WHERE metric_id = $1 AND written_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 100000",
-    )
-    .bind(metric_id)
-    .bind(options.head_age.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
+    let candidates = head_candidates(&mut tx, metric_id, options.head_age).await?;
     let mut ids = Vec::new();
     let mut taken = 0usize;
-    for (id, samples) in candidates {
+    for (id, samples, _) in candidates {
         if taken >= options.max_batch_samples {
             break;
         }
@@ -436,14 +455,7 @@ async fn compact_head_batch(
     }
     lock_metric_chunks(&mut tx, metric_id).await?;
     let raw = raw_values(&mut tx, metric_id).await?;
-    let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
-           WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[])) ORDER BY id"
-    ))
-    .bind(metric_id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = head_rows_by_id(&mut tx, metric_id, &ids).await?;
     stats.head_rows = rows.len() as u64;
 
     // Per series, one list per head row, in the order written.
@@ -516,13 +528,7 @@ async fn compact_head_batch(
                 .await?;
         }
     }
-    // The ids as a relation, not `id = ANY($2)`: the head has no index on id, and a filter
-    // comparing each of a metric's rows with every id of the batch is quadratic.
-    sqlx::query("DELETE FROM _prom_catalog.head WHERE metric_id = $1 AND id IN (SELECT unnest($2::int8[]))")
-        .bind(metric_id)
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    delete_head_rows(&mut tx, metric_id, &ids).await?;
     tx.commit().await?;
     Ok(stats)
 }
