@@ -148,7 +148,9 @@ pub struct Config {
     pub maintenance_interval: Duration,
 
     /// Metrics compacted at once by maintenance, each in a transaction and on a database
-    /// connection of its own: compaction then uses that many of the database's CPU cores.
+    /// connection of its own (taken from --db.connections-max, beside the one that holds the
+    /// maintenance lock; at most half of what is left): compaction then uses that many of the
+    /// database's CPU cores.
     #[arg(long = "maintenance.compaction-workers", env = "PROMSCALE_MAINTENANCE_COMPACTION_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub maintenance_compaction_workers: u16,
 

@@ -122,9 +122,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         pool.clone(),
         state.clone(),
         config.maintenance_interval,
+        // Each worker takes a connection, beside the maintenance lock's: leave half to ingest.
         storage::compaction::CompactionOptions::scheduled(
             config.storage_head_age,
-            config.maintenance_compaction_workers,
+            config.maintenance_compaction_workers.min(
+                u16::try_from(config.db_connections_max.saturating_sub(2) / 2)
+                    .unwrap_or(u16::MAX)
+                    .max(1),
+            ),
         ),
     ));
     // One shutdown signal, seen by the HTTP server and by the status reporter.

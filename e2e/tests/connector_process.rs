@@ -1,5 +1,6 @@
 //! The connector as an operator meets it: its flags, its embedded default database,
-//! concurrent start-up against one database, and secrets kept out of its output.
+//! concurrent start-up against one database, series creation by several connectors and
+//! after a restart, and secrets kept out of its output.
 
 use std::time::Duration;
 
@@ -259,4 +260,60 @@ async fn connectors_creating_overlapping_metrics_keys_and_series_at_once_agree()
         .await
         .unwrap();
     assert_eq!(samples, 3 * 4 * 40);
+}
+
+/// A connector that has not seen a series (restarted, or another replica) finds it instead
+/// of creating it, and finding it uses up no id: the series and label id sequences are
+/// finite (2^40 series, 2^31 labels), and cache misses happen all the time. A series
+/// repeated within a request (Prometheus sends one entry per sample) is created once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_series_are_found_without_using_up_ids_and_repeats_are_created_once() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let t = promscale_e2e::recent_ms();
+    let body = |round: i64| {
+        let mut list: Vec<_> = (0..50)
+            .map(|n| {
+                series(
+                    &[("__name__", "ids_used"), ("pod", &format!("p{n}"))],
+                    &[(t + round * 1000, n as f64)],
+                )
+            })
+            .collect();
+        // The same series again, a sample a later.
+        list.push(series(
+            &[("__name__", "ids_used"), ("pod", "p7")],
+            &[(t + round * 1000 + 500, 7.5)],
+        ));
+        encode(list)
+    };
+    let sequences = || async {
+        let row: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT last_value FROM _prom_catalog.series_number),
+                    (SELECT last_value FROM _prom_catalog.label_id_seq),
+                    (SELECT count(*) FROM _prom_catalog.series)",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        row
+    };
+    let client = reqwest::Client::new();
+    let first = Connector::start(&pg.uri(), &[]).await;
+    let (status, text) = post(&client, &first.url("/write"), body(0)).await.unwrap();
+    assert_eq!(status, 204, "{text}");
+    let after_creation = sequences().await;
+    assert_eq!(after_creation.2, 50, "one series per label set");
+    // Another connector (an empty cache) writes the same series, twice.
+    let second = Connector::start(&pg.uri(), &[]).await;
+    for round in 1..3 {
+        let (status, text) = post(&client, &second.url("/write"), body(round)).await.unwrap();
+        assert_eq!(status, 204, "{text}");
+    }
+    assert_eq!(sequences().await, after_creation, "no id drawn, no series added");
+    let samples: i64 = sqlx::query_scalar("SELECT count(*) FROM prom_data.ids_used")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(samples, 3 * 51);
 }

@@ -141,16 +141,37 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
     .bind(options.seal_after.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let mut sealed = stream::iter(chunks)
-        .map(|(chunk_id, metric_id)| async move { (chunk_id, metric_id, seal_chunk(pool, metric_id, chunk_id).await) })
+    // A metric's chunks one after the other (they take the metric's lock), metrics at once.
+    let mut by_metric: Vec<(i32, Vec<i32>)> = Vec::new();
+    for (chunk_id, metric_id) in chunks {
+        match by_metric.last_mut() {
+            Some((m, ids)) if *m == metric_id => ids.push(chunk_id),
+            _ => by_metric.push((metric_id, vec![chunk_id])),
+        }
+    }
+    let mut sealed = stream::iter(by_metric)
+        .map(|(metric_id, chunk_ids)| async move {
+            let mut results = Vec::with_capacity(chunk_ids.len());
+            for chunk_id in chunk_ids {
+                let result = seal_chunk(pool, metric_id, chunk_id).await;
+                let stop = matches!(&result, Err(e) if is_connection_error(e));
+                results.push((chunk_id, result));
+                if stop {
+                    break;
+                }
+            }
+            (metric_id, results)
+        })
         .buffer_unordered(options.workers.max(1));
-    while let Some((chunk_id, metric_id, result)) = sealed.next().await {
-        match result {
-            Ok(done) => stats.add(done),
-            Err(e) if is_connection_error(&e) => return Err(e),
-            Err(e) => {
-                tracing::warn!(chunk_id, metric_id, error = %e, "sealing a chunk failed; retrying next round");
-                failed += 1;
+    while let Some((metric_id, results)) = sealed.next().await {
+        for (chunk_id, result) in results {
+            match result {
+                Ok(done) => stats.add(done),
+                Err(e) if is_connection_error(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(chunk_id, metric_id, error = %e, "sealing a chunk failed; retrying next round");
+                    failed += 1;
+                }
             }
         }
     }
@@ -321,6 +342,10 @@ async fn merge_head(
         }
         let ids: Vec<i64> = group.iter().map(|c| c.0).collect();
         let rows = head_rows_by_id(&mut tx, metric_id, &ids).await?;
+        if rows.len() != ids.len() {
+            // Gone since the candidates were read (retention): next round.
+            continue;
+        }
         let mut batch = SampleBatch::default();
         for row in &rows {
             for (series, time, value) in row.samples().map_err(corrupt)? {
@@ -698,8 +723,9 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     let mut tx = pool.begin().await?;
     // Replacing the table waits for the queries reading it, and queries arriving meanwhile
     // wait behind it: give up after a few seconds rather than stall the metric's readers.
-    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    // (Set after the metric's own lock, which only maintenance and retention take.)
     lock_metric_chunks(&mut tx, metric_id).await?;
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
     let Some(chunk): Option<Chunk> = sqlx::query_as(&format!(
         "SELECT {CHUNK_COLUMNS} FROM _prom_catalog.chunk WHERE id = $1 AND NOT sealed"
     ))

@@ -180,6 +180,9 @@ impl HeadWriter {
 
 /// Inserts encoded head rows in one statement. A row whose samples all lie beyond its
 /// metric's retention period is not stored; returns how many samples were left out so.
+/// `written_at` is the time of the insert, not of the transaction's start (`now()`): a row
+/// then gets its id and its age at once, which the merging of head rows relies on (a row
+/// written a minute ago has committed or been rolled back, short of a stalled commit).
 pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[HeadRow]) -> Result<u64, sqlx::Error> {
     let mut exceptions: Vec<f64> = Vec::new();
     let (mut offsets, mut lengths) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
@@ -194,8 +197,9 @@ pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[H
                FROM unnest($1::int4[], $2::timestamptz[], $3::timestamptz[], $4::int4[], $5::bytea[], $6::int4[], $7::int4[])
                     AS u(m, lo, hi, n, d, off, len)
          ), inserted AS (
-             INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
-             SELECT u.m, u.lo, u.hi, u.n, u.d, CASE WHEN u.len > 0 THEN $8[u.off + 1 : u.off + u.len] END
+             INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions, written_at)
+             SELECT u.m, u.lo, u.hi, u.n, u.d, CASE WHEN u.len > 0 THEN $8[u.off + 1 : u.off + u.len] END,
+                    clock_timestamp()
                FROM u WHERE NOT u.expired
          )
          SELECT coalesce(sum(u.n) FILTER (WHERE u.expired), 0)::int8 FROM u",

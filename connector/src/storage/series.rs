@@ -129,10 +129,25 @@ impl SeriesResolver {
             series: Vec::with_capacity(missing.len()),
         };
 
+        // Each series once (a request may repeat one, a sample per entry): `unique[n]` is the
+        // first entry of the n-th distinct series, `slot[k]` the distinct series of entry k.
+        let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
+        let mut unique: Vec<usize> = Vec::with_capacity(missing.len());
+        let slot: Vec<usize> = missing
+            .iter()
+            .enumerate()
+            .map(|(k, (_, identity))| {
+                *first_of.entry(identity.as_slice()).or_insert_with(|| {
+                    unique.push(k);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+
         // The dense labels array of each series: label ids by position, 0 for a key it lacks.
-        let mut wanted: Vec<(i32, Vec<i32>)> = Vec::with_capacity(missing.len());
-        for (i, _) in &missing {
-            let s = &series[*i];
+        let mut wanted: Vec<(i32, Vec<i32>)> = Vec::with_capacity(unique.len());
+        for &k in &unique {
+            let s = &series[missing[k].0];
             let metric = s.metric_name().as_bytes();
             let mut metric_id = 0;
             let mut array: Vec<i32> = Vec::with_capacity(s.labels.len());
@@ -164,14 +179,14 @@ impl SeriesResolver {
                 .bind(flat)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut ids = vec![None; missing.len()];
+        let mut ids = vec![None; unique.len()];
         for (sent, id) in rows {
             if let Some(&n) = order.get(sent as usize) {
                 ids[n] = Some(id);
             }
         }
-        for ((i, identity), id) in missing.into_iter().zip(ids) {
-            let id = id.ok_or_else(|| {
+        for ((i, identity), n) in missing.into_iter().zip(slot) {
+            let id = ids[n].ok_or_else(|| {
                 StorageError::Unavailable(format!("database returned no id for series {i} of the request"))
             })?;
             resolution.ids[i] = id;

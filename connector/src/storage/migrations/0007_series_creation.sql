@@ -69,8 +69,13 @@ CREATE FUNCTION _prom_catalog.get_or_create_label_ids(p_keys text[], p_values te
 RETURNS TABLE (idx int, label_id int)
 LANGUAGE plpgsql AS $fn$
 BEGIN
+    -- Existing labels are filtered out first: a conflicting row would still draw an id from
+    -- the (int4) label sequence.
     INSERT INTO _prom_catalog.label (key, value)
     SELECT DISTINCT k, v FROM unnest(p_keys, p_values) AS t(k, v)
+     WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.label l
+                        WHERE l.key = t.k AND _prom_catalog.label_value_key(l.value) = _prom_catalog.label_value_key(t.v)
+                          AND l.value = t.v)
     ORDER BY 1, 2
     ON CONFLICT (key, _prom_catalog.label_value_key(value)) DO NOTHING;
 
@@ -97,11 +102,12 @@ CREATE TYPE _prom_catalog.new_series AS (i int, id bigint, metric_id int, labels
 -- The id of each series, creating those that do not exist. Series i (counting from 0) is
 -- of metric p_metric_ids[i + 1] and its labels array (label ids by position, 0 for a key
 -- it lacks, up to its last key) is the next p_label_counts[i + 1] entries of p_labels.
--- Callers send the series in labels order, so that concurrent creators of overlapping
--- batches wait on each other in one order. An id is drawn for every series sent (one that
--- exists already wastes it; the sequence has room for 2^40), so that what the insert
--- returns is told apart by id alone. A series that existed, or that another writer created
--- first, is looked up by a second statement, which sees what committed since the first.
+-- Callers send each series once, in labels order, so that concurrent creators of
+-- overlapping batches wait on each other in one order. An id is drawn for each series not
+-- found (the sequence has room for 2^40 series in all: a lookup must not use one up), so that
+-- what the insert returns is told apart by id alone. A series that existed, or that another
+-- writer created first (its drawn id is then lost), is looked up by a second statement,
+-- which sees what committed since the first.
 CREATE FUNCTION _prom_catalog.create_series(p_metric_ids int[], p_label_counts int[], p_labels int[])
 RETURNS TABLE (idx int, series_id bigint)
 LANGUAGE plpgsql AS $fn$
@@ -109,16 +115,19 @@ DECLARE
     v_wanted _prom_catalog.new_series[];
     v_created bigint;
 BEGIN
-    SELECT array_agg(ROW(u.i, _prom_catalog.first_series_id(u.metric_id) + nextval('_prom_catalog.series_number'),
-                         u.metric_id, p_labels[u.stop - u.n + 1 : u.stop])::_prom_catalog.new_series ORDER BY u.i)
+    SELECT array_agg(ROW(u.i,
+                         CASE WHEN NOT EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels = u.labels)
+                              THEN _prom_catalog.first_series_id(u.metric_id) + nextval('_prom_catalog.series_number') END,
+                         u.metric_id, u.labels)::_prom_catalog.new_series ORDER BY u.i)
       INTO v_wanted
-      FROM (SELECT (t.ord - 1)::int AS i, t.metric_id, t.n, sum(t.n) OVER (ORDER BY t.ord) AS stop
-              FROM unnest(p_metric_ids, p_label_counts) WITH ORDINALITY AS t(metric_id, n, ord)) u;
+      FROM (SELECT v.i, v.metric_id, p_labels[v.stop - v.n + 1 : v.stop] AS labels
+              FROM (SELECT (t.ord - 1)::int AS i, t.metric_id, t.n, sum(t.n) OVER (ORDER BY t.ord) AS stop
+                      FROM unnest(p_metric_ids, p_label_counts) WITH ORDINALITY AS t(metric_id, n, ord)) v) u;
 
     RETURN QUERY
     WITH created AS (
         INSERT INTO _prom_catalog.series (id, metric_id, labels)
-        SELECT w.id, w.metric_id, w.labels FROM unnest(v_wanted) w ORDER BY w.i
+        SELECT w.id, w.metric_id, w.labels FROM unnest(v_wanted) w WHERE w.id IS NOT NULL ORDER BY w.i
         ON CONFLICT DO NOTHING
         RETURNING series.id
     )
@@ -128,7 +137,7 @@ BEGIN
     IF v_created < cardinality(v_wanted) THEN
         RETURN QUERY
         SELECT w.i, s.id FROM unnest(v_wanted) w JOIN _prom_catalog.series s ON s.labels = w.labels
-         WHERE s.id <> w.id;
+         WHERE s.id IS DISTINCT FROM w.id;
     END IF;
 END
 $fn$;
