@@ -144,14 +144,13 @@ impl Ingestor {
         mut resolution: Resolution,
     ) -> Result<usize, StorageError> {
         let started = Instant::now();
-        let mut samples = SampleBatch::default();
+        let sample_count: usize = batch.series.iter().map(|s| s.samples.len()).sum();
         let result: Result<u64, StorageError> = async {
             let (mut tx, created) = self.resolver.create(&batch.series, &mut resolution).await?;
-            samples = sample_batch(batch, &resolution.ids);
-            let expired = if samples.is_empty() {
+            let expired = if sample_count == 0 {
                 0
             } else {
-                insert_head_rows(&mut *tx, &head_rows(&samples)).await?
+                insert_head_rows(&mut *tx, &head_rows(&sample_batch(batch, &resolution.ids))).await?
             };
             tx.commit().await?;
             let evicted = self.resolver.remember(created);
@@ -159,12 +158,12 @@ impl Ingestor {
             Ok(expired)
         }
         .await;
-        record_write(&self.metrics, &self.activity, &result, samples.len(), 1, started);
+        record_write(&self.metrics, &self.activity, &result, sample_count, 1, started);
         result?;
-        if !samples.is_empty() {
+        if sample_count > 0 {
             self.activity.committed(resolution.ids);
         }
-        Ok(samples.len())
+        Ok(sample_count)
     }
 }
 

@@ -133,7 +133,6 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
         stats.add(metric_stats);
         failed += usize::from(!ok);
     }
-    drop(done);
     let chunks: Vec<(i32, i32)> = sqlx::query_as(
         "SELECT id, metric_id FROM _prom_catalog.chunk
           WHERE NOT sealed AND end_time <= now() - make_interval(secs => $1) ORDER BY metric_id, start_time",
@@ -175,7 +174,6 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             }
         }
     }
-    drop(sealed);
     let mut merged = stream::iter(metrics)
         .map(|metric_id| async move { (metric_id, merge_head(pool, metric_id, options).await) })
         .buffer_unordered(options.workers.max(1));
@@ -189,7 +187,6 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             }
         }
     }
-    drop(merged);
     if failed > 0 {
         tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }

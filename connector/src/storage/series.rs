@@ -208,25 +208,18 @@ impl SeriesResolver {
             .sum()
     }
 
-    /// Fills in the metric id and position of every (metric, label name) pair not cached.
+    /// Fills in the metric id and position of every (metric, label name) pair not cached,
+    /// creating what is missing in a transaction of its own, and caches them.
     async fn fetch_positions(&self, positions: &mut HashMap<Vec<u8>, Option<(i32, i32)>>) -> Result<(), StorageError> {
-        let unknown: Vec<&Vec<u8>> = positions.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let (metrics, keys): (Vec<&str>, Vec<&str>) = unknown.iter().map(|k| split(k)).unzip();
-        let rows: Vec<(i32, i32, i32)> =
-            sqlx::query_as("SELECT idx, metric_id, pos FROM _prom_catalog.get_or_create_label_positions($1, $2)")
-                .bind(&metrics)
-                .bind(&keys)
-                .fetch_all(&self.pool)
-                .await?;
-        let unknown: Vec<Vec<u8>> = unknown.into_iter().cloned().collect();
-        for (n, metric_id, pos) in rows {
-            if let Some(key) = unknown.get(n as usize) {
-                self.positions.insert(key.clone(), (metric_id, pos));
-                positions.insert(key.clone(), Some((metric_id, pos)));
-            }
+        let found = fetch_unknown(
+            &self.pool,
+            "SELECT idx, metric_id, pos FROM _prom_catalog.get_or_create_label_positions($1, $2)",
+            positions,
+            |(n, metric_id, pos): (i32, i32, i32)| (n, (metric_id, pos)),
+        )
+        .await?;
+        for (key, position) in found {
+            self.positions.insert(key, position);
         }
         Ok(())
     }
@@ -238,7 +231,28 @@ async fn fetch_labels(
     tx: &mut sqlx::PgConnection,
     labels: &mut HashMap<Vec<u8>, Option<i32>>,
 ) -> Result<Vec<(Vec<u8>, i32)>, StorageError> {
-    let unknown: Vec<Vec<u8>> = labels
+    fetch_unknown(
+        tx,
+        "SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2)",
+        labels,
+        |(n, id): (i32, i32)| (n, id),
+    )
+    .await
+}
+
+/// Fills in the entries of `wanted` not known yet (keys are [`joined`] pairs) through
+/// `query`, which takes the pairs' two strings as two arrays and answers with `idx` (the
+/// pair's place, from 0) and its value, as `row` reads them; returns what it found.
+async fn fetch_unknown<'e, V: Copy, R>(
+    executor: impl sqlx::PgExecutor<'e>,
+    query: &'static str,
+    wanted: &mut HashMap<Vec<u8>, Option<V>>,
+    row: impl Fn(R) -> (i32, V),
+) -> Result<Vec<(Vec<u8>, V)>, StorageError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let unknown: Vec<Vec<u8>> = wanted
         .iter()
         .filter(|(_, v)| v.is_none())
         .map(|(k, _)| k.clone())
@@ -246,18 +260,24 @@ async fn fetch_labels(
     if unknown.is_empty() {
         return Ok(vec![]);
     }
-    let (keys, values): (Vec<&str>, Vec<&str>) = unknown.iter().map(|k| split(k)).unzip();
-    let rows: Vec<(i32, i32)> =
-        sqlx::query_as("SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2)")
-            .bind(&keys)
-            .bind(&values)
-            .fetch_all(&mut *tx)
-            .await?;
+    let (firsts, seconds): (Vec<String>, Vec<String>) = unknown
+        .iter()
+        .map(|k| {
+            let (a, b) = split(k);
+            (a.to_owned(), b.to_owned())
+        })
+        .unzip();
+    let rows: Vec<R> = sqlx::query_as(query)
+        .bind(firsts)
+        .bind(seconds)
+        .fetch_all(executor)
+        .await?;
     let mut found = Vec::with_capacity(rows.len());
-    for (n, id) in rows {
+    for r in rows {
+        let (n, value) = row(r);
         if let Some(key) = unknown.get(n as usize) {
-            labels.insert(key.clone(), Some(id));
-            found.push((key.clone(), id));
+            wanted.insert(key.clone(), Some(value));
+            found.push((key.clone(), value));
         }
     }
     Ok(found)
