@@ -1,7 +1,10 @@
-//! Compaction: series chunks answer exactly like the head they were made from, take a
-//! fraction of its space, follow the compression setting, and take late samples without
-//! losing any.
+//! Compaction: series chunks and chunk blocks answer exactly like the head they were made
+//! from, take a fraction of its space, follow the compression setting, and take late samples
+//! without losing any.
 
+use std::collections::{BTreeMap, HashMap};
+
+use promscale_connector::storage::codec::run_sizes;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::recent_ms;
@@ -71,17 +74,51 @@ async fn maintenance(db: &PgPool) {
     promscale_e2e::maintain(db).await;
 }
 
-/// Per kind of series: (bytes of encoded data, exceptions, samples) over its series chunks.
+/// Per kind of series: (bytes of encoded data, exceptions, samples) over its series chunks
+/// and its runs in chunk blocks.
 async fn encoding(db: &PgPool, metric: &str) -> Vec<(String, i64, i64, i64)> {
-    sqlx::query_as(&format!(
-        "SELECT (SELECT l.value FROM _prom_catalog.series s JOIN _prom_catalog.label l ON l.id = s.labels[2]
-                  WHERE s.id = c.series_id) AS kind,
-                sum(octet_length(c.data))::int8, sum(coalesce(cardinality(c.exceptions), 0))::int8, sum(c.samples)::int8
-           FROM _prom_compressed.{metric} c GROUP BY 1 ORDER BY 1"
-    ))
+    let kinds: HashMap<i64, String> = sqlx::query_as(
+        "SELECT s.id, l.value FROM _prom_catalog.series s JOIN _prom_catalog.label l ON l.id = s.labels[2]
+          WHERE s.metric_id = (SELECT id FROM _prom_catalog.metric WHERE metric_name = $1)",
+    )
+    .bind(metric)
     .fetch_all(db)
     .await
     .unwrap()
+    .into_iter()
+    .collect();
+    let mut by_kind: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    /// (series, data, exceptions, samples) of a series chunk
+    type SeriesChunk = (i64, Vec<u8>, Option<Vec<f64>>, i32);
+    let chunks: Vec<SeriesChunk> = sqlx::query_as(&format!(
+        "SELECT series_id, data, exceptions, samples FROM _prom_compressed.{metric}"
+    ))
+    .fetch_all(db)
+    .await
+    .unwrap();
+    for (series, data, exceptions, samples) in chunks {
+        let e = by_kind.entry(kinds[&series].clone()).or_default();
+        e.0 += data.len() as i64;
+        e.1 += exceptions.map_or(0, |x| x.len() as i64);
+        e.2 += i64::from(samples);
+    }
+    let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT b.data FROM _prom_catalog.chunk_block b JOIN _prom_catalog.chunk c ON c.id = b.chunk_id
+          WHERE c.metric_id = (SELECT id FROM _prom_catalog.metric WHERE metric_name = $1)",
+    )
+    .bind(metric)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    for data in blocks {
+        for run in run_sizes(&data).unwrap() {
+            let e = by_kind.entry(kinds[&run.series].clone()).or_default();
+            e.0 += run.bytes as i64;
+            e.1 += run.exceptions as i64;
+            e.2 += run.samples as i64;
+        }
+    }
+    by_kind.into_iter().map(|(k, (b, x, n))| (k, b, x, n)).collect()
 }
 
 /// Series with more than one series chunk in one time chunk where one would do (a series
@@ -95,6 +132,27 @@ async fn split_series(db: &PgPool) -> i64 {
     .fetch_one(db)
     .await
     .unwrap()
+}
+
+/// Series with more than one run in the blocks of one sealed chunk where one would do (a
+/// block row holds up to 8,000 bytes).
+async fn split_in_blocks(db: &PgPool) -> i64 {
+    let blocks: Vec<(i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT b.chunk_id, b.data FROM _prom_catalog.chunk_block b JOIN _prom_catalog.chunk c ON c.id = b.chunk_id
+          WHERE c.sealed",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let mut runs: HashMap<(i32, i64), (usize, usize)> = HashMap::new();
+    for (chunk, data) in blocks {
+        for run in run_sizes(&data).unwrap() {
+            let e = runs.entry((chunk, run.series)).or_default();
+            e.0 += 1;
+            e.1 += run.bytes + 8 * run.exceptions;
+        }
+    }
+    runs.values().filter(|(n, bytes)| *n > 1 && *bytes <= 7_900).count() as i64
 }
 
 async fn head_rows(db: &PgPool) -> i64 {
@@ -151,6 +209,7 @@ async fn series_chunks_answer_exactly_like_the_head_in_a_fraction_of_the_space()
         0,
         "one series chunk per series and sealed chunk"
     );
+    assert_eq!(split_in_blocks(&db).await, 0, "one run per series and sealed chunk");
 
     // Decimal values as scaled integers, raw values where there is no short decimal form,
     // NaN and Inf as exceptions.

@@ -382,3 +382,191 @@ async fn a_version_6_catalog_keeps_its_series_through_the_series_creation_upgrad
     assert_eq!(query("upgrade_series{pod=\"\"}").await, vec!["2", "6"]);
     assert_eq!(query(&format!("upgrade_series{{pod=\"{long}\"}}")).await, vec!["3"]);
 }
+
+/// Version 7's chunk storage (every time chunk a table of series chunks) upgraded to version
+/// 8 (small time chunks as chunk blocks in a shared table): every sample answers as before
+/// through SQL and PromQL; maintenance seals the closed chunk that version 7 left unsealed
+/// into blocks and drops its table; a chunk version 7 sealed keeps its table until a late
+/// sample reopens it, and is then sealed into blocks too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() {
+    use promscale_connector::storage::codec::{encode_series, BlockEncoder};
+    const CHUNK_MS: i64 = 8 * 3_600_000;
+    const STEP: i64 = 15_000;
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    assert_eq!(migrate_to(&db, 7).await.unwrap(), 7);
+
+    // Three series through version 7's own functions.
+    let positions: Vec<(i32, i32, i32)> = sqlx::query_as(
+        "SELECT idx, metric_id, pos FROM _prom_catalog.get_or_create_label_positions($1, $2) ORDER BY idx",
+    )
+    .bind(vec!["upgrade_blocks", "upgrade_blocks"])
+    .bind(vec!["__name__", "cpu"])
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let metric_id = positions[0].1;
+    assert_eq!((positions[0].2, positions[1].2), (1, 2));
+    let labels: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2) ORDER BY idx")
+            .bind(vec!["__name__", "cpu", "cpu", "cpu"])
+            .bind(vec!["upgrade_blocks", "c0", "c1", "c2"])
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let name = labels[0].1;
+    let flat: Vec<i32> = (1..4).flat_map(|i| [name, labels[i].1]).collect();
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT series_id FROM _prom_catalog.create_series($1, $2, $3) ORDER BY idx")
+            .bind(vec![metric_id; 3])
+            .bind(vec![2; 3])
+            .bind(&flat)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 3);
+
+    // Chunk A (sealed by version 7) and chunk B (closed, not yet sealed: each series in two
+    // series chunks), then a head row of recent samples.
+    let now = recent_ms();
+    let b_start = (now - 3 * 3_600_000) / CHUNK_MS * CHUNK_MS - CHUNK_MS;
+    let a_start = b_start - CHUNK_MS;
+    let mut expected: std::collections::BTreeMap<(String, i64), u64> = Default::default();
+    let mut chunk_tables = vec![];
+    for (chunk_start, halves) in [(a_start, 1), (b_start, 2)] {
+        let (chunk_id, table): (i32, String) =
+            sqlx::query_as("SELECT id, table_name::text FROM _prom_catalog.get_or_create_chunk($1, $2)")
+                .bind(metric_id)
+                .bind(PgTimestamp::from_unix_ms(chunk_start))
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        chunk_tables.push((chunk_id, table.clone()));
+        for (s, id) in ids.iter().enumerate() {
+            let times: Vec<i64> = (0..400).map(|i| chunk_start + 60_000 + i * STEP).collect();
+            let values: Vec<f64> = (0..400).map(|i| value(s, i)).collect();
+            for (t, v) in times.iter().zip(&values) {
+                expected.insert((format!("c{s}"), *t), v.to_bits());
+            }
+            let per = times.len() / halves;
+            for h in 0..halves {
+                let (t, v) = (&times[h * per..(h + 1) * per], &values[h * per..(h + 1) * per]);
+                let block = encode_series(t, v, false);
+                sqlx::query(&format!(
+                    "INSERT INTO _prom_chunks.\"{table}\" (series_id, start_time, end_time, samples, data, exceptions)
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                ))
+                .bind(id)
+                .bind(PgTimestamp::from_unix_ms(t[0]))
+                .bind(PgTimestamp::from_unix_ms(t[t.len() - 1]))
+                .bind(t.len() as i32)
+                .bind(&block.data)
+                .bind((!block.exceptions.is_empty()).then_some(&block.exceptions))
+                .execute(&db)
+                .await
+                .unwrap();
+            }
+        }
+    }
+    sqlx::query("UPDATE _prom_catalog.chunk SET sealed = true WHERE id = $1")
+        .bind(chunk_tables[0].0)
+        .execute(&db)
+        .await
+        .unwrap();
+    let recent: Vec<i64> = (0..20).map(|i| now - 30 * 60_000 + i * STEP).collect();
+    let mut encoder = BlockEncoder::new(recent[0], false);
+    for (s, id) in ids.iter().enumerate() {
+        let values: Vec<f64> = (0..20).map(|i| value(s, i + 1000)).collect();
+        for (t, v) in recent.iter().zip(&values) {
+            expected.insert((format!("c{s}"), *t), v.to_bits());
+        }
+        encoder.push_run(*id, &recent, &values);
+    }
+    let block = encoder.finish();
+    sqlx::query(
+        "INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(metric_id)
+    .bind(PgTimestamp::from_unix_ms(recent[0]))
+    .bind(PgTimestamp::from_unix_ms(recent[19]))
+    .bind(60)
+    .bind(&block.data)
+    .bind((!block.exceptions.is_empty()).then_some(&block.exceptions))
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(version, latest_version());
+    let stored = || async {
+        view(&db, "upgrade_blocks")
+            .await
+            .into_iter()
+            .map(|(cpu, t, v)| ((cpu, t), v))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(stored().await, expected, "version 7's samples through the view");
+    let client = reqwest::Client::new();
+    let range = |start: i64, end: i64| {
+        let client = client.clone();
+        let url = connector.url("/api/v1/query_range");
+        async move {
+            let answer = json(client.post(url).form(&[
+                ("query", "upgrade_blocks"),
+                ("start", &format!("{}", start as f64 / 1000.0)),
+                ("end", &format!("{}", end as f64 / 1000.0)),
+                ("step", "60"),
+            ]))
+            .await;
+            assert_eq!(answer["status"], "success", "{answer}");
+            answer["data"].to_string()
+        }
+    };
+    let before = range(a_start, now).await;
+    assert!(before.contains("c2"), "{}", &before[..before.len().min(300)]);
+
+    let stats = maintain(&db).await;
+    assert_eq!(stats.samples, 60, "the head row compacted");
+    let tables = |id: i32| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT table_name::text FROM _prom_catalog.chunk WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        tables(chunk_tables[0].0).await.as_deref(),
+        Some(chunk_tables[0].1.as_str()),
+        "sealed by version 7: kept"
+    );
+    assert_eq!(tables(chunk_tables[1].0).await, None, "sealed now, into blocks");
+    let dropped: Option<String> = sqlx::query_scalar("SELECT to_regclass(format('_prom_chunks.%I', $1::text))::text")
+        .bind(&chunk_tables[1].1)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(dropped, None, "its table is dropped");
+    assert_eq!(stored().await, expected, "the same samples after maintenance");
+    assert_eq!(range(a_start, now).await, before, "PromQL answers as before");
+
+    // A late sample reopens chunk A; sealing then turns it into blocks as well.
+    let late = a_start + 60_000 + 7_000;
+    let body = encode(vec![series(
+        &[("__name__", "upgrade_blocks"), ("cpu", "c1")],
+        &[(late, 42.0)],
+    )]);
+    assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
+    expected.insert(("c1".to_string(), late), 42f64.to_bits());
+    maintain(&db).await;
+    assert_eq!(tables(chunk_tables[0].0).await, None);
+    assert_eq!(stored().await, expected);
+}

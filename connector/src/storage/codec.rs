@@ -287,6 +287,45 @@ pub fn decode_selected_into(
     Ok(())
 }
 
+/// What one run of a block takes: its series, samples, bytes of `data` (run header
+/// included) and entries of the exceptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSize {
+    pub series: i64,
+    pub samples: usize,
+    pub bytes: usize,
+    pub exceptions: usize,
+}
+
+/// The runs of a block with what each takes, without decoding their samples (how well a
+/// block's series compress, from SQL tools and tests).
+pub fn run_sizes(data: &[u8]) -> Result<Vec<RunSize>, CorruptBlock> {
+    let mut r = Reader { data, pos: 0 };
+    r.zigzag()?;
+    let runs = r.uvarint()?;
+    let mut series: i64 = 0;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let start = r.pos;
+        series = series.wrapping_add(r.uvarint()? as i64);
+        let n = r.uvarint()? as usize;
+        if n == 0 || n > MAX_BLOCK_SAMPLES {
+            return Err(CorruptBlock("bad run length"));
+        }
+        let exceptions = skip_run(&mut r, n)?;
+        out.push(RunSize {
+            series,
+            samples: n,
+            bytes: r.pos - start,
+            exceptions,
+        });
+    }
+    if r.pos != data.len() {
+        return Err(CorruptBlock("trailing bytes"));
+    }
+    Ok(out)
+}
+
 fn take_exception(exceptions: &[f64], next: &mut usize) -> Result<f64, CorruptBlock> {
     let v = *exceptions.get(*next).ok_or(CorruptBlock("too few exceptions"))?;
     *next += 1;
@@ -391,10 +430,26 @@ fn put_zigzag(out: &mut Vec<u8>, x: i64) {
 /// the earlier list wins. Each list must be in ascending time order.
 pub fn merge_by_precedence(lists: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
     let mut lists: Vec<Vec<(i64, f64)>> = lists.into_iter().filter(|l| !l.is_empty()).collect();
+    let strictly_ascending = |l: &Vec<(i64, f64)>| l.windows(2).all(|w| w[0].0 < w[1].0);
     match lists.len() {
         0 => return Vec::new(),
-        1 if lists[0].windows(2).all(|w| w[0].0 < w[1].0) => return lists.pop().unwrap(),
+        1 if strictly_ascending(&lists[0]) => return lists.pop().unwrap(),
         _ => {}
+    }
+    // Lists that do not overlap in time (a series' chunks, or its runs in head rows of
+    // successive writes) need no precedence: they are joined in time order.
+    let mut by_start: Vec<usize> = (0..lists.len()).collect();
+    by_start.sort_by_key(|&i| lists[i][0].0);
+    if lists.iter().all(strictly_ascending)
+        && by_start
+            .windows(2)
+            .all(|w| lists[w[0]][lists[w[0]].len() - 1].0 < lists[w[1]][0].0)
+    {
+        let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        for i in by_start {
+            out.append(&mut lists[i]);
+        }
+        return out;
     }
     let mut all: Vec<(i64, usize, f64)> = Vec::with_capacity(lists.iter().map(Vec::len).sum());
     for (rank, list) in lists.into_iter().enumerate() {
@@ -524,5 +579,45 @@ mod tests {
     fn merging_prefers_earlier_lists() {
         let merged = merge_by_precedence(vec![vec![(1, 1.0), (3, 3.0)], vec![(2, 2.0), (3, 30.0), (6, 6.0)]]);
         assert_eq!(merged, vec![(1, 1.0), (2, 2.0), (3, 3.0), (6, 6.0)]);
+    }
+
+    #[test]
+    fn run_sizes_account_for_every_byte_and_exception() {
+        let block = roundtrip(
+            &[
+                (3, vec![10, 20, 30], vec![1.0, f64::NAN, 3.0]),
+                (9, vec![15], vec![0.1 + 0.2]),
+            ],
+            false,
+        );
+        let sizes = run_sizes(&block.data).unwrap();
+        assert_eq!(
+            sizes
+                .iter()
+                .map(|r| (r.series, r.samples, r.exceptions))
+                .collect::<Vec<_>>(),
+            vec![(3, 3, 1), (9, 1, 1)]
+        );
+        let header = block.data.len() - sizes.iter().map(|r| r.bytes).sum::<usize>();
+        assert!((2..=12).contains(&header), "block header of {header} bytes");
+        assert!(run_sizes(&block.data[..block.data.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn merging_joins_lists_apart_in_time_in_time_order() {
+        // given later stretch first, as blocks of several rows may come
+        let merged = merge_by_precedence(vec![
+            vec![(7, 7.0), (9, 9.0)],
+            vec![],
+            vec![(1, 1.0), (3, 3.0)],
+            vec![(4, 4.0)],
+        ]);
+        assert_eq!(merged, vec![(1, 1.0), (3, 3.0), (4, 4.0), (7, 7.0), (9, 9.0)]);
+        // touching at one time: precedence decides, the earlier list wins
+        let merged = merge_by_precedence(vec![vec![(3, 30.0), (5, 5.0)], vec![(1, 1.0), (3, 3.0)]]);
+        assert_eq!(merged, vec![(1, 1.0), (3, 30.0), (5, 5.0)]);
+        // a repeat inside one list is settled too
+        let merged = merge_by_precedence(vec![vec![(1, 1.0), (1, 10.0)], vec![(5, 5.0)]]);
+        assert_eq!(merged, vec![(1, 1.0), (5, 5.0)]);
     }
 }

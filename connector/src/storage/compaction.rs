@@ -1,7 +1,8 @@
 //! Compaction: head rows become series chunks, and closed time chunks are sealed into one
-//! series chunk per series (`docs/storage.md`). Runs inside the connectors' maintenance, one
-//! connector at a time; every batch is one transaction, so an interrupted compaction leaves
-//! each sample either in the head or in a series chunk, never in both or neither.
+//! series chunk per series, or, when small, into chunk blocks in a table all metrics share
+//! (`docs/storage.md`). Runs inside the connectors' maintenance, one connector at a time;
+//! every batch is one transaction, so an interrupted compaction leaves each sample either in
+//! the head or in a series chunk, never in both or neither.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use super::codec::{self, encode_series, merge_by_precedence, Block, CorruptBlock};
+use super::codec::{self, encode_series, merge_by_precedence, Block, BlockEncoder, CorruptBlock};
 use super::read::{split_by_series, StoredHeadRow, HEAD_COLUMNS};
 use super::samples::{head_rows, quote_ident, PgTimestamp, SampleBatch};
 
@@ -78,6 +79,8 @@ pub struct CompactionStats {
     pub expired: u64,
     pub series_chunks_written: u64,
     pub chunks_sealed: u64,
+    /// Rows of chunk blocks written when sealing small chunks.
+    pub chunk_blocks_written: u64,
     /// Small head rows merged into bigger ones (and the rows that replaced them).
     pub head_rows_merged: u64,
     pub merged_rows_written: u64,
@@ -90,6 +93,7 @@ impl CompactionStats {
         self.expired += o.expired;
         self.series_chunks_written += o.series_chunks_written;
         self.chunks_sealed += o.chunks_sealed;
+        self.chunk_blocks_written += o.chunk_blocks_written;
         self.head_rows_merged += o.head_rows_merged;
         self.merged_rows_written += o.merged_rows_written;
     }
@@ -196,6 +200,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             head_rows = stats.head_rows,
             series_chunks = stats.series_chunks_written,
             sealed = stats.chunks_sealed,
+            chunk_blocks = stats.chunk_blocks_written,
             head_rows_merged = stats.head_rows_merged,
             expired = stats.expired,
             took = ?started.elapsed(),
@@ -384,7 +389,8 @@ struct Chunk {
     id: i32,
     start_time: PgTimestamp,
     end_time: PgTimestamp,
-    table_name: String,
+    /// `None` once the chunk was sealed into blocks (until late samples need a table again).
+    table_name: Option<String>,
     sealed: bool,
     rewritten: bool,
 }
@@ -542,7 +548,9 @@ async fn compact_head_batch(
 
     for (chunk_id, new) in by_chunk {
         let chunk = chunks.iter().find(|c| c.id == chunk_id).expect("known chunk").clone();
-        stats.series_chunks_written += merge_into_chunk(&mut tx, &chunk, new, raw).await?;
+        let (series_chunks, blocks) = merge_into_chunk(&mut tx, &chunk, new, raw).await?;
+        stats.series_chunks_written += series_chunks;
+        stats.chunk_blocks_written += blocks;
         if chunk.sealed {
             sqlx::query("UPDATE _prom_catalog.chunk SET sealed = false WHERE id = $1")
                 .bind(chunk.id)
@@ -563,17 +571,37 @@ fn chunk_holding(chunks: &[Chunk], t: i64) -> Option<i32> {
     (PgTimestamp::from_unix_ms(t) < c.end_time).then_some(c.id)
 }
 
-/// Writes `new` samples (per series, ascending) into the chunk, merged with the series
-/// chunks they overlap; stored samples win over new ones at equal times. Returns how many
-/// series chunks were written. A chunk whose rows were replaced is marked `rewritten`, so
-/// that sealing rewrites its table.
+/// Writes `new` samples (per series, ascending) into the chunk. A chunk without a table
+/// takes them as chunk blocks appended to its others (reads give the earlier blocks
+/// precedence) while it holds less than [`BLOCK_CHUNK_MAX_BYTES`]; past that it gets a table.
+/// In a table they are merged with the series chunks they overlap; stored samples win over
+/// new ones at equal times. Returns how many series chunks and chunk block rows were written.
+/// A chunk whose rows were replaced is marked `rewritten`, so that sealing rewrites its table.
 async fn merge_into_chunk(
     tx: &mut Transaction<'_, Postgres>,
     chunk: &Chunk,
     mut new: HashMap<i64, Vec<(i64, f64)>>,
     raw: bool,
-) -> Result<u64, sqlx::Error> {
-    let table = quote_ident(&chunk.table_name);
+) -> Result<(u64, u64), sqlx::Error> {
+    let table_name = match &chunk.table_name {
+        Some(name) => name.clone(),
+        None => {
+            let mut series: Vec<(i64, Vec<(i64, f64)>)> = new.drain().filter(|(_, s)| !s.is_empty()).collect();
+            series.sort_unstable_by_key(|(id, _)| *id);
+            let rows = encode_chunk_blocks(&series, raw);
+            let stored = chunk_block_bytes(tx, chunk.id).await?;
+            let adding: i64 = rows.iter().map(|r| r.bytes() as i64).sum();
+            if stored + adding < BLOCK_CHUNK_MAX_BYTES {
+                return Ok((0, insert_chunk_blocks(tx, chunk.id, &rows).await?));
+            }
+            new = series.into_iter().collect();
+            sqlx::query_scalar("SELECT _prom_catalog.chunk_table($1)::text")
+                .bind(chunk.id)
+                .fetch_one(&mut **tx)
+                .await?
+        }
+    };
+    let table = quote_ident(&table_name);
     let series: Vec<i64> = new.keys().copied().collect();
     // Only the series chunks the new samples overlap are read (and replaced).
     let (los, his): (Vec<PgTimestamp>, Vec<PgTimestamp>) = series
@@ -636,8 +664,8 @@ async fn merge_into_chunk(
             .execute(&mut **tx)
             .await?;
     }
-    insert_series_chunks(tx, &chunk.table_name, &out, raw).await?;
-    Ok(out.len() as u64)
+    insert_series_chunks(tx, &table_name, &out, raw).await?;
+    Ok((out.len() as u64, 0))
 }
 
 /// The most bytes of block and exceptions one series chunk row holds: rows stay within a
@@ -711,10 +739,18 @@ async fn insert_series_chunks(
     Ok(())
 }
 
-/// Rewrites a closed time chunk into a fresh table holding one series chunk per series, and
-/// marks it sealed. A rewrite rather than updates in place: a closed chunk takes no more
-/// inserts, so the space of deleted rows would never be reused. A chunk that already holds
-/// one series chunk per series and no replaced rows is only marked.
+/// A sealed chunk whose samples take less than this (encoded) goes into chunk blocks rather
+/// than keeping a table of its own: a chunk table costs about 50 kB whatever it holds (its
+/// free-space and visibility maps, its index, its last page), most of the disk of a metric
+/// with few series; a chunk block row costs about 70 bytes.
+const BLOCK_CHUNK_MAX_BYTES: i64 = 1 << 20;
+
+/// Seals a closed time chunk. A small one becomes chunk blocks (rows of
+/// `_prom_catalog.chunk_block` holding whole series of the chunk) and its table is dropped; a
+/// larger one is rewritten into a fresh table holding one series chunk per series. Rewrites
+/// rather than updates in place: a closed chunk takes no more inserts, so the space of deleted
+/// rows would never be reused. A chunk that already holds one series chunk per series and no
+/// replaced rows is only marked.
 async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<CompactionStats, sqlx::Error> {
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
@@ -733,50 +769,53 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
         return Ok(stats);
     };
     let raw = raw_values(&mut tx, metric_id).await?;
-    let old = quote_ident(&chunk.table_name);
-    let (rows, series): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(DISTINCT series_id) FROM _prom_chunks.{old}"
-    ))
+    // What the chunk holds: blocks from an earlier sealing (late samples unsealed it since),
+    // and the series chunks of its table.
+    let (block_rows, block_bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8
+           FROM _prom_catalog.chunk_block WHERE chunk_id = $1",
+    )
+    .bind(chunk.id)
     .fetch_one(&mut *tx)
     .await?;
-    if rows > series || chunk.rewritten {
-        let new_name: String = sqlx::query_scalar("SELECT _prom_catalog.new_chunk_table($1, $2)::text")
-            .bind(metric_id)
-            .bind(format!("{}_sealed", chunk.id))
-            .fetch_one(&mut *tx)
-            .await?;
-        let ids: Vec<i64> =
-            sqlx::query_scalar(&format!("SELECT DISTINCT series_id FROM _prom_chunks.{old} ORDER BY 1"))
-                .fetch_all(&mut *tx)
+    let small = block_bytes + table_bytes_of(&mut tx, &chunk).await? < BLOCK_CHUNK_MAX_BYTES;
+    if small {
+        // Blocks and series chunks alike become packed blocks, unless they already are one
+        // compaction's worth of blocks and nothing else.
+        if chunk.table_name.is_some() || block_rows > 1 {
+            let blocks = chunk_block_samples(&mut tx, chunk.id).await?;
+            let all = merged_series(&mut tx, chunk.table_name.as_deref(), None, blocks).await?;
+            sqlx::query("DELETE FROM _prom_catalog.chunk_block WHERE chunk_id = $1")
+                .bind(chunk.id)
+                .execute(&mut *tx)
                 .await?;
-        for part in ids.chunks(5_000) {
-            let rows: Vec<SeriesChunkRow> = sqlx::query_as(&format!(
-                "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{old}
-                  WHERE series_id = ANY($1) ORDER BY series_id, start_time"
-            ))
-            .bind(part)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut out: Vec<(i64, Vec<(i64, f64)>)> = Vec::with_capacity(part.len());
-            let mut i = 0;
-            while i < rows.len() {
-                let id = rows[i].series_id;
-                let mut lists = Vec::new();
-                while i < rows.len() && rows[i].series_id == id {
-                    lists.push(rows[i].samples()?);
-                    i += 1;
-                }
-                out.push((id, merge_by_precedence(lists)));
-            }
-            out.retain(|(_, s)| !s.is_empty());
-            insert_series_chunks(&mut tx, &new_name, &out, raw).await?;
-            stats.series_chunks_written += out.len() as u64;
+            let rows = encode_chunk_blocks(&all, raw);
+            stats.chunk_blocks_written += insert_chunk_blocks(&mut tx, chunk.id, &rows).await?;
+            sqlx::query("SELECT _prom_catalog.drop_chunk_table($1)")
+                .bind(chunk.id)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("SELECT _prom_catalog.replace_chunk_table($1, $2)")
-            .bind(chunk.id)
-            .bind(&new_name)
-            .execute(&mut *tx)
-            .await?;
+    } else {
+        let table: String = match &chunk.table_name {
+            Some(table) => table.clone(),
+            None => {
+                sqlx::query_scalar("SELECT _prom_catalog.chunk_table($1)::text")
+                    .bind(chunk.id)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        let (rows, series): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), count(DISTINCT series_id) FROM _prom_chunks.{}",
+            quote_ident(&table)
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        if rows > series || chunk.rewritten || block_rows > 0 {
+            let blocks = chunk_block_samples(&mut tx, chunk.id).await?;
+            stats.series_chunks_written += rewrite_chunk_table(&mut tx, metric_id, &chunk, &table, blocks, raw).await?;
+        }
     }
     sqlx::query("UPDATE _prom_catalog.chunk SET sealed = true WHERE id = $1")
         .bind(chunk.id)
@@ -785,4 +824,283 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     tx.commit().await?;
     stats.chunks_sealed = 1;
     Ok(stats)
+}
+
+/// Bytes of block and exceptions in the chunk's blocks.
+async fn chunk_block_bytes(tx: &mut Transaction<'_, Postgres>, chunk_id: i32) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8
+           FROM _prom_catalog.chunk_block WHERE chunk_id = $1",
+    )
+    .bind(chunk_id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Bytes of block and exceptions in the chunk's table, if it has one.
+async fn table_bytes_of(tx: &mut Transaction<'_, Postgres>, chunk: &Chunk) -> Result<i64, sqlx::Error> {
+    let Some(table) = &chunk.table_name else {
+        return Ok(0);
+    };
+    sqlx::query_scalar(&format!(
+        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8
+           FROM _prom_chunks.{}",
+        quote_ident(table)
+    ))
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Rewrites the chunk's table `old` into a fresh one with one series chunk per series (split
+/// only to fit a page), the samples of `blocks` merged in first (they were stored first), and
+/// puts it in the old one's place. Returns the series chunks written.
+async fn rewrite_chunk_table(
+    tx: &mut Transaction<'_, Postgres>,
+    metric_id: i32,
+    chunk: &Chunk,
+    old: &str,
+    mut blocks: HashMap<i64, Vec<(i64, f64)>>,
+    raw: bool,
+) -> Result<u64, sqlx::Error> {
+    let mut written = 0;
+    let new_name: String = sqlx::query_scalar("SELECT _prom_catalog.new_chunk_table($1, $2)::text")
+        .bind(metric_id)
+        .bind(format!("{}_sealed", chunk.id))
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut ids: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT DISTINCT series_id FROM _prom_chunks.{}",
+        quote_ident(old)
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    ids.extend(blocks.keys().copied());
+    ids.sort_unstable();
+    ids.dedup();
+    for part in ids.chunks(5_000) {
+        let part_blocks = part.iter().filter_map(|id| blocks.remove_entry(id)).collect();
+        let out = merged_series(tx, Some(old), Some(part), part_blocks).await?;
+        insert_series_chunks(tx, &new_name, &out, raw).await?;
+        written += out.len() as u64;
+    }
+    sqlx::query("DELETE FROM _prom_catalog.chunk_block WHERE chunk_id = $1")
+        .bind(chunk.id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT _prom_catalog.replace_chunk_table($1, $2)")
+        .bind(chunk.id)
+        .bind(&new_name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(written)
+}
+
+/// Every series of the chunk table `table` (only `only`, when given; ascending ids) with its
+/// samples merged by precedence: those of `blocks` first, then the series chunks in order.
+/// Series with no sample left are dropped.
+async fn merged_series(
+    tx: &mut Transaction<'_, Postgres>,
+    table: Option<&str>,
+    only: Option<&[i64]>,
+    mut blocks: HashMap<i64, Vec<(i64, f64)>>,
+) -> Result<Vec<(i64, Vec<(i64, f64)>)>, sqlx::Error> {
+    let table = table.map(quote_ident);
+    let rows: Vec<SeriesChunkRow> = match (&table, only) {
+        (None, _) => Vec::new(),
+        (Some(table), Some(ids)) => {
+            sqlx::query_as(&format!(
+                "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{table}
+                  WHERE series_id = ANY($1) ORDER BY series_id, start_time"
+            ))
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await?
+        }
+        (Some(table), None) => {
+            sqlx::query_as(&format!(
+                "SELECT series_id, start_time, end_time, data, exceptions FROM _prom_chunks.{table}
+                  ORDER BY series_id, start_time"
+            ))
+            .fetch_all(&mut **tx)
+            .await?
+        }
+    };
+    let mut out: Vec<(i64, Vec<(i64, f64)>)> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let id = rows[i].series_id;
+        let mut lists = vec![blocks.remove(&id).unwrap_or_default()];
+        while i < rows.len() && rows[i].series_id == id {
+            lists.push(rows[i].samples()?);
+            i += 1;
+        }
+        out.push((id, merge_by_precedence(lists)));
+    }
+    // Series only the blocks hold.
+    out.extend(blocks);
+    out.sort_unstable_by_key(|(id, _)| *id);
+    out.retain(|(_, s)| !s.is_empty());
+    Ok(out)
+}
+
+/// The samples of a chunk's blocks, per series, in time order; on equal times the block
+/// written first wins.
+async fn chunk_block_samples(
+    tx: &mut Transaction<'_, Postgres>,
+    chunk_id: i32,
+) -> Result<HashMap<i64, Vec<(i64, f64)>>, sqlx::Error> {
+    let rows: Vec<(Vec<u8>, Option<Vec<f64>>)> =
+        sqlx::query_as("SELECT data, exceptions FROM _prom_catalog.chunk_block WHERE chunk_id = $1 ORDER BY id")
+            .bind(chunk_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
+    for (data, exceptions) in rows {
+        let decoded = codec::decode(&data, exceptions.as_deref().unwrap_or(&[])).map_err(corrupt)?;
+        split_by_series(decoded, i64::MIN, i64::MAX, |_| true, &mut lists);
+    }
+    Ok(lists
+        .into_iter()
+        .map(|(series, lists)| (series, merge_by_precedence(lists)))
+        .collect())
+}
+
+/// A row of chunk blocks: whole runs of consecutive series.
+struct ChunkBlockRow {
+    first_series: i64,
+    last_series: i64,
+    start: i64,
+    end: i64,
+    samples: i32,
+    block: Block,
+}
+
+impl ChunkBlockRow {
+    fn bytes(&self) -> usize {
+        self.block.data.len() + 8 * self.block.exceptions.len()
+    }
+}
+
+/// The most bytes of block and exceptions a chunk block row holds. Rows are packed to fill
+/// a page (8192 bytes less the page header, a line pointer, the tuple header, the other
+/// columns and the exceptions array's header: about 8,070), since a closed chunk's table is
+/// never written again.
+const MAX_BLOCK_ROW_BYTES: usize = 8_000;
+
+/// Packs series (ascending ids, each with ascending times) into chunk block rows of at most
+/// [`MAX_BLOCK_ROW_BYTES`]; a series too long for one row is split over several.
+fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<ChunkBlockRow> {
+    type Piece<'a> = (i64, &'a [(i64, f64)]);
+    // (series, samples) pieces, each with its size encoded alone
+    fn split<'a>(id: i64, samples: &'a [(i64, f64)], raw: bool, out: &mut Vec<(Piece<'a>, usize)>) {
+        let times: Vec<i64> = samples.iter().map(|s| s.0).collect();
+        let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        let block = encode_series(&times, &values, raw);
+        // a run's header in a shared block costs a few bytes more than alone
+        let size = block.data.len() + 8 * block.exceptions.len() + 8;
+        if size > MAX_BLOCK_ROW_BYTES - 32 && samples.len() > 1 {
+            let (a, b) = samples.split_at(samples.len() / 2);
+            split(id, a, raw, out);
+            split(id, b, raw, out);
+        } else {
+            out.push(((id, samples), size));
+        }
+    }
+    /// Encodes `pieces` as one row, or as several if the estimate fell short.
+    fn flush(pieces: &[Piece<'_>], raw: bool, rows: &mut Vec<ChunkBlockRow>) {
+        if pieces.is_empty() {
+            return;
+        }
+        let start = pieces.iter().map(|p| p.1[0].0).min().unwrap_or(0);
+        let end = pieces.iter().map(|p| p.1[p.1.len() - 1].0).max().unwrap_or(0);
+        let mut encoder = BlockEncoder::new(start, raw);
+        let mut samples = 0;
+        for (id, run) in pieces {
+            let times: Vec<i64> = run.iter().map(|s| s.0).collect();
+            let values: Vec<f64> = run.iter().map(|s| s.1).collect();
+            encoder.push_run(*id, &times, &values);
+            samples += run.len() as i32;
+        }
+        let block = encoder.finish();
+        if block.data.len() + 8 * block.exceptions.len() > MAX_BLOCK_ROW_BYTES && pieces.len() > 1 {
+            let (a, b) = pieces.split_at(pieces.len() / 2);
+            flush(a, raw, rows);
+            flush(b, raw, rows);
+            return;
+        }
+        rows.push(ChunkBlockRow {
+            first_series: pieces[0].0,
+            last_series: pieces[pieces.len() - 1].0,
+            start,
+            end,
+            samples,
+            block,
+        });
+    }
+    let mut pieces = Vec::new();
+    for (id, samples) in series {
+        if !samples.is_empty() {
+            split(*id, samples, raw, &mut pieces);
+        }
+    }
+    let mut rows = Vec::new();
+    let mut current: Vec<Piece<'_>> = Vec::new();
+    let mut bytes = 32;
+    for (piece, size) in pieces {
+        if bytes + size > MAX_BLOCK_ROW_BYTES {
+            flush(&current, raw, &mut rows);
+            current.clear();
+            bytes = 32;
+        }
+        current.push(piece);
+        bytes += size;
+    }
+    flush(&current, raw, &mut rows);
+    rows
+}
+
+/// Writes chunk block rows (from [`encode_chunk_blocks`]) for a chunk; returns how many.
+async fn insert_chunk_blocks(
+    tx: &mut Transaction<'_, Postgres>,
+    chunk_id: i32,
+    rows: &[ChunkBlockRow],
+) -> Result<u64, sqlx::Error> {
+    let mut written = 0;
+    // Parameters stay bounded: a few thousand rows per statement.
+    for part in rows.chunks(2_000) {
+        let (mut firsts, mut lasts, mut starts, mut ends, mut counts) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut datas, mut offsets, mut lengths, mut exceptions) = (vec![], vec![], vec![], Vec::<f64>::new());
+        for row in part {
+            firsts.push(row.first_series);
+            lasts.push(row.last_series);
+            starts.push(PgTimestamp::from_unix_ms(row.start));
+            ends.push(PgTimestamp::from_unix_ms(row.end));
+            counts.push(row.samples);
+            datas.push(row.block.data.as_slice());
+            offsets.push(exceptions.len() as i32);
+            lengths.push(row.block.exceptions.len() as i32);
+            exceptions.extend_from_slice(&row.block.exceptions);
+        }
+        sqlx::query(
+            "INSERT INTO _prom_catalog.chunk_block
+                    (chunk_id, first_series, last_series, start_time, end_time, samples, data, exceptions)
+             SELECT $1, u.f, u.l, u.lo, u.hi, u.n, u.d, CASE WHEN u.len > 0 THEN $10[u.off + 1 : u.off + u.len] END
+               FROM unnest($2::int8[], $3::int8[], $4::timestamptz[], $5::timestamptz[], $6::int4[], $7::bytea[],
+                           $8::int4[], $9::int4[]) AS u(f, l, lo, hi, n, d, off, len)",
+        )
+        .bind(chunk_id)
+        .bind(&firsts)
+        .bind(&lasts)
+        .bind(&starts)
+        .bind(&ends)
+        .bind(&counts)
+        .bind(&datas)
+        .bind(&offsets)
+        .bind(&lengths)
+        .bind(&exceptions)
+        .execute(&mut **tx)
+        .await?;
+        written += part.len() as u64;
+    }
+    Ok(written)
 }

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_creation",
         sql: include_str!("migrations/0007_series_creation.sql"),
     },
+    Migration {
+        version: 8,
+        name: "chunk_blocks",
+        sql: include_str!("migrations/0008_chunk_blocks.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -1,10 +1,11 @@
 //! Reads samples back for queries and remote read: the read side of the storage format
 //! (`docs/storage.md`).
 //!
-//! A metric's samples live in series chunks (`_prom_compressed.<metric>`) and in the head
-//! (`_prom_catalog.head`). Both are fetched still encoded and decoded here ([`super::codec`]),
-//! then merged per series: series chunks first, head rows in the order written, and on equal
-//! times the sample stored first wins, as compaction will decide.
+//! A metric's samples live in chunk blocks (`_prom_catalog.chunk_block`, sealed small chunks),
+//! series chunks (`_prom_compressed.<metric>`) and the head (`_prom_catalog.head`). All are
+//! fetched still encoded and decoded here ([`super::codec`]), then merged per series: chunk
+//! blocks first, then series chunks, then head rows in the order written, and on equal times
+//! the sample stored first wins, as compaction will decide.
 
 use std::collections::{HashMap, HashSet};
 
@@ -83,6 +84,13 @@ const CHUNKS_IN_RANGE: &str = "series_id = ANY($1) AND end_time >= $2 AND start_
     AND start_time >= (SELECT coalesce(min(c.start_time), $2) FROM _prom_catalog.chunk c
                         WHERE c.metric_id = $4 AND c.end_time > $2)";
 
+/// Chunk blocks of metric `$4` overlapping `[$2, $3]` that may hold one of the series `$1`.
+const BLOCKS_IN_RANGE: &str = "chunk_id IN (SELECT c.id FROM _prom_catalog.chunk c
+                        WHERE c.metric_id = $4 AND c.end_time > $2 AND c.start_time <= $3)
+    AND last_series >= (SELECT min(s) FROM unnest($1::int8[]) s)
+    AND first_series <= (SELECT max(s) FROM unnest($1::int8[]) s)
+    AND end_time >= $2 AND start_time <= $3";
+
 /// Why [`read_samples`] returned nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -142,19 +150,25 @@ pub async fn read_samples(
     let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
     let table = quote_ident(table_name);
     let metric_id = metric_of(series_ids[0]);
-    // The head and the series chunks in one statement, so in one snapshot: a compaction
-    // moves samples from the first into the second atomically, so each is seen once here.
-    // Series chunks lie within their time chunk, so none starts before the first time chunk
-    // that ends after `start`: that bound prunes older partitions (at run time).
+    // The head, the series chunks and the chunk blocks in one statement, so in one
+    // snapshot: compaction and sealing move samples from one to the other atomically, so
+    // each is seen once here. Series chunks lie within their time chunk, so none starts
+    // before the first time chunk that ends after `start`: that bound prunes older
+    // partitions (at run time).
     let rows = sqlx::query(&format!(
-        "SELECT NULL::bigint AS series_id, NULL::timestamptz AS start_time, {HEAD_COLUMNS}
+        "SELECT 2::int2 AS kind, NULL::bigint AS series_id, NULL::timestamptz AS start_time, {HEAD_COLUMNS}
            FROM _prom_catalog.head
           WHERE metric_id = $4 AND max_time >= $2 AND min_time <= $3
          UNION ALL
-         SELECT series_id, start_time, NULL::bigint, data, exceptions,
+         SELECT 1::int2, series_id, start_time, NULL::bigint, data, exceptions,
                 NULL::bigint[], NULL::timestamptz[], NULL::float8[]
            FROM _prom_compressed.{table}
-          WHERE {CHUNKS_IN_RANGE}"
+          WHERE {CHUNKS_IN_RANGE}
+         UNION ALL
+         SELECT 0::int2, NULL::bigint, start_time, id, data, exceptions,
+                NULL::bigint[], NULL::timestamptz[], NULL::float8[]
+           FROM _prom_catalog.chunk_block
+          WHERE {BLOCKS_IN_RANGE}"
     ))
     .bind(series_ids)
     .bind(start)
@@ -166,50 +180,66 @@ pub async fn read_samples(
     // (series, start time, data, exceptions) of each series chunk
     type ChunkRow = (i64, DateTime<Utc>, Vec<u8>, Option<Vec<f64>>);
     let mut chunk_rows: Vec<ChunkRow> = Vec::new();
+    let mut block_rows: Vec<StoredHeadRow> = Vec::new();
     for row in &rows {
         use sqlx::{FromRow, Row};
-        let series: Option<i64> = row.try_get("series_id")?;
-        match (series, row.try_get::<Option<DateTime<Utc>>, _>("start_time")?) {
-            (Some(series), Some(start_time)) => {
+        match row.try_get::<i16, _>("kind")? {
+            // a chunk block row has the layout of a head row
+            0 => block_rows.push(StoredHeadRow::from_row(row)?),
+            1 => {
                 let data: Option<Vec<u8>> = row.try_get("data")?;
-                chunk_rows.push((series, start_time, data.unwrap_or_default(), row.try_get("exceptions")?));
+                chunk_rows.push((
+                    row.try_get("series_id")?,
+                    row.try_get("start_time")?,
+                    data.unwrap_or_default(),
+                    row.try_get("exceptions")?,
+                ));
             }
             _ => head_rows.push(StoredHeadRow::from_row(row)?),
         }
     }
     drop(rows);
     head_rows.sort_by_key(|r| r.id);
+    block_rows.sort_by_key(|r| r.id);
     chunk_rows.sort_by_key(|r| (r.0, r.1));
     let chunk_rows = chunk_rows
         .into_iter()
         .map(|(series, _, data, exceptions)| (series, data, exceptions));
 
-    // Per series, the lists in order of precedence: its series chunks (one list, they do
-    // not overlap), then one list per head row.
+    // Per series, the lists in order of precedence: one per chunk block row in the order
+    // written, one for its series chunks (they do not overlap), then one per head row.
     let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
-    let mut buffer = Vec::new();
+    let wanted: HashSet<i64> = series_ids.iter().copied().collect();
     let mut kept = 0usize;
+    for row in &block_rows {
+        let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
+        kept += split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
+        if kept > max_samples {
+            return Err(ReadError::TooManySamples(max_samples));
+        }
+    }
+    let mut buffer = Vec::new();
+    let mut chunked: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
     for (series, data, exceptions) in chunk_rows {
         buffer.clear();
         codec::decode_into(&data, exceptions.as_deref().unwrap_or(&[]), &mut buffer).map_err(corrupt)?;
-        let entry = lists.entry(series).or_default();
-        if entry.is_empty() {
-            entry.push(Vec::new());
-        }
-        let before = entry[0].len();
-        entry[0].extend(
+        let list = chunked.entry(series).or_default();
+        let before = list.len();
+        list.extend(
             buffer
                 .iter()
                 .filter(|s| (start_ms..=end_ms).contains(&s.1))
                 .map(|&(_, t, v)| (t, v)),
         );
-        kept += entry[0].len() - before;
+        kept += list.len() - before;
         if kept > max_samples {
             return Err(ReadError::TooManySamples(max_samples));
         }
     }
+    for (series, list) in chunked {
+        lists.entry(series).or_default().push(list);
+    }
     if !head_rows.is_empty() {
-        let wanted: HashSet<i64> = series_ids.iter().copied().collect();
         for row in &head_rows {
             let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
             kept += split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
@@ -257,13 +287,19 @@ pub async fn series_with_data(
     if wanted.is_empty() {
         return Ok(found);
     }
+    // Chunk blocks and head rows hold several series each: their runs say which.
     let head_rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
         "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head
-          WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3"
+          WHERE metric_id = $4 AND max_time >= $2 AND min_time <= $3
+         UNION ALL
+         SELECT 0::bigint, data, exceptions, NULL::bigint[], NULL::timestamptz[], NULL::float8[]
+           FROM _prom_catalog.chunk_block
+          WHERE {BLOCKS_IN_RANGE}"
     ))
-    .bind(metric_id)
+    .bind(series_ids)
     .bind(start)
     .bind(end)
+    .bind(metric_id)
     .fetch_all(pool)
     .await?;
     for row in &head_rows {

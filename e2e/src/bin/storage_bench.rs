@@ -97,30 +97,48 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     let stats = promscale_e2e::maintain(&db).await;
     let compaction_rate = samples / started.elapsed().as_secs_f64();
     assert_eq!(stats.samples as f64, samples, "every sample was compacted");
-    let compacted: i64 = sqlx::query_scalar("SELECT sum(samples)::int8 FROM _prom_catalog.series_chunk")
-        .fetch_one(&db)
+    let compacted: i64 = sqlx::query_scalar(
+        "SELECT (coalesce((SELECT sum(samples) FROM _prom_catalog.series_chunk), 0)
+                 + coalesce((SELECT sum(samples) FROM _prom_catalog.chunk_block), 0))::int8",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        compacted as f64, samples,
+        "every sample is in a series chunk or a chunk block"
+    );
+    // Sealing rewrote the blocks compaction had written into packed ones (VACUUM FULL: in a
+    // running system the space the first ones took takes later compactions' blocks).
+    sqlx::query("VACUUM FULL _prom_catalog.chunk_block")
+        .execute(&db)
         .await
         .unwrap();
-    assert_eq!(compacted as f64, samples, "every sample is in a series chunk");
     sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
     let chunks: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))), 0)::int8
+        "SELECT (coalesce(sum(pg_total_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))), 0)
+                 + pg_total_relation_size('_prom_catalog.chunk_block'))::int8
            FROM _prom_catalog.chunk",
     )
     .fetch_one(&db)
     .await
     .unwrap();
-    let (rows, data, exceptions, heap, index): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), sum(octet_length(data))::int8, sum(coalesce(cardinality(exceptions), 0))::int8,
-                (SELECT sum(pg_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name))))::int8 FROM _prom_catalog.chunk),
-                (SELECT sum(pg_indexes_size(to_regclass('_prom_chunks.' || quote_ident(table_name))))::int8 FROM _prom_catalog.chunk)
-           FROM _prom_catalog.series_chunk",
+    let (rows, blocks, data, exceptions, heap, index): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM _prom_catalog.series_chunk), (SELECT count(*) FROM _prom_catalog.chunk_block),
+                ((SELECT coalesce(sum(octet_length(data)), 0) FROM _prom_catalog.series_chunk)
+                 + (SELECT coalesce(sum(octet_length(data)), 0) FROM _prom_catalog.chunk_block))::int8,
+                ((SELECT coalesce(sum(cardinality(exceptions)), 0) FROM _prom_catalog.series_chunk)
+                 + (SELECT coalesce(sum(cardinality(exceptions)), 0) FROM _prom_catalog.chunk_block))::int8,
+                (coalesce((SELECT sum(pg_relation_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))) FROM _prom_catalog.chunk), 0)
+                 + pg_relation_size('_prom_catalog.chunk_block'))::int8,
+                (coalesce((SELECT sum(pg_indexes_size(to_regclass('_prom_chunks.' || quote_ident(table_name)))) FROM _prom_catalog.chunk), 0)
+                 + pg_indexes_size('_prom_catalog.chunk_block'))::int8",
     )
     .fetch_one(&db)
     .await
     .unwrap();
     eprintln!(
-        "{}: {rows} series chunks, {:.1} bytes of data and {:.2} exceptions per sample; heap {heap} bytes, indexes {index} bytes",
+        "{}: {rows} series chunks, {blocks} chunk block rows, {:.1} bytes of data and {:.2} exceptions per sample; heap {heap} bytes, indexes {index} bytes",
         shape.name,
         data as f64 / samples,
         exceptions as f64 / samples
@@ -245,7 +263,7 @@ async fn main() {
         );
     }
     println!("head: recent samples as written; merged: the head once maintenance merged its small rows (as it stands");
-    println!("between maintenance runs, before compaction); chunks: series chunks and their index after compaction;");
+    println!("between maintenance runs, before compaction); chunks: series chunks, chunk blocks and their indexes after compaction and sealing;");
     println!("merge/s and compaction/s: samples a second of the merge pass and of compaction (of the merged head)");
     println!(
         "catalog: series and label tables with their indexes; total = chunks + catalog; ratio = total / prometheus"
