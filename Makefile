@@ -19,7 +19,7 @@ deps: ## install the Debian packages needed to run and test (postgresql, prometh
 deps-run: ## install the Debian packages `make run` needs (postgresql, prometheus)
 	@scripts/install-deps.sh
 
-tools: ## build the Go test tools (kube-apiserver, etcd, helm, kubeconform) from the pinned modules in e2e/tools, once
+tools: ## build the Go test tools (kube-apiserver, etcd, helm, kubeconform, Prometheus 3) from the pinned modules in e2e/tools, once
 	@e2e/tools/build.sh all >/dev/null
 
 crds: ## regenerate the CRD YAML (crds/ and the Helm chart) from the Rust types in crds/src

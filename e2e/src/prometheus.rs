@@ -1,6 +1,8 @@
-//! Debian's real `prometheus` binary, run as a child process with a private TSDB.
+//! A real `prometheus` binary, run as a child process with a private TSDB: Debian's (2.42, the
+//! default) or Prometheus 3, built from its pinned Go module by `e2e/tools/build.sh prometheus3`
+//! (`make tools`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -8,22 +10,62 @@ use serde_json::Value;
 
 use crate::{free_port, terminate, wait_for};
 
+/// Which Prometheus to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Version {
+    /// Debian's `prometheus` package (2.42).
+    #[default]
+    Debian,
+    /// Prometheus 3 (3.16.0), built by `e2e/tools/build.sh prometheus3` (built on first use
+    /// when missing: minutes). Its only service discoveries are static, file and http.
+    V3,
+}
+
+impl Version {
+    /// The `prometheus` binary.
+    pub fn binary(self) -> PathBuf {
+        match self {
+            Version::Debian => which_prometheus().to_path_buf(),
+            Version::V3 => crate::kube_cluster::tool("prometheus3"),
+        }
+    }
+
+    /// The `promtool` of the same build.
+    pub fn promtool(self) -> PathBuf {
+        match self {
+            Version::Debian => which_prometheus().with_file_name("promtool"),
+            Version::V3 => crate::kube_cluster::tool("prometheus3").with_file_name("promtool"),
+        }
+    }
+}
+
 pub struct Prometheus {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    version: Version,
 }
 
 impl Prometheus {
-    /// Starts Prometheus with the configuration `config(own_port)` and extra flags.
+    /// Starts Debian's Prometheus with the configuration `config(own_port)` and extra flags.
     pub async fn start(config: impl FnOnce(u16) -> String, extra_flags: &[&str]) -> Self {
+        Self::start_version(Version::Debian, config, extra_flags).await
+    }
+
+    /// Starts Prometheus 3 (see [`Version::V3`]) like [`Prometheus::start`].
+    pub async fn start_v3(config: impl FnOnce(u16) -> String, extra_flags: &[&str]) -> Self {
+        Self::start_version(Version::V3, config, extra_flags).await
+    }
+
+    /// Starts the given Prometheus with the configuration `config(own_port)` and extra flags.
+    pub async fn start_version(version: Version, config: impl FnOnce(u16) -> String, extra_flags: &[&str]) -> Self {
+        let binary = version.binary();
         let dir = crate::private_dir("promscale-test-prometheus-");
         let port = free_port().expect("free port");
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config(port)).expect("writing prometheus.yml");
         let log = dir.path().join("prometheus.log");
-        let binary = which_prometheus();
-        let child = Command::new(binary)
+        let child = Command::new(&binary)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -32,11 +74,17 @@ impl Prometheus {
             .stdout(std::fs::File::create(&log).expect("log file"))
             .stderr(std::fs::File::options().append(true).open(&log).expect("log file"))
             .spawn()
-            .expect("starting prometheus (install Debian's prometheus package: make deps)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} ({version:?}; `make deps`, `make tools`): {e}",
+                    binary.display()
+                )
+            });
         let prometheus = Prometheus {
             child: Some(child),
             port,
             dir,
+            version,
         };
         let client = reqwest::Client::new();
         let url = prometheus.url("/-/ready");
@@ -46,6 +94,10 @@ impl Prometheus {
         })
         .await;
         prometheus
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     pub fn port(&self) -> u16 {
@@ -119,7 +171,7 @@ impl Drop for Prometheus {
             terminate(&mut child, Duration::from_secs(30));
         }
         if std::thread::panicking() {
-            eprintln!("--- prometheus log ---\n{}", self.log());
+            eprintln!("--- prometheus log ({:?}) ---\n{}", self.version, self.log());
         }
     }
 }

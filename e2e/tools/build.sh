@@ -6,9 +6,11 @@
 #   e2e/tools/build.sh --path TOOL... print the paths without building (exit 1 if one is not built)
 #   e2e/tools/build.sh --list         the tools and their pinned versions
 #
-# TOOL: kube-apiserver, etcd, helm, kubeconform (which also brings openapi2jsonschema).
+# TOOL: kube-apiserver, etcd, helm, kubeconform (which also brings openapi2jsonschema),
+# prometheus3 (Prometheus 3's prometheus, the path printed, and promtool beside it).
 # A binary lands in $PROMSCALE_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/promscale-rs/tools),
-# with a stable link $PROMSCALE_TOOLS_DIR/bin/<tool>. A pin bump changes <version> and so
+# with a stable link $PROMSCALE_TOOLS_DIR/bin/<tool> (prometheus3: bin/prometheus3 and
+# bin/promtool3, apart from Debian's prometheus and promtool). A pin bump changes <version> and so
 # rebuilds; any other change to the tool's go.mod, go.sum, Go files or build flags rebuilds in
 # place (a .stamp file in the directory records their hash). Paths go to stdout, progress to
 # stderr. Concurrent calls are safe (one flock per tool). Needs Go (GO=..., else `go` on PATH,
@@ -17,7 +19,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tools_dir=${PROMSCALE_TOOLS_DIR:-$HOME/.cache/promscale-rs/tools}
-all_tools=(kube-apiserver etcd helm kubeconform)
+all_tools=(kube-apiserver etcd helm kubeconform prometheus3)
 
 building_in=""
 trap '[ -z "$building_in" ] || rm -rf "$building_in"' EXIT
@@ -29,11 +31,13 @@ die() { log "$*"; exit 1; }
 pinned() { awk -v m="$2" '$1 == m && $3 != "=>" { print $2; exit }' "$1/go.mod"; }
 
 # tool_info TOOL: sets dir, module, version, pkgs (what `go build` builds), bins (names it
-# writes, the first is the tool), ldflags
+# writes, the first is the tool), links (their names in bin/, default bins), ldflags, tags
 tool_info() {
   local t=$1
   dir=$here/$t
   ldflags="-s -w"
+  tags=""
+  links=()
   case "$t" in
     kube-apiserver)
       module=k8s.io/kubernetes
@@ -54,6 +58,15 @@ tool_info() {
       module=github.com/yannh/kubeconform
       pkgs=(github.com/yannh/kubeconform/cmd/kubeconform ./openapi2jsonschema)
       bins=(kubeconform openapi2jsonschema)
+      ;;
+    prometheus3)
+      module=github.com/prometheus/prometheus
+      pkgs=(github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+      bins=(prometheus promtool)
+      links=(prometheus3 promtool3)
+      # only the static, file and http service discoveries (Prometheus' own build tag); not
+      # builtinassets: the UI's compiled assets are not in the module (the HTTP API is all we use)
+      tags=remove_all_sd
       ;;
     *) die "unknown tool '$t' (known: ${all_tools[*]})" ;;
   esac
@@ -88,14 +101,22 @@ tool_info() {
     kubeconform)
       ldflags+=" -X main.version=$version"
       ;;
+    prometheus3)
+      # as Prometheus' .promu.yml (no build date: it would change the stamp at every run);
+      # module v0.3YY.Z is Prometheus 3.YY.Z
+      local v=${version#v0.} p=github.com/prometheus/common/version
+      v="${v:0:1}.$((10#$(echo "${v:1}" | cut -d. -f1))).$(echo "$v" | cut -d. -f2)"
+      ldflags+=" -X $p.Version=$v -X $p.Revision=$version -X $p.Branch=v$v -X $p.BuildUser=promscale-rs"
+      ;;
   esac
+  [ "${#links[@]}" -gt 0 ] || links=("${bins[@]}")
   dest=$tools_dir/$t-$version
 }
 
 # hash of everything the build depends on besides the module cache
 stamp_of() {
   {
-    echo "recipe 1 | ${pkgs[*]} | ${bins[*]} | $ldflags"
+    echo "recipe 1 | ${pkgs[*]} | ${bins[*]} | $ldflags${tags:+ | tags $tags}"
     (cd "$dir" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) | LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -d' ' -f1
 }
@@ -116,9 +137,10 @@ find_go() {
 
 link() { # the stable links in bin/, only when missing or pointing elsewhere (cheap, race-free)
   mkdir -p "$tools_dir/bin"
-  local b target
-  for b in "${bins[@]}"; do
-    target="../$(basename "$dest")/$b"
+  local i b target
+  for i in "${!bins[@]}"; do
+    b=${links[i]}
+    target="../$(basename "$dest")/${bins[i]}"
     [ "$(readlink "$tools_dir/bin/$b" 2>/dev/null)" != "$target" ] || continue
     ln -sfn "$target" "$tools_dir/bin/.$b.$$"
     mv -Tf "$tools_dir/bin/.$b.$$" "$tools_dir/bin/$b"
@@ -142,13 +164,13 @@ build() {
   tmp=$(mktemp -d "$tools_dir/.build-$t.XXXXXX")
   building_in=$tmp
   chmod 755 "$tmp"
-  log "building $t $version with $("$go" env GOVERSION) (cold: minutes for kube-apiserver) ..."
+  log "building $t $version with $("$go" env GOVERSION) (cold: minutes for kube-apiserver and prometheus3) ..."
   # -mod=readonly: go.mod/go.sum are complete; a build never rewrites them.
   # GOTOOLCHAIN=local: the Go that is there, never a downloaded one. GOWORK=off: this module alone.
   local i
   for i in "${!pkgs[@]}"; do
     if ! (cd "$dir" && CGO_ENABLED=0 GOTOOLCHAIN=local GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" \
-        "$go" build -p 2 -trimpath -ldflags="$ldflags" -o "$tmp/${bins[i]}" "${pkgs[i]}"); then
+        "$go" build -p 2 -trimpath ${tags:+-tags "$tags"} -ldflags="$ldflags" -o "$tmp/${bins[i]}" "${pkgs[i]}"); then
       rm -rf "$tmp"
       die "building $t failed"
     fi
@@ -163,12 +185,12 @@ build() {
   echo "$dest/${bins[0]}"
 }
 
-[ $# -gt 0 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mode=build
 case "$1" in
   --path) mode=path; shift ;;
   --list) mode=list; shift ;;
-  -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 tools=("$@")
 if [ "$mode" = list ] || [ "${#tools[@]}" -eq 0 ] || [ "${tools[0]}" = all ]; then tools=("${all_tools[@]}"); fi
