@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use promscale_connector::storage::codec::run_sizes;
+use promscale_connector::storage::compaction::CompactionOptions;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series};
-use promscale_e2e::{json, maintain};
+use promscale_e2e::{json, maintain, maintain_with};
 use sqlx::PgPool;
 
 const STEP_MS: i64 = 15_000;
@@ -57,6 +59,47 @@ async fn chunk_tables(db: &PgPool, metric: &str) -> i64 {
     .fetch_one(db)
     .await
     .unwrap()
+}
+
+/// Compaction of the whole head, sealing nothing.
+fn compact_only() -> CompactionOptions {
+    CompactionOptions {
+        seal_after: std::time::Duration::from_secs(100 * 365 * 86_400),
+        ..CompactionOptions::everything()
+    }
+}
+
+/// Runs of each series in the blocks of `metric`'s chunks: series -> runs.
+async fn runs_per_series(db: &PgPool, metric: &str) -> BTreeMap<i64, usize> {
+    let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT b.data FROM _prom_catalog.chunk_block b JOIN _prom_catalog.chunk c ON c.id = b.chunk_id
+          JOIN _prom_catalog.metric m ON m.id = c.metric_id WHERE m.metric_name = $1",
+    )
+    .bind(metric)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let mut runs = BTreeMap::new();
+    for data in blocks {
+        for run in run_sizes(&data).unwrap() {
+            *runs.entry(run.series).or_default() += 1;
+        }
+    }
+    runs
+}
+
+async fn instant(client: &reqwest::Client, connector: &Connector, query: &str, t: i64) -> String {
+    let answer = json(
+        client
+            .post(connector.url("/api/v1/query"))
+            .form(&[("query", query), ("time", &format!("{}", t as f64 / 1000.0))]),
+    )
+    .await;
+    assert_eq!(answer["status"], "success", "{answer}");
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
 }
 
 async fn range_query(client: &reqwest::Client, connector: &Connector, query: &str, start: i64, end: i64) -> String {
@@ -112,7 +155,14 @@ async fn small_sealed_chunks_become_blocks_and_answer_exactly_as_before() {
     let start = chunk_end - 3 * HOUR_MS;
     let rounds = 600;
     let end = start + (rounds - 1) * STEP_MS;
+    let t5 = start + 5 * STEP_MS;
     for round in (0..rounds).step_by(50) {
+        if round == 300 {
+            // Half the samples compacted into blocks; the other half lands in blocks of a
+            // second compaction, with a repeat of a stored (series, time) of another value.
+            maintain_with(&db, &compact_only()).await;
+            write(&client, &connector, &[("blk_gauge", "p1", t5, -1.0)]).await;
+        }
         let mut samples = Vec::new();
         for r in round..(round + 50).min(rounds) {
             let t = start + r * STEP_MS;
@@ -145,14 +195,46 @@ async fn small_sealed_chunks_become_blocks_and_answer_exactly_as_before() {
     let view_before = stored(&db, "blk_gauge").await;
     assert_eq!(view_before.len(), 4 * rounds as usize);
     assert_eq!(view_before[&("p2".to_string(), start + 9 * STEP_MS)], STALE_NAN);
+    assert_eq!(
+        view_before[&("p1".to_string(), t5)],
+        51.25f64.to_bits(),
+        "the stored value wins"
+    );
+    assert_eq!(instant(&client, &connector, "blk_gauge{pod=\"p1\"}", t5).await, "51.25");
 
+    // The second half compacted: two compactions' blocks, no table.
+    let compacted = maintain_with(&db, &compact_only()).await;
+    assert_eq!(compacted.samples, 5 * (rounds as u64 - 300) + 1);
+    assert_eq!((compacted.series_chunks_written, compacted.chunks_sealed), (0, 0));
+    assert_eq!(layout(&db, "blk_gauge").await.0, 0, "a small chunk has no table");
+    assert!(runs_per_series(&db, "blk_gauge").await.values().all(|&n| n == 2));
+    assert_eq!(
+        instant(&client, &connector, "blk_gauge{pod=\"p1\"}", t5).await,
+        "51.25",
+        "the block written first wins"
+    );
+    assert_eq!(stored(&db, "blk_gauge").await, view_before);
+    for (q, expected) in queries.iter().zip(&before) {
+        assert_eq!(&range_query(&client, &connector, q, start, end).await, expected, "{q}");
+    }
+
+    // Sealing packs them: one run per series.
     let stats = maintain(&db).await;
-    assert_eq!(stats.samples, 5 * rounds as u64);
+    assert_eq!(stats.samples, 0);
     assert!(stats.chunks_sealed >= 2 && stats.chunk_blocks_written >= 2, "{stats:?}");
     let (with_table, in_blocks, block_rows) = layout(&db, "blk_gauge").await;
     assert_eq!((with_table, in_blocks), (0, 1), "the sealed chunk keeps no table");
-    assert!(block_rows >= 1);
+    assert_eq!(block_rows, 1, "4 series of 600 samples fill less than a page");
+    assert_eq!(
+        runs_per_series(&db, "blk_gauge")
+            .await
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1; 4]
+    );
     assert_eq!(chunk_tables(&db, "blk_gauge").await, 0);
+    assert_eq!(instant(&client, &connector, "blk_gauge{pod=\"p1\"}", t5).await, "51.25");
     assert_eq!(
         stored(&db, "blk_gauge").await,
         view_before,
@@ -165,7 +247,6 @@ async fn small_sealed_chunks_become_blocks_and_answer_exactly_as_before() {
 
     // Late samples: a new series, a repeat of a stored (series, time) with another value (the
     // stored one wins), and a new time between two stored ones.
-    let t5 = start + 5 * STEP_MS;
     write(
         &client,
         &connector,
@@ -201,7 +282,9 @@ async fn small_sealed_chunks_become_blocks_and_answer_exactly_as_before() {
         before[2]
     );
 
-    // Retention drops the chunk with its blocks.
+    // Retention drops the chunk with its blocks, and leaves the other metric alone.
+    let counter_before = range_query(&client, &connector, "count(blk_counter)", start, end).await;
+    assert!(counter_before.contains("\"1\""), "{counter_before}");
     sqlx::query("SELECT prom_api.set_metric_retention_period('blk_gauge', interval '1 hour')")
         .execute(&db)
         .await
@@ -214,13 +297,105 @@ async fn small_sealed_chunks_become_blocks_and_answer_exactly_as_before() {
     assert!(stored(&db, "blk_gauge").await.is_empty());
     assert_eq!(
         range_query(&client, &connector, "count(blk_counter)", start, end).await,
-        before_count(&client, &connector, start, end).await
+        counter_before
     );
 }
 
-/// `count(blk_counter)` as it stands; the counter is untouched by the gauge's retention.
-async fn before_count(client: &reqwest::Client, connector: &Connector, start: i64, end: i64) -> String {
-    let answer = range_query(client, connector, "count(blk_counter)", start, end).await;
-    assert!(answer.contains("\"1\""), "{answer}");
-    answer
+/// A value with no short decimal form (8 bytes each, as an exception): series of them fill a
+/// chunk past the blocks' 1 MiB quickly.
+fn raw_value(series: i64, i: i64) -> f64 {
+    f64::from_bits(
+        0x3ff0_0000_0000_0000 | ((series * 1_000_003 + i).wrapping_mul(2_654_435_761) as u64 & 0xf_ffff_ffff_ffff),
+    )
+}
+
+/// A chunk that outgrows the blocks gets a table: what compaction writes from then on goes
+/// there, the blocks keep precedence (a repeat in the table loses to them), and sealing
+/// rewrites blocks and series chunks into one series chunk per series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_past_a_mebibyte_moves_to_a_table_and_keeps_precedence() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let client = reqwest::Client::new();
+    let now = promscale_e2e::recent_ms();
+    let chunk_end = (now - 2 * HOUR_MS) / CHUNK_MS * CHUNK_MS;
+    let start = chunk_end - 7 * HOUR_MS;
+    let series_count = 100;
+    let write_rounds = |from: i64, to: i64| {
+        let client = client.clone();
+        let url = connector.url("/write");
+        async move {
+            for first in (from..to).step_by(20) {
+                let body = encode(
+                    (0..series_count)
+                        .map(|s| {
+                            let samples: Vec<(i64, f64)> = (first..(first + 20).min(to))
+                                .map(|r| (start + r * STEP_MS, raw_value(s, r)))
+                                .collect();
+                            series(&[("__name__", "big_raw"), ("pod", &format!("p{s}"))], &samples)
+                        })
+                        .collect(),
+                );
+                let (status, text) = post(&client, &url, body).await.unwrap();
+                assert_eq!(status, 204, "{text}");
+            }
+        }
+    };
+    // 800 rounds: 80,000 raw values, 640 kB: blocks.
+    write_rounds(0, 800).await;
+    maintain_with(&db, &compact_only()).await;
+    assert_eq!(layout(&db, "big_raw").await.0, 0);
+    // 600 more and a repeat of a stored time: past 1 MiB, into a table.
+    write_rounds(800, 1400).await;
+    let t10 = start + 10 * STEP_MS;
+    let body = encode(vec![series(&[("__name__", "big_raw"), ("pod", "p3")], &[(t10, 7.0)])]);
+    assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
+    let stats = maintain_with(&db, &compact_only()).await;
+    assert!(stats.series_chunks_written >= 100, "{stats:?}");
+    let (with_table, _, block_rows) = layout(&db, "big_raw").await;
+    assert_eq!(with_table, 1, "the chunk got a table");
+    assert!(block_rows > 0, "and kept its blocks");
+    assert_eq!(chunk_tables(&db, "big_raw").await, 1);
+    let original = raw_value(3, 10);
+    let kept = instant(&client, &connector, "big_raw{pod=\"p3\"}", t10).await;
+    assert_eq!(
+        kept.parse::<f64>().unwrap(),
+        original,
+        "the block's value wins over the table's"
+    );
+    let view_count: i64 = sqlx::query_scalar("SELECT count(*) FROM prom_metric.big_raw")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(view_count, 1400 * series_count);
+    let p3: f64 = sqlx::query_scalar(
+        "SELECT value FROM prom_metric.big_raw WHERE pod = 'p3' AND time = to_timestamp($1 / 1000.0)",
+    )
+    .bind(t10 as f64)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(p3.to_bits(), original.to_bits(), "the view agrees");
+    let before = range_query(&client, &connector, "big_raw", start, start + 1399 * STEP_MS).await;
+
+    // Sealing: blocks merged into the table, one series chunk per series (split to fit).
+    let sealed = maintain(&db).await;
+    assert!(sealed.chunks_sealed >= 1, "{sealed:?}");
+    let (with_table, _, block_rows) = layout(&db, "big_raw").await;
+    assert_eq!((with_table, block_rows), (1, 0));
+    let rows_per_series: Vec<i64> =
+        sqlx::query_scalar("SELECT count(*) FROM _prom_compressed.big_raw GROUP BY series_id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(rows_per_series.len(), series_count as usize);
+    assert!(
+        rows_per_series.iter().all(|&n| n == 2),
+        "11,200 raw bytes a series: two rows of up to 6 kB, {rows_per_series:?}"
+    );
+    assert_eq!(
+        range_query(&client, &connector, "big_raw", start, start + 1399 * STEP_MS).await,
+        before
+    );
 }

@@ -240,7 +240,15 @@ async fn series_chunks_answer_exactly_like_the_head_in_a_fraction_of_the_space()
 
     // A second run finds nothing more to do and changes nothing.
     let again = promscale_e2e::maintain(&db).await;
-    assert_eq!((again.samples, again.series_chunks_written), (0, 0));
+    assert_eq!(
+        (
+            again.samples,
+            again.series_chunks_written,
+            again.chunk_blocks_written,
+            again.chunks_sealed
+        ),
+        (0, 0, 0, 0)
+    );
     assert_eq!(view(&db, "cm").await, before);
 }
 
@@ -292,6 +300,7 @@ async fn late_samples_for_compacted_chunks_are_kept_and_merged() {
     assert!(after.contains(&(kind, old_ms, old_bits)));
     assert_eq!(head_rows(&db).await, 0);
     assert_eq!(split_series(&db).await, 0, "the chunk was sealed again");
+    assert_eq!(split_in_blocks(&db).await, 0, "the chunk was sealed again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,13 @@
-//! Debian's Prometheus scrapes itself and the connector and remote-writes into the
-//! connector; every sample Prometheus holds must then be in PostgreSQL, bit for bit.
+//! A real Prometheus (Debian's 2.42, and 3.16 built from the Go module proxy) scrapes itself
+//! and the connector and remote-writes into the connector (remote-write 1.0); every sample
+//! Prometheus holds must then be in PostgreSQL, bit for bit, with its metadata.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
-use promscale_e2e::prometheus::Prometheus;
+use promscale_e2e::prometheus::{Prometheus, Version};
 use promscale_e2e::wait_for;
 use sqlx::Row;
 
@@ -18,10 +19,22 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_prometheus_sends_is_stored_and_visible_through_the_views() {
+    every_sample_is_stored(Version::Debian).await;
+}
+
+/// The same from Prometheus 3 (its scrapes of classic metrics over remote-write 1.0, as it
+/// sends by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_prometheus_3_sends_is_stored_and_visible_through_the_views() {
+    every_sample_is_stored(Version::V3).await;
+}
+
+async fn every_sample_is_stored(version: Version) {
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &[]).await;
     let connector_port = connector.port();
-    let prometheus = Prometheus::start(
+    let prometheus = Prometheus::start_version(
+        version,
         |own_port| {
             format!(
                 r#"

@@ -159,6 +159,15 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
     )
     .await;
     assert_eq!(orphans, 0, "dropped chunks leave no tables behind");
+    let orphan_blocks: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM _prom_catalog.chunk_block b
+          WHERE NOT EXISTS (SELECT 1 FROM _prom_catalog.chunk c WHERE c.id = b.chunk_id)",
+    )
+    .await;
+    assert_eq!(orphan_blocks, 0, "dropped chunks leave no blocks behind");
+    let blocks: i64 = scalar(&db, "SELECT count(*) FROM _prom_catalog.chunk_block").await;
+    assert!(blocks > 0, "the chunks kept keep their blocks");
 
     // Samples for the dropped range are acknowledged but not stored.
     let late = encode(vec![series(
@@ -433,6 +442,11 @@ async fn interrupted_maintenance_leaves_a_consistent_catalog() {
         .await
         .unwrap();
     let interrupted = maintenance.await.unwrap();
+    // A session lock outlives its use: release it before the connection goes back to the pool.
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
     drop(holder);
 
     // Every table a chunk names exists and is attached; every chunk table belongs to a chunk;

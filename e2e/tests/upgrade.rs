@@ -558,15 +558,24 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
     assert_eq!(stored().await, expected, "the same samples after maintenance");
     assert_eq!(range(a_start, now).await, before, "PromQL answers as before");
 
-    // A late sample reopens chunk A; sealing then turns it into blocks as well.
+    // A late sample reopens chunk A, with a repeat of a time version 7 stored (its value
+    // stays); sealing then turns chunk A into blocks as well.
     let late = a_start + 60_000 + 7_000;
+    let repeated = a_start + 60_000 + 5 * STEP;
     let body = encode(vec![series(
         &[("__name__", "upgrade_blocks"), ("cpu", "c1")],
-        &[(late, 42.0)],
+        &[(repeated, -5.0), (late, 42.0)],
     )]);
     assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
     expected.insert(("c1".to_string(), late), 42f64.to_bits());
+    assert_eq!(stored().await, expected, "the stored value wins over the repeat");
     maintain(&db).await;
     assert_eq!(tables(chunk_tables[0].0).await, None);
-    assert_eq!(stored().await, expected);
+    let dropped: Option<String> = sqlx::query_scalar("SELECT to_regclass(format('_prom_chunks.%I', $1::text))::text")
+        .bind(&chunk_tables[0].1)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(dropped, None, "chunk A's table is dropped");
+    assert_eq!(stored().await, expected, "and after sealing");
 }

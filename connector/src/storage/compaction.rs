@@ -79,7 +79,7 @@ pub struct CompactionStats {
     pub expired: u64,
     pub series_chunks_written: u64,
     pub chunks_sealed: u64,
-    /// Rows of chunk blocks written when sealing small chunks.
+    /// Rows of chunk blocks written (by compaction into small chunks, and by sealing them).
     pub chunk_blocks_written: u64,
     /// Small head rows merged into bigger ones (and the rows that replaced them).
     pub head_rows_merged: u64,
@@ -101,13 +101,14 @@ impl CompactionStats {
 
 /// Errors that say the database (or the connection) is in trouble, not that one metric's
 /// data is at fault: those end the round. Data exceptions (22), integrity (23), objects
-/// gone under us (42), limits (54) and corrupt data (XX001) only skip the metric.
+/// gone under us (42), limits (54), corrupt data (XX001) and a lock not had in time (55P03:
+/// sealing gives up on a chunk its readers hold) only skip the metric or chunk.
 fn is_connection_error(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => false,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            !(["22", "23", "42", "54"].iter().any(|c| code.starts_with(c)) || code == "XX001")
+            !(["22", "23", "42", "54"].iter().any(|c| code.starts_with(c)) || code == "XX001" || code == "55P03")
         }
         _ => true,
     }
@@ -589,9 +590,12 @@ async fn merge_into_chunk(
             let mut series: Vec<(i64, Vec<(i64, f64)>)> = new.drain().filter(|(_, s)| !s.is_empty()).collect();
             series.sort_unstable_by_key(|(id, _)| *id);
             let rows = encode_chunk_blocks(&series, raw);
-            let stored = chunk_block_bytes(tx, chunk.id).await?;
-            let adding: i64 = rows.iter().map(|r| r.bytes() as i64).sum();
-            if stored + adding < BLOCK_CHUNK_MAX_BYTES {
+            let (stored_bytes, stored_samples) = chunk_block_size(tx, chunk.id).await?;
+            let adding_bytes: i64 = rows.iter().map(|r| r.bytes() as i64).sum();
+            let adding_samples: i64 = rows.iter().map(|r| i64::from(r.samples)).sum();
+            if stored_bytes + adding_bytes < BLOCK_CHUNK_MAX_BYTES
+                && stored_samples + adding_samples < BLOCK_CHUNK_MAX_SAMPLES
+            {
                 return Ok((0, insert_chunk_blocks(tx, chunk.id, &rows).await?));
             }
             new = series.into_iter().collect();
@@ -745,6 +749,13 @@ async fn insert_series_chunks(
 /// with few series; a chunk block row costs about 70 bytes.
 const BLOCK_CHUNK_MAX_BYTES: i64 = 1 << 20;
 
+/// And fewer samples than this: regular series of constant values take a few bytes for
+/// millions of samples, and sealing a small chunk decodes it whole.
+const BLOCK_CHUNK_MAX_SAMPLES: i64 = 1 << 21;
+
+/// The most samples a chunk block row holds (the decoder takes up to 2^24 a block).
+const MAX_BLOCK_ROW_SAMPLES: usize = 1 << 20;
+
 /// Seals a closed time chunk. A small one becomes chunk blocks (rows of
 /// `_prom_catalog.chunk_block` holding whole series of the chunk) and its table is dropped; a
 /// larger one is rewritten into a fresh table holding one series chunk per series. Rewrites
@@ -771,14 +782,14 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     let raw = raw_values(&mut tx, metric_id).await?;
     // What the chunk holds: blocks from an earlier sealing (late samples unsealed it since),
     // and the series chunks of its table.
-    let (block_rows, block_bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8
-           FROM _prom_catalog.chunk_block WHERE chunk_id = $1",
-    )
-    .bind(chunk.id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let small = block_bytes + table_bytes_of(&mut tx, &chunk).await? < BLOCK_CHUNK_MAX_BYTES;
+    let block_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.chunk_block WHERE chunk_id = $1")
+        .bind(chunk.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let (block_bytes, block_samples) = chunk_block_size(&mut tx, chunk.id).await?;
+    let (table_bytes, table_samples) = table_size_of(&mut tx, &chunk).await?;
+    let small =
+        block_bytes + table_bytes < BLOCK_CHUNK_MAX_BYTES && block_samples + table_samples < BLOCK_CHUNK_MAX_SAMPLES;
     if small {
         // Blocks and series chunks alike become packed blocks, unless they already are one
         // compaction's worth of blocks and nothing else.
@@ -826,10 +837,11 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     Ok(stats)
 }
 
-/// Bytes of block and exceptions in the chunk's blocks.
-async fn chunk_block_bytes(tx: &mut Transaction<'_, Postgres>, chunk_id: i32) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8
+/// (bytes of block and exceptions, samples) in the chunk's blocks.
+async fn chunk_block_size(tx: &mut Transaction<'_, Postgres>, chunk_id: i32) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8,
+                coalesce(sum(samples), 0)::int8
            FROM _prom_catalog.chunk_block WHERE chunk_id = $1",
     )
     .bind(chunk_id)
@@ -837,13 +849,14 @@ async fn chunk_block_bytes(tx: &mut Transaction<'_, Postgres>, chunk_id: i32) ->
     .await
 }
 
-/// Bytes of block and exceptions in the chunk's table, if it has one.
-async fn table_bytes_of(tx: &mut Transaction<'_, Postgres>, chunk: &Chunk) -> Result<i64, sqlx::Error> {
+/// (bytes of block and exceptions, samples) in the chunk's table, if it has one.
+async fn table_size_of(tx: &mut Transaction<'_, Postgres>, chunk: &Chunk) -> Result<(i64, i64), sqlx::Error> {
     let Some(table) = &chunk.table_name else {
-        return Ok(0);
+        return Ok((0, 0));
     };
-    sqlx::query_scalar(&format!(
-        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8
+    sqlx::query_as(&format!(
+        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8,
+                coalesce(sum(samples), 0)::int8
            FROM _prom_chunks.{}",
         quote_ident(table)
     ))
@@ -998,7 +1011,7 @@ fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<Chun
         let block = encode_series(&times, &values, raw);
         // a run's header in a shared block costs a few bytes more than alone
         let size = block.data.len() + 8 * block.exceptions.len() + 8;
-        if size > MAX_BLOCK_ROW_BYTES - 32 && samples.len() > 1 {
+        if (size > MAX_BLOCK_ROW_BYTES - 32 || samples.len() > MAX_BLOCK_ROW_SAMPLES) && samples.len() > 1 {
             let (a, b) = samples.split_at(samples.len() / 2);
             split(id, a, raw, out);
             split(id, b, raw, out);
@@ -1022,7 +1035,9 @@ fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<Chun
             samples += run.len() as i32;
         }
         let block = encoder.finish();
-        if block.data.len() + 8 * block.exceptions.len() > MAX_BLOCK_ROW_BYTES && pieces.len() > 1 {
+        let too_big = block.data.len() + 8 * block.exceptions.len() > MAX_BLOCK_ROW_BYTES
+            || samples as usize > MAX_BLOCK_ROW_SAMPLES;
+        if too_big && pieces.len() > 1 {
             let (a, b) = pieces.split_at(pieces.len() / 2);
             flush(a, raw, rows);
             flush(b, raw, rows);
@@ -1045,13 +1060,14 @@ fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<Chun
     }
     let mut rows = Vec::new();
     let mut current: Vec<Piece<'_>> = Vec::new();
-    let mut bytes = 32;
+    let (mut bytes, mut samples) = (32, 0);
     for (piece, size) in pieces {
-        if bytes + size > MAX_BLOCK_ROW_BYTES {
+        if bytes + size > MAX_BLOCK_ROW_BYTES || samples + piece.1.len() > MAX_BLOCK_ROW_SAMPLES {
             flush(&current, raw, &mut rows);
             current.clear();
-            bytes = 32;
+            (bytes, samples) = (32, 0);
         }
+        samples += piece.1.len();
         current.push(piece);
         bytes += size;
     }
@@ -1103,4 +1119,71 @@ async fn insert_chunk_blocks(
         written += part.len() as u64;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_rows(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<ChunkBlockRow> {
+        let rows = encode_chunk_blocks(series, raw);
+        let mut decoded: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
+        for row in &rows {
+            assert!(row.bytes() <= MAX_BLOCK_ROW_BYTES, "{} bytes", row.bytes());
+            assert!(row.samples as usize <= MAX_BLOCK_ROW_SAMPLES, "{} samples", row.samples);
+            let samples = codec::decode(&row.block.data, &row.block.exceptions).unwrap();
+            assert_eq!(samples.len(), row.samples as usize);
+            for (s, t, v) in samples {
+                assert!((row.first_series..=row.last_series).contains(&s));
+                assert!((row.start..=row.end).contains(&t));
+                decoded.entry(s).or_default().push((t, v));
+            }
+        }
+        for (id, samples) in series {
+            let got = &decoded[id];
+            assert_eq!(got.len(), samples.len(), "series {id}");
+            assert!(got
+                .iter()
+                .zip(samples)
+                .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits()));
+        }
+        rows
+    }
+
+    #[test]
+    fn chunk_blocks_fill_pages_and_split_what_does_not_fit() {
+        // 300 small series share rows; one long series of raw values is split over several.
+        let mut series: Vec<(i64, Vec<(i64, f64)>)> = (0..300)
+            .map(|i| (1000 + i, (0..120).map(|k| (k * 15_000, (i * 7 + k) as f64)).collect()))
+            .collect();
+        series.push((
+            5000,
+            (0..3000)
+                .map(|k| (k * 15_000, f64::from_bits(0x3ff0_0000_0000_0001 + k as u64)))
+                .collect(),
+        ));
+        let rows = check_rows(&series, false);
+        let long = rows
+            .iter()
+            .filter(|r| r.first_series <= 5000 && r.last_series >= 5000)
+            .count();
+        assert!(long >= 3, "3000 raw values take {long} rows");
+        let total: usize = rows.iter().map(|r| r.bytes()).sum();
+        assert!(
+            rows.len() <= total / 7000 + 2,
+            "{} rows for {total} bytes: pages are filled",
+            rows.len()
+        );
+        check_rows(&series, true);
+    }
+
+    #[test]
+    fn chunk_block_rows_hold_at_most_a_million_samples() {
+        // Constant series on a regular grid cost a few bytes for any number of samples.
+        let series: Vec<(i64, Vec<(i64, f64)>)> = (0..6)
+            .map(|i| (i, (0..400_000).map(|k| (k * 1_000, 1.0)).collect()))
+            .collect();
+        let rows = check_rows(&series, false);
+        assert!(rows.len() >= 3, "{} rows for 2.4 million samples", rows.len());
+    }
 }
