@@ -50,6 +50,46 @@ pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
         .expect("a JSON answer")
 }
 
+/// The `data` of a `/api/v1/query_range` answer from the server at `base_url` (`start` and
+/// `end` in Unix ms, `step` in seconds), as JSON text; the query must succeed.
+pub async fn query_range(
+    client: &reqwest::Client,
+    base_url: &str,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: u32,
+) -> String {
+    let response = json(client.post(format!("{base_url}/api/v1/query_range")).form(&[
+        ("query", query),
+        ("start", &format!("{}", start as f64 / 1000.0)),
+        ("end", &format!("{}", end as f64 / 1000.0)),
+        ("step", &step.to_string()),
+    ]))
+    .await;
+    assert_eq!(response["status"], "success", "{query}: {response}");
+    response["data"].to_string()
+}
+
+/// Every sample of `metric` through its user view, `(value of label, ms) -> value bits`;
+/// the view must show each sample once.
+pub async fn view_samples(
+    db: &sqlx::PgPool,
+    metric: &str,
+    label: &str,
+) -> std::collections::BTreeMap<(String, i64), u64> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(&format!(
+        "SELECT {label}, (extract(epoch FROM time) * 1000)::int8, value FROM prom_metric.{metric}"
+    ))
+    .fetch_all(db)
+    .await
+    .expect("reading the view");
+    let n = rows.len();
+    let map: std::collections::BTreeMap<_, _> = rows.into_iter().map(|(s, t, v)| ((s, t), v.to_bits())).collect();
+    assert_eq!(map.len(), n, "the view shows each sample once");
+    map
+}
+
 /// A recent timestamp (an hour ago, in whole seconds) in Prometheus' milliseconds: within
 /// any default retention period, and in the past, as scraped samples are.
 pub fn recent_ms() -> i64 {

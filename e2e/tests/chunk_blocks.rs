@@ -20,16 +20,7 @@ const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// (pod, ms) -> value bits of every sample of `metric`, through its user view.
 async fn stored(db: &PgPool, metric: &str) -> BTreeMap<(String, i64), u64> {
-    let rows: Vec<(String, i64, f64)> = sqlx::query_as(&format!(
-        "SELECT pod, (extract(epoch FROM time) * 1000)::int8, value FROM prom_metric.{metric}"
-    ))
-    .fetch_all(db)
-    .await
-    .unwrap();
-    let n = rows.len();
-    let map: BTreeMap<_, _> = rows.into_iter().map(|(s, t, v)| ((s, t), v.to_bits())).collect();
-    assert_eq!(map.len(), n, "the view shows each sample once");
-    map
+    promscale_e2e::view_samples(db, metric, "pod").await
 }
 
 /// (chunks with a table, chunks in blocks only, block rows) of `metric`.
@@ -103,15 +94,7 @@ async fn instant(client: &reqwest::Client, connector: &Connector, query: &str, t
 }
 
 async fn range_query(client: &reqwest::Client, connector: &Connector, query: &str, start: i64, end: i64) -> String {
-    let response = json(client.post(connector.url("/api/v1/query_range")).form(&[
-        ("query", query),
-        ("start", &format!("{}", start as f64 / 1000.0)),
-        ("end", &format!("{}", end as f64 / 1000.0)),
-        ("step", "60"),
-    ]))
-    .await;
-    assert_eq!(response["status"], "success", "{query}: {response}");
-    response["data"].to_string()
+    promscale_e2e::query_range(client, &connector.url(""), query, start, end, 60).await
 }
 
 async fn series_api(client: &reqwest::Client, connector: &Connector, start: i64, end: i64) -> String {

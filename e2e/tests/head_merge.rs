@@ -8,22 +8,14 @@ use promscale_connector::storage::compaction::CompactionOptions;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series};
-use promscale_e2e::{json, maintain, maintain_with, recent_ms};
+use promscale_e2e::{maintain, maintain_with, recent_ms};
 use sqlx::PgPool;
 
 const STEP_MS: i64 = 15_000;
 
 /// (series label, ms) -> value bits of every sample, through the user view.
 async fn stored(db: &PgPool) -> BTreeMap<(String, i64), u64> {
-    let rows: Vec<(String, i64, f64)> =
-        sqlx::query_as("SELECT pod, (extract(epoch FROM time) * 1000)::int8, value FROM prom_metric.merge_gauge")
-            .fetch_all(db)
-            .await
-            .unwrap();
-    let n = rows.len();
-    let map: BTreeMap<_, _> = rows.into_iter().map(|(s, t, v)| ((s, t), v.to_bits())).collect();
-    assert_eq!(map.len(), n, "the view shows each sample once");
-    map
+    promscale_e2e::view_samples(db, "merge_gauge", "pod").await
 }
 
 async fn head_rows(db: &PgPool) -> i64 {
@@ -41,15 +33,7 @@ async fn head_bytes(db: &PgPool) -> i64 {
 }
 
 async fn range_query(client: &reqwest::Client, connector: &Connector, query: &str, start: i64, end: i64) -> String {
-    let response = json(client.post(connector.url("/api/v1/query_range")).form(&[
-        ("query", query),
-        ("start", &format!("{}", start as f64 / 1000.0)),
-        ("end", &format!("{}", end as f64 / 1000.0)),
-        ("step", "15"),
-    ]))
-    .await;
-    assert_eq!(response["status"], "success", "{query}: {response}");
-    response["data"].to_string()
+    promscale_e2e::query_range(client, &connector.url(""), query, start, end, 15).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
