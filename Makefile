@@ -42,11 +42,11 @@ test: deps tools build images ## run every test: unit tests and end-to-end tests
 e2e: deps tools build images ## the whole path on a test API server: helm install, examples, operator and connector as their pods, Prometheus, PromQL and SQL, helm upgrade and uninstall
 	$(CARGO) test -p promscale-e2e --test full_path -- --nocapture
 
-bench: deps-run ## side by side with Prometheus 2.42: remote-write throughput, bytes per sample on disk, query latency
+bench: deps-run ## side by side with Prometheus 2.42: remote-write throughput, bytes per sample on disk, query latency over 1 h, 24 h and 7 days
 	$(CARGO) build --release -p promscale-connector -p promscale-e2e --bins
 	./target/release/remote-write-bench
 	./target/release/storage-bench
-	./target/release/query-bench
+	./target/release/query-bench --hours 168
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check
