@@ -676,19 +676,38 @@ async fn merge_into_chunk(
 /// page (the columns are stored PLAIN, with no TOAST), and longer series chunks are split.
 const MAX_ROW_BYTES: usize = 6_000;
 
-/// Encodes a series' samples into one or more series chunks of at most [`MAX_ROW_BYTES`]:
-/// (first time, last time, samples, block).
-fn encode_rows(samples: &[(i64, f64)], raw: bool, out: &mut Vec<(i64, i64, i32, Block)>) {
+/// Splits a series' samples (non-empty, ascending) into halves, and those into halves, until
+/// each part encoded alone takes at most `max_bytes` of block and exceptions and holds at
+/// most `max_samples` (a single sample is never split); appends each part with its block.
+fn split_to_fit<'a>(
+    samples: &'a [(i64, f64)],
+    raw: bool,
+    max_bytes: usize,
+    max_samples: usize,
+    out: &mut Vec<(&'a [(i64, f64)], Block)>,
+) {
     let times: Vec<i64> = samples.iter().map(|s| s.0).collect();
     let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
     let block = encode_series(&times, &values, raw);
-    if block.data.len() + 8 * block.exceptions.len() > MAX_ROW_BYTES && samples.len() > 1 {
+    if (block.data.len() + 8 * block.exceptions.len() > max_bytes || samples.len() > max_samples) && samples.len() > 1 {
         let (a, b) = samples.split_at(samples.len() / 2);
-        encode_rows(a, raw, out);
-        encode_rows(b, raw, out);
+        split_to_fit(a, raw, max_bytes, max_samples, out);
+        split_to_fit(b, raw, max_bytes, max_samples, out);
         return;
     }
-    out.push((times[0], times[times.len() - 1], times.len() as i32, block));
+    out.push((samples, block));
+}
+
+/// Encodes a series' samples into one or more series chunks of at most [`MAX_ROW_BYTES`]:
+/// (first time, last time, samples, block).
+fn encode_rows(samples: &[(i64, f64)], raw: bool, out: &mut Vec<(i64, i64, i32, Block)>) {
+    let mut parts = Vec::new();
+    split_to_fit(samples, raw, MAX_ROW_BYTES, usize::MAX, &mut parts);
+    out.extend(
+        parts
+            .into_iter()
+            .map(|(part, block)| (part[0].0, part[part.len() - 1].0, part.len() as i32, block)),
+    );
 }
 
 /// Writes series chunks into a chunk table, then indexes it if it has grown large enough.
@@ -1004,21 +1023,6 @@ const MAX_BLOCK_ROW_BYTES: usize = 8_000;
 /// [`MAX_BLOCK_ROW_BYTES`]; a series too long for one row is split over several.
 fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<ChunkBlockRow> {
     type Piece<'a> = (i64, &'a [(i64, f64)]);
-    // (series, samples) pieces, each with its size encoded alone
-    fn split<'a>(id: i64, samples: &'a [(i64, f64)], raw: bool, out: &mut Vec<(Piece<'a>, usize)>) {
-        let times: Vec<i64> = samples.iter().map(|s| s.0).collect();
-        let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
-        let block = encode_series(&times, &values, raw);
-        // a run's header in a shared block costs a few bytes more than alone
-        let size = block.data.len() + 8 * block.exceptions.len() + 8;
-        if (size > MAX_BLOCK_ROW_BYTES - 32 || samples.len() > MAX_BLOCK_ROW_SAMPLES) && samples.len() > 1 {
-            let (a, b) = samples.split_at(samples.len() / 2);
-            split(id, a, raw, out);
-            split(id, b, raw, out);
-        } else {
-            out.push(((id, samples), size));
-        }
-    }
     /// Encodes `pieces` as one row, or as several if the estimate fell short.
     fn flush(pieces: &[Piece<'_>], raw: bool, rows: &mut Vec<ChunkBlockRow>) {
         if pieces.is_empty() {
@@ -1052,10 +1056,24 @@ fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<Chun
             block,
         });
     }
-    let mut pieces = Vec::new();
+    // (series, samples) pieces, each with its size encoded alone plus the few bytes more a
+    // run's header costs in a shared block
+    let mut pieces: Vec<(Piece<'_>, usize)> = Vec::new();
+    let mut parts = Vec::new();
     for (id, samples) in series {
         if !samples.is_empty() {
-            split(*id, samples, raw, &mut pieces);
+            split_to_fit(
+                samples,
+                raw,
+                MAX_BLOCK_ROW_BYTES - 40,
+                MAX_BLOCK_ROW_SAMPLES,
+                &mut parts,
+            );
+            pieces.extend(
+                parts
+                    .drain(..)
+                    .map(|(part, block)| ((*id, part), block.data.len() + 8 * block.exceptions.len() + 8)),
+            );
         }
     }
     let mut rows = Vec::new();
