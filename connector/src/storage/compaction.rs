@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::codec::{self, encode_series, merge_by_precedence, Block, BlockEncoder, CorruptBlock};
 use super::read::{split_by_series, StoredHeadRow, HEAD_COLUMNS};
-use super::samples::{head_rows, quote_ident, PgTimestamp, SampleBatch};
+use super::samples::{head_rows, quote_ident, PackedExceptions, PgTimestamp, SampleBatch};
 
 /// The key of the advisory lock that guards a metric's time chunks (taken by chunk creation
 /// and retention too).
@@ -723,7 +723,7 @@ async fn insert_series_chunks(
     for part in chunks.chunks(5_000) {
         let mut ids = Vec::with_capacity(part.len());
         let (mut starts, mut ends, mut counts, mut datas) = (vec![], vec![], vec![], vec![]);
-        let (mut offsets, mut lengths, mut exceptions) = (vec![], vec![], Vec::<f64>::new());
+        let mut exceptions = PackedExceptions::default();
         for (id, samples) in part {
             rows.clear();
             encode_rows(samples, raw, &mut rows);
@@ -732,10 +732,8 @@ async fn insert_series_chunks(
                 starts.push(PgTimestamp::from_unix_ms(start));
                 ends.push(PgTimestamp::from_unix_ms(end));
                 counts.push(count);
+                exceptions.push(&block.exceptions);
                 datas.push(block.data);
-                offsets.push(exceptions.len() as i32);
-                lengths.push(block.exceptions.len() as i32);
-                exceptions.extend(block.exceptions);
             }
         }
         sqlx::query(&format!(
@@ -749,9 +747,9 @@ async fn insert_series_chunks(
         .bind(&ends)
         .bind(&counts)
         .bind(&datas)
-        .bind(&offsets)
-        .bind(&lengths)
-        .bind(&exceptions)
+        .bind(&exceptions.offsets)
+        .bind(&exceptions.lengths)
+        .bind(&exceptions.all)
         .execute(&mut **tx)
         .await?;
     }
@@ -1103,7 +1101,7 @@ async fn insert_chunk_blocks(
     // Parameters stay bounded: a few thousand rows per statement.
     for part in rows.chunks(2_000) {
         let (mut firsts, mut lasts, mut starts, mut ends, mut counts) = (vec![], vec![], vec![], vec![], vec![]);
-        let (mut datas, mut offsets, mut lengths, mut exceptions) = (vec![], vec![], vec![], Vec::<f64>::new());
+        let (mut datas, mut exceptions) = (vec![], PackedExceptions::default());
         for row in part {
             firsts.push(row.first_series);
             lasts.push(row.last_series);
@@ -1111,9 +1109,7 @@ async fn insert_chunk_blocks(
             ends.push(PgTimestamp::from_unix_ms(row.end));
             counts.push(row.samples);
             datas.push(row.block.data.as_slice());
-            offsets.push(exceptions.len() as i32);
-            lengths.push(row.block.exceptions.len() as i32);
-            exceptions.extend_from_slice(&row.block.exceptions);
+            exceptions.push(&row.block.exceptions);
         }
         sqlx::query(
             "INSERT INTO _prom_catalog.chunk_block
@@ -1129,9 +1125,9 @@ async fn insert_chunk_blocks(
         .bind(&ends)
         .bind(&counts)
         .bind(&datas)
-        .bind(&offsets)
-        .bind(&lengths)
-        .bind(&exceptions)
+        .bind(&exceptions.offsets)
+        .bind(&exceptions.lengths)
+        .bind(&exceptions.all)
         .execute(&mut **tx)
         .await?;
         written += part.len() as u64;

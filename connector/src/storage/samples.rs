@@ -178,18 +178,32 @@ impl HeadWriter {
     }
 }
 
+/// The exceptions of several blocks as one `float8[]` parameter, with each block's offset and
+/// length in it: an insert takes block i's as `$all[off + 1 : off + len]`, NULL when empty.
+#[derive(Debug, Default)]
+pub struct PackedExceptions {
+    pub all: Vec<f64>,
+    pub offsets: Vec<i32>,
+    pub lengths: Vec<i32>,
+}
+
+impl PackedExceptions {
+    pub fn push(&mut self, exceptions: &[f64]) {
+        self.offsets.push(self.all.len() as i32);
+        self.lengths.push(exceptions.len() as i32);
+        self.all.extend_from_slice(exceptions);
+    }
+}
+
 /// Inserts encoded head rows in one statement. A row whose samples all lie beyond its
 /// metric's retention period is not stored; returns how many samples were left out so.
 /// `written_at` is the time of the insert, not of the transaction's start (`now()`): a row
 /// then gets its id and its age at once, which the merging of head rows relies on (a row
 /// written a minute ago has committed or been rolled back, short of a stalled commit).
 pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[HeadRow]) -> Result<u64, sqlx::Error> {
-    let mut exceptions: Vec<f64> = Vec::new();
-    let (mut offsets, mut lengths) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+    let mut exceptions = PackedExceptions::default();
     for r in rows {
-        offsets.push(exceptions.len() as i32);
-        lengths.push(r.block.exceptions.len() as i32);
-        exceptions.extend_from_slice(&r.block.exceptions);
+        exceptions.push(&r.block.exceptions);
     }
     let expired: i64 = sqlx::query_scalar(
         "WITH u AS (
@@ -209,9 +223,9 @@ pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[H
     .bind(rows.iter().map(|r| PgTimestamp::from_unix_ms(r.max_time)).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.samples).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.block.data.as_slice()).collect::<Vec<_>>())
-    .bind(offsets)
-    .bind(lengths)
-    .bind(exceptions)
+    .bind(exceptions.offsets)
+    .bind(exceptions.lengths)
+    .bind(exceptions.all)
     .fetch_one(executor)
     .await?;
     Ok(expired as u64)
