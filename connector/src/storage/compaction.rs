@@ -590,11 +590,11 @@ async fn merge_into_chunk(
             let mut series: Vec<(i64, Vec<(i64, f64)>)> = new.drain().filter(|(_, s)| !s.is_empty()).collect();
             series.sort_unstable_by_key(|(id, _)| *id);
             let rows = encode_chunk_blocks(&series, raw);
-            let (stored_bytes, stored_samples) = chunk_block_size(tx, chunk.id).await?;
+            let stored = chunk_block_size(tx, chunk.id).await?;
             let adding_bytes: i64 = rows.iter().map(|r| r.bytes() as i64).sum();
             let adding_samples: i64 = rows.iter().map(|r| i64::from(r.samples)).sum();
-            if stored_bytes + adding_bytes < BLOCK_CHUNK_MAX_BYTES
-                && stored_samples + adding_samples < BLOCK_CHUNK_MAX_SAMPLES
+            if stored.bytes + adding_bytes < BLOCK_CHUNK_MAX_BYTES
+                && stored.samples + adding_samples < BLOCK_CHUNK_MAX_SAMPLES
             {
                 return Ok((0, insert_chunk_blocks(tx, chunk.id, &rows).await?));
             }
@@ -799,18 +799,14 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     let raw = raw_values(&mut tx, metric_id).await?;
     // What the chunk holds: blocks from an earlier sealing (late samples unsealed it since),
     // and the series chunks of its table.
-    let block_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.chunk_block WHERE chunk_id = $1")
-        .bind(chunk.id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let (block_bytes, block_samples) = chunk_block_size(&mut tx, chunk.id).await?;
-    let (table_bytes, table_samples) = table_size_of(&mut tx, &chunk).await?;
+    let blocks = chunk_block_size(&mut tx, chunk.id).await?;
+    let table = table_size_of(&mut tx, &chunk).await?;
     let small =
-        block_bytes + table_bytes < BLOCK_CHUNK_MAX_BYTES && block_samples + table_samples < BLOCK_CHUNK_MAX_SAMPLES;
+        blocks.bytes + table.bytes < BLOCK_CHUNK_MAX_BYTES && blocks.samples + table.samples < BLOCK_CHUNK_MAX_SAMPLES;
     if small {
         // Blocks and series chunks alike become packed blocks, unless they already are one
         // compaction's worth of blocks and nothing else.
-        if chunk.table_name.is_some() || block_rows > 1 {
+        if chunk.table_name.is_some() || blocks.rows > 1 {
             let blocks = chunk_block_samples(&mut tx, chunk.id).await?;
             let all = merged_series(&mut tx, chunk.table_name.as_deref(), None, blocks).await?;
             sqlx::query("DELETE FROM _prom_catalog.chunk_block WHERE chunk_id = $1")
@@ -825,24 +821,18 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
                 .await?;
         }
     } else {
-        let table: String = match &chunk.table_name {
-            Some(table) => table.clone(),
-            None => {
-                sqlx::query_scalar("SELECT _prom_catalog.chunk_table($1)::text")
-                    .bind(chunk.id)
-                    .fetch_one(&mut *tx)
-                    .await?
-            }
-        };
-        let (rows, series): (i64, i64) = sqlx::query_as(&format!(
-            "SELECT count(*), count(DISTINCT series_id) FROM _prom_chunks.{}",
-            quote_ident(&table)
-        ))
-        .fetch_one(&mut *tx)
-        .await?;
-        if rows > series || chunk.rewritten || block_rows > 0 {
-            let blocks = chunk_block_samples(&mut tx, chunk.id).await?;
-            stats.series_chunks_written += rewrite_chunk_table(&mut tx, metric_id, &chunk, &table, blocks, raw).await?;
+        if table.rows > table.series || chunk.rewritten || blocks.rows > 0 {
+            let name: String = match &chunk.table_name {
+                Some(name) => name.clone(),
+                None => {
+                    sqlx::query_scalar("SELECT _prom_catalog.chunk_table($1)::text")
+                        .bind(chunk.id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+            };
+            let samples = chunk_block_samples(&mut tx, chunk.id).await?;
+            stats.series_chunks_written += rewrite_chunk_table(&mut tx, metric_id, &chunk, &name, samples, raw).await?;
         }
     }
     sqlx::query("UPDATE _prom_catalog.chunk SET sealed = true WHERE id = $1")
@@ -854,31 +844,57 @@ async fn seal_chunk(pool: &PgPool, metric_id: i32, chunk_id: i32) -> Result<Comp
     Ok(stats)
 }
 
-/// (bytes of block and exceptions, samples) in the chunk's blocks.
-async fn chunk_block_size(tx: &mut Transaction<'_, Postgres>, chunk_id: i32) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8,
-                coalesce(sum(samples), 0)::int8
+/// What a chunk's blocks, or its table, hold.
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    rows: i64,
+    /// Distinct series (counted for a table only).
+    series: i64,
+    /// Bytes of block and exceptions.
+    bytes: i64,
+    samples: i64,
+}
+
+impl From<(i64, i64, i64, i64)> for Held {
+    fn from((rows, series, bytes, samples): (i64, i64, i64, i64)) -> Self {
+        Held {
+            rows,
+            series,
+            bytes,
+            samples,
+        }
+    }
+}
+
+/// What the chunk's blocks hold.
+async fn chunk_block_size(tx: &mut Transaction<'_, Postgres>, chunk_id: i32) -> Result<Held, sqlx::Error> {
+    sqlx::query_as::<_, (i64, i64, i64, i64)>(
+        "SELECT count(*) AS rows, 0::int8 AS series,
+                coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8 AS bytes,
+                coalesce(sum(samples), 0)::int8 AS samples
            FROM _prom_catalog.chunk_block WHERE chunk_id = $1",
     )
     .bind(chunk_id)
     .fetch_one(&mut **tx)
     .await
+    .map(Held::from)
 }
 
-/// (bytes of block and exceptions, samples) in the chunk's table, if it has one.
-async fn table_size_of(tx: &mut Transaction<'_, Postgres>, chunk: &Chunk) -> Result<(i64, i64), sqlx::Error> {
+/// What the chunk's table holds, if it has one.
+async fn table_size_of(tx: &mut Transaction<'_, Postgres>, chunk: &Chunk) -> Result<Held, sqlx::Error> {
     let Some(table) = &chunk.table_name else {
-        return Ok((0, 0));
+        return Ok(Held::default());
     };
-    sqlx::query_as(&format!(
-        "SELECT coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8,
-                coalesce(sum(samples), 0)::int8
+    sqlx::query_as::<_, (i64, i64, i64, i64)>(&format!(
+        "SELECT count(*) AS rows, count(DISTINCT series_id) AS series,
+                coalesce(sum(octet_length(data) + 8 * coalesce(cardinality(exceptions), 0)), 0)::int8 AS bytes,
+                coalesce(sum(samples), 0)::int8 AS samples
            FROM _prom_chunks.{}",
         quote_ident(table)
     ))
     .fetch_one(&mut **tx)
     .await
+    .map(Held::from)
 }
 
 /// Rewrites the chunk's table `old` into a fresh one with one series chunk per series (split
