@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "chunk_blocks",
         sql: include_str!("migrations/0008_chunk_blocks.sql"),
     },
+    Migration {
+        version: 9,
+        name: "series_insert",
+        sql: include_str!("migrations/0009_series_insert.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -102,33 +102,6 @@ impl SeriesResolver {
         resolution: &mut Resolution,
     ) -> Result<(Transaction<'static, Postgres>, Created), StorageError> {
         let missing = std::mem::take(&mut resolution.missing);
-        // What this batch needs, with what the caches know: keys are "metric 0xFF label name"
-        // for positions and "label name 0xFF value" for labels (0xFF occurs in no UTF-8 text).
-        let mut positions: HashMap<Vec<u8>, Option<(i32, i32)>> = HashMap::new();
-        let mut labels: HashMap<Vec<u8>, Option<i32>> = HashMap::new();
-        for (i, _) in &missing {
-            let s = &series[*i];
-            let metric = s.metric_name().as_bytes();
-            for l in &s.labels {
-                let key = joined(metric, &l.name);
-                if let std::collections::hash_map::Entry::Vacant(e) = positions.entry(key) {
-                    let known = self.positions.get(e.key());
-                    e.insert(known);
-                }
-                let key = joined(&l.name, &l.value);
-                if let std::collections::hash_map::Entry::Vacant(e) = labels.entry(key) {
-                    let known = self.labels.get(e.key());
-                    e.insert(known);
-                }
-            }
-        }
-        self.fetch_positions(&mut positions).await?;
-        let mut tx = self.pool.begin().await?;
-        let mut created = Created {
-            labels: fetch_labels(&mut tx, &mut labels).await?,
-            series: Vec::with_capacity(missing.len()),
-        };
-
         // Each series once (a request may repeat one, a sample per entry): `unique[n]` is the
         // first entry of the n-th distinct series, `slot[k]` the distinct series of entry k.
         let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
@@ -144,16 +117,43 @@ impl SeriesResolver {
             })
             .collect();
 
+        // What these series need, with what the caches know: keys are "metric 0xFF label
+        // name" for positions and "label name 0xFF value" for labels (0xFF occurs in no UTF-8
+        // text). `needs[n]` holds, for each label of distinct series n, its two keys' places.
+        let mut positions: Keys<(i32, i32)> = Keys::default();
+        let mut labels: Keys<i32> = Keys::default();
+        let mut scratch = Vec::new();
+        let needs: Vec<Vec<(usize, usize)>> = unique
+            .iter()
+            .map(|&k| {
+                let s = &series[missing[k].0];
+                let metric = s.metric_name().as_bytes();
+                s.labels
+                    .iter()
+                    .map(|l| {
+                        join_into(&mut scratch, metric, &l.name);
+                        let p = positions.place(&scratch, &self.positions);
+                        join_into(&mut scratch, &l.name, &l.value);
+                        (p, labels.place(&scratch, &self.labels))
+                    })
+                    .collect()
+            })
+            .collect();
+        self.fetch_positions(&mut positions).await?;
+        let mut tx = self.pool.begin().await?;
+        let mut created = Created {
+            labels: fetch_labels(&mut tx, &mut labels).await?,
+            series: Vec::with_capacity(missing.len()),
+        };
+
         // The dense labels array of each series: label ids by position, 0 for a key it lacks.
         let mut wanted: Vec<(i32, Vec<i32>)> = Vec::with_capacity(unique.len());
-        for &k in &unique {
-            let s = &series[missing[k].0];
-            let metric = s.metric_name().as_bytes();
+        for need in &needs {
             let mut metric_id = 0;
-            let mut array: Vec<i32> = Vec::with_capacity(s.labels.len());
-            for l in &s.labels {
-                let (m, pos) = positions[&joined(metric, &l.name)].ok_or_else(missing_id)?;
-                let id = labels[&joined(&l.name, &l.value)].ok_or_else(missing_id)?;
+            let mut array: Vec<i32> = Vec::with_capacity(need.len());
+            for &(p, l) in need {
+                let (m, pos) = positions.values[p].ok_or_else(missing_id)?;
+                let id = labels.values[l].ok_or_else(missing_id)?;
                 let slot = usize::try_from(pos - 1).map_err(|_| missing_id())?;
                 if array.len() <= slot {
                     array.resize(slot + 1, 0);
@@ -210,7 +210,7 @@ impl SeriesResolver {
 
     /// Fills in the metric id and position of every (metric, label name) pair not cached,
     /// creating what is missing in a transaction of its own, and caches them.
-    async fn fetch_positions(&self, positions: &mut HashMap<Vec<u8>, Option<(i32, i32)>>) -> Result<(), StorageError> {
+    async fn fetch_positions(&self, positions: &mut Keys<(i32, i32)>) -> Result<(), StorageError> {
         let found = fetch_unknown(
             &self.pool,
             "SELECT idx, metric_id, pos FROM _prom_catalog.get_or_create_label_positions($1, $2)",
@@ -225,11 +225,43 @@ impl SeriesResolver {
     }
 }
 
+/// The distinct keys a batch of new series needs, each with its value once known.
+struct Keys<V> {
+    place_of: HashMap<Vec<u8>, usize>,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Option<V>>,
+}
+
+impl<V> Default for Keys<V> {
+    fn default() -> Self {
+        Keys {
+            place_of: HashMap::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<V: Copy> Keys<V> {
+    /// The place of `key`, added with what `cache` knows of it when first seen (the key is
+    /// copied only then: most keys of a batch repeat).
+    fn place(&mut self, key: &[u8], cache: &IdCache<V>) -> usize {
+        if let Some(&place) = self.place_of.get(key) {
+            return place;
+        }
+        let place = self.keys.len();
+        self.place_of.insert(key.to_vec(), place);
+        self.keys.push(key.to_vec());
+        self.values.push(cache.get(key));
+        place
+    }
+}
+
 /// Fills in the id of every label pair not cached, creating labels in `tx`; returns them,
 /// to be cached once `tx` has committed.
 async fn fetch_labels(
     tx: &mut sqlx::PgConnection,
-    labels: &mut HashMap<Vec<u8>, Option<i32>>,
+    labels: &mut Keys<i32>,
 ) -> Result<Vec<(Vec<u8>, i32)>, StorageError> {
     fetch_unknown(
         tx,
@@ -240,33 +272,24 @@ async fn fetch_labels(
     .await
 }
 
-/// Fills in the entries of `wanted` not known yet (keys are [`joined`] pairs) through
+/// Fills in the values of `wanted` not known yet (keys are [`join_into`] pairs) through
 /// `query`, which takes the pairs' two strings as two arrays and answers with `idx` (the
-/// pair's place, from 0) and its value, as `row` reads them; returns what it found.
+/// pair's place among those sent, from 0) and its value, as `row` reads them; returns what it
+/// found.
 async fn fetch_unknown<'e, V: Copy, R>(
     executor: impl sqlx::PgExecutor<'e>,
     query: &'static str,
-    wanted: &mut HashMap<Vec<u8>, Option<V>>,
+    wanted: &mut Keys<V>,
     row: impl Fn(R) -> (i32, V),
 ) -> Result<Vec<(Vec<u8>, V)>, StorageError>
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let unknown: Vec<Vec<u8>> = wanted
-        .iter()
-        .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| k.clone())
-        .collect();
+    let unknown: Vec<usize> = (0..wanted.keys.len()).filter(|&p| wanted.values[p].is_none()).collect();
     if unknown.is_empty() {
         return Ok(vec![]);
     }
-    let (firsts, seconds): (Vec<String>, Vec<String>) = unknown
-        .iter()
-        .map(|k| {
-            let (a, b) = split(k);
-            (a.to_owned(), b.to_owned())
-        })
-        .unzip();
+    let (firsts, seconds): (Vec<&str>, Vec<&str>) = unknown.iter().map(|&p| split(&wanted.keys[p])).unzip();
     let rows: Vec<R> = sqlx::query_as(query)
         .bind(firsts)
         .bind(seconds)
@@ -275,24 +298,23 @@ where
     let mut found = Vec::with_capacity(rows.len());
     for r in rows {
         let (n, value) = row(r);
-        if let Some(key) = unknown.get(n as usize) {
-            wanted.insert(key.clone(), Some(value));
-            found.push((key.clone(), value));
+        if let Some(&p) = unknown.get(n as usize) {
+            wanted.values[p] = Some(value);
+            found.push((wanted.keys[p].clone(), value));
         }
     }
     Ok(found)
 }
 
-/// `a 0xFF b`: a cache key of two UTF-8 strings.
-fn joined(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(a.len() + 1 + b.len());
+/// Makes `key` `a 0xFF b`: a cache key of two UTF-8 strings.
+fn join_into(key: &mut Vec<u8>, a: &[u8], b: &[u8]) {
+    key.clear();
     key.extend_from_slice(a);
     key.push(0xff);
     key.extend_from_slice(b);
-    key
 }
 
-/// The two strings of a [`joined`] key.
+/// The two strings of a [`join_into`] key.
 fn split(key: &[u8]) -> (&str, &str) {
     let at = key.iter().position(|&b| b == 0xff).unwrap_or(key.len());
     fn text(b: &[u8]) -> &str {

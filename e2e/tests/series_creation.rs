@@ -1,0 +1,101 @@
+//! Series creation when writers race (migration 9): `create_series` inserts new series with a
+//! plain insert and falls back to a conflict-tolerant one only when another writer created
+//! one of them first. Whichever way, each label set gets exactly one series, every caller is
+//! answered with that series' id, and the other new series of the batch are created.
+
+use std::time::Duration;
+
+use promscale_connector::storage::migrations::{latest_version, migrate_to};
+use promscale_e2e::postgres::TestPostgres;
+use sqlx::{Connection, PgConnection};
+
+/// `create_series` for series of one metric, each `[__name__ id, k id]`.
+async fn create(conn: &mut PgConnection, metric_id: i32, arrays: &[[i32; 2]]) -> Vec<(i32, i64)> {
+    let flat: Vec<i32> = arrays.iter().flatten().copied().collect();
+    sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3) ORDER BY idx")
+        .bind(vec![metric_id; arrays.len()])
+        .bind(vec![2i32; arrays.len()])
+        .bind(flat)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_another_writer_is_creating_gets_one_id_and_its_batch_is_created_too() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name_pos, k_pos): (i32, i32, i32) = sqlx::query_as(
+        "SELECT min(metric_id), min(pos) FILTER (WHERE idx = 0), min(pos) FILTER (WHERE idx = 1)
+           FROM _prom_catalog.get_or_create_label_positions(ARRAY['race', 'race'], ARRAY['__name__', 'k'])",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((name_pos, k_pos), (1, 2));
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "SELECT label_id FROM _prom_catalog.get_or_create_label_ids(
+                ARRAY['__name__', 'k', 'k', 'k'], ARRAY['race', 'a', 'x', 'b']) ORDER BY idx",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let (name, a, x, b) = (ids[0], ids[1], ids[2], ids[3]);
+
+    // Writer 1 creates {k="x"} and holds its transaction open.
+    let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    let by_first = create(&mut first, metric_id, &[[name, x]]).await;
+    assert_eq!(by_first.len(), 1);
+    let x_id = by_first[0].1;
+
+    // Writer 2 creates {k="a"}, {k="x"}, {k="b"} in one batch: it waits on writer 1's row.
+    let uri = pg.uri();
+    let second = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&uri).await.unwrap();
+        create(&mut conn, metric_id, &[[name, a], [name, x], [name, b]]).await
+    });
+    let waiting = promscale_e2e::wait_for("writer 2 to wait on writer 1", Duration::from_secs(30), || {
+        let db = db.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%create_series%'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(waiting)
+        }
+    })
+    .await;
+    assert_eq!(waiting, 1);
+    sqlx::query("COMMIT").execute(&mut first).await.unwrap();
+    let by_second = second.await.unwrap();
+
+    assert_eq!(by_second.len(), 3, "an id for each series of the batch: {by_second:?}");
+    assert_eq!(by_second[1], (1, x_id), "the series writer 1 created");
+    let rows: Vec<(i64, Vec<i32>)> =
+        sqlx::query_as("SELECT id, labels FROM _prom_catalog.series WHERE metric_id = $1 ORDER BY labels[2]")
+            .bind(metric_id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let mut expected = vec![
+        (by_second[0].1, vec![name, a]),
+        (x_id, vec![name, x]),
+        (by_second[2].1, vec![name, b]),
+    ];
+    expected.sort_by_key(|(_, l)| l[1]);
+    assert_eq!(rows, expected, "one series per label set, with the ids returned");
+
+    // The same batch again finds all three without creating any.
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let again = create(&mut conn, metric_id, &[[name, a], [name, x], [name, b]]).await;
+    assert_eq!(again, by_second);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+}
