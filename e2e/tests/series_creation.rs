@@ -1,7 +1,8 @@
 //! Series creation when writers race (migration 9): `create_series` inserts new series with a
 //! plain insert and falls back to a conflict-tolerant one only when another writer created
 //! one of them first. Whichever way, each label set gets exactly one series, every caller is
-//! answered with that series' id, and the other new series of the batch are created.
+//! answered with that series' id, and the other new series of the batch are created. Series
+//! a version 8 catalog holds keep their ids.
 
 use std::time::Duration;
 
@@ -21,27 +22,63 @@ async fn create(conn: &mut PgConnection, metric_id: i32, arrays: &[[i32; 2]]) ->
         .unwrap()
 }
 
+/// The metric `race` with label key `k`, and the ids of `__name__="race"` and of `k` = each
+/// of `values`.
+async fn race_labels(db: &sqlx::PgPool, values: &[&str]) -> (i32, i32, Vec<i32>) {
+    let (metric_id, name_pos, k_pos): (i32, i32, i32) = sqlx::query_as(
+        "SELECT min(metric_id), min(pos) FILTER (WHERE idx = 0), min(pos) FILTER (WHERE idx = 1)
+           FROM _prom_catalog.get_or_create_label_positions(ARRAY['race', 'race'], ARRAY['__name__', 'k'])",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!((name_pos, k_pos), (1, 2));
+    let mut keys = vec!["__name__"];
+    keys.extend(std::iter::repeat_n("k", values.len()));
+    let mut wanted = vec!["race"];
+    wanted.extend_from_slice(values);
+    let ids: Vec<i32> =
+        sqlx::query_scalar("SELECT label_id FROM _prom_catalog.get_or_create_label_ids($1, $2) ORDER BY idx")
+            .bind(keys)
+            .bind(wanted)
+            .fetch_all(db)
+            .await
+            .unwrap();
+    (metric_id, ids[0], ids[1..].to_vec())
+}
+
+/// Series version 8 created resolve to the same ids through version 9's `create_series`,
+/// which creates only the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_8_catalog_keep_their_ids() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 8).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b"]).await;
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let old = create(&mut conn, metric_id, &[[name, ids[0]]]).await;
+    assert_eq!(old.len(), 1);
+
+    migrate_to(&db, latest_version()).await.unwrap();
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let now = create(&mut conn, metric_id, &[[name, ids[0]], [name, ids[1]]]).await;
+    assert_eq!(now.len(), 2);
+    assert_eq!(now[0], (0, old[0].1), "version 8's series keeps its id");
+    assert_ne!(now[1].1, old[0].1);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_series_another_writer_is_creating_gets_one_id_and_its_batch_is_created_too() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     migrate_to(&db, latest_version()).await.unwrap();
-    let (metric_id, name_pos, k_pos): (i32, i32, i32) = sqlx::query_as(
-        "SELECT min(metric_id), min(pos) FILTER (WHERE idx = 0), min(pos) FILTER (WHERE idx = 1)
-           FROM _prom_catalog.get_or_create_label_positions(ARRAY['race', 'race'], ARRAY['__name__', 'k'])",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!((name_pos, k_pos), (1, 2));
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "SELECT label_id FROM _prom_catalog.get_or_create_label_ids(
-                ARRAY['__name__', 'k', 'k', 'k'], ARRAY['race', 'a', 'x', 'b']) ORDER BY idx",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    let (name, a, x, b) = (ids[0], ids[1], ids[2], ids[3]);
+    let (metric_id, name, ids) = race_labels(&db, &["a", "x", "b"]).await;
+    let (a, x, b) = (ids[0], ids[1], ids[2]);
 
     // Writer 1 creates {k="x"} and holds its transaction open.
     let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
