@@ -20,5 +20,5 @@ pub use engine::{Engine, EngineOptions};
 pub use error::QueryError;
 pub use labels::Labels;
 pub use memory::MemorySource;
-pub use source::{SelectHints, SeriesSource};
+pub use source::{SelectHints, SeriesSource, Windows};
 pub use value::{format_value, InstantSample, Sample, Series, Value, STALE_NAN_BITS};

@@ -13,7 +13,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use promscale_promql::parse::{depth_bound, parse, MAX_DEPTH};
-use promscale_promql::{Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, Value};
+use promscale_promql::{
+    Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, SelectHints, SeriesSource, Value,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -577,6 +579,92 @@ fn queries_that_parse_evaluate_without_panicking() {
                     .map_err(|e| TestCaseError::fail(format!("planning panicked: {e}")))?;
                 check(&query, instant)?;
                 check(&query, range)
+            })
+            .unwrap();
+    });
+}
+
+/// The dataset, read whole: a source that ignores the windows in the hints.
+struct WholeSpans(MemorySource);
+
+impl SeriesSource for WholeSpans {
+    fn select<'a>(
+        &'a self,
+        matchers: &'a [promql_parser::label::Matcher],
+        hints: &'a SelectHints,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<promscale_promql::Series>, QueryError>> {
+        Box::pin(async move {
+            let whole = SelectHints {
+                windows: None,
+                ..hints.clone()
+            };
+            self.0.select(matchers, &whole).await
+        })
+    }
+}
+
+/// A source may leave out the samples between the windows the planner gives it (a week at
+/// 30 min steps of `rate(x[5m])` reads a sixth of the samples): answers must not change.
+#[test]
+fn range_queries_answer_the_same_when_only_their_windows_are_read() {
+    with_large_stack(|| {
+        let runtime = runtime();
+        let windowed = Arc::new(dataset());
+        let whole = Arc::new(WholeSpans(dataset()));
+        let engine = Arc::new(engine());
+        // Half the ranges start on the dataset's scrape times, so that samples fall exactly
+        // on window edges.
+        let aligned = (
+            (-8i64..90),
+            0i64..30,
+            prop_oneof![Just(15_000i64), Just(60_000), Just(300_000), Just(45_000)],
+        )
+            .prop_map(|(k, n, step)| (k * 15_000, k * 15_000 + n * step, step));
+        // Half the queries are plain selectors and range functions, where every sample of a
+        // window counts.
+        let plain = (
+            pick(RANGE_FUNCTIONS.as_slice()),
+            pick(METRICS),
+            pick(&["15s", "30s", "45s", "1m", "90s"]),
+            modifier(),
+            0..3,
+        )
+            .prop_map(|(f, m, r, at, shape)| match shape {
+                0 => format!("{f}({m}[{r}]{at})"),
+                1 => format!("sum by (job) ({f}({m}[{r}]{at}))"),
+                _ => format!("{m}{at}"),
+            });
+        let strategy = (
+            prop_oneof![typed_query(), plain],
+            prop_oneof![range(), aligned],
+            eval_time(),
+        );
+        TestRunner::new(config(1_500))
+            .run(&strategy, |(query, (start, end, step), time)| {
+                let (windowed, whole, engine) = (windowed.clone(), whole.clone(), engine.clone());
+                let task = runtime.spawn(async move {
+                    let answers = [
+                        engine.range_query(&*windowed, &query, start, end, step).await,
+                        engine.range_query(&*whole, &query, start, end, step).await,
+                        engine.instant_query(&*windowed, &query, time).await,
+                        engine.instant_query(&*whole, &query, time).await,
+                    ];
+                    (query, answers.map(|a| format!("{a:?}")))
+                });
+                let (query, [range_windowed, range_whole, instant_windowed, instant_whole]) = runtime
+                    .block_on(task)
+                    .map_err(|e| TestCaseError::fail(format!("evaluation panicked: {e}")))?;
+                prop_assert_eq!(
+                    range_windowed,
+                    range_whole,
+                    "range query {:?} from {} to {} by {}",
+                    query,
+                    start,
+                    end,
+                    step
+                );
+                prop_assert_eq!(instant_windowed, instant_whole, "instant query {:?} at {}", query, time);
+                Ok(())
             })
             .unwrap();
     });

@@ -55,6 +55,7 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
                     start: *start,
                     end: *end,
                     max_samples: Some(budget),
+                    windows: None,
                 },
             )
             .await

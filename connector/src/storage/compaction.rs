@@ -492,7 +492,7 @@ async fn compact_head_batch(
     for row in &rows {
         let decoded = row.samples().map_err(corrupt)?;
         stats.samples += decoded.len() as u64;
-        split_by_series(decoded, i64::MIN, i64::MAX, |_| true, &mut lists);
+        split_by_series(decoded, |_| true, |_| true, &mut lists);
     }
 
     // Each series' samples, cut along the time chunks.
@@ -1003,7 +1003,7 @@ async fn chunk_block_samples(
     let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
     for (data, exceptions) in rows {
         let decoded = codec::decode(&data, exceptions.as_deref().unwrap_or(&[])).map_err(corrupt)?;
-        split_by_series(decoded, i64::MIN, i64::MAX, |_| true, &mut lists);
+        split_by_series(decoded, |_| true, |_| true, &mut lists);
     }
     Ok(lists
         .into_iter()

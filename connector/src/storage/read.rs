@@ -14,6 +14,7 @@ use sqlx::PgPool;
 
 use super::codec::{self, merge_by_precedence, CorruptBlock, DecodedSample};
 use super::samples::{metric_of, quote_ident, PgTimestamp};
+use promscale_promql::Windows;
 
 /// A head row as stored: an encoded block, or plain arrays (rows the upgrade from schema
 /// version 4 wrote).
@@ -101,39 +102,46 @@ pub enum ReadError {
     TooManySamples(usize),
 }
 
-/// Appends the samples of `decoded` (by series, then time) within `[start_ms, end_ms]` to
-/// `out`, one list per series, for the series `wanted` accepts.
+/// Appends the samples of `decoded` (by series, then time) whose time `keep` accepts to
+/// `out`, one list per series, for the series `wanted` accepts (asked once per series).
 pub(super) fn split_by_series(
     decoded: Vec<DecodedSample>,
-    start_ms: i64,
-    end_ms: i64,
+    keep: impl Fn(i64) -> bool,
     wanted: impl Fn(i64) -> bool,
     out: &mut HashMap<i64, Vec<Vec<(i64, f64)>>>,
 ) -> usize {
-    let mut current: Option<(i64, Vec<(i64, f64)>)> = None;
     let mut kept = 0;
-    for (series, t, v) in decoded {
-        if !(start_ms..=end_ms).contains(&t) || !wanted(series) {
-            continue;
-        }
-        kept += 1;
-        match &mut current {
-            Some((s, list)) if *s == series => list.push((t, v)),
-            _ => {
-                if let Some((s, list)) = current.take() {
-                    out.entry(s).or_default().push(list);
-                }
-                current = Some((series, vec![(t, v)]));
+    let mut i = 0;
+    while i < decoded.len() {
+        let series = decoded[i].0;
+        let run = decoded[i..]
+            .iter()
+            .position(|s| s.0 != series)
+            .unwrap_or(decoded.len() - i);
+        if wanted(series) {
+            let list: Vec<(i64, f64)> = decoded[i..i + run]
+                .iter()
+                .filter(|s| keep(s.1))
+                .map(|&(_, t, v)| (t, v))
+                .collect();
+            if !list.is_empty() {
+                kept += list.len();
+                out.entry(series).or_default().push(list);
             }
         }
-    }
-    if let Some((s, list)) = current {
-        out.entry(s).or_default().push(list);
+        i += run;
     }
     kept
 }
 
-/// Samples of the given series of one metric with times in `[start, end]` (Unix ms), in time
+/// Whether a sample at `t` is wanted: within `[start_ms, end_ms]` and, when given, one of the
+/// query's `windows`.
+fn time_filter(start_ms: i64, end_ms: i64, windows: Option<&Windows>) -> impl Fn(i64) -> bool + '_ {
+    move |t| (start_ms..=end_ms).contains(&t) && windows.is_none_or(|w| w.contains(t))
+}
+
+/// Samples of the given series of one metric with times in `[start, end]` (Unix ms) and, when
+/// given, in one of `windows` (samples no step of the query looks at are left out), in time
 /// order, per series id. Past `max_samples` samples (counted before duplicates are merged
 /// away) it stops decoding and fails with [`ReadError::TooManySamples`].
 pub async fn read_samples(
@@ -142,12 +150,14 @@ pub async fn read_samples(
     series_ids: &[i64],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    windows: Option<&Windows>,
     max_samples: usize,
 ) -> Result<HashMap<i64, Vec<(i64, f64)>>, ReadError> {
     if series_ids.is_empty() {
         return Ok(HashMap::new());
     }
     let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
+    let keep = time_filter(start_ms, end_ms, windows);
     let table = quote_ident(table_name);
     let metric_id = metric_of(series_ids[0]);
     // The head, the series chunks and the chunk blocks in one statement, so in one
@@ -213,7 +223,7 @@ pub async fn read_samples(
     let mut kept = 0usize;
     for row in &block_rows {
         let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
-        kept += split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
+        kept += split_by_series(decoded, &keep, |s| wanted.contains(&s), &mut lists);
         if kept > max_samples {
             return Err(ReadError::TooManySamples(max_samples));
         }
@@ -225,12 +235,7 @@ pub async fn read_samples(
         codec::decode_into(&data, exceptions.as_deref().unwrap_or(&[]), &mut buffer).map_err(corrupt)?;
         let list = chunked.entry(series).or_default();
         let before = list.len();
-        list.extend(
-            buffer
-                .iter()
-                .filter(|s| (start_ms..=end_ms).contains(&s.1))
-                .map(|&(_, t, v)| (t, v)),
-        );
+        list.extend(buffer.iter().filter(|s| keep(s.1)).map(|&(_, t, v)| (t, v)));
         kept += list.len() - before;
         if kept > max_samples {
             return Err(ReadError::TooManySamples(max_samples));
@@ -242,7 +247,7 @@ pub async fn read_samples(
     if !head_rows.is_empty() {
         for row in &head_rows {
             let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
-            kept += split_by_series(decoded, start_ms, end_ms, |s| wanted.contains(&s), &mut lists);
+            kept += split_by_series(decoded, &keep, |s| wanted.contains(&s), &mut lists);
             if kept > max_samples {
                 return Err(ReadError::TooManySamples(max_samples));
             }
@@ -343,8 +348,7 @@ mod tests {
         let mut out = HashMap::new();
         split_by_series(
             vec![(1, 1, 1.0), (1, 5, 5.0), (2, 2, 2.0), (3, 3, 3.0)],
-            2,
-            5,
+            |t| (2..=5).contains(&t),
             |s| s != 3,
             &mut out,
         );

@@ -226,20 +226,21 @@ impl PgSeriesSource {
         Ok(out)
     }
 
-    /// The samples of the selected series in `[start, end]`.
+    /// The samples of the selected series in `[hints.start, hints.end]` (and in its windows,
+    /// when the hints have them).
     pub async fn read_samples(
         &self,
         selected: SelectedSeries,
-        start: i64,
-        end: i64,
+        hints: &SelectHints,
         max_samples: usize,
     ) -> Result<Vec<Series>, QueryError> {
         let mut by_id = crate::storage::read::read_samples(
             &self.pool,
             &selected.table_name,
             &selected.ids,
-            to_time(start),
-            to_time(end),
+            to_time(hints.start),
+            to_time(hints.end),
+            hints.windows.as_ref(),
             max_samples,
         )
         .await
@@ -279,7 +280,7 @@ impl SeriesSource for PgSeriesSource {
             let mut out: Vec<Series> = Vec::new();
             let mut budget = hints.max_samples.unwrap_or(usize::MAX);
             for selected in self.select_series(matchers).await? {
-                let series = self.read_samples(selected, hints.start, hints.end, budget).await?;
+                let series = self.read_samples(selected, hints, budget).await?;
                 let read: usize = series.iter().map(|s| s.samples.len()).sum();
                 budget = budget
                     .checked_sub(read)

@@ -101,7 +101,7 @@ impl Engine {
         // when the tree moves to the evaluating thread.
         let expr = Box::new(crate::parse::parse(query, self.options.max_depth)?);
         let deadline = deadline_after(self.options.timeout);
-        let data = plan::fetch(source, &expr, start, end, &self.options).await?;
+        let data = plan::fetch(source, &expr, start, end, step, &self.options).await?;
         // Evaluation is CPU-bound: off the async workers, so that other requests go on.
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || eval::evaluate(&expr, &data, start, end, step, &options, deadline))
