@@ -147,6 +147,13 @@ pub struct Config {
     #[arg(long = "maintenance.interval", env = "PROMSCALE_MAINTENANCE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Duration,
 
+    /// How often, between maintenance runs, to merge the small head rows written since (a
+    /// metric with a few samples per write batch costs a row of about 100 bytes each batch):
+    /// recent samples stay as written for at most about twice this long. One connector at a
+    /// time does it; 0s leaves merging to maintenance. No effect when maintenance is off.
+    #[arg(long = "maintenance.merge-interval", env = "PROMSCALE_MAINTENANCE_MERGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub maintenance_merge_interval: Duration,
+
     /// Metrics compacted at once by maintenance, each in a transaction and on a database
     /// connection of its own (taken from --db.connections-max, beside the one that holds the
     /// maintenance lock; at most half of what is left): compaction then uses that many of the

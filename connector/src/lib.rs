@@ -118,19 +118,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!(%address, "listening for remote write on /write and /api/v1/write");
     print_prometheus_snippet(address, tls.is_some(), authenticator.is_enabled());
 
+    // Each worker takes a connection, beside the maintenance lock's: leave half to ingest.
+    let workers = config.maintenance_compaction_workers.min(
+        u16::try_from(config.db_connections_max.saturating_sub(2) / 2)
+            .unwrap_or(u16::MAX)
+            .max(1),
+    );
     let migrator = tokio::spawn(migrate_until_done(
         pool.clone(),
         state.clone(),
         config.maintenance_interval,
-        // Each worker takes a connection, beside the maintenance lock's: leave half to ingest.
-        storage::compaction::CompactionOptions::scheduled(
-            config.storage_head_age,
-            config.maintenance_compaction_workers.min(
-                u16::try_from(config.db_connections_max.saturating_sub(2) / 2)
-                    .unwrap_or(u16::MAX)
-                    .max(1),
-            ),
-        ),
+        storage::compaction::CompactionOptions::scheduled(config.storage_head_age, workers),
+        (!config.maintenance_merge_interval.is_zero()).then(|| {
+            (
+                config.maintenance_merge_interval,
+                storage::compaction::CompactionOptions::light_merge(config.maintenance_merge_interval, workers),
+            )
+        }),
     ));
     // One shutdown signal, seen by the HTTP server and by the status reporter.
     let stop = CancellationToken::new();
@@ -249,6 +253,7 @@ async fn migrate_until_done(
     state: Arc<AppState>,
     maintenance_interval: Duration,
     compaction: storage::compaction::CompactionOptions,
+    merges: Option<(Duration, storage::compaction::CompactionOptions)>,
 ) -> Result<(), MigrationError> {
     let mut delay = Duration::from_millis(500);
     loop {
@@ -258,6 +263,14 @@ async fn migrate_until_done(
                 state.migrated.store(true, Ordering::Release);
                 if maintenance_interval.is_zero() {
                     return std::future::pending().await;
+                }
+                if let Some((interval, options)) = merges {
+                    tokio::spawn(storage::maintenance::schedule_merges(
+                        pool.clone(),
+                        interval,
+                        options,
+                        state.metrics.clone(),
+                    ));
                 }
                 storage::maintenance::schedule(pool, maintenance_interval, compaction, state.metrics.clone()).await;
                 unreachable!("maintenance runs forever");

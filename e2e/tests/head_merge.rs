@@ -1,5 +1,5 @@
 //! Small head rows (a metric with a few samples per write batch) are merged by maintenance
-//! before compaction: the head then takes a fraction of the space, and every query answers
+//! before compaction, and by a light pass between maintenance runs: the head then takes a fraction of the space, and every query answers
 //! exactly as before, repeats included (the sample written first still wins).
 
 use std::collections::BTreeMap;
@@ -186,4 +186,81 @@ async fn big_head_rows_stay_and_the_small_ones_around_them_merge_on_their_side()
     assert_eq!(stored(&db).await, before);
     maintain(&db).await;
     assert_eq!(stored(&db).await, before);
+}
+
+/// Rows of a metric in the head.
+async fn rows_of(db: &PgPool, metric: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM _prom_catalog.head h JOIN _prom_catalog.metric m ON m.id = h.metric_id
+          WHERE m.metric_name = $1",
+    )
+    .bind(metric)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Between maintenance runs (here an hour apart), the light pass merges the small rows of the
+/// last interval (`--maintenance.merge-interval`), and leaves alone rows big enough already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_rows_are_merged_between_maintenance_runs() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "1h", "--maintenance.merge-interval", "1s"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let start = recent_ms() - 10 * STEP_MS;
+    // 8 requests, one at a time: each a row of 3 samples of `sparse_gauge` and a row of 300
+    // of `dense_gauge` (at least LIGHT_MERGE_BELOW_SAMPLES: not merged by the light pass).
+    for round in 0..8 {
+        let t = start + round * STEP_MS;
+        let mut list = Vec::new();
+        for pod in 0..3 {
+            let p = format!("p{pod}");
+            list.push(series(
+                &[("__name__", "sparse_gauge"), ("pod", &p)],
+                &[(t, (round * 10 + pod) as f64)],
+            ));
+        }
+        for pod in 0..300 {
+            let p = format!("p{pod}");
+            list.push(series(&[("__name__", "dense_gauge"), ("pod", &p)], &[(t, pod as f64)]));
+        }
+        let (status, text) = post(&client, &connector.url("/write"), encode(list)).await.unwrap();
+        assert_eq!(status, 204, "{text}");
+    }
+    promscale_e2e::wait_for(
+        "the light pass to merge sparse_gauge's rows",
+        std::time::Duration::from_secs(30),
+        || {
+            let db = db.clone();
+            async move { (rows_of(&db, "sparse_gauge").await <= 2).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        rows_of(&db, "dense_gauge").await,
+        8,
+        "rows of 300 samples stay as written"
+    );
+    let samples = promscale_e2e::view_samples(&db, "sparse_gauge", "pod").await;
+    let expected: BTreeMap<(String, i64), u64> = (0..8)
+        .flat_map(|round| {
+            (0..3).map(move |pod| {
+                (
+                    (format!("p{pod}"), start + round * STEP_MS),
+                    ((round * 10 + pod) as f64).to_bits(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(samples, expected, "every sample, once, through the view");
+    let answer = range_query(&client, &connector, "sum(sparse_gauge)", start, start + 7 * STEP_MS).await;
+    let sums: Vec<String> = (0..8).map(|round| format!("\"{}\"", round * 30 + 3)).collect();
+    for sum in &sums {
+        assert!(answer.contains(sum.as_str()), "{sum} in {answer}");
+    }
 }

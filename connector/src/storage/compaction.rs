@@ -30,6 +30,8 @@ pub struct CompactionOptions {
     pub workers: usize,
     /// Small head rows written at least this long ago are merged (see [`merge_head`]).
     pub merge_after: Duration,
+    /// Head rows with fewer samples than this count as small.
+    pub merge_below_samples: usize,
 }
 
 impl CompactionOptions {
@@ -41,6 +43,19 @@ impl CompactionOptions {
             seal_after: head_age + Duration::from_secs(30 * 60),
             workers: usize::from(workers).max(1),
             merge_after: Duration::from_secs(60),
+            merge_below_samples: MERGE_BELOW_SAMPLES,
+        }
+    }
+
+    /// The light pass that runs between maintenance runs ([`merge_small_rows`]): rows as
+    /// written, at least `interval` old, of fewer than [`LIGHT_MERGE_BELOW_SAMPLES`] samples,
+    /// so that a row it merged is rarely merged again before maintenance.
+    pub fn light_merge(interval: Duration, workers: u16) -> Self {
+        CompactionOptions {
+            workers: usize::from(workers).max(1),
+            merge_after: interval,
+            merge_below_samples: LIGHT_MERGE_BELOW_SAMPLES,
+            ..Self::merge_only()
         }
     }
 
@@ -54,6 +69,7 @@ impl CompactionOptions {
             seal_after: century,
             workers: 2,
             merge_after: Duration::ZERO,
+            merge_below_samples: MERGE_BELOW_SAMPLES,
         }
     }
 
@@ -65,6 +81,7 @@ impl CompactionOptions {
             seal_after: Duration::ZERO,
             workers: 2,
             merge_after: Duration::ZERO,
+            merge_below_samples: MERGE_BELOW_SAMPLES,
         }
     }
 }
@@ -179,19 +196,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             }
         }
     }
-    let mut merged = stream::iter(metrics)
-        .map(|metric_id| async move { (metric_id, merge_head(pool, metric_id, options).await) })
-        .buffer_unordered(options.workers.max(1));
-    while let Some((metric_id, result)) = merged.next().await {
-        match result {
-            Ok(done) => stats.add(done),
-            Err(e) if is_connection_error(&e) => return Err(e),
-            Err(e) => {
-                tracing::warn!(metric_id, error = %e, "merging a metric's head rows failed; retrying next round");
-                failed += 1;
-            }
-        }
-    }
+    failed += merge_metrics(pool, metrics, options, &mut stats).await?;
     if failed > 0 {
         tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }
@@ -206,6 +211,62 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             expired = stats.expired,
             took = ?started.elapsed(),
             "compacted the head"
+        );
+    }
+    Ok(stats)
+}
+
+/// Merges the small head rows of `metrics` ([`merge_head`]), several metrics at once; returns
+/// how many failed on their data (logged, retried next round).
+async fn merge_metrics(
+    pool: &PgPool,
+    metrics: Vec<i32>,
+    options: &CompactionOptions,
+    stats: &mut CompactionStats,
+) -> Result<usize, sqlx::Error> {
+    let mut failed = 0;
+    let mut merged = stream::iter(metrics)
+        .map(|metric_id| async move { (metric_id, merge_head(pool, metric_id, options).await) })
+        .buffer_unordered(options.workers.max(1));
+    while let Some((metric_id, result)) = merged.next().await {
+        match result {
+            Ok(done) => stats.add(done),
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(metric_id, error = %e, "merging a metric's head rows failed; retrying next round");
+                failed += 1;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Only the merging of small head rows, for the metrics that have enough of them (one scan
+/// of the head finds those): the light pass that keeps recent samples compact between
+/// maintenance runs (`--maintenance.merge-interval`).
+pub async fn merge_small_rows(pool: &PgPool, options: &CompactionOptions) -> Result<CompactionStats, sqlx::Error> {
+    let started = Instant::now();
+    let metrics: Vec<i32> = sqlx::query_scalar(
+        "SELECT metric_id FROM _prom_catalog.head
+          WHERE samples < $1 AND written_at <= now() - make_interval(secs => $2)
+          GROUP BY metric_id HAVING count(*) >= $3 ORDER BY metric_id",
+    )
+    .bind(i32::try_from(options.merge_below_samples).unwrap_or(i32::MAX))
+    .bind(options.merge_after.as_secs_f64())
+    .bind(MERGE_AT_LEAST_ROWS as i64)
+    .fetch_all(pool)
+    .await?;
+    let mut stats = CompactionStats::default();
+    let failed = merge_metrics(pool, metrics, options, &mut stats).await?;
+    if failed > 0 {
+        tracing::warn!(failed, "merging skipped some metrics this round");
+    }
+    if stats.head_rows_merged > 0 {
+        tracing::debug!(
+            head_rows_merged = stats.head_rows_merged,
+            merged_rows = stats.merged_rows_written,
+            took = ?started.elapsed(),
+            "merged small head rows"
         );
     }
     Ok(stats)
@@ -282,8 +343,12 @@ async fn delete_head_rows(conn: &mut PgConnection, metric_id: i32, ids: &[i64]) 
     Ok(())
 }
 
-/// Head rows with fewer samples than this are merged; bigger ones stay as they are.
+/// Head rows with fewer samples than this are merged by maintenance; bigger ones stay as
+/// they are.
 const MERGE_BELOW_SAMPLES: usize = 1_000;
+/// The same for the light pass between maintenance runs: rows of fewer samples cost more
+/// than half a byte a sample in row overhead (about 100 bytes a row).
+pub const LIGHT_MERGE_BELOW_SAMPLES: usize = 200;
 /// Fewest consecutive small rows worth merging.
 const MERGE_AT_LEAST_ROWS: usize = 4;
 /// Most samples in a merged head row.
@@ -291,7 +356,7 @@ const MERGED_ROW_SAMPLES: usize = 20_000;
 
 /// Merges a metric's small head rows written at least `merge_after` ago: each run of at
 /// least [`MERGE_AT_LEAST_ROWS`] consecutive rows (in id order) of fewer than
-/// [`MERGE_BELOW_SAMPLES`] samples becomes rows of up to [`MERGED_ROW_SAMPLES`], so that
+/// `merge_below_samples` samples becomes rows of up to [`MERGED_ROW_SAMPLES`], so that
 /// recent data stays compact whatever the write pattern: a metric with a few samples per
 /// write batch otherwise costs a row (about 100 bytes) and a run header per series for every
 /// batch, until compaction. Rows already big are never rewritten. Each merged row takes the
@@ -306,7 +371,7 @@ async fn merge_head(
     let mut stats = CompactionStats::default();
     let mut tx = pool.begin().await?;
     let candidates = head_candidates(&mut tx, metric_id, options.merge_after).await?;
-    let small = |c: &(i64, i32, PgTimestamp)| (c.1.max(0) as usize) < MERGE_BELOW_SAMPLES;
+    let small = |c: &(i64, i32, PgTimestamp)| (c.1.max(0) as usize) < options.merge_below_samples;
     if candidates.iter().filter(|c| small(c)).count() < MERGE_AT_LEAST_ROWS {
         return Ok(stats);
     }

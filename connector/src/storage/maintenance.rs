@@ -1,15 +1,17 @@
 //! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (retention), then
 //! [`compaction`](super::compaction) of the head into series chunks. Every connector runs the
 //! schedule; a session advisory lock lets exactly one of them do the work at a time, and the
-//! others skip that round.
+//! others skip that round. Between maintenance runs, a light pass merges the small head rows
+//! of the last interval (`--maintenance.merge-interval`), under a lock of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use super::compaction::{compact, CompactionOptions, CompactionStats};
-use super::migrations::{ADVISORY_LOCK_NAMESPACE, MAINTENANCE_LOCK};
+use super::compaction::{compact, merge_small_rows, CompactionOptions, CompactionStats};
+use super::migrations::{ADVISORY_LOCK_NAMESPACE, MAINTENANCE_LOCK, MERGE_LOCK};
 use crate::metrics::{Metrics, ResultLabel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +24,7 @@ pub enum Outcome {
 /// One maintenance run, unless another connector is running one.
 pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<Outcome, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-        .bind(ADVISORY_LOCK_NAMESPACE)
-        .bind(MAINTENANCE_LOCK)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !locked {
+    if !try_lock(&mut conn, MAINTENANCE_LOCK).await? {
         return Ok(Outcome::Skipped);
     }
     let result = match sqlx::query("CALL prom_api.execute_maintenance()")
@@ -37,16 +34,43 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
         Ok(_) => compact(pool, compaction).await,
         Err(e) => Err(e),
     };
+    unlock(conn, MAINTENANCE_LOCK, result.is_err()).await;
+    Ok(Outcome::Done(result?))
+}
+
+/// One light pass merging small head rows ([`merge_small_rows`]), unless another connector is
+/// running one. It has a lock of its own, so that maintenance goes on beside it: a metric's
+/// merges and compactions take turns on the metric's chunk lock.
+pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Outcome, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    if !try_lock(&mut conn, MERGE_LOCK).await? {
+        return Ok(Outcome::Skipped);
+    }
+    let result = merge_small_rows(pool, options).await;
+    unlock(conn, MERGE_LOCK, result.is_err()).await;
+    Ok(Outcome::Done(result?))
+}
+
+/// Takes the session advisory lock `key` if no other session holds it.
+async fn try_lock(conn: &mut PgConnection, key: i32) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(ADVISORY_LOCK_NAMESPACE)
+        .bind(key)
+        .fetch_one(conn)
+        .await
+}
+
+/// Releases the lock `key`; after a failure, or when releasing fails, the session may still
+/// hold it: it is closed rather than returned to the pool.
+async fn unlock(mut conn: PoolConnection<Postgres>, key: i32, failed: bool) {
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
         .bind(ADVISORY_LOCK_NAMESPACE)
-        .bind(MAINTENANCE_LOCK)
+        .bind(key)
         .execute(&mut *conn)
         .await;
-    if result.is_err() || unlocked.is_err() {
-        // The session may still hold the lock: close it rather than return it to the pool.
+    if failed || unlocked.is_err() {
         let _ = conn.detach().close().await;
     }
-    Ok(Outcome::Done(result?))
 }
 
 /// Runs maintenance every `interval`, forever.
@@ -75,5 +99,23 @@ pub async fn schedule(pool: PgPool, interval: Duration, compaction: CompactionOp
         };
         metrics.maintenance_runs.get_or_create(&ResultLabel { result }).inc();
         metrics.maintenance_duration.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Runs the light merge pass every `interval`, forever.
+pub async fn schedule_merges(pool: PgPool, interval: Duration, options: CompactionOptions, metrics: Arc<Metrics>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match merge_once(&pool, &options).await {
+            Ok(Outcome::Done(stats)) => {
+                metrics.head_rows_merged.inc_by(stats.head_rows_merged);
+            }
+            Ok(Outcome::Skipped) => tracing::debug!("merging skipped: another connector is merging"),
+            Err(e) => {
+                tracing::warn!(error = %crate::storage::StorageError::from(e), "merging small head rows failed; retrying at the next interval")
+            }
+        }
     }
 }

@@ -11,6 +11,9 @@ pub const ADVISORY_LOCK_NAMESPACE: i32 = 7_355_608;
 const MIGRATION_LOCK: i32 = 0;
 /// Second key of the lock that lets one connector at a time run maintenance.
 pub const MAINTENANCE_LOCK: i32 = 3;
+/// Second key of the lock that lets one connector at a time merge small head rows between
+/// maintenance runs.
+pub const MERGE_LOCK: i32 = 4;
 
 pub struct Migration {
     pub version: i32,

@@ -1,5 +1,5 @@
-//! Bytes per sample on disk, side by side: the connector (head as written and once its small
-//! rows are merged, series chunks after compaction, and its series and label catalog) beside Prometheus' own TSDB block
+//! Bytes per sample on disk, side by side: the connector (head as written, as the light merge
+//! pass leaves it, and once maintenance merged its small rows, series chunks after compaction, and its series and label catalog) beside Prometheus' own TSDB block
 //! holding the very same samples. Also how fast compaction runs and how fast plain SQL
 //! decodes samples through the views (no extension).
 //!
@@ -10,14 +10,15 @@
 //! and an admin-API snapshot writes its head out as a TSDB block (chunks + index), whose
 //! size is Prometheus' figure.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use promscale_connector::storage::compaction::CompactionOptions;
+use promscale_connector::storage::maintenance::{merge_once, Outcome};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
-use promscale_e2e::workload::{dir_size, send_rounds, Workload};
+use promscale_e2e::workload::{dir_size, send_rounds, Payload, Workload};
 
 #[derive(Parser, Debug)]
 #[command(about = "Bytes per sample: the connector's head, series chunks and catalog vs Prometheus' TSDB block")]
@@ -41,6 +42,7 @@ struct Shape {
 struct Figures {
     samples: f64,
     head: i64,
+    light_head: i64,
     merged_head: i64,
     chunks: i64,
     catalog: i64,
@@ -48,6 +50,40 @@ struct Figures {
     merge_rate: f64,
     compaction_rate: f64,
     sql_decode_rate: f64,
+}
+
+/// The head as the light merge pass (`--maintenance.merge-interval`, 1 minute) leaves it: the
+/// samples written a minute at a time, the pass run after each minute (VACUUM FULL: in a
+/// running system the space merged rows freed takes later writes).
+async fn light_merged_head(client: &reqwest::Client, shape: &Shape, workload: &Workload, payload: &Payload) -> i64 {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &["--log.level", "warn", "--maintenance.interval", "0s"]).await;
+    let db = pg.pool().await;
+    eprintln!("{}: writing a minute at a time, merging after each ...", shape.name);
+    let per_minute = (60_000 / STEP_MS) as usize;
+    let options = CompactionOptions::light_merge(Duration::ZERO, 2);
+    for first in (0..workload.rounds).step_by(per_minute) {
+        send_rounds(
+            client,
+            &connector.url("/write"),
+            payload,
+            first..(first + per_minute).min(workload.rounds),
+        )
+        .await;
+        match merge_once(&db, &options).await.expect("merging") {
+            Outcome::Done(_) => {}
+            Outcome::Skipped => panic!("another connector holds the merge lock"),
+        }
+    }
+    sqlx::query("VACUUM FULL _prom_catalog.head")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
+    sqlx::query_scalar("SELECT pg_total_relation_size('_prom_catalog.head')")
+        .fetch_one(&db)
+        .await
+        .unwrap()
 }
 
 async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
@@ -63,6 +99,8 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     eprintln!("{}: building payload: {workload:?}", shape.name);
     let payload = workload.payload();
     let samples = workload.samples() as f64;
+
+    let light_head = light_merged_head(client, shape, &workload, &payload).await;
 
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &["--log.level", "warn", "--maintenance.interval", "0s"]).await;
@@ -179,6 +217,7 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     Figures {
         samples,
         head,
+        light_head,
         merged_head,
         chunks,
         catalog,
@@ -229,10 +268,11 @@ async fn main() {
 
     println!("\nbytes per sample on disk: counters and gauges every 15 s, default 8 h chunks");
     println!(
-        "{:<40} {:>9} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>7} {:>9} {:>12} {:>12}",
+        "{:<40} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>10} {:>7} {:>9} {:>12} {:>12}",
         "shape",
         "samples",
         "head",
+        "light",
         "merged",
         "chunks",
         "catalog",
@@ -247,10 +287,11 @@ async fn main() {
         let per = |bytes: f64| bytes / f.samples;
         let total = (f.chunks + f.catalog) as f64;
         println!(
-            "{:<40} {:>9} {:>8.2} {:>7.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>9.0} {:>12.0} {:>12.0}",
+            "{:<40} {:>9} {:>8.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9.2} {:>10.2} {:>6.2}x {:>9.0} {:>12.0} {:>12.0}",
             format!("{} ({} series)", shape.name, shape.series),
             f.samples,
             per(f.head as f64),
+            per(f.light_head as f64),
             per(f.merged_head as f64),
             per(f.chunks as f64),
             per(f.catalog as f64),
@@ -262,7 +303,10 @@ async fn main() {
             f.sql_decode_rate,
         );
     }
-    println!("head: recent samples as written; merged: the head once maintenance merged its small rows (as it stands");
+    println!(
+        "head: recent samples as written; light: the head as the 1-minute light merge pass leaves it (all but the last"
+    );
+    println!("one to two minutes of writes); merged: the head once maintenance merged its small rows (as it stands");
     println!("between maintenance runs, before compaction); chunks: series chunks, chunk blocks and their indexes after compaction and sealing;");
     println!("merge/s and compaction/s: samples a second of the merge pass and of compaction (of the merged head)");
     println!(
