@@ -611,15 +611,18 @@ fn range_queries_answer_the_same_when_only_their_windows_are_read() {
         let runtime = runtime();
         let windowed = Arc::new(dataset());
         let whole = Arc::new(WholeSpans(dataset()));
+        // A run that times out is not compared (the other may have finished).
         let engine = Arc::new(engine());
         // Half the ranges start on the dataset's scrape times, so that samples fall exactly
         // on window edges.
+        // Their ends are sometimes past the last step.
         let aligned = (
             (-8i64..90),
             0i64..30,
             prop_oneof![Just(15_000i64), Just(60_000), Just(300_000), Just(45_000)],
+            0i64..3,
         )
-            .prop_map(|(k, n, step)| (k * 15_000, k * 15_000 + n * step, step));
+            .prop_map(|(k, n, step, past)| (k * 15_000, k * 15_000 + n * step + past * step / 3, step));
         // Half the queries are plain selectors and range functions, where every sample of a
         // window counts.
         let plain = (
@@ -654,6 +657,13 @@ fn range_queries_answer_the_same_when_only_their_windows_are_read() {
                 let (query, [range_windowed, range_whole, instant_windowed, instant_whole]) = runtime
                     .block_on(task)
                     .map_err(|e| TestCaseError::fail(format!("evaluation panicked: {e}")))?;
+                let timed_out = |a: &String| a.contains("Timeout(");
+                if [&range_windowed, &range_whole, &instant_windowed, &instant_whole]
+                    .into_iter()
+                    .any(timed_out)
+                {
+                    return Ok(());
+                }
                 prop_assert_eq!(
                     range_windowed,
                     range_whole,

@@ -81,12 +81,16 @@ impl Times {
         }
     }
 
+    /// The times `by` earlier; steps that would leave the `i64` range become the span they
+    /// saturate to (their spacing is lost).
     fn shifted(self, by: i64) -> Times {
         match self {
-            Times::Steps { first, last, step } => Times::Steps {
-                first: first.saturating_sub(by),
-                last: last.saturating_sub(by),
-                step,
+            Times::Steps { first, last, step } => match (first.checked_sub(by), last.checked_sub(by)) {
+                (Some(first), Some(last)) => Times::Steps { first, last, step },
+                _ => Times::Span {
+                    start: first.saturating_sub(by),
+                    end: last.saturating_sub(by),
+                },
             },
             Times::Span { start, end } => Times::Span {
                 start: start.saturating_sub(by),
@@ -201,8 +205,11 @@ pub async fn fetch(
         options,
         reads: HashMap::new(),
     };
-    let last = if step > 0 {
-        start.saturating_add(end.saturating_sub(start) / step * step)
+    // The last step `evaluate` takes: `start + k * step <= end` (in i128: the span may exceed
+    // i64).
+    let last = if step > 0 && end >= start {
+        let span = i128::from(end) - i128::from(start);
+        i64::try_from(i128::from(start) + span / i128::from(step) * i128::from(step)).unwrap_or(end)
     } else {
         start
     };
@@ -231,4 +238,96 @@ pub async fn fetch(
         fetched.insert(key, series);
     }
     Ok(fetched)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+
+    /// Remembers the hints of every selection; holds no series.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<SelectHints>>);
+
+    impl SeriesSource for Recording {
+        fn select<'a>(
+            &'a self,
+            _matchers: &'a [Matcher],
+            hints: &'a SelectHints,
+        ) -> BoxFuture<'a, Result<Vec<Series>, QueryError>> {
+            self.0.lock().unwrap().push(hints.clone());
+            Box::pin(async { Ok(vec![]) })
+        }
+    }
+
+    fn hints(query: &str, start: i64, end: i64, step: i64) -> Vec<SelectHints> {
+        let source = Recording::default();
+        let expr = crate::parse::parse(query, 100).unwrap();
+        let options = EngineOptions::default();
+        futures::executor::block_on(fetch(&source, &expr, start, end, step, &options)).unwrap();
+        source.0.into_inner().unwrap()
+    }
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn windows_narrower_than_the_step_are_given_to_the_source() {
+        let week = 7 * 24 * 60 * MIN;
+        let [h] = hints("rate(x[5m])", 0, week, 30 * MIN).try_into().unwrap();
+        assert_eq!(
+            h.windows,
+            Some(Windows {
+                first_end: 0,
+                last_end: week,
+                step: 30 * MIN,
+                width: 5 * MIN
+            })
+        );
+        assert_eq!((h.start, h.end), (-5 * MIN, week));
+        // Shifted by the offset; the last step is the last one at or before the end.
+        let [h] = hints("x offset 1h", 0, 100 * MIN + 7, 10 * MIN).try_into().unwrap();
+        assert_eq!(
+            h.windows,
+            Some(Windows {
+                first_end: -60 * MIN,
+                last_end: 40 * MIN,
+                step: 10 * MIN,
+                width: 5 * MIN
+            })
+        );
+        // An instant query: one window.
+        let [h] = hints("x[1m]", 30 * MIN, 30 * MIN, 0).try_into().unwrap();
+        assert_eq!(
+            h.windows.map(|w| (w.first_end, w.last_end, w.width)),
+            Some((30 * MIN, 30 * MIN, MIN))
+        );
+    }
+
+    #[test]
+    fn no_windows_where_they_touch_or_steps_are_not_the_query_steps() {
+        // The lookback (5m) spans the 1m steps.
+        assert_eq!(hints("x", 0, 60 * MIN, MIN)[0].windows, None);
+        // Inside a subquery the inner steps are its own.
+        assert_eq!(
+            hints("max_over_time(rate(x[1m])[1h:30m])", 0, 600 * MIN, 60 * MIN)[0].windows,
+            None
+        );
+        // Steps shifted beyond the i64 range lose their spacing.
+        assert_eq!(
+            hints("x[5ms] offset 20ms", i64::MIN + 10, i64::MIN + 1_000, 100)[0].windows,
+            None
+        );
+    }
+
+    #[test]
+    fn the_last_step_is_found_when_the_span_exceeds_i64() {
+        let (start, end) = (-9_223_372_036_854_775_000i64, 1_000_000i64);
+        let step = i64::try_from((i128::from(end) - i128::from(start)) / 2).unwrap();
+        let [h] = hints("x", start, end, step).try_into().unwrap();
+        assert_eq!(h.end, end);
+        assert_eq!(h.windows.map(|w| w.last_end), Some(end));
+    }
 }

@@ -5,8 +5,11 @@
 -- inserted, checked, then confirmed by a second WAL record, about a fifth of the cost of
 -- creating a series. The series were looked up just before, so a conflict only happens when
 -- another writer creates one of them at the same moment: the plain INSERT then fails with
--- exclusion_violation, its subtransaction rolls back, and the batch is inserted again as
--- before, with ON CONFLICT DO NOTHING. Rows are returned only once the insert succeeded (a
+-- exclusion_violation (the other committed first) or, when both inserted their index entries
+-- at once and each waits for the other, with deadlock_detected after deadlock_timeout
+-- (PostgreSQL aborts one of them; ON CONFLICT's waits avoid that). Either way its
+-- subtransaction rolls back and the batch is inserted again as before, with ON CONFLICT DO
+-- NOTHING. Rows are returned only once the insert succeeded (a
 -- RETURN QUERY inside the block would stay in the result when the block rolls back).
 
 -- Same arguments, ids drawn and results as migration 7's create_series.
@@ -31,7 +34,7 @@ BEGIN
         SELECT w.id, w.metric_id, w.labels FROM unnest(v_wanted) w WHERE w.id IS NOT NULL ORDER BY w.i;
         RETURN QUERY SELECT w.i, w.id FROM unnest(v_wanted) w WHERE w.id IS NOT NULL;
         GET DIAGNOSTICS v_created = ROW_COUNT;
-    EXCEPTION WHEN exclusion_violation THEN
+    EXCEPTION WHEN exclusion_violation OR deadlock_detected THEN
         RETURN QUERY
         WITH created AS (
             INSERT INTO _prom_catalog.series (id, metric_id, labels)
