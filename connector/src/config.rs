@@ -149,8 +149,9 @@ pub struct Config {
 
     /// How often, between maintenance runs, to merge the small head rows written since (a
     /// metric with a few samples per write batch costs a row of about 100 bytes each batch):
-    /// recent samples stay as written for at most about twice this long. One connector at a
-    /// time does it; 0s leaves merging to maintenance. No effect when maintenance is off.
+    /// recent samples stay as written for about twice this long (rows younger than a minute
+    /// are never merged). One connector at a time does it, on one database connection; 0s
+    /// leaves merging to maintenance. No effect when maintenance is off.
     #[arg(long = "maintenance.merge-interval", env = "PROMSCALE_MAINTENANCE_MERGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub maintenance_merge_interval: Duration,
 

@@ -132,7 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         (!config.maintenance_merge_interval.is_zero()).then(|| {
             (
                 config.maintenance_merge_interval,
-                storage::compaction::CompactionOptions::light_merge(config.maintenance_merge_interval, workers),
+                storage::compaction::CompactionOptions::light_merge(config.maintenance_merge_interval),
             )
         }),
     ));

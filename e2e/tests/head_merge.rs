@@ -232,6 +232,11 @@ async fn small_rows_are_merged_between_maintenance_runs() {
         let (status, text) = post(&client, &connector.url("/write"), encode(list)).await.unwrap();
         assert_eq!(status, 204, "{text}");
     }
+    // As if written two minutes ago: the light pass merges no row younger than a minute.
+    sqlx::query("UPDATE _prom_catalog.head SET written_at = written_at - interval '2 minutes'")
+        .execute(&db)
+        .await
+        .unwrap();
     promscale_e2e::wait_for(
         "the light pass to merge sparse_gauge's rows",
         std::time::Duration::from_secs(30),

@@ -47,13 +47,14 @@ impl CompactionOptions {
         }
     }
 
-    /// The light pass that runs between maintenance runs ([`merge_small_rows`]): rows as
-    /// written, at least `interval` old, of fewer than [`LIGHT_MERGE_BELOW_SAMPLES`] samples,
-    /// so that a row it merged is rarely merged again before maintenance.
-    pub fn light_merge(interval: Duration, workers: u16) -> Self {
+    /// The light pass that runs between maintenance runs ([`merge_small_rows`]), one metric
+    /// at a time: rows of fewer than [`LIGHT_MERGE_BELOW_SAMPLES`] samples written at least
+    /// `interval` and at least a minute ago (a row written a minute ago has committed, short
+    /// of a commit stalled that long; see [`merge_head`]).
+    pub fn light_merge(interval: Duration) -> Self {
         CompactionOptions {
-            workers: usize::from(workers).max(1),
-            merge_after: interval,
+            workers: 1,
+            merge_after: interval.max(Duration::from_secs(60)),
             merge_below_samples: LIGHT_MERGE_BELOW_SAMPLES,
             ..Self::merge_only()
         }
