@@ -14,6 +14,18 @@ use sqlx::{PgPool, Row};
 const STEP_MS: i64 = 300_000;
 const SAMPLES: i64 = 3 * 24 * 12; // three days at 5 minutes
 
+/// Starts a connector of this version (maintenance off), which upgrades the schema at
+/// start-up, and checks the database is at the latest version.
+async fn upgraded_by_a_connector(pg: &TestPostgres, db: &PgPool) -> Connector {
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(version, latest_version());
+    connector
+}
+
 /// Every sample of the metric through its user view: (cpu label, ms, value bits).
 async fn view(db: &PgPool, metric: &str) -> Vec<(String, i64, u64)> {
     let mut rows: Vec<(String, i64, u64)> = sqlx::query(&format!(
@@ -106,12 +118,7 @@ async fn a_database_of_the_previous_version_is_upgraded_in_place_without_losing_
     assert_eq!(before.len() as i64, 3 * SAMPLES + 1);
 
     // A connector of this version upgrades the schema at start-up.
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(version, latest_version());
+    let connector = upgraded_by_a_connector(&pg, &db).await;
     assert_eq!(view(&db, "upgrade_cpu").await, before, "bit for bit after the upgrade");
     let old_tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -309,12 +316,7 @@ async fn a_version_6_catalog_keeps_its_series_through_the_series_creation_upgrad
     .unwrap();
     assert_eq!(created.len(), old.len());
 
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(version, latest_version());
+    let connector = upgraded_by_a_connector(&pg, &db).await;
     let client = reqwest::Client::new();
     let t = recent_ms();
     let new: Vec<(&str, &str)> = vec![("a", "p9"), ("", "p8"), ("d", "")];
@@ -498,12 +500,7 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
     .await
     .unwrap();
 
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(version, latest_version());
+    let connector = upgraded_by_a_connector(&pg, &db).await;
     let stored = || async {
         view(&db, "upgrade_blocks")
             .await

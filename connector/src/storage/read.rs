@@ -221,13 +221,18 @@ pub async fn read_samples(
     let mut lists: HashMap<i64, Vec<Vec<(i64, f64)>>> = HashMap::new();
     let wanted: HashSet<i64> = series_ids.iter().copied().collect();
     let mut kept = 0usize;
-    for row in &block_rows {
-        let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
-        kept += split_by_series(decoded, &keep, |s| wanted.contains(&s), &mut lists);
-        if kept > max_samples {
-            return Err(ReadError::TooManySamples(max_samples));
+    // Chunk blocks and head rows alike: each row a list per series it holds.
+    let add_rows = |rows: &[StoredHeadRow], lists: &mut HashMap<i64, Vec<Vec<(i64, f64)>>>, kept: &mut usize| {
+        for row in rows {
+            let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
+            *kept += split_by_series(decoded, &keep, |s| wanted.contains(&s), lists);
+            if *kept > max_samples {
+                return Err(ReadError::TooManySamples(max_samples));
+            }
         }
-    }
+        Ok(())
+    };
+    add_rows(&block_rows, &mut lists, &mut kept)?;
     let mut buffer = Vec::new();
     let mut chunked: HashMap<i64, Vec<(i64, f64)>> = HashMap::new();
     for (series, data, exceptions) in chunk_rows {
@@ -244,15 +249,7 @@ pub async fn read_samples(
     for (series, list) in chunked {
         lists.entry(series).or_default().push(list);
     }
-    if !head_rows.is_empty() {
-        for row in &head_rows {
-            let decoded = row.samples_of(|s| wanted.contains(&s)).map_err(corrupt)?;
-            kept += split_by_series(decoded, &keep, |s| wanted.contains(&s), &mut lists);
-            if kept > max_samples {
-                return Err(ReadError::TooManySamples(max_samples));
-            }
-        }
-    }
+    add_rows(&head_rows, &mut lists, &mut kept)?;
     Ok(lists
         .into_iter()
         .map(|(series, lists)| (series, merge_by_precedence(lists)))
