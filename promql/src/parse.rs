@@ -23,6 +23,7 @@ pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
              and subqueries, more than the {max_depth} allowed"
         )));
     }
+    register_prometheus_2_functions();
     // The parser panics on a few inputs (a float duration too large for a Duration): a query
     // it cannot handle is bad data, not a reason to drop the connection.
     let expr = match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
@@ -33,37 +34,91 @@ pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
             )))
         }
     };
-    refuse_unknown_functions(&expr)?;
+    refuse_unsupported(&expr)?;
     Ok(expr)
 }
 
-/// Refuses a call of a function Prometheus 2.42 does not have, as its parser does.
-fn refuse_unknown_functions(expr: &Expr) -> Result<(), QueryError> {
+/// Teaches the parser (which follows Prometheus 3) the functions of Prometheus 2 that
+/// Prometheus 3 renamed: `holt_winters` (now `double_exponential_smoothing`).
+fn register_prometheus_2_functions() {
+    use promql_parser::parser::function::{register_extra_functions, Function};
+    use promql_parser::parser::value::ValueType;
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        register_extra_functions(vec![Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )])
+        .expect("holt_winters is not a function of the parser's own");
+    });
+}
+
+/// The aggregations the engine evaluates (Prometheus 2.42's). The parser also knows
+/// Prometheus 3's experimental `limitk` and `limit_ratio`.
+const AGGREGATIONS: [&str; 12] = [
+    "sum",
+    "avg",
+    "count",
+    "min",
+    "max",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+];
+
+/// Refuses, as Prometheus 2.42's parser does, what the parser accepts beyond it: calls of
+/// functions and aggregations the engine does not have, `fill` modifiers of binary
+/// operators, and `or` between label matchers (an extension of the parser's own, which no
+/// Prometheus accepts).
+fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
+    let refuse = |what: String| Err(QueryError::BadData(what));
+    let selector = |vs: &promql_parser::parser::VectorSelector| {
+        if vs.matchers.or_matchers.is_empty() {
+            Ok(())
+        } else {
+            refuse(format!(
+                "unexpected \"or\" in the label matchers of {vs}: separate matchers with \",\""
+            ))
+        }
+    };
     let mut pending = vec![expr];
     while let Some(e) = pending.pop() {
         match e {
             Expr::Aggregate(a) => {
+                let op = a.op.to_string();
+                if !AGGREGATIONS.contains(&op.as_str()) {
+                    return refuse(format!("unknown aggregation {op:?}"));
+                }
                 pending.push(&a.expr);
                 pending.extend(a.param.as_deref());
             }
             Expr::Unary(u) => pending.push(&u.expr),
-            Expr::Binary(b) => pending.extend([&*b.lhs, &*b.rhs]),
+            Expr::Binary(b) => {
+                if let Some(m) = &b.modifier {
+                    if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                        return refuse("fill, fill_left and fill_right modifiers are not supported".into());
+                    }
+                }
+                pending.extend([&*b.lhs, &*b.rhs]);
+            }
             Expr::Paren(p) => pending.push(&p.expr),
             Expr::Subquery(s) => pending.push(&s.expr),
             Expr::Call(c) => {
                 if crate::engine::functions::kind(c.func.name).is_none() {
-                    return Err(QueryError::BadData(format!(
-                        "unknown function with name {:?}",
-                        c.func.name
-                    )));
+                    return refuse(format!("unknown function with name {:?}", c.func.name));
                 }
                 pending.extend(c.args.args.iter().map(|a| a.as_ref()));
             }
-            Expr::NumberLiteral(_)
-            | Expr::StringLiteral(_)
-            | Expr::VectorSelector(_)
-            | Expr::MatrixSelector(_)
-            | Expr::Extension(_) => {}
+            Expr::VectorSelector(vs) => selector(vs)?,
+            Expr::MatrixSelector(ms) => selector(&ms.vs)?,
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
     }
     Ok(())
@@ -290,6 +345,31 @@ mod tests {
             "histogram_count(up)",
             "histogram_fraction(0, 1, up)",
             "holt_winters(x[5m], 0.5, 0.5)",
+        ] {
+            assert!(parse(q, MAX_DEPTH).is_ok(), "{q}");
+        }
+    }
+
+    #[test]
+    fn what_the_parser_accepts_beyond_prometheus_is_refused() {
+        for (q, says) in [
+            ("limitk(2, up)", "unknown aggregation \"limitk\""),
+            ("limit_ratio(0.5, up)", "unknown aggregation \"limit_ratio\""),
+            ("up + fill(0) up", "fill, fill_left and fill_right"),
+            ("up / on(job) fill_left(1) up", "fill, fill_left and fill_right"),
+            ("up{job=\"a\" or job=\"b\"}", "unexpected \"or\""),
+            ("rate(up{job=\"a\" or job=\"b\"}[5m])", "unexpected \"or\""),
+        ] {
+            match parse(q, MAX_DEPTH) {
+                Err(QueryError::BadData(m)) => assert!(m.contains(says), "{q}: {m}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        for q in [
+            "topk(2, up) + on(job) group_left bottomk(1, up)",
+            "count_values(\"v\", up)",
+            "{\"http.server.duration\", \"service.name\"=\"x\"}",
+            "sum by (\"service.name\") (rate({\"a.b\"}[5m]))",
         ] {
             assert!(parse(q, MAX_DEPTH).is_ok(), "{q}");
         }

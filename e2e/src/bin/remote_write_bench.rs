@@ -29,6 +29,9 @@ struct Args {
     /// Steady-state repetitions per receiver, alternating between them.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Rounds of entirely new series (rollouts) per receiver; `--repeat` when not given.
+    #[arg(long)]
+    rollouts: Option<usize>,
     /// Samples per remote-write request (Prometheus' max_samples_per_send).
     #[arg(long, default_value_t = 2_000)]
     batch: usize,
@@ -69,13 +72,13 @@ async fn main() {
         senders: args.concurrency,
         batch: args.batch,
         step_ms: 15_000,
-        start_ms: now_ms - (rounds as i64 + 1 + args.repeat as i64) * 15_000,
+        start_ms: now_ms - (rounds + 1 + args.rollouts.unwrap_or(args.repeat)) as i64 * 15_000,
         rounds,
     };
     eprintln!("building payload: {workload:?}");
     let payload = workload.payload();
     // Rollouts: a round of entirely new series of the same metrics, after the steady state.
-    let rollouts: Vec<_> = (0..args.repeat)
+    let rollouts: Vec<_> = (0..args.rollouts.unwrap_or(args.repeat))
         .map(|r| {
             Workload {
                 first_id: (r + 1) * args.series,

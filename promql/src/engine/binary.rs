@@ -36,6 +36,7 @@ pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError>
                 card: VectorMatchCardinality::OneToOne,
                 matching: None,
                 return_bool: false,
+                fill_values: Default::default(),
             };
             let modifier = b.modifier.as_ref().unwrap_or(&default);
             let out = match op.as_str() {
