@@ -10,7 +10,14 @@ pub use crate::prompb::Sample;
 /// Label name of the metric name, as in Prometheus.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 
-/// A label whose name and value have been checked (valid name, UTF-8 value, value not empty).
+/// A label name as Prometheus 3 accepts it (`model.UTF8Validation`): non-empty UTF-8,
+/// without the NUL byte PostgreSQL text cannot hold.
+pub fn is_valid_label_name(name: &[u8]) -> bool {
+    !name.is_empty() && !name.contains(&0) && std::str::from_utf8(name).is_ok()
+}
+
+/// A label whose name and value have been checked ([`is_valid_label_name`], UTF-8 value without
+/// NUL, value not empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Label {
     pub(crate) name: Bytes,

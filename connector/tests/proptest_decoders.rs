@@ -157,14 +157,20 @@ fn any_series() -> impl Strategy<Value = TimeSeries> {
         })
 }
 
-/// A series the decoder must accept: a valid metric name, valid, distinct and sorted label
-/// names, UTF-8 values (any characters but NUL, which PostgreSQL text cannot hold; empty
+/// A series the decoder must accept: a metric name and distinct, sorted label names as
+/// Prometheus 3 accepts them (legacy ones and any non-empty UTF-8 without NUL), UTF-8 values (any characters but NUL, which PostgreSQL text cannot hold; empty
 /// ones included, up to 10 kB), times PostgreSQL can hold.
 fn valid_series() -> impl Strategy<Value = TimeSeries> {
     (
-        "[a-zA-Z_:][a-zA-Z0-9_:]{0,20}",
+        prop_oneof![
+            3 => "[a-zA-Z_:][a-zA-Z0-9_:]{0,20}",
+            1 => "[a-z.:\\-/ \"{}=\u{e9}\u{2028}\u{1F600}]{1,12}",
+        ],
         proptest::collection::btree_map(
-            "[a-zA-Z_][a-zA-Z0-9_]{0,10}",
+            prop_oneof![
+                3 => "[a-zA-Z_][a-zA-Z0-9_]{0,10}",
+                1 => "[a-z.:\\-/ \"{}=\u{e9}\u{2028}\u{1F600}]{1,12}",
+            ],
             prop_oneof![
                 4 => "[a-z:\\-. \u{e9}\u{2028}\u{1F600}]{0,12}",
                 1 => any::<String>().prop_map(|s| s.replace('\0', "")),

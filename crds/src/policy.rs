@@ -69,10 +69,11 @@ pub struct StackRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("size(self.names) > 0 || has(self.regex)").message("metrics needs names, a regex, or both"))]
 pub struct MetricSelector {
-    /// Exact metric names.
+    /// Exact metric names: any non-empty UTF-8, as Prometheus 3 accepts them
+    /// (`http.server.duration`).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Set)]
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-zA-Z_:][a-zA-Z0-9_:]*$'))").message("metrics.names must be Prometheus metric names ([a-zA-Z_:][a-zA-Z0-9_:]*)"))]
+    #[x_kube(validation = Rule::new("self.all(n, size(n) > 0)").message("metrics.names must not hold an empty name"))]
     #[schemars(length(max = 100), inner(length(max = 200)))]
     pub names: Vec<String>,
     /// A regular expression (RE2 syntax, as in PromQL's =~) over metric names.

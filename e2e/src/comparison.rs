@@ -231,8 +231,9 @@ impl Loaded {
     }
 }
 
-/// Runs one API call against the reference and the tested server; describes any difference.
-async fn compare(
+/// Runs one API call against the reference and the tested server (base URLs); describes any
+/// difference in status, result type, label sets or values.
+pub async fn compare(
     client: &reqwest::Client,
     reference: &str,
     tested: &str,

@@ -138,9 +138,9 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         (
             policy(
                 "badname",
-                json!({"stackRef": {"name": "s"}, "metrics": {"names": ["up", "9lives"]}, "compression": false}),
+                json!({"stackRef": {"name": "s"}, "metrics": {"names": ["up", ""]}, "compression": false}),
             ),
-            "metrics.names must be Prometheus metric names",
+            "metrics.names must not hold an empty name",
         ),
         (
             policy(
@@ -197,10 +197,11 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         &policies,
         policy(
             "debug",
-            json!({"stackRef": {"name": "minimal"}, "metrics": {"regex": "debug_.*", "names": ["queue_depth"]}, "retentionPeriod": "1y2w3d4h5m", "compression": false}),
+            json!({"stackRef": {"name": "minimal"}, "metrics": {"regex": "debug_.*", "names": ["queue_depth", "http.server.duration"]}, "retentionPeriod": "1y2w3d4h5m", "compression": false}),
         ),
     )
     .await
-    .expect("a policy with a regex, names and two settings is valid");
+    .expect("a policy with a regex, names (a UTF-8 one too) and two settings is valid");
     assert_eq!(created.data["spec"]["retentionPeriod"], "1y2w3d4h5m");
+    assert_eq!(created.data["spec"]["metrics"]["names"][1], "http.server.duration");
 }

@@ -21,7 +21,8 @@ use promscale_promql::{Engine, EngineOptions};
 use serde_json::json;
 
 use super::json::{labels_object, query_response, success, ApiError};
-use super::params::{parse_duration, parse_time, Params};
+use super::params::{parse_duration, parse_time, unescape_label_name, Params};
+use crate::model::is_valid_label_name;
 use crate::server::AppState;
 use crate::storage::catalog;
 use crate::storage::select::PgSeriesSource;
@@ -250,6 +251,10 @@ async fn label_values(
     q: RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
+    let name = unescape_label_name(&name);
+    if !is_valid_label_name(name.as_bytes()) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
     let p = params(&q, &headers, &Bytes::new());
     let selectors = selectors(&app, &p, false)?;
     let mut values: Vec<String> = if selectors.is_empty() {

@@ -144,3 +144,74 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 }
+
+/// A label name from a URL path (`/api/v1/label/<name>/values`): Prometheus 3 lets clients
+/// write a name that is awkward in a path (a `/`, say) in its "values" escaping, `U__`
+/// followed by the name with `_` written `__` and any other character that is not a legacy
+/// name character written as its code point in hex between underscores (`U__http_2e_route`
+/// is `http.route`). A name that does not decode is taken as written, as Prometheus does.
+pub fn unescape_label_name(name: &str) -> String {
+    let Some(escaped) = name.strip_prefix("U__") else {
+        return name.to_string();
+    };
+    let mut out = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        let mut code: u32 = 0;
+        let mut digits = 0;
+        loop {
+            match chars.next() {
+                Some('_') if digits == 0 => {
+                    out.push('_');
+                    break;
+                }
+                Some('_') => match char::from_u32(code) {
+                    Some(decoded) => {
+                        out.push(decoded);
+                        break;
+                    }
+                    None => return name.to_string(),
+                },
+                Some(h) if digits < 6 && h.is_ascii_hexdigit() => {
+                    code = code * 16 + h.to_digit(16).expect("a hex digit");
+                    digits += 1;
+                }
+                _ => return name.to_string(),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod label_name_tests {
+    use super::unescape_label_name;
+
+    #[test]
+    fn values_escaping_decodes_as_prometheus_3_does() {
+        for (path, name) in [
+            ("job", "job"),
+            ("http.route", "http.route"),
+            ("U__http_2e_route", "http.route"),
+            ("U__service_2e_name", "service.name"),
+            ("U__my__label", "my_label"),
+            ("U__a_2f_b", "a/b"),
+            ("U__caf_e9_", "café"),
+            ("U__smile_1F600_", "smile\u{1F600}"),
+            ("U__", ""),
+            // What does not decode is taken as written.
+            ("U__a_2e", "U__a_2e"),
+            ("U__a_zz_", "U__a_zz_"),
+            ("U__a_", "U__a_"),
+            ("U__a_1234567_", "U__a_1234567_"),
+            ("U__a_d800_", "U__a_d800_"),
+            ("U__a_110000_", "U__a_110000_"),
+        ] {
+            assert_eq!(unescape_label_name(path), name, "{path}");
+        }
+    }
+}

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::model::{Label, Metadata, Series, METRIC_NAME_LABEL};
+use crate::model::{is_valid_label_name, Label, Metadata, Series, METRIC_NAME_LABEL};
 use crate::prompb::{self as proto, MetricType, WriteRequest};
 use crate::storage::samples::PG_EPOCH_OFFSET_US;
 
@@ -24,9 +24,7 @@ pub enum DecodeError {
     Protobuf(String),
     #[error("series {series} has no {METRIC_NAME_LABEL} label")]
     MissingMetricName { series: String },
-    #[error("series {series} has an invalid metric name (must match [a-zA-Z_:][a-zA-Z0-9_:]*)")]
-    InvalidMetricName { series: String },
-    #[error("series {series} has an invalid label name {name:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)")]
+    #[error("series {series} has an invalid label name {name:?} (names are non-empty UTF-8, as Prometheus 3 accepts them, without NUL bytes)")]
     InvalidLabelName { series: String, name: String },
     #[error("series {series} has labels that are not sorted by name (remote-write requires sorted labels)")]
     UnsortedLabels { series: String },
@@ -70,7 +68,7 @@ impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Snappy(_) | DecodeError::TooLarge { .. } | DecodeError::Protobuf(_) => "invalid_request",
-            DecodeError::MissingMetricName { .. } | DecodeError::InvalidMetricName { .. } => "invalid_metric_name",
+            DecodeError::MissingMetricName { .. } => "invalid_metric_name",
             DecodeError::InvalidLabelName { .. }
             | DecodeError::UnsortedLabels { .. }
             | DecodeError::DuplicateLabel { .. }
@@ -282,9 +280,7 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
             if label.value.is_empty() {
                 continue;
             }
-            if !is_valid_metric_name(&label.value) {
-                return Err(DecodeError::InvalidMetricName { series: describe() });
-            }
+            // Any UTF-8 without NUL, as Prometheus 3 accepts it: checked above as a value.
             if label.value.len() > MAX_LABEL_NAME_BYTES {
                 return Err(DecodeError::MetricNameTooLong {
                     series: describe(),
@@ -327,28 +323,6 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
         labels,
         samples: ts.samples,
     }))
-}
-
-pub fn is_valid_label_name(name: &[u8]) -> bool {
-    match name.split_first() {
-        Some((first, rest)) => {
-            (first.is_ascii_alphabetic() || *first == b'_')
-                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        }
-        None => false,
-    }
-}
-
-pub fn is_valid_metric_name(name: &[u8]) -> bool {
-    match name.split_first() {
-        Some((first, rest)) => {
-            (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
-                && rest
-                    .iter()
-                    .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
-        }
-        None => false,
-    }
 }
 
 /// `{a="b", c="d"}` for error messages, cut short for absurdly long label sets.
@@ -412,6 +386,24 @@ mod tests {
     }
 
     #[test]
+    fn accepts_utf8_names_as_prometheus_3_does() {
+        let body = encode(vec![ts(
+            &[
+                ("__name__", "http.server.duration"),
+                ("http.route", "/a"),
+                ("service.name", "checkout"),
+                ("ünïcödé 名前", "x"),
+            ],
+            &[(1000, 1.0)],
+        )]);
+        let batch = decode_snappy(&body, 1 << 20).unwrap();
+        assert!(batch.refused.is_empty(), "{:?}", batch.refused);
+        assert_eq!(batch.series[0].metric_name(), "http.server.duration");
+        let names: Vec<_> = batch.series[0].labels.iter().map(Label::name).collect();
+        assert_eq!(names, ["__name__", "http.route", "service.name", "ünïcödé 名前"]);
+    }
+
+    #[test]
     fn refuses_each_kind_of_bad_series() {
         type Check = fn(&DecodeError) -> bool;
         let cases: Vec<(TimeSeries, Check)> = vec![
@@ -421,11 +413,14 @@ mod tests {
             (ts(&[("__name__", "")], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::MissingMetricName { .. })
             }),
-            (ts(&[("__name__", "1up")], &[(1, 1.0)]), |e| {
-                matches!(e, DecodeError::InvalidMetricName { .. })
-            }),
-            (ts(&[("__name__", "up"), ("bad-name", "x")], &[(1, 1.0)]), |e| {
+            (ts(&[("", "x"), ("__name__", "up")], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::InvalidLabelName { .. })
+            }),
+            (ts(&[("__name__", "up"), ("a\0b", "x")], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::InvalidLabelName { .. })
+            }),
+            (ts(&[("__name__", "up\0")], &[(1, 1.0)]), |e| {
+                matches!(e, DecodeError::NulByte { .. })
             }),
             (ts(&[("__name__", "up"), ("b", "x"), ("a", "y")], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::UnsortedLabels { .. })
@@ -441,6 +436,8 @@ mod tests {
         nul.labels[1].value = Bytes::from_static(b"x\0y");
         let mut invalid_utf8 = ts(&[("__name__", "up"), ("a", "x")], &[(1, 1.0)]);
         invalid_utf8.labels[1].value = Bytes::from_static(&[0xff, 0xfe]);
+        let mut invalid_utf8_name = ts(&[("__name__", "up"), ("a", "x")], &[(1, 1.0)]);
+        invalid_utf8_name.labels[1].name = Bytes::from_static(&[0xc3, 0x28]);
         let long_name = "n".repeat(MAX_LABEL_NAME_BYTES + 1);
         let many: Vec<(String, String)> = (0..=MAX_LABELS)
             .map(|i| (format!("l{i:04}"), "v".to_string()))
@@ -451,6 +448,7 @@ mod tests {
         cases.extend([
             (nul, (|e| matches!(e, DecodeError::NulByte { .. })) as Check),
             (invalid_utf8, |e| matches!(e, DecodeError::InvalidUtf8 { .. })),
+            (invalid_utf8_name, |e| matches!(e, DecodeError::InvalidLabelName { .. })),
             (ts(&[("__name__", &long_name)], &[(1, 1.0)]), |e| {
                 matches!(e, DecodeError::MetricNameTooLong { .. })
             }),
