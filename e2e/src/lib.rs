@@ -16,6 +16,7 @@ pub mod pod;
 pub mod postgres;
 pub mod prometheus;
 pub mod remote_write;
+pub mod target;
 pub mod workload;
 
 use std::path::PathBuf;

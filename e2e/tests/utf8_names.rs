@@ -2,14 +2,18 @@
 //! (`http.server.duration`, `service.name`, OpenTelemetry's names): stored as sent, answered
 //! by PromQL with quoted selectors and groupings exactly as a real Prometheus 3 holding the
 //! same samples answers, listed by the series and label APIs (names in a URL path also in
-//! Prometheus 3's `U__` escaping), and readable from SQL through the metric's view.
+//! Prometheus 3's `U__` escaping), and readable from SQL through the metric's view; and what
+//! a real Prometheus 3 scrapes with UTF-8 names arrives as scraped.
 
 use promscale_e2e::comparison::{compare, get};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
 use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::target::StaticTarget;
+use promscale_e2e::wait_for;
 use serde_json::Value;
+use std::time::Duration;
 
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 120;
@@ -197,4 +201,105 @@ fn sorted(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v.as_array().into_iter().flatten().map(Value::to_string).collect();
     out.sort();
     out
+}
+
+/// The exposition a Prometheus 3 target serves when its scraper allows UTF-8 names (text
+/// format 1.0.0, names quoted).
+const UTF8_EXPOSITION: &str = r#"# HELP "http.server.requests" Requests served.
+# TYPE "http.server.requests" counter
+{"http.server.requests","service.name"="checkout","http.route"="/a"} 42
+{"http.server.requests","service.name"="cart","http.route"="/b/{id}"} 7
+# TYPE legacy_gauge gauge
+legacy_gauge{"k8s.pod.name"="café-1"} 3.5
+"#;
+
+/// A real Prometheus 3 scrapes a target exposing UTF-8 names and remote-writes to the
+/// connector: every sample it holds of that target is answered by the connector's query API
+/// with the same names, times and values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_prometheus_3_scrapes_with_utf8_names_arrives_as_scraped() {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &[]).await;
+    let target = StaticTarget::start(
+        "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+        UTF8_EXPOSITION,
+    )
+    .await;
+    let connector_port = connector.port();
+    let target_address = target.address();
+    let prometheus = Prometheus::start_v3(
+        |_| {
+            format!(
+                r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: utf8
+    static_configs: [{{targets: ['{target_address}']}}]
+remote_write:
+  - url: http://127.0.0.1:{connector_port}/write
+    queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms}}
+"#
+            )
+        },
+        &[],
+    )
+    .await;
+    let query = r#"{job="utf8"}[1m]"#;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    wait_for("five scrapes of the target", Duration::from_secs(60), || async {
+        let up = prometheus.query(r#"count_over_time(up{job="utf8"}[1m])"#, now()).await;
+        let scrapes: f64 = up.get(0)?["value"][1].as_str()?.parse().ok()?;
+        (scrapes >= 5.0).then_some(())
+    })
+    .await;
+    // Half a scrape interval after the last scrape: no sample sits on the range's edge.
+    let last = prometheus.query(r#"timestamp(up{job="utf8"})"#, now()).await;
+    let last: f64 = last[0]["value"][1].as_str().unwrap().parse().unwrap();
+    let at = last + 0.5;
+    wait_for("Prometheus to send the scrapes", Duration::from_secs(60), || async {
+        let sent = prometheus
+            .own_metric("prometheus_remote_storage_queue_highest_sent_timestamp_seconds")
+            .await?;
+        (sent >= at + 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        target.last_accept().is_some_and(|a| a.contains("escaping=allow-utf-8")),
+        "Prometheus 3 asks for UTF-8 names: {:?}",
+        target.last_accept()
+    );
+    let want = prometheus.query(query, at).await;
+    assert!(!want.as_array().unwrap().is_empty(), "Prometheus holds the scrapes");
+    let names: Vec<&str> = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metric"]["__name__"].as_str())
+        .collect();
+    for name in ["http.server.requests", "legacy_gauge", "up"] {
+        assert!(names.contains(&name), "Prometheus scraped {name}: {names:?}");
+    }
+    let client = reqwest::Client::new();
+    let params = [("query", query.to_string()), ("time", format!("{at:.3}"))];
+    let failures = compare(
+        &client,
+        &prometheus.url(""),
+        &connector.url(""),
+        "/api/v1/query",
+        &params,
+    )
+    .await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for failed in [
+        "prometheus_remote_storage_samples_failed_total",
+        "prometheus_remote_storage_samples_dropped_total",
+    ] {
+        assert_eq!(prometheus.own_metric(failed).await.unwrap_or(0.0), 0.0, "{failed}");
+    }
 }
