@@ -23,6 +23,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: &'static str,
 }
@@ -30,6 +35,7 @@ pub struct VersionLabel {
 pub struct Metrics {
     registry: Registry,
     pub write_requests: Family<CodeLabel, Counter>,
+    pub write_protocols: Family<ProtocolLabel, Counter>,
     pub samples_ingested: Counter,
     pub samples_expired: Counter,
     pub samples_compacted: Counter,
@@ -63,6 +69,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             write_requests: Family::default(),
+            write_protocols: Family::default(),
             samples_ingested: Counter::default(),
             samples_expired: Counter::default(),
             samples_compacted: Counter::default(),
@@ -100,6 +107,11 @@ impl Metrics {
             "promscale_ingest_requests",
             "Remote-write requests answered, by HTTP status code",
             m.write_requests.clone(),
+        );
+        registry.register(
+            "promscale_ingest_protocol_requests",
+            "Remote-write requests received, by protocol version (1.0, 2.0)",
+            m.write_protocols.clone(),
         );
         registry.register(
             "promscale_ingest_samples",

@@ -32,7 +32,7 @@ impl Label {
         }
     }
     pub fn name(&self) -> &str {
-        // Checked to be ASCII in `validate_series`.
+        // Checked to be UTF-8 in `validate_series`.
         std::str::from_utf8(&self.name).unwrap_or_default()
     }
     pub fn value(&self) -> &str {
@@ -58,7 +58,7 @@ impl Series {
     }
 
     /// Identity of the series for caching: names and values joined by 0xFF, a byte that
-    /// appears neither in valid label names (ASCII) nor in UTF-8 text.
+    /// never appears in UTF-8 text (names and values are UTF-8).
     pub fn identity(&self) -> Vec<u8> {
         let len = self.labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
         let mut key = Vec::with_capacity(len);

@@ -1,5 +1,6 @@
-//! Prometheus' wire messages (`prometheus/prompb/types.proto` and `remote.proto`): remote
-//! write 1.0 and remote read, one module as Prometheus' own `prompb`.
+//! Prometheus' wire messages (`prometheus/prompb/types.proto` and `remote.proto`, and
+//! `io/prometheus/write/v2/types.proto`): remote write 1.0 and 2.0 and remote read, one module
+//! as Prometheus' own `prompb`.
 //!
 //! Declared with prost derives instead of generated from `.proto` files so the build needs no
 //! `protoc`. Label names and values of written series are kept as `Bytes` slices of the
@@ -115,6 +116,76 @@ impl MetricType {
             MetricType::Summary => "summary",
             MetricType::Info => "info",
             MetricType::Stateset => "stateset",
+        }
+    }
+}
+
+/// Remote write 2.0 (`io.prometheus.write.v2.Request`): labels and metadata text are
+/// references into one table of strings per request.
+pub mod v2 {
+    use bytes::Bytes;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Request {
+        /// Every string of the request once; the first is the empty string. Kept as `Bytes`
+        /// slices of the body, UTF-8 checked during validation.
+        #[prost(bytes = "bytes", repeated, tag = "4")]
+        pub symbols: Vec<Bytes>,
+        #[prost(message, repeated, tag = "5")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        /// Pairs of references into `symbols`: name, value, name, value, ...
+        #[prost(uint32, repeated, tag = "1")]
+        pub labels_refs: Vec<u32>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+        /// Native histograms are not stored yet; kept opaque to be counted and refused.
+        #[prost(bytes = "bytes", repeated, tag = "3")]
+        pub histograms: Vec<Bytes>,
+        /// Exemplars are not stored; kept opaque so that they can be counted.
+        #[prost(bytes = "bytes", repeated, tag = "4")]
+        pub exemplars: Vec<Bytes>,
+        #[prost(message, optional, tag = "5")]
+        pub metadata: Option<Metadata>,
+        /// The start ("created") time of a counter or histogram, in ms, as senders before
+        /// the per-sample `start_timestamp` sent it (0: not set). Accepted, not stored.
+        #[prost(int64, tag = "6")]
+        pub created_timestamp: i64,
+    }
+
+    #[derive(Clone, Copy, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        /// Milliseconds since the Unix epoch.
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+        /// The start time of the counter this sample belongs to, in ms (0: not set).
+        /// Accepted, not stored.
+        #[prost(int64, tag = "3")]
+        pub start_timestamp: i64,
+    }
+
+    #[derive(Clone, Copy, PartialEq, prost::Message)]
+    pub struct Metadata {
+        /// The same numbers as remote write 1.0's [`super::MetricType`].
+        #[prost(int32, tag = "1")]
+        pub r#type: i32,
+        #[prost(uint32, tag = "3")]
+        pub help_ref: u32,
+        #[prost(uint32, tag = "4")]
+        pub unit_ref: u32,
+    }
+
+    impl Request {
+        /// The request as a remote-write 2.0 body: protobuf, snappy block format.
+        pub fn to_snappy(&self) -> Vec<u8> {
+            snap::raw::Encoder::new()
+                .compress_vec(&prost::Message::encode_to_vec(self))
+                .expect("snappy can compress any input")
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Builds and sends remote-write requests the way Prometheus does.
 
-use promscale_connector::prompb::{TimeSeries, WriteRequest};
+use promscale_connector::prompb::{v2, TimeSeries, WriteRequest};
 
 pub use promscale_promql::STALE_NAN_BITS;
 
@@ -14,6 +14,77 @@ pub fn encode(timeseries: Vec<TimeSeries>) -> Vec<u8> {
         metadata: vec![],
     }
     .to_snappy()
+}
+
+/// The same series as a remote-write 2.0 body: one symbols table (the empty string first),
+/// labels as references into it, metadata with each series when given as
+/// `(type, help, unit)`.
+pub fn encode_v2(timeseries: Vec<TimeSeries>, metadata: Option<(i32, &str, &str)>) -> Vec<u8> {
+    let mut symbols: Vec<bytes::Bytes> = vec![bytes::Bytes::new()];
+    let mut symbol = |s: &bytes::Bytes| -> u32 {
+        match symbols.iter().position(|x| x == s) {
+            Some(p) => p as u32,
+            None => {
+                symbols.push(s.clone());
+                (symbols.len() - 1) as u32
+            }
+        }
+    };
+    let timeseries = timeseries
+        .into_iter()
+        .map(|ts| v2::TimeSeries {
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [symbol(&l.name), symbol(&l.value)])
+                .collect(),
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                    start_timestamp: 0,
+                })
+                .collect(),
+            metadata: metadata.map(|(r#type, help, unit)| v2::Metadata {
+                r#type,
+                help_ref: symbol(&bytes::Bytes::copy_from_slice(help.as_bytes())),
+                unit_ref: symbol(&bytes::Bytes::copy_from_slice(unit.as_bytes())),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    v2::Request { symbols, timeseries }.to_snappy()
+}
+
+/// POSTs a remote-write 2.0 body with Prometheus 3's headers; returns the status, the
+/// `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written` counts (None when
+/// absent) and the response text.
+pub async fn post_v2(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> reqwest::Result<(u16, [Option<u64>; 3], String)> {
+    let response = client
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header(
+            "Content-Type",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        )
+        .header("X-Prometheus-Remote-Write-Version", "2.0.0")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let written = ["Samples", "Histograms", "Exemplars"].map(|what| {
+        response
+            .headers()
+            .get(format!("X-Prometheus-Remote-Write-{what}-Written"))
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    });
+    Ok((status, written, response.text().await.unwrap_or_default()))
 }
 
 /// POSTs a body with Prometheus' headers; returns the status and the response text.

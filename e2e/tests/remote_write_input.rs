@@ -7,7 +7,8 @@ use promscale_connector::prompb::MetricMetadata;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::sum_metric;
-use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
+use promscale_e2e::remote_write::{encode, encode_v2, post, post_v2, series, STALE_NAN_BITS};
+use prost::Message;
 use sqlx::Row;
 
 static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(promscale_e2e::recent_ms);
@@ -174,18 +175,18 @@ async fn bad_bodies_are_refused_and_bad_series_left_out_alone() {
         .await
         .unwrap();
     assert_eq!(wrong_encoding.status().as_u16(), 415);
-    let remote_write_2 = client
+    let unknown_message = client
         .post(&url)
         .header("Content-Encoding", "snappy")
         .header(
             "Content-Type",
-            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "application/x-protobuf;proto=io.prometheus.write.v3.Request",
         )
         .body(encode(vec![good(0)]))
         .send()
         .await
         .unwrap();
-    assert_eq!(remote_write_2.status().as_u16(), 415);
+    assert_eq!(unknown_message.status().as_u16(), 415);
 
     // The connector counts what it refused: requests by status code, left-out series and
     // samples by reason.
@@ -545,5 +546,129 @@ async fn samples_spread_over_years_create_a_bounded_number_of_chunks() {
     assert!(
         kept >= within && kept <= within + 4,
         "{kept} samples kept, {within} within retention"
+    );
+}
+
+/// Remote write 2.0 on the same endpoint: stored like 1.0, with the written counts in the
+/// answer's headers (on a partial 400 too); bad references cost their series only; a request
+/// that is not one, or a message type the connector does not read, is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_2_is_stored_and_answered_to_the_letter() {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &[]).await;
+    let db = pg.pool().await;
+    let client = reqwest::Client::new();
+    let url = connector.url("/api/v1/write");
+    let t = *T0;
+
+    let body = encode_v2(
+        vec![
+            series(
+                &[("__name__", "rw2_total"), ("job", "a")],
+                &[(t, 1.0), (t + 15_000, 2.0)],
+            ),
+            series(
+                &[("__name__", "rw2_total"), ("job", "b")],
+                &[(t, f64::from_bits(STALE_NAN_BITS))],
+            ),
+        ],
+        Some((1, "Things counted.", "things")),
+    );
+    let (status, written, text) = post_v2(&client, &url, body).await.unwrap();
+    assert_eq!((status, written), (204, [Some(3), Some(0), Some(0)]), "{text}");
+    let bits: Vec<(f64, i64)> = stored(&db, "rw2_total").await;
+    assert_eq!(bits.len(), 3);
+    assert!(
+        bits.iter().any(|(v, _)| v.to_bits() == STALE_NAN_BITS),
+        "stale markers bit for bit"
+    );
+    let (kind, help, unit): (String, String, String) =
+        sqlx::query_as("SELECT type, help, unit FROM _prom_catalog.metadata WHERE metric_family = 'rw2_total'")
+            .fetch_one(&db)
+            .await
+            .expect("metadata sent with the series is stored");
+    assert_eq!(
+        (kind.as_str(), help.as_str(), unit.as_str()),
+        ("counter", "Things counted.", "things")
+    );
+
+    // A series with a reference outside the symbols is left out alone: 400, the others are
+    // committed and counted in the headers.
+    let good = |i: i64| series(&[("__name__", "rw2_bystander")], &[(t + i, i as f64)]);
+    let mut request = promscale_connector::prompb::v2::Request::decode(bytes::Bytes::from(
+        snap::raw::Decoder::new()
+            .decompress_vec(&encode_v2(vec![good(1), good(2), good(3)], None))
+            .unwrap(),
+    ))
+    .unwrap();
+    request.timeseries[1].labels_refs[1] = 4_000;
+    let (status, written, text) = post_v2(&client, &url, request.to_snappy()).await.unwrap();
+    assert_eq!((status, written), (400, [Some(2), Some(0), Some(0)]), "{text}");
+    assert!(
+        text.contains("outside the request's") && text.contains("2 series stored; 1 left out"),
+        "{text}"
+    );
+    assert_eq!(stored(&db, "rw2_bystander").await, [(1.0, t + 1), (3.0, t + 3)]);
+
+    // Not a request: refused whole, nothing written.
+    let mut request = promscale_connector::prompb::v2::Request::decode(bytes::Bytes::from(
+        snap::raw::Decoder::new()
+            .decompress_vec(&encode_v2(vec![good(4)], None))
+            .unwrap(),
+    ))
+    .unwrap();
+    request.symbols[0] = bytes::Bytes::from_static(b"x");
+    let (status, written, text) = post_v2(&client, &url, request.to_snappy()).await.unwrap();
+    assert_eq!((status, written), (400, [Some(0), Some(0), Some(0)]), "{text}");
+    assert!(text.contains("must start with the empty string"), "{text}");
+    let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 32]).unwrap();
+    let (status, _, text) = post_v2(&client, &url, garbage).await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("io.prometheus.write.v2.Request"), "{text}");
+
+    // Media types and messages it does not read: 415, without written counts.
+    for content_type in [
+        "application/json",
+        "application/x-protobuf;proto=io.prometheus.write.v3.Request",
+        "application/x-protobuf;proto",
+    ] {
+        let response = client
+            .post(&url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", content_type)
+            .body(encode_v2(vec![good(5)], None))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type}");
+        assert!(response
+            .headers()
+            .get("X-Prometheus-Remote-Write-Samples-Written")
+            .is_none());
+    }
+    // Remote write 1.0 answers carry no written counts, as Prometheus' own receiver's.
+    let response = client
+        .post(&url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf;proto=prometheus.WriteRequest")
+        .body(encode(vec![good(6)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    assert!(response
+        .headers()
+        .get("X-Prometheus-Remote-Write-Samples-Written")
+        .is_none());
+
+    let metrics = reqwest::get(connector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"promscale_ingest_protocol_requests_total{protocol="2.0"} 4"#),
+        "the four 2.0 requests read as such: {metrics}"
     );
 }

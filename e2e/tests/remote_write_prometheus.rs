@@ -19,17 +19,24 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_prometheus_sends_is_stored_and_visible_through_the_views() {
-    every_sample_is_stored(Version::Debian).await;
+    every_sample_is_stored(Version::Debian, "prometheus.WriteRequest").await;
 }
 
 /// The same from Prometheus 3 (its scrapes of classic metrics over remote-write 1.0, as it
 /// sends by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_prometheus_3_sends_is_stored_and_visible_through_the_views() {
-    every_sample_is_stored(Version::V3).await;
+    every_sample_is_stored(Version::V3, "prometheus.WriteRequest").await;
 }
 
-async fn every_sample_is_stored(version: Version) {
+/// The same from Prometheus 3 sending remote-write 2.0 (`io.prometheus.write.v2.Request`:
+/// symbols, label references, metadata with each series, written-count answer headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_prometheus_3_sends_with_remote_write_2_is_stored() {
+    every_sample_is_stored(Version::V3, "io.prometheus.write.v2.Request").await;
+}
+
+async fn every_sample_is_stored(version: Version, protobuf_message: &str) {
     let pg = TestPostgres::start();
     let connector = Connector::start(&pg.uri(), &[]).await;
     let connector_port = connector.port();
@@ -50,10 +57,21 @@ remote_write:
   - url: http://127.0.0.1:{connector_port}/write
     queue_config: {{batch_send_deadline: 500ms, max_samples_per_send: 500, min_backoff: 100ms}}
     metadata_config: {{send_interval: 1s}}
-"#
+{protobuf}"#,
+                // Prometheus 2.42 knows only 1.0 and has no such setting.
+                protobuf = if version == Version::Debian {
+                    String::new()
+                } else {
+                    format!("    protobuf_message: {protobuf_message}\n")
+                }
             )
         },
-        &[],
+        // Prometheus 3 sends metadata with remote-write 2.0 series only from its WAL.
+        if protobuf_message == "io.prometheus.write.v2.Request" {
+            &["--enable-feature=metadata-wal-records"]
+        } else {
+            &[]
+        },
     )
     .await;
 
@@ -193,6 +211,27 @@ remote_write:
     .await;
     assert_eq!(kind, "counter");
     assert!(!help.is_empty());
+
+    // Every request came in the protocol configured.
+    let metrics = reqwest::get(connector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let version = if protobuf_message == "io.prometheus.write.v2.Request" {
+        "2.0"
+    } else {
+        "1.0"
+    };
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("promscale_ingest_protocol_requests_total"))
+        .collect();
+    assert!(
+        requests.len() == 1 && requests[0].contains(&format!("protocol=\"{version}\"")),
+        "{requests:?}"
+    );
 }
 
 /// Every stored sample up to `until_ms`, keyed by label set and timestamp, value as bits.

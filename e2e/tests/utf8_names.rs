@@ -131,6 +131,22 @@ async fn utf8_names_are_stored_and_answered_as_prometheus_3_answers() {
         failures.join("\n")
     );
 
+    // A NUL byte no stored name or value can hold: nothing matches, as in Prometheus 3.
+    for query in [
+        r#"{__name__="\x00"}"#,
+        r#"{"http.server.duration", "service.name"="a\x00"}"#,
+    ] {
+        let params = [("query", query.to_string()), ("time", seconds(last_ms))];
+        for base in [reference.url(""), connector.url("")] {
+            let (status, answer) = get(&client, &format!("{base}/api/v1/query"), &params).await;
+            assert_eq!(
+                (status, &answer["data"]["result"]),
+                (200, &serde_json::json!([])),
+                "{base} {query}: {answer}"
+            );
+        }
+    }
+
     // The series and label APIs list the same names and values as Prometheus 3.
     let range = [("start", seconds(first_ms)), ("end", seconds(last_ms))];
     let mut calls: Vec<(String, Vec<(&str, String)>)> = vec![
@@ -164,8 +180,21 @@ async fn utf8_names_are_stored_and_answered_as_prometheus_3_answers() {
             "{path} {params:?}: the comparison must compare something"
         );
     }
-    let (status, body) = get(&client, &connector.url("/api/v1/label/a%00b/values"), &[]).await;
-    assert_eq!(status, 400, "a label name PostgreSQL cannot hold is bad data: {body}");
+    // Names no series can have: no values, as Prometheus 3 answers.
+    for path in [
+        "/api/v1/label/a%00b/values",
+        "/api/v1/label/U__a_0_/values",
+        "/api/v1/label/no.such/values",
+    ] {
+        let (want_status, want) = get(&client, &reference.url(path), &[]).await;
+        let (got_status, got) = get(&client, &connector.url(path), &[]).await;
+        assert_eq!(
+            (got_status, &got["data"]),
+            (want_status, &want["data"]),
+            "{path}: {got}"
+        );
+        assert_eq!(got["data"], serde_json::json!([]), "{path}");
+    }
 
     // SQL users read the samples through the metric's view, a column per label name.
     let db = pg.pool().await;
@@ -238,7 +267,7 @@ scrape_configs:
     static_configs: [{{targets: ['{target_address}']}}]
 remote_write:
   - url: http://127.0.0.1:{connector_port}/write
-    queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms}}
+    queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms, max_shards: 1}}
 "#
             )
         },

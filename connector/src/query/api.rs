@@ -252,8 +252,12 @@ async fn label_values(
     headers: HeaderMap,
 ) -> ApiResult {
     let name = unescape_label_name(&name);
-    if !is_valid_label_name(name.as_bytes()) {
+    if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    // A name no stored series can have (a NUL byte) has no values, as in Prometheus.
+    if !is_valid_label_name(name.as_bytes()) {
+        return Ok(success(json!([])));
     }
     let p = params(&q, &headers, &Bytes::new());
     let selectors = selectors(&app, &p, false)?;

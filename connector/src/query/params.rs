@@ -176,7 +176,8 @@ pub fn unescape_label_name(name: &str) -> String {
                     }
                     None => return name.to_string(),
                 },
-                Some(h) if digits < 6 && h.is_ascii_hexdigit() => {
+                // At most five hex digits, as Prometheus' decoder reads them.
+                Some(h) if digits < 5 && h.is_ascii_hexdigit() => {
                     code = code * 16 + h.to_digit(16).expect("a hex digit");
                     digits += 1;
                 }
@@ -202,12 +203,15 @@ mod label_name_tests {
             ("U__a_2f_b", "a/b"),
             ("U__caf_e9_", "café"),
             ("U__smile_1F600_", "smile\u{1F600}"),
+            ("U__a_10FFF_", "a\u{10fff}"),
             ("U__", ""),
             // What does not decode is taken as written.
             ("U__a_2e", "U__a_2e"),
             ("U__a_zz_", "U__a_zz_"),
             ("U__a_", "U__a_"),
             ("U__a_1234567_", "U__a_1234567_"),
+            ("U__a_0000e9_", "U__a_0000e9_"),
+            ("U__a_10ffff_", "U__a_10ffff_"),
             ("U__a_d800_", "U__a_d800_"),
             ("U__a_110000_", "U__a_110000_"),
         ] {

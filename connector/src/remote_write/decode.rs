@@ -6,11 +6,13 @@
 //! naming what was left out, as Mimir does: Prometheus does not resend a 4xx, and the good
 //! series are already committed.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use prost::Message;
 
 use crate::model::{is_valid_label_name, Label, Metadata, Series, METRIC_NAME_LABEL};
-use crate::prompb::{self as proto, MetricType, WriteRequest};
+use crate::prompb::{self as proto, v2, MetricType, WriteRequest};
 use crate::storage::samples::PG_EPOCH_OFFSET_US;
 
 /// Why a request was refused. Every variant is the sender's fault (HTTP 400).
@@ -22,6 +24,12 @@ pub enum DecodeError {
     TooLarge { size: usize, limit: usize },
     #[error("body is not a valid remote-write protobuf WriteRequest: {0}")]
     Protobuf(String),
+    #[error("body is not a valid remote-write 2.0 protobuf io.prometheus.write.v2.Request: {0}")]
+    ProtobufV2(String),
+    #[error("the symbols of a remote-write 2.0 request must start with the empty string")]
+    SymbolsStart,
+    #[error("series {series} of the request has {problem}")]
+    BadReferences { series: usize, problem: String },
     #[error("series {series} has no {METRIC_NAME_LABEL} label")]
     MissingMetricName { series: String },
     #[error("series {series} has an invalid label name {name:?} (names are non-empty UTF-8, as Prometheus 3 accepts them, without NUL bytes)")]
@@ -67,7 +75,12 @@ impl DecodeError {
     /// The reason label of `promscale_ingest_series_refused_total`.
     pub fn reason(&self) -> &'static str {
         match self {
-            DecodeError::Snappy(_) | DecodeError::TooLarge { .. } | DecodeError::Protobuf(_) => "invalid_request",
+            DecodeError::Snappy(_)
+            | DecodeError::TooLarge { .. }
+            | DecodeError::Protobuf(_)
+            | DecodeError::ProtobufV2(_)
+            | DecodeError::SymbolsStart => "invalid_request",
+            DecodeError::BadReferences { .. } => "invalid_references",
             DecodeError::MissingMetricName { .. } => "invalid_metric_name",
             DecodeError::InvalidLabelName { .. }
             | DecodeError::UnsortedLabels { .. }
@@ -168,8 +181,18 @@ fn describe_series(labels: &[Label]) -> String {
     describe_labels(&wire)
 }
 
-/// Decompresses (snappy block format), decodes and validates one remote-write body.
+/// Decompresses (snappy block format), decodes and validates one remote-write 1.0 body.
 pub fn decode_snappy(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, DecodeError> {
+    decode_protobuf(decompress(body, max_decompressed)?)
+}
+
+/// Decompresses (snappy block format), decodes and validates one remote-write 2.0 body.
+pub fn decode_v2_snappy(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, DecodeError> {
+    decode_v2_protobuf(decompress(body, max_decompressed)?)
+}
+
+/// The snappy block format, refused beyond `max_decompressed` bytes before decompressing.
+fn decompress(body: &[u8], max_decompressed: usize) -> Result<Bytes, DecodeError> {
     let size = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if size > max_decompressed {
         return Err(DecodeError::TooLarge {
@@ -180,7 +203,160 @@ pub fn decode_snappy(body: &[u8], max_decompressed: usize) -> Result<WriteBatch,
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    decode_protobuf(Bytes::from(raw))
+    Ok(Bytes::from(raw))
+}
+
+/// Decodes and validates an uncompressed `io.prometheus.write.v2.Request`: each series'
+/// label references are resolved into the labels remote write 1.0 would have carried, then
+/// validated exactly as 1.0 series are. A series with references outside the symbols (or an
+/// odd number of label references) is left out alone, like any other bad series. Per-series
+/// metadata is kept under the metric's family name; start timestamps are accepted and not
+/// stored.
+pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
+    let request = v2::Request::decode(raw).map_err(|e| DecodeError::ProtobufV2(e.to_string()))?;
+    if request.symbols.first().is_some_and(|s| !s.is_empty()) {
+        return Err(DecodeError::SymbolsStart);
+    }
+    let symbols = &request.symbols;
+    let mut batch = WriteBatch::default();
+    let mut metadata: BTreeMap<String, Metadata> = BTreeMap::new();
+    for (n, ts) in request.timeseries.into_iter().enumerate() {
+        let samples = ts.samples.len();
+        let resolved = resolve_labels(n, &ts.labels_refs, symbols).and_then(|labels| {
+            let entry = ts.metadata.map(|m| resolve_metadata(n, &m, symbols)).transpose()?;
+            Ok((labels, entry))
+        });
+        let (labels, entry) = match resolved {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                batch.refused.push(error, samples);
+                continue;
+            }
+        };
+        let name = labels
+            .iter()
+            .find(|l| l.name == METRIC_NAME_LABEL.as_bytes())
+            .map(|l| l.value.clone());
+        batch.exemplars_dropped += ts.exemplars.len();
+        let series = proto::TimeSeries {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| proto::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+            exemplars: Vec::new(),
+            histograms: ts.histograms,
+        };
+        match validate_series(series) {
+            Ok(stored) => {
+                if let (Some((kind, help, unit)), Some(name)) = (entry, name) {
+                    let family = family_name(std::str::from_utf8(&name).unwrap_or_default(), kind);
+                    if kind != MetricType::Unknown || !help.is_empty() || !unit.is_empty() {
+                        metadata.insert(
+                            family.to_string(),
+                            Metadata {
+                                r#type: kind.as_prometheus_str(),
+                                metric_family: family.to_string(),
+                                unit,
+                                help,
+                            },
+                        );
+                    }
+                }
+                batch.series.extend(stored);
+            }
+            Err(error) => batch.refused.push(error, samples),
+        }
+    }
+    let received = metadata.len();
+    batch.metadata = metadata.into_values().filter(storable_metadata).collect();
+    batch.metadata_dropped = received - batch.metadata.len();
+    Ok(batch)
+}
+
+/// The labels of series `n` from its references into `symbols`.
+fn resolve_labels(n: usize, refs: &[u32], symbols: &[Bytes]) -> Result<Vec<proto::Label>, DecodeError> {
+    if !refs.len().is_multiple_of(2) {
+        return Err(DecodeError::BadReferences {
+            series: n,
+            problem: format!("an odd number of labels_refs ({})", refs.len()),
+        });
+    }
+    if refs.len() / 2 > MAX_LABELS {
+        return Err(DecodeError::TooManyLabels {
+            series: format!("{n} of the request"),
+            count: refs.len() / 2,
+        });
+    }
+    refs.chunks_exact(2)
+        .map(|pair| {
+            Ok(proto::Label {
+                name: symbol(n, pair[0], symbols)?,
+                value: symbol(n, pair[1], symbols)?,
+            })
+        })
+        .collect()
+}
+
+/// The type, help and unit of series `n`'s metadata.
+fn resolve_metadata(
+    n: usize,
+    metadata: &v2::Metadata,
+    symbols: &[Bytes],
+) -> Result<(MetricType, String, String), DecodeError> {
+    let text = |r: u32| -> Result<String, DecodeError> {
+        String::from_utf8(symbol(n, r, symbols)?.to_vec()).map_err(|_| DecodeError::BadReferences {
+            series: n,
+            problem: "metadata that is not valid UTF-8".into(),
+        })
+    };
+    Ok((
+        MetricType::try_from(metadata.r#type).unwrap_or(MetricType::Unknown),
+        text(metadata.help_ref)?,
+        text(metadata.unit_ref)?,
+    ))
+}
+
+fn symbol(n: usize, reference: u32, symbols: &[Bytes]) -> Result<Bytes, DecodeError> {
+    symbols
+        .get(reference as usize)
+        .cloned()
+        .ok_or_else(|| DecodeError::BadReferences {
+            series: n,
+            problem: format!(
+                "a reference ({reference}) outside the request's {} symbols",
+                symbols.len()
+            ),
+        })
+}
+
+/// The family a series' metadata describes: remote write 2.0 sends it with each series, so
+/// the `_bucket`, `_sum` and `_count` series of a histogram (`_sum`, `_count` of a summary)
+/// name their family without the suffix, as the exposition's TYPE line does.
+fn family_name(series_name: &str, kind: MetricType) -> &str {
+    let suffixes: &[&str] = match kind {
+        MetricType::Histogram | MetricType::Gaugehistogram => &["_bucket", "_sum", "_count"],
+        MetricType::Summary => &["_sum", "_count"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| series_name.strip_suffix(s))
+        .filter(|family| !family.is_empty())
+        .unwrap_or(series_name)
+}
+
+/// Metadata is descriptive: an entry the catalog cannot hold (a NUL byte, a name or unit too
+/// long to index) is dropped rather than cost the samples beside it.
+fn storable_metadata(m: &Metadata) -> bool {
+    !m.metric_family.is_empty()
+        && m.metric_family.len() <= MAX_LABEL_NAME_BYTES
+        && m.unit.len() <= MAX_LABEL_NAME_BYTES
+        && ![&m.metric_family, &m.unit, &m.help].iter().any(|s| s.contains('\0'))
 }
 
 /// Decodes and validates an uncompressed `WriteRequest`.
@@ -204,16 +380,7 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
     batch.metadata = request
         .metadata
         .into_iter()
-        // Metadata is descriptive: an entry the catalog cannot hold (a NUL byte, a name or unit
-        // too long to index) is dropped rather than cost the samples beside it.
-        .filter(|m| {
-            !m.metric_family_name.is_empty()
-                && m.metric_family_name.len() <= MAX_LABEL_NAME_BYTES
-                && m.unit.len() <= MAX_LABEL_NAME_BYTES
-                && ![&m.metric_family_name, &m.unit, &m.help]
-                    .iter()
-                    .any(|s| s.contains('\0'))
-        })
+        .filter(|m| !m.metric_family_name.is_empty())
         .map(|m| Metadata {
             r#type: MetricType::try_from(m.r#type)
                 .unwrap_or(MetricType::Unknown)
@@ -222,6 +389,7 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             unit: m.unit,
             help: m.help,
         })
+        .filter(storable_metadata)
         .collect();
     batch.metadata_dropped = received - batch.metadata.len();
     Ok(batch)
@@ -340,9 +508,9 @@ fn describe_labels(labels: &[proto::Label]) -> String {
                 None => (text.into_owned(), ""),
             }
         };
+        // Names are quoted like values: any UTF-8 is a name now.
         let (name, more) = brief(&l.name);
-        out.push_str(&name);
-        out.push_str(more);
+        out.push_str(&format!("{name:?}{more}"));
         out.push('=');
         let (value, more) = brief(&l.value);
         out.push_str(&format!("{value:?}{more}"));
@@ -538,5 +706,187 @@ mod tests {
         assert_eq!(unix_millis_to_pg_micros(946_684_800_000), Some(0));
         assert_eq!(unix_millis_to_pg_micros(946_684_800_001), Some(1000));
         assert_eq!(unix_millis_to_pg_micros(i64::MIN), None);
+    }
+
+    /// A remote-write 2.0 request from series of (labels, samples, metadata), with its own
+    /// symbols table (the empty string first).
+    struct V2 {
+        symbols: Vec<String>,
+        request: v2::Request,
+    }
+
+    impl V2 {
+        fn new() -> Self {
+            V2 {
+                symbols: vec![String::new()],
+                request: v2::Request::default(),
+            }
+        }
+
+        fn symbol(&mut self, s: &str) -> u32 {
+            match self.symbols.iter().position(|x| x == s) {
+                Some(p) => p as u32,
+                None => {
+                    self.symbols.push(s.to_string());
+                    (self.symbols.len() - 1) as u32
+                }
+            }
+        }
+
+        fn series(
+            mut self,
+            labels: &[(&str, &str)],
+            samples: &[(i64, f64)],
+            metadata: Option<(i32, &str, &str)>,
+        ) -> Self {
+            let labels_refs = labels
+                .iter()
+                .flat_map(|(n, v)| [self.symbol(n), self.symbol(v)])
+                .collect();
+            let metadata = metadata.map(|(r#type, help, unit)| v2::Metadata {
+                r#type,
+                help_ref: self.symbol(help),
+                unit_ref: self.symbol(unit),
+            });
+            self.request.timeseries.push(v2::TimeSeries {
+                labels_refs,
+                samples: samples
+                    .iter()
+                    .map(|&(timestamp, value)| v2::Sample {
+                        value,
+                        timestamp,
+                        start_timestamp: 0,
+                    })
+                    .collect(),
+                metadata,
+                ..Default::default()
+            });
+            self
+        }
+
+        fn body(mut self) -> Vec<u8> {
+            self.request.symbols = self.symbols.into_iter().map(Bytes::from).collect();
+            self.request.to_snappy()
+        }
+    }
+
+    #[test]
+    fn remote_write_2_resolves_symbols_into_the_same_series_as_1_0() {
+        let mut request = V2::new()
+            .series(
+                &[("__name__", "http_requests_total"), ("job", "api")],
+                &[(1000, 1.0), (2000, 2.5)],
+                Some((1, "Requests served.", "")),
+            )
+            .series(
+                &[("__name__", "rpc_duration_seconds_bucket"), ("le", "0.5")],
+                &[(1000, f64::from_bits(0x7ff0_0000_0000_0002))],
+                Some((3, "Durations.", "seconds")),
+            );
+        // Start timestamps in both layouts are accepted.
+        request.request.timeseries[0].created_timestamp = 500;
+        request.request.timeseries[0].samples[0].start_timestamp = 500;
+        request.request.timeseries[0]
+            .exemplars
+            .push(Bytes::from_static(b"\x08\x01"));
+        let batch = decode_v2_snappy(&request.body(), 1 << 20).unwrap();
+        assert!(batch.refused.is_empty(), "{:?}", batch.refused);
+        let v1 = decode_snappy(
+            &encode(vec![
+                ts(
+                    &[("__name__", "http_requests_total"), ("job", "api")],
+                    &[(1000, 1.0), (2000, 2.5)],
+                ),
+                ts(
+                    &[("__name__", "rpc_duration_seconds_bucket"), ("le", "0.5")],
+                    &[(1000, f64::from_bits(0x7ff0_0000_0000_0002))],
+                ),
+            ]),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(batch.series.len(), 2);
+        for (a, b) in batch.series.iter().zip(&v1.series) {
+            assert_eq!(a.labels, b.labels);
+            let bits = |s: &Series| {
+                s.samples
+                    .iter()
+                    .map(|x| (x.timestamp, x.value.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(a), bits(b));
+        }
+        assert_eq!(batch.exemplars_dropped, 1);
+        // Metadata under the family's name: a histogram's _bucket series names its family.
+        let families: Vec<(&str, &str, &str, &str)> = batch
+            .metadata
+            .iter()
+            .map(|m| (m.metric_family.as_str(), m.r#type, m.help.as_str(), m.unit.as_str()))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                ("http_requests_total", "counter", "Requests served.", ""),
+                ("rpc_duration_seconds", "histogram", "Durations.", "seconds"),
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_write_2_bad_references_cost_only_their_series() {
+        let good = |v: V2| v.series(&[("__name__", "fine")], &[(1, 1.0)], None);
+        type Break = Box<dyn Fn(&mut v2::Request)>;
+        let cases: Vec<(&str, Break)> = vec![
+            (
+                "an odd number of labels_refs",
+                Box::new(|r: &mut v2::Request| r.timeseries[1].labels_refs.push(1)),
+            ),
+            (
+                "a reference (999)",
+                Box::new(|r: &mut v2::Request| r.timeseries[1].labels_refs[1] = 999),
+            ),
+            (
+                "a reference (777)",
+                Box::new(|r: &mut v2::Request| r.timeseries[1].metadata.as_mut().unwrap().help_ref = 777),
+            ),
+        ];
+        for (problem, break_it) in cases {
+            let mut request = good(good(V2::new()).series(&[("__name__", "bad")], &[(1, 1.0)], Some((2, "", ""))));
+            break_it(&mut request.request);
+            let batch = decode_v2_snappy(&request.body(), 1 << 20).unwrap();
+            assert_eq!(batch.series.len(), 2, "{problem}");
+            assert_eq!(batch.refused.series, 1, "{problem}");
+            let message = batch.refused.first[0].to_string();
+            assert!(
+                message.contains(problem) && message.contains("series 1"),
+                "{problem}: {message}"
+            );
+            assert_eq!(batch.refused.first[0].reason(), "invalid_references");
+        }
+        // A histogram costs its series only, as in 1.0.
+        let mut request = good(V2::new()).series(&[("__name__", "h")], &[], None);
+        request.request.timeseries[1].histograms.push(Bytes::from_static(b""));
+        let batch = decode_v2_snappy(&request.body(), 1 << 20).unwrap();
+        assert_eq!((batch.series.len(), batch.refused.series), (1, 1));
+        assert_eq!(batch.refused.first[0].reason(), "native_histograms");
+    }
+
+    #[test]
+    fn remote_write_2_requests_that_are_not_one_are_refused_whole() {
+        let mut request = V2::new().series(&[("__name__", "up")], &[(1, 1.0)], None);
+        request.symbols[0] = "up".into();
+        assert_eq!(
+            decode_v2_snappy(&request.body(), 1 << 20),
+            Err(DecodeError::SymbolsStart)
+        );
+        let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 64]).unwrap();
+        assert!(matches!(
+            decode_v2_snappy(&garbage, 1 << 20),
+            Err(DecodeError::ProtobufV2(_))
+        ));
+        let big = V2::new().series(&[("__name__", "up")], &[(1, 1.0); 100], None).body();
+        assert!(matches!(decode_v2_snappy(&big, 100), Err(DecodeError::TooLarge { .. })));
+        // An empty request is a valid one.
+        assert_eq!(decode_v2_snappy(&V2::new().body(), 1 << 20), Ok(WriteBatch::default()));
     }
 }

@@ -4,6 +4,12 @@
 //! the database's own message in the log, not in the answer. A request with some series that
 //! cannot be stored has the others committed first, then gets a 400 naming what was left
 //! out: Prometheus does not resend it, and nothing storable is lost.
+//!
+//! Remote write 1.0 and 2.0 share the endpoints; the `Content-Type` says which
+//! (`application/x-protobuf`, with `proto=prometheus.WriteRequest`, the default, or
+//! `proto=io.prometheus.write.v2.Request`); anything else is a 415. Answers to 2.0 requests
+//! carry the `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written` counts of
+//! what was committed, on a 204 and on a partial 400 alike.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,16 +19,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::decode::{decode_snappy, DecodeError, Refusals};
-use crate::metrics::{CodeLabel, ReasonLabel};
+use super::decode::{decode_snappy, decode_v2_snappy, DecodeError, Refusals};
+use crate::metrics::{CodeLabel, ProtocolLabel, ReasonLabel};
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("unsupported Content-Encoding {0:?}: remote-write 1.0 bodies are snappy-compressed")]
+    #[error("unsupported Content-Encoding {0:?}: remote-write bodies are snappy-compressed")]
     UnsupportedEncoding(String),
-    #[error("unsupported Content-Type {0:?}: only remote-write 1.0 (prometheus.WriteRequest) is accepted")]
+    #[error("unsupported Content-Type {0:?}: remote-write 1.0 (application/x-protobuf;proto=prometheus.WriteRequest) and 2.0 (application/x-protobuf;proto=io.prometheus.write.v2.Request) are accepted")]
     UnsupportedProtocol(String),
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -69,9 +75,69 @@ impl WriteError {
     }
 }
 
+/// The protocol of a request, from its `Content-Type` (absent: 1.0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    V1,
+    V2,
+}
+
+/// The protocol of a request from its headers; a 415 for an encoding or a message type
+/// this connector does not read.
+pub fn protocol(headers: &HeaderMap) -> Result<Protocol, WriteError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes());
+        if !encoding.trim().eq_ignore_ascii_case("snappy") {
+            return Err(WriteError::UnsupportedEncoding(encoding.into_owned()));
+        }
+    }
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(Protocol::V1);
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let unsupported = || WriteError::UnsupportedProtocol(text.to_string());
+    let mut parts = text.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(unsupported());
+    }
+    for parameter in parts {
+        let (key, value) = parameter.split_once('=').ok_or_else(unsupported)?;
+        if key.trim().eq_ignore_ascii_case("proto") {
+            return match value.trim().trim_matches('"') {
+                "prometheus.WriteRequest" => Ok(Protocol::V1),
+                "io.prometheus.write.v2.Request" => Ok(Protocol::V2),
+                _ => Err(unsupported()),
+            };
+        }
+    }
+    Ok(Protocol::V1)
+}
+
+/// What a request committed, for remote write 2.0's answer headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub samples: usize,
+}
+
 pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    let result = store(&app, &headers, &body).await;
+    let protocol = protocol(&headers);
+    let is_v2 = matches!(protocol, Ok(Protocol::V2));
+    let mut written = Written::default();
+    let result = match protocol {
+        Ok(protocol) => {
+            let label = ProtocolLabel {
+                protocol: match protocol {
+                    Protocol::V1 => "1.0",
+                    Protocol::V2 => "2.0",
+                },
+            };
+            app.metrics.write_protocols.get_or_create(&label).inc();
+            store(&app, protocol, &body, &mut written).await
+        }
+        Err(e) => Err(e),
+    };
     let status = match &result {
         Ok(()) => StatusCode::NO_CONTENT,
         Err(e) => {
@@ -87,26 +153,26 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     app.metrics
         .write_request_duration
         .observe(started.elapsed().as_secs_f64());
-    match result {
+    let mut response = match result {
         Ok(()) => status.into_response(),
         Err(e) => (status, format!("{}\n", e.client_message())).into_response(),
+    };
+    if is_v2 {
+        let headers = response.headers_mut();
+        headers.insert("X-Prometheus-Remote-Write-Samples-Written", written.samples.into());
+        headers.insert("X-Prometheus-Remote-Write-Histograms-Written", 0.into());
+        headers.insert("X-Prometheus-Remote-Write-Exemplars-Written", 0.into());
     }
+    response
 }
 
-async fn store(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), WriteError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = String::from_utf8_lossy(encoding.as_bytes());
-        if !encoding.eq_ignore_ascii_case("snappy") {
-            return Err(WriteError::UnsupportedEncoding(encoding.into_owned()));
-        }
-    }
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let content_type = String::from_utf8_lossy(content_type.as_bytes());
-        if content_type.contains("proto=") && !content_type.contains("proto=prometheus.WriteRequest") {
-            return Err(WriteError::UnsupportedProtocol(content_type.into_owned()));
-        }
-    }
-    let mut batch = decode_snappy(body, app.max_request_bytes)?;
+/// Stores a request; `written` counts what was committed, also when some series were left
+/// out.
+async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Written) -> Result<(), WriteError> {
+    let mut batch = match protocol {
+        Protocol::V1 => decode_snappy(body, app.max_request_bytes)?,
+        Protocol::V2 => decode_v2_snappy(body, app.max_request_bytes)?,
+    };
     if !app.is_ready() {
         return Err(WriteError::NotReady);
     }
@@ -116,7 +182,8 @@ async fn store(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), W
     batch.refuse_later_than(latest_ms, app.max_future);
     let refused = std::mem::take(&mut batch.refused);
     let stored = batch.series.len();
-    app.ingestor.ingest(batch).await?;
+    let report = app.ingestor.ingest(batch).await?;
+    written.samples = report.samples;
     if refused.is_empty() {
         return Ok(());
     }

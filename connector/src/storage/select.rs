@@ -58,6 +58,8 @@ impl PgSeriesSource {
               LEFT JOIN _prom_catalog.label_key_position p ON p.metric_id = m.id";
         type Row = (i32, String, String, Vec<String>, Vec<i32>);
         let rows: Vec<Row> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
+            // No stored name holds a NUL byte (PostgreSQL text cannot), nor can it be bound.
+            Some(eq) if eq.value.contains('\0') => return Ok(vec![]),
             Some(eq) => sqlx::query_as(&format!("{SELECT} WHERE m.metric_name = $1 GROUP BY m.id"))
                 .bind(&eq.value)
                 .fetch_all(&self.pool)
@@ -82,6 +84,9 @@ impl PgSeriesSource {
     /// Ids of the labels of `key` whose value the matcher accepts. Matching happens here, in
     /// Rust, so that regular expressions follow Prometheus' syntax (RE2), not PostgreSQL's.
     async fn matching_label_ids(&self, m: &Matcher) -> Result<Vec<i32>, QueryError> {
+        if m.name.contains('\0') || (m.op == MatchOp::Equal && m.value.contains('\0')) {
+            return Ok(vec![]);
+        }
         let rows: Vec<(i32, String)> = match &m.op {
             MatchOp::Equal => sqlx::query_as("SELECT id, value FROM _prom_catalog.label
                   WHERE key = $1 AND _prom_catalog.label_value_key(value) = _prom_catalog.label_value_key($2) AND value = $2")

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clap::builder::TypedValueParser;
 use clap::Parser;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
@@ -27,10 +28,10 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     rounds: usize,
     /// Steady-state repetitions per receiver, alternating between them.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     repeat: usize,
     /// Rounds of entirely new series (rollouts) per receiver; `--repeat` when not given.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     rollouts: Option<usize>,
     /// Samples per remote-write request (Prometheus' max_samples_per_send).
     #[arg(long, default_value_t = 2_000)]
