@@ -121,6 +121,15 @@ pub struct Config {
     #[arg(long = "ingest.max-future", env = "PROMSCALE_INGEST_MAX_FUTURE", default_value = "10m", value_parser = humantime::parse_duration)]
     pub ingest_max_future: Duration,
 
+    /// Exemplars kept per series, the newest (maintenance deletes older ones, and those past
+    /// the metric's retention period); 0 stores none.
+    #[arg(
+        long = "exemplars.max-per-series",
+        env = "PROMSCALE_EXEMPLARS_MAX_PER_SERIES",
+        default_value_t = crate::storage::exemplars::DEFAULT_PER_SERIES
+    )]
+    pub exemplars_max_per_series: usize,
+
     /// Concurrent database transactions writing samples.
     #[arg(long = "ingest.writers", env = "PROMSCALE_INGEST_WRITERS", default_value_t = 4)]
     pub ingest_writers: usize,

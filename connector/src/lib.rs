@@ -1,17 +1,19 @@
 //! promscale-connector: stores Prometheus remote-write samples in PostgreSQL.
 //!
-//! Request path: [`server`] routes `POST /write` to [`remote_write::handler`], which decodes
-//! and validates ([`remote_write::decode`]), then [`ingest`] resolves series ids
-//! ([`storage::series`], cached in [`storage::series_cache`]) and queues the samples for a
-//! writer that encodes ([`storage::codec`]) and commits them into the head
-//! ([`storage::samples`]). [`storage::maintenance`] applies retention and compacts the head
+//! Request path: [`server`] routes `POST /write` to [`remote_write::handler`], which tells
+//! remote write 1.0 from 2.0 by `Content-Type` and decodes and validates either
+//! ([`remote_write::decode`], wire messages in [`prompb`], domain types in [`model`]), then
+//! [`ingest`] resolves series ids ([`storage::series`], cached in [`storage::series_cache`])
+//! and queues the samples for a writer that encodes ([`storage::codec`]) and commits them into
+//! the head ([`storage::samples`]), their exemplars beside them ([`storage::exemplars`]). [`storage::maintenance`] applies retention and compacts the head
 //! into series chunks ([`storage::compaction`]); `docs/storage.md` describes the layout. The
 //! schema is created by [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL
 //! when none is given.
 //!
 //! Read path: [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
-//! engine, [`remote_read`] serves remote read; both select series through
-//! [`storage::select`] and read their samples through [`storage::read`].
+//! engine (exemplars from [`storage::exemplars`]), [`remote_read`] serves remote read; both
+//! select series through [`storage::select`] and read their samples through
+//! [`storage::read`].
 
 pub mod config;
 pub mod embedded_db;
@@ -80,6 +82,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         writers: config.ingest_writers,
         max_batch_samples: config.ingest_max_batch_samples,
         series_cache_entries: config.cache_series_max_entries,
+        store_exemplars: config.exemplars_max_per_series > 0,
     };
     let writer = Arc::new(HeadWriter::new(pool.clone()));
     let state = Arc::new(AppState {
@@ -128,11 +131,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         pool.clone(),
         state.clone(),
         config.maintenance_interval,
-        storage::compaction::CompactionOptions::scheduled(config.storage_head_age, workers),
+        storage::compaction::CompactionOptions {
+            exemplars_per_series: config.exemplars_max_per_series,
+            ..storage::compaction::CompactionOptions::scheduled(config.storage_head_age, workers)
+        },
         (!config.maintenance_merge_interval.is_zero()).then(|| {
             (
                 config.maintenance_merge_interval,
-                storage::compaction::CompactionOptions::light_merge(config.maintenance_merge_interval),
+                storage::compaction::CompactionOptions {
+                    exemplars_per_series: config.exemplars_max_per_series,
+                    ..storage::compaction::CompactionOptions::light_merge(config.maintenance_merge_interval)
+                },
             )
         }),
     ));

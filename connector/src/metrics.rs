@@ -42,6 +42,7 @@ pub struct Metrics {
     pub head_rows_merged: Counter,
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
+    pub exemplars_ingested: Counter,
     pub metadata_dropped: Counter,
     pub series_refused: Family<ReasonLabel, Counter>,
     pub samples_refused: Family<ReasonLabel, Counter>,
@@ -76,6 +77,7 @@ impl Metrics {
             head_rows_merged: Counter::default(),
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
+            exemplars_ingested: Counter::default(),
             metadata_dropped: Counter::default(),
             series_refused: Family::default(),
             samples_refused: Family::default(),
@@ -145,8 +147,13 @@ impl Metrics {
         );
         registry.register(
             "promscale_ingest_exemplars_dropped",
-            "Exemplars received and not stored (exemplar storage is not supported)",
+            "Exemplars received and not stored: invalid (labels over 128 characters, bad names, a time PostgreSQL cannot hold), of a series left out, or with --exemplars.max-per-series 0",
             m.exemplars_dropped.clone(),
+        );
+        registry.register(
+            "promscale_ingest_exemplars",
+            "Exemplars committed to the database",
+            m.exemplars_ingested.clone(),
         );
         registry.register(
             "promscale_ingest_series_refused",

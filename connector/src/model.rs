@@ -46,7 +46,25 @@ impl Label {
 pub struct Series {
     pub labels: Vec<Label>,
     pub samples: Vec<Sample>,
+    /// Its valid exemplars (the others are counted and dropped during validation).
+    pub exemplars: Vec<Exemplar>,
 }
+
+/// An example observation of a series (typically with a `trace_id` label), validated: label
+/// names and values as a series' own, at most [`MAX_EXEMPLAR_LABELS_RUNES`] characters of
+/// them, a time PostgreSQL can hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exemplar {
+    /// The labels as a JSON object (`{"trace_id":"..."}`), as stored.
+    pub labels: String,
+    pub value: f64,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+}
+
+/// The most characters (names and values together) an exemplar's labels may have, as in
+/// Prometheus (`exemplar.ExemplarMaxLabelSetLength`).
+pub const MAX_EXEMPLAR_LABELS_RUNES: usize = 128;
 
 impl Series {
     pub fn metric_name(&self) -> &str {
@@ -72,7 +90,7 @@ impl Series {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Metadata {
     pub metric_family: String,
     pub r#type: &'static str,

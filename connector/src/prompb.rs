@@ -23,9 +23,8 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
-    /// Exemplars are not stored; kept opaque so that they can be counted.
-    #[prost(bytes = "bytes", repeated, tag = "3")]
-    pub exemplars: Vec<Bytes>,
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<Exemplar>,
     /// Native histograms are not stored yet; kept opaque so that a request carrying them is
     /// refused instead of silently losing data.
     #[prost(bytes = "bytes", repeated, tag = "4")]
@@ -68,6 +67,18 @@ pub struct Label {
     pub name: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
     pub value: Bytes,
+}
+
+/// An example observation attached to a series' samples (typically with a `trace_id`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]
@@ -145,9 +156,8 @@ pub mod v2 {
         /// Native histograms are not stored yet; kept opaque to be counted and refused.
         #[prost(bytes = "bytes", repeated, tag = "3")]
         pub histograms: Vec<Bytes>,
-        /// Exemplars are not stored; kept opaque so that they can be counted.
-        #[prost(bytes = "bytes", repeated, tag = "4")]
-        pub exemplars: Vec<Bytes>,
+        #[prost(message, repeated, tag = "4")]
+        pub exemplars: Vec<Exemplar>,
         #[prost(message, optional, tag = "5")]
         pub metadata: Option<Metadata>,
         /// The start ("created") time of a counter or histogram, in ms, as senders before
@@ -167,6 +177,18 @@ pub mod v2 {
         /// Accepted, not stored.
         #[prost(int64, tag = "3")]
         pub start_timestamp: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Exemplar {
+        /// Pairs of references into `symbols`, as a series' labels.
+        #[prost(uint32, repeated, tag = "1")]
+        pub labels_refs: Vec<u32>,
+        #[prost(double, tag = "2")]
+        pub value: f64,
+        /// Milliseconds since the Unix epoch.
+        #[prost(int64, tag = "3")]
+        pub timestamp: i64,
     }
 
     #[derive(Clone, Copy, PartialEq, prost::Message)]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use promql_parser::label::Matcher;
 use promscale_connector::prompb::v2;
 use promscale_connector::prompb::{
-    Label, LabelMatcher, MetricMetadata, Query, ReadRequest, ResponseType, Sample, TimeSeries, WriteRequest,
+    Exemplar, Label, LabelMatcher, MetricMetadata, Query, ReadRequest, ResponseType, Sample, TimeSeries, WriteRequest,
 };
 use promscale_connector::remote_read::xor_chunk;
 use promscale_connector::remote_write::decode::{decode_snappy, decode_v2_snappy};
@@ -130,6 +130,20 @@ fn samples(max: usize) -> impl Strategy<Value = Vec<Sample>> {
     )
 }
 
+/// An exemplar of any shape: labels valid or not, any value and time.
+fn any_exemplar() -> impl Strategy<Value = Exemplar> {
+    (
+        vec((any_label_bytes(), any_label_bytes()), 0..3),
+        any_f64(),
+        any_timestamp(),
+    )
+        .prop_map(|(pairs, value, timestamp)| Exemplar {
+            labels: pairs.into_iter().map(|(n, v)| label(n, v)).collect(),
+            value,
+            timestamp,
+        })
+}
+
 /// A series of any shape: labels unsorted, duplicated, invalid or missing the metric name,
 /// maybe with exemplars and native histograms (kept opaque by the decoder).
 fn any_series() -> impl Strategy<Value = TimeSeries> {
@@ -138,7 +152,7 @@ fn any_series() -> impl Strategy<Value = TimeSeries> {
         vec((any_label_bytes(), any_label_bytes()), 0..5),
         any::<bool>(),
         samples(8),
-        vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 0..2),
+        vec(any_exemplar(), 0..2),
         prop_oneof![6 => Just(vec![]), 1 => vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 1..2)],
     )
         .prop_map(|(name, pairs, sort, samples, exemplars, histograms)| {
@@ -184,7 +198,7 @@ fn valid_series() -> impl Strategy<Value = TimeSeries> {
                 .prop_map(|(timestamp, value)| Sample { value, timestamp }),
             1..10,
         ),
-        vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 0..2),
+        vec(any_exemplar(), 0..2),
     )
         .prop_map(|(name, labels, samples, exemplars)| {
             let mut labels: BTreeMap<String, String> = labels;
@@ -267,8 +281,8 @@ struct WireSeries {
     labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     samples: Vec<WireSample>,
-    #[prost(bytes = "bytes", repeated, tag = "3")]
-    exemplars: Vec<Bytes>,
+    #[prost(message, repeated, tag = "3")]
+    exemplars: Vec<Exemplar>,
     #[prost(bytes = "bytes", repeated, tag = "4")]
     histograms: Vec<Bytes>,
 }
@@ -361,7 +375,20 @@ fn check_accepted(request: &WriteRequest, body: &[u8]) {
         let Some(candidates) = sent.get(&key) else {
             panic!("accepted series {key:?} is not in the request");
         };
-        assert!(!series.samples.is_empty(), "accepted series {key:?} without samples");
+        // Exemplars come in series of their own (without samples) from Prometheus.
+        assert!(
+            !series.samples.is_empty() || !series.exemplars.is_empty(),
+            "accepted series {key:?} with neither samples nor exemplars"
+        );
+        for e in &series.exemplars {
+            let sent = request.timeseries.iter().flat_map(|ts| &ts.exemplars);
+            assert!(
+                // (prost leaves out a -0.0 value: it arrives as 0.0)
+                sent.clone().any(|x| x.timestamp == e.timestamp
+                    && (x.value.to_bits() == e.value.to_bits() || (x.value == 0.0 && e.value == 0.0))),
+                "exemplar {e:?} of {key:?} is not one that was sent"
+            );
+        }
         for s in &series.samples {
             assert!(
                 candidates.contains(&sample_bits(s)),
@@ -454,7 +481,8 @@ fn to_v2(request: &WriteRequest, shuffle: u64) -> v2::Request {
     let mut strings: Vec<Bytes> = request
         .timeseries
         .iter()
-        .flat_map(|ts| ts.labels.iter().flat_map(|l| [l.name.clone(), l.value.clone()]))
+        .flat_map(|ts| ts.labels.iter().chain(ts.exemplars.iter().flat_map(|e| &e.labels)))
+        .flat_map(|l| [l.name.clone(), l.value.clone()])
         .filter(|s| !s.is_empty())
         .collect();
     strings.sort();
@@ -487,6 +515,19 @@ fn to_v2(request: &WriteRequest, shuffle: u64) -> v2::Request {
                     })
                     .collect(),
                 histograms: ts.histograms.clone(),
+                exemplars: ts
+                    .exemplars
+                    .iter()
+                    .map(|e| v2::Exemplar {
+                        labels_refs: e
+                            .labels
+                            .iter()
+                            .flat_map(|l| [position(&l.name), position(&l.value)])
+                            .collect(),
+                        value: e.value,
+                        timestamp: e.timestamp,
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect(),
@@ -494,9 +535,13 @@ fn to_v2(request: &WriteRequest, shuffle: u64) -> v2::Request {
     }
 }
 
-/// What a decoded batch holds, comparable across protocols: label sets with sample bits, the
-/// refusal reasons.
-type Outcome = (Vec<(LabelKey, Vec<SampleBits>)>, Vec<&'static str>);
+/// What a decoded batch holds, comparable across protocols: label sets with sample bits and
+/// exemplars, the refusal reasons, the exemplars dropped.
+type Outcome = (
+    Vec<(LabelKey, Vec<SampleBits>, Vec<(String, SampleBits)>)>,
+    Vec<&'static str>,
+    usize,
+);
 
 fn outcome(body: &[u8], v2: bool) -> Option<Outcome> {
     let batch = if v2 {
@@ -505,7 +550,7 @@ fn outcome(body: &[u8], v2: bool) -> Option<Outcome> {
         decode_snappy(body, LIMIT)
     }
     .ok()?;
-    let mut series: Vec<(LabelKey, Vec<SampleBits>)> = batch
+    let mut series: Vec<_> = batch
         .series
         .iter()
         .map(|s| {
@@ -513,13 +558,22 @@ fn outcome(body: &[u8], v2: bool) -> Option<Outcome> {
                 .labels
                 .iter()
                 .map(|l| (l.name().as_bytes().to_vec(), l.value().as_bytes().to_vec()));
-            (label_key(pairs).unwrap(), s.samples.iter().map(sample_bits).collect())
+            let exemplars = s
+                .exemplars
+                .iter()
+                .map(|e| (e.labels.clone(), (e.timestamp, e.value.to_bits())))
+                .collect();
+            (
+                label_key(pairs).unwrap(),
+                s.samples.iter().map(sample_bits).collect(),
+                exemplars,
+            )
         })
         .collect();
     series.sort();
     let mut reasons: Vec<&'static str> = batch.refused.first.iter().map(|e| e.reason()).collect();
     reasons.sort();
-    Some((series, reasons))
+    Some((series, reasons, batch.exemplars_dropped))
 }
 
 proptest! {
@@ -534,24 +588,36 @@ proptest! {
 
     /// (f) Remote write 2.0 carries what 1.0 carries: the same series, good or bad, sent
     /// either way, give the same stored series, sample bits and refusals, whatever the order
-    /// of the symbols.
+    /// of the symbols (and of a series' labels, which 2.0 sorts on receipt).
     #[test]
     fn remote_write_2_stores_what_1_0_stores(
         series in vec(prop_oneof![1 => any_series(), 2 => valid_series()], 0..5),
         shuffle in any::<u64>(),
     ) {
         let request = WriteRequest { timeseries: series, metadata: vec![] };
-        let v1 = outcome(&snappy(&encode_exactly(&request)), false);
+        // 2.0 labels are sorted on receipt, as Prometheus does; 1.0 requires them sorted.
+        let mut sorted = request.clone();
+        for ts in &mut sorted.timeseries {
+            ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let v1 = outcome(&snappy(&encode_exactly(&sorted)), false);
         let v2 = outcome(&to_v2(&request, shuffle).to_snappy(), true);
         // proto3 encoders (prost's here, Go's in Prometheus) leave out a value equal to 0,
         // -0.0 included: it arrives as 0.0 whichever the protocol.
+        let zero = |(t, b): SampleBits| (t, if b == (-0.0f64).to_bits() { 0 } else { b });
         let unsigned_zero = |o: Option<Outcome>| {
-            o.map(|(series, reasons)| {
+            o.map(|(series, reasons, dropped)| {
                 let series = series
                     .into_iter()
-                    .map(|(k, bits)| (k, bits.into_iter().map(|(t, b)| (t, if b == (-0.0f64).to_bits() { 0 } else { b })).collect::<Vec<_>>()))
+                    .map(|(k, bits, exemplars)| {
+                        (
+                            k,
+                            bits.into_iter().map(zero).collect::<Vec<_>>(),
+                            exemplars.into_iter().map(|(l, b)| (l, zero(b))).collect::<Vec<_>>(),
+                        )
+                    })
                     .collect::<Vec<_>>();
-                (series, reasons)
+                (series, reasons, dropped)
             })
         };
         prop_assert_eq!(unsigned_zero(v2), unsigned_zero(v1));

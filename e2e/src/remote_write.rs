@@ -17,8 +17,8 @@ pub fn encode(timeseries: Vec<TimeSeries>) -> Vec<u8> {
 }
 
 /// The same series as a remote-write 2.0 body: one symbols table (the empty string first),
-/// labels as references into it, metadata with each series when given as
-/// `(type, help, unit)`.
+/// labels (of series and exemplars) as references into it, metadata with each series when
+/// given as `(type, help, unit)`.
 pub fn encode_v2(timeseries: Vec<TimeSeries>, metadata: Option<(i32, &str, &str)>) -> Vec<u8> {
     let mut symbols: Vec<bytes::Bytes> = vec![bytes::Bytes::new()];
     let mut symbol = |s: &bytes::Bytes| -> u32 {
@@ -45,6 +45,19 @@ pub fn encode_v2(timeseries: Vec<TimeSeries>, metadata: Option<(i32, &str, &str)
                     value: s.value,
                     timestamp: s.timestamp,
                     start_timestamp: 0,
+                })
+                .collect(),
+            exemplars: ts
+                .exemplars
+                .iter()
+                .map(|e| v2::Exemplar {
+                    labels_refs: e
+                        .labels
+                        .iter()
+                        .flat_map(|l| [symbol(&l.name), symbol(&l.value)])
+                        .collect(),
+                    value: e.value,
+                    timestamp: e.timestamp,
                 })
                 .collect(),
             metadata: metadata.map(|(r#type, help, unit)| v2::Metadata {

@@ -124,6 +124,30 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// The matchers of every selector of `expr` (the metric name as a `__name__` matcher), in
+/// the order they appear: what `/api/v1/query_exemplars` and `match[]` select.
+pub fn selectors(expr: &Expr) -> Vec<Vec<promql_parser::label::Matcher>> {
+    let mut out = Vec::new();
+    let mut pending = vec![expr];
+    while let Some(e) = pending.pop() {
+        match e {
+            Expr::Aggregate(a) => {
+                pending.extend(a.param.as_deref());
+                pending.push(&a.expr);
+            }
+            Expr::Unary(u) => pending.push(&u.expr),
+            Expr::Binary(b) => pending.extend([&*b.rhs, &*b.lhs]),
+            Expr::Paren(p) => pending.push(&p.expr),
+            Expr::Subquery(s) => pending.push(&s.expr),
+            Expr::Call(c) => pending.extend(c.args.args.iter().rev().map(|a| a.as_ref())),
+            Expr::VectorSelector(vs) => out.push(crate::engine::matchers(vs)),
+            Expr::MatrixSelector(ms) => out.push(crate::engine::matchers(&ms.vs)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    out
+}
+
 /// An upper bound of the depth of the syntax tree `query` parses into, without parsing it.
 ///
 /// Within one pair of parentheses, every operator (binary, unary, or the `[` of a range or

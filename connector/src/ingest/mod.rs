@@ -11,6 +11,7 @@ mod activity;
 
 pub use activity::WriteActivity;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,12 +19,19 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::metrics::Metrics;
+use crate::model::Metadata;
 use crate::remote_write::decode::WriteBatch;
+use crate::storage::exemplars;
 use crate::storage::metadata::upsert_metadata;
 use crate::storage::samples::{head_rows, insert_head_rows, SampleBatch, SampleWriter};
 use crate::storage::series::{Resolution, SeriesResolver};
 use crate::storage::series_cache::SeriesId;
 use crate::storage::StorageError;
+
+/// How often a metadata entry seen again is written again (its `last_seen`).
+const METADATA_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// Metadata entries remembered as upserted; beyond it the memory starts over.
+const MAX_RECENT_METADATA: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -32,6 +40,8 @@ pub struct IngestOptions {
     /// Samples above which a writer stops adding queued requests to its transaction.
     pub max_batch_samples: usize,
     pub series_cache_entries: usize,
+    /// Whether exemplars are stored (`--exemplars.max-per-series` above 0).
+    pub store_exemplars: bool,
 }
 
 struct Job {
@@ -41,6 +51,10 @@ struct Job {
 
 pub struct Ingestor {
     pool: PgPool,
+    store_exemplars: bool,
+    /// Metadata entries upserted lately, and when: remote write 2.0 sends metadata with
+    /// every series of every request, and the catalog needs it at most once a minute.
+    recent_metadata: std::sync::Mutex<HashMap<Metadata, Instant>>,
     resolver: SeriesResolver,
     queue: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
@@ -51,6 +65,8 @@ pub struct Ingestor {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestReport {
     pub samples: usize,
+    /// Valid exemplars accepted (stored, unless storing them is off).
+    pub exemplars: usize,
     pub metadata: usize,
 }
 
@@ -77,6 +93,8 @@ impl Ingestor {
         Ingestor {
             resolver: SeriesResolver::new(pool.clone(), options.series_cache_entries),
             pool,
+            store_exemplars: options.store_exemplars,
+            recent_metadata: Default::default(),
             queue,
             metrics,
             activity,
@@ -100,7 +118,15 @@ impl Ingestor {
         self.metrics
             .series_cache_misses
             .inc_by(resolution.stats.cache_misses as u64);
-        self.metrics.exemplars_dropped.inc_by(batch.exemplars_dropped as u64);
+        let exemplars = if self.store_exemplars {
+            batch.exemplar_count()
+        } else {
+            0
+        };
+        let not_stored = batch.exemplar_count() - exemplars;
+        self.metrics
+            .exemplars_dropped
+            .inc_by((batch.exemplars_dropped + not_stored) as u64);
         self.metrics.metadata_dropped.inc_by(batch.metadata_dropped as u64);
 
         let sample_count = if resolution.is_complete() {
@@ -108,20 +134,45 @@ impl Ingestor {
         } else {
             self.write_with_new_series(&batch, resolution).await?
         };
-        upsert_metadata(&self.pool, &batch.metadata).await?;
+        let fresh = self.fresh_metadata(&batch.metadata);
+        upsert_metadata(&self.pool, &fresh).await?;
+        self.remember_metadata(fresh);
         self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
+        self.metrics.exemplars_ingested.inc_by(exemplars as u64);
         Ok(IngestReport {
             samples: sample_count,
+            // Valid exemplars are accepted also when --exemplars.max-per-series 0 says not
+            // to keep them: the sender has nothing to resend.
+            exemplars: batch.exemplar_count(),
             metadata: batch.metadata.len(),
         })
+    }
+
+    /// The entries of `metadata` not upserted within the last minute.
+    fn fresh_metadata(&self, metadata: &[Metadata]) -> Vec<Metadata> {
+        let recent = self.recent_metadata.lock().expect("not poisoned");
+        metadata
+            .iter()
+            .filter(|m| recent.get(*m).is_none_or(|at| at.elapsed() >= METADATA_REFRESH))
+            .cloned()
+            .collect()
+    }
+
+    fn remember_metadata(&self, upserted: Vec<Metadata>) {
+        let mut recent = self.recent_metadata.lock().expect("not poisoned");
+        if recent.len() + upserted.len() > MAX_RECENT_METADATA {
+            recent.clear();
+        }
+        let now = Instant::now();
+        recent.extend(upserted.into_iter().map(|m| (m, now)));
     }
 
     /// The common case, every series known: the samples join the writers' queue and share
     /// a transaction with whatever else is queued.
     async fn write_queued(&self, batch: &WriteBatch, ids: Vec<SeriesId>) -> Result<usize, StorageError> {
-        let samples = sample_batch(batch, &ids);
+        let samples = sample_batch(batch, &ids, self.store_exemplars);
         let sample_count = samples.len();
-        if sample_count > 0 {
+        if sample_count > 0 || !samples.exemplars.is_empty() {
             let (done, committed) = oneshot::channel();
             self.queue
                 .send(Job { samples, done })
@@ -147,11 +198,13 @@ impl Ingestor {
         let sample_count: usize = batch.series.iter().map(|s| s.samples.len()).sum();
         let result: Result<u64, StorageError> = async {
             let (mut tx, created) = self.resolver.create(&batch.series, &mut resolution).await?;
+            let samples = sample_batch(batch, &resolution.ids, self.store_exemplars);
             let expired = if sample_count == 0 {
                 0
             } else {
-                insert_head_rows(&mut *tx, &head_rows(&sample_batch(batch, &resolution.ids))).await?
+                insert_head_rows(&mut *tx, &head_rows(&samples)).await?
             };
+            exemplars::insert(&mut *tx, &samples.exemplars).await?;
             tx.commit().await?;
             let evicted = self.resolver.remember(created);
             self.metrics.series_cache_evictions.inc_by(evicted as u64);
@@ -167,12 +220,17 @@ impl Ingestor {
     }
 }
 
-/// The samples of a request, by series id.
-fn sample_batch(batch: &WriteBatch, ids: &[SeriesId]) -> SampleBatch {
+/// The samples of a request, by series id, with their exemplars if they are stored.
+fn sample_batch(batch: &WriteBatch, ids: &[SeriesId], with_exemplars: bool) -> SampleBatch {
     let mut samples = SampleBatch::default();
     for (series, &id) in batch.series.iter().zip(ids) {
         for s in &series.samples {
             samples.push(id, s.timestamp, s.value);
+        }
+        if with_exemplars {
+            for e in &series.exemplars {
+                samples.exemplars.push(id, e.timestamp, e.value, e.labels.clone());
+            }
         }
     }
     samples

@@ -20,12 +20,12 @@ use promscale_promql::parse::MAX_DEPTH;
 use promscale_promql::{Engine, EngineOptions};
 use serde_json::json;
 
-use super::json::{labels_object, query_response, success, ApiError};
+use super::json::{format_time, labels_object, query_response, success, ApiError};
 use super::params::{parse_duration, parse_time, unescape_label_name, Params};
 use crate::model::is_valid_label_name;
 use crate::server::AppState;
-use crate::storage::catalog;
 use crate::storage::select::PgSeriesSource;
+use crate::storage::{catalog, exemplars};
 
 /// Prometheus refuses range queries of more points than this per series.
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
 }
 
@@ -102,6 +103,46 @@ async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap
     let source = PgSeriesSource::new(app.pool.clone());
     let value = within_timeout(&engine, engine.instant_query(&source, expr, time)).await?;
     Ok(query_response(&value))
+}
+
+/// `/api/v1/query_exemplars`: the stored exemplars in `[start, end]` of every series any
+/// selector of `query` selects, per series, as Prometheus answers (the endpoint Grafana
+/// probes for exemplars).
+async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let text = query_text(&app, &p)?;
+    let start = time_param(&p, "start", i64::MIN / 2)?;
+    let end = time_param(&p, "end", i64::MAX / 2)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let expr = promscale_promql::parse::parse(text, MAX_DEPTH).map_err(|e| ApiError::bad_data(e.to_string()))?;
+    let source = PgSeriesSource::new(app.pool.clone());
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for matchers in promscale_promql::parse::selectors(&expr) {
+        for selected in source.select_series(&matchers).await? {
+            let found = exemplars::read(&app.pool, &selected.ids, start, end)
+                .await
+                .map_err(storage_error)?;
+            for (id, labels) in selected.ids.iter().zip(&selected.labels) {
+                if !seen.insert(*id) {
+                    continue;
+                }
+                let of_series: Vec<serde_json::Value> = found
+                    .iter()
+                    .filter(|e| e.0 == *id)
+                    .map(|(_, t, v, l)| json!({"labels": l, "value": promscale_promql::format_value(*v), "timestamp": format_time(*t)}))
+                    .collect();
+                if !of_series.is_empty() {
+                    out.push(json!({"seriesLabels": labels_object(labels), "exemplars": of_series}));
+                }
+            }
+        }
+    }
+    Ok(success(json!(out)))
 }
 
 async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {

@@ -6,12 +6,14 @@
 //! naming what was left out, as Mimir does: Prometheus does not resend a 4xx, and the good
 //! series are already committed.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use prost::Message;
 
-use crate::model::{is_valid_label_name, Label, Metadata, Series, METRIC_NAME_LABEL};
+use crate::model::{
+    is_valid_label_name, Exemplar, Label, Metadata, Series, MAX_EXEMPLAR_LABELS_RUNES, METRIC_NAME_LABEL,
+};
 use crate::prompb::{self as proto, v2, MetricType, WriteRequest};
 use crate::storage::samples::PG_EPOCH_OFFSET_US;
 
@@ -141,6 +143,26 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// Adds a validated series (`None`: nothing to store) with its exemplars as sent: the
+    /// valid ones are kept, the others counted as dropped.
+    fn push(&mut self, series: Option<Series>, exemplars: Vec<proto::Exemplar>) {
+        let sent = exemplars.len();
+        match series {
+            Some(mut series) => {
+                series.exemplars = valid_exemplars(exemplars);
+                self.exemplars_dropped += sent - series.exemplars.len();
+                if !series.samples.is_empty() || !series.exemplars.is_empty() {
+                    self.series.push(series);
+                }
+            }
+            None => self.exemplars_dropped += sent,
+        }
+    }
+
+    pub fn exemplar_count(&self) -> usize {
+        self.series.iter().map(|s| s.exemplars.len()).sum()
+    }
+
     pub fn sample_count(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
     }
@@ -219,7 +241,8 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
     }
     let symbols = &request.symbols;
     let mut batch = WriteBatch::default();
-    let mut metadata: BTreeMap<String, Metadata> = BTreeMap::new();
+    let mut metadata: BTreeSet<Metadata> = BTreeSet::new();
+    let mut metadata_unreadable = 0;
     for (n, ts) in request.timeseries.into_iter().enumerate() {
         let samples = ts.samples.len();
         let resolved = resolve_labels(n, &ts.labels_refs, symbols).and_then(|labels| {
@@ -237,7 +260,20 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             .iter()
             .find(|l| l.name == METRIC_NAME_LABEL.as_bytes())
             .map(|l| l.value.clone());
-        batch.exemplars_dropped += ts.exemplars.len();
+        let exemplars: Vec<proto::Exemplar> = ts
+            .exemplars
+            .iter()
+            .filter_map(|e| {
+                // An exemplar whose references do not resolve is dropped, as an invalid one.
+                let labels = resolve_labels(n, &e.labels_refs, symbols).ok()?;
+                Some(proto::Exemplar {
+                    labels,
+                    value: e.value,
+                    timestamp: e.timestamp,
+                })
+            })
+            .collect();
+        batch.exemplars_dropped += ts.exemplars.len() - exemplars.len();
         let series = proto::TimeSeries {
             labels,
             samples: ts
@@ -251,30 +287,35 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             exemplars: Vec::new(),
             histograms: ts.histograms,
         };
-        match validate_series(series) {
+        let with_exemplars = !exemplars.is_empty();
+        match validate_series(series, with_exemplars) {
             Ok(stored) => {
-                if let (Some((kind, help, unit)), Some(name)) = (entry, name) {
-                    let family = family_name(std::str::from_utf8(&name).unwrap_or_default(), kind);
-                    if kind != MetricType::Unknown || !help.is_empty() || !unit.is_empty() {
-                        metadata.insert(
-                            family.to_string(),
-                            Metadata {
+                match (entry, name) {
+                    (Some(Some((kind, help, unit))), Some(name)) => {
+                        let family = family_name(std::str::from_utf8(&name).unwrap_or_default(), kind);
+                        if kind != MetricType::Unknown || !help.is_empty() || !unit.is_empty() {
+                            metadata.insert(Metadata {
                                 r#type: kind.as_prometheus_str(),
                                 metric_family: family.to_string(),
                                 unit,
                                 help,
-                            },
-                        );
+                            });
+                        }
                     }
+                    (Some(None), _) => metadata_unreadable += 1,
+                    _ => {}
                 }
-                batch.series.extend(stored);
+                batch.push(stored, exemplars);
             }
-            Err(error) => batch.refused.push(error, samples),
+            Err(error) => {
+                batch.exemplars_dropped += exemplars.len();
+                batch.refused.push(error, samples);
+            }
         }
     }
     let received = metadata.len();
-    batch.metadata = metadata.into_values().filter(storable_metadata).collect();
-    batch.metadata_dropped = received - batch.metadata.len();
+    batch.metadata = metadata.into_iter().filter(storable_metadata).collect();
+    batch.metadata_dropped = received - batch.metadata.len() + metadata_unreadable;
     Ok(batch)
 }
 
@@ -292,33 +333,38 @@ fn resolve_labels(n: usize, refs: &[u32], symbols: &[Bytes]) -> Result<Vec<proto
             count: refs.len() / 2,
         });
     }
-    refs.chunks_exact(2)
+    let mut labels = refs
+        .chunks_exact(2)
         .map(|pair| {
             Ok(proto::Label {
                 name: symbol(n, pair[0], symbols)?,
                 value: symbol(n, pair[1], symbols)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    // Sorted on receipt, as Prometheus' receiver does (duplicates are still refused).
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(labels)
 }
 
-/// The type, help and unit of series `n`'s metadata.
+/// The type, help and unit of series `n`'s metadata: an error for references outside the
+/// symbols (the series is left out, as Prometheus does), `None` for help or unit text that is
+/// not UTF-8 (the metadata alone is dropped).
 fn resolve_metadata(
     n: usize,
     metadata: &v2::Metadata,
     symbols: &[Bytes],
-) -> Result<(MetricType, String, String), DecodeError> {
-    let text = |r: u32| -> Result<String, DecodeError> {
-        String::from_utf8(symbol(n, r, symbols)?.to_vec()).map_err(|_| DecodeError::BadReferences {
-            series: n,
-            problem: "metadata that is not valid UTF-8".into(),
-        })
-    };
-    Ok((
-        MetricType::try_from(metadata.r#type).unwrap_or(MetricType::Unknown),
-        text(metadata.help_ref)?,
-        text(metadata.unit_ref)?,
-    ))
+) -> Result<Option<(MetricType, String, String)>, DecodeError> {
+    let help = symbol(n, metadata.help_ref, symbols)?;
+    let unit = symbol(n, metadata.unit_ref, symbols)?;
+    let text = |b: Bytes| String::from_utf8(b.to_vec()).ok();
+    Ok(text(help).zip(text(unit)).map(|(help, unit)| {
+        (
+            MetricType::try_from(metadata.r#type).unwrap_or(MetricType::Unknown),
+            help,
+            unit,
+        )
+    }))
 }
 
 fn symbol(n: usize, reference: u32, symbols: &[Bytes]) -> Result<Bytes, DecodeError> {
@@ -335,11 +381,14 @@ fn symbol(n: usize, reference: u32, symbols: &[Bytes]) -> Result<Bytes, DecodeEr
 }
 
 /// The family a series' metadata describes: remote write 2.0 sends it with each series, so
-/// the `_bucket`, `_sum` and `_count` series of a histogram (`_sum`, `_count` of a summary)
-/// name their family without the suffix, as the exposition's TYPE line does.
+/// the `_bucket`, `_sum` and `_count` series of a histogram (`_gsum`, `_gcount` of a gauge
+/// histogram, `_sum`, `_count` of a summary) name their family without the suffix, as the
+/// exposition's TYPE line does. Counters keep their name: `foo_total` is the family in the
+/// text format, while OpenMetrics' TYPE line says `foo`, which 2.0 does not tell apart.
 fn family_name(series_name: &str, kind: MetricType) -> &str {
     let suffixes: &[&str] = match kind {
-        MetricType::Histogram | MetricType::Gaugehistogram => &["_bucket", "_sum", "_count"],
+        MetricType::Histogram => &["_bucket", "_sum", "_count"],
+        MetricType::Gaugehistogram => &["_bucket", "_gsum", "_gcount", "_sum", "_count"],
         MetricType::Summary => &["_sum", "_count"],
         _ => &[],
     };
@@ -363,13 +412,15 @@ fn storable_metadata(m: &Metadata) -> bool {
 pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
     let request = WriteRequest::decode(raw).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     let mut batch = WriteBatch::default();
-    for ts in request.timeseries {
-        batch.exemplars_dropped += ts.exemplars.len();
+    for mut ts in request.timeseries {
         let samples = ts.samples.len();
-        match validate_series(ts) {
-            Ok(Some(series)) => batch.series.push(series),
-            Ok(None) => {}
-            Err(error) => batch.refused.push(error, samples),
+        let exemplars = std::mem::take(&mut ts.exemplars);
+        match validate_series(ts, !exemplars.is_empty()) {
+            Ok(series) => batch.push(series, exemplars),
+            Err(error) => {
+                batch.exemplars_dropped += exemplars.len();
+                batch.refused.push(error, samples);
+            }
         }
     }
     let received = request
@@ -406,8 +457,10 @@ pub fn unix_millis_to_pg_micros(ms: i64) -> Option<i64> {
     (PG_MIN_MICROS..PG_END_MICROS).contains(&pg).then_some(pg)
 }
 
-/// Checks one series; `Ok(None)` for a series with nothing to store.
-fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError> {
+/// Checks one series; `Ok(None)` for a series with nothing to store (no samples, and no
+/// exemplars when `with_exemplars` is false: Prometheus sends exemplars in series of their
+/// own, without samples).
+fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option<Series>, DecodeError> {
     let describe = || describe_labels(&ts.labels);
     if !ts.histograms.is_empty() {
         return Err(DecodeError::NativeHistograms { series: describe() });
@@ -474,7 +527,7 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
             });
         }
     }
-    if ts.samples.is_empty() {
+    if ts.samples.is_empty() && !with_exemplars {
         return Ok(None);
     }
     // A label with an empty value is the same as no label at all in Prometheus.
@@ -490,7 +543,37 @@ fn validate_series(ts: proto::TimeSeries) -> Result<Option<Series>, DecodeError>
     Ok(Some(Series {
         labels,
         samples: ts.samples,
+        exemplars: Vec::new(),
     }))
+}
+
+/// The exemplars Prometheus would keep, as stored: label names and values as a series' own
+/// (empty values dropped), at most [`MAX_EXEMPLAR_LABELS_RUNES`] characters of labels, a
+/// time PostgreSQL can hold; the others are left out (and counted by the caller).
+fn valid_exemplars(exemplars: Vec<proto::Exemplar>) -> Vec<Exemplar> {
+    exemplars
+        .into_iter()
+        .filter_map(|e| {
+            unix_millis_to_pg_micros(e.timestamp)?;
+            let mut labels = serde_json::Map::new();
+            let mut runes = 0;
+            for l in &e.labels {
+                let name = std::str::from_utf8(&l.name)
+                    .ok()
+                    .filter(|_| is_valid_label_name(&l.name))?;
+                let value = std::str::from_utf8(&l.value).ok().filter(|v| !v.contains('\0'))?;
+                runes += name.chars().count() + value.chars().count();
+                if !value.is_empty() && labels.insert(name.to_string(), value.into()).is_some() {
+                    return None;
+                }
+            }
+            (runes <= MAX_EXEMPLAR_LABELS_RUNES).then(|| Exemplar {
+                labels: serde_json::Value::Object(labels).to_string(),
+                value: e.value,
+                timestamp: e.timestamp,
+            })
+        })
+        .collect()
 }
 
 /// `{a="b", c="d"}` for error messages, cut short for absurdly long label sets.
@@ -693,10 +776,12 @@ mod tests {
         let a = Series {
             labels: vec![Label::new("__name__", "m"), Label::new("ab", "c")],
             samples: vec![],
+            exemplars: vec![],
         };
         let b = Series {
             labels: vec![Label::new("__name__", "m"), Label::new("a", "bc")],
             samples: vec![],
+            exemplars: vec![],
         };
         assert_ne!(a.identity(), b.identity());
     }
@@ -786,9 +871,21 @@ mod tests {
         // Start timestamps in both layouts are accepted.
         request.request.timeseries[0].created_timestamp = 500;
         request.request.timeseries[0].samples[0].start_timestamp = 500;
-        request.request.timeseries[0]
-            .exemplars
-            .push(Bytes::from_static(b"\x08\x01"));
+        // An exemplar whose labels resolve is kept; one with a reference outside the symbols
+        // is dropped and counted.
+        let (k, v) = (request.symbol("trace_id"), request.symbol("abc"));
+        request.request.timeseries[0].exemplars = vec![
+            v2::Exemplar {
+                labels_refs: vec![k, v],
+                value: 1.5,
+                timestamp: 1500,
+            },
+            v2::Exemplar {
+                labels_refs: vec![k, 999],
+                value: 2.0,
+                timestamp: 1600,
+            },
+        ];
         let batch = decode_v2_snappy(&request.body(), 1 << 20).unwrap();
         assert!(batch.refused.is_empty(), "{:?}", batch.refused);
         let v1 = decode_snappy(
@@ -817,6 +914,14 @@ mod tests {
             assert_eq!(bits(a), bits(b));
         }
         assert_eq!(batch.exemplars_dropped, 1);
+        assert_eq!(
+            batch.series[0].exemplars,
+            [Exemplar {
+                labels: r#"{"trace_id":"abc"}"#.into(),
+                value: 1.5,
+                timestamp: 1500
+            }]
+        );
         // Metadata under the family's name: a histogram's _bucket series names its family.
         let families: Vec<(&str, &str, &str, &str)> = batch
             .metadata
@@ -888,5 +993,53 @@ mod tests {
         assert!(matches!(decode_v2_snappy(&big, 100), Err(DecodeError::TooLarge { .. })));
         // An empty request is a valid one.
         assert_eq!(decode_v2_snappy(&V2::new().body(), 1 << 20), Ok(WriteBatch::default()));
+    }
+
+    #[test]
+    fn exemplars_are_kept_as_prometheus_keeps_them() {
+        let label = |n: &str, v: &str| proto::Label {
+            name: Bytes::copy_from_slice(n.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        };
+        let exemplar = |labels: Vec<proto::Label>, timestamp: i64| proto::Exemplar {
+            labels,
+            value: 0.25,
+            timestamp,
+        };
+        let mut series = ts(&[("__name__", "latency_bucket"), ("le", "0.5")], &[(1000, 3.0)]);
+        series.exemplars = vec![
+            exemplar(
+                vec![label("trace_id", "abc"), label("span.id", "x"), label("empty", "")],
+                900,
+            ),
+            // 128 characters of labels at most (names and values), as in Prometheus.
+            exemplar(vec![label("trace_id", &"é".repeat(120))], 910),
+            exemplar(vec![label("trace_id", &"é".repeat(121))], 920),
+            exemplar(vec![label("trace_id", "a\0b")], 930),
+            exemplar(vec![label("", "x")], 940),
+            exemplar(vec![], i64::MAX),
+            exemplar(vec![], 950),
+        ];
+        let mut no_samples = ts(&[("__name__", "other")], &[]);
+        no_samples.exemplars = vec![exemplar(vec![], 960)];
+        let batch = decode_snappy(&encode(vec![series, no_samples]), 1 << 20).unwrap();
+        let kept: Vec<(&str, i64)> = batch.series[0]
+            .exemplars
+            .iter()
+            .map(|e| (e.labels.as_str(), e.timestamp))
+            .collect();
+        let long = format!(r#"{{"trace_id":"{}"}}"#, "é".repeat(120));
+        assert_eq!(
+            kept,
+            [
+                (r#"{"span.id":"x","trace_id":"abc"}"#, 900),
+                (long.as_str(), 910),
+                ("{}", 950)
+            ]
+        );
+        assert_eq!(batch.exemplars_dropped, 4);
+        // Prometheus sends exemplars in series of their own, without samples: kept.
+        assert_eq!(batch.series[1].metric_name(), "other");
+        assert_eq!(batch.exemplar_count(), 4);
     }
 }

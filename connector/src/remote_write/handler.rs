@@ -75,7 +75,7 @@ impl WriteError {
     }
 }
 
-/// The protocol of a request, from its `Content-Type` (absent: 1.0).
+/// The protocol of a request, from its `Content-Type` (absent or empty: 1.0, as Prometheus).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     V1,
@@ -91,7 +91,10 @@ pub fn protocol(headers: &HeaderMap) -> Result<Protocol, WriteError> {
             return Err(WriteError::UnsupportedEncoding(encoding.into_owned()));
         }
     }
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
+    else {
         return Ok(Protocol::V1);
     };
     let text = String::from_utf8_lossy(value.as_bytes());
@@ -118,6 +121,7 @@ pub fn protocol(headers: &HeaderMap) -> Result<Protocol, WriteError> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
     pub samples: usize,
+    pub exemplars: usize,
 }
 
 pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -161,7 +165,7 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
         let headers = response.headers_mut();
         headers.insert("X-Prometheus-Remote-Write-Samples-Written", written.samples.into());
         headers.insert("X-Prometheus-Remote-Write-Histograms-Written", 0.into());
-        headers.insert("X-Prometheus-Remote-Write-Exemplars-Written", 0.into());
+        headers.insert("X-Prometheus-Remote-Write-Exemplars-Written", written.exemplars.into());
     }
     response
 }
@@ -184,6 +188,7 @@ async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Wr
     let stored = batch.series.len();
     let report = app.ingestor.ingest(batch).await?;
     written.samples = report.samples;
+    written.exemplars = report.exemplars;
     if refused.is_empty() {
         return Ok(());
     }

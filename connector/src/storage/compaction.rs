@@ -32,6 +32,8 @@ pub struct CompactionOptions {
     pub merge_after: Duration,
     /// Head rows with fewer samples than this count as small.
     pub merge_below_samples: usize,
+    /// Exemplars kept per series by each run (see [`super::exemplars::trim`]).
+    pub exemplars_per_series: usize,
 }
 
 impl CompactionOptions {
@@ -44,6 +46,7 @@ impl CompactionOptions {
             workers: usize::from(workers).max(1),
             merge_after: Duration::from_secs(60),
             merge_below_samples: MERGE_BELOW_SAMPLES,
+            exemplars_per_series: super::exemplars::DEFAULT_PER_SERIES,
         }
     }
 
@@ -71,6 +74,7 @@ impl CompactionOptions {
             workers: 2,
             merge_after: Duration::ZERO,
             merge_below_samples: MERGE_BELOW_SAMPLES,
+            exemplars_per_series: super::exemplars::DEFAULT_PER_SERIES,
         }
     }
 
@@ -83,6 +87,7 @@ impl CompactionOptions {
             workers: 2,
             merge_after: Duration::ZERO,
             merge_below_samples: MERGE_BELOW_SAMPLES,
+            exemplars_per_series: super::exemplars::DEFAULT_PER_SERIES,
         }
     }
 }

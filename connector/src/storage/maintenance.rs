@@ -1,8 +1,10 @@
-//! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (retention), then
-//! [`compaction`](super::compaction) of the head into series chunks. Every connector runs the
+//! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (retention), the bound on
+//! stored exemplars ([`exemplars::trim`]), then [`compaction`](super::compaction) of the head
+//! into series chunks. Every connector runs the
 //! schedule; a session advisory lock lets exactly one of them do the work at a time, and the
-//! others skip that round. Between maintenance runs, a light pass merges the small head rows
-//! of the last interval (`--maintenance.merge-interval`), under a lock of its own.
+//! others skip that round. Between maintenance runs, a light pass trims exemplars and merges
+//! the small head rows of the last interval (`--maintenance.merge-interval`), under a lock of
+//! its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::compaction::{compact, merge_small_rows, CompactionOptions, CompactionStats};
+use super::exemplars;
 use super::migrations::{ADVISORY_LOCK_NAMESPACE, MAINTENANCE_LOCK, MERGE_LOCK};
 use crate::metrics::{Metrics, ResultLabel};
 
@@ -31,7 +34,10 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
         .execute(&mut *conn)
         .await
     {
-        Ok(_) => compact(pool, compaction).await,
+        Ok(_) => match exemplars::trim(&mut *conn, compaction.exemplars_per_series).await {
+            Ok(_) => compact(pool, compaction).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     unlock(conn, MAINTENANCE_LOCK, result.is_err()).await;
@@ -46,7 +52,10 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
     if !try_lock(&mut conn, MERGE_LOCK).await? {
         return Ok(Outcome::Skipped);
     }
-    let result = merge_small_rows(pool, options).await;
+    let result = match exemplars::trim(&mut *conn, options.exemplars_per_series).await {
+        Ok(_) => merge_small_rows(pool, options).await,
+        Err(e) => Err(e),
+    };
     unlock(conn, MERGE_LOCK, result.is_err()).await;
     Ok(Outcome::Done(result?))
 }

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_insert",
         sql: include_str!("migrations/0009_series_insert.sql"),
     },
+    Migration {
+        version: 10,
+        name: "exemplars",
+        sql: include_str!("migrations/0010_exemplars.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod codec;
 pub mod compaction;
 pub mod error;
+pub mod exemplars;
 pub mod maintenance;
 pub mod metadata;
 pub mod migrations;

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, Postgres};
 use sqlx::PgPool;
 
 use super::codec::{Block, BlockEncoder};
+use super::exemplars::{self, ExemplarBatch};
 use super::StorageError;
 
 /// A `timestamptz` in PostgreSQL's own representation (microseconds since 2000-01-01), so
@@ -64,6 +65,8 @@ pub struct SampleBatch {
     /// Unix milliseconds.
     pub times: Vec<i64>,
     pub values: Vec<f64>,
+    /// Exemplars of the samples' series, written in the same transaction.
+    pub exemplars: ExemplarBatch,
 }
 
 impl SampleBatch {
@@ -82,13 +85,14 @@ impl SampleBatch {
     }
 
     pub fn append(&mut self, other: SampleBatch) {
-        if self.is_empty() {
+        if self.is_empty() && self.exemplars.is_empty() {
             *self = other;
             return;
         }
         self.series_ids.extend(other.series_ids);
         self.times.extend(other.times);
         self.values.extend(other.values);
+        self.exemplars.append(other.exemplars);
     }
 
     /// Positions of the samples ordered by (series, time), the first of equal (series, time)
@@ -235,11 +239,20 @@ impl SampleWriter for HeadWriter {
     fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<u64, StorageError>> {
         Box::pin(async move {
             if batch.is_empty() {
+                // Exemplars may come without samples (Prometheus sends them apart).
+                exemplars::insert(&self.pool, &batch.exemplars).await?;
                 return Ok(0);
             }
             let rows = head_rows(batch);
-            // One statement is one transaction: it commits whole or not at all.
-            Ok(insert_head_rows(&self.pool, &rows).await?)
+            if batch.exemplars.is_empty() {
+                // One statement is one transaction: it commits whole or not at all.
+                return Ok(insert_head_rows(&self.pool, &rows).await?);
+            }
+            let mut tx = self.pool.begin().await?;
+            let expired = insert_head_rows(&mut *tx, &rows).await?;
+            exemplars::insert(&mut *tx, &batch.exemplars).await?;
+            tx.commit().await?;
+            Ok(expired)
         })
     }
 }

@@ -8,6 +8,8 @@ pub(crate) mod functions;
 mod index;
 mod plan;
 
+pub(crate) use plan::matchers;
+
 use std::time::Duration;
 
 use crate::error::QueryError;
