@@ -127,13 +127,19 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
             let found = exemplars::read(&app.pool, &selected.ids, start, end)
                 .await
                 .map_err(storage_error)?;
+            let mut by_series: std::collections::HashMap<i64, Vec<&exemplars::StoredExemplar>> =
+                std::collections::HashMap::new();
+            for e in &found {
+                by_series.entry(e.0).or_default().push(e);
+            }
             for (id, labels) in selected.ids.iter().zip(&selected.labels) {
                 if !seen.insert(*id) {
                     continue;
                 }
-                let of_series: Vec<serde_json::Value> = found
-                    .iter()
-                    .filter(|e| e.0 == *id)
+                let of_series: Vec<serde_json::Value> = by_series
+                    .remove(id)
+                    .unwrap_or_default()
+                    .into_iter()
                     .map(|(_, t, v, l)| json!({"labels": l, "value": promscale_promql::format_value(*v), "timestamp": format_time(*t)}))
                     .collect();
                 if !of_series.is_empty() {

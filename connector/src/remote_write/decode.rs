@@ -170,7 +170,15 @@ impl WriteBatch {
     /// Leaves out samples later than `latest_ms` (Unix ms), and series left with none.
     pub fn refuse_later_than(&mut self, latest_ms: i64, limit: std::time::Duration) {
         let refused = &mut self.refused;
+        let exemplars_dropped = &mut self.exemplars_dropped;
         self.series.retain_mut(|series| {
+            // Exemplars too far ahead are left out too, as Prometheus does.
+            let sent = series.exemplars.len();
+            series.exemplars.retain(|e| e.timestamp <= latest_ms);
+            *exemplars_dropped += sent - series.exemplars.len();
+            if series.samples.is_empty() {
+                return !series.exemplars.is_empty();
+            }
             let before = series.samples.len();
             let latest = series.samples.iter().map(|s| s.timestamp).max().unwrap_or(i64::MIN);
             if latest <= latest_ms {

@@ -96,19 +96,32 @@ pub async fn read(pool: &PgPool, series_ids: &[i64], start: i64, end: i64) -> Re
 }
 
 /// Deletes the exemplars beyond the newest `per_series` of each series, and those older than
-/// their metric's retention period; returns how many went.
-pub async fn trim<'e>(executor: impl sqlx::PgExecutor<'e>, per_series: usize) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query(
+/// their metric's retention period (one range delete per metric); returns how many went. A
+/// bound of 0 (this connector stores none) leaves the table alone: other connectors may.
+pub async fn trim(conn: &mut sqlx::PgConnection, per_series: usize) -> Result<u64, sqlx::Error> {
+    if per_series == 0 {
+        return Ok(0);
+    }
+    let beyond = sqlx::query(
         "DELETE FROM _prom_catalog.exemplar e
-          USING (SELECT series_id, time,
-                        row_number() OVER (PARTITION BY series_id ORDER BY time DESC) AS newest
-                   FROM _prom_catalog.exemplar) r
-          WHERE e.series_id = r.series_id AND e.time = r.time
-            AND (r.newest > $1
-                 OR e.time < now() - _prom_catalog.metric_retention_period((e.series_id >> 40)::int4))",
+          USING (SELECT series_id, time
+                   FROM (SELECT series_id, time,
+                                row_number() OVER (PARTITION BY series_id ORDER BY time DESC) AS newest
+                           FROM _prom_catalog.exemplar) n
+                  WHERE n.newest > $1) r
+          WHERE e.series_id = r.series_id AND e.time = r.time",
     )
     .bind(i64::try_from(per_series).unwrap_or(i64::MAX))
-    .execute(executor)
+    .execute(&mut *conn)
     .await?;
-    Ok(deleted.rows_affected())
+    let expired = sqlx::query(
+        "DELETE FROM _prom_catalog.exemplar e
+          USING (SELECT m.id, now() - _prom_catalog.metric_retention_period(m.id) AS cutoff
+                   FROM _prom_catalog.metric m) r
+          WHERE e.series_id >= (r.id::int8 << 40) AND e.series_id < ((r.id::int8 + 1) << 40)
+            AND e.time < r.cutoff",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(beyond.rows_affected() + expired.rows_affected())
 }
