@@ -34,7 +34,7 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
         .execute(&mut *conn)
         .await
     {
-        Ok(_) => match exemplars::trim(&mut *conn, compaction.exemplars_per_series).await {
+        Ok(_) => match exemplars::trim(&mut conn, compaction.exemplars_per_series).await {
             Ok(_) => compact(pool, compaction).await,
             Err(e) => Err(e),
         },
@@ -52,7 +52,7 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
     if !try_lock(&mut conn, MERGE_LOCK).await? {
         return Ok(Outcome::Skipped);
     }
-    let result = match exemplars::trim(&mut *conn, options.exemplars_per_series).await {
+    let result = match exemplars::trim(&mut conn, options.exemplars_per_series).await {
         Ok(_) => merge_small_rows(pool, options).await,
         Err(e) => Err(e),
     };
