@@ -133,6 +133,39 @@ impl Prometheus {
     }
 
     /// Sum of the values of every series of `metric` in Prometheus' own /metrics.
+    /// Waits for five scrapes of `job` (scraped every second) and until remote write has sent
+    /// beyond the last of them (a second and a half past it; one shard assumed); returns that
+    /// last scrape's time in Unix seconds.
+    pub async fn last_scrape_sent(&self, job: &str) -> f64 {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_secs_f64()
+        };
+        let counted = format!(r#"count_over_time(up{{job="{job}"}}[1m])"#);
+        wait_for("five scrapes of the target", Duration::from_secs(60), || async {
+            let up = self.query(&counted, now()).await;
+            let scrapes: f64 = up.get(0)?["value"][1].as_str()?.parse().ok()?;
+            (scrapes >= 5.0).then_some(())
+        })
+        .await;
+        let last = self.query(&format!(r#"timestamp(up{{job="{job}"}})"#), now()).await;
+        let last: f64 = last[0]["value"][1]
+            .as_str()
+            .expect("a value")
+            .parse()
+            .expect("a number");
+        wait_for("Prometheus to send the scrapes", Duration::from_secs(60), || async {
+            let sent = self
+                .own_metric("prometheus_remote_storage_queue_highest_sent_timestamp_seconds")
+                .await?;
+            (sent >= last + 1.5).then_some(())
+        })
+        .await;
+        last
+    }
+
     pub async fn own_metric(&self, metric: &str) -> Option<f64> {
         let text = reqwest::get(self.url("/metrics")).await.ok()?.text().await.ok()?;
         sum_metric(&text, metric)

@@ -3,15 +3,12 @@
 //! exactly as that Prometheus answers; SQL users see them in `prom_info.exemplar`;
 //! maintenance keeps at most `--exemplars.max-per-series` of each series.
 
-use std::time::Duration;
-
 use promscale_connector::storage::compaction::CompactionOptions;
 use promscale_e2e::comparison::get;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
 use promscale_e2e::target::StaticTarget;
-use promscale_e2e::wait_for;
 use serde_json::Value;
 
 /// An OpenMetrics exposition with exemplars on histogram buckets and on a counter (times
@@ -36,13 +33,6 @@ async fn exemplars_prometheus_3_sends_with_remote_write_1_are_answered_as_it_ans
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exemplars_prometheus_3_sends_with_remote_write_2_are_answered_as_it_answers() {
     exemplars_arrive("io.prometheus.write.v2.Request").await;
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// A `query_exemplars` answer in a canonical order: series by labels, exemplars by time.
@@ -92,24 +82,8 @@ remote_write:
         &["--enable-feature=exemplar-storage"],
     )
     .await;
-    wait_for("five scrapes of the target", Duration::from_secs(60), || async {
-        let up = prometheus
-            .query(r#"count_over_time(up{job="exemplars"}[1m])"#, now())
-            .await;
-        let scrapes: f64 = up.get(0)?["value"][1].as_str()?.parse().ok()?;
-        (scrapes >= 5.0).then_some(())
-    })
-    .await;
-    let last = prometheus.query(r#"timestamp(up{job="exemplars"})"#, now()).await;
-    let last: f64 = last[0]["value"][1].as_str().unwrap().parse().unwrap();
+    let last = prometheus.last_scrape_sent("exemplars").await;
     let (start, end) = (last - 30.0, last + 0.5);
-    wait_for("Prometheus to send the scrapes", Duration::from_secs(60), || async {
-        let sent = prometheus
-            .own_metric("prometheus_remote_storage_queue_highest_sent_timestamp_seconds")
-            .await?;
-        (sent >= last + 1.0).then_some(())
-    })
-    .await;
 
     let client = reqwest::Client::new();
     for query in [

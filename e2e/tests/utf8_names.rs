@@ -11,9 +11,7 @@ use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
 use promscale_e2e::remote_write::{encode, post, series};
 use promscale_e2e::target::StaticTarget;
-use promscale_e2e::wait_for;
 use serde_json::Value;
-use std::time::Duration;
 
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 120;
@@ -275,29 +273,8 @@ remote_write:
     )
     .await;
     let query = r#"{job="utf8"}[1m]"#;
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
-    wait_for("five scrapes of the target", Duration::from_secs(60), || async {
-        let up = prometheus.query(r#"count_over_time(up{job="utf8"}[1m])"#, now()).await;
-        let scrapes: f64 = up.get(0)?["value"][1].as_str()?.parse().ok()?;
-        (scrapes >= 5.0).then_some(())
-    })
-    .await;
     // Half a scrape interval after the last scrape: no sample sits on the range's edge.
-    let last = prometheus.query(r#"timestamp(up{job="utf8"})"#, now()).await;
-    let last: f64 = last[0]["value"][1].as_str().unwrap().parse().unwrap();
-    let at = last + 0.5;
-    wait_for("Prometheus to send the scrapes", Duration::from_secs(60), || async {
-        let sent = prometheus
-            .own_metric("prometheus_remote_storage_queue_highest_sent_timestamp_seconds")
-            .await?;
-        (sent >= at + 1.0).then_some(())
-    })
-    .await;
+    let at = prometheus.last_scrape_sent("utf8").await + 0.5;
     assert!(
         target.last_accept().is_some_and(|a| a.contains("escaping=allow-utf-8")),
         "Prometheus 3 asks for UTF-8 names: {:?}",

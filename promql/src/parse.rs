@@ -124,6 +124,11 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// All matchers of one selector, its metric name as a `__name__` matcher.
+pub fn selector_matchers(vs: &promql_parser::parser::VectorSelector) -> Vec<promql_parser::label::Matcher> {
+    crate::engine::matchers(vs)
+}
+
 /// The matchers of every selector of `expr` (the metric name as a `__name__` matcher), in
 /// the order they appear: what `/api/v1/query_exemplars` and `match[]` select.
 pub fn selectors(expr: &Expr) -> Vec<Vec<promql_parser::label::Matcher>> {
@@ -140,8 +145,8 @@ pub fn selectors(expr: &Expr) -> Vec<Vec<promql_parser::label::Matcher>> {
             Expr::Paren(p) => pending.push(&p.expr),
             Expr::Subquery(s) => pending.push(&s.expr),
             Expr::Call(c) => pending.extend(c.args.args.iter().rev().map(|a| a.as_ref())),
-            Expr::VectorSelector(vs) => out.push(crate::engine::matchers(vs)),
-            Expr::MatrixSelector(ms) => out.push(crate::engine::matchers(&ms.vs)),
+            Expr::VectorSelector(vs) => out.push(selector_matchers(vs)),
+            Expr::MatrixSelector(ms) => out.push(selector_matchers(&ms.vs)),
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
     }

@@ -211,7 +211,7 @@ fn selectors(app: &AppState, p: &Params, required: bool) -> Result<Vec<Vec<Match
     all.iter()
         .map(|s| match promscale_promql::parse::parse(s, MAX_DEPTH) {
             Ok(Expr::VectorSelector(vs)) => {
-                let matchers = promscale_promql_matchers(&vs);
+                let matchers = promscale_promql::parse::selector_matchers(&vs);
                 if matchers.iter().all(|m| m.is_match("")) {
                     return Err(ApiError::bad_data(format!(
                         "invalid parameter \"match[]\": {s}: match[] must contain at least one non-empty matcher"
@@ -225,18 +225,6 @@ fn selectors(app: &AppState, p: &Params, required: bool) -> Result<Vec<Vec<Match
             Err(e) => Err(ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))),
         })
         .collect()
-}
-
-fn promscale_promql_matchers(vs: &promql_parser::parser::VectorSelector) -> Vec<Matcher> {
-    let mut all = vs.matchers.matchers.clone();
-    if let Some(name) = &vs.name {
-        all.push(Matcher::new(
-            promql_parser::label::MatchOp::Equal,
-            promscale_promql::labels::METRIC_NAME,
-            name,
-        ));
-    }
-    all
 }
 
 /// Series matching any of the selectors with samples in `[start, end]`, deduplicated, sorted.
