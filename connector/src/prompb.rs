@@ -7,6 +7,8 @@
 //! decompressed request: decoding then allocates no strings, and UTF-8 is checked once during
 //! validation.
 
+pub mod decoded_size;
+
 use bytes::Bytes;
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -528,3 +528,66 @@ async fn what_one_request_may_read_is_bounded() {
         .unwrap();
     assert!(sum_metric(&metrics, "promscale_ingest_samples_total").unwrap() >= 6100.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_request_may_decode_into_is_bounded() {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &[]).await;
+    let client = reqwest::Client::new();
+    let snappy = |raw: Vec<u8>| snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    // 60 MiB of two-byte entries, within the default 64 MiB body limit: 31 million empty
+    // series (remote write 1.0 and 2.0) or queries (remote read), which would decode into
+    // gigabytes of structs.
+    let empty_entries = |tag: u8| [tag, 0x00].repeat(30 << 20);
+    let mut v2 = vec![0x22, 0x00];
+    v2.extend(empty_entries(0x2a));
+    let bodies = [
+        (
+            "remote write 1.0",
+            "/write",
+            "application/x-protobuf",
+            snappy(empty_entries(0x0a)),
+        ),
+        (
+            "remote write 2.0",
+            "/write",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            snappy(v2),
+        ),
+        (
+            "remote read",
+            "/read",
+            "application/x-protobuf",
+            snappy(empty_entries(0x0a)),
+        ),
+    ];
+    for (what, path, content_type, body) in bodies {
+        let response = client
+            .post(connector.url(path))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(text.contains("too many small entries"), "{what}: {text}");
+        let peak = connector.memory_bytes("VmHWM");
+        assert!(
+            peak < 1 << 30,
+            "{what}: the connector's resident memory peaked at {peak} bytes"
+        );
+    }
+    // The connector goes on storing real requests.
+    let t0 = recent_ms();
+    let (status, text) = post(
+        &client,
+        &connector.url("/write"),
+        encode(vec![series(&[("__name__", "after_the_flood")], &[(t0, 1.0)])]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204, "{text}");
+}

@@ -15,11 +15,13 @@ use promscale_promql::{Labels, SelectHints, Series, SeriesSource};
 use prost::Message;
 
 use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
+use crate::prompb::decoded_size::{decoded_size, READ_REQUEST};
 use crate::prompb::{
     Chunk, ChunkedReadResponse, ChunkedSeries, LabelMatcher, MatchType, QueryResult, ReadRequest, ReadResponse,
     ReadSeries, ResponseType, CHUNK_ENCODING_XOR,
 };
 use crate::prompb::{Label, Sample};
+use crate::remote_write::decode::memory_budget;
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::select::PgSeriesSource;
 
@@ -117,6 +119,13 @@ pub fn decode_request(body: &[u8], max_decompressed: usize) -> Result<ReadReques
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("the body is not snappy-compressed (block format): {e}"))?;
+    let cost = decoded_size(&raw, &READ_REQUEST);
+    let limit = memory_budget(max_decompressed);
+    if cost > limit {
+        return Err(format!(
+            "the request would take {cost} bytes of memory to decode, above the limit of {limit} bytes (four times --web.max-request-bytes): it holds too many small entries"
+        ));
+    }
     ReadRequest::decode(raw.as_slice()).map_err(|e| format!("the body is not a remote-read request: {e}"))
 }
 

@@ -14,7 +14,7 @@ use prost::Message;
 use crate::model::{
     is_valid_label_name, Exemplar, Label, Metadata, Series, MAX_EXEMPLAR_LABELS_RUNES, METRIC_NAME_LABEL,
 };
-use crate::prompb::{self as proto, v2, MetricType, WriteRequest};
+use crate::prompb::{self as proto, decoded_size, v2, MetricType, WriteRequest};
 use crate::storage::samples::PG_EPOCH_OFFSET_US;
 
 /// Why a request was refused. Every variant is the sender's fault (HTTP 400).
@@ -24,6 +24,8 @@ pub enum DecodeError {
     Snappy(String),
     #[error("decompressed body is {size} bytes, above the limit of {limit} bytes (raise --web.max-request-bytes)")]
     TooLarge { size: usize, limit: usize },
+    #[error("the request would take {cost} bytes of memory to decode, above the limit of {limit} bytes (four times --web.max-request-bytes): it holds too many small entries; send fewer series per request")]
+    TooManyEntries { cost: usize, limit: usize },
     #[error("body is not a valid remote-write protobuf WriteRequest: {0}")]
     Protobuf(String),
     #[error("body is not a valid remote-write 2.0 protobuf io.prometheus.write.v2.Request: {0}")]
@@ -79,6 +81,7 @@ impl DecodeError {
         match self {
             DecodeError::Snappy(_)
             | DecodeError::TooLarge { .. }
+            | DecodeError::TooManyEntries { .. }
             | DecodeError::Protobuf(_)
             | DecodeError::ProtobufV2(_)
             | DecodeError::SymbolsStart => "invalid_request",
@@ -213,12 +216,32 @@ fn describe_series(labels: &[Label]) -> String {
 
 /// Decompresses (snappy block format), decodes and validates one remote-write 1.0 body.
 pub fn decode_snappy(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, DecodeError> {
-    decode_protobuf(decompress(body, max_decompressed)?)
+    let raw = decompress(body, max_decompressed)?;
+    within_memory_budget(&raw, &decoded_size::WRITE_REQUEST, max_decompressed)?;
+    decode_protobuf(raw)
 }
 
 /// Decompresses (snappy block format), decodes and validates one remote-write 2.0 body.
 pub fn decode_v2_snappy(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, DecodeError> {
-    decode_v2_protobuf(decompress(body, max_decompressed)?)
+    let raw = decompress(body, max_decompressed)?;
+    within_memory_budget(&raw, &decoded_size::WRITE_REQUEST_V2, max_decompressed)?;
+    decode_v2_protobuf(raw)
+}
+
+/// What decoding a request may allocate: four times the largest body accepted, well above
+/// what real requests take (one to four times their size), and bounded whatever the body
+/// holds ([`decoded_size`]).
+pub fn memory_budget(max_decompressed: usize) -> usize {
+    max_decompressed.saturating_mul(4)
+}
+
+fn within_memory_budget(raw: &[u8], schema: &decoded_size::Schema, max_decompressed: usize) -> Result<(), DecodeError> {
+    let cost = decoded_size::decoded_size(raw, schema);
+    let limit = memory_budget(max_decompressed);
+    if cost > limit {
+        return Err(DecodeError::TooManyEntries { cost, limit });
+    }
+    Ok(())
 }
 
 /// The snappy block format, refused beyond `max_decompressed` bytes before decompressing.
