@@ -43,6 +43,7 @@ pub struct Metrics {
     pub metadata_ingested: Counter,
     pub exemplars_dropped: Counter,
     pub exemplars_ingested: Counter,
+    pub histograms_ingested: Counter,
     pub metadata_dropped: Counter,
     pub series_refused: Family<ReasonLabel, Counter>,
     pub samples_refused: Family<ReasonLabel, Counter>,
@@ -78,6 +79,7 @@ impl Metrics {
             metadata_ingested: Counter::default(),
             exemplars_dropped: Counter::default(),
             exemplars_ingested: Counter::default(),
+            histograms_ingested: Counter::default(),
             metadata_dropped: Counter::default(),
             series_refused: Family::default(),
             samples_refused: Family::default(),
@@ -154,6 +156,11 @@ impl Metrics {
             "promscale_ingest_exemplars",
             "Exemplars committed to the database",
             m.exemplars_ingested.clone(),
+        );
+        registry.register(
+            "promscale_ingest_histograms",
+            "Native histogram samples committed to the database",
+            m.histograms_ingested.clone(),
         );
         registry.register(
             "promscale_ingest_series_refused",

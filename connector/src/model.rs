@@ -7,6 +7,11 @@ use bytes::Bytes;
 /// Samples are Prometheus' wire struct (`value`, `timestamp` in ms), kept as decoded: no copy.
 pub use crate::prompb::Sample;
 
+/// Native histogram samples are Prometheus' wire struct too, validated as Prometheus validates
+/// them ([`crate::remote_write::decode`]): integer histograms with bucket deltas, float
+/// histograms with bucket counts.
+pub use crate::prompb::Histogram;
+
 /// Label name of the metric name, as in Prometheus.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 
@@ -46,6 +51,8 @@ impl Label {
 pub struct Series {
     pub labels: Vec<Label>,
     pub samples: Vec<Sample>,
+    /// Its native histogram samples.
+    pub histograms: Vec<Histogram>,
     /// Its valid exemplars (the others are counted and dropped during validation).
     pub exemplars: Vec<Exemplar>,
 }

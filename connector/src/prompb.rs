@@ -27,10 +27,8 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
     #[prost(message, repeated, tag = "3")]
     pub exemplars: Vec<Exemplar>,
-    /// Native histograms are not stored yet; kept opaque so that a request carrying them is
-    /// refused instead of silently losing data.
-    #[prost(bytes = "bytes", repeated, tag = "4")]
-    pub histograms: Vec<Bytes>,
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
 }
 
 impl TimeSeries {
@@ -90,6 +88,79 @@ pub struct Sample {
     /// Milliseconds since the Unix epoch.
     #[prost(int64, tag = "2")]
     pub timestamp: i64,
+}
+
+/// A native histogram sample (`prometheus.Histogram`; remote write 2.0's
+/// `io.prometheus.write.v2.Histogram` has the same fields and adds `start_timestamp`). Integer
+/// histograms send `count_int`, `zero_count_int` and bucket deltas; float histograms
+/// `count_float`, `zero_count_float` and absolute bucket counts.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    #[prost(oneof = "histogram::Count", tags = "1, 2")]
+    pub count: Option<histogram::Count>,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    #[prost(oneof = "histogram::ZeroCount", tags = "6, 7")]
+    pub zero_count: Option<histogram::ZeroCount>,
+    #[prost(message, repeated, tag = "8")]
+    pub negative_spans: Vec<BucketSpan>,
+    /// Each bucket's count as the difference to the previous bucket's (integer histograms).
+    #[prost(sint64, repeated, tag = "9")]
+    pub negative_deltas: Vec<i64>,
+    /// Each bucket's count (float histograms).
+    #[prost(double, repeated, tag = "10")]
+    pub negative_counts: Vec<f64>,
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "13")]
+    pub positive_counts: Vec<f64>,
+    /// 0 unknown, 1 a counter reset happened, 2 none did, 3 a gauge histogram.
+    #[prost(int32, tag = "14")]
+    pub reset_hint: i32,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+    /// The upper bounds of custom buckets (schema -53).
+    #[prost(double, repeated, tag = "16")]
+    pub custom_values: Vec<f64>,
+    /// Remote write 2.0: the start time of the counter, in ms (0: not set). Accepted, not
+    /// stored.
+    #[prost(int64, tag = "17")]
+    pub start_timestamp: i64,
+}
+
+pub mod histogram {
+    #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+    pub enum Count {
+        #[prost(uint64, tag = "1")]
+        Int(u64),
+        #[prost(double, tag = "2")]
+        Float(f64),
+    }
+
+    #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+    pub enum ZeroCount {
+        #[prost(uint64, tag = "6")]
+        Int(u64),
+        #[prost(double, tag = "7")]
+        Float(f64),
+    }
+}
+
+/// A run of consecutive buckets: `offset` buckets after the previous span's end (the first
+/// span: the index of its first bucket), `length` buckets long.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -155,9 +226,9 @@ pub mod v2 {
         pub labels_refs: Vec<u32>,
         #[prost(message, repeated, tag = "2")]
         pub samples: Vec<Sample>,
-        /// Native histograms are not stored yet; kept opaque to be counted and refused.
-        #[prost(bytes = "bytes", repeated, tag = "3")]
-        pub histograms: Vec<Bytes>,
+        /// The same message as remote write 1.0's (2.0 adds `start_timestamp`).
+        #[prost(message, repeated, tag = "3")]
+        pub histograms: Vec<super::Histogram>,
         #[prost(message, repeated, tag = "4")]
         pub exemplars: Vec<Exemplar>,
         #[prost(message, optional, tag = "5")]
@@ -279,6 +350,8 @@ pub struct ReadSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
 }
 
 /// One frame of a STREAMED_XOR_CHUNKS response.

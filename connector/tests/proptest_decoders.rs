@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use promql_parser::label::Matcher;
+use promscale_connector::prompb::histogram::{Count, ZeroCount};
 use promscale_connector::prompb::v2;
 use promscale_connector::prompb::{
-    Exemplar, Label, LabelMatcher, MetricMetadata, Query, ReadRequest, ResponseType, Sample, TimeSeries, WriteRequest,
+    BucketSpan, Exemplar, Histogram, Label, LabelMatcher, MetricMetadata, Query, ReadRequest, ResponseType, Sample,
+    TimeSeries, WriteRequest,
 };
 use promscale_connector::remote_read::xor_chunk;
 use promscale_connector::remote_write::decode::{decode_snappy, decode_v2_snappy};
@@ -144,8 +146,56 @@ fn any_exemplar() -> impl Strategy<Value = Exemplar> {
         })
 }
 
+/// A native histogram of any shape: integer or float, valid or not (any schema, spans that
+/// do not match the buckets, negative counts, custom bounds out of order).
+fn any_histogram() -> impl Strategy<Value = Histogram> {
+    let spans = || {
+        vec(
+            (-3i32..4, 0u32..4).prop_map(|(offset, length)| BucketSpan { offset, length }),
+            0..3,
+        )
+    };
+    (
+        any::<bool>(),
+        (any::<u64>(), any_f64(), any_f64(), any::<u64>()),
+        (-6i32..10).prop_map(|s| if s == -6 { -53 } else { s }),
+        (spans(), spans()),
+        (vec(-3i64..5, 0..6), vec(-3i64..5, 0..6)),
+        (vec(any_f64(), 0..6), vec(any_f64(), 0..6)),
+        vec(any_f64(), 0..4),
+        any_timestamp(),
+    )
+        .prop_map(
+            |(float, (count, fcount, sum, zero), schema, (ps, ns), (pd, nd), (pc, nc), custom_values, timestamp)| {
+                Histogram {
+                    count: Some(if float {
+                        Count::Float(fcount)
+                    } else {
+                        Count::Int(count % 8)
+                    }),
+                    sum,
+                    schema,
+                    zero_count: Some(if float {
+                        ZeroCount::Float(fcount)
+                    } else {
+                        ZeroCount::Int(zero % 3)
+                    }),
+                    positive_spans: ps,
+                    negative_spans: ns,
+                    positive_deltas: if float { vec![] } else { pd },
+                    negative_deltas: if float { vec![] } else { nd },
+                    positive_counts: if float { pc } else { vec![] },
+                    negative_counts: if float { nc } else { vec![] },
+                    custom_values,
+                    timestamp,
+                    ..Default::default()
+                }
+            },
+        )
+}
+
 /// A series of any shape: labels unsorted, duplicated, invalid or missing the metric name,
-/// maybe with exemplars and native histograms (kept opaque by the decoder).
+/// maybe with exemplars and native histograms.
 fn any_series() -> impl Strategy<Value = TimeSeries> {
     (
         proptest::option::weighted(0.8, any_metric_name()),
@@ -153,7 +203,7 @@ fn any_series() -> impl Strategy<Value = TimeSeries> {
         any::<bool>(),
         samples(8),
         vec(any_exemplar(), 0..2),
-        prop_oneof![6 => Just(vec![]), 1 => vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 1..2)],
+        prop_oneof![6 => Just(vec![]), 1 => vec(any_histogram(), 1..3)],
     )
         .prop_map(|(name, pairs, sort, samples, exemplars, histograms)| {
             let mut labels: Vec<Label> = pairs.into_iter().map(|(n, v)| label(n, v)).collect();
@@ -283,8 +333,8 @@ struct WireSeries {
     samples: Vec<WireSample>,
     #[prost(message, repeated, tag = "3")]
     exemplars: Vec<Exemplar>,
-    #[prost(bytes = "bytes", repeated, tag = "4")]
-    histograms: Vec<Bytes>,
+    #[prost(message, repeated, tag = "4")]
+    histograms: Vec<Histogram>,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]
@@ -535,10 +585,10 @@ fn to_v2(request: &WriteRequest, shuffle: u64) -> v2::Request {
     }
 }
 
-/// What a decoded batch holds, comparable across protocols: label sets with sample bits and
-/// exemplars, the refusal reasons, the exemplars dropped.
+/// What a decoded batch holds, comparable across protocols: label sets with sample bits,
+/// exemplars and histograms, the refusal reasons, the exemplars dropped.
 type Outcome = (
-    Vec<(LabelKey, Vec<SampleBits>, Vec<(String, SampleBits)>)>,
+    Vec<(LabelKey, Vec<SampleBits>, Vec<(String, SampleBits)>, Vec<Vec<u8>>)>,
     Vec<&'static str>,
     usize,
 );
@@ -567,6 +617,7 @@ fn outcome(body: &[u8], v2: bool) -> Option<Outcome> {
                 label_key(pairs).unwrap(),
                 s.samples.iter().map(sample_bits).collect(),
                 exemplars,
+                s.histograms.iter().map(Message::encode_to_vec).collect(),
             )
         })
         .collect();
@@ -594,7 +645,13 @@ proptest! {
         series in vec(prop_oneof![1 => any_series(), 2 => valid_series()], 0..5),
         shuffle in any::<u64>(),
     ) {
-        let request = WriteRequest { timeseries: series, metadata: vec![] };
+        let mut request = WriteRequest { timeseries: series, metadata: vec![] };
+        // 2.0 does not allow samples and histograms in one series (1.0 does).
+        for ts in &mut request.timeseries {
+            if !ts.samples.is_empty() {
+                ts.histograms.clear();
+            }
+        }
         // 2.0 labels are sorted on receipt, as Prometheus does; 1.0 requires them sorted.
         let mut sorted = request.clone();
         for ts in &mut sorted.timeseries {
@@ -609,11 +666,12 @@ proptest! {
             o.map(|(series, reasons, dropped)| {
                 let series = series
                     .into_iter()
-                    .map(|(k, bits, exemplars)| {
+                    .map(|(k, bits, exemplars, histograms)| {
                         (
                             k,
                             bits.into_iter().map(zero).collect::<Vec<_>>(),
                             exemplars.into_iter().map(|(l, b)| (l, zero(b))).collect::<Vec<_>>(),
+                            histograms,
                         )
                     })
                     .collect::<Vec<_>>();

@@ -64,8 +64,15 @@ async fn bad_bodies_are_refused_and_bad_series_left_out_alone() {
     invalid_utf8.labels[1].value = Bytes::from_static(&[0xc3, 0x28]);
     let mut nul = series(&[("__name__", "m"), ("a", "x")], &[(*T0, 1.0)]);
     nul.labels[1].value = Bytes::from_static(b"before\0after");
+    // A native histogram whose spans promise more buckets than it has.
     let mut histogram = series(&[("__name__", "m")], &[]);
-    histogram.histograms.push(Bytes::from_static(b""));
+    histogram.histograms.push(promscale_connector::prompb::Histogram {
+        count: Some(promscale_connector::prompb::histogram::Count::Int(1)),
+        positive_spans: vec![promscale_connector::prompb::BucketSpan { offset: 0, length: 2 }],
+        positive_deltas: vec![1],
+        timestamp: *T0,
+        ..Default::default()
+    });
     let cases = vec![
         (
             "missing __name__",
@@ -105,7 +112,12 @@ async fn bad_bodies_are_refused_and_bad_series_left_out_alone() {
         ),
         ("invalid UTF-8", invalid_utf8, "UTF-8", "invalid_labels"),
         ("NUL byte", nul, "NUL byte", "nul_byte"),
-        ("native histogram", histogram, "native histograms", "native_histograms"),
+        (
+            "invalid native histogram",
+            histogram,
+            "spans need 2 buckets, have 1",
+            "invalid_histogram",
+        ),
         (
             "two hours ahead",
             series(&[("__name__", "m")], &[(*T0 + 3 * 3_600_000, 1.0)]),

@@ -21,12 +21,12 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::metrics::Metrics;
 use crate::model::Metadata;
 use crate::remote_write::decode::WriteBatch;
-use crate::storage::exemplars;
 use crate::storage::metadata::upsert_metadata;
 use crate::storage::samples::{head_rows, insert_head_rows, SampleBatch, SampleWriter};
 use crate::storage::series::{Resolution, SeriesResolver};
 use crate::storage::series_cache::SeriesId;
 use crate::storage::StorageError;
+use crate::storage::{exemplars, histograms};
 
 /// How often a metadata entry seen again is written again (its `last_seen`).
 const METADATA_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
@@ -65,6 +65,8 @@ pub struct Ingestor {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestReport {
     pub samples: usize,
+    /// Native histogram samples committed.
+    pub histograms: usize,
     /// Valid exemplars accepted (stored, unless storing them is off).
     pub exemplars: usize,
     pub metadata: usize,
@@ -139,8 +141,10 @@ impl Ingestor {
         self.remember_metadata(fresh);
         self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
         self.metrics.exemplars_ingested.inc_by(exemplars as u64);
+        self.metrics.histograms_ingested.inc_by(batch.histogram_count() as u64);
         Ok(IngestReport {
             samples: sample_count,
+            histograms: batch.histogram_count(),
             // Valid exemplars are accepted also when --exemplars.max-per-series 0 says not
             // to keep them: the sender has nothing to resend.
             exemplars: batch.exemplar_count(),
@@ -172,7 +176,7 @@ impl Ingestor {
     async fn write_queued(&self, batch: &WriteBatch, ids: Vec<SeriesId>) -> Result<usize, StorageError> {
         let samples = sample_batch(batch, &ids, self.store_exemplars);
         let sample_count = samples.len();
-        if sample_count > 0 || !samples.exemplars.is_empty() {
+        if sample_count > 0 || !samples.exemplars.is_empty() || !samples.histograms.is_empty() {
             let (done, committed) = oneshot::channel();
             self.queue
                 .send(Job { samples, done })
@@ -204,6 +208,7 @@ impl Ingestor {
             } else {
                 insert_head_rows(&mut *tx, &head_rows(&samples)).await?
             };
+            histograms::insert(&mut *tx, &samples.histograms).await?;
             exemplars::insert(&mut *tx, &samples.exemplars).await?;
             tx.commit().await?;
             let evicted = self.resolver.remember(created);
@@ -213,19 +218,23 @@ impl Ingestor {
         .await;
         record_write(&self.metrics, &self.activity, &result, sample_count, 1, started);
         result?;
-        if sample_count > 0 {
+        if sample_count > 0 || batch.histogram_count() > 0 {
             self.activity.committed(resolution.ids);
         }
         Ok(sample_count)
     }
 }
 
-/// The samples of a request, by series id, with their exemplars if they are stored.
+/// The samples and histograms of a request, by series id, with their exemplars if they are
+/// stored.
 fn sample_batch(batch: &WriteBatch, ids: &[SeriesId], with_exemplars: bool) -> SampleBatch {
     let mut samples = SampleBatch::default();
     for (series, &id) in batch.series.iter().zip(ids) {
         for s in &series.samples {
             samples.push(id, s.timestamp, s.value);
+        }
+        for h in &series.histograms {
+            samples.histograms.push(id, h.clone());
         }
         if with_exemplars {
             for e in &series.exemplars {

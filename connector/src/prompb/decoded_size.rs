@@ -17,7 +17,7 @@ use std::mem::size_of;
 
 use bytes::Bytes;
 
-use super::{v2, Exemplar, Label, LabelMatcher, MetricMetadata, Query, Sample, TimeSeries};
+use super::{v2, BucketSpan, Exemplar, Histogram, Label, LabelMatcher, MetricMetadata, Query, Sample, TimeSeries};
 
 /// The fields of a message that allocate when decoded.
 pub struct Schema {
@@ -30,6 +30,8 @@ enum Field {
     Message { size: usize, schema: &'static Schema },
     /// A repeated varint scalar, packed or not: `size` bytes per element.
     Varints { size: usize },
+    /// A repeated 8-byte scalar (`double`), packed or not.
+    Fixed64,
     /// A repeated `bytes` field kept as slices of the body: one `Bytes` per entry.
     SharedBytes,
     /// A `string` field, copied out of the body.
@@ -52,6 +54,30 @@ const EXEMPLAR: Schema = Schema {
             schema: &LABEL,
         },
     )],
+};
+const BUCKET_SPAN: Schema = Schema { fields: &[] };
+const HISTOGRAM: Schema = Schema {
+    fields: &[
+        (
+            8,
+            Field::Message {
+                size: size_of::<BucketSpan>(),
+                schema: &BUCKET_SPAN,
+            },
+        ),
+        (9, Field::Varints { size: size_of::<i64>() }),
+        (10, Field::Fixed64),
+        (
+            11,
+            Field::Message {
+                size: size_of::<BucketSpan>(),
+                schema: &BUCKET_SPAN,
+            },
+        ),
+        (12, Field::Varints { size: size_of::<i64>() }),
+        (13, Field::Fixed64),
+        (16, Field::Fixed64),
+    ],
 };
 const TIME_SERIES: Schema = Schema {
     fields: &[
@@ -76,7 +102,13 @@ const TIME_SERIES: Schema = Schema {
                 schema: &EXEMPLAR,
             },
         ),
-        (4, Field::SharedBytes),
+        (
+            4,
+            Field::Message {
+                size: size_of::<Histogram>(),
+                schema: &HISTOGRAM,
+            },
+        ),
     ],
 };
 const METRIC_METADATA: Schema = Schema {
@@ -118,7 +150,13 @@ const V2_TIME_SERIES: Schema = Schema {
                 schema: &V2_SAMPLE,
             },
         ),
-        (3, Field::SharedBytes),
+        (
+            3,
+            Field::Message {
+                size: size_of::<Histogram>(),
+                schema: &HISTOGRAM,
+            },
+        ),
         (
             4,
             Field::Message {
@@ -198,7 +236,10 @@ pub fn decoded_size(wire: &[u8], schema: &Schema) -> usize {
             1 => {
                 let Some(rest) = buf.get(8..) else { break };
                 buf = rest;
-                0
+                match field {
+                    Some(Field::Fixed64) => 8,
+                    _ => 0,
+                }
             }
             5 => {
                 let Some(rest) = buf.get(4..) else { break };
@@ -216,6 +257,7 @@ pub fn decoded_size(wire: &[u8], schema: &Schema) -> usize {
                     Some(Field::Message { size, schema }) => size.saturating_add(decoded_size(body, schema)),
                     // Packed: every varint ends in a byte below 0x80.
                     Some(Field::Varints { size }) => size.saturating_mul(body.iter().filter(|&&b| b < 0x80).count()),
+                    Some(Field::Fixed64) => body.len(),
                     Some(Field::SharedBytes) => size_of::<Bytes>(),
                     Some(Field::Text) => body.len(),
                     _ => 0,

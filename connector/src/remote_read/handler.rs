@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes as WireBytes;
 use promql_parser::label::{MatchOp, Matcher};
-use promscale_promql::{Labels, SelectHints, Series, SeriesSource};
+use promscale_promql::{Labels, SelectHints, Series};
 use prost::Message;
 
 use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
@@ -23,7 +23,7 @@ use crate::prompb::{
 use crate::prompb::{Label, Sample};
 use crate::remote_write::decode::memory_budget;
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
-use crate::storage::select::PgSeriesSource;
+use crate::storage::select::{PgSeriesSource, SeriesWithHistograms};
 
 /// Frames of a streamed response stay under about this size, as Prometheus' own do.
 const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -51,7 +51,7 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let mut budget = app.max_read_samples;
     for (matchers, start, end) in &queries {
         match source
-            .select(
+            .select_with_histograms(
                 matchers,
                 &SelectHints {
                     start: *start,
@@ -63,7 +63,7 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             .await
         {
             Ok(series) => {
-                let read: usize = series.iter().map(|s| s.samples.len()).sum();
+                let read: usize = series.iter().map(|s| s.series.samples.len() + s.histograms.len()).sum();
                 budget = budget.saturating_sub(read);
                 results.push(series);
             }
@@ -100,8 +100,23 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             ),
         );
     };
-    if chosen == ResponseType::StreamedXorChunks {
-        streamed_response(results)
+    // Native histograms go in SAMPLES responses (this connector does not encode histogram
+    // chunks yet): a client that accepts both types gets SAMPLES when there are histograms.
+    let has_histograms = results.iter().flatten().any(|s| !s.histograms.is_empty());
+    let samples_accepted = request.accepted_response_types.is_empty()
+        || request
+            .accepted_response_types
+            .contains(&(ResponseType::Samples as i32));
+    if chosen == ResponseType::StreamedXorChunks && !(has_histograms && samples_accepted) {
+        if has_histograms {
+            tracing::warn!("remote read: native histograms left out of a STREAMED_XOR_CHUNKS response (the client does not accept SAMPLES)");
+        }
+        streamed_response(
+            results
+                .into_iter()
+                .map(|r| r.into_iter().map(|s| s.series).collect())
+                .collect(),
+        )
     } else {
         samples_response(results)
     }
@@ -173,7 +188,7 @@ fn wire_labels(labels: &Labels) -> Vec<Label> {
         .collect()
 }
 
-fn samples_response(results: Vec<Vec<Series>>) -> Response {
+fn samples_response(results: Vec<Vec<SeriesWithHistograms>>) -> Response {
     let response = ReadResponse {
         results: results
             .into_iter()
@@ -181,8 +196,9 @@ fn samples_response(results: Vec<Vec<Series>>) -> Response {
                 timeseries: series
                     .into_iter()
                     .map(|s| ReadSeries {
-                        labels: wire_labels(&s.labels),
+                        labels: wire_labels(&s.series.labels),
                         samples: s
+                            .series
                             .samples
                             .iter()
                             .map(|p| Sample {
@@ -190,6 +206,7 @@ fn samples_response(results: Vec<Vec<Series>>) -> Response {
                                 timestamp: p.t,
                             })
                             .collect(),
+                        histograms: s.histograms,
                     })
                     .collect(),
             })

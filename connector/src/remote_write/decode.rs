@@ -46,8 +46,14 @@ pub enum DecodeError {
     InvalidUtf8 { series: String },
     #[error("series {series} has a sample at {timestamp} ms, outside the range PostgreSQL timestamps can hold")]
     TimestampOutOfRange { series: String, timestamp: i64 },
-    #[error("series {series} carries native histograms, which this connector does not store yet; disable send_native_histograms in the remote_write config")]
-    NativeHistograms { series: String },
+    #[error("series {series} has an invalid native histogram at {timestamp} ms: {problem}")]
+    InvalidHistogram {
+        series: String,
+        timestamp: i64,
+        problem: String,
+    },
+    #[error("series {series} has both samples and native histograms, which remote write 2.0 does not allow")]
+    SamplesAndHistograms { series: String },
     #[error("series {series} has a label value with a NUL byte, which PostgreSQL text cannot hold")]
     NulByte { series: String },
     #[error(
@@ -92,7 +98,8 @@ impl DecodeError {
             | DecodeError::DuplicateLabel { .. }
             | DecodeError::InvalidUtf8 { .. } => "invalid_labels",
             DecodeError::TimestampOutOfRange { .. } => "timestamp_out_of_range",
-            DecodeError::NativeHistograms { .. } => "native_histograms",
+            DecodeError::InvalidHistogram { .. } => "invalid_histogram",
+            DecodeError::SamplesAndHistograms { .. } => "samples_and_histograms",
             DecodeError::NulByte { .. } => "nul_byte",
             DecodeError::LabelNameTooLong { .. }
             | DecodeError::MetricNameTooLong { .. }
@@ -154,7 +161,7 @@ impl WriteBatch {
             Some(mut series) => {
                 series.exemplars = valid_exemplars(exemplars);
                 self.exemplars_dropped += sent - series.exemplars.len();
-                if !series.samples.is_empty() || !series.exemplars.is_empty() {
+                if !series.samples.is_empty() || !series.histograms.is_empty() || !series.exemplars.is_empty() {
                     self.series.push(series);
                 }
             }
@@ -170,7 +177,12 @@ impl WriteBatch {
         self.series.iter().map(|s| s.samples.len()).sum()
     }
 
-    /// Leaves out samples later than `latest_ms` (Unix ms), and series left with none.
+    pub fn histogram_count(&self) -> usize {
+        self.series.iter().map(|s| s.histograms.len()).sum()
+    }
+
+    /// Leaves out samples and histograms later than `latest_ms` (Unix ms), and series left
+    /// with none.
     pub fn refuse_later_than(&mut self, latest_ms: i64, limit: std::time::Duration) {
         let refused = &mut self.refused;
         let exemplars_dropped = &mut self.exemplars_dropped;
@@ -179,16 +191,20 @@ impl WriteBatch {
             let sent = series.exemplars.len();
             series.exemplars.retain(|e| e.timestamp <= latest_ms);
             *exemplars_dropped += sent - series.exemplars.len();
-            if series.samples.is_empty() {
+            if series.samples.is_empty() && series.histograms.is_empty() {
                 return !series.exemplars.is_empty();
             }
-            let before = series.samples.len();
-            let latest = series.samples.iter().map(|s| s.timestamp).max().unwrap_or(i64::MIN);
+            let before = series.samples.len() + series.histograms.len();
+            let latest = (series.samples.iter().map(|s| s.timestamp))
+                .chain(series.histograms.iter().map(|h| h.timestamp))
+                .max()
+                .unwrap_or(i64::MIN);
             if latest <= latest_ms {
                 return true;
             }
             series.samples.retain(|s| s.timestamp <= latest_ms);
-            let count = before - series.samples.len();
+            series.histograms.retain(|h| h.timestamp <= latest_ms);
+            let count = before - series.samples.len() - series.histograms.len();
             refused.push(
                 DecodeError::TooFarInFuture {
                     series: describe_series(&series.labels),
@@ -198,7 +214,7 @@ impl WriteBatch {
                 },
                 count,
             );
-            !series.samples.is_empty()
+            !series.samples.is_empty() || !series.histograms.is_empty()
         });
     }
 }
@@ -318,6 +334,15 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             exemplars: Vec::new(),
             histograms: ts.histograms,
         };
+        if !series.samples.is_empty() && !series.histograms.is_empty() {
+            batch.exemplars_dropped += exemplars.len();
+            let series_text = describe_labels(&series.labels);
+            batch.refused.push(
+                DecodeError::SamplesAndHistograms { series: series_text },
+                samples + series.histograms.len(),
+            );
+            continue;
+        }
         let with_exemplars = !exemplars.is_empty();
         match validate_series(series, with_exemplars) {
             Ok(stored) => {
@@ -493,9 +518,6 @@ pub fn unix_millis_to_pg_micros(ms: i64) -> Option<i64> {
 /// own, without samples).
 fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option<Series>, DecodeError> {
     let describe = || describe_labels(&ts.labels);
-    if !ts.histograms.is_empty() {
-        return Err(DecodeError::NativeHistograms { series: describe() });
-    }
     if ts.labels.len() > MAX_LABELS {
         return Err(DecodeError::TooManyLabels {
             series: describe(),
@@ -558,7 +580,21 @@ fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option
             });
         }
     }
-    if ts.samples.is_empty() && !with_exemplars {
+    for h in &ts.histograms {
+        let problem = if unix_millis_to_pg_micros(h.timestamp).is_none() {
+            Some("its time is outside the range PostgreSQL timestamps can hold".to_string())
+        } else {
+            histogram_problem(h)
+        };
+        if let Some(problem) = problem {
+            return Err(DecodeError::InvalidHistogram {
+                series: describe(),
+                timestamp: h.timestamp,
+                problem,
+            });
+        }
+    }
+    if ts.samples.is_empty() && ts.histograms.is_empty() && !with_exemplars {
         return Ok(None);
     }
     // A label with an empty value is the same as no label at all in Prometheus.
@@ -574,8 +610,229 @@ fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option
     Ok(Some(Series {
         labels,
         samples: ts.samples,
+        histograms: ts.histograms,
         exemplars: Vec::new(),
     }))
+}
+
+/// The lowest and highest exponential schema, and the custom-buckets schema
+/// (`model/histogram/generic.go`).
+const EXPONENTIAL_SCHEMAS: std::ops::RangeInclusive<i32> = -4..=8;
+pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+
+/// What is wrong with a native histogram, checked as Prometheus' `Histogram.Validate` and
+/// `FloatHistogram.Validate` check it, plus what its wire form can get wrong besides
+/// (integer and float counts mixed).
+fn histogram_problem(h: &proto::Histogram) -> Option<String> {
+    use proto::histogram::{Count, ZeroCount};
+    let float = matches!(h.count, Some(Count::Float(_)));
+    if matches!(
+        (float, h.zero_count),
+        (true, Some(ZeroCount::Int(_))) | (false, Some(ZeroCount::Float(_)))
+    ) {
+        return Some("it mixes integer and float counts".into());
+    }
+    if float && !(h.positive_deltas.is_empty() && h.negative_deltas.is_empty()) {
+        return Some("it is a float histogram with bucket deltas (float histograms send bucket counts)".into());
+    }
+    if !float && !(h.positive_counts.is_empty() && h.negative_counts.is_empty()) {
+        return Some("it is an integer histogram with bucket counts (integer histograms send bucket deltas)".into());
+    }
+    let (positive, negative) = if float {
+        (h.positive_counts.clone(), h.negative_counts.clone())
+    } else {
+        (absolute_counts(&h.positive_deltas), absolute_counts(&h.negative_deltas))
+    };
+    let zero_count = match h.zero_count {
+        Some(ZeroCount::Int(c)) => c as f64,
+        Some(ZeroCount::Float(c)) => c,
+        None => 0.0,
+    };
+    if h.schema == CUSTOM_BUCKETS_SCHEMA {
+        if let Some(problem) = custom_bounds_problem(&h.custom_values, &h.positive_spans, positive.len()) {
+            return Some(format!("custom buckets: {problem}"));
+        }
+        if zero_count != 0.0 {
+            return Some("custom buckets: must have zero count of 0".into());
+        }
+        if h.zero_threshold != 0.0 {
+            return Some("custom buckets: must have zero threshold of 0".into());
+        }
+        if !h.negative_spans.is_empty() {
+            return Some("custom buckets: must not have negative spans".into());
+        }
+        if !negative.is_empty() {
+            return Some("custom buckets: must not have negative buckets".into());
+        }
+    } else if EXPONENTIAL_SCHEMAS.contains(&h.schema) {
+        for (side, spans, buckets) in [
+            ("positive", &h.positive_spans, &positive),
+            ("negative", &h.negative_spans, &negative),
+        ] {
+            if let Some(problem) = spans_problem(spans, buckets.len()) {
+                return Some(format!("{side} side: {problem}"));
+            }
+        }
+        if let Some(problem) = negative_bucket(&negative) {
+            return Some(format!("negative side: {problem}"));
+        }
+        if float && zero_count < 0.0 {
+            return Some(format!("zero bucket has observation count of {zero_count}"));
+        }
+        if !h.custom_values.is_empty() {
+            return Some("histogram with exponential schema must not have custom bounds".into());
+        }
+    } else {
+        return Some(format!(
+            "histogram has an invalid schema, which must be between {} and {} for exponential buckets, or {CUSTOM_BUCKETS_SCHEMA} for custom buckets, got schema {}",
+            EXPONENTIAL_SCHEMAS.start(),
+            EXPONENTIAL_SCHEMAS.end(),
+            h.schema
+        ));
+    }
+    match h.count {
+        Some(Count::Float(count)) if count < 0.0 => {
+            return Some(format!("observation count is {count}"));
+        }
+        _ => {}
+    }
+    if let Some(problem) = negative_bucket(&positive) {
+        return Some(format!("positive side: {problem}"));
+    }
+    if !float {
+        // Integer histograms: the buckets and the zero bucket hold every observation but NaN
+        // ones (which only the count and a NaN sum record). Sums wrap as Go's uint64 do.
+        let in_buckets = integer_total(&h.positive_deltas)
+            .wrapping_add(integer_total(&h.negative_deltas))
+            .wrapping_add(match h.zero_count {
+                Some(ZeroCount::Int(c)) => c,
+                _ => 0,
+            });
+        let count = match h.count {
+            Some(Count::Int(c)) => c,
+            _ => 0,
+        };
+        if h.sum.is_nan() {
+            if in_buckets > count {
+                return Some(format!(
+                    "{in_buckets} observations found in buckets, but the Count field is {count}: histogram's observation count should be at least the number of observations found in the buckets"
+                ));
+            }
+        } else if in_buckets != count {
+            return Some(format!(
+                "{in_buckets} observations found in buckets, but the Count field is {count}: histogram's observation count should equal the number of observations found in the buckets (in absence of NaN)"
+            ));
+        }
+    }
+    None
+}
+
+/// Bucket counts from an integer histogram's deltas (each relative to the bucket before).
+pub fn absolute_counts(deltas: &[i64]) -> Vec<f64> {
+    let mut current = 0i64;
+    deltas
+        .iter()
+        .map(|&d| {
+            current = current.wrapping_add(d);
+            current as f64
+        })
+        .collect()
+}
+
+/// The observations in an integer histogram's buckets, summed as Prometheus sums them.
+fn integer_total(deltas: &[i64]) -> u64 {
+    let mut current = 0i64;
+    let mut total = 0u64;
+    for &d in deltas {
+        current = current.wrapping_add(d);
+        total = total.wrapping_add(current as u64);
+    }
+    total
+}
+
+fn negative_bucket(counts: &[f64]) -> Option<String> {
+    counts.iter().enumerate().find(|(_, &c)| c < 0.0).map(|(i, c)| {
+        format!(
+            "bucket number {} has observation count of {c}: histogram has a bucket whose observation count is negative",
+            i + 1
+        )
+    })
+}
+
+fn spans_problem(spans: &[proto::BucketSpan], buckets: usize) -> Option<String> {
+    let mut span_buckets = 0u64;
+    let mut end = 0i64;
+    for (n, span) in spans.iter().enumerate() {
+        if n > 0 && span.offset < 0 {
+            return Some(format!(
+                "span number {} with offset {}: histogram has a span whose offset is negative",
+                n + 1,
+                span.offset
+            ));
+        }
+        if n == 0 && span.offset == i32::MIN {
+            return Some(format!(
+                "span number {} starts at bucket index {}: histogram has a span whose bucket index is out of range",
+                n + 1,
+                span.offset
+            ));
+        }
+        span_buckets += u64::from(span.length);
+        end += i64::from(span.offset) + i64::from(span.length);
+        if end - 1 > i64::from(i32::MAX) {
+            return Some(format!(
+                "span number {} ends at bucket index {}: histogram has a span whose bucket index is out of range",
+                n + 1,
+                end - 1
+            ));
+        }
+    }
+    (span_buckets != buckets as u64).then(|| {
+        format!("spans need {span_buckets} buckets, have {buckets} buckets: histogram spans specify different number of buckets than provided")
+    })
+}
+
+fn custom_bounds_problem(bounds: &[f64], spans: &[proto::BucketSpan], buckets: usize) -> Option<String> {
+    let mut prev = f64::NEG_INFINITY;
+    for (i, &bound) in bounds.iter().enumerate() {
+        if bound.is_nan() {
+            return Some("histogram custom bounds must not be NaN".into());
+        }
+        if i > 0 && bound <= prev {
+            return Some(format!(
+                "previous bound is {prev} and current is {bound}: histogram custom bounds must be in strictly increasing order"
+            ));
+        }
+        prev = bound;
+    }
+    if prev == f64::INFINITY {
+        return Some("last +Inf bound must not be explicitly defined: histogram custom bounds must be finite".into());
+    }
+    let mut span_buckets = 0u64;
+    let mut total_length = 0i64;
+    for (n, span) in spans.iter().enumerate() {
+        if span.offset < 0 {
+            return Some(format!(
+                "span number {} with offset {}: histogram has a span whose offset is negative",
+                n + 1,
+                span.offset
+            ));
+        }
+        span_buckets += u64::from(span.length);
+        total_length += i64::from(span.length) + i64::from(span.offset);
+    }
+    if span_buckets != buckets as u64 {
+        return Some(format!(
+            "spans need {span_buckets} buckets, have {buckets} buckets: histogram spans specify different number of buckets than provided"
+        ));
+    }
+    if (bounds.len() as i64 + 1) < total_length {
+        return Some(format!(
+            "only {} custom bounds defined which is insufficient to cover total span length of {total_length}: histogram custom bounds are too few",
+            bounds.len()
+        ));
+    }
+    None
 }
 
 /// The exemplars Prometheus would keep, as stored: label names and values as a series' own
@@ -807,11 +1064,13 @@ mod tests {
         let a = Series {
             labels: vec![Label::new("__name__", "m"), Label::new("ab", "c")],
             samples: vec![],
+            histograms: vec![],
             exemplars: vec![],
         };
         let b = Series {
             labels: vec![Label::new("__name__", "m"), Label::new("a", "bc")],
             samples: vec![],
+            histograms: vec![],
             exemplars: vec![],
         };
         assert_ne!(a.identity(), b.identity());
@@ -999,12 +1258,20 @@ mod tests {
             );
             assert_eq!(batch.refused.first[0].reason(), "invalid_references");
         }
-        // A histogram costs its series only, as in 1.0.
-        let mut request = good(V2::new()).series(&[("__name__", "h")], &[], None);
-        request.request.timeseries[1].histograms.push(Bytes::from_static(b""));
+        // Samples and histograms in one series: the series is left out, as the spec says;
+        // a series of histograms alone is stored.
+        let mut request = good(V2::new()).series(&[("__name__", "h")], &[(5, 1.0)], None);
+        request.request.timeseries[1]
+            .histograms
+            .push(histogram_tests::integer());
+        let mut request = request.series(&[("__name__", "h2")], &[], None);
+        request.request.timeseries[2]
+            .histograms
+            .push(histogram_tests::integer());
         let batch = decode_v2_snappy(&request.body(), 1 << 20).unwrap();
-        assert_eq!((batch.series.len(), batch.refused.series), (1, 1));
-        assert_eq!(batch.refused.first[0].reason(), "native_histograms");
+        assert_eq!((batch.series.len(), batch.refused.series), (2, 1));
+        assert_eq!(batch.refused.first[0].reason(), "samples_and_histograms");
+        assert_eq!(batch.histogram_count(), 1);
     }
 
     #[test]
@@ -1072,5 +1339,289 @@ mod tests {
         // Prometheus sends exemplars in series of their own, without samples: kept.
         assert_eq!(batch.series[1].metric_name(), "other");
         assert_eq!(batch.exemplar_count(), 4);
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+    use crate::prompb::histogram::{Count, ZeroCount};
+    use crate::prompb::{BucketSpan, Histogram, TimeSeries};
+
+    fn span(offset: i32, length: u32) -> BucketSpan {
+        BucketSpan { offset, length }
+    }
+
+    /// Buckets 1, 2 (indexes 0, 1) and 1 (index 3), one in the zero bucket: five observations.
+    pub fn integer() -> Histogram {
+        Histogram {
+            count: Some(Count::Int(5)),
+            sum: 12.5,
+            schema: 0,
+            zero_threshold: 1e-128,
+            zero_count: Some(ZeroCount::Int(1)),
+            positive_spans: vec![span(0, 2), span(1, 1)],
+            positive_deltas: vec![1, 1, -1],
+            timestamp: 1_700_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn float() -> Histogram {
+        Histogram {
+            count: Some(Count::Float(5.5)),
+            sum: -3.0,
+            schema: 3,
+            zero_count: Some(ZeroCount::Float(0.5)),
+            negative_spans: vec![span(-2, 2)],
+            negative_counts: vec![2.0, 3.0],
+            timestamp: 1_700_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn custom() -> Histogram {
+        Histogram {
+            count: Some(Count::Int(3)),
+            sum: 0.7,
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            positive_spans: vec![span(0, 1), span(2, 1)],
+            positive_deltas: vec![2, -1],
+            custom_values: vec![0.1, 0.5, 1.0],
+            timestamp: 1_700_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_histograms_of_every_kind_pass() {
+        for h in [integer(), float(), custom()] {
+            assert_eq!(histogram_problem(&h), None, "{h:?}");
+        }
+        for schema in -4..=8 {
+            assert_eq!(histogram_problem(&Histogram { schema, ..integer() }), None);
+        }
+        // NaN observations count only in the count (and make the sum NaN).
+        let nan = Histogram {
+            sum: f64::NAN,
+            count: Some(Count::Int(7)),
+            ..integer()
+        };
+        assert_eq!(histogram_problem(&nan), None);
+        // An empty histogram is valid.
+        assert_eq!(histogram_problem(&Histogram::default()), None);
+    }
+
+    #[test]
+    fn invalid_histograms_are_refused_as_prometheus_refuses_them() {
+        let cases: Vec<(Histogram, &str)> = vec![
+            (Histogram { schema: 9, ..integer() }, "invalid schema"),
+            (
+                Histogram {
+                    schema: -5,
+                    ..integer()
+                },
+                "invalid schema",
+            ),
+            (
+                Histogram {
+                    positive_deltas: vec![1, 1, -3],
+                    ..integer()
+                },
+                "negative",
+            ),
+            (
+                Histogram {
+                    positive_deltas: vec![1, 1],
+                    ..integer()
+                },
+                "spans need 3 buckets, have 2",
+            ),
+            (
+                Histogram {
+                    positive_spans: vec![span(0, 2), span(-1, 1)],
+                    ..integer()
+                },
+                "offset is negative",
+            ),
+            (
+                Histogram {
+                    positive_spans: vec![span(i32::MIN, 3)],
+                    ..integer()
+                },
+                "out of range",
+            ),
+            (
+                Histogram {
+                    positive_spans: vec![span(i32::MAX, 3)],
+                    ..integer()
+                },
+                "out of range",
+            ),
+            (
+                Histogram {
+                    count: Some(Count::Int(6)),
+                    ..integer()
+                },
+                "should equal",
+            ),
+            (
+                Histogram {
+                    count: Some(Count::Int(4)),
+                    sum: f64::NAN,
+                    ..integer()
+                },
+                "at least",
+            ),
+            (
+                Histogram {
+                    zero_count: Some(ZeroCount::Float(1.0)),
+                    ..integer()
+                },
+                "mixes integer and float",
+            ),
+            (
+                Histogram {
+                    positive_counts: vec![1.0],
+                    ..integer()
+                },
+                "integer histogram with bucket counts",
+            ),
+            (
+                Histogram {
+                    positive_deltas: vec![1],
+                    ..float()
+                },
+                "float histogram with bucket deltas",
+            ),
+            (
+                Histogram {
+                    negative_counts: vec![2.0, -3.0],
+                    ..float()
+                },
+                "negative side",
+            ),
+            (
+                Histogram {
+                    count: Some(Count::Float(-1.0)),
+                    ..float()
+                },
+                "observation count is -1",
+            ),
+            (
+                Histogram {
+                    zero_count: Some(ZeroCount::Float(-0.5)),
+                    ..float()
+                },
+                "zero bucket",
+            ),
+            (
+                Histogram {
+                    custom_values: vec![1.0],
+                    ..float()
+                },
+                "must not have custom bounds",
+            ),
+            (
+                Histogram {
+                    custom_values: vec![0.1, 0.5],
+                    ..custom()
+                },
+                "insufficient",
+            ),
+            (
+                Histogram {
+                    custom_values: vec![0.5, 0.1, 1.0],
+                    ..custom()
+                },
+                "strictly increasing",
+            ),
+            (
+                Histogram {
+                    custom_values: vec![0.1, 0.5, f64::INFINITY],
+                    ..custom()
+                },
+                "must be finite",
+            ),
+            (
+                Histogram {
+                    custom_values: vec![0.1, f64::NAN, 1.0],
+                    ..custom()
+                },
+                "NaN",
+            ),
+            (
+                Histogram {
+                    zero_count: Some(ZeroCount::Int(1)),
+                    count: Some(Count::Int(4)),
+                    ..custom()
+                },
+                "zero count of 0",
+            ),
+            (
+                Histogram {
+                    zero_threshold: 0.001,
+                    ..custom()
+                },
+                "zero threshold of 0",
+            ),
+            (
+                Histogram {
+                    negative_spans: vec![span(0, 1)],
+                    negative_deltas: vec![1],
+                    ..custom()
+                },
+                "negative spans",
+            ),
+        ];
+        for (h, problem) in cases {
+            let found = histogram_problem(&h).unwrap_or_else(|| panic!("{h:?} should be refused ({problem})"));
+            assert!(found.contains(problem), "{found:?} should mention {problem:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_histogram_costs_its_series_only_and_good_ones_are_kept() {
+        let mut bad = TimeSeries::from_pairs(&[("__name__", "bad")], &[]);
+        bad.histograms.push(Histogram {
+            positive_deltas: vec![-1, 2, 0],
+            ..integer()
+        });
+        let mut good = TimeSeries::from_pairs(&[("__name__", "good")], &[(1_700_000_000_000, 1.0)]);
+        good.histograms.push(integer());
+        good.histograms.push(Histogram {
+            timestamp: 1_700_000_015_000,
+            ..float()
+        });
+        let body = WriteRequest {
+            timeseries: vec![bad, good],
+            metadata: vec![],
+        }
+        .to_snappy();
+        let batch = decode_snappy(&body, 1 << 20).unwrap();
+        assert_eq!(batch.series.len(), 1);
+        assert_eq!((batch.sample_count(), batch.histogram_count()), (1, 2));
+        assert_eq!(batch.refused.first[0].reason(), "invalid_histogram");
+        let message = batch.refused.first[0].to_string();
+        assert!(message.contains("bad") && message.contains("negative"), "{message}");
+    }
+
+    #[test]
+    fn histograms_too_far_ahead_are_left_out() {
+        let mut ts = TimeSeries::from_pairs(&[("__name__", "h")], &[]);
+        ts.histograms.push(integer());
+        ts.histograms.push(Histogram {
+            timestamp: 1_800_000_000_000,
+            ..integer()
+        });
+        let body = WriteRequest {
+            timeseries: vec![ts],
+            metadata: vec![],
+        }
+        .to_snappy();
+        let mut batch = decode_snappy(&body, 1 << 20).unwrap();
+        batch.refuse_later_than(1_750_000_000_000, std::time::Duration::from_secs(600));
+        assert_eq!(batch.histogram_count(), 1);
+        assert_eq!(batch.refused.by_reason["too_far_in_future"], (1, 1));
     }
 }

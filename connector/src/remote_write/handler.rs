@@ -121,6 +121,7 @@ pub fn protocol(headers: &HeaderMap) -> Result<Protocol, WriteError> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
     pub samples: usize,
+    pub histograms: usize,
     pub exemplars: usize,
 }
 
@@ -164,7 +165,10 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     if is_v2 {
         let headers = response.headers_mut();
         headers.insert("X-Prometheus-Remote-Write-Samples-Written", written.samples.into());
-        headers.insert("X-Prometheus-Remote-Write-Histograms-Written", 0.into());
+        headers.insert(
+            "X-Prometheus-Remote-Write-Histograms-Written",
+            written.histograms.into(),
+        );
         headers.insert("X-Prometheus-Remote-Write-Exemplars-Written", written.exemplars.into());
     }
     response
@@ -188,6 +192,7 @@ async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Wr
     let stored = batch.series.len();
     let report = app.ingestor.ingest(batch).await?;
     written.samples = report.samples;
+    written.histograms = report.histograms;
     written.exemplars = report.exemplars;
     if refused.is_empty() {
         return Ok(());

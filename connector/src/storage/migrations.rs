@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "exemplars",
         sql: include_str!("migrations/0010_exemplars.sql"),
     },
+    Migration {
+        version: 11,
+        name: "native_histograms",
+        sql: include_str!("migrations/0011_native_histograms.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -1,5 +1,6 @@
 //! Everything that talks to PostgreSQL: the block format ([`codec`]), the write path into the
-//! head ([`samples`]), series ids ([`series`]), [`compaction`] into series chunks, series
+//! head ([`samples`]; exemplars and native histograms beside it in [`exemplars`] and
+//! [`histograms`]), series ids ([`series`]), [`compaction`] into series chunks, series
 //! selection by label matchers ([`select`]), reading samples ([`read`]), and what the HTTP
 //! API asks of the catalog ([`catalog`]). See `docs/storage.md`. No SQL lives outside this
 //! module.
@@ -9,6 +10,7 @@ pub mod codec;
 pub mod compaction;
 pub mod error;
 pub mod exemplars;
+pub mod histograms;
 pub mod maintenance;
 pub mod metadata;
 pub mod migrations;

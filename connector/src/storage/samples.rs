@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use super::codec::{Block, BlockEncoder};
 use super::exemplars::{self, ExemplarBatch};
+use super::histograms::{self, HistogramBatch};
 use super::StorageError;
 
 /// A `timestamptz` in PostgreSQL's own representation (microseconds since 2000-01-01), so
@@ -67,6 +68,8 @@ pub struct SampleBatch {
     pub values: Vec<f64>,
     /// Exemplars of the samples' series, written in the same transaction.
     pub exemplars: ExemplarBatch,
+    /// Native histogram samples, written in the same transaction.
+    pub histograms: HistogramBatch,
 }
 
 impl SampleBatch {
@@ -85,7 +88,7 @@ impl SampleBatch {
     }
 
     pub fn append(&mut self, other: SampleBatch) {
-        if self.is_empty() && self.exemplars.is_empty() {
+        if self.is_empty() && self.exemplars.is_empty() && self.histograms.is_empty() {
             *self = other;
             return;
         }
@@ -93,6 +96,7 @@ impl SampleBatch {
         self.times.extend(other.times);
         self.values.extend(other.values);
         self.exemplars.append(other.exemplars);
+        self.histograms.append(other.histograms);
     }
 
     /// Positions of the samples ordered by (series, time), the first of equal (series, time)
@@ -238,18 +242,22 @@ pub async fn insert_head_rows<'e>(executor: impl sqlx::PgExecutor<'e>, rows: &[H
 impl SampleWriter for HeadWriter {
     fn write<'a>(&'a self, batch: &'a SampleBatch) -> BoxFuture<'a, Result<u64, StorageError>> {
         Box::pin(async move {
-            if batch.is_empty() {
-                // Exemplars may come without samples (Prometheus sends them apart).
-                exemplars::insert(&self.pool, &batch.exemplars).await?;
-                return Ok(0);
-            }
-            let rows = head_rows(batch);
-            if batch.exemplars.is_empty() {
+            if batch.exemplars.is_empty() && batch.histograms.is_empty() {
+                if batch.is_empty() {
+                    return Ok(0);
+                }
                 // One statement is one transaction: it commits whole or not at all.
-                return Ok(insert_head_rows(&self.pool, &rows).await?);
+                return Ok(insert_head_rows(&self.pool, &head_rows(batch)).await?);
             }
+            // Exemplars and histograms may come without samples (Prometheus sends exemplars
+            // apart, and a histogram series has no float samples).
             let mut tx = self.pool.begin().await?;
-            let expired = insert_head_rows(&mut *tx, &rows).await?;
+            let expired = if batch.is_empty() {
+                0
+            } else {
+                insert_head_rows(&mut *tx, &head_rows(batch)).await?
+            };
+            histograms::insert(&mut *tx, &batch.histograms).await?;
             exemplars::insert(&mut *tx, &batch.exemplars).await?;
             tx.commit().await?;
             Ok(expired)

@@ -11,6 +11,7 @@ use promscale_promql::labels::METRIC_NAME;
 use promscale_promql::{Labels, QueryError, Sample, SelectHints, Series, SeriesSource};
 
 use super::read::ReadError;
+use crate::model::Histogram;
 use sqlx::PgPool;
 
 pub struct PgSeriesSource {
@@ -272,6 +273,62 @@ impl PgSeriesSource {
             .filter(|(_, s)| !s.is_empty())
             .map(|(labels, samples)| Series { labels, samples })
             .collect())
+    }
+}
+
+/// A series as remote read returns it: its float samples and its native histograms.
+pub struct SeriesWithHistograms {
+    pub series: Series,
+    pub histograms: Vec<Histogram>,
+}
+
+impl PgSeriesSource {
+    /// What remote read answers: every series the matchers select with its samples and native
+    /// histograms in `[hints.start, hints.end]`, by labels; a histogram counts as a sample
+    /// against `hints.max_samples`.
+    pub async fn select_with_histograms(
+        &self,
+        matchers: &[Matcher],
+        hints: &SelectHints,
+    ) -> Result<Vec<SeriesWithHistograms>, QueryError> {
+        let mut out = Vec::new();
+        let mut budget = hints.max_samples.unwrap_or(usize::MAX);
+        for selected in self.select_series(matchers).await? {
+            let ids = selected.ids.clone();
+            let labels = selected.labels.clone();
+            let mut samples: HashMap<Labels, Vec<Sample>> = self
+                .read_samples(selected, hints, budget)
+                .await?
+                .into_iter()
+                .map(|s| (s.labels, s.samples))
+                .collect();
+            let read: usize = samples.values().map(Vec::len).sum();
+            budget = budget
+                .checked_sub(read)
+                .ok_or(QueryError::TooManySamples("reading series"))?;
+            let mut histograms: HashMap<i64, Vec<Histogram>> = HashMap::new();
+            let rows = super::histograms::read(&self.pool, &ids, to_time(hints.start), to_time(hints.end))
+                .await
+                .map_err(storage_error)?;
+            budget = budget
+                .checked_sub(rows.len())
+                .ok_or(QueryError::TooManySamples("reading series"))?;
+            for (id, h) in rows {
+                histograms.entry(id).or_default().push(h);
+            }
+            for (id, labels) in ids.into_iter().zip(labels) {
+                let samples = samples.remove(&labels).unwrap_or_default();
+                let histograms = histograms.remove(&id).unwrap_or_default();
+                if !samples.is_empty() || !histograms.is_empty() {
+                    out.push(SeriesWithHistograms {
+                        series: Series { labels, samples },
+                        histograms,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.series.labels.cmp(&b.series.labels));
+        Ok(out)
     }
 }
 

@@ -1,0 +1,361 @@
+//! Native histograms: what a real Prometheus 3 scrapes from itself with native histograms
+//! and sends (remote write 1.0 with `send_native_histograms: true`, and 2.0) is stored, and
+//! remote read answers every histogram and sample as that Prometheus' own remote read does;
+//! SQL users see them in `prom_info.native_histogram`; retention removes them; a database
+//! of schema version 10 is upgraded in place.
+
+use std::collections::BTreeMap;
+
+use promscale_connector::prompb::histogram::{Count, ZeroCount};
+use promscale_connector::prompb::{
+    BucketSpan, Histogram, Label, LabelMatcher, MatchType, Query, ReadRequest, ReadResponse, ResponseType,
+};
+use promscale_e2e::connector::Connector;
+use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::prometheus::{sum_metric, Prometheus};
+use promscale_e2e::remote_write::{encode, post, series};
+use prost::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histograms_prometheus_3_sends_with_remote_write_1_are_read_back_as_it_holds_them() {
+    histograms_arrive("prometheus.WriteRequest").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histograms_prometheus_3_sends_with_remote_write_2_are_read_back_as_it_holds_them() {
+    histograms_arrive("io.prometheus.write.v2.Request").await;
+}
+
+/// A histogram as a user sees it, whatever its encoding: every bucket by index with a count
+/// other than zero (Prometheus' chunks add empty buckets to a histogram when a later one in
+/// the chunk has more), the counts as floats, bit for bit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Canonical {
+    time: i64,
+    float: bool,
+    schema: i32,
+    count: u64,
+    sum: u64,
+    zero_threshold: u64,
+    zero_count: u64,
+    positive: Vec<(i64, u64)>,
+    negative: Vec<(i64, u64)>,
+    custom_values: Vec<u64>,
+}
+
+fn buckets(spans: &[BucketSpan], deltas: &[i64], counts: &[f64]) -> Vec<(i64, u64)> {
+    let mut absolute = counts.to_vec();
+    if absolute.is_empty() {
+        let mut current = 0i64;
+        absolute = deltas
+            .iter()
+            .map(|d| {
+                current += d;
+                current as f64
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    let (mut index, mut at) = (0i64, 0usize);
+    for span in spans {
+        index += i64::from(span.offset);
+        for _ in 0..span.length {
+            if absolute[at] != 0.0 {
+                out.push((index, absolute[at].to_bits()));
+            }
+            index += 1;
+            at += 1;
+        }
+    }
+    out
+}
+
+fn canonical(h: &Histogram) -> Canonical {
+    let count = match h.count {
+        Some(Count::Int(c)) => c as f64,
+        Some(Count::Float(c)) => c,
+        None => 0.0,
+    };
+    let zero_count = match h.zero_count {
+        Some(ZeroCount::Int(c)) => c as f64,
+        Some(ZeroCount::Float(c)) => c,
+        None => 0.0,
+    };
+    Canonical {
+        time: h.timestamp,
+        float: matches!(h.count, Some(Count::Float(_))),
+        schema: h.schema,
+        count: count.to_bits(),
+        sum: h.sum.to_bits(),
+        zero_threshold: h.zero_threshold.to_bits(),
+        zero_count: zero_count.to_bits(),
+        positive: buckets(&h.positive_spans, &h.positive_deltas, &h.positive_counts),
+        negative: buckets(&h.negative_spans, &h.negative_deltas, &h.negative_counts),
+        custom_values: h.custom_values.iter().map(|v| v.to_bits()).collect(),
+    }
+}
+
+type Answer = BTreeMap<String, (Vec<(i64, u64)>, Vec<Canonical>)>;
+
+fn label_key(labels: &[Label]) -> String {
+    labels
+        .iter()
+        .map(|l| {
+            format!(
+                "{}={:?}",
+                String::from_utf8_lossy(&l.name),
+                String::from_utf8_lossy(&l.value)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Everything remote read answers (SAMPLES) for `matchers` in `[start, end]` ms, by series.
+async fn remote_read(client: &reqwest::Client, url: &str, matchers: Vec<LabelMatcher>, start: i64, end: i64) -> Answer {
+    let request = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: start,
+            end_timestamp_ms: end,
+            matchers,
+        }],
+        accepted_response_types: vec![ResponseType::Samples as i32],
+    };
+    let response = client
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Read-Version", "0.1.0")
+        .body(
+            snap::raw::Encoder::new()
+                .compress_vec(&request.encode_to_vec())
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&response.bytes().await.unwrap())
+        .unwrap();
+    let mut out = Answer::new();
+    for s in &ReadResponse::decode(raw.as_slice()).unwrap().results[0].timeseries {
+        // Prometheus answers with whole chunks that overlap the range.
+        let samples: Vec<(i64, u64)> = s
+            .samples
+            .iter()
+            .filter(|p| (start..=end).contains(&p.timestamp))
+            .map(|p| (p.timestamp, p.value.to_bits()))
+            .collect();
+        let histograms: Vec<Canonical> = s
+            .histograms
+            .iter()
+            .filter(|h| (start..=end).contains(&h.timestamp))
+            .map(canonical)
+            .collect();
+        if !samples.is_empty() || !histograms.is_empty() {
+            out.insert(label_key(&s.labels), (samples, histograms));
+        }
+    }
+    out
+}
+
+fn matcher(r#type: MatchType, name: &str, value: &str) -> LabelMatcher {
+    LabelMatcher {
+        r#type: r#type as i32,
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+async fn histograms_arrive(protobuf_message: &str) {
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let connector_port = connector.port();
+    let prometheus = Prometheus::start_v3(
+        |port| {
+            format!(
+                r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: self
+    scrape_protocols: [PrometheusProto]
+    scrape_native_histograms: true
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+remote_write:
+  - url: http://127.0.0.1:{connector_port}/write
+    send_native_histograms: true
+    protobuf_message: {protobuf_message}
+    queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms, max_shards: 1}}
+"#
+            )
+        },
+        &[],
+    )
+    .await;
+    let last = prometheus.last_scrape_sent("self").await;
+    let end = (last * 1000.0).round() as i64;
+    let start = end - 20_000;
+
+    let client = reqwest::Client::new();
+    let matchers = || {
+        vec![
+            matcher(MatchType::Eq, "job", "self"),
+            matcher(MatchType::Re, "__name__", ".+"),
+        ]
+    };
+    let want = remote_read(&client, &prometheus.url("/api/v1/read"), matchers(), start, end).await;
+    let got = remote_read(&client, &connector.url("/read"), matchers(), start, end).await;
+    let histogram_series: Vec<&String> = want
+        .iter()
+        .filter(|(_, (_, h))| !h.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        histogram_series.len() >= 5,
+        "Prometheus holds native histograms of its own to compare: {histogram_series:?}"
+    );
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (series, expected) in &want {
+        assert_eq!(&got[series], expected, "{series}");
+    }
+    for failed in [
+        "prometheus_remote_storage_samples_failed_total",
+        "prometheus_remote_storage_histograms_failed_total",
+    ] {
+        assert_eq!(prometheus.own_metric(failed).await.unwrap_or(0.0), 0.0, "{failed}");
+    }
+    let metrics = client
+        .get(connector.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stored: usize = want.values().map(|(_, h)| h.len()).sum();
+    assert!(sum_metric(&metrics, "promscale_ingest_histograms_total").unwrap() >= stored as f64);
+
+    // SQL users read them with their series' labels: the count of the last histogram of
+    // the HTTP handler Prometheus scrapes itself through.
+    let (key, (_, histograms)) = want
+        .iter()
+        .find(|(k, (_, h))| {
+            k.contains("prometheus_http_request_duration_seconds") && k.contains("/metrics") && !h.is_empty()
+        })
+        .expect("Prometheus' /metrics handler histogram");
+    let last = histograms.last().unwrap();
+    let db = pg.pool().await;
+    let (count, buckets): (f64, i64) = sqlx::query_as(
+        "SELECT count, (SELECT count(*) FROM unnest(positive_buckets) b WHERE b <> 0)
+           FROM prom_info.native_histogram
+          WHERE metric_name = 'prometheus_http_request_duration_seconds'
+            AND series_labels->>'handler' = '/metrics' AND time = to_timestamp($1 / 1000.0)",
+    )
+    .bind(last.time as f64)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(count.to_bits(), last.count, "{key}");
+    assert_eq!(buckets as usize, last.positive.len(), "{key}");
+}
+
+fn integer_histogram(timestamp: i64, observations: u64) -> Histogram {
+    Histogram {
+        count: Some(Count::Int(observations)),
+        sum: observations as f64 * 0.25,
+        schema: 1,
+        zero_threshold: 1e-128,
+        zero_count: Some(ZeroCount::Int(0)),
+        positive_spans: vec![BucketSpan { offset: -1, length: 2 }],
+        positive_deltas: vec![observations as i64, -(observations as i64)],
+        timestamp,
+        ..Default::default()
+    }
+}
+
+/// Migration 11 upgrades a database of version 10 in place: a series version 10 created gets
+/// the histograms sent for it, under its own id; one sent again is stored once (the first
+/// kept); retention (`prom_api.execute_maintenance`) removes those past the metric's period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_10_database_is_upgraded_and_its_series_keep_histograms_within_retention() {
+    use promscale_connector::storage::migrations::{latest_version, migrate_to};
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 10).await.unwrap();
+    let (metric_id,): (i32,) = sqlx::query_as(
+        "SELECT min(metric_id) FROM _prom_catalog.get_or_create_label_positions(ARRAY['old'], ARRAY['__name__'])",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "SELECT label_id FROM _prom_catalog.get_or_create_label_ids(ARRAY['__name__'], ARRAY['old'])",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let (_, old_id): (i32, i64) = sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
+        .bind(vec![metric_id])
+        .bind(vec![1i32])
+        .bind(ids)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(version, latest_version());
+    sqlx::query("SELECT prom_api.set_metric_retention_period('old', INTERVAL '2 days')")
+        .execute(&db)
+        .await
+        .unwrap();
+    let now = promscale_e2e::recent_ms();
+    let day = 86_400_000;
+    let client = reqwest::Client::new();
+    let mut old = series(&[("__name__", "old")], &[]);
+    old.histograms = vec![integer_histogram(now - 3 * day, 4), integer_histogram(now, 8)];
+    let (status, text) = post(&client, &connector.url("/write"), encode(vec![old.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    // Sent again with another count at the same time: the first stays.
+    old.histograms = vec![integer_histogram(now, 9)];
+    let (status, text) = post(&client, &connector.url("/write"), encode(vec![old]))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let stored = || async {
+        sqlx::query_as::<_, (i64, f64)>("SELECT series_id, count FROM _prom_catalog.histogram ORDER BY time")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(stored().await, vec![(old_id, 4.0), (old_id, 8.0)]);
+    sqlx::query("CALL prom_api.execute_maintenance()")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored().await,
+        vec![(old_id, 8.0)],
+        "the histogram past retention is gone"
+    );
+    // Read back exactly as sent.
+    let answer = remote_read(
+        &client,
+        &connector.url("/read"),
+        vec![matcher(MatchType::Eq, "__name__", "old")],
+        now - day,
+        now,
+    )
+    .await;
+    assert_eq!(
+        answer["__name__=\"old\""].1,
+        vec![canonical(&integer_histogram(now, 8))]
+    );
+}
