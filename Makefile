@@ -42,7 +42,8 @@ test: deps tools build images ## run every test: unit tests and end-to-end tests
 e2e: deps tools build images ## the whole path on a test API server: helm install, examples, operator and connector as their pods, Prometheus, PromQL and SQL, helm upgrade and uninstall
 	$(CARGO) test -p promscale-e2e --test full_path -- --nocapture
 
-bench: deps-run ## side by side with Prometheus 2.42: remote-write throughput, bytes per sample on disk, query latency over 1 h, 24 h and 7 days
+bench: deps-run ## side by side with Prometheus 2.42 (3.16 for remote write 2.0): remote-write throughput, bytes per sample on disk, query latency over 1 h, 24 h and 7 days
+	@e2e/tools/build.sh prometheus3 >/dev/null
 	$(CARGO) build --release -p promscale-connector -p promscale-e2e --bins
 	./target/release/remote-write-bench
 	./target/release/storage-bench

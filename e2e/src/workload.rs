@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::remote_write::{encode, post, series};
+pub use promscale_connector::remote_write::handler::Protocol;
+
+use crate::remote_write::{encode, encode_v2, post, post_v2, series};
 
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -83,7 +85,13 @@ impl Workload {
         self.series * self.rounds
     }
 
+    /// Remote-write 1.0 bodies.
     pub fn payload(&self) -> Payload {
+        self.payload_in(Protocol::V1)
+    }
+
+    /// Bodies of the given protocol (the same series and samples either way).
+    pub fn payload_in(&self, protocol: Protocol) -> Payload {
         let per_sender = self.series.div_ceil(self.senders);
         (0..self.senders)
             .map(|sender| {
@@ -110,7 +118,10 @@ impl Workload {
                                         series(&l, &[(ts, values[i])])
                                     })
                                     .collect();
-                                encode(list)
+                                match protocol {
+                                    Protocol::V1 => encode(list),
+                                    Protocol::V2 => encode_v2(list, None),
+                                }
                             })
                             .collect()
                     })
@@ -138,6 +149,17 @@ pub async fn send_rounds_timed(
     payload: &Payload,
     rounds: std::ops::Range<usize>,
 ) -> (Duration, Duration) {
+    send_rounds_timed_as(client, url, payload, rounds, Protocol::V1).await
+}
+
+/// [`send_rounds_timed`] of bodies of the given protocol, sent with its headers.
+pub async fn send_rounds_timed_as(
+    client: &reqwest::Client,
+    url: &str,
+    payload: &Payload,
+    rounds: std::ops::Range<usize>,
+    protocol: Protocol,
+) -> (Duration, Duration) {
     let started = Instant::now();
     let tasks: Vec<_> = payload
         .iter()
@@ -148,7 +170,13 @@ pub async fn send_rounds_timed(
                 let mut slowest = Duration::ZERO;
                 for body in bodies {
                     let sent = Instant::now();
-                    let (status, text) = post(&client, &url, body).await.expect("request failed");
+                    let (status, text) = match protocol {
+                        Protocol::V1 => post(&client, &url, body).await,
+                        Protocol::V2 => post_v2(&client, &url, body)
+                            .await
+                            .map(|(status, _, text)| (status, text)),
+                    }
+                    .expect("request failed");
                     assert!((200..300).contains(&status), "{url} answered {status}: {text}");
                     slowest = slowest.max(sent.elapsed());
                 }

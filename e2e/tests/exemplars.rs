@@ -86,14 +86,23 @@ remote_write:
     let (start, end) = (last - 30.0, last + 0.5);
 
     let client = reqwest::Client::new();
-    for query in [
-        "request_latency_seconds_bucket",
-        r#"rate(request_latency_seconds_bucket{le="1.0"}[1m]) + on() group_left sum({"jobs_total"})"#,
-        r#"{__name__=~"request_latency_seconds_bucket|jobs_total"}"#,
+    // The last query starts 300,000 years ago: beyond what PostgreSQL can hold, which is no
+    // reason for an error.
+    for (query, start) in [
+        ("request_latency_seconds_bucket", format!("{start:.3}")),
+        (
+            r#"rate(request_latency_seconds_bucket{le="1.0"}[1m]) + on() group_left sum({"jobs_total"})"#,
+            format!("{start:.3}"),
+        ),
+        (
+            r#"{__name__=~"request_latency_seconds_bucket|jobs_total"}"#,
+            format!("{start:.3}"),
+        ),
+        ("request_latency_seconds_bucket", "-9999999999999".to_string()),
     ] {
         let params = [
             ("query", query.to_string()),
-            ("start", format!("{start:.3}")),
+            ("start", start),
             ("end", format!("{end:.3}")),
         ];
         let (want_status, want) = get(&client, &prometheus.url("/api/v1/query_exemplars"), &params).await;

@@ -322,10 +322,18 @@ async fn database_error_text_goes_to_the_log_not_to_clients() {
         .execute(&mut *session)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid()")
+    // Every other client session, twice: one that was authenticating when the password
+    // changed has no user name yet in pg_stat_activity, and gets in with the old password.
+    for _ in 0..2 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
         .execute(&mut *session)
         .await
         .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     drop(session);
     db.close().await;
     assert_database_errors_hidden(&client, &connector, &["password", "authentication", &user]).await;

@@ -237,6 +237,48 @@ remote_write:
     let stored: usize = want.values().map(|(_, h)| h.len()).sum();
     assert!(sum_metric(&metrics, "promscale_ingest_histograms_total").unwrap() >= stored as f64);
 
+    // PromQL: selectors, range selectors and the functions of native histograms answer as
+    // Prometheus 3 does on the same data (quantiles and fractions to 1e-12: logarithms may
+    // differ in the last bit between Go's math and the C library's).
+    // Half a scrape interval off the scrapes: no sample sits on a window boundary, where
+    // Prometheus 3 (left-open windows) and this engine (2.42's closed ones) differ.
+    let at = format!("{:.3}", (end - 1_500) as f64 / 1000.0);
+    let name = "prometheus_http_request_duration_seconds";
+    for (query, exact) in [
+        (name.to_string(), true),
+        (format!(r#"{name}{{handler="/metrics"}}[9500ms]"#), true),
+        (format!("histogram_count({name})"), true),
+        (format!("histogram_sum({name})"), true),
+        (format!("histogram_quantile(0.9, {name})"), false),
+        (format!("histogram_quantile(0.5, {name})"), false),
+        (format!("histogram_fraction(0, 0.01, {name})"), false),
+        (format!("histogram_count({name}) > 0"), true),
+    ] {
+        let params = [("query", query.clone()), ("time", at.clone())];
+        compare_json(
+            &client,
+            &prometheus.url("/api/v1/query"),
+            &connector.url("/api/v1/query"),
+            &params,
+            exact,
+        )
+        .await;
+    }
+    let range = [
+        ("query", format!(r#"{name}{{handler="/metrics"}}"#)),
+        ("start", format!("{:.3}", (end - 11_500) as f64 / 1000.0)),
+        ("end", at.clone()),
+        ("step", "1".to_string()),
+    ];
+    compare_json(
+        &client,
+        &prometheus.url("/api/v1/query_range"),
+        &connector.url("/api/v1/query_range"),
+        &range,
+        true,
+    )
+    .await;
+
     // SQL users read them with their series' labels: the count of the last histogram of
     // the HTTP handler Prometheus scrapes itself through.
     let (key, (_, histograms)) = want
@@ -259,6 +301,47 @@ remote_write:
     .unwrap();
     assert_eq!(count.to_bits(), last.count, "{key}");
     assert_eq!(buckets as usize, last.positive.len(), "{key}");
+}
+
+/// The `data` of an API answer with its results in label order.
+fn sorted_data(mut answer: serde_json::Value) -> serde_json::Value {
+    let data = answer["data"].take();
+    let mut results = data["result"].as_array().cloned().unwrap_or_default();
+    results.sort_by_key(|r| r["metric"].to_string());
+    serde_json::json!({"resultType": data["resultType"], "result": results})
+}
+
+/// Every number in two JSON answers equal to 1e-12, relative (strings that parse as numbers
+/// compared as numbers); everything else exactly.
+fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => match (x.parse::<f64>(), y.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()) || (x.is_nan() && y.is_nan()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+async fn compare_json(client: &reqwest::Client, reference: &str, tested: &str, params: &[(&str, String)], exact: bool) {
+    let (want_status, want) = promscale_e2e::comparison::get(client, reference, params).await;
+    let (got_status, got) = promscale_e2e::comparison::get(client, tested, params).await;
+    assert_eq!((got_status, want_status), (200, 200), "{params:?}: {got} / {want}");
+    let (want, got) = (sorted_data(want), sorted_data(got));
+    assert!(
+        !want["result"].as_array().unwrap().is_empty(),
+        "{params:?}: Prometheus answers something to compare"
+    );
+    if exact {
+        assert_eq!(got, want, "{params:?}");
+    } else {
+        assert!(close(&got, &want), "{params:?}:\n got  {got}\n want {want}");
+    }
 }
 
 fn integer_histogram(timestamp: i64, observations: u64) -> Histogram {

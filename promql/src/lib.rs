@@ -7,6 +7,7 @@
 //! memory, step by step, within the sample limit and the timeout.
 
 pub mod error;
+pub mod histogram;
 pub mod labels;
 pub mod memory;
 pub mod parse;
@@ -21,4 +22,4 @@ pub use error::QueryError;
 pub use labels::Labels;
 pub use memory::MemorySource;
 pub use source::{SelectHints, SeriesSource, Windows};
-pub use value::{format_value, InstantSample, Sample, Series, Value, STALE_NAN_BITS};
+pub use value::{format_value, HistogramSample, InstantSample, Sample, Series, Value, STALE_NAN_BITS};

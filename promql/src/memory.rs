@@ -61,10 +61,7 @@ impl SeriesSource for MemorySource {
                         .filter(|s| hints.windows.is_none_or(|w| w.contains(s.t)))
                         .copied()
                         .collect();
-                    (!kept.is_empty()).then(|| Series {
-                        labels: labels.clone(),
-                        samples: kept,
-                    })
+                    (!kept.is_empty()).then(|| Series::floats(labels.clone(), kept))
                 })
                 .collect();
             let total: usize = selected.iter().map(|s| s.samples.len()).sum();

@@ -422,7 +422,7 @@ fn vector_value(samples: Vec<(Labels, f64)>, t: i64) -> Value {
     Value::Vector(
         samples
             .into_iter()
-            .map(|(labels, v)| promscale_promql::InstantSample { labels, t, v })
+            .map(|(labels, v)| promscale_promql::InstantSample::float(labels, t, v))
             .collect(),
     )
 }

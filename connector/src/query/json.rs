@@ -8,6 +8,7 @@ use std::io::Write;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use promscale_promql::histogram::{api_buckets, FloatHistogram};
 use promscale_promql::{Labels, QueryError, Value};
 use serde_json::{json, Map};
 
@@ -30,6 +31,31 @@ pub fn labels_object(labels: &Labels) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// A native histogram as Prometheus 3's API writes it: count, sum, and its buckets with a
+/// count (boundary rule, lower and upper bound, count), numbers as strings.
+#[cfg(test)]
+fn histogram_object(h: &FloatHistogram) -> serde_json::Value {
+    let mut object = Map::new();
+    object.insert("count".into(), json!(promscale_promql::format_value(h.count)));
+    object.insert("sum".into(), json!(promscale_promql::format_value(h.sum)));
+    let buckets = api_buckets(h);
+    if !buckets.is_empty() {
+        let buckets: Vec<serde_json::Value> = buckets
+            .into_iter()
+            .map(|(rule, lower, upper, count)| {
+                json!([
+                    rule,
+                    promscale_promql::format_value(lower),
+                    promscale_promql::format_value(upper),
+                    promscale_promql::format_value(count)
+                ])
+            })
+            .collect();
+        object.insert("buckets".into(), json!(buckets));
+    }
+    serde_json::Value::Object(object)
+}
+
 #[cfg(test)]
 pub fn query_data(value: &Value) -> serde_json::Value {
     match value {
@@ -39,17 +65,30 @@ pub fn query_data(value: &Value) -> serde_json::Value {
         Value::String { t, s } => json!({"resultType": "string", "result": [format_time(*t), s]}),
         Value::Vector(vector) => json!({
             "resultType": "vector",
-            "result": vector.iter().map(|s| json!({
-                "metric": labels_object(&s.labels),
-                "value": [format_time(s.t), promscale_promql::format_value(s.v)],
-            })).collect::<Vec<_>>(),
+            "result": vector.iter().map(|s| match &s.h {
+                None => json!({
+                    "metric": labels_object(&s.labels),
+                    "value": [format_time(s.t), promscale_promql::format_value(s.v)],
+                }),
+                Some(h) => json!({
+                    "metric": labels_object(&s.labels),
+                    "histogram": [format_time(s.t), histogram_object(h)],
+                }),
+            }).collect::<Vec<_>>(),
         }),
         Value::Matrix(matrix) => json!({
             "resultType": "matrix",
-            "result": matrix.iter().map(|s| json!({
-                "metric": labels_object(&s.labels),
-                "values": s.samples.iter().map(|p| json!([format_time(p.t), promscale_promql::format_value(p.v)])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "result": matrix.iter().map(|s| {
+                let mut series = Map::new();
+                series.insert("metric".into(), labels_object(&s.labels));
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    series.insert("values".into(), s.samples.iter().map(|p| json!([format_time(p.t), promscale_promql::format_value(p.v)])).collect());
+                }
+                if !s.histograms.is_empty() {
+                    series.insert("histograms".into(), s.histograms.iter().map(|p| json!([format_time(p.t), histogram_object(&p.h)])).collect());
+                }
+                serde_json::Value::Object(series)
+            }).collect::<Vec<_>>(),
         }),
     }
 }
@@ -95,8 +134,16 @@ fn write_query_response(out: &mut Vec<u8>, value: &Value) -> std::io::Result<()>
                 }
                 out.extend_from_slice(br#"{"metric":"#);
                 write_labels(out, &s.labels)?;
-                out.extend_from_slice(br#","value":"#);
-                write_point(out, s.t, s.v)?;
+                match &s.h {
+                    None => {
+                        out.extend_from_slice(br#","value":"#);
+                        write_point(out, s.t, s.v)?;
+                    }
+                    Some(h) => {
+                        out.extend_from_slice(br#","histogram":"#);
+                        write_histogram_point(out, s.t, h)?;
+                    }
+                }
                 out.push(b'}');
             }
             out.push(b']');
@@ -109,14 +156,29 @@ fn write_query_response(out: &mut Vec<u8>, value: &Value) -> std::io::Result<()>
                 }
                 out.extend_from_slice(br#"{"metric":"#);
                 write_labels(out, &s.labels)?;
-                out.extend_from_slice(br#","values":["#);
-                for (j, p) in s.samples.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
+                // As Prometheus: "values" when the series has floats, "histograms" when it
+                // has native histograms.
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.extend_from_slice(br#","values":["#);
+                    for (j, p) in s.samples.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        write_point(out, p.t, p.v)?;
                     }
-                    write_point(out, p.t, p.v)?;
+                    out.push(b']');
                 }
-                out.extend_from_slice(b"]}");
+                if !s.histograms.is_empty() {
+                    out.extend_from_slice(br#","histograms":["#);
+                    for (j, p) in s.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        write_histogram_point(out, p.t, &p.h)?;
+                    }
+                    out.push(b']');
+                }
+                out.push(b'}');
             }
             out.push(b']');
         }
@@ -153,6 +215,50 @@ fn write_point(out: &mut Vec<u8>, t: i64, v: f64) -> std::io::Result<()> {
         write!(out, "{v}")?;
     }
     out.extend_from_slice(b"\"]");
+    Ok(())
+}
+
+/// A number as a JSON string, as [`promscale_promql::format_value`] spells it.
+fn write_number(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
+    out.push(b'"');
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        write!(out, "{v}")?;
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+/// `[time, {"count":..,"sum":..,"buckets":[[rule,"lower","upper","count"],..]}]`, as
+/// Prometheus 3 writes a native histogram sample.
+fn write_histogram_point(out: &mut Vec<u8>, t: i64, h: &FloatHistogram) -> std::io::Result<()> {
+    out.push(b'[');
+    write_time(out, t)?;
+    out.extend_from_slice(br#",{"count":"#);
+    write_number(out, h.count)?;
+    out.extend_from_slice(br#","sum":"#);
+    write_number(out, h.sum)?;
+    let buckets = api_buckets(h);
+    if !buckets.is_empty() {
+        out.extend_from_slice(br#","buckets":["#);
+        for (i, (rule, lower, upper, count)) in buckets.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write!(out, "[{rule},")?;
+            write_number(out, lower)?;
+            out.push(b',');
+            write_number(out, upper)?;
+            out.push(b',');
+            write_number(out, count)?;
+            out.push(b']');
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"}]");
     Ok(())
 }
 
@@ -245,7 +351,21 @@ mod tests {
 
     #[test]
     fn written_responses_are_the_json_of_query_data() {
-        use promscale_promql::{InstantSample, Sample, Series};
+        use promscale_promql::histogram::Span;
+        use promscale_promql::{HistogramSample, InstantSample, Sample, Series};
+        use std::sync::Arc;
+        let histogram = Arc::new(FloatHistogram {
+            schema: 0,
+            count: 7.0,
+            sum: -1.5,
+            zero_threshold: 0.001,
+            zero_count: 1.0,
+            positive_spans: vec![Span { offset: 0, length: 2 }],
+            positive_buckets: vec![2.0, 0.0],
+            negative_spans: vec![Span { offset: -1, length: 1 }],
+            negative_buckets: vec![4.0],
+            ..Default::default()
+        });
         let labels = Labels::from_pairs(&[("__name__", "up"), ("quote", "a\"b\\c\n\u{1}é")]);
         let values = [
             Value::Scalar { t: 1_500, v: f64::NAN },
@@ -255,21 +375,20 @@ mod tests {
             },
             Value::Vector(vec![]),
             Value::Vector(vec![
+                InstantSample::float(labels.clone(), 1_435_781_451_781, 0.1),
+                InstantSample::float(Labels::default(), 0, f64::NEG_INFINITY),
                 InstantSample {
-                    labels: labels.clone(),
-                    t: 1_435_781_451_781,
-                    v: 0.1,
-                },
-                InstantSample {
-                    labels: Labels::default(),
-                    t: 0,
-                    v: f64::NEG_INFINITY,
+                    labels: Labels::from_pairs(&[("h", "1")]),
+                    t: 5,
+                    v: 0.0,
+                    h: Some(histogram.clone()),
                 },
             ]),
             Value::Matrix(vec![]),
             Value::Matrix(vec![
                 Series {
                     labels,
+                    histograms: vec![],
                     samples: vec![
                         Sample { t: 1, v: 1e21 },
                         Sample { t: -1_001, v: -0.0 },
@@ -279,9 +398,22 @@ mod tests {
                         },
                     ],
                 },
+                Series::floats(Labels::default(), vec![Sample { t: 2_000, v: 3.25e-7 }]),
                 Series {
-                    labels: Labels::default(),
-                    samples: vec![Sample { t: 2_000, v: 3.25e-7 }],
+                    labels: Labels::from_pairs(&[("h", "1")]),
+                    samples: vec![],
+                    histograms: vec![HistogramSample {
+                        t: 7_500,
+                        h: histogram.clone(),
+                    }],
+                },
+                Series {
+                    labels: Labels::from_pairs(&[("h", "2")]),
+                    samples: vec![Sample { t: 1_000, v: 2.0 }],
+                    histograms: vec![HistogramSample {
+                        t: 2_000,
+                        h: Arc::new(FloatHistogram::default()),
+                    }],
                 },
             ]),
         ];

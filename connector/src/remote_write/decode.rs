@@ -632,10 +632,12 @@ fn histogram_problem(h: &proto::Histogram) -> Option<String> {
     ) {
         return Some("it mixes integer and float counts".into());
     }
-    if float && !(h.positive_deltas.is_empty() && h.negative_deltas.is_empty()) {
+    let has_deltas = !h.positive_deltas.is_empty() || !h.negative_deltas.is_empty();
+    let has_counts = !h.positive_counts.is_empty() || !h.negative_counts.is_empty();
+    if float && has_deltas {
         return Some("it is a float histogram with bucket deltas (float histograms send bucket counts)".into());
     }
-    if !float && !(h.positive_counts.is_empty() && h.negative_counts.is_empty()) {
+    if !float && has_counts {
         return Some("it is an integer histogram with bucket counts (integer histograms send bucket deltas)".into());
     }
     let (positive, negative) = if float {

@@ -89,8 +89,9 @@ pub async fn read(pool: &PgPool, series_ids: &[i64], start: i64, end: i64) -> Re
           ORDER BY series_id, time",
     )
     .bind(series_ids)
-    .bind(PgTimestamp::from_unix_ms(start))
-    .bind(PgTimestamp::from_unix_ms(end))
+    // Clamped to what PostgreSQL can hold: any start and end are valid here.
+    .bind(super::select::to_time(start))
+    .bind(super::select::to_time(end))
     .fetch_all(pool)
     .await
 }

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::samples::PgTimestamp;
+use promscale_promql::histogram::{CounterResetHint, FloatHistogram, Span};
+
 use crate::model::Histogram;
 use crate::prompb::histogram::{Count, ZeroCount};
 use crate::prompb::BucketSpan;
@@ -162,6 +164,73 @@ type Row = (
     Vec<f64>,
 );
 
+const SELECT_ROWS: &str =
+    "SELECT series_id, (extract(epoch FROM time) * 1000)::int8, integer, reset_hint, schema, count, sum,
+                zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
+                negative_buckets, custom_values
+           FROM _prom_catalog.histogram
+          WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
+          ORDER BY series_id, time";
+
+async fn rows(
+    pool: &PgPool,
+    series_ids: &[i64],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(SELECT_ROWS)
+        .bind(series_ids)
+        .bind(start)
+        .bind(end)
+        .fetch_all(pool)
+        .await
+}
+
+/// The histograms of `series_ids` in `[start, end]` as the PromQL engine computes on them,
+/// by series and time: (series id, Unix ms, histogram).
+pub async fn read_for_promql(
+    pool: &PgPool,
+    series_ids: &[i64],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<(i64, i64, FloatHistogram)>, sqlx::Error> {
+    Ok(rows(pool, series_ids, start, end)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let (series_id, time, _, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
+                row;
+            let spans = |flat: Vec<i32>| -> Vec<Span> {
+                flat.chunks_exact(2)
+                    .map(|p| Span {
+                        offset: p[0],
+                        length: p[1] as u32,
+                    })
+                    .collect()
+            };
+            let histogram = FloatHistogram {
+                counter_reset_hint: match reset_hint {
+                    1 => CounterResetHint::CounterReset,
+                    2 => CounterResetHint::NotCounterReset,
+                    3 => CounterResetHint::Gauge,
+                    _ => CounterResetHint::Unknown,
+                },
+                schema,
+                zero_threshold,
+                zero_count,
+                count,
+                sum,
+                positive_spans: spans(ps),
+                negative_spans: spans(ns),
+                positive_buckets: pb,
+                negative_buckets: nb,
+                custom_values: cv,
+            };
+            (series_id, time, histogram)
+        })
+        .collect())
+}
+
 /// The histograms of `series_ids` in `[start, end]`, by series and time, as
 /// Prometheus sends them (integer histograms with bucket deltas).
 pub async fn read(
@@ -170,20 +239,11 @@ pub async fn read(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Vec<(i64, Histogram)>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT series_id, (extract(epoch FROM time) * 1000)::int8, integer, reset_hint, schema, count, sum,
-                zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
-                negative_buckets, custom_values
-           FROM _prom_catalog.histogram
-          WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
-          ORDER BY series_id, time",
-    )
-    .bind(series_ids)
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(from_row).collect())
+    Ok(rows(pool, series_ids, start, end)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect())
 }
 
 fn from_row(row: Row) -> (i64, Histogram) {

@@ -3,12 +3,13 @@
 //! the needed time range are read ([`super::read`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use promql_parser::label::{MatchOp, Matcher};
 use promscale_promql::labels::METRIC_NAME;
-use promscale_promql::{Labels, QueryError, Sample, SelectHints, Series, SeriesSource};
+use promscale_promql::{HistogramSample, Labels, QueryError, Sample, SelectHints, Series, SeriesSource};
 
 use super::read::ReadError;
 use crate::model::Histogram;
@@ -38,7 +39,7 @@ fn storage_error(e: sqlx::Error) -> QueryError {
 
 /// Milliseconds as a time PostgreSQL can hold (4713 BC to 294276 AD): open-ended ranges
 /// are clamped to its limits (and chrono's).
-fn to_time(ms: i64) -> DateTime<Utc> {
+pub(crate) fn to_time(ms: i64) -> DateTime<Utc> {
     const EARLIEST_MS: i64 = -210_000_000_000_000;
     const LATEST_MS: i64 = 8_000_000_000_000_000;
     DateTime::from_timestamp_millis(ms.clamp(EARLIEST_MS, LATEST_MS)).expect("within chrono's range")
@@ -233,12 +234,14 @@ impl PgSeriesSource {
     }
 
     /// The samples of the selected series in `[hints.start, hints.end]` (and in its windows,
-    /// when the hints have them).
+    /// when the hints have them), and their native histograms in `[hints.start, hints.end]`
+    /// when `with_histograms`.
     pub async fn read_samples(
         &self,
         selected: SelectedSeries,
         hints: &SelectHints,
         max_samples: usize,
+        with_histograms: bool,
     ) -> Result<Vec<Series>, QueryError> {
         let mut by_id = crate::storage::read::read_samples(
             &self.pool,
@@ -266,12 +269,35 @@ impl PgSeriesSource {
                     .collect()
             })
             .collect();
+        let read: usize = samples.iter().map(Vec::len).sum();
+        let mut histograms: HashMap<i64, Vec<HistogramSample>> = HashMap::new();
+        let rows = if with_histograms {
+            super::histograms::read_for_promql(&self.pool, &selected.ids, to_time(hints.start), to_time(hints.end))
+                .await
+                .map_err(storage_error)?
+        } else {
+            Vec::new()
+        };
+        if read.saturating_add(rows.len()) > max_samples {
+            return Err(QueryError::TooManySamples("reading series"));
+        }
+        for (id, t, h) in rows {
+            histograms
+                .entry(id)
+                .or_default()
+                .push(HistogramSample { t, h: Arc::new(h) });
+        }
         Ok(selected
             .labels
             .into_iter()
             .zip(samples)
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, samples)| Series { labels, samples })
+            .zip(&selected.ids)
+            .map(|((labels, samples), id)| Series {
+                labels,
+                samples,
+                histograms: histograms.remove(id).unwrap_or_default(),
+            })
+            .filter(|s| !s.is_empty())
             .collect())
     }
 }
@@ -297,7 +323,7 @@ impl PgSeriesSource {
             let ids = selected.ids.clone();
             let labels = selected.labels.clone();
             let mut samples: HashMap<Labels, Vec<Sample>> = self
-                .read_samples(selected, hints, budget)
+                .read_samples(selected, hints, budget, false)
                 .await?
                 .into_iter()
                 .map(|s| (s.labels, s.samples))
@@ -321,7 +347,7 @@ impl PgSeriesSource {
                 let histograms = histograms.remove(&id).unwrap_or_default();
                 if !samples.is_empty() || !histograms.is_empty() {
                     out.push(SeriesWithHistograms {
-                        series: Series { labels, samples },
+                        series: Series::floats(labels, samples),
                         histograms,
                     });
                 }
@@ -342,8 +368,8 @@ impl SeriesSource for PgSeriesSource {
             let mut out: Vec<Series> = Vec::new();
             let mut budget = hints.max_samples.unwrap_or(usize::MAX);
             for selected in self.select_series(matchers).await? {
-                let series = self.read_samples(selected, hints, budget).await?;
-                let read: usize = series.iter().map(|s| s.samples.len()).sum();
+                let series = self.read_samples(selected, hints, budget, true).await?;
+                let read: usize = series.iter().map(Series::len).sum();
                 budget = budget
                     .checked_sub(read)
                     .ok_or(QueryError::TooManySamples("reading series"))?;

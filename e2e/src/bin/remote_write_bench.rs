@@ -7,7 +7,9 @@
 //! one continuous timeline; the report gives each repetition and the ratio of the medians,
 //! so that noise from a shared 2-core machine shows instead of skewing one side. Last come
 //! `--repeat` rollouts: each a round of entirely new series of the same metrics, as after a
-//! Deployment rollout. The slowest single request of all is reported too.
+//! Deployment rollout. The slowest single request of all is reported too. Last, unless
+//! `--no-v2`, the steady state again in remote-write 2.0 bodies, against the connector and
+//! Prometheus 3's own receiver.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +18,7 @@ use clap::Parser;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::{sum_metric, Prometheus};
-use promscale_e2e::workload::{send_rounds, send_rounds_timed, Workload};
+use promscale_e2e::workload::{send_rounds, send_rounds_timed, send_rounds_timed_as, Protocol, Workload};
 
 #[derive(Parser, Debug)]
 #[command(about = "Remote-write throughput: promscale-connector vs Prometheus' own receiver")]
@@ -39,6 +41,9 @@ struct Args {
     /// Concurrent senders (Prometheus' shards).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Skip the remote-write 2.0 comparison (the connector vs Prometheus 3's receiver).
+    #[arg(long)]
+    no_v2: bool,
     /// Extra flags for the connector, e.g. --connector-arg=--ingest.writers=2 (repeatable).
     #[arg(long = "connector-arg", allow_hyphen_values = true)]
     connector_args: Vec<String>,
@@ -64,8 +69,11 @@ fn connector_stats(metrics: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    // The first round, the steady-state repetitions, then one round per rollout.
+    // The first round, the steady-state repetitions, then one round per rollout, then (for
+    // remote write 2.0) a first round and the repetitions again, later in time.
     let rounds = 1 + args.rounds * args.repeat;
+    let rollout_count = args.rollouts.unwrap_or(args.repeat);
+    let v2_rounds = if args.no_v2 { 0 } else { rounds };
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let workload = Workload {
         series: args.series,
@@ -73,13 +81,13 @@ async fn main() {
         senders: args.concurrency,
         batch: args.batch,
         step_ms: 15_000,
-        start_ms: now_ms - (rounds + 1 + args.rollouts.unwrap_or(args.repeat)) as i64 * 15_000,
+        start_ms: now_ms - (rounds + 1 + rollout_count + v2_rounds) as i64 * 15_000,
         rounds,
     };
     eprintln!("building payload: {workload:?}");
     let payload = workload.payload();
     // Rollouts: a round of entirely new series of the same metrics, after the steady state.
-    let rollouts: Vec<_> = (0..args.rollouts.unwrap_or(args.repeat))
+    let rollouts: Vec<_> = (0..rollout_count)
         .map(|r| {
             Workload {
                 first_id: (r + 1) * args.series,
@@ -137,6 +145,38 @@ async fn main() {
             slowest[t] = slowest[t].max(slow);
         }
     }
+    // Remote write 2.0: the same series and samples as 2.0 bodies, later in time, to the
+    // connector and to Prometheus 3's own receiver (a process of its own: its first round
+    // creates the series there).
+    let mut v2_rates = [vec![], vec![]];
+    let mut v2_prometheus = None;
+    if !args.no_v2 {
+        let v2_workload = Workload {
+            start_ms: workload.start_ms + (rounds + rollout_count) as i64 * 15_000,
+            ..workload.clone()
+        };
+        eprintln!("building remote-write 2.0 payload");
+        let v2_payload = v2_workload.payload_in(Protocol::V2);
+        let prometheus3 = Prometheus::start_v3(
+            |_| "global: {scrape_interval: 1h}\n".to_string(),
+            &["--web.enable-remote-write-receiver"],
+        )
+        .await;
+        let v2_targets = [connector.url("/write"), prometheus3.url("/api/v1/write")];
+        for url in &v2_targets {
+            send_rounds_timed_as(&client, url, &v2_payload, 0..1, Protocol::V2).await;
+        }
+        for rep in 0..args.repeat {
+            let rounds = 1 + rep * args.rounds..1 + (rep + 1) * args.rounds;
+            for (t, url) in v2_targets.iter().enumerate() {
+                let (took, _) = send_rounds_timed_as(&client, url, &v2_payload, rounds.clone(), Protocol::V2).await;
+                let rate = (args.series * args.rounds) as f64 / took.as_secs_f64();
+                eprintln!("remote write 2.0, repetition {} -> {url}: {rate:.0} samples/s", rep + 1);
+                v2_rates[t].push(rate);
+            }
+        }
+        v2_prometheus = Some(prometheus3);
+    }
     let own_metrics = reqwest::get(connector.url("/metrics"))
         .await
         .unwrap()
@@ -176,4 +216,19 @@ async fn main() {
         "ratio connector/prometheus, first round (creates series): {:.2}x",
         first_round[1].as_secs_f64() / first_round[0].as_secs_f64()
     );
+    if v2_prometheus.is_some() {
+        let each = |r: &Vec<f64>| r.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" ");
+        println!(
+            "remote write 2.0, steady state: connector {:.0}/s ({}), prometheus 3.16 receiver {:.0}/s ({})",
+            median(v2_rates[0].clone()),
+            each(&v2_rates[0]),
+            median(v2_rates[1].clone()),
+            each(&v2_rates[1]),
+        );
+        println!(
+            "ratio connector/prometheus 3.16, remote write 2.0 steady state (median): {:.2}x; connector 2.0/1.0: {:.2}x",
+            median(v2_rates[0].clone()) / median(v2_rates[1].clone()),
+            median(v2_rates[0].clone()) / median(rates[0].clone())
+        );
+    }
 }

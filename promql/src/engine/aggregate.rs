@@ -41,6 +41,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
                         labels,
                         t,
                         v: quantile(q, &mut values),
+                        h: None,
                     }
                 })
                 .collect()
@@ -65,6 +66,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
                     labels,
                     t,
                     v: members.len() as f64,
+                    h: None,
                 })
                 .collect()
         }
@@ -103,6 +105,7 @@ fn fold_groups(
             labels: cache.groups[g].clone(),
             t,
             v: acc.finish(op),
+            h: None,
         })
         .collect()
 }

@@ -13,8 +13,10 @@ use crate::value::{InstantSample, Value};
 pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = b.op.to_string();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    let lhs = ev.eval(&b.lhs, t)?;
-    let rhs = ev.eval(&b.rhs, t)?;
+    // Native histograms are not operands of operators yet: left out, as Prometheus leaves
+    // them out of the operations it does not define for them.
+    let lhs = floats_only(ev.eval(&b.lhs, t)?);
+    let rhs = floats_only(ev.eval(&b.rhs, t)?);
     match (lhs, rhs) {
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (value, keep) = apply(&op, l, r);
@@ -210,6 +212,7 @@ fn vector_vector(
             labels,
             t: s.t,
             v: value,
+            h: None,
         });
     }
     Ok(out)
@@ -244,5 +247,16 @@ fn match_group(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
             labels.drop(&names)
         }
         None => labels.without_metric_name(),
+    }
+}
+
+/// A vector without its native histogram elements; any other value as it is.
+fn floats_only(value: Value) -> Value {
+    match value {
+        Value::Vector(mut v) => {
+            v.retain(|s| s.h.is_none());
+            Value::Vector(v)
+        }
+        other => other,
     }
 }

@@ -25,7 +25,7 @@ use super::plan::{at_ms, duration_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
 use crate::labels::Labels;
-use crate::value::{InstantSample, Sample, Series, Value};
+use crate::value::{is_stale_histogram, HistogramSample, InstantSample, Sample, Series, Value};
 
 pub use crate::value::STALE_NAN_BITS;
 
@@ -100,6 +100,29 @@ impl<'a> Selected<'a> {
         self.cursors[i].set((from_hint, end));
         end.checked_sub(1).map(|last| samples[last])
     }
+
+    /// The native histograms of series `i` in the window of `width` ending at `reference`,
+    /// staleness markers left out.
+    pub fn histogram_window(&self, i: usize, reference: i64, width: i64) -> Vec<HistogramSample> {
+        let histograms = self.series[i].histograms.as_slice();
+        if histograms.is_empty() {
+            return Vec::new();
+        }
+        let from = histograms.partition_point(|x| before_window(x.t, reference, width));
+        let to = histograms.partition_point(|x| !after_window(x.t, reference)).max(from);
+        histograms[from..to]
+            .iter()
+            .filter(|x| !is_stale_histogram(&x.h))
+            .cloned()
+            .collect()
+    }
+
+    /// The latest native histogram of series `i` at or before `reference`.
+    fn latest_histogram(&self, i: usize, reference: i64) -> Option<&'a HistogramSample> {
+        let histograms = self.series[i].histograms.as_slice();
+        let end = histograms.partition_point(|x| !after_window(x.t, reference));
+        end.checked_sub(1).map(|last| &histograms[last])
+    }
 }
 
 /// `samples.partition_point(pred)` for a `pred` true of a prefix, searched from `hint`
@@ -125,6 +148,14 @@ fn partition_point_from(samples: &[Sample], hint: usize, pred: impl Fn(&Sample) 
         step *= 2;
     }
 }
+
+/// An instant selector's element: labels, sample time, float value, native histogram.
+pub type InstantElement = (
+    Labels,
+    i64,
+    f64,
+    Option<std::sync::Arc<crate::histogram::FloatHistogram>>,
+);
 
 pub struct Evaluator<'a> {
     pub query_start: i64,
@@ -185,7 +216,10 @@ pub fn evaluate(
             Value::Scalar { v, .. } => series.push(Labels::default(), Sample { t, v }),
             Value::Vector(vector) => {
                 for s in vector {
-                    series.push(s.labels, Sample { t, v: s.v });
+                    match s.h {
+                        Some(h) => series.push_histogram(s.labels, HistogramSample { t, h }),
+                        None => series.push(s.labels, Sample { t, v: s.v }),
+                    }
                 }
             }
             other => {
@@ -215,7 +249,7 @@ fn count_samples(value: &Value) -> usize {
     match value {
         Value::Scalar { .. } | Value::String { .. } => 1,
         Value::Vector(v) => v.len(),
-        Value::Matrix(m) => m.iter().map(|s| s.samples.len()).sum(),
+        Value::Matrix(m) => m.iter().map(Series::len).sum(),
     }
 }
 
@@ -248,13 +282,11 @@ impl<'a> Evaluator<'a> {
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar { t, v } => Ok(Value::Scalar { t, v: -v }),
                 Value::Vector(vector) => {
+                    // Native histograms are not negated yet: left out.
                     let negated: Vec<InstantSample> = vector
                         .into_iter()
-                        .map(|s| InstantSample {
-                            labels: s.labels.without_metric_name(),
-                            t: s.t,
-                            v: -s.v,
-                        })
+                        .filter(|s| s.h.is_none())
+                        .map(|s| InstantSample::float(s.labels.without_metric_name(), s.t, -s.v))
                         .collect();
                     check_unique_labels(&negated)?;
                     Ok(Value::Vector(negated))
@@ -267,7 +299,7 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => Ok(Value::Vector(
                 self.instant_selector(vs, t)
                     .into_iter()
-                    .map(|(labels, _, v)| InstantSample { labels, t, v })
+                    .map(|(labels, _, v, h)| InstantSample { labels, t, v, h })
                     .collect(),
             )),
             Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_selector(ms, t))),
@@ -296,9 +328,10 @@ impl<'a> Evaluator<'a> {
         f(self.groups.borrow_mut().entry(key).or_default())
     }
 
-    /// Each series' latest sample within the lookback window before `t`, unless that sample is
-    /// a staleness marker: (labels, sample time, value).
-    pub fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<(Labels, i64, f64)> {
+    /// Each series' latest sample (float or native histogram) within the lookback window
+    /// before `t`, unless that sample is a staleness marker: (labels, sample time, value,
+    /// histogram).
+    pub fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<InstantElement> {
         let Some(sel) = self.selected(vs) else {
             return Vec::new();
         };
@@ -306,9 +339,16 @@ impl<'a> Evaluator<'a> {
         let lookback = self.options.lookback_delta_ms;
         let mut out = Vec::with_capacity(sel.series.len());
         for (i, s) in sel.series.iter().enumerate() {
-            if let Some(last) = sel.latest(i, reference) {
-                if in_window(last.t, reference, lookback) && !is_stale(last.v) {
-                    out.push((s.labels.clone(), last.t, last.v));
+            // The later of the latest float and the latest histogram; nothing when that one is
+            // a staleness marker or lies before the lookback window.
+            let latest = match (sel.latest(i, reference), sel.latest_histogram(i, reference)) {
+                (Some(f), h) if h.is_none_or(|h| h.t < f.t) => Some((f.t, f.v, None, is_stale(f.v))),
+                (_, Some(h)) => Some((h.t, 0.0, Some(h.h.clone()), is_stale_histogram(&h.h))),
+                _ => None,
+            };
+            if let Some((sample_t, v, h, stale)) = latest {
+                if in_window(sample_t, reference, lookback) && !stale {
+                    out.push((s.labels.clone(), sample_t, v, h));
                 }
             }
         }
@@ -326,10 +366,12 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, reference, range, &mut buffer);
-            if !samples.is_empty() {
+            let histograms = sel.histogram_window(i, reference, range);
+            if !samples.is_empty() || !histograms.is_empty() {
                 out.push(Series {
                     labels: s.labels.clone(),
                     samples: samples.to_vec(),
+                    histograms,
                 });
             }
         }
@@ -369,7 +411,10 @@ impl<'a> Evaluator<'a> {
                 Value::Scalar { v, .. } => series.push(Labels::default(), Sample { t: inner_t, v }),
                 Value::Vector(vector) => {
                     for s in vector {
-                        series.push(s.labels, Sample { t: inner_t, v: s.v });
+                        match s.h {
+                            Some(h) => series.push_histogram(s.labels, HistogramSample { t: inner_t, h }),
+                            None => series.push(s.labels, Sample { t: inner_t, v: s.v }),
+                        }
                     }
                 }
                 other => {
@@ -399,7 +444,17 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Evaluates an argument that must be an instant vector, for a consumer of floats: native
+    /// histogram elements are left out (Prometheus' float functions, aggregations and
+    /// operators skip them).
     pub fn vector(&self, expr: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
+        let mut v = self.vector_with_histograms(expr, t)?;
+        v.retain(|s| s.h.is_none());
+        Ok(v)
+    }
+
+    /// Evaluates an argument that must be an instant vector, native histograms included.
+    pub fn vector_with_histograms(&self, expr: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
         match self.eval(expr, t)? {
             Value::Vector(v) => Ok(v),
             other => Err(QueryError::Execution(format!(

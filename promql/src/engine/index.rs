@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::labels::Labels;
-use crate::value::{Sample, Series};
+use crate::value::{HistogramSample, Sample, Series};
 
 /// A hasher for the identities of shared label sets (addresses): one multiplication.
 #[derive(Default)]
@@ -39,7 +39,7 @@ pub type IdMap<V> = HashMap<usize, V, BuildHasherDefault<IdHasher>>;
 
 /// Collects the samples of a range query (or subquery), step by step, into series.
 pub struct MatrixBuilder {
-    series: Vec<(Labels, Vec<Sample>)>,
+    series: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
     /// Positions in `series` by the identity of the label set stored there, which that entry
     /// keeps alive (so the identity cannot be reused by another set meanwhile).
     by_id: IdMap<usize>,
@@ -67,20 +67,32 @@ impl MatrixBuilder {
     }
 
     pub fn push(&mut self, labels: Labels, sample: Sample) {
+        let i = self.position(labels, true);
+        self.series[i].1.push(sample);
+    }
+
+    /// Adds a native histogram sample.
+    pub fn push_histogram(&mut self, labels: Labels, sample: HistogramSample) {
+        let i = self.position(labels, false);
+        self.series[i].2.push(sample);
+    }
+
+    /// Where the series of `labels` is, added when new (room made for floats or histograms).
+    fn position(&mut self, labels: Labels, floats: bool) -> usize {
         self.samples += 1;
         if let Some(&i) = self.by_id.get(&labels.shared_id()) {
-            self.series[i].1.push(sample);
-            return;
+            return i;
         }
         match self.by_labels.get(&labels) {
-            Some(&i) => self.series[i].1.push(sample),
+            Some(&i) => i,
             None => {
                 let i = self.series.len();
                 self.by_id.insert(labels.shared_id(), i);
                 self.by_labels.insert(labels.clone(), i);
-                let mut samples = Vec::with_capacity(self.steps);
-                samples.push(sample);
-                self.series.push((labels, samples));
+                let room = |wanted: bool| if wanted { self.steps } else { 0 };
+                let (samples, histograms) = (Vec::with_capacity(room(floats)), Vec::with_capacity(room(!floats)));
+                self.series.push((labels, samples, histograms));
+                i
             }
         }
     }
@@ -95,9 +107,14 @@ impl MatrixBuilder {
         let mut series: Vec<Series> = self
             .series
             .into_iter()
-            .map(|(labels, mut samples)| {
+            .map(|(labels, mut samples, mut histograms)| {
                 samples.shrink_to_fit();
-                Series { labels, samples }
+                histograms.shrink_to_fit();
+                Series {
+                    labels,
+                    samples,
+                    histograms,
+                }
             })
             .collect();
         series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));

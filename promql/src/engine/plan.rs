@@ -231,7 +231,7 @@ pub async fn fetch(
             windows: reads.windows,
         };
         let series = source.select(&matchers(reads.vs), &hints).await?;
-        let read: usize = series.iter().map(|s| s.samples.len()).sum();
+        let read: usize = series.iter().map(Series::len).sum();
         budget = budget
             .checked_sub(read)
             .ok_or(QueryError::TooManySamples("reading series"))?;

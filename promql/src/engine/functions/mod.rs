@@ -131,6 +131,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             labels: Labels::default(),
             t,
             v: ev.scalar(args[0], t)?,
+            h: None,
         }])),
         "scalar" => {
             let v = ev.vector(args[0], t)?;
@@ -153,25 +154,53 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             sort_by_value(&mut v, name == "sort_desc");
             Ok(Value::Vector(v))
         }
-        // Functions of native histograms: Prometheus 2.42 skips float samples, and every
-        // sample here is a float.
+        // Functions of native histograms: float samples are skipped.
         "histogram_count" | "histogram_sum" => {
-            ev.vector(args[0], t)?;
-            Ok(Value::Vector(Vec::new()))
+            let input = ev.vector_with_histograms(args[0], t)?;
+            vector(
+                input
+                    .into_iter()
+                    .filter_map(|s| {
+                        let h = s.h?;
+                        let v = if name == "histogram_count" { h.count } else { h.sum };
+                        Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+                    })
+                    .collect(),
+            )
         }
         "histogram_fraction" => {
-            ev.scalar(args[0], t)?;
-            ev.scalar(args[1], t)?;
-            ev.vector(args[2], t)?;
-            Ok(Value::Vector(Vec::new()))
+            let lower = ev.scalar(args[0], t)?;
+            let upper = ev.scalar(args[1], t)?;
+            let input = ev.vector_with_histograms(args[2], t)?;
+            vector(
+                input
+                    .into_iter()
+                    .filter_map(|s| {
+                        let v = crate::histogram::histogram_fraction(lower, upper, s.h.as_deref()?);
+                        Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+                    })
+                    .collect(),
+            )
         }
         "label_replace" => vector(label_replace(ev, &args, t)?),
         "label_join" => vector(label_join(ev, &args, t)?),
         "histogram_quantile" => {
             let q = ev.scalar(args[0], t)?;
-            let input = ev.vector(args[1], t)?;
+            let (native, classic): (Vec<InstantSample>, Vec<InstantSample>) = ev
+                .vector_with_histograms(args[1], t)?
+                .into_iter()
+                .partition(|s| s.h.is_some());
+            // Native histograms first, then the classic ones' buckets grouped, as Prometheus.
+            let mut out: Vec<InstantSample> = native
+                .into_iter()
+                .filter_map(|s| {
+                    let v = crate::histogram::histogram_quantile(q, s.h.as_deref()?);
+                    Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+                })
+                .collect();
             let key = c as *const Call as usize;
-            vector(ev.with_groups(key, |cache| histogram_quantile(cache, q, &input, t)))
+            out.extend(ev.with_groups(key, |cache| histogram_quantile(cache, q, &classic, t)));
+            vector(out)
         }
         _ if kind(name) == Some(Kind::Range) => {
             let (out, unique) = range_call(ev, name, &args, t)?;
@@ -185,6 +214,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             labels: Labels::default(),
             t,
             v: math::element_function(name, t as f64 / 1000.0, &[]).unwrap_or(f64::NAN),
+            h: None,
         }])),
         _ => {
             let input = ev.vector(args[0], t)?;
@@ -201,6 +231,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                             labels: s.labels.without_metric_name(),
                             t,
                             v,
+                            h: None,
                         })
                     })
                     .collect(),
@@ -253,7 +284,7 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
                 } else {
                     sel.without_name[i].clone()
                 };
-                out.push(InstantSample { labels, t, v });
+                out.push(InstantSample { labels, t, v, h: None });
             }
         }
         // A selector's series have distinct label sets.
@@ -261,13 +292,17 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
+        // Native histograms are not functions' input yet: a series of them alone gives none.
+        if s.samples.is_empty() {
+            continue;
+        }
         if let Some(v) = function.apply(&s.samples, range_start, range_end, &scalars)? {
             let labels = if keeps_name {
                 s.labels
             } else {
                 s.labels.without_metric_name()
             };
-            out.push(InstantSample { labels, t, v });
+            out.push(InstantSample { labels, t, v, h: None });
         }
     }
     Ok((out, false))
@@ -301,10 +336,11 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
         return Ok(ev
             .instant_selector(vs, t)
             .into_iter()
-            .map(|(labels, sample_t, _)| InstantSample {
+            .map(|(labels, sample_t, _, _)| InstantSample {
                 labels: labels.without_metric_name(),
                 t,
                 v: sample_t as f64 / 1000.0,
+                h: None,
             })
             .collect());
     }
@@ -315,6 +351,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
             labels: s.labels.without_metric_name(),
             t,
             v: s.t as f64 / 1000.0,
+            h: None,
         })
         .collect())
 }
@@ -343,7 +380,12 @@ fn absent(present: bool, arg: &Expr, t: i64) -> Vec<InstantSample> {
             }
         }
     }
-    vec![InstantSample { labels, t, v: 1.0 }]
+    vec![InstantSample {
+        labels,
+        t,
+        v: 1.0,
+        h: None,
+    }]
 }
 
 /// Ascending (or descending) by value, NaN last either way.
@@ -435,6 +477,7 @@ fn histogram_quantile(cache: &mut GroupCache, q: f64, input: &[InstantSample], t
             labels: cache.groups[g].without_metric_name(),
             t,
             v: bucket_quantile(q, buckets),
+            h: None,
         })
         .collect()
 }
