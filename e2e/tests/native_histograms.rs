@@ -237,9 +237,9 @@ remote_write:
     let stored: usize = want.values().map(|(_, h)| h.len()).sum();
     assert!(sum_metric(&metrics, "promscale_ingest_histograms_total").unwrap() >= stored as f64);
 
-    // PromQL: selectors, range selectors and the functions of native histograms answer as
-    // Prometheus 3 does on the same data (quantiles and fractions to 1e-12: logarithms may
-    // differ in the last bit between Go's math and the C library's).
+    // PromQL: selectors, range selectors, the functions of native histograms, rate, increase
+    // and sum answer as Prometheus 3 does on the same data (computed values to 1e-12:
+    // Prometheus sums with Kahan compensation).
     // Half a scrape interval off the scrapes: no sample sits on a window boundary, where
     // Prometheus 3 (left-open windows) and this engine (2.42's closed ones) differ.
     let at = format!("{:.3}", (end - 1_500) as f64 / 1000.0);
@@ -253,6 +253,12 @@ remote_write:
         (format!("histogram_quantile(0.5, {name})"), false),
         (format!("histogram_fraction(0, 0.01, {name})"), false),
         (format!("histogram_count({name}) > 0"), true),
+        (format!("rate({name}[1m])"), false),
+        (format!(r#"increase({name}{{handler="/metrics"}}[30s])"#), false),
+        (format!("sum(rate({name}[1m]))"), false),
+        (format!("sum by (handler) ({name})"), false),
+        (format!("histogram_quantile(0.9, sum(rate({name}[1m])))"), false),
+        (format!("histogram_count(rate({name}[1m]))"), false),
     ] {
         let params = [("query", query.clone()), ("time", at.clone())];
         compare_json(

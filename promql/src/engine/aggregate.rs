@@ -18,13 +18,26 @@ use crate::value::{format_value, InstantSample, Value};
 
 pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.to_string();
-    let input = ev.vector(&a.expr, t)?;
+    // sum adds native histograms too; the other aggregations leave them out.
+    let (input, histograms): (Vec<InstantSample>, Vec<InstantSample>) = if op == "sum" {
+        ev.vector_with_histograms(&a.expr, t)?
+            .into_iter()
+            .partition(|s| s.h.is_none())
+    } else {
+        (ev.vector(&a.expr, t)?, Vec::new())
+    };
     let grouping = |labels: &Labels| -> Labels {
         match &a.modifier {
             None => Labels::default(),
             Some(LabelModifier::Include(by)) => labels.keep(&by.labels),
             Some(LabelModifier::Exclude(without)) => labels.drop(&without.labels).without_metric_name(),
         }
+    };
+    // The groups of the float input, when histograms may share them.
+    let float_groups: std::collections::HashSet<Labels> = if histograms.is_empty() {
+        Default::default()
+    } else {
+        input.iter().map(|s| grouping(&s.labels)).collect()
     };
     let out = match op.as_str() {
         "topk" | "bottomk" => {
@@ -76,7 +89,62 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             ev.with_groups(key, |cache| fold_groups(cache, &input, op, grouping, t))
         }
     };
-    Ok(Value::Vector(out))
+    if histograms.is_empty() {
+        return Ok(Value::Vector(out));
+    }
+    Ok(Value::Vector(sum_histograms(
+        out,
+        &float_groups,
+        histograms,
+        grouping,
+        t,
+    )))
+}
+
+/// `sum` where native histograms are among the input: each group of histograms alone gets
+/// their sum (compacted, as Prometheus does); a group with floats and histograms together
+/// has no result, nor has one whose histograms cannot be added (exponential and custom
+/// buckets mixed), as in Prometheus.
+fn sum_histograms(
+    float_sums: Vec<InstantSample>,
+    float_groups: &std::collections::HashSet<Labels>,
+    histograms: Vec<InstantSample>,
+    grouping: impl Fn(&Labels) -> Labels,
+    t: i64,
+) -> Vec<InstantSample> {
+    let mut order: Vec<Labels> = Vec::new();
+    let mut sums: HashMap<Labels, Option<crate::histogram::FloatHistogram>> = HashMap::new();
+    for s in histograms {
+        let Some(h) = s.h else { continue };
+        let group = grouping(&s.labels);
+        match sums.get_mut(&group) {
+            None => {
+                order.push(group.clone());
+                sums.insert(group, Some(h.as_ref().clone()));
+            }
+            Some(sum) => {
+                *sum = sum.as_ref().and_then(|acc| acc.add(&h).ok());
+            }
+        }
+    }
+    let mixed: std::collections::HashSet<&Labels> = float_groups.iter().filter(|g| sums.contains_key(*g)).collect();
+    let mut out: Vec<InstantSample> = float_sums.into_iter().filter(|s| !mixed.contains(&s.labels)).collect();
+    let mixed: std::collections::HashSet<Labels> = mixed.into_iter().cloned().collect();
+    for group in order {
+        if mixed.contains(&group) {
+            continue;
+        }
+        if let Some(Some(mut sum)) = sums.remove(&group) {
+            sum.compact(0);
+            out.push(InstantSample {
+                labels: group,
+                t,
+                v: 0.0,
+                h: Some(std::sync::Arc::new(sum)),
+            });
+        }
+    }
+    out
 }
 
 /// The simple aggregations of `input` by group, groups in the order their first member

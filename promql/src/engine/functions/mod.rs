@@ -6,6 +6,8 @@ pub mod histogram;
 mod math;
 mod range;
 
+use std::sync::Arc;
+
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
@@ -275,16 +277,38 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         let mut out = Vec::with_capacity(sel.series.len());
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
+            let histograms = sel.histogram_window(i, range_end, width);
+            let labels = || {
+                if keeps_name {
+                    s.labels.clone()
+                } else {
+                    sel.without_name[i].clone()
+                }
+            };
+            // A window of floats and histograms together has no result, as in Prometheus.
+            if !histograms.is_empty() {
+                if samples.is_empty() {
+                    if let Some(h) = function.apply_to_histograms(&histograms, range_start, range_end) {
+                        out.push(InstantSample {
+                            labels: labels(),
+                            t,
+                            v: 0.0,
+                            h: Some(Arc::new(h)),
+                        });
+                    }
+                }
+                continue;
+            }
             if samples.is_empty() {
                 continue;
             }
             if let Some(v) = function.apply(samples, range_start, range_end, &scalars)? {
-                let labels = if keeps_name {
-                    s.labels.clone()
-                } else {
-                    sel.without_name[i].clone()
-                };
-                out.push(InstantSample { labels, t, v, h: None });
+                out.push(InstantSample {
+                    labels: labels(),
+                    t,
+                    v,
+                    h: None,
+                });
             }
         }
         // A selector's series have distinct label sets.
@@ -292,7 +316,24 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
-        // Native histograms are not functions' input yet: a series of them alone gives none.
+        if !s.histograms.is_empty() {
+            if s.samples.is_empty() {
+                if let Some(h) = function.apply_to_histograms(&s.histograms, range_start, range_end) {
+                    let labels = if keeps_name {
+                        s.labels
+                    } else {
+                        s.labels.without_metric_name()
+                    };
+                    out.push(InstantSample {
+                        labels,
+                        t,
+                        v: 0.0,
+                        h: Some(Arc::new(h)),
+                    });
+                }
+            }
+            continue;
+        }
         if s.samples.is_empty() {
             continue;
         }

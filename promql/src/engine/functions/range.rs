@@ -6,7 +6,8 @@
 
 use super::histogram::quantile;
 use crate::error::QueryError;
-use crate::value::Sample;
+use crate::histogram::FloatHistogram;
+use crate::value::{HistogramSample, Sample};
 
 /// [`RangeFunction::apply`] of the function called `name`.
 #[cfg(test)]
@@ -242,6 +243,72 @@ fn extrapolated_rate(
         factor /= seconds_between(range_start, range_end);
     }
     Some(result * factor)
+}
+
+/// rate, increase and delta of a window of native histograms, as Prometheus 3 computes them
+/// (`extrapolatedRate` over `histogramRate`): the difference of the last and first
+/// histograms, counter resets added back, extrapolated to the window's edges (the threshold
+/// checked before the zero point, which for histograms is where the count would reach 0).
+/// `None` for fewer than two histograms or histograms that cannot be subtracted (exponential
+/// and custom buckets mixed).
+pub fn histogram_extrapolated_rate(
+    points: &[HistogramSample],
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<FloatHistogram> {
+    if points.len() < 2 {
+        return None;
+    }
+    let refs: Vec<(i64, &FloatHistogram)> = points.iter().map(|p| (p.t, p.h.as_ref())).collect();
+    let mut result = crate::histogram::histogram_rate(&refs, is_counter).ok()?;
+    let (first, last) = (&points[0], &points[points.len() - 1]);
+    let mut duration_to_start = seconds_between(range_start, first.t);
+    let mut duration_to_end = seconds_between(last.t, range_end);
+    let sampled_interval = seconds_between(first.t, last.t);
+    let average_duration_between_samples = sampled_interval / (points.len() - 1) as f64;
+    let extrapolation_threshold = average_duration_between_samples * 1.1;
+    if duration_to_start >= extrapolation_threshold {
+        duration_to_start = average_duration_between_samples / 2.0;
+    }
+    if is_counter && result.count > 0.0 && first.h.count >= 0.0 {
+        let duration_to_zero = sampled_interval * (first.h.count / result.count);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    if duration_to_end >= extrapolation_threshold {
+        duration_to_end = average_duration_between_samples / 2.0;
+    }
+    let mut factor = if sampled_interval != 0.0 {
+        (sampled_interval + duration_to_start + duration_to_end) / sampled_interval
+    } else {
+        1.0
+    };
+    if is_rate {
+        factor /= seconds_between(range_start, range_end);
+    }
+    result.mul(factor);
+    Some(result)
+}
+
+impl RangeFunction {
+    /// The function of a window of native histograms, for those that have one (rate,
+    /// increase, delta); `None` otherwise and when there is no result.
+    pub fn apply_to_histograms(
+        self,
+        points: &[HistogramSample],
+        range_start: i64,
+        range_end: i64,
+    ) -> Option<FloatHistogram> {
+        match self {
+            RangeFunction::Rate => histogram_extrapolated_rate(points, range_start, range_end, true, true),
+            RangeFunction::Increase => histogram_extrapolated_rate(points, range_start, range_end, true, false),
+            RangeFunction::Delta => histogram_extrapolated_rate(points, range_start, range_end, false, false),
+            _ => None,
+        }
+    }
 }
 
 /// Seconds from `from` to `to` (milliseconds), without overflow whatever the times.
