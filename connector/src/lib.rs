@@ -5,7 +5,8 @@
 //! ([`remote_write::decode`], wire messages in [`prompb`], domain types in [`model`]), then
 //! [`ingest`] resolves series ids ([`storage::series`], cached in [`storage::series_cache`])
 //! and queues the samples for a writer that encodes ([`storage::codec`]) and commits them into
-//! the head ([`storage::samples`]), their exemplars beside them ([`storage::exemplars`]). [`storage::maintenance`] applies retention and compacts the head
+//! the head ([`storage::samples`]), their exemplars and native histograms beside them
+//! ([`storage::exemplars`], [`storage::histograms`]). [`storage::maintenance`] applies retention and compacts the head
 //! into series chunks ([`storage::compaction`]); `docs/storage.md` describes the layout. The
 //! schema is created by [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL
 //! when none is given.

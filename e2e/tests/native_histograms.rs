@@ -306,6 +306,17 @@ remote_write:
     .await
     .unwrap();
     assert_eq!(count.to_bits(), last.count, "{key}");
+    let (rows, bytes, row_bytes, buckets): (i64, i64, f64, f64) = sqlx::query_as(
+        "SELECT count(*), pg_total_relation_size('_prom_catalog.histogram'),
+                avg(pg_column_size(h.*))::float8, avg(cardinality(positive_buckets))::float8
+           FROM _prom_catalog.histogram h",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    eprintln!(
+        "{rows} native histogram samples in {bytes} bytes with their index; rows of {row_bytes:.0} bytes, {buckets:.1} buckets"
+    );
     assert_eq!(buckets as usize, last.positive.len(), "{key}");
 }
 

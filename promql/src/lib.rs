@@ -4,7 +4,9 @@
 //! query runs in two phases, as in Prometheus: [`plan`] walks the syntax tree and asks the
 //! source for every selector's series over the time range the query will look at (the only
 //! asynchronous step, where a database is queried), then [`eval`] computes the result in
-//! memory, step by step, within the sample limit and the timeout.
+//! memory, step by step, within the sample limit and the timeout. Native histograms are
+//! computed on with Prometheus 3's arithmetic ([`histogram`]), by the functions and
+//! aggregations that take them; the others leave them out.
 
 pub mod error;
 pub mod histogram;

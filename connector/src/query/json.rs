@@ -205,20 +205,14 @@ fn write_labels(out: &mut Vec<u8>, labels: &Labels) -> std::io::Result<()> {
 fn write_point(out: &mut Vec<u8>, t: i64, v: f64) -> std::io::Result<()> {
     out.push(b'[');
     write_time(out, t)?;
-    out.extend_from_slice(b",\"");
-    if v.is_nan() {
-        out.extend_from_slice(b"NaN");
-    } else if v.is_infinite() {
-        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
-    } else {
-        // format_value's spelling, without its allocation.
-        write!(out, "{v}")?;
-    }
-    out.extend_from_slice(b"\"]");
+    out.push(b',');
+    write_number(out, v)?;
+    out.push(b']');
     Ok(())
 }
 
-/// A number as a JSON string, as [`promscale_promql::format_value`] spells it.
+/// A number as a JSON string, as [`promscale_promql::format_value`] spells it (without its
+/// allocation).
 fn write_number(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
     out.push(b'"');
     if v.is_nan() {

@@ -201,11 +201,9 @@ pub async fn read_for_promql(
             let (series_id, time, _, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
                 row;
             let spans = |flat: Vec<i32>| -> Vec<Span> {
-                flat.chunks_exact(2)
-                    .map(|p| Span {
-                        offset: p[0],
-                        length: p[1] as u32,
-                    })
+                unflatten_spans(&flat)
+                    .into_iter()
+                    .map(|(offset, length)| Span { offset, length })
                     .collect()
             };
             let histogram = FloatHistogram {
@@ -246,15 +244,18 @@ pub async fn read(
         .collect())
 }
 
+/// Spans as stored: (offset, length) pairs, flattened.
+fn unflatten_spans(flat: &[i32]) -> Vec<(i32, u32)> {
+    flat.chunks_exact(2).map(|p| (p[0], p[1] as u32)).collect()
+}
+
 fn from_row(row: Row) -> (i64, Histogram) {
     let (series_id, timestamp, integer, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
         row;
     let spans = |flat: Vec<i32>| -> Vec<BucketSpan> {
-        flat.chunks_exact(2)
-            .map(|p| BucketSpan {
-                offset: p[0],
-                length: p[1] as u32,
-            })
+        unflatten_spans(&flat)
+            .into_iter()
+            .map(|(offset, length)| BucketSpan { offset, length })
             .collect()
     };
     let deltas = |counts: &[f64]| -> Vec<i64> {
