@@ -14,14 +14,16 @@
 //! semantics: the results depend on the exact order of Prometheus' float operations, on its
 //! zero-bucket and span-merging rules, and even on Go's own `math.Log2` / `math.Exp2`
 //! algorithms, which can differ in the last bit from the C library's. To answer bit for bit as
-//! Prometheus does on linux/amd64, the private `go_*` functions below compute logarithms and
-//! powers of two with the same (fdlibm-derived) algorithms as Go's standard library, and the
+//! Prometheus does on linux/amd64, logarithms and powers of two come from [`crate::gomath`]
+//! (the same fdlibm-derived algorithms as Go's standard library), and the
 //! bucket-boundary fractions are computed once the way Prometheus' constant table was made.
 //!
 //! Annotations (warnings and infos) are not produced here, except that the `*_detailed`
 //! variants report what Prometheus turns into infos for additions and rates.
 
 use std::sync::LazyLock;
+
+use crate::gomath::{exp2 as go_exp2, ldexp as go_ldexp, log2 as go_log2};
 
 /// The schema number of histograms with custom bucket bounds (NHCB).
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
@@ -108,153 +110,6 @@ pub struct ArithmeticInfo {
 
 fn is_exponential_schema(schema: i32) -> bool {
     (EXPONENTIAL_SCHEMA_MIN..=EXPONENTIAL_SCHEMA_MAX).contains(&schema)
-}
-
-// ---------------------------------------------------------------------------------------
-// Float functions with Go's results.
-// ---------------------------------------------------------------------------------------
-
-const SMALLEST_NORMAL: f64 = f64::MIN_POSITIVE;
-const EXP_MASK: u64 = 0x7ff;
-const EXP_SHIFT: u32 = 52;
-const EXP_BIAS: i64 = 1023;
-
-/// ln 2 split into a high part with trailing zero bits (0x3fe62e42fee00000) and the rest
-/// (0x3dea39ef35793c76), as fdlibm splits it.
-const LN2_HI: f64 = 0.6931471803691238;
-const LN2_LO: f64 = 1.9082149292705877e-10;
-
-/// Splits `f` into a fraction in [0.5, 1) and a power of two, as Go's `math.Frexp`.
-fn go_frexp(f: f64) -> (f64, i64) {
-    if f == 0.0 || !f.is_finite() {
-        return (f, 0);
-    }
-    let (f, mut exp) = if f.abs() < SMALLEST_NORMAL {
-        (f * (1u64 << 52) as f64, -52)
-    } else {
-        (f, 0)
-    };
-    let mut bits = f.to_bits();
-    exp += ((bits >> EXP_SHIFT) & EXP_MASK) as i64 - EXP_BIAS + 1;
-    bits &= !(EXP_MASK << EXP_SHIFT);
-    bits |= ((EXP_BIAS - 1) as u64) << EXP_SHIFT;
-    (f64::from_bits(bits), exp)
-}
-
-/// `frac × 2^exp`, correctly rounded also into the subnormal range, as Go's `math.Ldexp`.
-fn go_ldexp(frac: f64, exp: i64) -> f64 {
-    if frac == 0.0 || !frac.is_finite() {
-        return frac;
-    }
-    let (frac, e) = if frac.abs() < SMALLEST_NORMAL {
-        (frac * (1u64 << 52) as f64, -52)
-    } else {
-        (frac, 0)
-    };
-    let mut bits = frac.to_bits();
-    let mut exp = exp
-        .saturating_add(e)
-        .saturating_add(((bits >> EXP_SHIFT) & EXP_MASK) as i64 - EXP_BIAS);
-    if exp < -1075 {
-        return 0.0f64.copysign(frac);
-    }
-    if exp > 1023 {
-        return if frac < 0.0 { f64::NEG_INFINITY } else { f64::INFINITY };
-    }
-    let mut m = 1.0;
-    if exp < -1022 {
-        exp += 53;
-        m = 1.0 / (1u64 << 53) as f64;
-    }
-    bits &= !(EXP_MASK << EXP_SHIFT);
-    bits |= ((exp + EXP_BIAS) as u64) << EXP_SHIFT;
-    m * f64::from_bits(bits)
-}
-
-/// Natural logarithm with the algorithm (and operation order) of Go's `math.Log` on amd64,
-/// which is the fdlibm one with the range reduction done when the reduced fraction is at
-/// most √2/2. Only called with normal numbers in [0.5, 1), see [`go_log2`].
-fn go_log(x: f64) -> f64 {
-    const HALF_SQRT2: f64 = std::f64::consts::FRAC_1_SQRT_2;
-    // The coefficients of fdlibm's logarithm polynomial (bits 0x3fe5555555555593, ...).
-    const L1: f64 = 0.6666666666666735;
-    const L2: f64 = 0.3999999999940942;
-    const L3: f64 = 0.2857142874366239;
-    const L4: f64 = 0.22222198432149784;
-    const L5: f64 = 0.1818357216161805;
-    const L6: f64 = 0.15313837699209373;
-    const L7: f64 = 0.14798198605116586;
-    if x.is_nan() || x == f64::INFINITY {
-        return x;
-    }
-    if x == 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if x < 0.0 {
-        return f64::NAN;
-    }
-    let (mut f1, ki) = go_frexp(x);
-    let mut k = ki as f64;
-    if f1 <= HALF_SQRT2 {
-        k -= 1.0;
-        f1 *= 2.0;
-    }
-    let f = f1 - 1.0;
-    let s = f / (2.0 + f);
-    let s2 = s * s;
-    let s4 = s2 * s2;
-    let t1 = s2 * (L1 + s4 * (L3 + s4 * (L5 + s4 * L7)));
-    let t2 = s4 * (L2 + s4 * (L4 + s4 * L6));
-    let r = t1 + t2;
-    let hfsq = 0.5 * f * f;
-    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
-}
-
-/// Base-2 logarithm as Go's `math.Log2`: exact for powers of two, otherwise
-/// `log(fraction)/ln 2 + exponent`.
-fn go_log2(x: f64) -> f64 {
-    let (frac, exp) = go_frexp(x);
-    if frac == 0.5 {
-        return (exp - 1) as f64;
-    }
-    go_log(frac) * std::f64::consts::LOG2_E + exp as f64
-}
-
-/// `2^x` with the algorithm of Go's `math.Exp2` (the portable one, used on amd64).
-fn go_exp2(x: f64) -> f64 {
-    const OVERFLOW: f64 = 1023.9999999999999;
-    const UNDERFLOW: f64 = -1074.0;
-    // fdlibm's exponential polynomial (bits 0x3fc5555555555555, ...).
-    const P1: f64 = 0.16666666666666666;
-    const P2: f64 = -0.0027777777777015593;
-    const P3: f64 = 6.613756321437934e-05;
-    const P4: f64 = -1.6533902205465252e-06;
-    const P5: f64 = 4.1381367970572385e-08;
-    if x.is_nan() {
-        return x;
-    }
-    if x > OVERFLOW {
-        return f64::INFINITY;
-    }
-    if x < UNDERFLOW {
-        return 0.0;
-    }
-    // Round half away from zero, then truncate (the float-to-int conversion truncates).
-    let k: i64 = if x > 0.0 {
-        (x + 0.5) as i64
-    } else if x < 0.0 {
-        (x - 0.5) as i64
-    } else {
-        0
-    };
-    let t = x - k as f64;
-    let hi = t * LN2_HI;
-    let lo = -t * LN2_LO;
-    let r = hi - lo;
-    let tt = r * r;
-    let c = r - tt * (P1 + tt * (P2 + tt * (P3 + tt * (P4 + tt * P5))));
-    let y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
-    go_ldexp(y, k)
 }
 
 /// Adds `inc` to a running sum with a Neumaier compensation term, as Prometheus' Kahan

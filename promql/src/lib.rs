@@ -9,6 +9,7 @@
 //! aggregations that take them; the others leave them out.
 
 pub mod error;
+mod gomath;
 pub mod histogram;
 pub mod labels;
 pub mod memory;

@@ -24,9 +24,9 @@ pub fn element_function(name: &str, v: f64, args: &[f64]) -> Option<f64> {
         "floor" => v.floor(),
         "exp" => v.exp(),
         "sqrt" => v.sqrt(),
-        "ln" => go_log(v),
-        "log2" => go_log2(v),
-        "log10" => go_log10(v),
+        "ln" => crate::gomath::log(v),
+        "log2" => crate::gomath::log2(v),
+        "log10" => crate::gomath::log10(v),
         "sgn" => {
             // Zero and NaN are returned unchanged, keeping the sign of -0.
             if v < 0.0 {
@@ -117,86 +117,6 @@ fn go_min(x: f64, y: f64) -> f64 {
     } else {
         y
     }
-}
-
-/// Go's `math.Log10`: ln scaled, rather than a dedicated log10.
-fn go_log10(x: f64) -> f64 {
-    go_log(x) * std::f64::consts::LOG10_E
-}
-
-/// Go's `math.Log2`: exact for powers of two, otherwise ln of the mantissa scaled plus the
-/// exponent.
-fn go_log2(x: f64) -> f64 {
-    let (frac, exp) = frexp(x);
-    if frac == 0.5 {
-        return (exp - 1) as f64;
-    }
-    go_log(frac) * std::f64::consts::LOG2_E + exp as f64
-}
-
-/// Go's `math.Log` as its amd64 assembly computes it (FreeBSD's `e_log.c` algorithm,
-/// operation for operation). It is not always correctly rounded, unlike the system `ln`:
-/// ln(0.01) is -4.605170185988092 in Go, -4.605170185988091 correctly rounded. Like the
-/// assembly, it reads the exponent field without normalising subnormals first, so
-/// subnormal inputs give a wrong result (ln(5e-324) = -709.09 rather than -744.44);
-/// Prometheus on amd64 shows the same.
-fn go_log(x: f64) -> f64 {
-    // The assembly's constants, by bit pattern.
-    const HALF_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
-    const L1: f64 = f64::from_bits(0x3fe5_5555_5555_5593);
-    const L2: f64 = f64::from_bits(0x3fd9_9999_9997_fa04);
-    const L3: f64 = f64::from_bits(0x3fd2_4924_9422_9359);
-    const L4: f64 = f64::from_bits(0x3fcc_71c5_1d8e_78af);
-    const L5: f64 = f64::from_bits(0x3fc7_4664_96cb_03de);
-    const L6: f64 = f64::from_bits(0x3fc3_9a09_d078_c69f);
-    const L7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
-
-    let bits = x.to_bits();
-    if bits & !(1 << 63) == 0 {
-        return f64::NEG_INFINITY;
-    }
-    if (bits as i64) < 0 {
-        return f64::NAN;
-    }
-    if bits >= f64::INFINITY.to_bits() {
-        return x;
-    }
-    let mut f1 = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0.5f64.to_bits());
-    let mut k = (((bits >> 52) & 0x7ff) as i32 - 0x3fe) as f64;
-    // The assembly's comparison is "not less than" with the operands swapped: f1 <= √2/2.
-    if f1 <= HALF_SQRT_2 {
-        k -= 1.0;
-        f1 *= 2.0;
-    }
-    let f = f1 - 1.0;
-    let s = f / (2.0 + f);
-    let s2 = s * s;
-    let s4 = s2 * s2;
-    let t1 = s2 * (L1 + s4 * (L3 + s4 * (L5 + s4 * L7)));
-    let t2 = s4 * (L2 + s4 * (L4 + s4 * L6));
-    let r = t1 + t2;
-    let hfsq = 0.5 * f * f;
-    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
-}
-
-/// Go's `math.Frexp`: `x = frac * 2^exp` with |frac| in [0.5, 1); zero, infinities and NaN
-/// are returned with exponent 0.
-fn frexp(x: f64) -> (f64, i32) {
-    if x == 0.0 || x.is_infinite() || x.is_nan() {
-        return (x, 0);
-    }
-    let (x, mut exp) = if x.abs() < f64::MIN_POSITIVE {
-        // Scale subnormals into the normal range so the exponent field is meaningful.
-        (x * (1u64 << 52) as f64, -52)
-    } else {
-        (x, 0)
-    };
-    let bits = x.to_bits();
-    exp += ((bits >> 52) & 0x7ff) as i32 - 1022;
-    let frac = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
-    (frac, exp)
 }
 
 /// Go's float64 to int64 conversion as compiled for amd64 (CVTTSD2SQ), where Prometheus
@@ -372,12 +292,12 @@ mod tests {
 
     #[test]
     fn frexp_matches_go() {
-        assert_eq!(frexp(8.0), (0.5, 4));
-        assert_eq!(frexp(10.0), (0.625, 4));
-        assert_eq!(frexp(-3.0), (-0.75, 2));
-        assert_eq!(frexp(f64::MIN_POSITIVE), (0.5, -1021));
-        assert_eq!(frexp(f64::from_bits(3)), (0.75, -1072));
-        assert_eq!(frexp(0.0), (0.0, 0));
+        assert_eq!(crate::gomath::frexp(8.0), (0.5, 4));
+        assert_eq!(crate::gomath::frexp(10.0), (0.625, 4));
+        assert_eq!(crate::gomath::frexp(-3.0), (-0.75, 2));
+        assert_eq!(crate::gomath::frexp(f64::MIN_POSITIVE), (0.5, -1021));
+        assert_eq!(crate::gomath::frexp(f64::from_bits(3)), (0.75, -1072));
+        assert_eq!(crate::gomath::frexp(0.0), (0.0, 0));
     }
 
     #[test]
