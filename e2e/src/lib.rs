@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod prometheus;
 pub mod remote_write;
 pub mod target;
+pub mod upgrade;
 pub mod workload;
 
 use std::path::PathBuf;

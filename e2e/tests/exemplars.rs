@@ -202,36 +202,12 @@ fn last_ms(seconds: f64) -> i64 {
 /// the exemplars sent for it, under its own id, and SQL users see them with its labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_9_database_is_upgraded_and_its_series_get_exemplars() {
-    use promscale_connector::storage::migrations::{latest_version, migrate_to};
+    use promscale_connector::storage::migrations::migrate_to;
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     migrate_to(&db, 9).await.unwrap();
-    let (metric_id,): (i32,) = sqlx::query_as(
-        "SELECT min(metric_id) FROM _prom_catalog.get_or_create_label_positions(ARRAY['old_total', 'old_total'], ARRAY['__name__', 'k'])",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "SELECT label_id FROM _prom_catalog.get_or_create_label_ids(ARRAY['__name__', 'k'], ARRAY['old_total', 'a']) ORDER BY idx",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    let (_, old_id): (i32, i64) = sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
-        .bind(vec![metric_id])
-        .bind(vec![2i32])
-        .bind(ids)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(version, latest_version());
+    let old_id = promscale_e2e::upgrade::create_series_in_sql(&db, &[("__name__", "old_total"), ("k", "a")]).await;
+    let connector = promscale_e2e::upgrade::upgraded_by_a_connector(&pg, &db).await;
     let t = promscale_e2e::recent_ms();
     let mut series = promscale_e2e::remote_write::series(&[("__name__", "old_total"), ("k", "a")], &[(t, 1.0)]);
     series.exemplars.push(promscale_connector::prompb::Exemplar {

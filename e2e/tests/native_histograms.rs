@@ -306,7 +306,8 @@ remote_write:
     .await
     .unwrap();
     assert_eq!(count.to_bits(), last.count, "{key}");
-    let (rows, bytes, row_bytes, buckets): (i64, i64, f64, f64) = sqlx::query_as(
+    assert_eq!(buckets as usize, last.positive.len(), "{key}");
+    let (rows, bytes, row_bytes, avg_buckets): (i64, i64, f64, f64) = sqlx::query_as(
         "SELECT count(*), pg_total_relation_size('_prom_catalog.histogram'),
                 avg(pg_column_size(h.*))::float8, avg(cardinality(positive_buckets))::float8
            FROM _prom_catalog.histogram h",
@@ -315,9 +316,8 @@ remote_write:
     .await
     .unwrap();
     eprintln!(
-        "{rows} native histogram samples in {bytes} bytes with their index; rows of {row_bytes:.0} bytes, {buckets:.1} buckets"
+        "{rows} native histogram samples in {bytes} bytes with their index; rows of {row_bytes:.0} bytes, {avg_buckets:.1} buckets"
     );
-    assert_eq!(buckets as usize, last.positive.len(), "{key}");
 }
 
 /// The `data` of an API answer with its results in label order.
@@ -380,36 +380,12 @@ fn integer_histogram(timestamp: i64, observations: u64) -> Histogram {
 /// kept); retention (`prom_api.execute_maintenance`) removes those past the metric's period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_10_database_is_upgraded_and_its_series_keep_histograms_within_retention() {
-    use promscale_connector::storage::migrations::{latest_version, migrate_to};
+    use promscale_connector::storage::migrations::migrate_to;
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     migrate_to(&db, 10).await.unwrap();
-    let (metric_id,): (i32,) = sqlx::query_as(
-        "SELECT min(metric_id) FROM _prom_catalog.get_or_create_label_positions(ARRAY['old'], ARRAY['__name__'])",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "SELECT label_id FROM _prom_catalog.get_or_create_label_ids(ARRAY['__name__'], ARRAY['old'])",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    let (_, old_id): (i32, i64) = sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
-        .bind(vec![metric_id])
-        .bind(vec![1i32])
-        .bind(ids)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(version, latest_version());
+    let old_id = promscale_e2e::upgrade::create_series_in_sql(&db, &[("__name__", "old")]).await;
+    let connector = promscale_e2e::upgrade::upgraded_by_a_connector(&pg, &db).await;
     sqlx::query("SELECT prom_api.set_metric_retention_period('old', INTERVAL '2 days')")
         .execute(&db)
         .await

@@ -3,28 +3,16 @@
 //! every sample it held answers exactly as before, through SQL and PromQL, before and after
 //! compaction.
 
-use promscale_connector::storage::migrations::{latest_version, migrate_to};
+use promscale_connector::storage::migrations::migrate_to;
 use promscale_connector::storage::samples::PgTimestamp;
-use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series, STALE_NAN_BITS};
+use promscale_e2e::upgrade::upgraded_by_a_connector;
 use promscale_e2e::{json, maintain, recent_ms};
 use sqlx::{PgPool, Row};
 
 const STEP_MS: i64 = 300_000;
 const SAMPLES: i64 = 3 * 24 * 12; // three days at 5 minutes
-
-/// Starts a connector of this version (maintenance off), which upgrades the schema at
-/// start-up, and checks the database is at the latest version.
-async fn upgraded_by_a_connector(pg: &TestPostgres, db: &PgPool) -> Connector {
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
-    let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
-        .fetch_one(db)
-        .await
-        .unwrap();
-    assert_eq!(version, latest_version());
-    connector
-}
 
 /// Every sample of the metric through its user view: (cpu label, ms, value bits).
 async fn view(db: &PgPool, metric: &str) -> Vec<(String, i64, u64)> {
@@ -216,7 +204,7 @@ async fn a_version_5_catalog_keeps_its_series_through_the_long_label_values_upgr
     .unwrap();
     assert_eq!(created.len(), 3);
 
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let connector = promscale_e2e::connector::Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
     let client = reqwest::Client::new();
     let long = "l".repeat(10_000);
     let t = recent_ms();
