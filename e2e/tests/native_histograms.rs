@@ -259,6 +259,19 @@ remote_write:
         (format!("sum by (handler) ({name})"), false),
         (format!("histogram_quantile(0.9, sum(rate({name}[1m])))"), false),
         (format!("histogram_count(rate({name}[1m]))"), false),
+        (format!("count({name})"), true),
+        (format!("count by (handler) ({name})"), true),
+        (format!("group({name})"), true),
+        (format!("absent({name}) or vector(1)"), true),
+        (
+            format!(r#"label_replace({name}, "route", "$1", "handler", "(.*)")"#),
+            true,
+        ),
+        (format!(r#"{name}{{handler="/metrics"}} or vector(0)"#), true),
+        (format!(r#"{name} and on(handler) {name}{{handler="/metrics"}}"#), true),
+        (format!("count_over_time({name}[1m])"), true),
+        (format!("last_over_time({name}[1m])"), true),
+        (format!("present_over_time({name}[1m])"), true),
     ] {
         let params = [("query", query.clone()), ("time", at.clone())];
         compare_json(

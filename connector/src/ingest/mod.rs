@@ -286,12 +286,15 @@ async fn write_loop(
             let Some(first) = jobs.recv().await else {
                 return;
             };
-            let mut samples = first.samples.len();
+            // Histograms and exemplars count as samples: a transaction stays bounded whatever
+            // a job holds.
+            let weight = |b: &SampleBatch| b.len() + b.histograms.len() + b.exemplars.len();
+            let mut samples = weight(&first.samples);
             taken.push(first);
             while samples < max_batch_samples {
                 match jobs.try_recv() {
                     Ok(job) => {
-                        samples += job.samples.len();
+                        samples += weight(&job.samples);
                         taken.push(job);
                     }
                     Err(_) => break,

@@ -6,8 +6,11 @@
 //! decode into gigabytes. So the decoders first walk the wire bytes (no allocation, one
 //! pass) adding up what each entry will cost: the in-memory size of every message of a
 //! repeated field, of every element of a repeated scalar (packed or not) and the length of
-//! every copied string. A request whose sum passes the budget the caller sets is refused
-//! before anything is allocated. Real requests cost one to four times their protobuf size.
+//! every copied string, and, for remote write 2.0's label references, the labels they resolve
+//! into. A request whose sum passes the budget the caller sets is refused before anything is
+//! allocated, and so is one holding a protobuf group (which prost would skip unwalked). Real
+//! remote-write 1.0 requests cost one to four times their protobuf size; 2.0's, whose
+//! references are a byte or two each, up to about twenty times.
 //!
 //! prost has no hook for this (its `DecodeContext` bounds only recursion depth), hence the
 //! walk here; it knows only the fields that allocate, everything else is skipped as prost
@@ -136,13 +139,17 @@ pub const WRITE_REQUEST: Schema = Schema {
 };
 
 const V2_SAMPLE: Schema = Schema { fields: &[] };
+/// What a label reference of remote write 2.0 costs once decoded: the reference itself, and
+/// half of the label it resolves into (name and value are two references).
+const LABEL_REF: usize = size_of::<u32>() + size_of::<Label>() / 2;
+
 const V2_EXEMPLAR: Schema = Schema {
-    fields: &[(1, Field::Varints { size: size_of::<u32>() })],
+    fields: &[(1, Field::Varints { size: LABEL_REF })],
 };
 const V2_METADATA: Schema = Schema { fields: &[] };
 const V2_TIME_SERIES: Schema = Schema {
     fields: &[
-        (1, Field::Varints { size: size_of::<u32>() }),
+        (1, Field::Varints { size: LABEL_REF }),
         (
             2,
             Field::Message {
@@ -217,7 +224,10 @@ pub const READ_REQUEST: Schema = Schema {
 };
 
 /// Bytes the message in `wire` allocates once decoded (see the module comment); saturates.
-pub fn decoded_size(wire: &[u8], schema: &Schema) -> usize {
+/// `None` when the bytes hold a group (wire types 3 and 4, proto2's deprecated groups): no
+/// remote-write or remote-read message has one, and prost skips a group whole, with
+/// everything nested in it, without this walk seeing inside; such a body is refused.
+pub fn decoded_size(wire: &[u8], schema: &Schema) -> Option<usize> {
     let mut total = 0usize;
     let mut buf = wire;
     while !buf.is_empty() {
@@ -254,7 +264,7 @@ pub fn decoded_size(wire: &[u8], schema: &Schema) -> usize {
                 buf = &rest[body.len()..];
                 match field {
                     // The schemas are not recursive: the nesting is theirs, three levels at most.
-                    Some(Field::Message { size, schema }) => size.saturating_add(decoded_size(body, schema)),
+                    Some(Field::Message { size, schema }) => size.saturating_add(decoded_size(body, schema)?),
                     // Packed: every varint ends in a byte below 0x80.
                     Some(Field::Varints { size }) => size.saturating_mul(body.iter().filter(|&&b| b < 0x80).count()),
                     Some(Field::Fixed64) => body.len(),
@@ -263,12 +273,13 @@ pub fn decoded_size(wire: &[u8], schema: &Schema) -> usize {
                     _ => 0,
                 }
             }
-            // Groups (3, 4) and unknown wire types: prost refuses them.
+            3 | 4 => return None,
+            // Unknown wire types: prost refuses them where the walk stops.
             _ => break,
         };
         total = total.saturating_add(cost);
     }
-    total
+    Some(total)
 }
 
 /// A base-128 varint and what follows it.
@@ -293,7 +304,10 @@ mod tests {
     #[test]
     fn a_body_of_empty_series_costs_a_series_struct_per_two_bytes() {
         let wire = [0x0a, 0x00].repeat(1000);
-        assert_eq!(decoded_size(&wire, &WRITE_REQUEST), 1000 * size_of::<TimeSeries>());
+        assert_eq!(
+            decoded_size(&wire, &WRITE_REQUEST),
+            Some(1000 * size_of::<TimeSeries>())
+        );
         let request = WriteRequest::decode(wire.as_slice()).unwrap();
         assert_eq!(request.timeseries.len(), 1000);
     }
@@ -320,7 +334,7 @@ mod tests {
             metadata: vec![],
         }
         .encode_to_vec();
-        let cost = decoded_size(&wire, &WRITE_REQUEST);
+        let cost = decoded_size(&wire, &WRITE_REQUEST).unwrap();
         let expected = 500 * (size_of::<TimeSeries>() + 5 * size_of::<Label>() + size_of::<Sample>());
         assert_eq!(cost, expected);
         assert!(cost < 4 * wire.len(), "{cost} for {} wire bytes", wire.len());
@@ -337,14 +351,14 @@ mod tests {
             timeseries: vec![series],
         }
         .encode_to_vec();
-        let expected = 2 * size_of::<Bytes>() + size_of::<v2::TimeSeries>() + 4 * size_of::<u32>();
-        assert_eq!(decoded_size(&packed, &WRITE_REQUEST_V2), expected);
+        let expected = 2 * size_of::<Bytes>() + size_of::<v2::TimeSeries>() + 4 * LABEL_REF;
+        assert_eq!(decoded_size(&packed, &WRITE_REQUEST_V2), Some(expected));
         // The same series with its references unpacked (field 1, wire type 0, four times).
         let mut unpacked = vec![0x22, 0x00, 0x22, 0x01, b'a', 0x2a, 0x09];
         unpacked.extend_from_slice(&[0x08, 1, 0x08, 2, 0x08, 0xac, 0x02, 0x08, 4]);
         let decoded = v2::Request::decode(unpacked.as_slice()).unwrap();
         assert_eq!(decoded.timeseries[0].labels_refs, vec![1, 2, 300, 4]);
-        assert_eq!(decoded_size(&unpacked, &WRITE_REQUEST_V2), expected);
+        assert_eq!(decoded_size(&unpacked, &WRITE_REQUEST_V2), Some(expected));
     }
 
     #[test]
@@ -363,12 +377,27 @@ mod tests {
         }
         .encode_to_vec();
         let expected = size_of::<Query>() + size_of::<LabelMatcher>() + 7 + 2 * size_of::<i32>();
-        assert_eq!(decoded_size(&wire, &READ_REQUEST), expected);
+        assert_eq!(decoded_size(&wire, &READ_REQUEST), Some(expected));
     }
 
     #[test]
     fn malformed_bytes_end_the_walk() {
-        assert_eq!(decoded_size(&[0x0a, 0x05, 0x00], &WRITE_REQUEST), 0);
-        assert_eq!(decoded_size(&[0xff; 20], &WRITE_REQUEST), 0);
+        assert_eq!(decoded_size(&[0x0a, 0x05, 0x00], &WRITE_REQUEST), Some(0));
+        assert_eq!(decoded_size(&[0xff; 20], &WRITE_REQUEST), Some(0));
+    }
+
+    #[test]
+    fn a_group_anywhere_is_refused() {
+        // An empty group of field 15 (start 0x7b, end 0x7c), then a thousand empty series:
+        // prost skips the group and decodes the series.
+        let mut wire = vec![0x7b, 0x7c];
+        wire.extend([0x0a, 0x00].repeat(1000));
+        assert_eq!(WriteRequest::decode(wire.as_slice()).unwrap().timeseries.len(), 1000);
+        assert_eq!(decoded_size(&wire, &WRITE_REQUEST), None);
+        // Inside a series.
+        let nested = [0x0a, 0x02, 0x7b, 0x7c];
+        assert_eq!(decoded_size(&nested, &WRITE_REQUEST), None);
+        assert_eq!(decoded_size(&wire, &WRITE_REQUEST_V2), None);
+        assert_eq!(decoded_size(&wire, &READ_REQUEST), None);
     }
 }

@@ -134,7 +134,8 @@ pub fn decode_request(body: &[u8], max_decompressed: usize) -> Result<ReadReques
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("the body is not snappy-compressed (block format): {e}"))?;
-    let cost = decoded_size(&raw, &READ_REQUEST);
+    let cost = decoded_size(&raw, &READ_REQUEST)
+        .ok_or("the body holds protobuf groups (wire types 3 and 4), which no remote-read message has")?;
     let limit = memory_budget(max_decompressed);
     if cost > limit {
         return Err(format!(

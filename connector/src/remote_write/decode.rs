@@ -26,6 +26,8 @@ pub enum DecodeError {
     TooLarge { size: usize, limit: usize },
     #[error("the request would take {cost} bytes of memory to decode, above the limit of {limit} bytes (four times --web.max-request-bytes): it holds too many small entries; send fewer series per request")]
     TooManyEntries { cost: usize, limit: usize },
+    #[error("the body holds protobuf groups (wire types 3 and 4), which no remote-write message has")]
+    Groups,
     #[error("body is not a valid remote-write protobuf WriteRequest: {0}")]
     Protobuf(String),
     #[error("body is not a valid remote-write 2.0 protobuf io.prometheus.write.v2.Request: {0}")]
@@ -88,6 +90,7 @@ impl DecodeError {
             DecodeError::Snappy(_)
             | DecodeError::TooLarge { .. }
             | DecodeError::TooManyEntries { .. }
+            | DecodeError::Groups
             | DecodeError::Protobuf(_)
             | DecodeError::ProtobufV2(_)
             | DecodeError::SymbolsStart => "invalid_request",
@@ -252,7 +255,7 @@ pub fn memory_budget(max_decompressed: usize) -> usize {
 }
 
 fn within_memory_budget(raw: &[u8], schema: &decoded_size::Schema, max_decompressed: usize) -> Result<(), DecodeError> {
-    let cost = decoded_size::decoded_size(raw, schema);
+    let cost = decoded_size::decoded_size(raw, schema).ok_or(DecodeError::Groups)?;
     let limit = memory_budget(max_decompressed);
     if cost > limit {
         return Err(DecodeError::TooManyEntries { cost, limit });

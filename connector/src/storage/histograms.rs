@@ -170,31 +170,56 @@ const SELECT_ROWS: &str =
                 negative_buckets, custom_values
            FROM _prom_catalog.histogram
           WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
-          ORDER BY series_id, time";
+          ORDER BY series_id, time
+          LIMIT $4";
 
+/// The rows of `series_ids` in `[start, end]`, at most `limit` of them.
 async fn rows(
     pool: &PgPool,
     series_ids: &[i64],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    limit: usize,
 ) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(SELECT_ROWS)
         .bind(series_ids)
         .bind(start)
         .bind(end)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(pool)
         .await
 }
 
+/// Which of `series_ids` have a histogram in `[start, end]`.
+pub async fn series_with_data(
+    pool: &PgPool,
+    series_ids: &[i64],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT s.id FROM unnest($1::int8[]) AS s(id)
+          WHERE EXISTS (SELECT 1 FROM _prom_catalog.histogram h
+                         WHERE h.series_id = s.id AND h.time >= $2 AND h.time <= $3)",
+    )
+    .bind(series_ids)
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await
+}
+
 /// The histograms of `series_ids` in `[start, end]` as the PromQL engine computes on them,
-/// by series and time: (series id, Unix ms, histogram).
+/// by series and time: (series id, Unix ms, histogram); at most `limit` of them, so that a
+/// caller over its sample limit finds out without holding them all.
 pub async fn read_for_promql(
     pool: &PgPool,
     series_ids: &[i64],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    limit: usize,
 ) -> Result<Vec<(i64, i64, FloatHistogram)>, sqlx::Error> {
-    Ok(rows(pool, series_ids, start, end)
+    Ok(rows(pool, series_ids, start, end, limit)
         .await?
         .into_iter()
         .map(|row| {
@@ -230,14 +255,15 @@ pub async fn read_for_promql(
 }
 
 /// The histograms of `series_ids` in `[start, end]`, by series and time, as
-/// Prometheus sends them (integer histograms with bucket deltas).
+/// Prometheus sends them (integer histograms with bucket deltas); at most `limit`.
 pub async fn read(
     pool: &PgPool,
     series_ids: &[i64],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    limit: usize,
 ) -> Result<Vec<(i64, Histogram)>, sqlx::Error> {
-    Ok(rows(pool, series_ids, start, end)
+    Ok(rows(pool, series_ids, start, end, limit)
         .await?
         .into_iter()
         .map(from_row)

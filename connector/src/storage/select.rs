@@ -221,6 +221,16 @@ impl PgSeriesSource {
                 ReadError::TooManySamples(_) => QueryError::TooManySamples("reading series"),
                 ReadError::Database(e) => storage_error(e),
             })?;
+            // Series of native histograms have their data apart.
+            let unseen: Vec<i64> = selected.ids.iter().copied().filter(|id| !found.contains(id)).collect();
+            let mut found = found;
+            if !unseen.is_empty() {
+                found.extend(
+                    super::histograms::series_with_data(&self.pool, &unseen, to_time(start), to_time(end))
+                        .await
+                        .map_err(storage_error)?,
+                );
+            }
             out.extend(
                 selected
                     .ids
@@ -272,9 +282,17 @@ impl PgSeriesSource {
         let read: usize = samples.iter().map(Vec::len).sum();
         let mut histograms: HashMap<i64, Vec<HistogramSample>> = HashMap::new();
         let rows = if with_histograms {
-            super::histograms::read_for_promql(&self.pool, &selected.ids, to_time(hints.start), to_time(hints.end))
-                .await
-                .map_err(storage_error)?
+            // One more than the budget allows: enough to tell it is exceeded.
+            let limit = max_samples.saturating_sub(read).saturating_add(1);
+            super::histograms::read_for_promql(
+                &self.pool,
+                &selected.ids,
+                to_time(hints.start),
+                to_time(hints.end),
+                limit,
+            )
+            .await
+            .map_err(storage_error)?
         } else {
             Vec::new()
         };
@@ -282,6 +300,10 @@ impl PgSeriesSource {
             return Err(QueryError::TooManySamples("reading series"));
         }
         for (id, t, h) in rows {
+            // Only the windows' histograms, as only the windows' floats are read.
+            if hints.windows.is_some_and(|w| !w.contains(t)) {
+                continue;
+            }
             histograms
                 .entry(id)
                 .or_default()
@@ -333,7 +355,8 @@ impl PgSeriesSource {
                 .checked_sub(read)
                 .ok_or(QueryError::TooManySamples("reading series"))?;
             let mut histograms: HashMap<i64, Vec<Histogram>> = HashMap::new();
-            let rows = super::histograms::read(&self.pool, &ids, to_time(hints.start), to_time(hints.end))
+            let limit = budget.saturating_add(1);
+            let rows = super::histograms::read(&self.pool, &ids, to_time(hints.start), to_time(hints.end), limit)
                 .await
                 .map_err(storage_error)?;
             budget = budget

@@ -18,13 +18,21 @@ use crate::value::{format_value, InstantSample, Value};
 
 pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.to_string();
-    // sum adds native histograms too; the other aggregations leave them out.
-    let (input, histograms): (Vec<InstantSample>, Vec<InstantSample>) = if op == "sum" {
-        ev.vector_with_histograms(&a.expr, t)?
+    // sum adds native histograms too; count and group count them as any element (their
+    // value plays no part); the other aggregations leave them out.
+    let (input, histograms): (Vec<InstantSample>, Vec<InstantSample>) = match op.as_str() {
+        "sum" => ev
+            .vector_with_histograms(&a.expr, t)?
             .into_iter()
-            .partition(|s| s.h.is_none())
-    } else {
-        (ev.vector(&a.expr, t)?, Vec::new())
+            .partition(|s| s.h.is_none()),
+        "count" | "group" => (
+            ev.vector_with_histograms(&a.expr, t)?
+                .into_iter()
+                .map(|s| InstantSample::float(s.labels, s.t, 0.0))
+                .collect(),
+            Vec::new(),
+        ),
+        _ => (ev.vector(&a.expr, t)?, Vec::new()),
     };
     let grouping = |labels: &Labels| -> Labels {
         match &a.modifier {

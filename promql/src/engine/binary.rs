@@ -13,10 +13,14 @@ use crate::value::{InstantSample, Value};
 pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = b.op.to_string();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    // Native histograms are not operands of operators yet: left out, as Prometheus leaves
-    // them out of the operations it does not define for them.
-    let lhs = floats_only(ev.eval(&b.lhs, t)?);
-    let rhs = floats_only(ev.eval(&b.rhs, t)?);
+    // The set operators match elements by labels only: native histograms take part. The
+    // other operators do not take native histograms yet: left out, as Prometheus leaves them
+    // out of the operations it does not define for them.
+    let (lhs, rhs) = if matches!(op.as_str(), "and" | "or" | "unless") {
+        (ev.eval(&b.lhs, t)?, ev.eval(&b.rhs, t)?)
+    } else {
+        (floats_only(ev.eval(&b.lhs, t)?), floats_only(ev.eval(&b.rhs, t)?))
+    };
     match (lhs, rhs) {
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (value, keep) = apply(&op, l, r);

@@ -18,8 +18,9 @@ use super::boundaries::window_start;
 use super::eval::{check_unique_labels, Evaluator};
 use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
+use crate::histogram::FloatHistogram;
 use crate::labels::{Labels, METRIC_NAME};
-use crate::value::{InstantSample, Value};
+use crate::value::{HistogramSample, InstantSample, Sample, Value};
 
 /// How the engine evaluates a function, beyond its own arm in [`call`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +145,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
         }
         "timestamp" => vector(timestamp(ev, args[0], t)?),
         "absent" => {
-            let present = !ev.vector(args[0], t)?.is_empty();
+            let present = !ev.vector_with_histograms(args[0], t)?.is_empty();
             Ok(Value::Vector(absent(present, args[0], t)))
         }
         "absent_over_time" => {
@@ -278,37 +279,13 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
             let histograms = sel.histogram_window(i, range_end, width);
-            let labels = || {
-                if keeps_name {
+            if let Some((v, h)) = apply_window(function, samples, &histograms, range_start, range_end, &scalars)? {
+                let labels = if keeps_name {
                     s.labels.clone()
                 } else {
                     sel.without_name[i].clone()
-                }
-            };
-            // A window of floats and histograms together has no result, as in Prometheus.
-            if !histograms.is_empty() {
-                if samples.is_empty() {
-                    if let Some(h) = function.apply_to_histograms(&histograms, range_start, range_end) {
-                        out.push(InstantSample {
-                            labels: labels(),
-                            t,
-                            v: 0.0,
-                            h: Some(Arc::new(h)),
-                        });
-                    }
-                }
-                continue;
-            }
-            if samples.is_empty() {
-                continue;
-            }
-            if let Some(v) = function.apply(samples, range_start, range_end, &scalars)? {
-                out.push(InstantSample {
-                    labels: labels(),
-                    t,
-                    v,
-                    h: None,
-                });
+                };
+                out.push(InstantSample { labels, t, v, h });
             }
         }
         // A selector's series have distinct label sets.
@@ -316,37 +293,65 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
-        if !s.histograms.is_empty() {
-            if s.samples.is_empty() {
-                if let Some(h) = function.apply_to_histograms(&s.histograms, range_start, range_end) {
-                    let labels = if keeps_name {
-                        s.labels
-                    } else {
-                        s.labels.without_metric_name()
-                    };
-                    out.push(InstantSample {
-                        labels,
-                        t,
-                        v: 0.0,
-                        h: Some(Arc::new(h)),
-                    });
-                }
-            }
-            continue;
-        }
-        if s.samples.is_empty() {
-            continue;
-        }
-        if let Some(v) = function.apply(&s.samples, range_start, range_end, &scalars)? {
+        if let Some((v, h)) = apply_window(function, &s.samples, &s.histograms, range_start, range_end, &scalars)? {
             let labels = if keeps_name {
                 s.labels
             } else {
                 s.labels.without_metric_name()
             };
-            out.push(InstantSample { labels, t, v, h: None });
+            out.push(InstantSample { labels, t, v, h });
         }
     }
     Ok((out, false))
+}
+
+/// A float result, or a native histogram one.
+type WindowResult = (f64, Option<Arc<FloatHistogram>>);
+
+/// A range function of one series' window of floats and native histograms, as Prometheus
+/// computes it: rate, increase and delta of histograms alone (a window of both has no
+/// result); count_over_time counts both, present_over_time sees either, last_over_time
+/// takes the later; the other functions take the floats and leave the histograms out.
+fn apply_window(
+    function: range::RangeFunction,
+    samples: &[Sample],
+    histograms: &[HistogramSample],
+    range_start: i64,
+    range_end: i64,
+    scalars: &[f64],
+) -> Result<Option<WindowResult>, QueryError> {
+    use range::RangeFunction as F;
+    if histograms.is_empty() {
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        return Ok(function
+            .apply(samples, range_start, range_end, scalars)?
+            .map(|v| (v, None)));
+    }
+    Ok(match function {
+        F::Rate | F::Increase | F::Delta => {
+            if !samples.is_empty() {
+                return Ok(None);
+            }
+            function
+                .apply_to_histograms(histograms, range_start, range_end)
+                .map(|h| (0.0, Some(Arc::new(h))))
+        }
+        F::CountOverTime => Some(((samples.len() + histograms.len()) as f64, None)),
+        F::PresentOverTime => Some((1.0, None)),
+        F::LastOverTime => {
+            let last_h = &histograms[histograms.len() - 1];
+            match samples.last() {
+                Some(last) if last.t > last_h.t => Some((last.v, None)),
+                _ => Some((0.0, Some(last_h.h.clone()))),
+            }
+        }
+        _ if samples.is_empty() => None,
+        _ => function
+            .apply(samples, range_start, range_end, scalars)?
+            .map(|v| (v, None)),
+    })
 }
 
 fn unwrap_parens(e: &Expr) -> &Expr {
@@ -441,7 +446,7 @@ fn sort_by_value(v: &mut [InstantSample], descending: bool) {
 }
 
 fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSample>, QueryError> {
-    let input = ev.vector(args[0], t)?;
+    let input = ev.vector_with_histograms(args[0], t)?;
     let destination = ev.string(args[1], t)?;
     let replacement = ev.string(args[2], t)?;
     let source = ev.string(args[3], t)?;
@@ -467,7 +472,7 @@ fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSa
 }
 
 fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSample>, QueryError> {
-    let input = ev.vector(args[0], t)?;
+    let input = ev.vector_with_histograms(args[0], t)?;
     let destination = ev.string(args[1], t)?;
     let separator = ev.string(args[2], t)?;
     let sources = args[3..]
