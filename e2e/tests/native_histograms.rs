@@ -272,6 +272,11 @@ remote_write:
         (format!("count_over_time({name}[1m])"), true),
         (format!("last_over_time({name}[1m])"), true),
         (format!("present_over_time({name}[1m])"), true),
+        // How numbers are spelled: sample values take an exponent at the extremes, scalars
+        // do not.
+        ("vector(1e-7)".to_string(), true),
+        ("vector(-2.5e21)".to_string(), true),
+        ("scalar(vector(1e-7))".to_string(), true),
     ] {
         let params = [("query", query.clone()), ("time", at.clone())];
         compare_json(

@@ -140,7 +140,7 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
                     .remove(id)
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(_, t, v, l)| json!({"labels": l, "value": promscale_promql::format_value(*v), "timestamp": format_time(*t)}))
+                    .map(|(_, t, v, l)| json!({"labels": l, "value": super::json::format_sample_value(*v), "timestamp": format_time(*t)}))
                     .collect();
                 if !of_series.is_empty() {
                     out.push(json!({"seriesLabels": labels_object(labels), "exemplars": of_series}));

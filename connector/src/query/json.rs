@@ -36,8 +36,8 @@ pub fn labels_object(labels: &Labels) -> serde_json::Value {
 #[cfg(test)]
 fn histogram_object(h: &FloatHistogram) -> serde_json::Value {
     let mut object = Map::new();
-    object.insert("count".into(), json!(promscale_promql::format_value(h.count)));
-    object.insert("sum".into(), json!(promscale_promql::format_value(h.sum)));
+    object.insert("count".into(), json!(format_sample_value(h.count)));
+    object.insert("sum".into(), json!(format_sample_value(h.sum)));
     let buckets = api_buckets(h);
     if !buckets.is_empty() {
         let buckets: Vec<serde_json::Value> = buckets
@@ -45,9 +45,9 @@ fn histogram_object(h: &FloatHistogram) -> serde_json::Value {
             .map(|(rule, lower, upper, count)| {
                 json!([
                     rule,
-                    promscale_promql::format_value(lower),
-                    promscale_promql::format_value(upper),
-                    promscale_promql::format_value(count)
+                    format_sample_value(lower),
+                    format_sample_value(upper),
+                    format_sample_value(count)
                 ])
             })
             .collect();
@@ -68,7 +68,7 @@ pub fn query_data(value: &Value) -> serde_json::Value {
             "result": vector.iter().map(|s| match &s.h {
                 None => json!({
                     "metric": labels_object(&s.labels),
-                    "value": [format_time(s.t), promscale_promql::format_value(s.v)],
+                    "value": [format_time(s.t), format_sample_value(s.v)],
                 }),
                 Some(h) => json!({
                     "metric": labels_object(&s.labels),
@@ -82,7 +82,7 @@ pub fn query_data(value: &Value) -> serde_json::Value {
                 let mut series = Map::new();
                 series.insert("metric".into(), labels_object(&s.labels));
                 if !s.samples.is_empty() || s.histograms.is_empty() {
-                    series.insert("values".into(), s.samples.iter().map(|p| json!([format_time(p.t), promscale_promql::format_value(p.v)])).collect());
+                    series.insert("values".into(), s.samples.iter().map(|p| json!([format_time(p.t), format_sample_value(p.v)])).collect());
                 }
                 if !s.histograms.is_empty() {
                     series.insert("histograms".into(), s.histograms.iter().map(|p| json!([format_time(p.t), histogram_object(&p.h)])).collect());
@@ -118,7 +118,13 @@ fn write_query_response(out: &mut Vec<u8>, value: &Value) -> std::io::Result<()>
     out.extend_from_slice(value.type_name().as_bytes());
     out.extend_from_slice(br#"","result":"#);
     match value {
-        Value::Scalar { t, v } => write_point(out, *t, *v)?,
+        Value::Scalar { t, v } => {
+            out.push(b'[');
+            write_time(out, *t)?;
+            out.push(b',');
+            serde_json::to_writer(&mut *out, &promscale_promql::format_value(*v))?;
+            out.push(b']');
+        }
         Value::String { t, s } => {
             out.push(b'[');
             write_time(out, *t)?;
@@ -211,15 +217,34 @@ fn write_point(out: &mut Vec<u8>, t: i64, v: f64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A number as a JSON string, as [`promscale_promql::format_value`] spells it (without its
-/// allocation).
+/// A sample's value as Prometheus' API writes it (`jsonutil.MarshalFloat`): as
+/// [`promscale_promql::format_value`] does, except that magnitudes below 1e-6 or from 1e21 up
+/// take an exponent of at least two digits (`1e-07`, `1.5e+21`), as Go's `'e'` format.
+/// Scalars are written without exponent, as Prometheus writes them.
+pub fn format_sample_value(v: f64) -> String {
+    let abs = v.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) && v.is_finite() {
+        let text = format!("{v:e}");
+        let (mantissa, exponent) = text.split_once('e').expect("Rust's {:e} has an exponent");
+        let exponent: i32 = exponent.parse().expect("an integer exponent");
+        let sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs());
+    }
+    promscale_promql::format_value(v)
+}
+
+/// A sample's value as a JSON string ([`format_sample_value`]).
 fn write_number(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
     out.push(b'"');
+    let abs = v.abs();
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
         out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        out.extend_from_slice(format_sample_value(v).as_bytes());
     } else {
+        // format_value's spelling, without its allocation.
         write!(out, "{v}")?;
     }
     out.push(b'"');
@@ -330,6 +355,15 @@ mod tests {
         assert_eq!(promscale_promql::format_value(0.1), "0.1");
         assert_eq!(promscale_promql::format_value(1e21), "1000000000000000000000");
         assert_eq!(promscale_promql::format_value(f64::NEG_INFINITY), "-Inf");
+        // Sample values (not scalars) take an exponent at the extremes, as Go's 'e' format.
+        assert_eq!(format_sample_value(1e21), "1e+21");
+        assert_eq!(format_sample_value(-1.5e300), "-1.5e+300");
+        assert_eq!(format_sample_value(1e-7), "1e-07");
+        assert_eq!(format_sample_value(3.25e-7), "3.25e-07");
+        assert_eq!(format_sample_value(1e-6), "0.000001");
+        assert_eq!(format_sample_value(5e-324), "5e-324");
+        assert_eq!(format_sample_value(0.0), "0");
+        assert_eq!(format_sample_value(123.5), "123.5");
         assert_eq!(format_time(1_435_781_451_781).to_string(), "1435781451.781");
         assert_eq!(format_time(1_435_781_451_000).to_string(), "1435781451");
     }
