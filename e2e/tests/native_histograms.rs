@@ -303,6 +303,62 @@ remote_write:
     )
     .await;
 
+    // Series of native histograms are found in a time range, as Grafana asks for them.
+    let window = [
+        ("match[]", name.to_string()),
+        ("start", format!("{:.3}", (end - 11_500) as f64 / 1000.0)),
+        ("end", at.clone()),
+    ];
+    // Prometheus answers label values and names from every series of a block that overlaps
+    // the range (its head holds series created since, e.g. of its own remote-read handler,
+    // not sent yet): the connector's, exact, are those of the series Prometheus lists.
+    let series_of = |answer: &serde_json::Value| {
+        let mut items: Vec<BTreeMap<String, String>> = serde_json::from_value(answer["data"].clone()).unwrap();
+        items.sort();
+        items
+    };
+    let (_, want_series) = promscale_e2e::comparison::get(&client, &prometheus.url("/api/v1/series"), &window).await;
+    let (_, got_series) = promscale_e2e::comparison::get(&client, &connector.url("/api/v1/series"), &window).await;
+    let listed = series_of(&want_series);
+    assert!(!listed.is_empty());
+    assert_eq!(series_of(&got_series), listed, "/api/v1/series");
+    let strings =
+        |answer: serde_json::Value| -> Vec<String> { serde_json::from_value(answer["data"].clone()).unwrap() };
+    let (_, handlers) =
+        promscale_e2e::comparison::get(&client, &connector.url("/api/v1/label/handler/values"), &window).await;
+    let mut expected: Vec<String> = listed.iter().filter_map(|s| s.get("handler").cloned()).collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(strings(handlers), expected, "/api/v1/label/handler/values");
+    let (_, names) = promscale_e2e::comparison::get(&client, &connector.url("/api/v1/labels"), &window).await;
+    let mut expected: Vec<String> = listed.iter().flat_map(|s| s.keys().cloned()).collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(strings(names), expected, "/api/v1/labels");
+
+    // A second Prometheus 3 reading them through remote read answers as the first.
+    let connector_port = connector.port();
+    let reader = Prometheus::start_v3(
+        |_| format!("remote_read:\n  - url: http://127.0.0.1:{connector_port}/read\n    read_recent: true\n"),
+        &[],
+    )
+    .await;
+    for query in [
+        format!(r#"{name}{{handler="/metrics"}}"#),
+        format!("histogram_count({name})"),
+        format!("rate({name}[1m])"),
+    ] {
+        let params = [("query", query), ("time", at.clone())];
+        compare_json(
+            &client,
+            &prometheus.url("/api/v1/query"),
+            &reader.url("/api/v1/query"),
+            &params,
+            true,
+        )
+        .await;
+    }
+
     // SQL users read them with their series' labels: the count of the last histogram of
     // the HTTP handler Prometheus scrapes itself through.
     let (key, (_, histograms)) = want
