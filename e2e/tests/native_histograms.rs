@@ -272,6 +272,10 @@ remote_write:
         (format!("count_over_time({name}[1m])"), true),
         (format!("last_over_time({name}[1m])"), true),
         (format!("present_over_time({name}[1m])"), true),
+        (format!(r#"{name}{{handler="/metrics"}} * 2"#), false),
+        (format!(r#"0.5 * {name}{{handler="/metrics"}}"#), false),
+        (format!("rate({name}[1m]) / 4"), false),
+        (format!("-1 * {name}"), false),
         // How numbers are spelled: sample values take an exponent at the extremes, scalars
         // do not.
         ("vector(1e-7)".to_string(), true),

@@ -13,14 +13,16 @@ use crate::value::{InstantSample, Value};
 pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = b.op.to_string();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    // The set operators match elements by labels only: native histograms take part. The
-    // other operators do not take native histograms yet: left out, as Prometheus leaves them
-    // out of the operations it does not define for them.
-    let (lhs, rhs) = if matches!(op.as_str(), "and" | "or" | "unless") {
-        (ev.eval(&b.lhs, t)?, ev.eval(&b.rhs, t)?)
-    } else {
-        (floats_only(ev.eval(&b.lhs, t)?), floats_only(ev.eval(&b.rhs, t)?))
-    };
+    // The set operators match elements by labels only: native histograms take part; so do
+    // they in a vector multiplied or divided by a scalar (see `vector_scalar`). Between two
+    // vectors the other operators do not take native histograms yet: left out, as
+    // Prometheus leaves them out of the operations it does not define for them.
+    let (mut lhs, mut rhs) = (ev.eval(&b.lhs, t)?, ev.eval(&b.rhs, t)?);
+    let set_operator = matches!(op.as_str(), "and" | "or" | "unless");
+    let both_vectors = matches!((&lhs, &rhs), (Value::Vector(_), Value::Vector(_)));
+    if both_vectors && !set_operator {
+        (lhs, rhs) = (floats_only(lhs), floats_only(rhs));
+    }
     match (lhs, rhs) {
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (value, keep) = apply(&op, l, r);
@@ -108,6 +110,19 @@ fn vector_scalar(
     vector
         .into_iter()
         .filter_map(|mut s| {
+            if let Some(h) = s.h.take() {
+                // A native histogram times a scalar, or divided by one: every count and the
+                // sum scaled, as Prometheus does; it takes no other operator with a scalar.
+                let mut h = std::sync::Arc::unwrap_or_clone(h);
+                match op {
+                    "*" if !return_bool => h.mul(scalar),
+                    "/" if !scalar_left && !return_bool => h.div(scalar),
+                    _ => return None,
+                }
+                s.h = Some(std::sync::Arc::new(h));
+                s.labels = s.labels.without_metric_name();
+                return Some(s);
+            }
             let (l, r) = if scalar_left { (scalar, s.v) } else { (s.v, scalar) };
             let (mut value, mut keep) = apply(op, l, r);
             // A comparison keeps the vector's value, whichever side the vector is on.
