@@ -135,6 +135,31 @@ pub struct Histogram {
     pub start_timestamp: i64,
 }
 
+impl Histogram {
+    /// A float histogram (`count_float`); else an integer one, `count_int` or no count at all.
+    pub fn is_float(&self) -> bool {
+        matches!(self.count, Some(histogram::Count::Float(_)))
+    }
+
+    /// The count of observations as a float, whichever the kind.
+    pub fn count_value(&self) -> f64 {
+        match self.count {
+            Some(histogram::Count::Int(c)) => c as f64,
+            Some(histogram::Count::Float(c)) => c,
+            None => 0.0,
+        }
+    }
+
+    /// The zero bucket's count as a float, whichever the kind.
+    pub fn zero_count_value(&self) -> f64 {
+        match self.zero_count {
+            Some(histogram::ZeroCount::Int(c)) => c as f64,
+            Some(histogram::ZeroCount::Float(c)) => c,
+            None => 0.0,
+        }
+    }
+}
+
 pub mod histogram {
     #[derive(Clone, Copy, PartialEq, prost::Oneof)]
     pub enum Count {

@@ -113,3 +113,19 @@ pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest
     let status = response.status().as_u16();
     Ok((status, response.text().await.unwrap_or_default()))
 }
+
+/// A series' wire labels as one comparable key (`name="value",...`), for tests that compare
+/// answers series by series.
+pub fn label_key(labels: &[promscale_connector::prompb::Label]) -> String {
+    labels
+        .iter()
+        .map(|l| {
+            format!(
+                "{}={:?}",
+                String::from_utf8_lossy(&l.name),
+                String::from_utf8_lossy(&l.value)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use promscale_connector::prompb::histogram::{Count, ZeroCount};
 use promscale_connector::prompb::{
-    BucketSpan, Histogram, Label, LabelMatcher, MatchType, Query, ReadRequest, ReadResponse, ResponseType,
+    BucketSpan, Histogram, LabelMatcher, MatchType, Query, ReadRequest, ReadResponse, ResponseType,
 };
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
@@ -97,20 +97,6 @@ fn canonical(h: &Histogram) -> Canonical {
 
 type Answer = BTreeMap<String, (Vec<(i64, u64)>, Vec<Canonical>)>;
 
-fn label_key(labels: &[Label]) -> String {
-    labels
-        .iter()
-        .map(|l| {
-            format!(
-                "{}={:?}",
-                String::from_utf8_lossy(&l.name),
-                String::from_utf8_lossy(&l.value)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Everything remote read answers (SAMPLES) for `matchers` in `[start, end]` ms, by series.
 async fn remote_read(client: &reqwest::Client, url: &str, matchers: Vec<LabelMatcher>, start: i64, end: i64) -> Answer {
     let request = ReadRequest {
@@ -154,7 +140,7 @@ async fn remote_read(client: &reqwest::Client, url: &str, matchers: Vec<LabelMat
             .map(canonical)
             .collect();
         if !samples.is_empty() || !histograms.is_empty() {
-            out.insert(label_key(&s.labels), (samples, histograms));
+            out.insert(promscale_e2e::remote_write::label_key(&s.labels), (samples, histograms));
         }
     }
     out

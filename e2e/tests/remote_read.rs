@@ -27,20 +27,6 @@ const QUERIES: &[&str] = &[
 /// Series -> samples as (time, value bits), from either response type.
 type Samples = BTreeMap<String, Vec<(i64, u64)>>;
 
-fn label_key(labels: &[promscale_connector::prompb::Label]) -> String {
-    labels
-        .iter()
-        .map(|l| {
-            format!(
-                "{}={:?}",
-                String::from_utf8_lossy(&l.name),
-                String::from_utf8_lossy(&l.value)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Reads through remote read; `ours` also checks the connector's chunk size limit (Prometheus'
 /// own head chunks may hold more).
 async fn remote_read(
@@ -76,7 +62,7 @@ async fn remote_read(
             let raw = snap::raw::Decoder::new().decompress_vec(&bytes).unwrap();
             for s in &ReadResponse::decode(raw.as_slice()).unwrap().results[0].timeseries {
                 let samples = s.samples.iter().map(|p| (p.timestamp, p.value.to_bits())).collect();
-                out.insert(label_key(&s.labels), samples);
+                out.insert(promscale_e2e::remote_write::label_key(&s.labels), samples);
             }
         }
         ResponseType::StreamedXorChunks => {
@@ -92,7 +78,9 @@ async fn remote_read(
                 assert_eq!(crc32c::crc32c(message), crc, "frame checksum");
                 rest = &rest[4 + length..];
                 for s in ChunkedReadResponse::decode(message).unwrap().chunked_series {
-                    let entry = out.entry(label_key(&s.labels)).or_default();
+                    let entry = out
+                        .entry(promscale_e2e::remote_write::label_key(&s.labels))
+                        .or_default();
                     for chunk in s.chunks {
                         let samples = xor_chunk::decode(&chunk.data).expect("a valid XOR chunk");
                         assert!(!ours || samples.len() <= 120, "{} samples in a chunk", samples.len());

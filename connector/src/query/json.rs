@@ -222,8 +222,7 @@ fn write_point(out: &mut Vec<u8>, t: i64, v: f64) -> std::io::Result<()> {
 /// take an exponent of at least two digits (`1e-07`, `1.5e+21`), as Go's `'e'` format.
 /// Scalars are written without exponent, as Prometheus writes them.
 pub fn format_sample_value(v: f64) -> String {
-    let abs = v.abs();
-    if abs != 0.0 && !(1e-6..1e21).contains(&abs) && v.is_finite() {
+    if takes_exponent(v) {
         let text = format!("{v:e}");
         let (mantissa, exponent) = text.split_once('e').expect("Rust's {:e} has an exponent");
         let exponent: i32 = exponent.parse().expect("an integer exponent");
@@ -233,15 +232,21 @@ pub fn format_sample_value(v: f64) -> String {
     promscale_promql::format_value(v)
 }
 
+/// Whether Prometheus writes a sample's value with an exponent: a finite magnitude below 1e-6
+/// or from 1e21 up, as `jsonutil.MarshalFloat` decides.
+fn takes_exponent(v: f64) -> bool {
+    let abs = v.abs();
+    abs != 0.0 && v.is_finite() && !(1e-6..1e21).contains(&abs)
+}
+
 /// A sample's value as a JSON string ([`format_sample_value`]).
 fn write_number(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
     out.push(b'"');
-    let abs = v.abs();
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
         out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
-    } else if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+    } else if takes_exponent(v) {
         out.extend_from_slice(format_sample_value(v).as_bytes());
     } else {
         // format_value's spelling, without its allocation.

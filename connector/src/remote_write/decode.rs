@@ -6,6 +6,7 @@
 //! naming what was left out, as Mimir does: Prometheus does not resend a 4xx, and the good
 //! series are already committed.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
@@ -628,7 +629,7 @@ pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
 /// (integer and float counts mixed).
 fn histogram_problem(h: &proto::Histogram) -> Option<String> {
     use proto::histogram::{Count, ZeroCount};
-    let float = matches!(h.count, Some(Count::Float(_)));
+    let float = h.is_float();
     if matches!(
         (float, h.zero_count),
         (true, Some(ZeroCount::Int(_))) | (false, Some(ZeroCount::Float(_)))
@@ -643,16 +644,16 @@ fn histogram_problem(h: &proto::Histogram) -> Option<String> {
     if !float && has_counts {
         return Some("it is an integer histogram with bucket counts (integer histograms send bucket deltas)".into());
     }
-    let (positive, negative) = if float {
-        (h.positive_counts.clone(), h.negative_counts.clone())
+    // Float histograms' counts are checked where they are; integer ones' are made absolute.
+    let (positive, negative): (Cow<[f64]>, Cow<[f64]>) = if float {
+        (Cow::Borrowed(&h.positive_counts), Cow::Borrowed(&h.negative_counts))
     } else {
-        (absolute_counts(&h.positive_deltas), absolute_counts(&h.negative_deltas))
+        (
+            Cow::Owned(absolute_counts(&h.positive_deltas)),
+            Cow::Owned(absolute_counts(&h.negative_deltas)),
+        )
     };
-    let zero_count = match h.zero_count {
-        Some(ZeroCount::Int(c)) => c as f64,
-        Some(ZeroCount::Float(c)) => c,
-        None => 0.0,
-    };
+    let zero_count = h.zero_count_value();
     if h.schema == CUSTOM_BUCKETS_SCHEMA {
         if let Some(problem) = custom_bounds_problem(&h.custom_values, &h.positive_spans, positive.len()) {
             return Some(format!("custom buckets: {problem}"));

@@ -92,23 +92,15 @@ pub async fn insert<'e>(executor: impl sqlx::PgExecutor<'e>, batch: &HistogramBa
     let mut negative_buckets = Vec::with_capacity(n);
     let mut custom_values = Vec::with_capacity(n);
     for h in &batch.histograms {
-        let is_integer = !matches!(h.count, Some(Count::Float(_)));
+        let is_integer = !h.is_float();
         times.push(PgTimestamp::from_unix_ms(h.timestamp));
         integer.push(is_integer);
         reset_hint.push(h.reset_hint.clamp(0, 3) as i16);
         schema.push(h.schema);
-        count.push(match h.count {
-            Some(Count::Int(c)) => c as f64,
-            Some(Count::Float(c)) => c,
-            None => 0.0,
-        });
+        count.push(h.count_value());
         sum.push(h.sum);
         zero_threshold.push(h.zero_threshold);
-        zero_count.push(match h.zero_count {
-            Some(ZeroCount::Int(c)) => c as f64,
-            Some(ZeroCount::Float(c)) => c,
-            None => 0.0,
-        });
+        zero_count.push(h.zero_count_value());
         positive_spans.push(spans_literal(&h.positive_spans));
         positive_buckets.push(buckets_literal(is_integer, &h.positive_deltas, &h.positive_counts));
         negative_spans.push(spans_literal(&h.negative_spans));

@@ -209,7 +209,7 @@ impl PgSeriesSource {
     pub async fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>, QueryError> {
         let mut out = Vec::new();
         for selected in self.select_series(matchers).await? {
-            let found = super::read::series_with_data(
+            let mut found = super::read::series_with_data(
                 &self.pool,
                 &selected.table_name,
                 &selected.ids,
@@ -223,7 +223,6 @@ impl PgSeriesSource {
             })?;
             // Series of native histograms have their data apart.
             let unseen: Vec<i64> = selected.ids.iter().copied().filter(|id| !found.contains(id)).collect();
-            let mut found = found;
             if !unseen.is_empty() {
                 found.extend(
                     super::histograms::series_with_data(&self.pool, &unseen, to_time(start), to_time(end))
@@ -243,16 +242,14 @@ impl PgSeriesSource {
         Ok(out)
     }
 
-    /// The samples of the selected series in `[hints.start, hints.end]` (and in its windows,
-    /// when the hints have them), and their native histograms in `[hints.start, hints.end]`
-    /// when `with_histograms`.
-    pub async fn read_samples(
+    /// The float samples of the selected series in `[hints.start, hints.end]` (and in its
+    /// windows, when the hints have them), one list per id of `selected`, in its order.
+    async fn floats_by_id(
         &self,
-        selected: SelectedSeries,
+        selected: &SelectedSeries,
         hints: &SelectHints,
         max_samples: usize,
-        with_histograms: bool,
-    ) -> Result<Vec<Series>, QueryError> {
+    ) -> Result<Vec<Vec<Sample>>, QueryError> {
         let mut by_id = crate::storage::read::read_samples(
             &self.pool,
             &selected.table_name,
@@ -267,7 +264,7 @@ impl PgSeriesSource {
             ReadError::TooManySamples(_) => QueryError::TooManySamples("reading series"),
             ReadError::Database(e) => storage_error(e),
         })?;
-        let samples: Vec<Vec<Sample>> = selected
+        Ok(selected
             .ids
             .iter()
             .map(|id| {
@@ -278,24 +275,31 @@ impl PgSeriesSource {
                     .map(|(t, v)| Sample { t, v })
                     .collect()
             })
-            .collect();
+            .collect())
+    }
+
+    /// The samples and native histograms of the selected series in `[hints.start,
+    /// hints.end]` (and in its windows, when the hints have them), as the engine takes them.
+    pub async fn read_samples(
+        &self,
+        selected: SelectedSeries,
+        hints: &SelectHints,
+        max_samples: usize,
+    ) -> Result<Vec<Series>, QueryError> {
+        let samples = self.floats_by_id(&selected, hints, max_samples).await?;
         let read: usize = samples.iter().map(Vec::len).sum();
         let mut histograms: HashMap<i64, Vec<HistogramSample>> = HashMap::new();
-        let rows = if with_histograms {
-            // One more than the budget allows: enough to tell it is exceeded.
-            let limit = max_samples.saturating_sub(read).saturating_add(1);
-            super::histograms::read_for_promql(
-                &self.pool,
-                &selected.ids,
-                to_time(hints.start),
-                to_time(hints.end),
-                limit,
-            )
-            .await
-            .map_err(storage_error)?
-        } else {
-            Vec::new()
-        };
+        // One more than the budget allows: enough to tell it is exceeded.
+        let limit = max_samples.saturating_sub(read).saturating_add(1);
+        let rows = super::histograms::read_for_promql(
+            &self.pool,
+            &selected.ids,
+            to_time(hints.start),
+            to_time(hints.end),
+            limit,
+        )
+        .await
+        .map_err(storage_error)?;
         if read.saturating_add(rows.len()) > max_samples {
             return Err(QueryError::TooManySamples("reading series"));
         }
@@ -342,32 +346,30 @@ impl PgSeriesSource {
         let mut out = Vec::new();
         let mut budget = hints.max_samples.unwrap_or(usize::MAX);
         for selected in self.select_series(matchers).await? {
-            let ids = selected.ids.clone();
-            let labels = selected.labels.clone();
-            let mut samples: HashMap<Labels, Vec<Sample>> = self
-                .read_samples(selected, hints, budget, false)
-                .await?
-                .into_iter()
-                .map(|s| (s.labels, s.samples))
-                .collect();
-            let read: usize = samples.values().map(Vec::len).sum();
+            let floats = self.floats_by_id(&selected, hints, budget).await?;
+            let read: usize = floats.iter().map(Vec::len).sum();
             budget = budget
                 .checked_sub(read)
                 .ok_or(QueryError::TooManySamples("reading series"))?;
-            let mut histograms: HashMap<i64, Vec<Histogram>> = HashMap::new();
             let limit = budget.saturating_add(1);
-            let rows = super::histograms::read(&self.pool, &ids, to_time(hints.start), to_time(hints.end), limit)
-                .await
-                .map_err(storage_error)?;
+            let rows = super::histograms::read(
+                &self.pool,
+                &selected.ids,
+                to_time(hints.start),
+                to_time(hints.end),
+                limit,
+            )
+            .await
+            .map_err(storage_error)?;
             budget = budget
                 .checked_sub(rows.len())
                 .ok_or(QueryError::TooManySamples("reading series"))?;
+            let mut histograms: HashMap<i64, Vec<Histogram>> = HashMap::new();
             for (id, h) in rows {
                 histograms.entry(id).or_default().push(h);
             }
-            for (id, labels) in ids.into_iter().zip(labels) {
-                let samples = samples.remove(&labels).unwrap_or_default();
-                let histograms = histograms.remove(&id).unwrap_or_default();
+            for ((id, labels), samples) in selected.ids.iter().zip(selected.labels).zip(floats) {
+                let histograms = histograms.remove(id).unwrap_or_default();
                 if !samples.is_empty() || !histograms.is_empty() {
                     out.push(SeriesWithHistograms {
                         series: Series::floats(labels, samples),
@@ -391,7 +393,7 @@ impl SeriesSource for PgSeriesSource {
             let mut out: Vec<Series> = Vec::new();
             let mut budget = hints.max_samples.unwrap_or(usize::MAX);
             for selected in self.select_series(matchers).await? {
-                let series = self.read_samples(selected, hints, budget, true).await?;
+                let series = self.read_samples(selected, hints, budget).await?;
                 let read: usize = series.iter().map(Series::len).sum();
                 budget = budget
                     .checked_sub(read)

@@ -135,11 +135,14 @@ fn sum_histograms(
             }
         }
     }
-    let mixed: std::collections::HashSet<&Labels> = float_groups.iter().filter(|g| sums.contains_key(*g)).collect();
-    let mut out: Vec<InstantSample> = float_sums.into_iter().filter(|s| !mixed.contains(&s.labels)).collect();
-    let mixed: std::collections::HashSet<Labels> = mixed.into_iter().cloned().collect();
+    // A group with floats and histograms has no result: a float sum is labelled with its
+    // group, a histogram group is known by its labels.
+    let mut out: Vec<InstantSample> = float_sums
+        .into_iter()
+        .filter(|s| !sums.contains_key(&s.labels))
+        .collect();
     for group in order {
-        if mixed.contains(&group) {
+        if float_groups.contains(&group) {
             continue;
         }
         if let Some(Some(mut sum)) = sums.remove(&group) {
