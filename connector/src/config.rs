@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 pub use promscale_process::LogFormat;
+use promscale_promql::Semantics;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -185,6 +186,17 @@ pub struct Config {
     #[arg(long = "metrics.promql.lookback-delta", env = "PROMSCALE_METRICS_PROMQL_LOOKBACK_DELTA", default_value = "5m", value_parser = humantime::parse_duration)]
     pub promql_lookback_delta: Duration,
 
+    /// Whose PromQL rules queries follow where Prometheus 2 and 3 answer differently:
+    /// `prometheus3` (range, lookback and subquery windows leave out their start) or
+    /// `prometheus2` (windows include both ends, as Prometheus 2.x has it).
+    #[arg(
+        long = "metrics.promql.semantics",
+        env = "PROMSCALE_METRICS_PROMQL_SEMANTICS",
+        default_value = "prometheus3",
+        value_parser = parse_semantics
+    )]
+    pub promql_semantics: Semantics,
+
     /// Most samples a single query may hold in memory; beyond, it fails with a 422.
     #[arg(
         long = "metrics.promql.max-samples",
@@ -308,4 +320,13 @@ pub struct AuthConfig {
     /// signed by one of them (mutual TLS).
     #[arg(long = "auth.tls-client-ca-file", env = "PROMSCALE_AUTH_TLS_CLIENT_CA_FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
+}
+
+/// `--metrics.promql.semantics`: `prometheus3` or `prometheus2`.
+fn parse_semantics(text: &str) -> Result<Semantics, String> {
+    match text {
+        "prometheus3" => Ok(Semantics::Prometheus3),
+        "prometheus2" => Ok(Semantics::Prometheus2),
+        other => Err(format!("{other:?} is neither prometheus3 nor prometheus2")),
+    }
 }

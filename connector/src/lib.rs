@@ -105,6 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             max_fetched_samples: config.promql_max_fetched_samples,
             max_query_bytes: config.web_max_query_bytes,
             lookback_delta: config.promql_lookback_delta,
+            semantics: config.promql_semantics,
         },
         migrated: Default::default(),
         readiness: Default::default(),

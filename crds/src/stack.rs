@@ -92,6 +92,11 @@ pub struct ConnectorSpec {
     #[serde(default = "default_log_level")]
     #[x_kube(validation = Rule::new("self in ['error', 'warn', 'info', 'debug', 'trace']").message("logLevel must be one of error, warn, info, debug, trace"))]
     pub log_level: String,
+    /// Whose PromQL rules queries follow where Prometheus 2 and 3 answer differently:
+    /// `prometheus3` (the connector's default: range, lookback and subquery windows leave out
+    /// their start) or `prometheus2` (windows include both ends, as in Prometheus 2.x).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promql_semantics: Option<PromqlSemantics>,
     /// Extra command-line flags of promscale-connector, e.g. `--ingest.writers=8`
     /// (see `promscale-connector --help`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -116,6 +121,7 @@ impl Default for ConnectorSpec {
             affinity: None,
             pod_annotations: BTreeMap::new(),
             log_level: default_log_level(),
+            promql_semantics: None,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
         }
@@ -128,6 +134,24 @@ fn default_replicas() -> i32 {
 
 fn default_log_level() -> String {
     "info".to_string()
+}
+
+/// `spec.connector.promqlSemantics`: the connector's `--metrics.promql.semantics`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PromqlSemantics {
+    Prometheus3,
+    Prometheus2,
+}
+
+impl PromqlSemantics {
+    /// The connector flag that selects these semantics.
+    pub fn flag(self) -> &'static str {
+        match self {
+            PromqlSemantics::Prometheus3 => "--metrics.promql.semantics=prometheus3",
+            PromqlSemantics::Prometheus2 => "--metrics.promql.semantics=prometheus2",
+        }
+    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -174,7 +174,17 @@ pub struct Loaded {
 impl Loaded {
     pub async fn start() -> Self {
         let pg = TestPostgres::start();
-        let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+        // The reference is Prometheus 2.42: its rules where Prometheus 3's differ.
+        let connector = Connector::start(
+            &pg.uri(),
+            &[
+                "--maintenance.interval",
+                "0s",
+                "--metrics.promql.semantics",
+                "prometheus2",
+            ],
+        )
+        .await;
         let reference = Prometheus::start(
             |_| "global: {scrape_interval: 1h}\n".to_string(),
             &["--web.enable-remote-write-receiver"],

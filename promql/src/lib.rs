@@ -20,7 +20,7 @@ pub mod value;
 mod engine;
 
 pub use engine::functions::{Kind as FunctionKind, FUNCTIONS};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, Semantics};
 pub use error::QueryError;
 pub use labels::Labels;
 pub use memory::MemorySource;

@@ -1,8 +1,12 @@
-//! Runs Prometheus' own PromQL test scripts (`promql/testdata/*.test` at v2.42.0) against our
-//! engine, the way Prometheus 2.42's `promql/test.go` runs them against its own.
+//! Runs Prometheus' own PromQL test scripts against our engine, the way Prometheus'
+//! `promql/test.go` runs them against its own: those of v2.42.0 under Prometheus 2 semantics,
+//! and those of v3.13.2 under Prometheus 3 semantics. Prometheus 3's format adds `eval range`,
+//! `expect` lines, `load_with_nhcb` and native histogram values; this runner reads all but the
+//! histogram values and the annotation expectations (`expect warn`/`info`): evals that need
+//! those fail with the reason, and series of histogram values are not loaded.
 //!
 //! The scripts are not part of this repository: they sit next to the checkout, in
-//! `shared/promqltest/v2.42.0`, and are only read from there.
+//! `shared/promqltest/<version>`, and are only read from there.
 //!
 //! For every `eval`, test.go (v2.42) checks more than the instant query the line names:
 //!
@@ -15,11 +19,16 @@
 //!    `@ t`, run as 1 and 2 at -10t, 0, t/5, t and 10t (at -1s, 0 and 1s when t is 0): pinned
 //!    to t, the result must not change with the evaluation time.
 //!
-//! This runner does all three; an eval passes when every query passes. Expected values match
+//! Prometheus 3's `eval range` runs the range query alone and compares every step; its
+//! instant evals skip step 2 for `start()`, `end()`, `range()` and `step()`, and for results
+//! that are range vectors or strings (`expect range vector`, `expect string`).
+//!
+//! This runner does all of that; an eval passes when every query passes. Expected values match
 //! with test.go's relative tolerance (1e-6), and NaN matches NaN.
 //!
 //! The engine is completed over several sessions, so the test is a ratchet: it fails when a
-//! file passes fewer evals than its [`MINIMUM_PASSING`] entry, and says when an entry can go up.
+//! file passes fewer evals than its entry in the version's minimums ([`MINIMUM_PASSING`],
+//! [`MINIMUM_PASSING_V3`]), and says when an entry can go up.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -33,12 +42,34 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use promql_parser::label::{Matcher, Matchers};
 use promql_parser::parser::{self as promql, AtModifier, BinModifier, Expr, LabelModifier, VectorMatchCardinality};
-use promscale_promql::{Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, Value};
+use promscale_promql::{Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, Semantics, Value};
 use regex::Regex;
 
-/// The fewest evals of each file that must pass. Raise an entry whenever the engine passes
-/// more (the test prints the new numbers); never lower one to make the test pass.
-/// Target, every eval passing: 566 in all, each file's total in its comment.
+/// A version of Prometheus' test scripts, and how its evals are run.
+struct Suite {
+    version: &'static str,
+    /// The fewest evals of each file that must pass. Raise an entry whenever the engine
+    /// passes more (the test prints the new numbers); never lower one to make the test pass.
+    minimum: &'static [(&'static str, usize)],
+    semantics: Semantics,
+}
+
+/// Prometheus 2.42's scripts, under Prometheus 2 semantics.
+const V2: Suite = Suite {
+    version: "v2.42.0",
+    minimum: MINIMUM_PASSING,
+    semantics: Semantics::Prometheus2,
+};
+
+/// Prometheus 3.13.2's scripts, under Prometheus 3 semantics.
+const V3: Suite = Suite {
+    version: "v3.13.2",
+    minimum: MINIMUM_PASSING_V3,
+    semantics: Semantics::Prometheus3,
+};
+
+/// Prometheus 2.42's minimums. Target, every eval passing: 566 in all, each file's total in
+/// its comment.
 const MINIMUM_PASSING: &[(&str, usize)] = &[
     ("aggregators.test", 83),    // of 83
     ("at_modifier.test", 33),    // of 33
@@ -51,6 +82,32 @@ const MINIMUM_PASSING: &[(&str, usize)] = &[
     ("staleness.test", 14),      // of 14
     ("subquery.test", 25),       // of 25
     ("trig_functions.test", 19), // of 19
+];
+
+/// Prometheus 3.13.2's minimums. Target, every eval passing: 2183 in all, each file's total in
+/// its comment.
+const MINIMUM_PASSING_V3: &[(&str, usize)] = &[
+    ("aggregators.test", 107),        // of 160
+    ("at_modifier.test", 69),         // of 71
+    ("collision.test", 2),            // of 2
+    ("duration_expression.test", 8),  // of 59
+    ("extended_vectors.test", 26),    // of 169
+    ("fill-modifier.test", 1),        // of 46
+    ("functions.test", 292),          // of 427
+    ("histograms.test", 49),          // of 185
+    ("info.test", 1),                 // of 42
+    ("limit.test", 0),                // of 37
+    ("literals.test", 25),            // of 25
+    ("name_label_dropping.test", 21), // of 30
+    ("native_histograms.test", 0),    // of 522
+    ("operators.test", 140),          // of 213
+    ("range_queries.test", 12),       // of 18
+    ("selectors.test", 31),           // of 31
+    ("staleness.test", 17),           // of 17
+    ("start_timestamps.test", 2),     // of 18
+    ("subquery.test", 32),            // of 34
+    ("trig_functions.test", 19),      // of 19
+    ("type_and_unit.test", 43),       // of 58
 ];
 
 /// Failures printed in detail; the others are only counted, so that logs stay readable.
@@ -83,12 +140,22 @@ const AT_MODIFIER_UNSAFE_FUNCTIONS: &[&str] = &[
 
 #[tokio::test]
 async fn prometheus_promql_test_scripts() {
-    let dir = testdata_dir();
+    run_suite(&V2).await;
+}
+
+#[tokio::test]
+async fn prometheus_3_promql_test_scripts() {
+    run_suite(&V3).await;
+}
+
+async fn run_suite(suite: &Suite) {
+    let dir = testdata_dir(suite);
     assert!(
         dir.is_dir(),
         "Prometheus' PromQL test scripts are missing: no folder {}. They are not part of this \
-         repository; the checkout's sibling folder shared/promqltest/v2.42.0 must hold them.",
-        dir.display()
+         repository; the checkout's sibling folder shared/promqltest/{} must hold them.",
+        dir.display(),
+        suite.version
     );
     let files = script_files(&dir);
     assert!(!files.is_empty(), "no *.test file in {}", dir.display());
@@ -96,21 +163,23 @@ async fn prometheus_promql_test_scripts() {
     let mut reports = Vec::new();
     let mut problems = Vec::new();
     for path in &files {
-        match run_file(path).await {
+        match run_file(suite, path).await {
             Ok(report) => reports.push(report),
             Err(problem) => problems.push(problem),
         }
     }
     print_failures(&reports);
     print_unpinned(&reports);
-    print_table(&dir, &reports);
-    problems.extend(ratchet_problems(&files, &reports));
+    print_table(suite, &dir, &reports);
+    problems.extend(ratchet_problems(suite, &files, &reports));
     assert!(problems.is_empty(), "PromQL test scripts:\n  {}", problems.join("\n  "));
 }
 
-/// `shared/promqltest/v2.42.0` beside the repository checkout.
-fn testdata_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promqltest/v2.42.0")
+/// `shared/promqltest/<version>` beside the repository checkout.
+fn testdata_dir(suite: &Suite) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/promqltest")
+        .join(suite.version)
 }
 
 fn script_files(dir: &Path) -> Vec<PathBuf> {
@@ -157,7 +226,7 @@ struct Failure {
 }
 
 /// Runs one script. An `Err` is a problem with the script or this runner, not the engine.
-async fn run_file(path: &Path) -> Result<FileReport, String> {
+async fn run_file(suite: &Suite, path: &Path) -> Result<FileReport, String> {
     let name = file_name(path);
     let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
     let commands = parse_script(&text).map_err(|e| format!("{name}: {e}"))?;
@@ -177,7 +246,7 @@ async fn run_file(path: &Path) -> Result<FileReport, String> {
         unpinned: Vec::new(),
         pinned: 0,
     };
-    for result in run_script(&commands).await {
+    for result in run_script(suite, &commands).await {
         report.pinned += usize::from(result.pinned);
         if let Some(printed) = result.unprintable {
             report.unpinned.push((result.line, printed));
@@ -235,11 +304,15 @@ fn print_unpinned(reports: &[FileReport]) {
     }
 }
 
-fn print_table(dir: &Path, reports: &[FileReport]) {
-    println!("\nPrometheus v2.42.0 PromQL test scripts, from {}", dir.display());
+fn print_table(suite: &Suite, dir: &Path, reports: &[FileReport]) {
+    println!(
+        "\nPrometheus {} PromQL test scripts, from {}",
+        suite.version,
+        dir.display()
+    );
     println!("{:<24} {:>13} {:>8}", "file", "passed/total", "minimum");
     for report in reports {
-        let minimum = minimum_passing(&report.name);
+        let minimum = minimum_passing(suite, &report.name);
         let ratio = format!("{}/{}", report.passed, report.total);
         let hint = if report.passed > minimum {
             "  <- raise the minimum"
@@ -256,37 +329,45 @@ fn print_table(dir: &Path, reports: &[FileReport]) {
 
     let raised: Vec<String> = reports
         .iter()
-        .filter(|r| r.passed > minimum_passing(&r.name))
-        .map(|r| format!("    (\"{}\", {}),", r.name, r.passed))
+        .filter(|r| r.passed > minimum_passing(suite, &r.name))
+        .map(|r| format!("    (\"{}\", {}), // of {}", r.name, r.passed, r.total))
         .collect();
     if !raised.is_empty() {
-        println!("More evals pass than MINIMUM_PASSING requires; raise these entries in promql/tests/promqltest.rs:");
+        println!(
+            "More evals pass than the {} minimums require; raise these entries in promql/tests/promqltest.rs:",
+            suite.version
+        );
         println!("{}", raised.join("\n"));
     }
 }
 
-fn minimum_passing(name: &str) -> usize {
-    MINIMUM_PASSING
+fn minimum_passing(suite: &Suite, name: &str) -> usize {
+    suite
+        .minimum
         .iter()
         .find(|(file, _)| *file == name)
         .map_or(0, |(_, minimum)| *minimum)
 }
 
 /// Files that fell below their minimum, and table entries without a file.
-fn ratchet_problems(files: &[PathBuf], reports: &[FileReport]) -> Vec<String> {
+fn ratchet_problems(suite: &Suite, files: &[PathBuf], reports: &[FileReport]) -> Vec<String> {
     let present: BTreeSet<String> = files.iter().map(|f| file_name(f)).collect();
-    let missing = MINIMUM_PASSING
+    let missing = suite
+        .minimum
         .iter()
         .filter(|(name, _)| !present.contains(*name))
         .map(|(name, _)| format!("{name}: listed in MINIMUM_PASSING but not in the test data folder"));
-    let regressed = reports.iter().filter(|r| r.passed < minimum_passing(&r.name)).map(|r| {
-        format!(
-            "{}: {} evals pass, fewer than the minimum of {}",
-            r.name,
-            r.passed,
-            minimum_passing(&r.name)
-        )
-    });
+    let regressed = reports
+        .iter()
+        .filter(|r| r.passed < minimum_passing(suite, &r.name))
+        .map(|r| {
+            format!(
+                "{}: {} evals pass, fewer than the minimum of {}",
+                r.name,
+                r.passed,
+                minimum_passing(suite, &r.name)
+            )
+        });
     missing.chain(regressed).collect()
 }
 
@@ -309,8 +390,8 @@ struct EvalResult {
     pinned: bool,
 }
 
-async fn run_script(commands: &[Command]) -> Vec<EvalResult> {
-    let engine = test_engine();
+async fn run_script(suite: &Suite, commands: &[Command]) -> Vec<EvalResult> {
+    let engine = test_engine(suite);
     let mut source = MemorySource::new();
     let mut results = Vec::new();
     for command in commands {
@@ -328,11 +409,12 @@ async fn run_script(commands: &[Command]) -> Vec<EvalResult> {
 }
 
 /// The engine configured as test.go configures Prometheus' (the lookback stays the default 5m).
-fn test_engine() -> Engine {
+fn test_engine(suite: &Suite) -> Engine {
     Engine::new(EngineOptions {
         max_samples: 10_000,
         timeout: Duration::from_secs(100),
         default_subquery_step_ms: 60_000,
+        semantics: suite.semantics,
         ..EngineOptions::default()
     })
 }
@@ -345,6 +427,10 @@ async fn run_eval(engine: &Engine, source: &MemorySource, eval: &Eval) -> EvalRe
         unprintable: None,
         pinned: false,
     };
+    if let Some(reason) = &eval.unsupported {
+        result.failure = Some(reason.clone());
+        return result;
+    }
     // test.go rejects the whole file when an expression does not parse; counting it as one
     // failed eval keeps the other evals' counts meaningful.
     let expr = match promql::parse(&eval.expr) {
@@ -354,6 +440,13 @@ async fn run_eval(engine: &Engine, source: &MemorySource, eval: &Eval) -> EvalRe
             return result;
         }
     };
+    if let (Some(range), false) = (eval.range, eval.instant_only) {
+        // `eval range`: the range query alone (test.go's `execRangeEval`).
+        if let Err(reason) = check_range_query(engine, source, eval, range).await {
+            result.failure = Some(reason);
+        }
+        return result;
+    }
     if let Err(reason) = check_query(engine, source, eval, &eval.expr, eval.time_ms).await {
         result.failure = Some(reason);
         return result;
@@ -378,7 +471,7 @@ async fn run_eval(engine: &Engine, source: &MemorySource, eval: &Eval) -> EvalRe
 async fn check_query(engine: &Engine, source: &MemorySource, eval: &Eval, expr: &str, t: i64) -> Result<(), String> {
     let instant = match guarded(engine.instant_query(source, expr, t)).await {
         Outcome::Panic(message) => return Err(format!("instant query: the engine panicked: {message}")),
-        Outcome::Error(_) if eval.kind == EvalKind::Fail => return Ok(()),
+        Outcome::Error(e) if eval.kind == EvalKind::Fail => return expected_failure(eval, &e),
         Outcome::Error(e) => return Err(format!("instant query failed: {e}")),
         Outcome::Value(v) if eval.kind == EvalKind::Fail => {
             return Err(format!("expected an error, got {}", describe_value(&v)));
@@ -386,7 +479,21 @@ async fn check_query(engine: &Engine, source: &MemorySource, eval: &Eval, expr: 
         Outcome::Value(v) => v,
     };
     let ordered = eval.kind == EvalKind::Ordered;
+    if let Some(want) = &eval.string {
+        return match &instant {
+            Value::String { s, .. } if s == want => Ok(()),
+            other => Err(format!("expected string {want:?}, got {}", describe_value(other))),
+        };
+    }
+    if let (Some(range), true) = (eval.range, eval.instant_only) {
+        return compare_matrix(&eval.expected, &instant, range).map_err(|e| format!("instant query: {e}"));
+    }
     compare(&eval.expected, &instant, ordered).map_err(|e| format!("instant query: {e}"))?;
+    // Prometheus 3's test.go skips the range-mode check for the functions that answer
+    // differently there.
+    if query_context_functions().is_match(expr) {
+        return Ok(());
+    }
 
     let range = match guarded(engine.range_query(source, expr, t - 60_000, t + 60_000, 60_000)).await {
         Outcome::Panic(message) => return Err(format!("range query: the engine panicked: {message}")),
@@ -398,6 +505,117 @@ async fn check_query(engine: &Engine, source: &MemorySource, eval: &Eval, expr: 
     }
     let middle = middle_step(&range, &instant, t).map_err(|e| format!("range query: {e}"))?;
     compare(&eval.expected, &middle, false).map_err(|e| format!("range query, step at t: {e}"))
+}
+
+/// An `eval range`: the range query's matrix against the expected series' values.
+async fn check_range_query(
+    engine: &Engine,
+    source: &MemorySource,
+    eval: &Eval,
+    (start, end, step): (i64, i64, i64),
+) -> Result<(), String> {
+    match guarded(engine.range_query(source, &eval.expr, start, end, step)).await {
+        Outcome::Panic(message) => Err(format!("range query: the engine panicked: {message}")),
+        Outcome::Error(e) if eval.kind == EvalKind::Fail => expected_failure(eval, &e),
+        Outcome::Error(e) => Err(format!("range query failed: {e}")),
+        Outcome::Value(v) if eval.kind == EvalKind::Fail => {
+            Err(format!("expected an error, got {}", describe_value(&v)))
+        }
+        Outcome::Value(v) => {
+            compare_matrix(&eval.expected, &v, (start, end, step)).map_err(|e| format!("range query: {e}"))
+        }
+    }
+}
+
+/// Whether the error of an eval expected to fail says what the script expects.
+fn expected_failure(eval: &Eval, error: &str) -> Result<(), String> {
+    match &eval.fail_message {
+        Some(want) if !want.accepts(error) => Err(format!("expected the error {want:?}, got {error:?}")),
+        _ => Ok(()),
+    }
+}
+
+/// test.go's `compareResult` for a matrix: the same series, each with the expected values at
+/// the expected steps (`start + i * step`; `_` for no point).
+fn compare_matrix(expected: &Expected, got: &Value, (start, end, step): (i64, i64, i64)) -> Result<(), String> {
+    if let Some(want) = expected.scalar {
+        return Err(format!(
+            "expected scalar {}, got {}",
+            fmt_value(want),
+            describe_value(got)
+        ));
+    }
+    let Value::Matrix(series) = got else {
+        return Err(format!("expected a matrix, got {}", describe_value(got)));
+    };
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in series {
+        let Some(values) = expected.range_series.get(&s.labels) else {
+            problems.push(format!("unexpected series {}", s.labels));
+            continue;
+        };
+        seen.insert(&s.labels);
+        let mut want = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let t = start.saturating_add((i as i64).saturating_mul(step));
+            if t > end {
+                problems.push(format!("{}: more values expected than the range has steps", s.labels));
+                break;
+            }
+            if let Some(v) = v {
+                want.push((t, *v));
+            }
+        }
+        if !s.histograms.is_empty() {
+            problems.push(format!(
+                "{}: {} histogram points not expected",
+                s.labels,
+                s.histograms.len()
+            ));
+        }
+        let got: Vec<(i64, f64)> = s.samples.iter().map(|p| (p.t, p.v)).collect();
+        let same = want.len() == got.len()
+            && want
+                .iter()
+                .zip(&got)
+                .all(|((wt, wv), (gt, gv))| wt == gt && almost_equal(*wv, *gv));
+        if !same {
+            let show = |points: &[(i64, f64)]| {
+                points
+                    .iter()
+                    .take(8)
+                    .map(|(t, v)| format!("{}@{}", fmt_value(*v), fmt_ms(*t)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            problems.push(format!("{}: expected {} got {}", s.labels, show(&want), show(&got)));
+        }
+    }
+    for labels in expected.range_series.keys().filter(|l| !seen.contains(l)) {
+        problems.push(format!("missing {labels}"));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown = problems.len().min(MAX_PROBLEMS_SHOWN);
+    let mut message = format!(
+        "{} series expected, {} returned",
+        expected.range_series.len(),
+        series.len()
+    );
+    for problem in &problems[..shown] {
+        message.push_str("\n  ");
+        message.push_str(problem);
+    }
+    Err(message)
+}
+
+/// Prometheus 3's `start()`, `end()`, `range()` and `step()`: they answer differently in a
+/// range query, so test.go does not compare the two.
+fn query_context_functions() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(start|end|range|step)\(\)").expect("valid regex"))
 }
 
 /// The range query's points at `t`, shaped like the instant query's result for comparison.
@@ -758,12 +976,12 @@ fn at_time(ms: i64) -> AtModifier {
 // Script parsing (test.go's `parse`, `parseLoad`, `parseEval`; the series notation of
 // Prometheus' `ParseSeriesDesc`)
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Command {
     Clear,
     /// Each series' samples, timestamps computed; a series given twice keeps its last line.
     Load(BTreeMap<Labels, Vec<Sample>>),
-    Eval(Eval),
+    Eval(Box<Eval>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -773,7 +991,7 @@ enum EvalKind {
     Fail,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Eval {
     /// 1-based line of the command, and the command itself, for messages.
     line: usize,
@@ -782,6 +1000,34 @@ struct Eval {
     expr: String,
     time_ms: i64,
     expected: Expected,
+    /// (start, end, step) of an `eval range`, or of the range vector an instant eval expects
+    /// (`expect range vector from .. to .. step ..`).
+    range: Option<(i64, i64, i64)>,
+    /// An instant eval not repeated as a range query: its result is neither an instant
+    /// vector nor a scalar (a range vector or a string).
+    instant_only: bool,
+    /// `expect string "..."`: the string an instant eval returns.
+    string: Option<String>,
+    /// What the error of an eval expected to fail must say.
+    fail_message: Option<FailMessage>,
+    /// Why this runner cannot check the eval (it fails, with this reason).
+    unsupported: Option<String>,
+}
+
+/// `expect fail msg:` (the exact message) or `regex:` (a pattern it matches), as test.go has it.
+#[derive(Debug)]
+enum FailMessage {
+    Exact(String),
+    Pattern(Regex),
+}
+
+impl FailMessage {
+    fn accepts(&self, message: &str) -> bool {
+        match self {
+            FailMessage::Exact(want) => want == message,
+            FailMessage::Pattern(re) => re.is_match(message),
+        }
+    }
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -789,6 +1035,8 @@ struct Expected {
     scalar: Option<f64>,
     /// Each expected series' 1-based position among the expected lines, and its value.
     series: BTreeMap<Labels, (usize, f64)>,
+    /// Of a range eval: each expected series' values at the range's steps, `None` for none.
+    range_series: BTreeMap<Labels, Vec<Option<f64>>>,
 }
 
 /// Trimmed lines, comments blanked: like blank lines, they end a block.
@@ -812,7 +1060,7 @@ fn parse_script(text: &str) -> Result<Vec<Command>, String> {
         let word = line.split_whitespace().next().unwrap_or_default().to_lowercase();
         let (command, next) = if word == "clear" {
             (Command::Clear, i + 1)
-        } else if word == "load" {
+        } else if word == "load" || word == "load_with_nhcb" {
             parse_load(&lines, i)?
         } else if word.starts_with("eval") {
             parse_eval(&lines, i)?
@@ -838,8 +1086,13 @@ fn parse_load(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
     let mut series = BTreeMap::new();
     let mut j = i + 1;
     while j < lines.len() && !lines[j].is_empty() {
-        let (labels, values) = parse_series_desc(lines[j]).map_err(|e| at_line(j, e))?;
-        series.insert(labels, samples_every(interval, &values));
+        // Series of native histogram values (`{{...}}`), and notations of Prometheus 3's
+        // scripts this runner does not read yet, are not loaded: the evals that need them fail.
+        if !lines[j].contains("{{") {
+            if let Ok((labels, values)) = parse_series_desc(lines[j]) {
+                series.insert(labels, samples_every(interval, &values));
+            }
+        }
         j += 1;
     }
     Ok((Command::Load(series), j))
@@ -851,61 +1104,165 @@ fn samples_every(interval_ms: i64, values: &[Option<f64>]) -> Vec<Sample> {
 }
 
 /// Parses the `eval` at `lines[i]` and its expected results; returns the index after them.
+/// Both script formats: Prometheus 2.42's (`eval[_fail|_ordered] instant at`) and Prometheus
+/// 3's, which adds `eval range from .. to .. step ..`, `expect ...` lines and
+/// `expected_fail_message`/`expected_fail_regexp` (test.go's `parseEval`).
 fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
-    let caps = eval_re().captures(lines[i]).ok_or_else(|| {
-        at_line(
-            i,
-            "invalid evaluation command. (eval[_fail|_ordered] instant [at <offset:duration>] <query>",
-        )
-    })?;
-    let kind = match caps.get(1).map(|m| m.as_str()) {
-        Some("fail") => EvalKind::Fail,
-        Some("ordered") => EvalKind::Ordered,
-        _ => EvalKind::Plain,
-    };
-    let at = caps.get(2).map_or("", |m| m.as_str());
-    let time_ms = parse_duration(at).map_err(|e| at_line(i, e))?;
-    let (expected, next) = parse_expected(lines, i + 1)?;
-    let eval = Eval {
+    let mut eval = Eval {
         line: i + 1,
         command: lines[i].to_string(),
-        kind,
-        expr: caps[3].to_string(),
-        time_ms,
-        expected,
+        kind: EvalKind::Plain,
+        expr: String::new(),
+        time_ms: 0,
+        expected: Expected::default(),
+        range: None,
+        instant_only: false,
+        string: None,
+        fail_message: None,
+        unsupported: None,
     };
-    Ok((Command::Eval(eval), next))
+    let modifier;
+    if let Some(caps) = eval_re().captures(lines[i]) {
+        modifier = caps.get(1).map(|m| m.as_str().to_string());
+        let at = caps.get(2).map_or("", |m| m.as_str());
+        eval.time_ms = parse_duration(at).map_err(|e| at_line(i, e))?;
+        eval.expr = caps[3].to_string();
+    } else if let Some(caps) = eval_range_re().captures(lines[i]) {
+        modifier = caps.get(1).map(|m| m.as_str().to_string());
+        let duration = |k: usize| parse_duration(&caps[k]).map_err(|e| at_line(i, e));
+        let (start, end, step) = (duration(2)?, duration(3)?, duration(4)?);
+        eval.range = Some((start, end, step));
+        eval.time_ms = start;
+        eval.expr = caps[5].to_string();
+    } else {
+        return Err(at_line(
+            i,
+            "invalid evaluation command: eval[_fail|_warn|_info|_ordered] instant [at <offset>] <query> or eval[_fail|_warn|_info] range from <from> to <to> step <step> <query>",
+        ));
+    }
+    match modifier.as_deref() {
+        Some("fail") => eval.kind = EvalKind::Fail,
+        Some("ordered") => eval.kind = EvalKind::Ordered,
+        Some(other) => eval.unsupported = Some(annotation_unsupported(other)),
+        None => {}
+    }
+    let is_range = eval.range.is_some();
+    let mut position = 1;
+    let mut j = i + 1;
+    while j < lines.len() && !lines[j].is_empty() {
+        let line = lines[j];
+        j += 1;
+        if eval.kind == EvalKind::Fail {
+            if let Some(message) = line.strip_prefix("expected_fail_message") {
+                eval.fail_message = Some(FailMessage::Exact(message.trim().to_string()));
+                break;
+            }
+            if let Some(pattern) = line.strip_prefix("expected_fail_regexp") {
+                let re = Regex::new(pattern.trim()).map_err(|e| at_line(j - 1, e))?;
+                eval.fail_message = Some(FailMessage::Pattern(re));
+                break;
+            }
+        }
+        if let Some(caps) = expect_range_re().captures(line) {
+            let duration = |k: usize| parse_duration(&caps[k]).map_err(|e| at_line(j - 1, e));
+            let (start, end, step) = (duration(1)?, duration(2)?, duration(3)?);
+            eval.range = Some((start, end, step));
+            eval.time_ms = end;
+            eval.instant_only = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("expect string") {
+            let (text, _) = parse_string_literal(rest.trim()).map_err(|e| at_line(j - 1, e))?;
+            eval.string = Some(text);
+            eval.instant_only = true;
+            continue;
+        }
+        if line.split(' ').next() == Some("expect") {
+            let caps = expect_re()
+                .captures(line)
+                .ok_or_else(|| at_line(j - 1, format!("invalid expect line {line:?}")))?;
+            match &caps[1] {
+                "ordered" => eval.kind = EvalKind::Ordered,
+                "fail" => {
+                    eval.kind = EvalKind::Fail;
+                    eval.fail_message = match (caps.get(2).map(|m| m.as_str()), caps.get(3)) {
+                        (Some("regex"), Some(p)) => Some(FailMessage::Pattern(
+                            Regex::new(p.as_str().trim()).map_err(|e| at_line(j - 1, e))?,
+                        )),
+                        (Some(_), Some(m)) => Some(FailMessage::Exact(m.as_str().trim().to_string())),
+                        _ => None,
+                    };
+                }
+                // The engine returns no annotations: a query expected to have none has none.
+                "no_warn" | "no_info" => {}
+                other => eval.unsupported = Some(annotation_unsupported(other)),
+            }
+            continue;
+        }
+        if let Some(v) = parse_go_number(line) {
+            eval.expected.scalar = Some(v);
+            break;
+        }
+        if line.contains("{{") {
+            eval.unsupported =
+                Some("the eval expects native histogram values, which this runner does not read yet".into());
+            continue;
+        }
+        let (labels, values) = match parse_series_desc(line) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                eval.unsupported = Some(format!("this runner cannot read the expected line {line:?}: {e}"));
+                continue;
+            }
+        };
+        if is_range || eval.range.is_some() {
+            eval.expected.range_series.insert(labels, values);
+        } else {
+            let [Some(v)] = values[..] else {
+                return Err(at_line(j - 1, "an expected sample needs exactly one value"));
+            };
+            eval.expected.series.insert(labels, (position, v));
+        }
+        position += 1;
+    }
+    Ok((Command::Eval(Box::new(eval)), j))
 }
 
-/// Expected series lines up to a blank line, or one bare number (a scalar), which ends them.
-fn parse_expected(lines: &[&str], mut j: usize) -> Result<(Expected, usize), String> {
-    let mut expected = Expected::default();
-    let mut position = 1;
-    while j < lines.len() && !lines[j].is_empty() {
-        if let Some(v) = parse_go_number(lines[j]) {
-            expected.scalar = Some(v);
-            return Ok((expected, j + 1));
-        }
-        let (labels, values) = parse_series_desc(lines[j]).map_err(|e| at_line(j, e))?;
-        let [Some(v)] = values[..] else {
-            return Err(at_line(j, "an expected sample needs exactly one value"));
-        };
-        expected.series.insert(labels, (position, v));
-        position += 1;
-        j += 1;
-    }
-    Ok((expected, j))
+fn annotation_unsupported(kind: &str) -> String {
+    format!("the eval expects a `{kind}` annotation (a warning or info); the engine returns none yet")
 }
 
 fn load_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^load\s+(.+?)$").expect("valid regex"))
+    RE.get_or_init(|| Regex::new(r"^load(?:_with_nhcb)?\s+(.+?)$").expect("valid regex"))
 }
 
 fn eval_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"^eval(?:_(fail|ordered))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$").expect("valid regex")
+        Regex::new(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$").expect("valid regex")
+    })
+}
+
+fn eval_range_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$")
+            .expect("valid regex")
+    })
+}
+
+fn expect_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$").expect("valid regex")
+    })
+}
+
+fn expect_range_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^expect\s+range\s+vector\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$").expect("valid regex")
     })
 }
 
@@ -1368,7 +1725,64 @@ mod runner_tests {
             Expected::default(),
             "the scalar ended the previous block"
         );
-        assert_eq!(commands[6], Command::Clear);
+        assert!(matches!(commands[6], Command::Clear));
+    }
+
+    #[test]
+    fn prometheus_3_scripts_parse_and_matrices_compare() {
+        let script = "load 1m\n  m{a=\"1\"} 1 2 3\n  h {{schema:0 count:1}}\n\n\
+            eval range from 0 to 2m step 1m m\n  m{a=\"1\"} 1 _ 3\n\n\
+            eval instant at 1m m\n  expect fail msg: bad thing\n\n\
+            eval instant at 2m m[2m]\n  expect range vector from 1m to 2m step 1m\n  m{a=\"1\"} 2 3\n\n\
+            eval instant at 0 \"x\"\n  expect string \"x\"\n\n\
+            eval instant at 0 m\n  expect warn\n\n\
+            eval instant at 0 m\n  {} {{count:1}}\n";
+        let commands = parse_script(script).unwrap();
+        let Command::Load(loaded) = &commands[0] else {
+            panic!("not a load: {:?}", commands[0])
+        };
+        assert_eq!(loaded.len(), 1, "the histogram series is left out");
+        let evals: Vec<&Eval> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Eval(e) => Some(&**e),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(evals[0].range, Some((0, 120_000, 60_000)));
+        let a = labels(&[("__name__", "m"), ("a", "1")]);
+        assert_eq!(evals[0].expected.range_series[&a], vec![Some(1.0), None, Some(3.0)]);
+        assert_eq!(evals[1].kind, EvalKind::Fail);
+        assert!(evals[1].fail_message.as_ref().unwrap().accepts("bad thing"));
+        assert!(!evals[1].fail_message.as_ref().unwrap().accepts("other"));
+        assert_eq!(
+            (evals[2].range, evals[2].instant_only, evals[2].time_ms),
+            (Some((60_000, 120_000, 60_000)), true, 120_000)
+        );
+        assert_eq!(evals[3].string.as_deref(), Some("x"));
+        assert!(evals[4].unsupported.is_some(), "annotations are not checked yet");
+        assert!(evals[5].unsupported.is_some(), "histogram values are not read yet");
+
+        let matrix = |points: &[(i64, f64)]| {
+            Value::Matrix(vec![promscale_promql::Series {
+                labels: a.clone(),
+                samples: points.iter().map(|&(t, v)| Sample { t, v }).collect(),
+                histograms: vec![],
+            }])
+        };
+        let range = (0, 120_000, 60_000);
+        assert_eq!(
+            compare_matrix(&evals[0].expected, &matrix(&[(0, 1.0), (120_000, 3.0)]), range),
+            Ok(())
+        );
+        assert!(compare_matrix(
+            &evals[0].expected,
+            &matrix(&[(0, 1.0), (60_000, 2.0), (120_000, 3.0)]),
+            range
+        )
+        .is_err());
+        assert!(compare_matrix(&evals[0].expected, &matrix(&[(0, 1.0), (120_000, 3.5)]), range).is_err());
+        assert!(compare_matrix(&Expected::default(), &matrix(&[(0, 1.0)]), range).is_err());
     }
 
     #[test]
@@ -1379,7 +1793,8 @@ mod runner_tests {
             "load 5x\n m 1",
             "eval instant 1",
             "eval instant at 5 x",
-            "eval range from 0 to 1m step 1m x",
+            "eval range from 0 to 1m x",
+            "eval instant at 1m x\n expect nothing",
             "eval instant at 1m x\n m 1 2",
             "eval instant at 1m x\n m",
             "EVAL instant at 1m x",
@@ -1404,6 +1819,7 @@ mod runner_tests {
         let expected = Expected {
             scalar: None,
             series: BTreeMap::from([(a.clone(), (1, 1.0)), (b.clone(), (2, 2.0))]),
+            range_series: BTreeMap::new(),
         };
         assert_eq!(compare_vector(&expected, &[(&a, 1.0), (&b, 2.0)], true), Ok(()));
         assert_eq!(compare_vector(&expected, &[(&b, 2.0), (&a, 1.0)], false), Ok(()));

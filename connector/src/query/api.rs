@@ -86,6 +86,7 @@ fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
         max_samples: app.query.max_samples,
         max_fetched_samples: app.query.max_fetched_samples,
         lookback_delta_ms: app.query.lookback_delta.as_millis() as i64,
+        semantics: app.query.semantics,
         ..EngineOptions::default()
     };
     if let Some(t) = p.get("timeout") {

@@ -17,4 +17,6 @@ pub struct QueryOptions {
     /// Longest PromQL expression accepted, in bytes.
     pub max_query_bytes: usize,
     pub lookback_delta: Duration,
+    /// Prometheus 3's or Prometheus 2's rules where they differ.
+    pub semantics: promscale_promql::Semantics,
 }

@@ -141,7 +141,19 @@ async fn main() {
     let payload = payload(&all, start_ms, rounds);
 
     let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &["--log.level", "warn", "--maintenance.interval", "0s"]).await;
+    // Beside Prometheus 2.42, with its rules where Prometheus 3's differ.
+    let connector = Connector::start(
+        &pg.uri(),
+        &[
+            "--log.level",
+            "warn",
+            "--maintenance.interval",
+            "0s",
+            "--metrics.promql.semantics",
+            "prometheus2",
+        ],
+    )
+    .await;
     let prometheus = Prometheus::start(
         |_| "global: {scrape_interval: 1h}\n".to_string(),
         &["--web.enable-remote-write-receiver"],

@@ -142,6 +142,7 @@ fn container(input: &DeploymentInput) -> Container {
         args: non_empty(
             auth_args(auth)
                 .into_iter()
+                .chain(connector.promql_semantics.map(|s| s.flag().to_string()))
                 .chain(connector.extra_args.iter().cloned())
                 .collect(),
         ),
@@ -508,6 +509,17 @@ mod tests {
     fn scheme(probe: &Option<Probe>) -> (Option<String>, IntOrString) {
         let get = probe.clone().unwrap().http_get.unwrap();
         (get.scheme, get.port)
+    }
+
+    #[test]
+    fn promql_semantics_become_the_connector_flag_before_extra_args() {
+        let mut stack = spec(None);
+        stack.connector.promql_semantics = Some(promscale_crds::stack::PromqlSemantics::Prometheus2);
+        let deployment = build(&stack);
+        assert_eq!(
+            pod(&deployment).containers[0].args.clone().unwrap(),
+            vec!["--metrics.promql.semantics=prometheus2", "--ingest.writers=2"]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Instant;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
-use super::boundaries::{after_window, before_window, in_window, window_start};
+use super::boundaries::{after_window, Bounds};
 use super::index::{GroupCache, MatrixBuilder};
 use super::plan::{at_ms, duration_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
@@ -44,10 +44,11 @@ pub struct Selected<'a> {
     has_stale: Vec<bool>,
     /// Per series, where the last window looked at began and ended: hints for the next.
     cursors: Vec<Cell<(usize, usize)>>,
+    bounds: Bounds,
 }
 
 impl<'a> Selected<'a> {
-    fn new(series: &'a [Series]) -> Self {
+    fn new(series: &'a [Series], bounds: Bounds) -> Self {
         let without_name: Vec<Labels> = series.iter().map(|s| s.labels.without_metric_name()).collect();
         let mut seen = std::collections::HashSet::with_capacity(without_name.len());
         let unique_without_name = without_name.iter().all(|l| seen.insert(l));
@@ -57,6 +58,7 @@ impl<'a> Selected<'a> {
             unique_without_name,
             has_stale: series.iter().map(|s| s.samples.iter().any(|x| is_stale(x.v))).collect(),
             cursors: series.iter().map(|_| Cell::new((0, 0))).collect(),
+            bounds,
         }
     }
 
@@ -65,7 +67,7 @@ impl<'a> Selected<'a> {
     pub fn window(&self, i: usize, reference: i64, width: i64) -> &'a [Sample] {
         let samples = self.series[i].samples.as_slice();
         let (from_hint, to_hint) = self.cursors[i].get();
-        let from = partition_point_from(samples, from_hint, |x| before_window(x.t, reference, width));
+        let from = partition_point_from(samples, from_hint, |x| self.bounds.before_window(x.t, reference, width));
         let to = partition_point_from(samples, to_hint.max(from), |x| !after_window(x.t, reference)).max(from);
         self.cursors[i].set((from, to));
         &samples[from..to]
@@ -108,7 +110,7 @@ impl<'a> Selected<'a> {
         if histograms.is_empty() {
             return Vec::new();
         }
-        let from = histograms.partition_point(|x| before_window(x.t, reference, width));
+        let from = histograms.partition_point(|x| self.bounds.before_window(x.t, reference, width));
         let to = histograms.partition_point(|x| !after_window(x.t, reference)).max(from);
         histograms[from..to]
             .iter()
@@ -189,7 +191,10 @@ pub fn evaluate(
         query_end: end,
         options,
         deadline,
-        selected: data.iter().map(|(&key, series)| (key, Selected::new(series))).collect(),
+        selected: data
+            .iter()
+            .map(|(&key, series)| (key, Selected::new(series, Bounds::new(options.semantics))))
+            .collect(),
         groups: RefCell::new(HashMap::new()),
         held: Cell::new(0),
     };
@@ -347,7 +352,7 @@ impl<'a> Evaluator<'a> {
                 _ => None,
             };
             if let Some((sample_t, v, h, stale)) = latest {
-                if in_window(sample_t, reference, lookback) && !stale {
+                if sel.bounds.in_window(sample_t, reference, lookback) && !stale {
                     out.push((s.labels.clone(), sample_t, v, h));
                 }
             }
@@ -390,14 +395,7 @@ impl<'a> Evaluator<'a> {
             .filter(|&s| s > 0)
             .unwrap_or(self.options.default_subquery_step_ms);
         // The first multiple of the step in the window (none when it lies beyond i64).
-        let first = {
-            let (start, step) = (i128::from(window_start(reference, range)), i128::from(step));
-            let mut first = start.div_euclid(step) * step;
-            if first < start {
-                first += step;
-            }
-            i64::try_from(first).ok()
-        };
+        let first = Bounds::new(self.options.semantics).first_step(reference, range, step);
         let steps = first.map_or(0, |first| {
             (reference.saturating_sub(first) / step).saturating_add(1).max(0)
         });

@@ -3,6 +3,7 @@
 mod aggregate;
 mod binary;
 mod boundaries;
+pub use boundaries::Semantics;
 mod eval;
 pub(crate) mod functions;
 mod index;
@@ -32,6 +33,8 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// The deepest expression tree a query may have (see [`crate::parse`]).
     pub max_depth: usize,
+    /// Whose rules apply where Prometheus 2 and 3 differ (see [`boundaries`]).
+    pub semantics: Semantics,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +46,7 @@ impl Default for EngineOptions {
             max_fetched_samples: 200_000_000,
             timeout: Duration::from_secs(120),
             max_depth: crate::parse::MAX_DEPTH,
+            semantics: Semantics::default(),
         }
     }
 }
