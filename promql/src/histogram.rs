@@ -1248,6 +1248,40 @@ impl FloatHistogram {
         })
     }
 
+    /// Whether both histograms are the same, bit for bit in their counts and sum, whatever their
+    /// counter reset hints and however their empty spans are laid out (Prometheus' `Equals`).
+    pub fn equals(&self, other: &FloatHistogram) -> bool {
+        fn same_floats(a: &[f64], b: &[f64]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        }
+        fn folded(spans: &[Span]) -> Vec<Span> {
+            let mut out: Vec<Span> = Vec::new();
+            let mut pending = 0;
+            for s in spans {
+                if s.length == 0 {
+                    pending += s.offset;
+                    continue;
+                }
+                out.push(Span {
+                    offset: s.offset + pending,
+                    length: s.length,
+                });
+                pending = 0;
+            }
+            out
+        }
+        self.schema == other.schema
+            && self.count.to_bits() == other.count.to_bits()
+            && self.sum.to_bits() == other.sum.to_bits()
+            && (self.schema != CUSTOM_BUCKETS_SCHEMA || self.custom_values == other.custom_values)
+            && self.zero_threshold == other.zero_threshold
+            && self.zero_count.to_bits() == other.zero_count.to_bits()
+            && folded(&self.negative_spans) == folded(&other.negative_spans)
+            && same_floats(&self.negative_buckets, &other.negative_buckets)
+            && folded(&self.positive_spans) == folded(&other.positive_spans)
+            && same_floats(&self.positive_buckets, &other.positive_buckets)
+    }
+
     /// Multiplies all counts and the sum by `factor`; a negative factor makes the histogram a
     /// gauge histogram.
     pub fn mul(&mut self, factor: f64) {

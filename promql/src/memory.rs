@@ -8,11 +8,19 @@ use promql_parser::label::Matcher;
 use crate::error::QueryError;
 use crate::labels::Labels;
 use crate::source::{SelectHints, SeriesSource};
-use crate::value::{Sample, Series};
+use crate::value::{HistogramSample, Sample, Series};
 
 #[derive(Default, Debug, Clone)]
 pub struct MemorySource {
-    series: BTreeMap<Labels, Vec<Sample>>,
+    series: BTreeMap<Labels, Stored>,
+}
+
+/// A series' float and native histogram samples, each in time order; at most one of either
+/// at a time.
+#[derive(Default, Debug, Clone)]
+struct Stored {
+    samples: Vec<Sample>,
+    histograms: Vec<HistogramSample>,
 }
 
 impl MemorySource {
@@ -20,13 +28,32 @@ impl MemorySource {
         Self::default()
     }
 
-    /// Adds samples to the series `labels`; a sample at a time already present replaces it.
+    /// Adds samples to the series `labels`; a sample at a time already present (float or
+    /// histogram) replaces it.
     pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = Sample>) {
         let stored = self.series.entry(labels).or_default();
         for s in samples {
-            match stored.binary_search_by_key(&s.t, |x| x.t) {
-                Ok(i) => stored[i] = s,
-                Err(i) => stored.insert(i, s),
+            if let Ok(i) = stored.histograms.binary_search_by_key(&s.t, |x| x.t) {
+                stored.histograms.remove(i);
+            }
+            match stored.samples.binary_search_by_key(&s.t, |x| x.t) {
+                Ok(i) => stored.samples[i] = s,
+                Err(i) => stored.samples.insert(i, s),
+            }
+        }
+    }
+
+    /// Adds native histogram samples to the series `labels`, as [`MemorySource::add`] does
+    /// floats.
+    pub fn add_histograms(&mut self, labels: Labels, histograms: impl IntoIterator<Item = HistogramSample>) {
+        let stored = self.series.entry(labels).or_default();
+        for h in histograms {
+            if let Ok(i) = stored.samples.binary_search_by_key(&h.t, |x| x.t) {
+                stored.samples.remove(i);
+            }
+            match stored.histograms.binary_search_by_key(&h.t, |x| x.t) {
+                Ok(i) => stored.histograms[i] = h,
+                Err(i) => stored.histograms.insert(i, h),
             }
         }
     }
@@ -51,20 +78,22 @@ impl SeriesSource for MemorySource {
                 .series
                 .iter()
                 .filter(|(labels, _)| matches(labels, matchers))
-                .filter_map(|(labels, samples)| {
-                    let from = samples.partition_point(|s| s.t < hints.start);
-                    let to = samples.partition_point(|s| s.t <= hints.end);
+                .filter_map(|(labels, stored)| {
                     // Only the windows' samples, as a database source reads them: the PromQL
                     // test scripts then check the planner's windows too.
-                    let kept: Vec<Sample> = samples[from..to]
-                        .iter()
-                        .filter(|s| hints.windows.is_none_or(|w| w.contains(s.t)))
-                        .copied()
-                        .collect();
-                    (!kept.is_empty()).then(|| Series::floats(labels.clone(), kept))
+                    let wanted =
+                        |t: i64| t >= hints.start && t <= hints.end && hints.windows.is_none_or(|w| w.contains(t));
+                    let samples: Vec<Sample> = stored.samples.iter().filter(|s| wanted(s.t)).copied().collect();
+                    let histograms: Vec<HistogramSample> =
+                        stored.histograms.iter().filter(|h| wanted(h.t)).cloned().collect();
+                    (!samples.is_empty() || !histograms.is_empty()).then(|| Series {
+                        labels: labels.clone(),
+                        samples,
+                        histograms,
+                    })
                 })
                 .collect();
-            let total: usize = selected.iter().map(|s| s.samples.len()).sum();
+            let total: usize = selected.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
             if hints.max_samples.is_some_and(|max| total > max) {
                 return Err(QueryError::TooManySamples("reading series"));
             }

@@ -36,13 +36,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use promql_parser::label::{Matcher, Matchers};
 use promql_parser::parser::{self as promql, AtModifier, BinModifier, Expr, LabelModifier, VectorMatchCardinality};
-use promscale_promql::{Engine, EngineOptions, Labels, MemorySource, QueryError, Sample, Semantics, Value};
+use promscale_promql::histogram::{CounterResetHint, FloatHistogram, Span};
+use promscale_promql::{
+    Engine, EngineOptions, HistogramSample, InstantSample, Labels, MemorySource, QueryError, Sample, Semantics, Value,
+};
 use regex::Regex;
 
 /// A version of Prometheus' test scripts, and how its evals are run.
@@ -87,24 +90,24 @@ const MINIMUM_PASSING: &[(&str, usize)] = &[
 /// Prometheus 3.13.2's minimums. Target, every eval passing: 2183 in all, each file's total in
 /// its comment.
 const MINIMUM_PASSING_V3: &[(&str, usize)] = &[
-    ("aggregators.test", 107),        // of 160
-    ("at_modifier.test", 69),         // of 71
+    ("aggregators.test", 108),        // of 160
+    ("at_modifier.test", 71),         // of 71
     ("collision.test", 2),            // of 2
     ("duration_expression.test", 8),  // of 59
-    ("extended_vectors.test", 26),    // of 169
+    ("extended_vectors.test", 34),    // of 169
     ("fill-modifier.test", 1),        // of 46
-    ("functions.test", 292),          // of 427
+    ("functions.test", 386),          // of 427
     ("histograms.test", 49),          // of 185
     ("info.test", 1),                 // of 42
     ("limit.test", 0),                // of 37
     ("literals.test", 25),            // of 25
-    ("name_label_dropping.test", 21), // of 30
-    ("native_histograms.test", 0),    // of 522
+    ("name_label_dropping.test", 22), // of 30
+    ("native_histograms.test", 311),  // of 522
     ("operators.test", 140),          // of 213
-    ("range_queries.test", 12),       // of 18
+    ("range_queries.test", 13),       // of 18
     ("selectors.test", 31),           // of 31
     ("staleness.test", 17),           // of 17
-    ("start_timestamps.test", 2),     // of 18
+    ("start_timestamps.test", 9),     // of 18
     ("subquery.test", 32),            // of 34
     ("trig_functions.test", 19),      // of 19
     ("type_and_unit.test", 43),       // of 58
@@ -125,6 +128,10 @@ use promscale_promql::STALE_NAN_BITS;
 /// pinned with `@`, so test.go does not pin expressions that call them (Prometheus'
 /// `AtModifierUnsafeFunctions`).
 const AT_MODIFIER_UNSAFE_FUNCTIONS: &[&str] = &[
+    "end",
+    "range",
+    "start",
+    "step",
     "days_in_month",
     "day_of_month",
     "day_of_week",
@@ -398,8 +405,9 @@ async fn run_script(suite: &Suite, commands: &[Command]) -> Vec<EvalResult> {
         match command {
             Command::Clear => source.clear(),
             Command::Load(series) => {
-                for (labels, samples) in series {
-                    source.add(labels.clone(), samples.iter().copied());
+                for (labels, loaded) in series {
+                    source.add(labels.clone(), loaded.samples.iter().copied());
+                    source.add_histograms(labels.clone(), loaded.histograms.iter().cloned());
                 }
             }
             Command::Eval(eval) => results.push(run_eval(&engine, &source, eval).await),
@@ -556,40 +564,54 @@ fn compare_matrix(expected: &Expected, got: &Value, (start, end, step): (i64, i6
             continue;
         };
         seen.insert(&s.labels);
-        let mut want = Vec::new();
+        // test.go compares floats and histograms apart, each list in time order.
+        let (mut want_floats, mut want_histograms) = (Vec::new(), Vec::new());
         for (i, v) in values.iter().enumerate() {
             let t = start.saturating_add((i as i64).saturating_mul(step));
             if t > end {
                 problems.push(format!("{}: more values expected than the range has steps", s.labels));
                 break;
             }
-            if let Some(v) = v {
-                want.push((t, *v));
+            match v {
+                Some(item @ Item::Float(_)) => want_floats.push((t, item)),
+                Some(item @ Item::Histogram(..)) => want_histograms.push((t, item)),
+                None => {}
             }
         }
-        if !s.histograms.is_empty() {
-            problems.push(format!(
-                "{}: {} histogram points not expected",
-                s.labels,
-                s.histograms.len()
-            ));
-        }
-        let got: Vec<(i64, f64)> = s.samples.iter().map(|p| (p.t, p.v)).collect();
-        let same = want.len() == got.len()
-            && want
+        let floats_same = want_floats.len() == s.samples.len()
+            && want_floats
                 .iter()
-                .zip(&got)
-                .all(|((wt, wv), (gt, gv))| wt == gt && almost_equal(*wv, *gv));
-        if !same {
-            let show = |points: &[(i64, f64)]| {
-                points
-                    .iter()
-                    .take(8)
-                    .map(|(t, v)| format!("{}@{}", fmt_value(*v), fmt_ms(*t)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            problems.push(format!("{}: expected {} got {}", s.labels, show(&want), show(&got)));
+                .zip(&s.samples)
+                .all(|((t, want), got)| *t == got.t && item_matches(want, got.v, None));
+        let histograms_same = want_histograms.len() == s.histograms.len()
+            && want_histograms
+                .iter()
+                .zip(&s.histograms)
+                .all(|((t, want), got)| *t == got.t && item_matches(want, 0.0, Some(&got.h)));
+        if !floats_same || !histograms_same {
+            let want: Vec<String> = want_floats
+                .iter()
+                .chain(&want_histograms)
+                .take(6)
+                .map(|(t, v)| format!("{v}@{}", fmt_ms(*t)))
+                .collect();
+            let got: Vec<String> = s
+                .samples
+                .iter()
+                .map(|p| format!("{}@{}", fmt_value(p.v), fmt_ms(p.t)))
+                .chain(
+                    s.histograms
+                        .iter()
+                        .map(|p| format!("{}@{}", fmt_histogram(&p.h), fmt_ms(p.t))),
+                )
+                .take(6)
+                .collect();
+            problems.push(format!(
+                "{}: expected {} got {}",
+                s.labels,
+                want.join(" "),
+                got.join(" ")
+            ));
         }
     }
     for labels in expected.range_series.keys().filter(|l| !seen.contains(l)) {
@@ -623,26 +645,30 @@ fn middle_step(range: &Value, instant: &Value, t: i64) -> Result<Value, String> 
     let Value::Matrix(series) = range else {
         return Err(format!("got a {} instead of a matrix", range.type_name()));
     };
-    let samples: Vec<(Labels, f64)> = series
+    let samples: Vec<InstantSample> = series
         .iter()
-        .filter_map(|s| s.samples.iter().find(|p| p.t == t).map(|p| (s.labels.clone(), p.v)))
+        .filter_map(|s| {
+            let float = s.samples.iter().find(|p| p.t == t);
+            let histogram = s.histograms.iter().find(|p| p.t == t);
+            match (float, histogram) {
+                (Some(p), _) => Some(InstantSample::float(s.labels.clone(), t, p.v)),
+                (None, Some(h)) => Some(InstantSample {
+                    labels: s.labels.clone(),
+                    t,
+                    v: 0.0,
+                    h: Some(h.h.clone()),
+                }),
+                (None, None) => None,
+            }
+        })
         .collect();
     if !matches!(instant, Value::Scalar { .. }) {
-        return Ok(vector_value(samples, t));
+        return Ok(Value::Vector(samples));
     }
     match samples.first() {
-        Some((_, v)) => Ok(Value::Scalar { t, v: *v }),
+        Some(s) => Ok(Value::Scalar { t, v: s.v }),
         None => Err(format!("no point at {} for the scalar result", fmt_ms(t))),
     }
-}
-
-fn vector_value(samples: Vec<(Labels, f64)>, t: i64) -> Value {
-    Value::Vector(
-        samples
-            .into_iter()
-            .map(|(labels, v)| promscale_promql::InstantSample::float(labels, t, v))
-            .collect(),
-    )
 }
 
 enum Outcome {
@@ -709,10 +735,7 @@ fn payload_message(payload: &(dyn Any + Send)) -> String {
 
 fn compare(expected: &Expected, got: &Value, ordered: bool) -> Result<(), String> {
     match got {
-        Value::Vector(samples) => {
-            let samples: Vec<(&Labels, f64)> = samples.iter().map(|s| (&s.labels, s.v)).collect();
-            compare_vector(expected, &samples, ordered)
-        }
+        Value::Vector(samples) => compare_vector(expected, samples, ordered),
         Value::Scalar { v, .. } => match expected.scalar {
             Some(want) if almost_equal(want, *v) => Ok(()),
             Some(want) => Err(format!("expected scalar {} but got {}", fmt_value(want), fmt_value(*v))),
@@ -732,31 +755,29 @@ fn compare(expected: &Expected, got: &Value, ordered: bool) -> Result<(), String
 
 /// Fails when test.go would: an unexpected series, a missing one, a value off by more than the
 /// tolerance, or (for `eval_ordered`) a series at another position than its expected line.
-fn compare_vector(expected: &Expected, samples: &[(&Labels, f64)], ordered: bool) -> Result<(), String> {
+fn compare_vector(expected: &Expected, samples: &[InstantSample], ordered: bool) -> Result<(), String> {
     let mut problems = Vec::new();
     if let Some(want) = expected.scalar {
         problems.push(format!("expected scalar {}, got a vector", fmt_value(want)));
     }
     let mut seen = BTreeSet::new();
-    for (index, (labels, v)) in samples.iter().enumerate() {
-        let Some((position, want)) = expected.series.get(*labels) else {
-            problems.push(format!("unexpected {labels} {}", fmt_value(*v)));
+    for (index, sample) in samples.iter().enumerate() {
+        let labels = &sample.labels;
+        let got = got_item(sample.v, sample.h.as_ref());
+        let Some((position, want)) = expected.series.get(labels) else {
+            problems.push(format!("unexpected {labels} {got}"));
             continue;
         };
         if ordered && *position != index + 1 {
             problems.push(format!("{labels} at position {} but expected at {position}", index + 1));
         }
-        if !almost_equal(*want, *v) {
-            problems.push(format!(
-                "{labels}: expected {} but got {}",
-                fmt_value(*want),
-                fmt_value(*v)
-            ));
+        if !item_matches(want, sample.v, sample.h.as_deref()) {
+            problems.push(format!("{labels}: expected {want} but got {got}"));
         }
-        seen.insert(*labels);
+        seen.insert(labels);
     }
     let missing = expected.series.iter().filter(|(labels, _)| !seen.contains(labels));
-    problems.extend(missing.map(|(labels, (_, want))| format!("missing {labels} {}", fmt_value(*want))));
+    problems.extend(missing.map(|(labels, (_, want))| format!("missing {labels} {want}")));
     if problems.is_empty() {
         return Ok(());
     }
@@ -786,6 +807,73 @@ fn almost_equal(a: f64, b: f64) -> bool {
         return diff < EPSILON * min_normal;
     }
     diff / (a.abs() + b.abs()) < EPSILON
+}
+
+/// A result value as an [`Item`], for messages.
+fn got_item(v: f64, h: Option<&Arc<FloatHistogram>>) -> Item {
+    match h {
+        Some(h) => Item::Histogram(h.clone(), true),
+        None => Item::Float(v),
+    }
+}
+
+/// test.go's comparison of an expected value with a result's float or histogram.
+fn item_matches(want: &Item, v: f64, h: Option<&FloatHistogram>) -> bool {
+    match (want, h) {
+        (Item::Float(want), None) => almost_equal(*want, v),
+        (Item::Histogram(want, hint_set), Some(got)) => histograms_match(want, got, *hint_set),
+        _ => false,
+    }
+}
+
+/// test.go's `compareNativeHistogram` of both histograms compacted: schema, count, sum,
+/// custom bounds, zero bucket, spans and buckets (within the tolerance), and the counter
+/// reset hint when the script gave it.
+fn histograms_match(want: &FloatHistogram, got: &FloatHistogram, hint_set: bool) -> bool {
+    let (mut want, mut got) = (want.clone(), got.clone());
+    want.compact(0);
+    got.compact(0);
+    let buckets_match = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| almost_equal(*x, *y));
+    want.schema == got.schema
+        && almost_equal(want.count, got.count)
+        && almost_equal(want.sum, got.sum)
+        && (want.custom_values.is_empty() || want.custom_values == got.custom_values)
+        && want.zero_threshold == got.zero_threshold
+        && almost_equal(want.zero_count, got.zero_count)
+        && spans_match(&want.negative_spans, &got.negative_spans)
+        && buckets_match(&want.negative_buckets, &got.negative_buckets)
+        && spans_match(&want.positive_spans, &got.positive_spans)
+        && buckets_match(&want.positive_buckets, &got.positive_buckets)
+        && (!hint_set || want.counter_reset_hint == got.counter_reset_hint)
+}
+
+/// test.go's `spansMatch`: the same buckets, zero-length spans folded into the next one.
+fn spans_match(a: &[Span], b: &[Span]) -> bool {
+    fn folded(spans: &[Span]) -> Vec<Span> {
+        let mut out: Vec<Span> = Vec::new();
+        let mut pending = 0;
+        for s in spans {
+            if s.length == 0 {
+                pending += s.offset;
+                continue;
+            }
+            out.push(Span {
+                offset: s.offset + pending,
+                length: s.length,
+            });
+            pending = 0;
+        }
+        out
+    }
+    folded(a) == folded(b)
+}
+
+/// A histogram in the scripts' notation, for messages.
+fn fmt_histogram(h: &FloatHistogram) -> String {
+    format!(
+        "{{{{schema:{} count:{} sum:{} z_bucket:{} buckets:{:?} n_buckets:{:?} hint:{:?}}}}}",
+        h.schema, h.count, h.sum, h.zero_count, h.positive_buckets, h.negative_buckets, h.counter_reset_hint
+    )
 }
 
 fn describe_expected(expected: &Expected) -> String {
@@ -980,7 +1068,7 @@ fn at_time(ms: i64) -> AtModifier {
 enum Command {
     Clear,
     /// Each series' samples, timestamps computed; a series given twice keeps its last line.
-    Load(BTreeMap<Labels, Vec<Sample>>),
+    Load(BTreeMap<Labels, Loaded>),
     Eval(Box<Eval>),
 }
 
@@ -1034,9 +1122,26 @@ impl FailMessage {
 struct Expected {
     scalar: Option<f64>,
     /// Each expected series' 1-based position among the expected lines, and its value.
-    series: BTreeMap<Labels, (usize, f64)>,
+    series: BTreeMap<Labels, (usize, Item)>,
     /// Of a range eval: each expected series' values at the range's steps, `None` for none.
-    range_series: BTreeMap<Labels, Vec<Option<f64>>>,
+    range_series: BTreeMap<Labels, Vec<Option<Item>>>,
+}
+
+/// One value of a series line: a float, or a native histogram (`{{...}}`) with whether the
+/// script gave its counter reset hint (test.go compares the hint only then).
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>, bool),
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Float(v) => f.write_str(&fmt_value(*v)),
+            Item::Histogram(h, _) => f.write_str(&fmt_histogram(h)),
+        }
+    }
 }
 
 /// Trimmed lines, comments blanked: like blank lines, they end a block.
@@ -1086,21 +1191,54 @@ fn parse_load(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
     let mut series = BTreeMap::new();
     let mut j = i + 1;
     while j < lines.len() && !lines[j].is_empty() {
-        // Series of native histogram values (`{{...}}`), and notations of Prometheus 3's
-        // scripts this runner does not read yet, are not loaded: the evals that need them fail.
-        if !lines[j].contains("{{") {
-            if let Ok((labels, values)) = parse_series_desc(lines[j]) {
-                series.insert(labels, samples_every(interval, &values));
-            }
+        // Notations of Prometheus 3's scripts this runner does not read yet are not loaded:
+        // the evals that need them fail.
+        if let Ok((labels, items)) = parse_series_items(lines[j]) {
+            series.insert(labels, loaded_every(interval, &items));
         }
         j += 1;
     }
     Ok((Command::Load(series), j))
 }
 
-fn samples_every(interval_ms: i64, values: &[Option<f64>]) -> Vec<Sample> {
-    let timed = values.iter().zip((0..).map(|k: i64| k * interval_ms));
-    timed.filter_map(|(v, t)| v.map(|v| Sample { t, v })).collect()
+/// A loaded series: its floats, and its native histograms with the counter reset hints a TSDB
+/// gives them when it reads them back (test.go loads into a real TSDB): a gauge histogram
+/// stays a gauge; of the others, the first after a float or a gap of type is `Unknown`, and
+/// each later one `CounterReset` when it went down from the one before, else `NotCounterReset`.
+#[derive(Debug, Default)]
+struct Loaded {
+    samples: Vec<Sample>,
+    histograms: Vec<HistogramSample>,
+}
+
+fn loaded_every(interval_ms: i64, items: &[Option<Item>]) -> Loaded {
+    let mut loaded = Loaded::default();
+    let mut previous: Option<Arc<FloatHistogram>> = None;
+    for (k, item) in items.iter().enumerate() {
+        let t = k as i64 * interval_ms;
+        match item {
+            None => {}
+            Some(Item::Float(v)) => {
+                loaded.samples.push(Sample { t, v: *v });
+                previous = None;
+            }
+            Some(Item::Histogram(h, _)) => {
+                let mut h = (**h).clone();
+                if h.counter_reset_hint != CounterResetHint::Gauge {
+                    h.counter_reset_hint = CounterResetHint::Unknown;
+                    h.counter_reset_hint = match &previous {
+                        None => CounterResetHint::Unknown,
+                        Some(p) if h.detect_reset(p) => CounterResetHint::CounterReset,
+                        Some(_) => CounterResetHint::NotCounterReset,
+                    };
+                }
+                let h = Arc::new(h);
+                previous = Some(h.clone());
+                loaded.histograms.push(HistogramSample { t, h });
+            }
+        }
+    }
+    loaded
 }
 
 /// Parses the `eval` at `lines[i]` and its expected results; returns the index after them.
@@ -1203,12 +1341,7 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
             eval.expected.scalar = Some(v);
             break;
         }
-        if line.contains("{{") {
-            eval.unsupported =
-                Some("the eval expects native histogram values, which this runner does not read yet".into());
-            continue;
-        }
-        let (labels, values) = match parse_series_desc(line) {
+        let (labels, values) = match parse_series_items(line) {
             Ok(parsed) => parsed,
             Err(e) => {
                 eval.unsupported = Some(format!("this runner cannot read the expected line {line:?}: {e}"));
@@ -1218,10 +1351,10 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
         if is_range || eval.range.is_some() {
             eval.expected.range_series.insert(labels, values);
         } else {
-            let [Some(v)] = values[..] else {
+            let [Some(v)] = &values[..] else {
                 return Err(at_line(j - 1, "an expected sample needs exactly one value"));
             };
-            eval.expected.series.insert(labels, (position, v));
+            eval.expected.series.insert(labels, (position, v.clone()));
         }
         position += 1;
     }
@@ -1307,6 +1440,165 @@ fn parse_series_desc(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
         values.extend(parse_value_item(item).map_err(|e| format!("in {item:?}: {e}"))?);
     }
     Ok((labels, values))
+}
+
+/// `metric{label="value", ...} items...`: like [`parse_series_desc`], with native histogram
+/// items too (`{{...}}`, `{{...}}xN`, `{{...}}+{{...}}xN`, `{{...}}-{{...}}xN`, as Prometheus'
+/// series notation has them).
+fn parse_series_items(line: &str) -> Result<(Labels, Vec<Option<Item>>), String> {
+    let (labels, rest) = parse_metric(line)?;
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return Err(format!("unexpected {rest:?} after the series' labels"));
+    }
+    let mut items = Vec::new();
+    for token in split_outside(rest, "{{", "}}") {
+        if token.starts_with("{{") {
+            items.extend(
+                parse_histogram_item(token)
+                    .map_err(|e| format!("in {token:?}: {e}"))?
+                    .into_iter()
+                    .map(Some),
+            );
+        } else {
+            let values = parse_value_item(token).map_err(|e| format!("in {token:?}: {e}"))?;
+            items.extend(values.into_iter().map(|v| v.map(Item::Float)));
+        }
+    }
+    Ok((labels, items))
+}
+
+/// The whitespace-separated words of `text`, whitespace between `open` and `close` kept.
+fn split_outside<'a>(text: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+    let mut words = Vec::new();
+    let (mut depth, mut start) = (0usize, None);
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        if rest.starts_with(open) {
+            depth += 1;
+            start.get_or_insert(i);
+            i += open.len();
+            continue;
+        }
+        if depth > 0 && rest.starts_with(close) {
+            depth -= 1;
+            i += close.len();
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        if c.is_whitespace() && depth == 0 {
+            if let Some(from) = start.take() {
+                words.push(&text[from..i]);
+            }
+        } else {
+            start.get_or_insert(i);
+        }
+        i += c.len_utf8();
+    }
+    if let Some(from) = start {
+        words.push(&text[from..]);
+    }
+    words
+}
+
+/// One histogram item and its repetitions; `a+bxN` adds `b` N times (`-` subtracts), and
+/// every value then counts as giving its hint when `b` gives one (test.go's
+/// `histogramsSeries`).
+fn parse_histogram_item(token: &str) -> Result<Vec<Item>, String> {
+    let (first, first_hint, rest) = parse_histogram_literal(token)?;
+    if rest.is_empty() {
+        return Ok(vec![Item::Histogram(Arc::new(first), first_hint)]);
+    }
+    if rest.starts_with('x') {
+        return Ok(vec![
+            Item::Histogram(Arc::new(first), first_hint);
+            parse_times(rest)? + 1
+        ]);
+    }
+    let subtract = match rest.as_bytes()[0] {
+        b'+' => false,
+        b'-' => true,
+        _ => return Err(format!("unexpected {rest:?} after a histogram")),
+    };
+    let (inc, inc_hint, rest) = parse_histogram_literal(&rest[1..])?;
+    let times = parse_times(rest)?;
+    let mut current = first;
+    let mut items = vec![Item::Histogram(Arc::new(current.clone()), inc_hint)];
+    for _ in 0..times {
+        if current.schema > inc.schema {
+            return Err(format!("cannot merge from schema {} to {}", inc.schema, current.schema));
+        }
+        current = if subtract { current.sub(&inc) } else { current.add(&inc) }.map_err(|e| format!("{e:?}"))?;
+        items.push(Item::Histogram(Arc::new(current.clone()), inc_hint));
+    }
+    Ok(items)
+}
+
+/// `{{key:value ...}}` at the start of `text`: the histogram, whether it gave its counter
+/// reset hint, and the text after it (test.go's `buildHistogramFromMap`: bucket lists are
+/// absolute counts in one span starting at `offset`).
+fn parse_histogram_literal(text: &str) -> Result<(FloatHistogram, bool, &str), String> {
+    let body = text.strip_prefix("{{").ok_or("expected `{{`")?;
+    let end = body.find("}}").ok_or("unterminated histogram")?;
+    let (body, rest) = (&body[..end], &body[end + 2..]);
+    let mut h = FloatHistogram::default();
+    let mut hint_set = false;
+    let (mut positive, mut negative) = ((Vec::new(), 0i32), (Vec::new(), 0i32));
+    let number = |v: &str| parse_go_number(v).ok_or_else(|| format!("invalid number {v:?}"));
+    let integer = |v: &str| {
+        parse_go_int(v)
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| format!("invalid integer {v:?}"))
+    };
+    let list = |v: &str| -> Result<Vec<f64>, String> {
+        let inner = v
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .ok_or_else(|| format!("expected a [list] at {v:?}"))?;
+        inner.split_whitespace().map(number).collect()
+    };
+    for field in split_outside(body, "[", "]") {
+        let (key, value) = field
+            .split_once(':')
+            .ok_or_else(|| format!("expected key:value at {field:?}"))?;
+        match key {
+            "schema" => h.schema = integer(value)?,
+            "sum" => h.sum = number(value)?,
+            "count" => h.count = number(value)?,
+            "z_bucket" => h.zero_count = number(value)?,
+            "z_bucket_w" => h.zero_threshold = number(value)?,
+            "custom_values" => h.custom_values = list(value)?,
+            "buckets" => positive.0 = list(value)?,
+            "offset" => positive.1 = integer(value)?,
+            "n_buckets" => negative.0 = list(value)?,
+            "n_offset" => negative.1 = integer(value)?,
+            "counter_reset_hint" => {
+                hint_set = true;
+                h.counter_reset_hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    other => return Err(format!("unknown counter_reset_hint {other:?}")),
+                };
+            }
+            other => return Err(format!("unknown histogram field {other:?}")),
+        }
+    }
+    let spans = |(buckets, offset): &(Vec<f64>, i32)| -> Vec<Span> {
+        if buckets.is_empty() {
+            return Vec::new();
+        }
+        vec![Span {
+            offset: *offset,
+            length: buckets.len() as u32,
+        }]
+    };
+    h.positive_spans = spans(&positive);
+    h.negative_spans = spans(&negative);
+    h.positive_buckets = positive.0;
+    h.negative_buckets = negative.0;
+    Ok((h, hint_set, rest))
 }
 
 /// A metric name and/or a `{...}` label set; returns the labels and the text after them.
@@ -1677,11 +1969,11 @@ mod runner_tests {
             panic!("not a load: {:?}", commands[0])
         };
         assert_eq!(
-            series[&labels(&[("__name__", "metric"), ("a", "1")])],
+            series[&labels(&[("__name__", "metric"), ("a", "1")])].samples,
             samples(&[(0, 1.0), (600_000, 3.0)])
         );
         assert_eq!(
-            series[&labels(&[("__name__", "other")])],
+            series[&labels(&[("__name__", "other")])].samples,
             samples(&[(0, 7.0)]),
             "the last line wins"
         );
@@ -1693,10 +1985,11 @@ mod runner_tests {
             (sum.line, sum.kind, sum.expr.as_str(), sum.time_ms),
             (8, EvalKind::Plain, "sum(metric)", 5_400_000)
         );
-        assert_eq!(sum.expected.series[&Labels::default()], (1, 4.0));
-        assert!(sum.expected.series[&labels(&[("__name__", "metric"), ("a", "1")])]
-            .1
-            .is_nan());
+        assert_eq!(sum.expected.series[&Labels::default()], (1, Item::Float(4.0)));
+        assert!(matches!(
+            sum.expected.series[&labels(&[("__name__", "metric"), ("a", "1")])].1,
+            Item::Float(v) if v.is_nan()
+        ));
 
         let Command::Eval(top) = &commands[2] else {
             panic!("not an eval: {:?}", commands[2])
@@ -1741,7 +2034,9 @@ mod runner_tests {
         let Command::Load(loaded) = &commands[0] else {
             panic!("not a load: {:?}", commands[0])
         };
-        assert_eq!(loaded.len(), 1, "the histogram series is left out");
+        let h = &loaded[&labels(&[("__name__", "h")])];
+        assert_eq!((h.samples.len(), h.histograms.len()), (0, 1));
+        assert_eq!((h.histograms[0].h.schema, h.histograms[0].h.count), (0, 1.0));
         let evals: Vec<&Eval> = commands
             .iter()
             .filter_map(|c| match c {
@@ -1751,7 +2046,10 @@ mod runner_tests {
             .collect();
         assert_eq!(evals[0].range, Some((0, 120_000, 60_000)));
         let a = labels(&[("__name__", "m"), ("a", "1")]);
-        assert_eq!(evals[0].expected.range_series[&a], vec![Some(1.0), None, Some(3.0)]);
+        assert_eq!(
+            evals[0].expected.range_series[&a],
+            vec![Some(Item::Float(1.0)), None, Some(Item::Float(3.0))]
+        );
         assert_eq!(evals[1].kind, EvalKind::Fail);
         assert!(evals[1].fail_message.as_ref().unwrap().accepts("bad thing"));
         assert!(!evals[1].fail_message.as_ref().unwrap().accepts("other"));
@@ -1761,7 +2059,11 @@ mod runner_tests {
         );
         assert_eq!(evals[3].string.as_deref(), Some("x"));
         assert!(evals[4].unsupported.is_some(), "annotations are not checked yet");
-        assert!(evals[5].unsupported.is_some(), "histogram values are not read yet");
+        assert!(evals[5].unsupported.is_none(), "histogram values are read");
+        assert!(matches!(
+            &evals[5].expected.series[&Labels::default()].1,
+            Item::Histogram(h, false) if h.count == 1.0
+        ));
 
         let matrix = |points: &[(i64, f64)]| {
             Value::Matrix(vec![promscale_promql::Series {
@@ -1783,6 +2085,78 @@ mod runner_tests {
         .is_err());
         assert!(compare_matrix(&evals[0].expected, &matrix(&[(0, 1.0), (120_000, 3.5)]), range).is_err());
         assert!(compare_matrix(&Expected::default(), &matrix(&[(0, 1.0)]), range).is_err());
+    }
+
+    #[test]
+    fn histogram_notation_expands_and_loads_with_tsdb_hints() {
+        let (_, items) = parse_series_items(
+            "m {{schema:0 count:1 sum:2 buckets:[1] offset:1}}+{{count:2 buckets:[2] offset:1}}x2 _ {{count:1}}x1",
+        )
+        .unwrap();
+        let counts: Vec<Option<f64>> = items
+            .iter()
+            .map(|i| match i {
+                Some(Item::Histogram(h, _)) => Some(h.count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![Some(1.0), Some(3.0), Some(5.0), None, Some(1.0), Some(1.0)]
+        );
+        let Some(Item::Histogram(third, _)) = &items[2] else {
+            panic!("not a histogram")
+        };
+        assert_eq!((third.sum, third.positive_buckets.clone()), (2.0, vec![5.0]));
+        assert_eq!(third.positive_spans, vec![Span { offset: 1, length: 1 }]);
+
+        // Read back from a TSDB: unknown first, then not-reset, and reset where counts fell.
+        let loaded = loaded_every(60_000, &items);
+        let hints: Vec<CounterResetHint> = loaded.histograms.iter().map(|h| h.h.counter_reset_hint).collect();
+        assert_eq!(
+            hints,
+            vec![
+                CounterResetHint::Unknown,
+                CounterResetHint::NotCounterReset,
+                CounterResetHint::NotCounterReset,
+                CounterResetHint::CounterReset,
+                CounterResetHint::NotCounterReset,
+            ]
+        );
+        let (_, gauges) =
+            parse_series_items("g {{count:3 counter_reset_hint:gauge}} {{count:1 counter_reset_hint:gauge}}").unwrap();
+        assert!(loaded_every(1, &gauges)
+            .histograms
+            .iter()
+            .all(|h| h.h.counter_reset_hint == CounterResetHint::Gauge));
+
+        // Compared as test.go compares: compacted, empty spans folded, hint only when given.
+        let with = |spans: Vec<Span>, buckets: Vec<f64>| FloatHistogram {
+            count: 2.0,
+            positive_spans: spans,
+            positive_buckets: buckets,
+            counter_reset_hint: CounterResetHint::NotCounterReset,
+            ..Default::default()
+        };
+        let a = with(vec![Span { offset: 0, length: 2 }], vec![1.0, 1.0]);
+        let b = with(
+            vec![
+                Span { offset: 0, length: 0 },
+                Span { offset: 0, length: 2 },
+                Span { offset: 3, length: 1 },
+            ],
+            vec![1.0, 1.0, 0.0],
+        );
+        assert!(histograms_match(&a, &b, false));
+        let mut c = a.clone();
+        c.counter_reset_hint = CounterResetHint::Gauge;
+        assert!(histograms_match(&a, &c, false));
+        assert!(!histograms_match(&a, &c, true));
+        assert!(!histograms_match(
+            &a,
+            &with(vec![Span { offset: 1, length: 2 }], vec![1.0, 1.0]),
+            false
+        ));
     }
 
     #[test]
@@ -1818,15 +2192,16 @@ mod runner_tests {
         let b = labels(&[("a", "2")]);
         let expected = Expected {
             scalar: None,
-            series: BTreeMap::from([(a.clone(), (1, 1.0)), (b.clone(), (2, 2.0))]),
+            series: BTreeMap::from([(a.clone(), (1, Item::Float(1.0))), (b.clone(), (2, Item::Float(2.0)))]),
             range_series: BTreeMap::new(),
         };
-        assert_eq!(compare_vector(&expected, &[(&a, 1.0), (&b, 2.0)], true), Ok(()));
-        assert_eq!(compare_vector(&expected, &[(&b, 2.0), (&a, 1.0)], false), Ok(()));
-        assert!(compare_vector(&expected, &[(&b, 2.0), (&a, 1.0)], true).is_err());
-        assert!(compare_vector(&expected, &[(&a, 1.0)], false).is_err());
-        assert!(compare_vector(&expected, &[(&a, 1.0), (&b, 2.1)], false).is_err());
-        assert!(compare_vector(&Expected::default(), &[(&a, 1.0)], false).is_err());
+        let s = |l: &Labels, v: f64| InstantSample::float(l.clone(), 0, v);
+        assert_eq!(compare_vector(&expected, &[s(&a, 1.0), s(&b, 2.0)], true), Ok(()));
+        assert_eq!(compare_vector(&expected, &[s(&b, 2.0), s(&a, 1.0)], false), Ok(()));
+        assert!(compare_vector(&expected, &[s(&b, 2.0), s(&a, 1.0)], true).is_err());
+        assert!(compare_vector(&expected, &[s(&a, 1.0)], false).is_err());
+        assert!(compare_vector(&expected, &[s(&a, 1.0), s(&b, 2.1)], false).is_err());
+        assert!(compare_vector(&Expected::default(), &[s(&a, 1.0)], false).is_err());
         assert_eq!(compare(&Expected::default(), &Value::Vector(Vec::new()), false), Ok(()));
         assert!(compare(&Expected::default(), &Value::Scalar { t: 0, v: 1.0 }, false).is_err());
     }

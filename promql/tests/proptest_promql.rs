@@ -49,16 +49,9 @@ const METRICS: &[&str] = &[
     "missing",
 ];
 
-/// Names promql-parser 0.7.4 knows that Prometheus 2.42 does not: [`parse`] refuses them as
+/// Names promql-parser knows that the engine does not evaluate: [`parse`] refuses them as
 /// unknown (used only by the loose grammar and the token soup).
-const NEWER_FUNCTIONS: &[&str] = &[
-    "double_exponential_smoothing",
-    "histogram_avg",
-    "histogram_stddev",
-    "histogram_stdvar",
-    "sort_by_label",
-    "sort_by_label_desc",
-];
+const NEWER_FUNCTIONS: &[&str] = &["info"];
 
 /// Every function name the parser knows: the engine's table, then the newer ones.
 static FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -686,21 +679,33 @@ fn range_queries_answer_the_same_when_only_their_windows_are_read() {
 
 /// Functions the parser knows but Prometheus 2.42 does not were evaluated anyway: to an empty
 /// vector (`histogram_avg(up)`) or to a misleading type error (`sort_by_label(up, "job")`:
-/// "expected scalar, got string"). They are unknown functions now, as in Prometheus 2.42.
+/// "expected scalar, got string"). They are evaluated as Prometheus 3 does now; what the
+/// engine does not evaluate (`info`) is an unknown function.
 #[test]
-fn functions_newer_than_prometheus_2_42_are_unknown() {
+fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
     let runtime = runtime();
     let source = dataset();
     let engine = engine();
-    for query in [
-        "histogram_avg(up)",
-        "sort_by_label(up, \"job\")",
-        "double_exponential_smoothing(gauge[5m], 0.5, 0.5)",
-    ] {
-        match runtime.block_on(engine.instant_query(&source, query, 300_000)) {
-            Err(QueryError::BadData(m)) => assert!(m.contains("unknown function"), "{query}: {m}"),
-            other => panic!("{query}: {other:?}"),
-        }
+    let run = |q: &str| runtime.block_on(engine.instant_query(&source, q, 300_000));
+    // Functions of native histograms skip float samples.
+    assert_eq!(run("histogram_avg(up)"), Ok(Value::Vector(vec![])));
+    // sort_by_label orders by the label, whatever the input order.
+    let Ok(Value::Vector(sorted)) = run("sort_by_label(up, \"instance\")") else {
+        panic!("sort_by_label did not return a vector")
+    };
+    let instances: Vec<&str> = sorted.iter().map(|s| s.labels.get("instance")).collect();
+    let mut expected = instances.clone();
+    expected.sort();
+    assert!(!instances.is_empty());
+    assert_eq!(instances, expected);
+    // double_exponential_smoothing is holt_winters renamed (compared as text: NaN is not NaN).
+    assert_eq!(
+        format!("{:?}", run("double_exponential_smoothing(gauge[5m], 0.5, 0.5)")),
+        format!("{:?}", run("holt_winters(gauge[5m], 0.5, 0.5)"))
+    );
+    match run("info(up)") {
+        Err(QueryError::BadData(m)) => assert!(m.contains("unknown function"), "{m}"),
+        other => panic!("{other:?}"),
     }
 }
 

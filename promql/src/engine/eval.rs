@@ -162,6 +162,8 @@ pub type InstantElement = (
 pub struct Evaluator<'a> {
     pub query_start: i64,
     pub query_end: i64,
+    /// The range query's step (0 for an instant query).
+    pub query_step: i64,
     pub options: &'a EngineOptions,
     pub deadline: Instant,
     selected: HashMap<usize, Selected<'a>>,
@@ -189,6 +191,7 @@ pub fn evaluate(
     let ev = Evaluator {
         query_start: start,
         query_end: end,
+        query_step: step,
         options,
         deadline,
         selected: data

@@ -107,6 +107,25 @@ pub const FUNCTIONS: &[(&str, Kind)] = &[
     ("timestamp", Kind::Other),
     ("vector", Kind::Other),
     ("year", Kind::Time),
+    // Prometheus 3's (some experimental there, which its test harness enables). Available
+    // under either semantics: where Prometheus 2 has no such function, nothing differs.
+    ("double_exponential_smoothing", Kind::Range),
+    ("first_over_time", Kind::Range),
+    ("histogram_avg", Kind::Other),
+    ("histogram_stddev", Kind::Other),
+    ("histogram_stdvar", Kind::Other),
+    ("mad_over_time", Kind::Range),
+    ("sort_by_label", Kind::Other),
+    ("sort_by_label_desc", Kind::Other),
+    ("ts_of_first_over_time", Kind::Range),
+    ("ts_of_last_over_time", Kind::Range),
+    ("ts_of_max_over_time", Kind::Range),
+    ("ts_of_min_over_time", Kind::Range),
+    // The query's own start, end, range and step, in seconds.
+    ("end", Kind::Other),
+    ("range", Kind::Other),
+    ("start", Kind::Other),
+    ("step", Kind::Other),
 ];
 
 /// The kind of the function `name`, `None` when the engine does not know it.
@@ -126,6 +145,19 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             t,
             v: t as f64 / 1000.0,
         }),
+        // Prometheus 3 folds these into numbers before evaluating: subqueries see the outer
+        // query's values.
+        "start" | "end" | "range" | "step" => {
+            let (start, end) = (ev.query_start as f64 / 1000.0, ev.query_end as f64 / 1000.0);
+            let v = match name {
+                "start" => start,
+                "end" => end,
+                "range" => end - start,
+                _ if ev.query_start == ev.query_end => 0.0,
+                _ => ev.query_step as f64 / 1000.0,
+            };
+            Ok(Value::Scalar { t, v })
+        }
         "pi" => Ok(Value::Scalar {
             t,
             v: std::f64::consts::PI,
@@ -157,15 +189,30 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             sort_by_value(&mut v, name == "sort_desc");
             Ok(Value::Vector(v))
         }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut v = ev.vector_with_histograms(args[0], t)?;
+            let names = args[1..]
+                .iter()
+                .map(|a| ev.string(a, t))
+                .collect::<Result<Vec<String>, _>>()?;
+            sort_by_labels(&mut v, &names, name == "sort_by_label_desc");
+            Ok(Value::Vector(v))
+        }
         // Functions of native histograms: float samples are skipped.
-        "histogram_count" | "histogram_sum" => {
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
             let input = ev.vector_with_histograms(args[0], t)?;
             vector(
                 input
                     .into_iter()
                     .filter_map(|s| {
                         let h = s.h?;
-                        let v = if name == "histogram_count" { h.count } else { h.sum };
+                        let v = match name {
+                            "histogram_count" => h.count,
+                            "histogram_sum" => h.sum,
+                            "histogram_avg" => h.sum / h.count,
+                            "histogram_stddev" => crate::histogram::stddev(&h),
+                            _ => crate::histogram::stdvar(&h),
+                        };
                         Some(InstantSample::float(s.labels.without_metric_name(), t, v))
                     })
                     .collect(),
@@ -267,8 +314,13 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         // The line is anchored at the evaluation time, whatever offset or @ the range has.
         scalars.push(t as f64);
     }
-    // last_over_time only moves a sample in time, like offset: it keeps the name.
-    let keeps_name = function == range::RangeFunction::LastOverTime;
+    // last_over_time (and Prometheus 3's first_over_time) only moves a sample in time, like
+    // offset: it keeps the name.
+    let keeps_name = matches!(
+        function,
+        range::RangeFunction::LastOverTime | range::RangeFunction::FirstOverTime
+    );
+    let semantics = ev.options.semantics;
     if let Expr::MatrixSelector(ms) = unwrap_parens(args[position]) {
         let Some(sel) = ev.selected(&ms.vs) else {
             return Ok((Vec::new(), true));
@@ -279,7 +331,15 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
             let histograms = sel.histogram_window(i, range_end, width);
-            if let Some((v, h)) = apply_window(function, samples, &histograms, range_start, range_end, &scalars)? {
+            if let Some((v, h)) = apply_window(
+                function,
+                samples,
+                &histograms,
+                range_start,
+                range_end,
+                &scalars,
+                semantics,
+            )? {
                 let labels = if keeps_name {
                     s.labels.clone()
                 } else {
@@ -293,7 +353,15 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
-        if let Some((v, h)) = apply_window(function, &s.samples, &s.histograms, range_start, range_end, &scalars)? {
+        if let Some((v, h)) = apply_window(
+            function,
+            &s.samples,
+            &s.histograms,
+            range_start,
+            range_end,
+            &scalars,
+            semantics,
+        )? {
             let labels = if keeps_name {
                 s.labels
             } else {
@@ -319,6 +387,7 @@ fn apply_window(
     range_start: i64,
     range_end: i64,
     scalars: &[f64],
+    semantics: super::Semantics,
 ) -> Result<Option<WindowResult>, QueryError> {
     use range::RangeFunction as F;
     if histograms.is_empty() {
@@ -326,7 +395,7 @@ fn apply_window(
             return Ok(None);
         }
         return Ok(function
-            .apply(samples, range_start, range_end, scalars)?
+            .apply(samples, range_start, range_end, scalars, semantics)?
             .map(|v| (v, None)));
     }
     Ok(match function {
@@ -339,6 +408,30 @@ fn apply_window(
                 .map(|h| (0.0, Some(Arc::new(h))))
         }
         F::CountOverTime => Some(((samples.len() + histograms.len()) as f64, None)),
+        F::Changes | F::Resets => Some((changes_or_resets(function == F::Resets, samples, histograms), None)),
+        F::Irate | F::Idelta => match instant_histogram_value(function == F::Irate, samples, histograms) {
+            Some(result) => result,
+            // The last two samples are floats.
+            None => function
+                .apply(samples, range_start, range_end, scalars, semantics)?
+                .map(|v| (v, None)),
+        },
+        F::SumOverTime | F::AvgOverTime if samples.is_empty() => {
+            let mut sum = histograms[0].h.as_ref().clone();
+            for h in &histograms[1..] {
+                sum = match sum.add(&h.h) {
+                    Ok(s) => s,
+                    // Exponential and custom buckets mixed: no result.
+                    Err(_) => return Ok(None),
+                };
+            }
+            if function == F::AvgOverTime {
+                sum.div(histograms.len() as f64);
+            }
+            Some((0.0, Some(Arc::new(sum))))
+        }
+        // Floats and histograms mixed: no result.
+        F::SumOverTime | F::AvgOverTime => None,
         F::PresentOverTime => Some((1.0, None)),
         F::LastOverTime => {
             let last_h = &histograms[histograms.len() - 1];
@@ -347,11 +440,113 @@ fn apply_window(
                 _ => Some((0.0, Some(last_h.h.clone()))),
             }
         }
+        F::FirstOverTime => {
+            let first_h = &histograms[0];
+            match samples.first() {
+                Some(first) if first.t < first_h.t => Some((first.v, None)),
+                _ => Some((0.0, Some(first_h.h.clone()))),
+            }
+        }
+        F::TsOfFirstOverTime => {
+            let t = samples.first().map_or(i64::MAX, |s| s.t).min(histograms[0].t);
+            Some((t as f64 / 1000.0, None))
+        }
+        F::TsOfLastOverTime => {
+            let t = samples
+                .last()
+                .map_or(i64::MIN, |s| s.t)
+                .max(histograms[histograms.len() - 1].t);
+            Some((t as f64 / 1000.0, None))
+        }
         _ if samples.is_empty() => None,
         _ => function
-            .apply(samples, range_start, range_end, scalars)?
+            .apply(samples, range_start, range_end, scalars, semantics)?
             .map(|v| (v, None)),
     })
+}
+
+/// changes() or resets() over a window of floats and histograms in time order, as Prometheus
+/// 3 counts them: a switch between a float and a histogram counts as both; two histograms
+/// differ unless equal in every count, and reset when the later one went down.
+fn changes_or_resets(resets: bool, samples: &[Sample], histograms: &[HistogramSample]) -> f64 {
+    enum Point<'a> {
+        F(f64),
+        H(&'a FloatHistogram),
+    }
+    let mut points: Vec<(i64, Point)> = samples
+        .iter()
+        .map(|s| (s.t, Point::F(s.v)))
+        .chain(histograms.iter().map(|h| (h.t, Point::H(&h.h))))
+        .collect();
+    points.sort_by_key(|(t, _)| *t);
+    let mut count = 0;
+    for pair in points.windows(2) {
+        let counted = match (&pair[0].1, &pair[1].1) {
+            (Point::F(prev), Point::F(cur)) if resets => cur < prev,
+            (Point::F(prev), Point::F(cur)) => cur != prev && !(cur.is_nan() && prev.is_nan()),
+            (Point::H(prev), Point::H(cur)) if resets => cur.detect_reset(prev),
+            (Point::H(prev), Point::H(cur)) => !cur.equals(prev),
+            _ => true,
+        };
+        count += usize::from(counted);
+    }
+    count as f64
+}
+
+/// irate() or idelta() of a window with histograms, as Prometheus 3's `instantValue`: when
+/// the last two samples (floats and histograms together) are histograms, the later one less
+/// the earlier (unless irate sees a reset), a gauge histogram, per second for irate; a float
+/// and a histogram: no result. `None` when the last two are floats (the float functions
+/// apply).
+fn instant_histogram_value(
+    is_rate: bool,
+    samples: &[Sample],
+    histograms: &[HistogramSample],
+) -> Option<Option<WindowResult>> {
+    if samples.len() + histograms.len() < 2 {
+        return Some(None);
+    }
+    let last_floats = &samples[samples.len().saturating_sub(2)..];
+    let last_histograms = &histograms[histograms.len().saturating_sub(2)..];
+    // The last two by time; a histogram at the time of a float comes after it, as in Go.
+    let mut last: Vec<(i64, Option<&HistogramSample>, f64)> = last_floats.iter().map(|s| (s.t, None, s.v)).collect();
+    for h in last_histograms {
+        let p = (h.t, Some(h), 0.0);
+        match last.len() {
+            0 => last.push(p),
+            1 if h.t < last[0].0 => last.insert(0, p),
+            1 => last.push(p),
+            _ if h.t < last[0].0 => {}
+            _ if h.t > last[1].0 => {
+                last[0] = last[1];
+                last[1] = p;
+            }
+            _ => last[0] = p,
+        }
+    }
+    let (earlier, later) = (last[0], last[1]);
+    let (a, b) = match (earlier.1, later.1) {
+        (None, None) => return None,
+        (Some(a), Some(b)) => (a, b),
+        _ => return Some(None),
+    };
+    let interval = later.0 - earlier.0;
+    if interval == 0 {
+        return Some(None);
+    }
+    let mut result = b.h.as_ref().clone();
+    if !is_rate || !b.h.detect_reset(&a.h) {
+        match result.sub(&a.h) {
+            Ok(difference) => result = difference,
+            Err(_) => return Some(None),
+        }
+    }
+    result.counter_reset_hint = crate::histogram::CounterResetHint::Gauge;
+    result.compact(0);
+    if is_rate {
+        result.div(interval as f64 / 1000.0);
+    }
+    Some(Some((0.0, Some(Arc::new(result)))))
 }
 
 fn unwrap_parens(e: &Expr) -> &Expr {
@@ -443,6 +638,73 @@ fn sort_by_value(v: &mut [InstantSample], descending: bool) {
         _ if descending => b.v.partial_cmp(&a.v).unwrap(),
         _ => a.v.partial_cmp(&b.v).unwrap(),
     });
+}
+
+/// sort_by_label(_desc): by the named labels' values in natural order (digit runs compare as
+/// numbers), ties by the whole label set, as Prometheus 3's `funcSortByLabel`.
+fn sort_by_labels(v: &mut [InstantSample], names: &[String], descending: bool) {
+    use std::cmp::Ordering;
+    v.sort_by(|a, b| {
+        for name in names {
+            let (x, y) = (a.labels.get(name), b.labels.get(name));
+            if x == y {
+                continue;
+            }
+            let ascending = if natural_less(x, y) {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+            return if descending { ascending.reverse() } else { ascending };
+        }
+        let whole = a.labels.cmp(&b.labels);
+        if descending {
+            whole.reverse()
+        } else {
+            whole
+        }
+    });
+}
+
+/// Whether `a` comes before `b` in natural order, as the natsort package Prometheus uses
+/// compares: runs of ASCII digits against runs of other characters, two digit runs as
+/// integers (when they fit an int64), anything else as strings.
+fn natural_less(a: &str, b: &str) -> bool {
+    fn chunks(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                if start < i {
+                    out.push(&s[start..i]);
+                }
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (i, x) in ca.iter().enumerate() {
+        let Some(y) = cb.get(i) else {
+            return false;
+        };
+        let equal = match (x.parse::<i64>(), y.parse::<i64>()) {
+            (Ok(m), Ok(n)) if m != n => return m < n,
+            (Ok(_), Ok(_)) => true,
+            _ => x == y,
+        };
+        if !equal {
+            return x < y;
+        }
+        if i == ca.len() - 1 {
+            return true;
+        }
+        if i == cb.len() - 1 {
+            return false;
+        }
+    }
+    false
 }
 
 fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSample>, QueryError> {

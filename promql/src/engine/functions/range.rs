@@ -5,6 +5,7 @@
 //! since 2.32) because 2.42 already does, and its rounding differs from naive summation.
 
 use super::histogram::quantile;
+use crate::engine::Semantics;
 use crate::error::QueryError;
 use crate::histogram::FloatHistogram;
 use crate::value::{HistogramSample, Sample};
@@ -21,7 +22,7 @@ pub fn range_function(
     let Some(f) = RangeFunction::of(name) else {
         return Err(QueryError::Execution(format!("unknown range vector function: {name}")));
     };
-    f.apply(samples, range_start, range_end, args)
+    f.apply(samples, range_start, range_end, args, Semantics::Prometheus2)
 }
 
 /// The functions over a range window, resolved from their names once per call rather than
@@ -48,6 +49,14 @@ pub enum RangeFunction {
     LastOverTime,
     PresentOverTime,
     QuantileOverTime,
+    // Prometheus 3's.
+    DoubleExponentialSmoothing,
+    FirstOverTime,
+    MadOverTime,
+    TsOfFirstOverTime,
+    TsOfLastOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
 }
 
 impl RangeFunction {
@@ -73,6 +82,13 @@ impl RangeFunction {
             "last_over_time" => RangeFunction::LastOverTime,
             "present_over_time" => RangeFunction::PresentOverTime,
             "quantile_over_time" => RangeFunction::QuantileOverTime,
+            "double_exponential_smoothing" => RangeFunction::DoubleExponentialSmoothing,
+            "first_over_time" => RangeFunction::FirstOverTime,
+            "mad_over_time" => RangeFunction::MadOverTime,
+            "ts_of_first_over_time" => RangeFunction::TsOfFirstOverTime,
+            "ts_of_last_over_time" => RangeFunction::TsOfLastOverTime,
+            "ts_of_max_over_time" => RangeFunction::TsOfMaxOverTime,
+            "ts_of_min_over_time" => RangeFunction::TsOfMinOverTime,
             _ => return None,
         })
     }
@@ -99,6 +115,13 @@ impl RangeFunction {
             RangeFunction::LastOverTime => "last_over_time",
             RangeFunction::PresentOverTime => "present_over_time",
             RangeFunction::QuantileOverTime => "quantile_over_time",
+            RangeFunction::DoubleExponentialSmoothing => "double_exponential_smoothing",
+            RangeFunction::FirstOverTime => "first_over_time",
+            RangeFunction::MadOverTime => "mad_over_time",
+            RangeFunction::TsOfFirstOverTime => "ts_of_first_over_time",
+            RangeFunction::TsOfLastOverTime => "ts_of_last_over_time",
+            RangeFunction::TsOfMaxOverTime => "ts_of_max_over_time",
+            RangeFunction::TsOfMinOverTime => "ts_of_min_over_time",
         }
     }
 
@@ -114,6 +137,9 @@ impl RangeFunction {
     /// Prometheus anchors the regression at the evaluation time, not at the window end, which
     /// differs from `range_end` under `offset` or `@`. Without it, `range_end` is used.
     ///
+    /// `semantics`: rate, increase and delta extrapolate as Prometheus 2.42 or as Prometheus 3
+    /// does ([`extrapolated_rate`]).
+    ///
     /// Ok(None) where Prometheus outputs no sample for this series (e.g. rate with < 2 samples).
     /// An empty `samples` always gives Ok(None) without checking arguments, because Prometheus
     /// never calls a range function for a series without samples in the window.
@@ -123,15 +149,17 @@ impl RangeFunction {
         range_start: i64,
         range_end: i64,
         args: &[f64],
+        semantics: Semantics,
     ) -> Result<Option<f64>, QueryError> {
         if samples.is_empty() {
             return Ok(None);
         }
         let name = self.name();
+        let v3 = semantics == Semantics::Prometheus3;
         let out = match self {
-            RangeFunction::Rate => extrapolated_rate(samples, range_start, range_end, true, true),
-            RangeFunction::Increase => extrapolated_rate(samples, range_start, range_end, true, false),
-            RangeFunction::Delta => extrapolated_rate(samples, range_start, range_end, false, false),
+            RangeFunction::Rate => extrapolated_rate(samples, range_start, range_end, true, true, v3),
+            RangeFunction::Increase => extrapolated_rate(samples, range_start, range_end, true, false, v3),
+            RangeFunction::Delta => extrapolated_rate(samples, range_start, range_end, false, false, v3),
             RangeFunction::Irate => instant_value(samples, true),
             RangeFunction::Idelta => instant_value(samples, false),
             RangeFunction::Deriv => {
@@ -156,9 +184,18 @@ impl RangeFunction {
                     Some(slope * duration + intercept)
                 }
             }
-            RangeFunction::HoltWinters => holt_winters(samples, arg(name, args, 0)?, arg(name, args, 1)?)?,
+            RangeFunction::HoltWinters | RangeFunction::DoubleExponentialSmoothing => {
+                holt_winters(samples, arg(name, args, 0)?, arg(name, args, 1)?)?
+            }
+            RangeFunction::FirstOverTime => Some(samples[0].v),
+            RangeFunction::MadOverTime => Some(mad_over_time(samples)),
+            RangeFunction::TsOfFirstOverTime => Some(samples[0].t as f64 / 1000.0),
+            RangeFunction::TsOfLastOverTime => Some(samples[samples.len() - 1].t as f64 / 1000.0),
+            RangeFunction::TsOfMaxOverTime => Some(ts_of_extreme(samples, |cur, best| cur >= best)),
+            RangeFunction::TsOfMinOverTime => Some(ts_of_extreme(samples, |cur, best| cur <= best)),
             RangeFunction::Changes => Some(changes(samples)),
             RangeFunction::Resets => Some(resets(samples)),
+            RangeFunction::AvgOverTime if v3 => Some(avg_over_time_v3(samples)),
             RangeFunction::AvgOverTime => Some(avg_over_time(samples)),
             RangeFunction::MinOverTime => Some(min_over_time(samples)),
             RangeFunction::MaxOverTime => Some(max_over_time(samples)),
@@ -184,16 +221,45 @@ fn arg(name: &str, args: &[f64], i: usize) -> Result<f64, QueryError> {
         .ok_or_else(|| QueryError::Execution(format!("{name}: missing scalar argument {}", i + 1)))
 }
 
-/// rate, increase and delta with 2.42's extrapolation. Unlike later versions, 2.42 lowers
-/// `durationToStart` to the counter's zero point *before* comparing it with the
-/// extrapolation threshold, so a zero point closer than the threshold is extrapolated to
-/// even when the first sample is far from the window start.
+/// mad_over_time: the median of the absolute deviations from the median; NaN when any value
+/// is NaN (Prometheus 3's `funcMadOverTime`).
+fn mad_over_time(samples: &[Sample]) -> f64 {
+    if samples.iter().any(|s| s.v.is_nan()) {
+        return f64::NAN;
+    }
+    let mut values: Vec<f64> = samples.iter().map(|s| s.v).collect();
+    let median = quantile(0.5, &mut values.clone());
+    for v in &mut values {
+        *v = (*v - median).abs();
+    }
+    quantile(0.5, &mut values)
+}
+
+/// The time, in seconds, of the last sample `better` than every one before it (a NaN so far
+/// is beaten by anything), as Prometheus 3's `compareOverTime` with timestamps.
+fn ts_of_extreme(samples: &[Sample], better: impl Fn(f64, f64) -> bool) -> f64 {
+    let (mut best, mut at) = (samples[0].v, samples[0].t);
+    for s in samples {
+        if better(s.v, best) || best.is_nan() {
+            best = s.v;
+            at = s.t;
+        }
+    }
+    at as f64 / 1000.0
+}
+
+/// rate, increase and delta with Prometheus' extrapolation. 2.42 lowers `durationToStart` to
+/// the counter's zero point *before* comparing it with the extrapolation threshold, so a zero
+/// point closer than the threshold is extrapolated to even when the first sample is far from
+/// the window start; Prometheus 3 (`v3`) compares first, then takes the zero point only when
+/// it is nearer than what the threshold left.
 fn extrapolated_rate(
     samples: &[Sample],
     range_start: i64,
     range_end: i64,
     is_counter: bool,
     is_rate: bool,
+    v3: bool,
 ) -> Option<f64> {
     if samples.len() < 2 {
         return None;
@@ -214,6 +280,25 @@ fn extrapolated_rate(
     let duration_to_end = seconds_between(last.t, range_end);
     let sampled_interval = seconds_between(first.t, last.t);
     let average_duration_between_samples = sampled_interval / (samples.len() - 1) as f64;
+    let extrapolation_threshold = average_duration_between_samples * 1.1;
+
+    if v3 {
+        if duration_to_start >= extrapolation_threshold {
+            duration_to_start = average_duration_between_samples / 2.0;
+        }
+        if is_counter && result > 0.0 && first.v >= 0.0 {
+            duration_to_start = duration_to_start.min(sampled_interval * (first.v / result));
+        }
+        let mut duration_to_end = duration_to_end;
+        if duration_to_end >= extrapolation_threshold {
+            duration_to_end = average_duration_between_samples / 2.0;
+        }
+        let mut factor = (sampled_interval + duration_to_start + duration_to_end) / sampled_interval;
+        if is_rate {
+            factor /= seconds_between(range_start, range_end);
+        }
+        return Some(result * factor);
+    }
 
     if is_counter && result > 0.0 && first.v >= 0.0 {
         // Extrapolating further back than the zero point would invent negative counter values.
@@ -225,7 +310,6 @@ fn extrapolated_rate(
 
     // A boundary farther than 110% of the average spacing suggests the series starts or
     // ends inside the window, so extrapolate only half a spacing there.
-    let extrapolation_threshold = average_duration_between_samples * 1.1;
     let mut extrapolate_to_interval = sampled_interval;
     if duration_to_start < extrapolation_threshold {
         extrapolate_to_interval += duration_to_start;
@@ -469,6 +553,43 @@ fn avg_over_time(samples: &[Sample]) -> f64 {
         mean
     } else {
         mean + c
+    }
+}
+
+/// Prometheus 3's avg_over_time: the compensated sum divided by the count while the sum stays
+/// finite, then an incremental mean from where it would overflow.
+fn avg_over_time_v3(samples: &[Sample]) -> f64 {
+    let inc = |inc: f64, sum: f64, c: f64| -> (f64, f64) {
+        let t = sum + inc;
+        if t.is_infinite() {
+            (t, 0.0)
+        } else if sum.abs() >= inc.abs() {
+            (t, c + ((sum - t) + inc))
+        } else {
+            (t, c + ((inc - t) + sum))
+        }
+    };
+    let (mut sum, mut count) = (samples[0].v, 1.0);
+    let (mut mean, mut c, mut incremental) = (0.0, 0.0, false);
+    for (i, s) in samples.iter().enumerate().skip(1) {
+        count = (i + 1) as f64;
+        if !incremental {
+            let (new_sum, new_c) = inc(s.v, sum, c);
+            if !new_sum.is_infinite() {
+                (sum, c) = (new_sum, new_c);
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = inc(s.v / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        sum / count + c / count
     }
 }
 
