@@ -58,7 +58,7 @@ fn register_prometheus_2_functions() {
 
 /// The aggregations the engine evaluates (Prometheus 2.42's). The parser also knows
 /// Prometheus 3's experimental `limitk` and `limit_ratio`.
-const AGGREGATIONS: [&str; 12] = [
+const AGGREGATIONS: [&str; 14] = [
     "sum",
     "avg",
     "count",
@@ -71,12 +71,13 @@ const AGGREGATIONS: [&str; 12] = [
     "bottomk",
     "quantile",
     "count_values",
+    "limitk",
+    "limit_ratio",
 ];
 
-/// Refuses, as Prometheus 2.42's parser does, what the parser accepts beyond it: calls of
-/// functions and aggregations the engine does not have, `fill` modifiers of binary
-/// operators, and `or` between label matchers (an extension of the parser's own, which no
-/// Prometheus accepts).
+/// Refuses what the parser accepts beyond what the engine evaluates: calls of functions and
+/// aggregations the engine does not have, and `or` between label matchers (an extension of
+/// the parser's own, which no Prometheus accepts).
 fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
     let refuse = |what: String| Err(QueryError::BadData(what));
     let selector = |vs: &promql_parser::parser::VectorSelector| {
@@ -100,14 +101,7 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
                 pending.extend(a.param.as_deref());
             }
             Expr::Unary(u) => pending.push(&u.expr),
-            Expr::Binary(b) => {
-                if let Some(m) = &b.modifier {
-                    if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
-                        return refuse("fill, fill_left and fill_right modifiers are not supported".into());
-                    }
-                }
-                pending.extend([&*b.lhs, &*b.rhs]);
-            }
+            Expr::Binary(b) => pending.extend([&*b.lhs, &*b.rhs]),
             Expr::Paren(p) => pending.push(&p.expr),
             Expr::Subquery(s) => pending.push(&s.expr),
             Expr::Call(c) => {
@@ -384,10 +378,6 @@ mod tests {
     #[test]
     fn what_the_parser_accepts_beyond_prometheus_is_refused() {
         for (q, says) in [
-            ("limitk(2, up)", "unknown aggregation \"limitk\""),
-            ("limit_ratio(0.5, up)", "unknown aggregation \"limit_ratio\""),
-            ("up + fill(0) up", "fill, fill_left and fill_right"),
-            ("up / on(job) fill_left(1) up", "fill, fill_left and fill_right"),
             ("up{job=\"a\" or job=\"b\"}", "unexpected \"or\""),
             ("rate(up{job=\"a\" or job=\"b\"}[5m])", "unexpected \"or\""),
         ] {
@@ -399,6 +389,10 @@ mod tests {
         for q in [
             "topk(2, up) + on(job) group_left bottomk(1, up)",
             "count_values(\"v\", up)",
+            "limitk(2, up)",
+            "limit_ratio(0.5, up)",
+            "up + fill(0) up",
+            "up / on(job) fill_left(1) up",
             "{\"http.server.duration\", \"service.name\"=\"x\"}",
             "sum by (\"service.name\") (rate({\"a.b\"}[5m]))",
         ] {

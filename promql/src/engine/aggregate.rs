@@ -1,5 +1,6 @@
 //! Aggregation operators: sum, avg, count, min, max, group, stddev, stdvar, topk, bottomk,
-//! quantile and count_values, with `by` and `without`.
+//! quantile and count_values, with `by` and `without`, and Prometheus 3's limitk and
+//! limit_ratio.
 //!
 //! The simple aggregations (all but the last four) find each input series' group in a
 //! [`GroupCache`] kept across steps and fold values as they come, group by group.
@@ -25,6 +26,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             .vector_with_histograms(&a.expr, t)?
             .into_iter()
             .partition(|s| s.h.is_none()),
+        "limitk" | "limit_ratio" => (ev.vector_with_histograms(&a.expr, t)?, Vec::new()),
         "count" | "group" => (
             ev.vector_with_histograms(&a.expr, t)?
                 .into_iter()
@@ -51,6 +53,31 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
         "topk" | "bottomk" => {
             let k = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
             select_k(input, k, op == "topk", grouping)
+        }
+        "limitk" => {
+            let k = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
+            if k.is_nan() {
+                return Err(QueryError::Execution("Parameter value is NaN".into()));
+            }
+            if k < 1.0 {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            // The first k of each group, in the input's order.
+            groups(input, grouping)
+                .into_iter()
+                .flat_map(|(_, members)| members.into_iter().take(k as usize))
+                .collect()
+        }
+        "limit_ratio" => {
+            let r = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
+            if r.is_nan() {
+                return Err(QueryError::Execution("Ratio value is NaN".into()));
+            }
+            let r = r.clamp(-1.0, 1.0);
+            if r == 0.0 {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            input.into_iter().filter(|s| in_ratio(&s.labels, r)).collect()
         }
         "quantile" => {
             let q = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
@@ -282,6 +309,36 @@ impl Acc {
             Fold::Stddev => (self.sum_sq / self.count as f64).sqrt(),
         }
     }
+}
+
+/// Whether limit_ratio(`r`) keeps the series `labels`: its place in [0, 1), from the hash
+/// of its labels, below `r` (or, for a negative `r`, at or above `1 + r`), so that the same
+/// series are kept at every step and `limit_ratio(r)` and `limit_ratio(-(1 - r))` split a
+/// vector in two (Prometheus' `HashRatioSampler`).
+fn in_ratio(labels: &Labels, r: f64) -> bool {
+    let offset = labels_hash(labels) as f64 / u64::MAX as f64;
+    (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+}
+
+/// Prometheus 3's `Labels.Hash()`: xxHash64 of its label encoding (each name and value
+/// after its length, one byte below 255, else 255 and three bytes little-endian), so that
+/// limit_ratio picks the series Prometheus picks.
+fn labels_hash(labels: &Labels) -> u64 {
+    let mut data = Vec::new();
+    let mut put = |s: &str| {
+        let n = s.len();
+        if n < 255 {
+            data.push(n as u8);
+        } else {
+            data.extend_from_slice(&[255, n as u8, (n >> 8) as u8, (n >> 16) as u8]);
+        }
+        data.extend_from_slice(s.as_bytes());
+    };
+    for (name, value) in labels.iter() {
+        put(name);
+        put(value);
+    }
+    xxhash_rust::xxh64::xxh64(&data, 0)
 }
 
 /// The input grouped by `key`, groups in the order their first member appears.

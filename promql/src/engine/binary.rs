@@ -1,5 +1,6 @@
 //! Binary operators: arithmetic, comparisons (filtering or `bool`), set operators, and
-//! vector matching with `on`/`ignoring` and `group_left`/`group_right`.
+//! vector matching with `on`/`ignoring`, `group_left`/`group_right` and Prometheus 3's
+//! `fill`/`fill_left`/`fill_right` (a value for the side that has no match).
 
 use std::collections::{HashMap, HashSet};
 
@@ -178,9 +179,19 @@ fn vector_vector(
     m: &BinModifier,
 ) -> Result<Vec<InstantSample>, QueryError> {
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
-    // The "one" side is looked up by signature; the "many" side is iterated.
+    // The "one" side is looked up by signature; the "many" side is iterated. Fill values
+    // follow their sides.
     let (many, one) = if one_to_many { (r, l) } else { (l, r) };
+    let (fill_many, fill_one) = if one_to_many {
+        (m.fill_values.rhs, m.fill_values.lhs)
+    } else {
+        (m.fill_values.lhs, m.fill_values.rhs)
+    };
+    if (many.is_empty() || one.is_empty()) && fill_many.is_none() && fill_one.is_none() {
+        return Ok(Vec::new());
+    }
     let mut one_by_sig: HashMap<Labels, InstantSample> = HashMap::new();
+    let mut one_order: Vec<Labels> = Vec::new();
     for s in one {
         let sig = signature(&s.labels, &m.matching);
         if let Some(previous) = one_by_sig.get(&sig) {
@@ -193,8 +204,19 @@ fn vector_vector(
                 previous.labels
             )));
         }
+        one_order.push(sig.clone());
         one_by_sig.insert(sig, s);
     }
+    // Signatures of the "one" side that met an element of the other (a fill_left/right
+    // value stands in only for those that did not), whether or not a comparison kept it.
+    let mut met: HashSet<Labels> = HashSet::new();
+    // An element standing in for a missing match: the matching labels and the fill value.
+    let filled = |from: &InstantSample, v: f64| InstantSample {
+        labels: match_labels(&from.labels, &m.matching),
+        t: from.t,
+        v,
+        h: None,
+    };
     let include = match &m.card {
         VectorMatchCardinality::ManyToOne(labels) | VectorMatchCardinality::OneToMany(labels) => labels.labels.clone(),
         _ => Vec::new(),
@@ -202,9 +224,28 @@ fn vector_vector(
     let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
     let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
+    let mut pairs: Vec<(InstantSample, InstantSample, Labels)> = Vec::new();
     for s in many {
         let sig = signature(&s.labels, &m.matching);
-        let Some(other) = one_by_sig.get(&sig) else { continue };
+        let other = match (one_by_sig.get(&sig), fill_one) {
+            (Some(other), _) => {
+                met.insert(sig.clone());
+                other.clone()
+            }
+            (None, Some(v)) => filled(&s, v),
+            (None, None) => continue,
+        };
+        pairs.push((s, other, sig));
+    }
+    if let Some(v) = fill_many {
+        for sig in &one_order {
+            if !met.contains(sig) {
+                let o = &one_by_sig[sig];
+                pairs.push((filled(o, v), o.clone(), sig.clone()));
+            }
+        }
+    }
+    for (s, other, sig) in pairs {
         let (lv, rv) = if one_to_many { (other.v, s.v) } else { (s.v, other.v) };
         let (mut value, keep) = apply(op, lv, rv);
         if m.return_bool {
@@ -254,6 +295,16 @@ fn result_labels(op: &str, many: &Labels, one: &Labels, m: &BinModifier, include
         labels.set(name, one.get(name));
     }
     labels
+}
+
+/// The labels of an element that stands in for a missing match: the matching labels alone
+/// (Prometheus' `matchLabels`).
+fn match_labels(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
+        Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels).without_metric_name(),
+        None => labels.without_metric_name(),
+    }
 }
 
 /// The labels a match group is known by in error messages.
