@@ -226,8 +226,8 @@ remote_write:
     // PromQL: selectors, range selectors, the functions of native histograms, rate, increase
     // and sum answer as Prometheus 3 does on the same data (computed values to 1e-12:
     // Prometheus sums with Kahan compensation).
-    // Half a scrape interval off the scrapes: no sample sits on a window boundary, where
-    // Prometheus 3 (left-open windows) and this engine (2.42's closed ones) differ.
+    // Half a scrape interval off the scrapes: no sample sits on a window boundary, where a
+    // connector run with --metrics.promql.semantics prometheus2 would differ.
     let at = format!("{:.3}", (end - 1_500) as f64 / 1000.0);
     let name = "prometheus_http_request_duration_seconds";
     for (query, exact) in [
@@ -240,6 +240,8 @@ remote_write:
         (format!("histogram_fraction(0, 0.01, {name})"), false),
         (format!("histogram_count({name}) > 0"), true),
         (format!("rate({name}[1m])"), false),
+        // An info beside the result: go_goroutines is a gauge.
+        ("rate(go_goroutines[1m])".to_string(), false),
         (format!(r#"increase({name}{{handler="/metrics"}}[30s])"#), false),
         (format!("sum(rate({name}[1m]))"), false),
         (format!("sum by (handler) ({name})"), false),
@@ -278,6 +280,15 @@ remote_write:
         )
         .await;
     }
+    // The info is there to compare: Prometheus 3 says a gauge might not be a counter.
+    let params = [("query", "rate(go_goroutines[1m])".to_string()), ("time", at.clone())];
+    let (_, answer) = promscale_e2e::comparison::get(&client, &connector.url("/api/v1/query"), &params).await;
+    assert_eq!(
+        answer["infos"],
+        serde_json::json!([
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"go_goroutines\""
+        ])
+    );
     let range = [
         ("query", format!(r#"{name}{{handler="/metrics"}}"#)),
         ("start", format!("{:.3}", (end - 11_500) as f64 / 1000.0)),
@@ -413,6 +424,21 @@ async fn compare_json(client: &reqwest::Client, reference: &str, tested: &str, p
     let (want_status, want) = promscale_e2e::comparison::get(client, reference, params).await;
     let (got_status, got) = promscale_e2e::comparison::get(client, tested, params).await;
     assert_eq!((got_status, want_status), (200, 200), "{params:?}: {got} / {want}");
+    // The same warnings and infos; Prometheus appends the position in the query.
+    let position = regex::Regex::new(r" \(\d+:\d+\)$").unwrap();
+    for key in ["warnings", "infos"] {
+        let messages = |answer: &serde_json::Value| -> Vec<String> {
+            answer[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|m| position.replace(m.as_str().unwrap_or_default(), "").into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(messages(&got), messages(&want), "{params:?}: {key}");
+    }
     let (want, got) = (sorted_data(want), sorted_data(got));
     assert!(
         !want["result"].as_array().unwrap().is_empty(),

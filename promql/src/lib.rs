@@ -8,6 +8,7 @@
 //! computed on with Prometheus 3's arithmetic ([`histogram`]), by the functions and
 //! aggregations that take them; the others leave them out.
 
+pub mod annotations;
 pub mod error;
 mod gomath;
 pub mod histogram;
@@ -19,6 +20,7 @@ pub mod value;
 
 mod engine;
 
+pub use annotations::Annotations;
 pub use engine::functions::{Kind as FunctionKind, FUNCTIONS};
 pub use engine::{Engine, EngineOptions, Semantics};
 pub use error::QueryError;

@@ -90,21 +90,21 @@ const MINIMUM_PASSING: &[(&str, usize)] = &[
 /// Prometheus 3.13.2's minimums. Target, every eval passing: 2183 in all, each file's total in
 /// its comment.
 const MINIMUM_PASSING_V3: &[(&str, usize)] = &[
-    ("aggregators.test", 110),        // of 160
+    ("aggregators.test", 139),        // of 160
     ("at_modifier.test", 71),         // of 71
     ("collision.test", 2),            // of 2
     ("duration_expression.test", 8),  // of 59
     ("extended_vectors.test", 34),    // of 169
     ("fill-modifier.test", 44),       // of 46
-    ("functions.test", 386),          // of 427
-    ("histograms.test", 122),         // of 185
+    ("functions.test", 404),          // of 427
+    ("histograms.test", 129),         // of 185
     ("info.test", 1),                 // of 42
     ("limit.test", 35),               // of 37
     ("literals.test", 25),            // of 25
     ("name_label_dropping.test", 22), // of 30
-    ("native_histograms.test", 314),  // of 522
+    ("native_histograms.test", 323),  // of 522
     ("operators.test", 142),          // of 213
-    ("range_queries.test", 13),       // of 18
+    ("range_queries.test", 18),       // of 18
     ("selectors.test", 31),           // of 31
     ("staleness.test", 17),           // of 17
     ("start_timestamps.test", 9),     // of 18
@@ -477,14 +477,17 @@ async fn run_eval(engine: &Engine, source: &MemorySource, eval: &Eval) -> EvalRe
 
 /// One query of an eval, as an instant query and then in range mode (test.go's `exec`).
 async fn check_query(engine: &Engine, source: &MemorySource, eval: &Eval, expr: &str, t: i64) -> Result<(), String> {
-    let instant = match guarded(engine.instant_query(source, expr, t)).await {
+    let instant = match guarded(engine.instant_query_annotated(source, expr, t)).await {
         Outcome::Panic(message) => return Err(format!("instant query: the engine panicked: {message}")),
         Outcome::Error(e) if eval.kind == EvalKind::Fail => return expected_failure(eval, &e),
         Outcome::Error(e) => return Err(format!("instant query failed: {e}")),
-        Outcome::Value(v) if eval.kind == EvalKind::Fail => {
+        Outcome::Value((v, _)) if eval.kind == EvalKind::Fail => {
             return Err(format!("expected an error, got {}", describe_value(&v)));
         }
-        Outcome::Value(v) => v,
+        Outcome::Value((v, annotations)) => {
+            check_annotations(eval, &annotations).map_err(|e| format!("instant query: {e}"))?;
+            v
+        }
     };
     let ordered = eval.kind == EvalKind::Ordered;
     if let Some(want) = &eval.string {
@@ -522,17 +525,60 @@ async fn check_range_query(
     eval: &Eval,
     (start, end, step): (i64, i64, i64),
 ) -> Result<(), String> {
-    match guarded(engine.range_query(source, &eval.expr, start, end, step)).await {
+    match guarded(engine.range_query_annotated(source, &eval.expr, start, end, step)).await {
         Outcome::Panic(message) => Err(format!("range query: the engine panicked: {message}")),
         Outcome::Error(e) if eval.kind == EvalKind::Fail => expected_failure(eval, &e),
         Outcome::Error(e) => Err(format!("range query failed: {e}")),
-        Outcome::Value(v) if eval.kind == EvalKind::Fail => {
+        Outcome::Value((v, _)) if eval.kind == EvalKind::Fail => {
             Err(format!("expected an error, got {}", describe_value(&v)))
         }
-        Outcome::Value(v) => {
+        Outcome::Value((v, annotations)) => {
+            check_annotations(eval, &annotations).map_err(|e| format!("range query: {e}"))?;
             compare_matrix(&eval.expected, &v, (start, end, step)).map_err(|e| format!("range query: {e}"))
         }
     }
+}
+
+/// test.go's `checkAnnotations`: `eval_warn`/`eval_info` want at least one; each `expect
+/// warn`/`expect info` must match a warning (info) returned and each one returned must match
+/// an expectation, when there are expectations of its kind; `expect no_warn`/`no_info` want
+/// none.
+fn check_annotations(eval: &Eval, got: &promscale_promql::Annotations) -> Result<(), String> {
+    let kinds = [
+        (
+            "warn",
+            &eval.expect_warnings,
+            &got.warnings,
+            eval.require_warning,
+            eval.no_warnings,
+        ),
+        ("info", &eval.expect_infos, &got.infos, eval.require_info, eval.no_infos),
+    ];
+    for (kind, expected, actual, required, none) in kinds {
+        if required && actual.is_empty() {
+            return Err(format!("expected {kind} annotations but got none"));
+        }
+        if none && !actual.is_empty() {
+            return Err(format!("unexpected {kind} annotations: {actual:?}"));
+        }
+        if expected.is_empty() {
+            continue;
+        }
+        if actual.is_empty() {
+            return Err(format!("expected {kind} annotations but none were found"));
+        }
+        for e in expected.iter() {
+            if !actual.iter().any(|a| e.accepts(a)) {
+                return Err(format!("expected {kind} annotation {e:?}, found {actual:?}"));
+            }
+        }
+        for a in actual.iter() {
+            if !expected.iter().any(|e| e.accepts(a)) {
+                return Err(format!("unexpected {kind} annotation {a:?}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether the error of an eval expected to fail says what the script expects.
@@ -671,14 +717,14 @@ fn middle_step(range: &Value, instant: &Value, t: i64) -> Result<Value, String> 
     }
 }
 
-enum Outcome {
-    Value(Value),
+enum Outcome<T = Value> {
+    Value(T),
     Error(String),
     Panic(String),
 }
 
 /// Runs a query so that an engine panic fails one eval instead of the whole test.
-async fn guarded(query: impl Future<Output = Result<Value, QueryError>>) -> Outcome {
+async fn guarded<T>(query: impl Future<Output = Result<T, QueryError>>) -> Outcome<T> {
     install_panic_capture();
     CAPTURING_PANICS.with(|c| c.set(true));
     let result = AssertUnwindSafe(query).catch_unwind().await;
@@ -1100,6 +1146,15 @@ struct Eval {
     fail_message: Option<FailMessage>,
     /// Why this runner cannot check the eval (it fails, with this reason).
     unsupported: Option<String>,
+    /// `expect warn`/`expect info` lines (a bare one accepts any message).
+    expect_warnings: Vec<FailMessage>,
+    expect_infos: Vec<FailMessage>,
+    /// `eval_warn`/`eval_info`: at least one.
+    require_warning: bool,
+    require_info: bool,
+    /// `expect no_warn`/`expect no_info`.
+    no_warnings: bool,
+    no_infos: bool,
 }
 
 /// `expect fail msg:` (the exact message) or `regex:` (a pattern it matches), as test.go has it.
@@ -1393,6 +1448,12 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
         string: None,
         fail_message: None,
         unsupported: None,
+        expect_warnings: Vec::new(),
+        expect_infos: Vec::new(),
+        require_warning: false,
+        require_info: false,
+        no_warnings: false,
+        no_infos: false,
     };
     let modifier;
     if let Some(caps) = eval_re().captures(lines[i]) {
@@ -1416,8 +1477,9 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
     match modifier.as_deref() {
         Some("fail") => eval.kind = EvalKind::Fail,
         Some("ordered") => eval.kind = EvalKind::Ordered,
-        Some(other) => eval.unsupported = Some(annotation_unsupported(other)),
-        None => {}
+        Some("warn") => eval.require_warning = true,
+        Some("info") => eval.require_info = true,
+        _ => {}
     }
     let is_range = eval.range.is_some();
     let mut position = 1;
@@ -1466,9 +1528,22 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
                         _ => None,
                     };
                 }
-                // The engine returns no annotations: a query expected to have none has none.
-                "no_warn" | "no_info" => {}
-                other => eval.unsupported = Some(annotation_unsupported(other)),
+                "no_warn" => eval.no_warnings = true,
+                "no_info" => eval.no_infos = true,
+                kind => {
+                    let matcher = match (caps.get(2).map(|m| m.as_str()), caps.get(3)) {
+                        (Some("regex"), Some(p)) => {
+                            FailMessage::Pattern(Regex::new(p.as_str().trim()).map_err(|e| at_line(j - 1, e))?)
+                        }
+                        (Some(_), Some(m)) => FailMessage::Exact(m.as_str().trim().to_string()),
+                        _ => FailMessage::Pattern(any_message().clone()),
+                    };
+                    if kind == "warn" {
+                        eval.expect_warnings.push(matcher);
+                    } else {
+                        eval.expect_infos.push(matcher);
+                    }
+                }
             }
             continue;
         }
@@ -1496,10 +1571,6 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Command, usize), String> {
     Ok((Command::Eval(Box::new(eval)), j))
 }
 
-fn annotation_unsupported(kind: &str) -> String {
-    format!("the eval expects a `{kind}` annotation (a warning or info); the engine returns none yet")
-}
-
 fn load_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| Regex::new(r"^load(?:_with_nhcb)?\s+(.+?)$").expect("valid regex"))
@@ -1510,6 +1581,12 @@ fn eval_re() -> &'static Regex {
     RE.get_or_init(|| {
         Regex::new(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$").expect("valid regex")
     })
+}
+
+/// A bare `expect warn`/`expect info`: any message.
+fn any_message() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new("^.*$").expect("valid regex"))
 }
 
 fn eval_range_re() -> &'static Regex {
@@ -2193,7 +2270,11 @@ mod runner_tests {
             (Some((60_000, 120_000, 60_000)), true, 120_000)
         );
         assert_eq!(evals[3].string.as_deref(), Some("x"));
-        assert!(evals[4].unsupported.is_some(), "annotations are not checked yet");
+        assert_eq!(
+            (evals[4].expect_warnings.len(), evals[4].unsupported.is_none()),
+            (1, true)
+        );
+        assert!(evals[4].expect_warnings[0].accepts("PromQL warning: anything"));
         assert!(evals[5].unsupported.is_none(), "histogram values are read");
         assert!(matches!(
             &evals[5].expected.series[&Labels::default()].1,

@@ -102,8 +102,8 @@ async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap
     let time = time_param(&p, "time", now_ms())?;
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
-    let value = within_timeout(&engine, engine.instant_query(&source, expr, time)).await?;
-    Ok(query_response(&value))
+    let (value, annotations) = within_timeout(&engine, engine.instant_query_annotated(&source, expr, time)).await?;
+    Ok(query_response(&value, &annotations))
 }
 
 /// `/api/v1/query_exemplars`: the stored exemplars in `[start, end]` of every series any
@@ -185,15 +185,16 @@ async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: Hea
     }
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
-    let value = within_timeout(&engine, engine.range_query(&source, expr, start, end, step)).await?;
-    Ok(query_response(&value))
+    let (value, annotations) =
+        within_timeout(&engine, engine.range_query_annotated(&source, expr, start, end, step)).await?;
+    Ok(query_response(&value, &annotations))
 }
 
 /// The engine checks its deadline between steps; this also bounds the time spent reading.
-async fn within_timeout(
+async fn within_timeout<T>(
     engine: &Engine,
-    run: impl std::future::Future<Output = Result<promscale_promql::Value, promscale_promql::QueryError>>,
-) -> Result<promscale_promql::Value, ApiError> {
+    run: impl std::future::Future<Output = Result<T, promscale_promql::QueryError>>,
+) -> Result<T, ApiError> {
     match tokio::time::timeout(engine.options.timeout, run).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(promscale_promql::QueryError::Timeout("query execution").into()),

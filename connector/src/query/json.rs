@@ -9,7 +9,7 @@ use std::io::Write;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use promscale_promql::histogram::{api_buckets, FloatHistogram};
-use promscale_promql::{Labels, QueryError, Value};
+use promscale_promql::{Annotations, Labels, QueryError, Value};
 use serde_json::{json, Map};
 
 use crate::server::DATABASE_UNAVAILABLE;
@@ -95,9 +95,9 @@ pub fn query_data(value: &Value) -> serde_json::Value {
 
 /// A successful query's response: `{"status":"success","data":{"resultType":...,"result":...}}`,
 /// the same JSON as [`success`] of [`query_data`] would give.
-pub fn query_response(value: &Value) -> Response {
+pub fn query_response(value: &Value, annotations: &Annotations) -> Response {
     let mut body = Vec::with_capacity(64 + estimated_size(value));
-    write_query_response(&mut body, value).expect("writing to memory");
+    write_query_response(&mut body, value, annotations).expect("writing to memory");
     let mut response = body.into_response();
     response
         .headers_mut()
@@ -113,7 +113,9 @@ fn estimated_size(value: &Value) -> usize {
     }
 }
 
-fn write_query_response(out: &mut Vec<u8>, value: &Value) -> std::io::Result<()> {
+/// Prometheus' query response: the result, then the evaluation's `warnings` and `infos`
+/// when there are any.
+fn write_query_response(out: &mut Vec<u8>, value: &Value, annotations: &Annotations) -> std::io::Result<()> {
     out.extend_from_slice(br#"{"status":"success","data":{"resultType":""#);
     out.extend_from_slice(value.type_name().as_bytes());
     out.extend_from_slice(br#"","result":"#);
@@ -189,7 +191,14 @@ fn write_query_response(out: &mut Vec<u8>, value: &Value) -> std::io::Result<()>
             out.push(b']');
         }
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    for (key, messages) in [("warnings", &annotations.warnings), ("infos", &annotations.infos)] {
+        if !messages.is_empty() {
+            write!(out, ",\"{key}\":")?;
+            serde_json::to_writer(&mut *out, messages)?;
+        }
+    }
+    out.push(b'}');
     Ok(())
 }
 
@@ -355,6 +364,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn warnings_and_infos_follow_the_data_only_when_there_are_some() {
+        let value = Value::Scalar { t: 1_000, v: 1.0 };
+        let mut body = Vec::new();
+        write_query_response(&mut body, &value, &Annotations::default()).unwrap();
+        let plain: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(plain.get("warnings"), None);
+        assert_eq!(plain.get("infos"), None);
+
+        let mut annotations = Annotations::default();
+        annotations.warn("PromQL warning: w".into());
+        annotations.info("PromQL info: \"i\"".into());
+        let mut body = Vec::new();
+        write_query_response(&mut body, &value, &annotations).unwrap();
+        let annotated: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(annotated["data"], plain["data"]);
+        assert_eq!(annotated["warnings"], json!(["PromQL warning: w"]));
+        assert_eq!(annotated["infos"], json!(["PromQL info: \"i\""]));
+    }
+
+    #[test]
     fn values_and_times_as_prometheus_writes_them() {
         assert_eq!(promscale_promql::format_value(1.0), "1");
         assert_eq!(promscale_promql::format_value(0.1), "0.1");
@@ -452,7 +481,7 @@ mod tests {
         ];
         for value in values {
             let mut body = Vec::new();
-            write_query_response(&mut body, &value).unwrap();
+            write_query_response(&mut body, &value, &Annotations::default()).unwrap();
             let written: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let want = json!({"status": "success", "data": query_data(&value)});
             assert_eq!(written, want, "{}", String::from_utf8_lossy(&body));

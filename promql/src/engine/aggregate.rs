@@ -34,6 +34,17 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
                 .collect(),
             Vec::new(),
         ),
+        // Prometheus 3 leaves histograms out of these, with an info.
+        "topk" | "bottomk" | "min" | "max" | "stddev" | "stdvar" | "quantile" => {
+            let (floats, histograms): (Vec<InstantSample>, Vec<InstantSample>) = ev
+                .vector_with_histograms(&a.expr, t)?
+                .into_iter()
+                .partition(|s| s.h.is_none());
+            if !histograms.is_empty() {
+                ev.info(crate::annotations::histogram_ignored_in_aggregation(&op));
+            }
+            (floats, Vec::new())
+        }
         _ => (ev.vector(&a.expr, t)?, Vec::new()),
     };
     let grouping = |labels: &Labels| -> Labels {
@@ -81,6 +92,9 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
         }
         "quantile" => {
             let q = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
+            if !(0.0..=1.0).contains(&q) {
+                ev.warn(crate::annotations::invalid_quantile(q));
+            }
             groups(input, grouping)
                 .into_iter()
                 .map(|(labels, members)| {

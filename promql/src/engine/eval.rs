@@ -172,6 +172,8 @@ pub struct Evaluator<'a> {
     /// Samples in the matrices being built by the range query and the subqueries that
     /// enclose the expression being evaluated.
     held: Cell<usize>,
+    /// Warnings and infos so far.
+    annotations: RefCell<crate::annotations::Annotations>,
 }
 
 /// Evaluating an expression needs at most this much stack before it recurses again...
@@ -187,7 +189,7 @@ pub fn evaluate(
     step: i64,
     options: &EngineOptions,
     deadline: Instant,
-) -> Result<Value, QueryError> {
+) -> Result<(Value, crate::annotations::Annotations), QueryError> {
     let ev = Evaluator {
         query_start: start,
         query_end: end,
@@ -200,11 +202,12 @@ pub fn evaluate(
             .collect(),
         groups: RefCell::new(HashMap::new()),
         held: Cell::new(0),
+        annotations: RefCell::default(),
     };
     if step == 0 {
         let value = ev.eval(expr, start)?;
         ev.check_samples(count_samples(&value))?;
-        return Ok(value);
+        return Ok((value, ev.annotations.into_inner()));
     }
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
@@ -241,7 +244,7 @@ pub fn evaluate(
         ev.held.set(series.samples());
         next = t.checked_add(step);
     }
-    Ok(Value::Matrix(series.finish()))
+    Ok((Value::Matrix(series.finish()), ev.annotations.into_inner()))
 }
 
 pub fn type_description(t: ValueType) -> &'static str {
@@ -262,6 +265,16 @@ fn count_samples(value: &Value) -> usize {
 }
 
 impl<'a> Evaluator<'a> {
+    /// Adds a warning to the query's annotations.
+    pub fn warn(&self, message: String) {
+        self.annotations.borrow_mut().warn(message);
+    }
+
+    /// Adds an info to the query's annotations.
+    pub fn info(&self, message: String) {
+        self.annotations.borrow_mut().info(message);
+    }
+
     pub fn check_deadline(&self) -> Result<(), QueryError> {
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout("query execution"));

@@ -13,6 +13,7 @@ pub(crate) use plan::matchers;
 
 use std::time::Duration;
 
+use crate::annotations::Annotations;
 use crate::error::QueryError;
 use crate::source::SeriesSource;
 use crate::value::Value;
@@ -69,6 +70,16 @@ impl Engine {
         query: &str,
         time_ms: i64,
     ) -> Result<Value, QueryError> {
+        Ok(self.instant_query_annotated(source, query, time_ms).await?.0)
+    }
+
+    /// [`Engine::instant_query`] with the warnings and infos of its evaluation.
+    pub async fn instant_query_annotated(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<(Value, Annotations), QueryError> {
         self.run(source, query, time_ms, time_ms, 0).await
     }
 
@@ -82,6 +93,21 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, QueryError> {
+        Ok(self
+            .range_query_annotated(source, query, start_ms, end_ms, step_ms)
+            .await?
+            .0)
+    }
+
+    /// [`Engine::range_query`] with the warnings and infos of its evaluation.
+    pub async fn range_query_annotated(
+        &self,
+        source: &dyn SeriesSource,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<(Value, Annotations), QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -102,7 +128,7 @@ impl Engine {
         start: i64,
         end: i64,
         step: i64,
-    ) -> Result<Value, QueryError> {
+    ) -> Result<(Value, Annotations), QueryError> {
         // Boxed: fetched series are keyed by their selector's address, which must not change
         // when the tree moves to the evaluating thread.
         let expr = Box::new(crate::parse::parse(query, self.options.max_depth)?);

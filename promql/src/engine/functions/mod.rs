@@ -185,11 +185,17 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             Ok(Value::Vector(absent(present, args[0], t)))
         }
         "sort" | "sort_desc" => {
+            if ev.query_start != ev.query_end {
+                ev.warn(crate::annotations::sort_in_range_query());
+            }
             let mut v = ev.vector(args[0], t)?;
             sort_by_value(&mut v, name == "sort_desc");
             Ok(Value::Vector(v))
         }
         "sort_by_label" | "sort_by_label_desc" => {
+            if ev.query_start != ev.query_end {
+                ev.warn(crate::annotations::sort_in_range_query());
+            }
             let mut v = ev.vector_with_histograms(args[0], t)?;
             let names = args[1..]
                 .iter()
@@ -236,6 +242,9 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
         "label_join" => vector(label_join(ev, &args, t)?),
         "histogram_quantile" => {
             let q = ev.scalar(args[0], t)?;
+            if !(0.0..=1.0).contains(&q) {
+                ev.warn(crate::annotations::invalid_quantile(q));
+            }
             let (native, classic): (Vec<InstantSample>, Vec<InstantSample>) = ev
                 .vector_with_histograms(args[1], t)?
                 .into_iter()
@@ -340,12 +349,23 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
                 &scalars,
                 semantics,
             )? {
+                annotate_window(
+                    ev,
+                    function,
+                    s.labels.get(METRIC_NAME),
+                    samples,
+                    &histograms,
+                    &scalars,
+                    h.is_none(),
+                );
                 let labels = if keeps_name {
                     s.labels.clone()
                 } else {
                     sel.without_name[i].clone()
                 };
                 out.push(InstantSample { labels, t, v, h });
+            } else {
+                annotate_mixed_window(ev, function, s.labels.get(METRIC_NAME), samples, &histograms);
             }
         }
         // A selector's series have distinct label sets.
@@ -362,12 +382,23 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             &scalars,
             semantics,
         )? {
+            annotate_window(
+                ev,
+                function,
+                s.labels.get(METRIC_NAME),
+                &s.samples,
+                &s.histograms,
+                &scalars,
+                h.is_none(),
+            );
             let labels = if keeps_name {
                 s.labels
             } else {
                 s.labels.without_metric_name()
             };
             out.push(InstantSample { labels, t, v, h });
+        } else {
+            annotate_mixed_window(ev, function, s.labels.get(METRIC_NAME), &s.samples, &s.histograms);
         }
     }
     Ok((out, false))
@@ -375,6 +406,85 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
 
 /// A float result, or a native histogram one.
 type WindowResult = (f64, Option<Arc<FloatHistogram>>);
+
+/// The warnings and infos Prometheus 3 gives a range function over one series' window that
+/// had a result (`float`: a float one).
+fn annotate_window(
+    ev: &Evaluator,
+    function: range::RangeFunction,
+    metric: &str,
+    samples: &[Sample],
+    histograms: &[HistogramSample],
+    scalars: &[f64],
+    float: bool,
+) {
+    use crate::annotations as a;
+    use crate::histogram::CounterResetHint::Gauge;
+    use range::RangeFunction as F;
+    let counter_name = ["_total", "_sum", "_count", "_bucket"]
+        .iter()
+        .any(|s| metric.ends_with(s));
+    match function {
+        F::Rate | F::Increase if float && !metric.is_empty() && !counter_name => {
+            ev.info(a::possible_non_counter(metric))
+        }
+        F::Rate | F::Increase if histograms.iter().any(|h| h.h.counter_reset_hint == Gauge) => {
+            ev.warn(a::native_histogram_not_counter(metric))
+        }
+        F::Delta
+            if !float
+                && [histograms.first(), histograms.last()]
+                    .into_iter()
+                    .flatten()
+                    .any(|h| h.h.counter_reset_hint != Gauge) =>
+        {
+            ev.warn(a::native_histogram_not_gauge(metric))
+        }
+        F::QuantileOverTime if scalars.first().is_some_and(|q| !(0.0..=1.0).contains(q)) => {
+            ev.warn(a::invalid_quantile(scalars[0]))
+        }
+        _ => {}
+    }
+    let ignores_histograms = matches!(
+        function,
+        F::MinOverTime
+            | F::MaxOverTime
+            | F::StddevOverTime
+            | F::StdvarOverTime
+            | F::QuantileOverTime
+            | F::MadOverTime
+            | F::TsOfMaxOverTime
+            | F::TsOfMinOverTime
+            | F::Deriv
+            | F::PredictLinear
+            | F::HoltWinters
+            | F::DoubleExponentialSmoothing
+    );
+    if ignores_histograms && !samples.is_empty() && !histograms.is_empty() {
+        ev.info(a::histogram_ignored_in_mixed_range(metric));
+    }
+}
+
+/// The warnings of a range function over a window that had no result because floats and
+/// histograms were mixed where the function takes one kind.
+fn annotate_mixed_window(
+    ev: &Evaluator,
+    function: range::RangeFunction,
+    metric: &str,
+    samples: &[Sample],
+    histograms: &[HistogramSample],
+) {
+    use range::RangeFunction as F;
+    let mixed = !samples.is_empty() && !histograms.is_empty();
+    if mixed
+        && matches!(
+            function,
+            F::Rate | F::Increase | F::Delta | F::SumOverTime | F::AvgOverTime
+        )
+    {
+        ev.warn(crate::annotations::mixed_floats_histograms(metric));
+    }
+}
 
 /// A range function of one series' window of floats and native histograms, as Prometheus
 /// computes it: rate, increase and delta of histograms alone (a window of both has no
