@@ -94,7 +94,7 @@ pub struct ConnectorSpec {
     pub log_level: String,
     /// Whose PromQL rules queries follow where Prometheus 2 and 3 answer differently:
     /// `prometheus3` (the connector's default: range, lookback and subquery windows leave out
-    /// their start) or `prometheus2` (windows include both ends, as in Prometheus 2.x).
+    /// their start, rates extrapolate as Prometheus 3) or `prometheus2` (as Prometheus 2.42).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promql_semantics: Option<PromqlSemantics>,
     /// Extra command-line flags of promscale-connector, e.g. `--ingest.writers=8`
@@ -145,11 +145,11 @@ pub enum PromqlSemantics {
 }
 
 impl PromqlSemantics {
-    /// The connector flag that selects these semantics.
-    pub fn flag(self) -> &'static str {
+    /// The value of the connector's `--metrics.promql.semantics`.
+    pub fn as_str(self) -> &'static str {
         match self {
-            PromqlSemantics::Prometheus3 => "--metrics.promql.semantics=prometheus3",
-            PromqlSemantics::Prometheus2 => "--metrics.promql.semantics=prometheus2",
+            PromqlSemantics::Prometheus3 => "prometheus3",
+            PromqlSemantics::Prometheus2 => "prometheus2",
         }
     }
 }

@@ -69,44 +69,61 @@ pub fn sort_in_range_query() -> String {
     "PromQL warning: sort is ineffective for range queries since results are always ordered by labels".to_string()
 }
 
-/// A classic histogram bucket whose `le` is missing or not a number.
-pub fn bad_bucket_label(metric: &str, le: &str) -> String {
-    with_metric_name(
-        format!("PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?}"),
-        metric,
+/// limit_ratio with a ratio beyond [-1, 1], capped to `to`.
+pub fn invalid_ratio(r: f64, to: f64) -> String {
+    format!(
+        "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+        go_g(r),
+        go_g(to)
     )
 }
 
-/// histogram_quantile over classic and native histograms of the same series group.
-pub fn mixed_classic_native_histograms(metric: &str) -> String {
-    with_metric_name(
-        "PromQL warning: vector contains a mix of classic and native histograms".to_string(),
-        metric,
-    )
+/// Go's `%g` (and `%v`) of a float: the shortest digits, in exponent form below 1e-4 and
+/// from 1e6 on.
+pub fn go_g(v: f64) -> String {
+    go_float(v, 6)
 }
 
-/// A binary operator between a float and a histogram (or two histograms) that it does not
-/// define: the element is left out.
-pub fn incompatible_types_in_binop(left: &str, operator: &str, right: &str) -> String {
-    format!("PromQL info: incompatible sample types encountered for binary operator {operator:?}: {left} {operator} {right}")
-}
-
-/// Prometheus' `maybeAddMetricName`.
-fn with_metric_name(message: String, metric: &str) -> String {
-    if metric.is_empty() {
-        message
+fn go_float(v: f64, exponent_from: i32) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Rust's `{:e}` gives the shortest digits that read back the same, as Go's.
+    let scientific = format!("{v:e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("{:e} has an integer exponent");
+    if exponent < -4 || exponent >= exponent_from {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
     } else {
-        format!("{message} for metric name {metric:?}")
+        format!("{v}")
     }
 }
 
-/// Go's `%g` for the values a quantile warning shows.
-fn go_g(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_read_as_go_prints_them() {
+        for (v, g) in [
+            (1e6, "1e+06"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (-1e-5, "-1e-05"),
+            (0.0001, "0.0001"),
+            (1.5, "1.5"),
+            (9.223372036854776e18, "9.223372036854776e+18"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(go_g(v), g, "{v}");
+        }
     }
 }

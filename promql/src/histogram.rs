@@ -114,7 +114,7 @@ fn is_exponential_schema(schema: i32) -> bool {
 
 /// Adds `inc` to a running sum with a Neumaier compensation term, as Prometheus' Kahan
 /// summation helper: the returned sum is the plain float sum, the compensation is kept apart.
-fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     let c = if t.is_infinite() {
         0.0

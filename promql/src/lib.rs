@@ -1,4 +1,5 @@
-//! A PromQL engine: Prometheus 2.42's evaluation rules over any [`SeriesSource`].
+//! A PromQL engine: Prometheus 3's evaluation rules (or Prometheus 2.42's, see
+//! [`Semantics`]) over any [`SeriesSource`].
 //!
 //! Parsing is the `promql-parser` crate's, behind a bound on nesting depth ([`parse`]). A
 //! query runs in two phases, as in Prometheus: [`plan`] walks the syntax tree and asks the

@@ -56,8 +56,8 @@ fn register_prometheus_2_functions() {
     });
 }
 
-/// The aggregations the engine evaluates (Prometheus 2.42's). The parser also knows
-/// Prometheus 3's experimental `limitk` and `limit_ratio`.
+/// The aggregations the engine evaluates: Prometheus 2.42's and Prometheus 3's `limitk` and
+/// `limit_ratio`.
 const AGGREGATIONS: [&str; 14] = [
     "sum",
     "avg",
@@ -116,6 +116,31 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
         }
     }
     Ok(())
+}
+
+/// Whether `expr` calls the function `name` anywhere.
+pub fn calls(expr: &Expr, name: &str) -> bool {
+    let mut pending = vec![expr];
+    while let Some(e) = pending.pop() {
+        match e {
+            Expr::Aggregate(a) => {
+                pending.push(&a.expr);
+                pending.extend(a.param.as_deref());
+            }
+            Expr::Unary(u) => pending.push(&u.expr),
+            Expr::Binary(b) => pending.extend([&*b.lhs, &*b.rhs]),
+            Expr::Paren(p) => pending.push(&p.expr),
+            Expr::Subquery(s) => pending.push(&s.expr),
+            Expr::Call(c) => {
+                if c.func.name == name {
+                    return true;
+                }
+                pending.extend(c.args.args.iter().map(|a| a.as_ref()));
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// All matchers of one selector, its metric name as a `__name__` matcher.

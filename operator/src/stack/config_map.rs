@@ -33,6 +33,12 @@ pub fn connector_env(names: &StackNames, spec: &PromscaleStackSpec) -> BTreeMap<
         "PROMSCALE_DB_SSL_MODE",
         database.ssl_mode.map(|m| m.as_str().to_string()),
     );
+    // An environment variable, not a flag: a flag in extraArgs then overrides it instead of
+    // being refused as given twice.
+    set(
+        "PROMSCALE_METRICS_PROMQL_SEMANTICS",
+        spec.connector.promql_semantics.map(|s| s.as_str().to_string()),
+    );
     env
 }
 

@@ -142,7 +142,6 @@ fn container(input: &DeploymentInput) -> Container {
         args: non_empty(
             auth_args(auth)
                 .into_iter()
-                .chain(connector.promql_semantics.map(|s| s.flag().to_string()))
                 .chain(connector.extra_args.iter().cloned())
                 .collect(),
         ),
@@ -512,13 +511,21 @@ mod tests {
     }
 
     #[test]
-    fn promql_semantics_become_the_connector_flag_before_extra_args() {
+    fn promql_semantics_become_the_connector_environment_which_extra_args_may_override() {
         let mut stack = spec(None);
         stack.connector.promql_semantics = Some(promscale_crds::stack::PromqlSemantics::Prometheus2);
-        let deployment = build(&stack);
+        let mut object = PromscaleStack::new("metrics", stack.clone());
+        object.metadata.namespace = Some("monitoring".into());
+        object.metadata.uid = Some("0a1b2c3d".into());
+        let names = StackNames::of(&object).unwrap();
+        let env = super::super::config_map::connector_env(&names, &stack);
+        assert_eq!(env["PROMSCALE_METRICS_PROMQL_SEMANTICS"], "prometheus2");
+        assert!(!super::super::config_map::connector_env(&names, &spec(None))
+            .contains_key("PROMSCALE_METRICS_PROMQL_SEMANTICS"));
+        // Not a flag: one in extraArgs is not given twice.
         assert_eq!(
-            pod(&deployment).containers[0].args.clone().unwrap(),
-            vec!["--metrics.promql.semantics=prometheus2", "--ingest.writers=2"]
+            pod(&build(&stack)).containers[0].args.clone().unwrap(),
+            vec!["--ingest.writers=2"]
         );
     }
 

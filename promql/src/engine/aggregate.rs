@@ -2,10 +2,10 @@
 //! quantile and count_values, with `by` and `without`, and Prometheus 3's limitk and
 //! limit_ratio.
 //!
-//! The simple aggregations (all but the last four) find each input series' group in a
-//! [`GroupCache`] kept across steps and fold values as they come, group by group.
+//! The simple aggregations (sum, avg, count, min, max, group, stddev, stdvar) find each input
+//! series' group in a [`GroupCache`] kept across steps and fold values as they come, group by
+//! group.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
@@ -14,6 +14,7 @@ use super::eval::Evaluator;
 use super::functions::histogram::quantile;
 use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
+use crate::histogram::kahan_inc;
 use crate::labels::Labels;
 use crate::value::{format_value, InstantSample, Value};
 
@@ -63,6 +64,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
     let out = match op.as_str() {
         "topk" | "bottomk" => {
             let k = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
+            check_k(k)?;
             select_k(input, k, op == "topk", grouping)
         }
         "limitk" => {
@@ -70,6 +72,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             if k.is_nan() {
                 return Err(QueryError::Execution("Parameter value is NaN".into()));
             }
+            check_k(k)?;
             if k < 1.0 {
                 return Ok(Value::Vector(Vec::new()));
             }
@@ -83,6 +86,10 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             let r = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
             if r.is_nan() {
                 return Err(QueryError::Execution("Ratio value is NaN".into()));
+            }
+            if !(-1.0..=1.0).contains(&r) {
+                let to = r.clamp(-1.0, 1.0);
+                ev.warn(crate::annotations::invalid_ratio(r, to));
             }
             let r = r.clamp(-1.0, 1.0);
             if r == 0.0 {
@@ -133,7 +140,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
                 .collect()
         }
         _ => {
-            let op = Fold::of(&op);
+            let op = Fold::of(&op, ev.options.semantics);
             let key = a as *const AggregateExpr as usize;
             ev.with_groups(key, |cache| fold_groups(cache, &input, op, grouping, t))
         }
@@ -241,11 +248,19 @@ enum Fold {
     Avg,
     Stddev,
     Stdvar,
+    /// Prometheus 3's: a compensated sum.
+    SumCompensated,
+    /// Prometheus 3's: the compensated sum divided by the count while the sum stays finite,
+    /// an incremental mean from where it would overflow.
+    AvgCompensated,
 }
 
 impl Fold {
-    fn of(op: &str) -> Fold {
+    fn of(op: &str, semantics: super::Semantics) -> Fold {
+        let v3 = semantics == super::Semantics::Prometheus3;
         match op {
+            "sum" if v3 => Fold::SumCompensated,
+            "avg" if v3 => Fold::AvgCompensated,
             "sum" => Fold::Sum,
             "count" => Fold::Count,
             "group" => Fold::Group,
@@ -266,6 +281,10 @@ struct Acc {
     count: usize,
     value: f64,
     sum_sq: f64,
+    /// Kahan compensation of `value` (or of `mean` once `incremental`).
+    c: f64,
+    mean: f64,
+    incremental: bool,
 }
 
 impl Acc {
@@ -274,6 +293,9 @@ impl Acc {
             count: 1,
             value: first,
             sum_sq: 0.0,
+            c: 0.0,
+            mean: first,
+            incremental: false,
         }
     }
 
@@ -311,6 +333,22 @@ impl Acc {
                 self.value += delta / self.count as f64;
                 self.sum_sq += delta * (v - self.value);
             }
+            Fold::SumCompensated => (self.value, self.c) = kahan_inc(v, self.value, self.c),
+            Fold::AvgCompensated => {
+                let count = self.count as f64;
+                if !self.incremental {
+                    let (sum, c) = kahan_inc(v, self.value, self.c);
+                    if !sum.is_infinite() {
+                        (self.value, self.c) = (sum, c);
+                        return;
+                    }
+                    self.incremental = true;
+                    self.mean = self.value / (count - 1.0);
+                    self.c /= count - 1.0;
+                }
+                let q = (count - 1.0) / count;
+                (self.mean, self.c) = kahan_inc(v / count, q * self.mean, q * self.c);
+            }
         }
     }
 
@@ -321,8 +359,29 @@ impl Acc {
             Fold::Group => 1.0,
             Fold::Stdvar => self.sum_sq / self.count as f64,
             Fold::Stddev => (self.sum_sq / self.count as f64).sqrt(),
+            Fold::SumCompensated => self.value + self.c,
+            Fold::AvgCompensated if self.incremental => self.mean + self.c,
+            Fold::AvgCompensated => self.value / self.count as f64 + self.c / self.count as f64,
         }
     }
+}
+
+/// Prometheus' bounds on the k of topk, bottomk and limitk (a k below 1 gives nothing).
+fn check_k(k: f64) -> Result<(), QueryError> {
+    use crate::annotations::go_g;
+    if k <= i64::MIN as f64 {
+        return Err(QueryError::Execution(format!(
+            "Scalar value {} underflows int64",
+            go_g(k)
+        )));
+    }
+    if k >= i64::MAX as f64 {
+        return Err(QueryError::Execution(format!(
+            "Scalar value {} overflows int64",
+            go_g(k)
+        )));
+    }
+    Ok(())
 }
 
 /// Whether limit_ratio(`r`) keeps the series `labels`: its place in [0, 1), from the hash
@@ -372,34 +431,124 @@ fn groups(input: Vec<InstantSample>, key: impl Fn(&Labels) -> Labels) -> Vec<(La
     out
 }
 
-/// topk and bottomk: the k largest (smallest) of each group, NaN ranking below every number,
-/// each group's winners ordered from best to worst.
+/// topk and bottomk as Prometheus selects them: per group, a binary heap of at most k
+/// elements (the worst on top: the smallest for topk, NaN worst of all) takes each element in
+/// input order, replacing its top only when strictly better, with Go's `container/heap`
+/// moves; so which of tied elements survive is Prometheus' choice, not "first wins". Each
+/// group's survivors then come best first (Go's `sort.Sort` of a reversed heap, which sorts
+/// by insertion at these sizes).
 fn select_k(input: Vec<InstantSample>, k: f64, top: bool, key: impl Fn(&Labels) -> Labels) -> Vec<InstantSample> {
     let k = if k.is_nan() { 0 } else { k as i64 };
     if k < 1 {
         return Vec::new();
     }
-    let better = |a: f64, b: f64| -> Ordering {
-        // Descending for topk, ascending for bottomk; NaN last either way.
-        match (a.is_nan(), b.is_nan()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            _ if top => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
-            _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
-        }
-    };
+    // `vectorByValueHeap.Less` (topk) and `vectorByReverseValueHeap.Less` (bottomk).
+    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
+    // Whether `v` replaces the heap's top: strictly better, or a number against a NaN.
+    let beats = |v: f64, worst: f64| (if top { worst < v } else { worst > v }) || (worst.is_nan() && !v.is_nan());
     let mut out = Vec::new();
-    for (_, mut members) in groups(input, key) {
-        members.sort_by(|x, y| better(x.v, y.v));
-        members.truncate(k as usize);
-        out.extend(members);
+    for (_, members) in groups(input, key) {
+        let k = (k as usize).min(members.len());
+        let mut heap: Vec<InstantSample> = Vec::with_capacity(k);
+        for s in members {
+            if heap.len() < k {
+                heap.push(s);
+                let last = heap.len() - 1;
+                heap_up(&mut heap, last, &less);
+            } else if beats(s.v, heap[0].v) {
+                heap[0] = s;
+                if k > 1 && !heap_down(&mut heap, 0, &less) {
+                    heap_up(&mut heap, 0, &less);
+                }
+            }
+        }
+        // sort.Sort(sort.Reverse(heap)): by insertion, the reversed order's Less.
+        for i in 1..heap.len() {
+            let mut j = i;
+            while j > 0 && less(heap[j - 1].v, heap[j].v) {
+                heap.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        out.extend(heap);
     }
     out
+}
+
+/// Go's `container/heap` `up`.
+fn heap_up(heap: &mut [InstantSample], mut j: usize, less: &impl Fn(f64, f64) -> bool) {
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(heap[j].v, heap[i].v) {
+            break;
+        }
+        heap.swap(i, j);
+        j = i;
+    }
+}
+
+/// Go's `container/heap` `down`; whether the element moved.
+fn heap_down(heap: &mut [InstantSample], i0: usize, less: &impl Fn(f64, f64) -> bool) -> bool {
+    let n = heap.len();
+    let mut i = i0;
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        if j1 + 1 < n && less(heap[j1 + 1].v, heap[j1].v) {
+            j = j1 + 1;
+        }
+        if !less(heap[j].v, heap[i].v) {
+            break;
+        }
+        heap.swap(i, j);
+        i = j;
+    }
+    i > i0
 }
 
 pub fn is_valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, v: f64) -> InstantSample {
+        InstantSample::float(Labels::new(vec![("s".to_string(), name.to_string())]), 0, v)
+    }
+
+    #[test]
+    fn topk_keeps_the_tied_elements_prometheus_heap_keeps() {
+        // topk(3) of a=1 b=1 c=1 d=5 e=1: d replaces the heap's top (a), which then sinks
+        // below b; Prometheus answers d, then b and c, not the first two ones.
+        let input: Vec<InstantSample> = [("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 5.0), ("e", 1.0)]
+            .into_iter()
+            .map(|(n, v)| sample(n, v))
+            .collect();
+        let names =
+            |out: Vec<InstantSample>| -> Vec<String> { out.iter().map(|s| s.labels.get("s").to_string()).collect() };
+        assert_eq!(
+            names(select_k(input.clone(), 3.0, true, |_| Labels::default())),
+            ["d", "b", "c"]
+        );
+        // bottomk(2) of the same: the heap keeps its first two ones, the largest on top.
+        assert_eq!(
+            names(select_k(input.clone(), 2.0, false, |_| Labels::default())),
+            ["a", "b"]
+        );
+        // A NaN is the worst for both and is replaced by any number.
+        let with_nan = vec![sample("n", f64::NAN), sample("x", 2.0), sample("y", 3.0)];
+        assert_eq!(
+            names(select_k(with_nan.clone(), 2.0, true, |_| Labels::default())),
+            ["y", "x"]
+        );
+        assert_eq!(names(select_k(with_nan, 2.0, false, |_| Labels::default())), ["x", "y"]);
+        assert!(select_k(input, f64::NAN, true, |_| Labels::default()).is_empty());
+    }
 }

@@ -1,7 +1,8 @@
 //! Which samples a selector sees: the one place that says whether range, lookback and
 //! subquery windows include their start. Prometheus 2 includes both ends; Prometheus 3 made
-//! them left-open (`(ref - width, ref]`). [`Semantics`] chooses; times saturate at the ends of
-//! the `i64` range rather than overflow.
+//! them left-open (`(ref - width, ref]`). [`Semantics`] chooses (it also chooses the rate
+//! extrapolation and avg_over_time of `functions/range.rs`; `docs/promql.md` lists every
+//! difference); times saturate at the ends of the `i64` range rather than overflow.
 
 /// Whose rules a query follows where Prometheus 2 and 3 evaluate differently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -9,7 +10,8 @@ pub enum Semantics {
     /// Prometheus 3: left-open windows.
     #[default]
     Prometheus3,
-    /// Prometheus 2 (2.x up to 2.55): windows closed at both ends.
+    /// Prometheus 2.42: windows closed at both ends (and its rate extrapolation and
+    /// avg_over_time, see `docs/promql.md`).
     Prometheus2,
 }
 

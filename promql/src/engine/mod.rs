@@ -132,6 +132,12 @@ impl Engine {
         // Boxed: fetched series are keyed by their selector's address, which must not change
         // when the tree moves to the evaluating thread.
         let expr = Box::new(crate::parse::parse(query, self.options.max_depth)?);
+        // Prometheus 3 renamed holt_winters to double_exponential_smoothing.
+        if self.options.semantics == Semantics::Prometheus3 && crate::parse::calls(&expr, "holt_winters") {
+            return Err(QueryError::BadData(
+                "unknown function with name \"holt_winters\"".into(),
+            ));
+        }
         let deadline = deadline_after(self.options.timeout);
         let data = plan::fetch(source, &expr, start, end, step, &self.options).await?;
         // Evaluation is CPU-bound: off the async workers, so that other requests go on.

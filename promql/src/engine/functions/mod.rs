@@ -33,9 +33,9 @@ pub enum Kind {
     Other,
 }
 
-/// Every function the engine evaluates: those of Prometheus 2.42 (`promql/parser/functions.go`).
-/// The one list of function names; the parser knows later ones too (`histogram_avg`,
-/// `sort_by_label`, ...), which [`crate::parse`] refuses as unknown, as Prometheus 2.42 does.
+/// Every function the engine evaluates: those of Prometheus 2.42 (`promql/parser/functions.go`)
+/// and, at the end, those of Prometheus 3 it has. The one list of function names; the parser
+/// knows others too (`info`), which [`crate::parse`] refuses as unknown.
 pub const FUNCTIONS: &[(&str, Kind)] = &[
     ("abs", Kind::Other),
     ("absent", Kind::Other),
@@ -185,17 +185,13 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             Ok(Value::Vector(absent(present, args[0], t)))
         }
         "sort" | "sort_desc" => {
-            if ev.query_start != ev.query_end {
-                ev.warn(crate::annotations::sort_in_range_query());
-            }
+            warn_of_sort_in_range_query(ev);
             let mut v = ev.vector(args[0], t)?;
             sort_by_value(&mut v, name == "sort_desc");
             Ok(Value::Vector(v))
         }
         "sort_by_label" | "sort_by_label_desc" => {
-            if ev.query_start != ev.query_end {
-                ev.warn(crate::annotations::sort_in_range_query());
-            }
+            warn_of_sort_in_range_query(ev);
             let mut v = ev.vector_with_histograms(args[0], t)?;
             let names = args[1..]
                 .iter()
@@ -484,6 +480,14 @@ fn annotate_mixed_window(
     {
         ev.warn(crate::annotations::mixed_floats_histograms(metric));
     }
+    // A single float is too few for these; the histograms beside it were left out anyway.
+    let needs_two = matches!(
+        function,
+        F::Deriv | F::PredictLinear | F::HoltWinters | F::DoubleExponentialSmoothing
+    );
+    if needs_two && samples.len() == 1 && !histograms.is_empty() {
+        ev.info(crate::annotations::histogram_ignored_in_mixed_range(metric));
+    }
 }
 
 /// A range function of one series' window of floats and native histograms, as Prometheus
@@ -750,71 +754,61 @@ fn sort_by_value(v: &mut [InstantSample], descending: bool) {
     });
 }
 
+/// Range results are ordered by labels whatever the query sorts.
+fn warn_of_sort_in_range_query(ev: &Evaluator) {
+    if ev.query_start != ev.query_end {
+        ev.warn(crate::annotations::sort_in_range_query());
+    }
+}
+
 /// sort_by_label(_desc): by the named labels' values in natural order (digit runs compare as
 /// numbers), ties by the whole label set, as Prometheus 3's `funcSortByLabel`.
 fn sort_by_labels(v: &mut [InstantSample], names: &[String], descending: bool) {
-    use std::cmp::Ordering;
     v.sort_by(|a, b| {
-        for name in names {
-            let (x, y) = (a.labels.get(name), b.labels.get(name));
-            if x == y {
-                continue;
-            }
-            let ascending = if natural_less(x, y) {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            };
-            return if descending { ascending.reverse() } else { ascending };
-        }
-        let whole = a.labels.cmp(&b.labels);
+        let by_labels = names
+            .iter()
+            .map(|name| natural_cmp(a.labels.get(name), b.labels.get(name)))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| a.labels.cmp(&b.labels));
         if descending {
-            whole.reverse()
+            by_labels.reverse()
         } else {
-            whole
+            by_labels
         }
     });
 }
 
-/// Whether `a` comes before `b` in natural order, as the natsort package Prometheus uses
-/// compares: runs of ASCII digits against runs of other characters, two digit runs as
-/// integers (when they fit an int64), anything else as strings.
-fn natural_less(a: &str, b: &str) -> bool {
+/// Natural order, as the natsort package Prometheus uses where that package is consistent:
+/// runs of ASCII digits against runs of other characters, two digit runs as integers (when
+/// they fit an int64), anything else as strings, a prefix first. Unlike natsort's `Compare`
+/// (which has both `"" < "x"` and `"x" < ""` false, and `"1"` and `"01"` each before the
+/// other) it is a total order, as Rust's sort needs; equal numbers of different spellings
+/// fall back to their text.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
     fn chunks(s: &str) -> Vec<&str> {
+        let bytes = s.as_bytes();
         let mut out = Vec::new();
         let mut start = 0;
-        let bytes = s.as_bytes();
         for i in 1..=bytes.len() {
             if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                if start < i {
-                    out.push(&s[start..i]);
-                }
+                out.push(&s[start..i]);
                 start = i;
             }
         }
         out
     }
     let (ca, cb) = (chunks(a), chunks(b));
-    for (i, x) in ca.iter().enumerate() {
-        let Some(y) = cb.get(i) else {
-            return false;
+    for (x, y) in ca.iter().zip(&cb) {
+        let order = match (x.parse::<i64>(), y.parse::<i64>()) {
+            (Ok(m), Ok(n)) => m.cmp(&n).then_with(|| x.cmp(y)),
+            _ => x.cmp(y),
         };
-        let equal = match (x.parse::<i64>(), y.parse::<i64>()) {
-            (Ok(m), Ok(n)) if m != n => return m < n,
-            (Ok(_), Ok(_)) => true,
-            _ => x == y,
-        };
-        if !equal {
-            return x < y;
-        }
-        if i == ca.len() - 1 {
-            return true;
-        }
-        if i == cb.len() - 1 {
-            return false;
+        if order != Ordering::Equal {
+            return order;
         }
     }
-    false
+    ca.len().cmp(&cb.len())
 }
 
 fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSample>, QueryError> {
@@ -908,5 +902,40 @@ fn parse_go_float(s: &str) -> Option<f64> {
         "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
         "nan" => Some(f64::NAN),
         other => other.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_is_total_and_numeric() {
+        use std::cmp::Ordering::*;
+        assert_eq!(natural_cmp("a2", "a10"), Less);
+        assert_eq!(natural_cmp("", "x"), Less);
+        assert_eq!(natural_cmp("x", ""), Greater);
+        assert_eq!(natural_cmp("1", "01"), natural_cmp("01", "1").reverse());
+        assert_ne!(natural_cmp("1", "01"), Equal);
+        // Thirty series, some without the label: sorting must not panic, and they come first.
+        let mut v: Vec<InstantSample> = (0..30)
+            .map(|i| {
+                let pairs = if i % 3 == 0 {
+                    vec![]
+                } else {
+                    vec![("l".to_string(), format!("v{}", 30 - i))]
+                };
+                InstantSample::float(
+                    Labels::new([pairs, vec![("i".to_string(), i.to_string())]].concat()),
+                    0,
+                    0.0,
+                )
+            })
+            .collect();
+        sort_by_labels(&mut v, &["l".to_string()], false);
+        assert!(v[..10].iter().all(|s| s.labels.get("l").is_empty()));
+        let values: Vec<&str> = v[10..].iter().map(|s| s.labels.get("l")).collect();
+        assert_eq!(values.first(), Some(&"v1"));
+        assert_eq!(values.last(), Some(&"v29"));
     }
 }

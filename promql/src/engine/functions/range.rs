@@ -559,16 +559,7 @@ fn avg_over_time(samples: &[Sample]) -> f64 {
 /// Prometheus 3's avg_over_time: the compensated sum divided by the count while the sum stays
 /// finite, then an incremental mean from where it would overflow.
 fn avg_over_time_v3(samples: &[Sample]) -> f64 {
-    let inc = |inc: f64, sum: f64, c: f64| -> (f64, f64) {
-        let t = sum + inc;
-        if t.is_infinite() {
-            (t, 0.0)
-        } else if sum.abs() >= inc.abs() {
-            (t, c + ((sum - t) + inc))
-        } else {
-            (t, c + ((inc - t) + sum))
-        }
-    };
+    let inc = crate::histogram::kahan_inc;
     let (mut sum, mut count) = (samples[0].v, 1.0);
     let (mut mean, mut c, mut incremental) = (0.0, 0.0, false);
     for (i, s) in samples.iter().enumerate().skip(1) {
