@@ -264,6 +264,17 @@ remote_write:
         (format!(r#"0.5 * {name}{{handler="/metrics"}}"#), false),
         (format!("rate({name}[1m]) / 4"), false),
         (format!("-1 * {name}"), false),
+        (format!("-{name}"), false),
+        (
+            format!(r#"{name}{{handler="/metrics"}} + {name}{{handler="/metrics"}}"#),
+            false,
+        ),
+        (
+            format!(r#"{name} - ignoring(handler) group_left {name}{{handler="/metrics"}}"#),
+            false,
+        ),
+        // Not defined between a histogram and a float: left out, with an info.
+        (format!(r#"{name}{{handler="/metrics"}} + 1 or vector(1)"#), true),
         // How numbers are spelled: sample values take an exponent at the extremes, scalars
         // do not.
         ("vector(1e-7)".to_string(), true),

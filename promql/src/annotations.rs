@@ -69,6 +69,22 @@ pub fn sort_in_range_query() -> String {
     "PromQL warning: sort is ineffective for range queries since results are always ordered by labels".to_string()
 }
 
+/// A binary operator between a float and a histogram (or two histograms) that it does not
+/// define: the element is left out.
+pub fn incompatible_types_in_binop(left: &str, operator: &str, right: &str) -> String {
+    format!("PromQL info: incompatible sample types encountered for binary operator {operator:?}: {left} {operator} {right}")
+}
+
+/// Histograms added or subtracted whose counter reset hints contradict each other.
+pub fn counter_reset_collision(operation: &str) -> String {
+    format!("PromQL warning: conflicting counter resets during histogram {operation}")
+}
+
+/// A binary operator between histograms with exponential and custom buckets: no result.
+pub fn incompatible_bucket_layout_in_binop(operator: &str) -> String {
+    format!("PromQL warning: incompatible bucket layout encountered for binary operator {operator}")
+}
+
 /// limit_ratio with a ratio beyond [-1, 1], capped to `to`.
 pub fn invalid_ratio(r: f64, to: f64) -> String {
     format!(

@@ -6,24 +6,21 @@ use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use std::sync::Arc;
+
 use super::eval::Evaluator;
 use crate::error::QueryError;
+use crate::histogram::FloatHistogram;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::value::{InstantSample, Value};
 
 pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = b.op.to_string();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    // The set operators match elements by labels only: native histograms take part; so do
-    // they in a vector multiplied or divided by a scalar (see `vector_scalar`). Between two
-    // vectors the other operators do not take native histograms yet: left out, as
-    // Prometheus leaves them out of the operations it does not define for them.
-    let (mut lhs, mut rhs) = (ev.eval(&b.lhs, t)?, ev.eval(&b.rhs, t)?);
-    let set_operator = matches!(op.as_str(), "and" | "or" | "unless");
-    let both_vectors = matches!((&lhs, &rhs), (Value::Vector(_), Value::Vector(_)));
-    if both_vectors && !set_operator {
-        (lhs, rhs) = (floats_only(lhs), floats_only(rhs));
-    }
+    // Native histograms take part as Prometheus 3 defines it (`histogram_binop`): the set
+    // operators match elements by labels only; the others leave out, with an info, the
+    // elements whose types they are not defined for.
+    let (lhs, rhs) = (ev.eval(&b.lhs, t)?, ev.eval(&b.rhs, t)?);
     match (lhs, rhs) {
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (value, keep) = apply(&op, l, r);
@@ -35,10 +32,10 @@ pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError>
             Ok(Value::Scalar { t, v })
         }
         (Value::Vector(l), Value::Scalar { v: r, .. }) => {
-            Ok(Value::Vector(vector_scalar(&op, l, r, false, return_bool)))
+            Ok(Value::Vector(vector_scalar(ev, &op, l, r, false, return_bool)))
         }
         (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
-            Ok(Value::Vector(vector_scalar(&op, r, l, true, return_bool)))
+            Ok(Value::Vector(vector_scalar(ev, &op, r, l, true, return_bool)))
         }
         (Value::Vector(l), Value::Vector(r)) => {
             let default = BinModifier {
@@ -52,7 +49,7 @@ pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError>
                 "and" => and_unless(l, r, modifier, true),
                 "unless" => and_unless(l, r, modifier, false),
                 "or" => or(l, r, modifier),
-                _ => vector_vector(&op, l, r, modifier)?,
+                _ => vector_vector(ev, &op, l, r, modifier)?,
             };
             Ok(Value::Vector(out))
         }
@@ -100,7 +97,54 @@ fn go_mod(l: f64, r: f64) -> f64 {
     l % r
 }
 
+/// Prometheus 3's `vectorElemBinop` where a native histogram is an operand: a histogram
+/// times a float (either side) or divided by one, the sum or difference of two histograms
+/// (a difference is a gauge), and two histograms equal or not (the value is the left one).
+/// `Err` with the annotation for what it is not defined for, or for histograms whose counter
+/// reset hints collide: the element is left out.
+fn histogram_binop(
+    op: &str,
+    l: (f64, Option<&Arc<FloatHistogram>>),
+    r: (f64, Option<&Arc<FloatHistogram>>),
+) -> Result<(f64, Option<Arc<FloatHistogram>>, bool), String> {
+    use crate::annotations as a;
+    let kind = |h: Option<&Arc<FloatHistogram>>| if h.is_some() { "histogram" } else { "float" };
+    let incompatible = || Err(a::incompatible_types_in_binop(kind(l.1), op, kind(r.1)));
+    let scaled = |h: &FloatHistogram, f: &dyn Fn(&mut FloatHistogram)| {
+        let mut h = h.clone();
+        f(&mut h);
+        h.compact(0);
+        Ok((0.0, Some(Arc::new(h)), true))
+    };
+    match (l.1, r.1, op) {
+        (None, Some(h), "*") => scaled(h, &|h| h.mul(l.0)),
+        (Some(h), None, "*") => scaled(h, &|h| h.mul(r.0)),
+        (Some(h), None, "/") => scaled(h, &|h| h.div(r.0)),
+        (Some(x), Some(y), "+" | "-") => {
+            let result = if op == "+" {
+                x.add_detailed(y)
+            } else {
+                x.sub_detailed(y)
+            };
+            let (mut h, info) = result.map_err(|_| a::incompatible_bucket_layout_in_binop(op))?;
+            if info.counter_reset_collision {
+                let operation = if op == "+" { "addition" } else { "subtraction" };
+                return Err(a::counter_reset_collision(operation));
+            }
+            if op == "-" {
+                h.counter_reset_hint = crate::histogram::CounterResetHint::Gauge;
+            }
+            h.compact(0);
+            Ok((0.0, Some(Arc::new(h)), true))
+        }
+        (Some(x), Some(y), "==") => Ok((0.0, Some(x.clone()), x.equals(y))),
+        (Some(x), Some(y), "!=") => Ok((0.0, Some(x.clone()), !x.equals(y))),
+        _ => incompatible(),
+    }
+}
+
 fn vector_scalar(
+    ev: &Evaluator,
     op: &str,
     vector: Vec<InstantSample>,
     scalar: f64,
@@ -112,16 +156,35 @@ fn vector_scalar(
         .into_iter()
         .filter_map(|mut s| {
             if let Some(h) = s.h.take() {
-                // A native histogram times a scalar, or divided by one: every count and the
-                // sum scaled, as Prometheus does; it takes no other operator with a scalar.
-                let mut h = std::sync::Arc::unwrap_or_clone(h);
-                match op {
-                    "*" if !return_bool => h.mul(scalar),
-                    "/" if !scalar_left && !return_bool => h.div(scalar),
-                    _ => return None,
+                let (vector, scalar) = ((0.0, Some(&h)), (scalar, None));
+                let (l, r) = if scalar_left {
+                    (scalar, vector)
+                } else {
+                    (vector, scalar)
+                };
+                let (v, result, keep) = match histogram_binop(op, l, r) {
+                    Ok(result) => result,
+                    Err(note) => {
+                        ev.note(note);
+                        return None;
+                    }
+                };
+                // A comparison keeps the vector's value, whichever side the vector is on.
+                let (mut v, mut result) = if is_comparison(op) && scalar_left {
+                    (0.0, Some(h))
+                } else {
+                    (v, result)
+                };
+                if return_bool {
+                    (v, result) = (f64::from(u8::from(keep)), None);
+                } else if !keep {
+                    return None;
                 }
-                s.h = Some(std::sync::Arc::new(h));
-                s.labels = s.labels.without_metric_name();
+                s.v = v;
+                s.h = result;
+                if drop_name {
+                    s.labels = s.labels.without_metric_name();
+                }
                 return Some(s);
             }
             let (l, r) = if scalar_left { (scalar, s.v) } else { (s.v, scalar) };
@@ -173,6 +236,7 @@ fn or(l: Vec<InstantSample>, r: Vec<InstantSample>, m: &BinModifier) -> Vec<Inst
 }
 
 fn vector_vector(
+    ev: &Evaluator,
     op: &str,
     l: Vec<InstantSample>,
     r: Vec<InstantSample>,
@@ -246,10 +310,21 @@ fn vector_vector(
         }
     }
     for (s, other, sig) in pairs {
-        let (lv, rv) = if one_to_many { (other.v, s.v) } else { (s.v, other.v) };
-        let (mut value, keep) = apply(op, lv, rv);
+        let (l, r) = if one_to_many { (&other, &s) } else { (&s, &other) };
+        let (mut value, mut histogram, keep) = if l.h.is_none() && r.h.is_none() {
+            let (value, keep) = apply(op, l.v, r.v);
+            (value, None, keep)
+        } else {
+            match histogram_binop(op, (l.v, l.h.as_ref()), (r.v, r.h.as_ref())) {
+                Ok(result) => result,
+                Err(note) => {
+                    ev.note(note);
+                    continue;
+                }
+            }
+        };
         if m.return_bool {
-            value = f64::from(u8::from(keep));
+            (value, histogram) = (f64::from(u8::from(keep)), None);
         } else if !keep {
             continue;
         }
@@ -272,7 +347,7 @@ fn vector_vector(
             labels,
             t: s.t,
             v: value,
-            h: None,
+            h: histogram,
         });
     }
     Ok(out)
@@ -317,16 +392,5 @@ fn match_group(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
             labels.drop(&names)
         }
         None => labels.without_metric_name(),
-    }
-}
-
-/// A vector without its native histogram elements; any other value as it is.
-fn floats_only(value: Value) -> Value {
-    match value {
-        Value::Vector(mut v) => {
-            v.retain(|s| s.h.is_none());
-            Value::Vector(v)
-        }
-        other => other,
     }
 }

@@ -275,6 +275,15 @@ impl<'a> Evaluator<'a> {
         self.annotations.borrow_mut().info(message);
     }
 
+    /// Adds a message to the warnings or the infos, as its prefix says.
+    pub fn note(&self, message: String) {
+        if message.starts_with("PromQL info") {
+            self.info(message);
+        } else {
+            self.warn(message);
+        }
+    }
+
     pub fn check_deadline(&self) -> Result<(), QueryError> {
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout("query execution"));
@@ -303,11 +312,19 @@ impl<'a> Evaluator<'a> {
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar { t, v } => Ok(Value::Scalar { t, v: -v }),
                 Value::Vector(vector) => {
-                    // Native histograms are not negated yet: left out.
+                    // A native histogram is negated as multiplied by -1 (a gauge histogram).
                     let negated: Vec<InstantSample> = vector
                         .into_iter()
-                        .filter(|s| s.h.is_none())
-                        .map(|s| InstantSample::float(s.labels.without_metric_name(), s.t, -s.v))
+                        .map(|s| InstantSample {
+                            labels: s.labels.without_metric_name(),
+                            t: s.t,
+                            v: -s.v,
+                            h: s.h.map(|h| {
+                                let mut h = (*h).clone();
+                                h.mul(-1.0);
+                                std::sync::Arc::new(h)
+                            }),
+                        })
                         .collect();
                     check_unique_labels(&negated)?;
                     Ok(Value::Vector(negated))
