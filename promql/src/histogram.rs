@@ -114,6 +114,28 @@ fn is_exponential_schema(schema: i32) -> bool {
 
 /// Adds `inc` to a running sum with a Neumaier compensation term, as Prometheus' Kahan
 /// summation helper: the returned sum is the plain float sum, the compensation is kept apart.
+/// Whether two span lists lay out the same buckets, zero-length spans folded into the next
+/// one (Prometheus' `spansMatch`).
+pub fn spans_match(a: &[Span], b: &[Span]) -> bool {
+    fn folded(spans: &[Span]) -> Vec<Span> {
+        let mut out: Vec<Span> = Vec::new();
+        let mut pending = 0;
+        for s in spans {
+            if s.length == 0 {
+                pending += s.offset;
+                continue;
+            }
+            out.push(Span {
+                offset: s.offset + pending,
+                length: s.length,
+            });
+            pending = 0;
+        }
+        out
+    }
+    folded(a) == folded(b)
+}
+
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     let c = if t.is_infinite() {
@@ -1254,31 +1276,15 @@ impl FloatHistogram {
         fn same_floats(a: &[f64], b: &[f64]) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
         }
-        fn folded(spans: &[Span]) -> Vec<Span> {
-            let mut out: Vec<Span> = Vec::new();
-            let mut pending = 0;
-            for s in spans {
-                if s.length == 0 {
-                    pending += s.offset;
-                    continue;
-                }
-                out.push(Span {
-                    offset: s.offset + pending,
-                    length: s.length,
-                });
-                pending = 0;
-            }
-            out
-        }
         self.schema == other.schema
             && self.count.to_bits() == other.count.to_bits()
             && self.sum.to_bits() == other.sum.to_bits()
             && (self.schema != CUSTOM_BUCKETS_SCHEMA || self.custom_values == other.custom_values)
             && self.zero_threshold == other.zero_threshold
             && self.zero_count.to_bits() == other.zero_count.to_bits()
-            && folded(&self.negative_spans) == folded(&other.negative_spans)
+            && spans_match(&self.negative_spans, &other.negative_spans)
             && same_floats(&self.negative_buckets, &other.negative_buckets)
-            && folded(&self.positive_spans) == folded(&other.positive_spans)
+            && spans_match(&self.positive_spans, &other.positive_spans)
             && same_floats(&self.positive_buckets, &other.positive_buckets)
     }
 

@@ -97,23 +97,15 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
                 if !AGGREGATIONS.contains(&op.as_str()) {
                     return refuse(format!("unknown aggregation {op:?}"));
                 }
-                pending.push(&a.expr);
-                pending.extend(a.param.as_deref());
             }
-            Expr::Unary(u) => pending.push(&u.expr),
-            Expr::Binary(b) => pending.extend([&*b.lhs, &*b.rhs]),
-            Expr::Paren(p) => pending.push(&p.expr),
-            Expr::Subquery(s) => pending.push(&s.expr),
-            Expr::Call(c) => {
-                if crate::engine::functions::kind(c.func.name).is_none() {
-                    return refuse(format!("unknown function with name {:?}", c.func.name));
-                }
-                pending.extend(c.args.args.iter().map(|a| a.as_ref()));
+            Expr::Call(c) if crate::engine::functions::kind(c.func.name).is_none() => {
+                return refuse(format!("unknown function with name {:?}", c.func.name));
             }
             Expr::VectorSelector(vs) => selector(vs)?,
             Expr::MatrixSelector(ms) => selector(&ms.vs)?,
-            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+            _ => {}
         }
+        pending.extend(children(e));
     }
     Ok(())
 }
@@ -122,25 +114,25 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
 pub fn calls(expr: &Expr, name: &str) -> bool {
     let mut pending = vec![expr];
     while let Some(e) = pending.pop() {
-        match e {
-            Expr::Aggregate(a) => {
-                pending.push(&a.expr);
-                pending.extend(a.param.as_deref());
-            }
-            Expr::Unary(u) => pending.push(&u.expr),
-            Expr::Binary(b) => pending.extend([&*b.lhs, &*b.rhs]),
-            Expr::Paren(p) => pending.push(&p.expr),
-            Expr::Subquery(s) => pending.push(&s.expr),
-            Expr::Call(c) => {
-                if c.func.name == name {
-                    return true;
-                }
-                pending.extend(c.args.args.iter().map(|a| a.as_ref()));
-            }
-            _ => {}
+        if matches!(e, Expr::Call(c) if c.func.name == name) {
+            return true;
         }
+        pending.extend(children(e));
     }
     false
+}
+
+/// The expressions directly inside `e`.
+fn children(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::Aggregate(a) => [Some(&*a.expr), a.param.as_deref()].into_iter().flatten().collect(),
+        Expr::Unary(u) => vec![&*u.expr],
+        Expr::Binary(b) => vec![&*b.lhs, &*b.rhs],
+        Expr::Paren(p) => vec![&*p.expr],
+        Expr::Subquery(s) => vec![&*s.expr],
+        Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// All matchers of one selector, its metric name as a `__name__` matcher.

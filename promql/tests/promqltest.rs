@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use promql_parser::label::{Matcher, Matchers};
 use promql_parser::parser::{self as promql, AtModifier, BinModifier, Expr, LabelModifier, VectorMatchCardinality};
-use promscale_promql::histogram::{CounterResetHint, FloatHistogram, Span};
+use promscale_promql::histogram::{spans_match, CounterResetHint, FloatHistogram, Span};
 use promscale_promql::{
     Engine, EngineOptions, HistogramSample, InstantSample, Labels, MemorySource, QueryError, Sample, Semantics, Value,
 };
@@ -950,27 +950,6 @@ fn histograms_match(want: &FloatHistogram, got: &FloatHistogram, hint_set: bool)
         && spans_match(&want.positive_spans, &got.positive_spans)
         && buckets_match(&want.positive_buckets, &got.positive_buckets)
         && (!hint_set || want.counter_reset_hint == got.counter_reset_hint)
-}
-
-/// test.go's `spansMatch`: the same buckets, zero-length spans folded into the next one.
-fn spans_match(a: &[Span], b: &[Span]) -> bool {
-    fn folded(spans: &[Span]) -> Vec<Span> {
-        let mut out: Vec<Span> = Vec::new();
-        let mut pending = 0;
-        for s in spans {
-            if s.length == 0 {
-                pending += s.offset;
-                continue;
-            }
-            out.push(Span {
-                offset: s.offset + pending,
-                length: s.length,
-            });
-            pending = 0;
-        }
-        out
-    }
-    folded(a) == folded(b)
 }
 
 /// A histogram in the scripts' notation, for messages.

@@ -326,6 +326,24 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         range::RangeFunction::LastOverTime | range::RangeFunction::FirstOverTime
     );
     let semantics = ev.options.semantics;
+    // The function of one series' window, with the warnings and infos it gives.
+    let window_result = |labels: &Labels, samples: &[Sample], histograms: &[HistogramSample]| {
+        let metric = labels.get(METRIC_NAME);
+        let result = apply_window(
+            function,
+            samples,
+            histograms,
+            range_start,
+            range_end,
+            &scalars,
+            semantics,
+        )?;
+        match &result {
+            Some((_, h)) => annotate_window(ev, function, metric, samples, histograms, &scalars, h.is_none()),
+            None => annotate_mixed_window(ev, function, metric, samples, histograms),
+        }
+        Ok::<_, QueryError>(result)
+    };
     if let Expr::MatrixSelector(ms) = unwrap_parens(args[position]) {
         let Some(sel) = ev.selected(&ms.vs) else {
             return Ok((Vec::new(), true));
@@ -336,32 +354,13 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
             let histograms = sel.histogram_window(i, range_end, width);
-            if let Some((v, h)) = apply_window(
-                function,
-                samples,
-                &histograms,
-                range_start,
-                range_end,
-                &scalars,
-                semantics,
-            )? {
-                annotate_window(
-                    ev,
-                    function,
-                    s.labels.get(METRIC_NAME),
-                    samples,
-                    &histograms,
-                    &scalars,
-                    h.is_none(),
-                );
+            if let Some((v, h)) = window_result(&s.labels, samples, &histograms)? {
                 let labels = if keeps_name {
                     s.labels.clone()
                 } else {
                     sel.without_name[i].clone()
                 };
                 out.push(InstantSample { labels, t, v, h });
-            } else {
-                annotate_mixed_window(ev, function, s.labels.get(METRIC_NAME), samples, &histograms);
             }
         }
         // A selector's series have distinct label sets.
@@ -369,32 +368,13 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
-        if let Some((v, h)) = apply_window(
-            function,
-            &s.samples,
-            &s.histograms,
-            range_start,
-            range_end,
-            &scalars,
-            semantics,
-        )? {
-            annotate_window(
-                ev,
-                function,
-                s.labels.get(METRIC_NAME),
-                &s.samples,
-                &s.histograms,
-                &scalars,
-                h.is_none(),
-            );
+        if let Some((v, h)) = window_result(&s.labels, &s.samples, &s.histograms)? {
             let labels = if keeps_name {
                 s.labels
             } else {
                 s.labels.without_metric_name()
             };
             out.push(InstantSample { labels, t, v, h });
-        } else {
-            annotate_mixed_window(ev, function, s.labels.get(METRIC_NAME), &s.samples, &s.histograms);
         }
     }
     Ok((out, false))
