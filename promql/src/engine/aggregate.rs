@@ -64,6 +64,10 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
     let out = match op.as_str() {
         "topk" | "bottomk" => {
             let k = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
+            // Prometheus 2.42 took a NaN k as no k at all.
+            if k.is_nan() && ev.options.semantics == super::Semantics::Prometheus3 {
+                return Err(QueryError::Execution("Parameter value is NaN".into()));
+            }
             check_k(k)?;
             select_k(input, k, op == "topk", grouping)
         }
