@@ -121,6 +121,7 @@ pub const FUNCTIONS: &[(&str, Kind)] = &[
     ("ts_of_last_over_time", Kind::Range),
     ("ts_of_max_over_time", Kind::Range),
     ("ts_of_min_over_time", Kind::Range),
+    ("histogram_quantiles", Kind::Other),
     // The query's own start, end, range and step, in seconds.
     ("end", Kind::Other),
     ("range", Kind::Other),
@@ -238,23 +239,23 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
         "label_join" => vector(label_join(ev, &args, t)?),
         "histogram_quantile" => {
             let q = ev.scalar(args[0], t)?;
-            if !(0.0..=1.0).contains(&q) {
-                ev.warn(crate::annotations::invalid_quantile(q));
+            let input = ev.vector_with_histograms(args[1], t)?;
+            vector(quantiles_of(ev, c, &input, q, t))
+        }
+        // Several quantiles at once, each series' told apart by the label `args[1]` (valued in
+        // OpenMetrics' spelling: 0.5, 1.0).
+        "histogram_quantiles" => {
+            let label = ev.string(args[1], t)?;
+            let input = ev.vector_with_histograms(args[0], t)?;
+            let mut out = Vec::new();
+            for q in &args[2..] {
+                let q = ev.scalar(q, t)?;
+                let spelled = openmetrics_float(q);
+                out.extend(quantiles_of(ev, c, &input, q, t).into_iter().map(|mut s| {
+                    s.labels.set(&label, &spelled);
+                    s
+                }));
             }
-            let (native, classic): (Vec<InstantSample>, Vec<InstantSample>) = ev
-                .vector_with_histograms(args[1], t)?
-                .into_iter()
-                .partition(|s| s.h.is_some());
-            // Native histograms first, then the classic ones' buckets grouped, as Prometheus.
-            let mut out: Vec<InstantSample> = native
-                .into_iter()
-                .filter_map(|s| {
-                    let v = crate::histogram::histogram_quantile(q, s.h.as_deref()?);
-                    Some(InstantSample::float(s.labels.without_metric_name(), t, v))
-                })
-                .collect();
-            let key = c as *const Call as usize;
-            out.extend(ev.with_groups(key, |cache| histogram_quantile(cache, q, &classic, t)));
             vector(out)
         }
         _ if kind(name) == Some(Kind::Range) => {
@@ -845,6 +846,36 @@ fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSampl
 /// The result drops the metric name, so buckets of two histograms with otherwise equal labels
 /// collide, an error as in Prometheus 2.42. Each series' group and bound are remembered in
 /// `cache` across steps.
+/// The `q` quantile of every histogram of `input`: native ones first, then the classic ones'
+/// buckets grouped, as Prometheus; a warning for a `q` outside [0, 1].
+fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i64) -> Vec<InstantSample> {
+    if !(0.0..=1.0).contains(&q) {
+        ev.warn(crate::annotations::invalid_quantile(q));
+    }
+    let (native, classic): (Vec<&InstantSample>, Vec<&InstantSample>) = input.iter().partition(|s| s.h.is_some());
+    let mut out: Vec<InstantSample> = native
+        .into_iter()
+        .filter_map(|s| {
+            let v = crate::histogram::histogram_quantile(q, s.h.as_deref()?);
+            Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+        })
+        .collect();
+    let classic: Vec<InstantSample> = classic.into_iter().cloned().collect();
+    let key = c as *const Call as usize;
+    out.extend(ev.with_groups(key, |cache| histogram_quantile(cache, q, &classic, t)));
+    out
+}
+
+/// Prometheus' `FormatOpenMetricsFloat`: Go's `%g`, with `.0` after a whole number.
+fn openmetrics_float(v: f64) -> String {
+    let text = crate::annotations::go_g(v);
+    if v.is_finite() && !text.contains(['e', '.']) {
+        format!("{text}.0")
+    } else {
+        text
+    }
+}
+
 fn histogram_quantile(cache: &mut GroupCache, q: f64, input: &[InstantSample], t: i64) -> Vec<InstantSample> {
     cache.begin_step(input.len());
     let mut step = StepGroups::new();
