@@ -85,6 +85,36 @@ pub fn incompatible_bucket_layout_in_binop(operator: &str) -> String {
     format!("PromQL warning: incompatible bucket layout encountered for binary operator {operator}")
 }
 
+pub fn quantile_nan_result(metric: &str) -> String {
+    with_metric_name(
+        "PromQL info: input to histogram_quantile has NaN observations, result is NaN".into(),
+        metric,
+    )
+}
+
+pub fn quantile_nan_skew(metric: &str) -> String {
+    with_metric_name(
+        "PromQL info: input to histogram_quantile has NaN observations, result is skewed higher".into(),
+        metric,
+    )
+}
+
+pub fn fraction_nan_observations(metric: &str) -> String {
+    with_metric_name(
+        "PromQL info: input to histogram_fraction has NaN observations, which are excluded from all fractions".into(),
+        metric,
+    )
+}
+
+/// Prometheus' `maybeAddMetricName`.
+fn with_metric_name(message: String, metric: &str) -> String {
+    if metric.is_empty() {
+        message
+    } else {
+        format!("{message} for metric name {metric:?}")
+    }
+}
+
 /// limit_ratio with a ratio beyond [-1, 1], capped to `to`.
 pub fn invalid_ratio(r: f64, to: f64) -> String {
     format!(

@@ -229,7 +229,11 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                 input
                     .into_iter()
                     .filter_map(|s| {
-                        let v = crate::histogram::histogram_fraction(lower, upper, s.h.as_deref()?);
+                        let h = s.h.as_deref()?;
+                        let v = crate::histogram::histogram_fraction(lower, upper, h);
+                        if has_nan_observations(h) {
+                            ev.info(crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)));
+                        }
                         Some(InstantSample::float(s.labels.without_metric_name(), t, v))
                     })
                     .collect(),
@@ -417,6 +421,22 @@ fn annotate_window(
         {
             ev.warn(a::native_histogram_not_gauge(metric))
         }
+        F::Irate
+            if !float
+                && histograms[histograms.len().saturating_sub(2)..]
+                    .iter()
+                    .any(|h| h.h.counter_reset_hint == Gauge) =>
+        {
+            ev.warn(a::native_histogram_not_counter(metric))
+        }
+        F::Idelta
+            if !float
+                && histograms[histograms.len().saturating_sub(2)..]
+                    .iter()
+                    .any(|h| h.h.counter_reset_hint != Gauge) =>
+        {
+            ev.warn(a::native_histogram_not_gauge(metric))
+        }
         F::QuantileOverTime if scalars.first().is_some_and(|q| !(0.0..=1.0).contains(q)) => {
             ev.warn(a::invalid_quantile(scalars[0]))
         }
@@ -460,6 +480,24 @@ fn annotate_mixed_window(
         )
     {
         ev.warn(crate::annotations::mixed_floats_histograms(metric));
+    }
+    // irate and idelta of a float and a histogram (the last two samples).
+    if matches!(function, F::Irate | F::Idelta) && !samples.is_empty() && !histograms.is_empty() {
+        let mut last: Vec<(i64, bool)> = samples[samples.len().saturating_sub(2)..]
+            .iter()
+            .map(|s| (s.t, false))
+            .chain(
+                histograms[histograms.len().saturating_sub(2)..]
+                    .iter()
+                    .map(|h| (h.t, true)),
+            )
+            .collect();
+        last.sort_by_key(|(t, _)| *t);
+        if let [.., (_, a), (_, b)] = last[..] {
+            if a != b {
+                ev.warn(crate::annotations::mixed_floats_histograms(metric));
+            }
+        }
     }
     // A single float is too few for these; the histograms beside it were left out anyway.
     let needs_two = matches!(
@@ -856,7 +894,17 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
     let mut out: Vec<InstantSample> = native
         .into_iter()
         .filter_map(|s| {
-            let v = crate::histogram::histogram_quantile(q, s.h.as_deref()?);
+            let h = s.h.as_deref()?;
+            let v = crate::histogram::histogram_quantile(q, h);
+            // NaN observations count in the count but in no bucket (the sum is NaN).
+            let metric = s.labels.get(METRIC_NAME);
+            if h.sum.is_nan() && h.count > 0.0 && !q.is_nan() {
+                if v.is_nan() {
+                    ev.info(crate::annotations::quantile_nan_result(metric));
+                } else if has_nan_observations(h) {
+                    ev.info(crate::annotations::quantile_nan_skew(metric));
+                }
+            }
             Some(InstantSample::float(s.labels.without_metric_name(), t, v))
         })
         .collect();
@@ -864,6 +912,14 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
     let key = c as *const Call as usize;
     out.extend(ev.with_groups(key, |cache| histogram_quantile(cache, q, &classic, t)));
     out
+}
+
+/// Whether a histogram observed NaNs: its sum is NaN and its buckets hold fewer observations
+/// than its count.
+fn has_nan_observations(h: &FloatHistogram) -> bool {
+    let in_buckets: f64 =
+        h.zero_count + h.positive_buckets.iter().sum::<f64>() + h.negative_buckets.iter().sum::<f64>();
+    h.sum.is_nan() && in_buckets < h.count
 }
 
 /// Prometheus' `FormatOpenMetricsFloat`: Go's `%g`, with `.0` after a whole number.
