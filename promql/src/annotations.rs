@@ -115,6 +115,16 @@ fn with_metric_name(message: String, metric: &str) -> String {
     }
 }
 
+/// `sum` or `avg` of a group of floats and histograms: no result.
+pub fn mixed_floats_histograms_aggregation() -> String {
+    "PromQL warning: encountered a mix of histograms and floats for aggregation".to_string()
+}
+
+/// Histograms with exponential and custom buckets in one sum: no result.
+pub fn mixed_exponential_custom_histograms(metric: &str) -> String {
+    format!("PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}")
+}
+
 /// limit_ratio with a ratio beyond [-1, 1], capped to `to`.
 pub fn invalid_ratio(r: f64, to: f64) -> String {
     format!(

@@ -23,7 +23,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
     // sum adds native histograms too; count and group count them as any element (their
     // value plays no part); the other aggregations leave them out.
     let (input, histograms): (Vec<InstantSample>, Vec<InstantSample>) = match op.as_str() {
-        "sum" => ev
+        "sum" | "avg" => ev
             .vector_with_histograms(&a.expr, t)?
             .into_iter()
             .partition(|s| s.h.is_none()),
@@ -153,6 +153,8 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
         return Ok(Value::Vector(out));
     }
     Ok(Value::Vector(sum_histograms(
+        ev,
+        op == "avg",
         out,
         &float_groups,
         histograms,
@@ -161,31 +163,57 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
     )))
 }
 
-/// `sum` where native histograms are among the input: each group of histograms alone gets
-/// their sum (compacted, as Prometheus does); a group with floats and histograms together
-/// has no result, nor has one whose histograms cannot be added (exponential and custom
-/// buckets mixed), as in Prometheus.
+/// `sum` (or `avg`) where native histograms are among the input: each group of histograms
+/// alone gets their sum (divided by their number for `avg`; compacted, as Prometheus does);
+/// a group with floats and histograms together has no result, nor has one whose histograms
+/// cannot be added (exponential and custom buckets mixed), each with Prometheus' warning, and
+/// a group whose counter reset hints contradict each other gets a warning.
 fn sum_histograms(
+    ev: &Evaluator,
+    average: bool,
     float_sums: Vec<InstantSample>,
     float_groups: &std::collections::HashSet<Labels>,
     histograms: Vec<InstantSample>,
     grouping: impl Fn(&Labels) -> Labels,
     t: i64,
 ) -> Vec<InstantSample> {
+    use crate::histogram::{CounterResetHint, FloatHistogram};
+    struct Group {
+        sum: Option<FloatHistogram>,
+        count: f64,
+        reset: bool,
+        not_reset: bool,
+    }
     let mut order: Vec<Labels> = Vec::new();
-    let mut sums: HashMap<Labels, Option<crate::histogram::FloatHistogram>> = HashMap::new();
+    let mut sums: HashMap<Labels, Group> = HashMap::new();
     for s in histograms {
         let Some(h) = s.h else { continue };
         let group = grouping(&s.labels);
-        match sums.get_mut(&group) {
-            None => {
-                order.push(group.clone());
-                sums.insert(group, Some(h.as_ref().clone()));
+        let g = sums.entry(group.clone()).or_insert_with(|| {
+            order.push(group);
+            Group {
+                sum: None,
+                count: 0.0,
+                reset: false,
+                not_reset: false,
             }
-            Some(sum) => {
-                *sum = sum.as_ref().and_then(|acc| acc.add(&h).ok());
-            }
-        }
+        });
+        g.reset |= h.counter_reset_hint == CounterResetHint::CounterReset;
+        g.not_reset |= h.counter_reset_hint == CounterResetHint::NotCounterReset;
+        g.sum = match (g.count == 0.0, g.sum.take()) {
+            (true, _) => Some(h.as_ref().clone()),
+            (false, Some(acc)) => match acc.add(&h) {
+                Ok(sum) => Some(sum),
+                Err(_) => {
+                    ev.warn(crate::annotations::mixed_exponential_custom_histograms(
+                        s.labels.get(crate::labels::METRIC_NAME),
+                    ));
+                    None
+                }
+            },
+            (false, None) => None,
+        };
+        g.count += 1.0;
     }
     // A group with floats and histograms has no result: a float sum is labelled with its
     // group, a histogram group is known by its labels.
@@ -195,9 +223,17 @@ fn sum_histograms(
         .collect();
     for group in order {
         if float_groups.contains(&group) {
+            ev.warn(crate::annotations::mixed_floats_histograms_aggregation());
             continue;
         }
-        if let Some(Some(mut sum)) = sums.remove(&group) {
+        let Some(g) = sums.remove(&group) else { continue };
+        if g.reset && g.not_reset {
+            ev.warn(crate::annotations::counter_reset_collision("aggregation"));
+        }
+        if let Some(mut sum) = g.sum {
+            if average {
+                sum.div(g.count);
+            }
             sum.compact(0);
             out.push(InstantSample {
                 labels: group,
