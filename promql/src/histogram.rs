@@ -114,6 +114,29 @@ fn is_exponential_schema(schema: i32) -> bool {
 
 /// Adds `inc` to a running sum with a Neumaier compensation term, as Prometheus' Kahan
 /// summation helper: the returned sum is the plain float sum, the compensation is kept apart.
+/// Prometheus' `FloatHistogram.String`: count, sum, then every bucket with observations from
+/// the lowest, in interval notation (`{count:20, sum:10, [-2,-1):2, [-0.001,0.001]:2}`).
+impl std::fmt::Display for FloatHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::annotations::go_g;
+        write!(f, "{{count:{}, sum:{}", go_g(self.count), go_g(self.sum))?;
+        for b in self.all_buckets().iter().filter(|b| b.count != 0.0) {
+            let (open, close) = (
+                if b.lower_inclusive { '[' } else { '(' },
+                if b.upper_inclusive { ']' } else { ')' },
+            );
+            write!(
+                f,
+                ", {open}{},{}{close}:{}",
+                go_g(b.lower),
+                go_g(b.upper),
+                go_g(b.count)
+            )?;
+        }
+        f.write_str("}")
+    }
+}
+
 /// Whether two span lists lay out the same buckets, zero-length spans folded into the next
 /// one (Prometheus' `spansMatch`).
 pub fn spans_match(a: &[Span], b: &[Span]) -> bool {

@@ -90,7 +90,7 @@ const MINIMUM_PASSING: &[(&str, usize)] = &[
 /// Prometheus 3.13.2's minimums. Target, every eval passing: 2183 in all, each file's total in
 /// its comment.
 const MINIMUM_PASSING_V3: &[(&str, usize)] = &[
-    ("aggregators.test", 142),        // of 160
+    ("aggregators.test", 147),        // of 160
     ("at_modifier.test", 71),         // of 71
     ("collision.test", 2),            // of 2
     ("duration_expression.test", 8),  // of 59

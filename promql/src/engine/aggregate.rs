@@ -27,7 +27,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             .vector_with_histograms(&a.expr, t)?
             .into_iter()
             .partition(|s| s.h.is_none()),
-        "limitk" | "limit_ratio" => (ev.vector_with_histograms(&a.expr, t)?, Vec::new()),
+        "limitk" | "limit_ratio" | "count_values" => (ev.vector_with_histograms(&a.expr, t)?, Vec::new()),
         "count" | "group" => (
             ev.vector_with_histograms(&a.expr, t)?
                 .into_iter()
@@ -124,8 +124,13 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             if !is_valid_label_name(&label) {
                 return Err(QueryError::Execution(format!("invalid label name {label:?}")));
             }
+            // A histogram counts by its text, as Prometheus' `FloatHistogram.String` writes it.
             let relabeled = input.into_iter().map(|mut s| {
-                s.labels.set(&label, &format_value(s.v));
+                let value = match s.h.take() {
+                    Some(h) => h.to_string(),
+                    None => format_value(s.v),
+                };
+                s.labels.set(&label, &value);
                 s
             });
             let label_in_group = |labels: &Labels| {
