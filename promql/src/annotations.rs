@@ -85,6 +85,22 @@ pub fn incompatible_bucket_layout_in_binop(operator: &str) -> String {
     format!("PromQL warning: incompatible bucket layout encountered for binary operator {operator}")
 }
 
+/// A classic histogram bucket whose `le` is missing or not a number: left out.
+pub fn bad_bucket_label(metric: &str, le: &str) -> String {
+    with_metric_name(
+        format!("PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?}"),
+        metric,
+    )
+}
+
+/// A native histogram with the labels of a classic one: both left out.
+pub fn mixed_classic_native_histograms(metric: &str) -> String {
+    with_metric_name(
+        "PromQL warning: vector contains a mix of classic and native histograms".into(),
+        metric,
+    )
+}
+
 pub fn quantile_nan_result(metric: &str) -> String {
     with_metric_name(
         "PromQL info: input to histogram_quantile has NaN observations, result is NaN".into(),

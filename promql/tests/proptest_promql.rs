@@ -722,18 +722,28 @@ fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
 }
 
 /// `histogram_fraction` of float samples failed with "expected instant vector, got scalar";
-/// Prometheus 2.42 skips float samples in the functions of native histograms.
+/// Prometheus 2.42 skips float samples in the functions of native histograms, Prometheus 3
+/// takes classic histogram buckets in histogram_fraction.
 #[test]
 fn functions_of_native_histograms_skip_float_samples() {
     let runtime = runtime();
     let source = dataset();
     let engine = engine();
-    for query in [
-        "histogram_fraction(0, 1, http_request_duration_seconds_bucket)",
-        "histogram_count(up)",
-        "histogram_sum(up)",
+    let prometheus_2 = Engine::new(EngineOptions {
+        semantics: promscale_promql::Semantics::Prometheus2,
+        ..EngineOptions::default()
+    });
+    let fraction = "histogram_fraction(0, 1, http_request_duration_seconds_bucket)";
+    for (engine, query) in [
+        (&prometheus_2, fraction),
+        (&engine, "histogram_count(up)"),
+        (&engine, "histogram_sum(up)"),
     ] {
         let value = runtime.block_on(engine.instant_query(&source, query, 300_000));
         assert_eq!(value, Ok(Value::Vector(vec![])), "{query}");
+    }
+    match runtime.block_on(engine.instant_query(&source, fraction, 300_000)) {
+        Ok(Value::Vector(v)) => assert!(!v.is_empty() && v.iter().all(|s| (0.0..=1.0).contains(&s.v))),
+        other => panic!("{other:?}"),
     }
 }

@@ -92,6 +92,73 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower_index as usize] * (1.0 - weight) + values[upper_index as usize] * weight
 }
 
+/// The fraction of a classic histogram's observations between `lower` and `upper`,
+/// interpolating linearly inside buckets (Prometheus 3's `BucketFraction`): NaN without a
+/// `+Inf` bucket, without observations or for a NaN bound; 0 when `lower >= upper`.
+pub fn bucket_fraction(lower: f64, upper: f64, mut buckets: Vec<Bucket>) -> f64 {
+    if buckets.is_empty() {
+        return f64::NAN;
+    }
+    buckets.sort_by(|a, b| a.upper_bound.partial_cmp(&b.upper_bound).unwrap_or(Ordering::Equal));
+    if buckets[buckets.len() - 1].upper_bound != f64::INFINITY {
+        return f64::NAN;
+    }
+    coalesce_buckets(&mut buckets);
+    let count = buckets[buckets.len() - 1].count;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut lower_bound = if buckets[0].upper_bound <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for (i, b) in buckets.iter().enumerate() {
+        if i > 0 {
+            lower_bound = buckets[i - 1].upper_bound;
+        }
+        let upper_bound = b.upper_bound;
+        let interpolate = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                b.count
+            } else {
+                rank + (b.count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+            }
+        };
+        if !lower_set && lower_bound >= lower {
+            (lower_rank, lower_set) = (rank, true);
+        }
+        if !upper_set && lower_bound >= upper {
+            (upper_rank, upper_set) = (rank, true);
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            (lower_rank, lower_set) = (interpolate(lower), true);
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            (upper_rank, upper_set) = (interpolate(upper), true);
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = b.count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
 /// Merges buckets with the same upper bound (e.g. `le="0.2"` and `le="2e-1"`); `buckets`
 /// must be sorted.
 fn coalesce_buckets(buckets: &mut Vec<Bucket>) {

@@ -225,19 +225,47 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             let lower = ev.scalar(args[0], t)?;
             let upper = ev.scalar(args[1], t)?;
             let input = ev.vector_with_histograms(args[2], t)?;
-            vector(
-                input
-                    .into_iter()
-                    .filter_map(|s| {
-                        let h = s.h.as_deref()?;
-                        let v = crate::histogram::histogram_fraction(lower, upper, h);
-                        if has_nan_observations(h) {
-                            ev.info(crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)));
-                        }
-                        Some(InstantSample::float(s.labels.without_metric_name(), t, v))
-                    })
-                    .collect(),
-            )
+            let (native, classic) = native_and_classic(ev, &input);
+            let mut out: Vec<InstantSample> = native
+                .into_iter()
+                .filter_map(|s| {
+                    let h = s.h.as_deref()?;
+                    let v = crate::histogram::histogram_fraction(lower, upper, h);
+                    if has_nan_observations(h) {
+                        ev.info(crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)));
+                    }
+                    Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+                })
+                .collect();
+            // Classic histograms (Prometheus 3: Prometheus 2.42 left them out): the buckets of
+            // each series group (labels but `le`).
+            let classic = if ev.options.semantics == super::Semantics::Prometheus3 {
+                classic
+            } else {
+                Vec::new()
+            };
+            let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
+            let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+            for (s, upper_bound) in classic {
+                let mut key = s.labels.clone();
+                key.remove("le");
+                let at = *index.entry(key.clone()).or_insert_with(|| {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[at].1.push(Bucket {
+                    upper_bound,
+                    count: s.v,
+                });
+            }
+            out.extend(groups.into_iter().map(|(labels, buckets)| {
+                InstantSample::float(
+                    labels.without_metric_name(),
+                    t,
+                    histogram::bucket_fraction(lower, upper, buckets),
+                )
+            }));
+            vector(out)
         }
         "label_replace" => vector(label_replace(ev, &args, t)?),
         "label_join" => vector(label_join(ev, &args, t)?),
@@ -890,7 +918,7 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
     if !(0.0..=1.0).contains(&q) {
         ev.warn(crate::annotations::invalid_quantile(q));
     }
-    let (native, classic): (Vec<&InstantSample>, Vec<&InstantSample>) = input.iter().partition(|s| s.h.is_some());
+    let (native, classic) = native_and_classic(ev, input);
     let mut out: Vec<InstantSample> = native
         .into_iter()
         .filter_map(|s| {
@@ -908,10 +936,62 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
             Some(InstantSample::float(s.labels.without_metric_name(), t, v))
         })
         .collect();
-    let classic: Vec<InstantSample> = classic.into_iter().cloned().collect();
+    let classic: Vec<InstantSample> = classic.into_iter().map(|(s, _)| s.clone()).collect();
     let key = c as *const Call as usize;
     out.extend(ev.with_groups(key, |cache| histogram_quantile(cache, q, &classic, t)));
     out
+}
+
+/// The native histograms and the classic buckets (with their upper bound) of `input`, as
+/// Prometheus 3's `resetHistograms` sorts them: a bucket whose `le` is missing or not a
+/// number is left out with a warning, and a native histogram with the very labels of a
+/// classic histogram (`le` aside) is left out together with that histogram, with a warning.
+fn native_and_classic<'v>(
+    ev: &Evaluator,
+    input: &'v [InstantSample],
+) -> (Vec<&'v InstantSample>, Vec<(&'v InstantSample, f64)>) {
+    let (native, floats): (Vec<&InstantSample>, Vec<&InstantSample>) = input.iter().partition(|s| s.h.is_some());
+    let mut classic: Vec<(&InstantSample, f64)> = Vec::with_capacity(floats.len());
+    for s in floats {
+        match parse_go_float(s.labels.get("le")).filter(|le| !le.is_nan()) {
+            Some(le) => classic.push((s, le)),
+            None => ev.warn(crate::annotations::bad_bucket_label(
+                s.labels.get(METRIC_NAME),
+                s.labels.get("le"),
+            )),
+        }
+    }
+    if native.is_empty() || classic.is_empty() {
+        return (native, classic);
+    }
+    let mut signatures: std::collections::HashSet<Labels> = classic
+        .iter()
+        .map(|(s, _)| {
+            let mut key = s.labels.clone();
+            key.remove("le");
+            key
+        })
+        .collect();
+    let mut mixed = std::collections::HashSet::new();
+    let native = native
+        .into_iter()
+        .filter(|s| {
+            if signatures.remove(&s.labels) {
+                ev.warn(crate::annotations::mixed_classic_native_histograms(
+                    s.labels.get(METRIC_NAME),
+                ));
+                mixed.insert(s.labels.clone());
+                return false;
+            }
+            !mixed.contains(&s.labels)
+        })
+        .collect();
+    classic.retain(|(s, _)| {
+        let mut key = s.labels.clone();
+        key.remove("le");
+        !mixed.contains(&key)
+    });
+    (native, classic)
 }
 
 /// Whether a histogram observed NaNs: its sum is NaN and its buckets hold fewer observations
