@@ -430,11 +430,14 @@ fn annotate_window(
     use crate::annotations as a;
     use crate::histogram::CounterResetHint::Gauge;
     use range::RangeFunction as F;
-    let counter_name = ["_total", "_sum", "_count", "_bucket"]
-        .iter()
-        .any(|s| metric.ends_with(s));
+    // Checked only where it matters: this runs for every series at every step.
+    let counter_name = || {
+        ["_total", "_sum", "_count", "_bucket"]
+            .iter()
+            .any(|s| metric.ends_with(s))
+    };
     match function {
-        F::Rate | F::Increase if float && !metric.is_empty() && !counter_name => {
+        F::Rate | F::Increase if float && !metric.is_empty() && !counter_name() => {
             ev.info(a::possible_non_counter(metric))
         }
         F::Rate | F::Increase if histograms.iter().any(|h| h.h.counter_reset_hint == Gauge) => {
