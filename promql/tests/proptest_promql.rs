@@ -747,3 +747,29 @@ fn functions_of_native_histograms_skip_float_samples() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Prometheus warns that sort is ineffective wherever it is evaluated over a range: in a
+/// range query, and inside a subquery of an instant query (a subquery has an evaluator of its
+/// own), but not in an instant query.
+#[test]
+fn sort_warns_where_it_is_evaluated_over_a_range() {
+    let runtime = runtime();
+    let source = dataset();
+    let engine = engine();
+    let warned = |annotations: promscale_promql::Annotations| {
+        annotations.warnings.iter().any(|w| w.contains("sort is ineffective"))
+    };
+    let instant = |q: &str| {
+        runtime
+            .block_on(engine.instant_query_annotated(&source, q, 300_000))
+            .unwrap()
+            .1
+    };
+    assert!(!warned(instant("sort(up)")));
+    assert!(warned(instant("max_over_time(sort(up)[5m:1m])")));
+    let range = runtime
+        .block_on(engine.range_query_annotated(&source, "sort(up)", 0, 300_000, 60_000))
+        .unwrap()
+        .1;
+    assert!(warned(range));
+}

@@ -174,6 +174,9 @@ pub struct Evaluator<'a> {
     held: Cell<usize>,
     /// Warnings and infos so far.
     annotations: RefCell<crate::annotations::Annotations>,
+    /// Whether the expression being evaluated is evaluated at more than one time: that of a
+    /// range query, or inside a subquery (Prometheus gives a subquery an evaluator of its own).
+    over_a_range: Cell<bool>,
 }
 
 /// Evaluating an expression needs at most this much stack before it recurses again...
@@ -203,6 +206,7 @@ pub fn evaluate(
         groups: RefCell::new(HashMap::new()),
         held: Cell::new(0),
         annotations: RefCell::default(),
+        over_a_range: Cell::new(start != end),
     };
     if step == 0 {
         let value = ev.eval(expr, start)?;
@@ -435,6 +439,7 @@ impl<'a> Evaluator<'a> {
         let mut series = MatrixBuilder::new(steps as usize);
         // Samples held by the enclosing range query and subqueries: this one's come on top.
         let outer = self.held.get();
+        let outer_range = self.over_a_range.replace(steps > 1);
         let mut next = first;
         while let Some(inner_t) = next.filter(|&t| t <= reference) {
             self.check_deadline()?;
@@ -461,7 +466,14 @@ impl<'a> Evaluator<'a> {
             next = inner_t.checked_add(step);
         }
         self.held.set(outer);
+        self.over_a_range.set(outer_range);
         Ok(series.finish())
+    }
+
+    /// Whether the expression being evaluated is evaluated at more than one time (a range
+    /// query's step, or a subquery's).
+    pub fn over_a_range(&self) -> bool {
+        self.over_a_range.get()
     }
 
     /// Evaluates an argument that must be a scalar.

@@ -806,7 +806,7 @@ fn sort_by_value(v: &mut [InstantSample], descending: bool) {
 
 /// Range results are ordered by labels whatever the query sorts.
 fn warn_of_sort_in_range_query(ev: &Evaluator) {
-    if ev.query_start != ev.query_end {
+    if ev.over_a_range() {
         ev.warn(crate::annotations::sort_in_range_query());
     }
 }
