@@ -222,7 +222,9 @@ async fn chunk_interval_applies_to_new_chunks_per_metric_and_by_default() {
             maintain(&db).await;
         }
     };
-    let base = recent_ms() / (8 * HOUR_MS) * (8 * HOUR_MS) - 8 * HOUR_MS; // start of an 8 h chunk
+    // The start of an 8 h chunk far enough back that every sample written below (up to
+    // base + 10 h) is in the past whatever the time of day.
+    let base = recent_ms() / (8 * HOUR_MS) * (8 * HOUR_MS) - 16 * HOUR_MS;
     write("hourly", base + 30 * 60_000).await;
     assert_eq!(chunk_bounds(&db, "hourly").await, [(base, base + 8 * HOUR_MS)]);
 
