@@ -823,10 +823,43 @@ fn ascending_times(max_len: usize) -> impl Strategy<Value = Vec<i64>> {
     ]
 }
 
-/// Values in runs: mostly from a small pool (repeats, exact decimals, specials), or any.
+/// Values in runs: mostly from a small pool (repeats, exact decimals, specials), counters,
+/// gauges in steps of 4096 with resets, stale markers and jumps anywhere within ±2^53 (what
+/// bit packing and its patches must get right), or any.
 fn block_values(n: usize) -> impl Strategy<Value = Vec<f64>> {
+    const EXACT: i64 = (1 << 53) - 1;
     prop_oneof![
         vec(any_f64(), n),
+        vec(
+            prop_oneof![
+                6 => (-100i64..100).prop_map(|p| p * 4096),
+                1 => Just(i64::MAX),
+                1 => Just(i64::MIN),
+                1 => -EXACT..=EXACT,
+            ],
+            n
+        )
+        .prop_map(|steps| {
+            let mut m: i64 = 0;
+            steps
+                .iter()
+                .map(|&s| match s {
+                    i64::MIN => f64::from_bits(0x7ff0_0000_0000_0002),
+                    i64::MAX => {
+                        m = 0;
+                        0.0
+                    }
+                    s if s.abs() >= 1 << 20 => {
+                        m = s;
+                        m as f64
+                    }
+                    s => {
+                        m = (m + s).clamp(-EXACT, EXACT);
+                        m as f64
+                    }
+                })
+                .collect()
+        }),
         (vec(any_f64(), 1..4), vec(0usize..4, n))
             .prop_map(|(pool, picks)| picks.iter().map(|&i| pool[i % pool.len()]).collect()),
         (-1_000_000i64..1_000_000, 0usize..4, vec(0i64..50, n)).prop_map(|(start, k, steps)| {

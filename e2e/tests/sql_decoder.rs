@@ -2,7 +2,7 @@
 //! Rust encoder writes exactly as the Rust decoder does: times over PostgreSQL's whole range,
 //! every kind of value, bit for bit; and it refuses corrupt blocks with an error.
 
-use promscale_connector::storage::codec::{decode, BlockEncoder};
+use promscale_connector::storage::codec::{decode, run_sizes, BlockEncoder, PACKED_SCALE};
 use promscale_connector::storage::migrations::migrate;
 use promscale_e2e::postgres::TestPostgres;
 
@@ -28,6 +28,8 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
     let db = pg.pool().await;
     migrate(&db).await.unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Runs with bit-packed values, and those of them that hold exceptions too.
+    let (mut packed, mut packed_with_exceptions) = (0, 0);
     for case in 0..200 {
         let base = match case % 4 {
             0 => EARLIEST_MS + (rng.next() % 1_000_000) as i64,
@@ -42,6 +44,10 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
             let mut t = base;
             let (mut times, mut values) = (Vec::new(), Vec::new());
             let mut v = (rng.next() % 10_000) as f64 / 100.0;
+            // Every third block holds series as exporters report them (counters, gauges in
+            // pages, decimals; now and then a stale marker or a reset), which are coded
+            // bit-packed (scale bytes 16 to 31); the others mix every kind of value.
+            let exporter = (case % 3 == 1).then(|| rng.next() % 4);
             for _ in 0..n {
                 times.push(t);
                 t += match rng.next() % 4 {
@@ -49,6 +55,27 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
                     2 => 15_000 + (rng.next() % 7) as i64 - 3,
                     _ => 1 + (rng.next() % 1_000_000) as i64,
                 };
+                if let Some(kind) = exporter {
+                    let r = rng.next();
+                    values.push(match (kind, r % 40) {
+                        (_, 0) => f64::from_bits(0x7ff0_0000_0000_0002),
+                        (0, 1) => {
+                            v = 0.0;
+                            v
+                        }
+                        (0, _) => {
+                            v = v.round() + (r >> 8) as f64 % 50.0;
+                            v
+                        }
+                        (1, _) => (1_000_000_000 + (r >> 8) % 10_000 * 4096) as f64,
+                        (2, _) => {
+                            v = ((v * 100.0).round() + ((r >> 8) % 1500) as f64) / 100.0;
+                            v
+                        }
+                        _ => -273.15 + ((r >> 8) % 200) as f64 / 10.0,
+                    });
+                    continue;
+                }
                 values.push(match rng.next() % 12 {
                     0 => f64::from_bits(0x7ff0_0000_0000_0002),
                     1 => f64::from_bits(rng.next()),
@@ -71,6 +98,12 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
             encoder.push_run(series, &times, &values);
         }
         let block = encoder.finish();
+        for run in run_sizes(&block.data).unwrap() {
+            if (PACKED_SCALE..PACKED_SCALE + 16).contains(&run.scale) {
+                packed += 1;
+                packed_with_exceptions += usize::from(run.exceptions > 0);
+            }
+        }
         let rust = decode(&block.data, &block.exceptions).unwrap();
         let sql: Vec<(i64, i64, f64)> = sqlx::query_as(
             "SELECT series_id, (extract(epoch FROM sample_time) * 1000)::int8, sample_value
@@ -89,10 +122,52 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
         }
     }
 
+    assert!(
+        packed >= 50 && packed_with_exceptions >= 5,
+        "{packed} packed runs, {packed_with_exceptions} with exceptions"
+    );
+
     // Corrupt blocks are errors, not wrong answers.
     for (data, exceptions, message) in [
         (vec![0u8, 1, 0, 0, 0, 0], vec![], "bad run length"),
-        (vec![0, 1, 0, 1, 0, 20, 3], vec![], "bad scale"),
+        (vec![0, 1, 0, 1, 0, 40, 3], vec![], "bad scale"),
+        // packed runs (scale byte 16): three samples 1 ms apart, then the packed values
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 3, 0, 0, 0],
+            vec![],
+            "bad count of packed exceptions",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 2, 1, 1],
+            vec![],
+            "bad position of a packed exception",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 0, 50, 7, 0],
+            vec![],
+            "bad width of packed values",
+        ),
+        (vec![0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 0, 0, 9], vec![], "truncated"),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 0, 0, 2, 8, 0, 0],
+            vec![],
+            "trailing bytes",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 0, 0, 2, 8, 3],
+            vec![],
+            "bad count of patches",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 0, 0, 2, 8, 1, 2, 5],
+            vec![],
+            "bad position of a patch",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 1, 1, 2, 0, 0, 0, 0],
+            vec![],
+            "too few exceptions",
+        ),
         (vec![0, 1, 0, 1, 0, 0, 0], vec![], "too few exceptions"),
         (vec![0, 1, 0, 1, 0, 0, 3, 9], vec![], "trailing bytes"),
         (vec![0, 1, 0, 2], vec![], "truncated"),

@@ -380,7 +380,7 @@ async fn a_version_6_catalog_keeps_its_series_through_the_series_creation_upgrad
 /// sample reopens it, and is then sealed into blocks too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() {
-    use promscale_connector::storage::codec::{encode_series, BlockEncoder};
+    use promscale_connector::storage::codec::BlockEncoder;
     const CHUNK_MS: i64 = 8 * 3_600_000;
     const STEP: i64 = 15_000;
     let pg = TestPostgres::start();
@@ -442,7 +442,9 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
             let per = times.len() / halves;
             for h in 0..halves {
                 let (t, v) = (&times[h * per..(h + 1) * per], &values[h * per..(h + 1) * per]);
-                let block = encode_series(t, v, false);
+                let mut encoder = BlockEncoder::new(t[0], false).without_packing();
+                encoder.push_run(0, t, v);
+                let block = encoder.finish();
                 sqlx::query(&format!(
                     "INSERT INTO _prom_chunks.\"{table}\" (series_id, start_time, end_time, samples, data, exceptions)
                      VALUES ($1, $2, $3, $4, $5, $6)"
@@ -465,7 +467,7 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
         .await
         .unwrap();
     let recent: Vec<i64> = (0..20).map(|i| now - 30 * 60_000 + i * STEP).collect();
-    let mut encoder = BlockEncoder::new(recent[0], false);
+    let mut encoder = BlockEncoder::new(recent[0], false).without_packing();
     for (s, id) in ids.iter().enumerate() {
         let values: Vec<f64> = (0..20).map(|i| value(s, i + 1000)).collect();
         for (t, v) in recent.iter().zip(&values) {
@@ -564,4 +566,120 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
     assert_eq!(tables(chunk_tables[0].0).await, None);
     assert!(!exists(chunk_tables[0].1.clone()).await, "chunk A's table is dropped");
     assert_eq!(stored().await, expected, "and after sealing");
+}
+
+/// Version 11's sample blocks (values always coded as varint tokens) upgraded to version 12
+/// (runs of changing values bit-packed): every sample reads the same through SQL and PromQL,
+/// before and after maintenance rewrites the head into chunks, whose runs are then packed
+/// where that is shorter, exceptions (stale markers, Inf, -0) kept in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_11_head_reads_the_same_and_is_compacted_into_packed_runs() {
+    use promscale_connector::storage::codec::{run_sizes, BlockEncoder, PACKED_SCALE};
+    use promscale_e2e::upgrade::create_series_in_sql;
+    const STEP: i64 = 15_000;
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    assert_eq!(migrate_to(&db, 11).await.unwrap(), 11);
+    let mut ids = vec![];
+    for cpu in ["c0", "c1", "c2", "c3"] {
+        ids.push(create_series_in_sql(&db, &[("__name__", "upgrade_packing"), ("cpu", cpu)]).await);
+    }
+    let metric_id: i32 =
+        sqlx::query_scalar("SELECT id FROM _prom_catalog.metric WHERE metric_name = 'upgrade_packing'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let now = recent_ms();
+    let times: Vec<i64> = (0..240).map(|i| now - 3 * 3_600_000 + i * STEP).collect();
+    // c0 to c2 as in the other upgrade tests; c3 a counter with irregular increments.
+    let values = |s: usize| -> Vec<f64> {
+        let mut total = 0.0;
+        (0..240i64)
+            .map(|i| match s {
+                3 => {
+                    total += ((i * 7919) % 50) as f64;
+                    total
+                }
+                _ => value(s, i),
+            })
+            .collect()
+    };
+    let mut expected = std::collections::BTreeMap::new();
+    let mut encoder = BlockEncoder::new(times[0], false).without_packing();
+    for (s, id) in ids.iter().enumerate() {
+        let values = values(s);
+        for (t, v) in times.iter().zip(&values) {
+            expected.insert((format!("c{s}"), *t), v.to_bits());
+        }
+        encoder.push_run(*id, &times, &values);
+    }
+    let block = encoder.finish();
+    assert!(run_sizes(&block.data)
+        .unwrap()
+        .iter()
+        .all(|r| r.scale < PACKED_SCALE || r.scale == 255));
+    sqlx::query(
+        "INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(metric_id)
+    .bind(PgTimestamp::from_unix_ms(times[0]))
+    .bind(PgTimestamp::from_unix_ms(times[239]))
+    .bind(4 * 240)
+    .bind(&block.data)
+    .bind(&block.exceptions)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let connector = upgraded_by_a_connector(&pg, &db).await;
+    let stored = || async {
+        view(&db, "upgrade_packing")
+            .await
+            .into_iter()
+            .map(|(cpu, t, v)| ((cpu, t), v))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(stored().await, expected, "version 11's head through the view");
+    let client = reqwest::Client::new();
+    let base_url = connector.url("");
+    let range = || promscale_e2e::query_range(&client, &base_url, "upgrade_packing", times[0], times[239], 60);
+    let before = range().await;
+    assert!(before.contains("c3"), "{}", &before[..before.len().min(300)]);
+
+    let stats = maintain(&db).await;
+    assert_eq!(stats.samples, 4 * 240, "the head row compacted");
+    assert_eq!(stored().await, expected, "the same samples after compaction");
+    assert_eq!(range().await, before, "PromQL answers as before");
+    let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT data FROM _prom_catalog.chunk_block UNION ALL SELECT data FROM _prom_catalog.series_chunk",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let runs: Vec<_> = blocks.iter().flat_map(|b| run_sizes(b).unwrap()).collect();
+    let packed = |s: usize| {
+        runs.iter()
+            .filter(|r| r.series == ids[s])
+            .all(|r| (PACKED_SCALE..PACKED_SCALE + 16).contains(&r.scale))
+    };
+    assert!(packed(0) && packed(1) && packed(3), "{runs:?}");
+    assert!(runs.iter().any(|r| r.series == ids[0] && r.exceptions > 0), "{runs:?}");
+    let bytes = |s: usize| {
+        runs.iter()
+            .filter(|r| r.series == ids[s])
+            .map(|r| r.bytes)
+            .sum::<usize>()
+    };
+    let before_bytes: usize = run_sizes(&block.data)
+        .unwrap()
+        .iter()
+        .filter(|r| r.series != ids[2])
+        .map(|r| r.bytes)
+        .sum();
+    assert!(
+        (bytes(0) + bytes(1) + bytes(3)) * 2 < before_bytes,
+        "{} bytes packed, {before_bytes} as tokens",
+        bytes(0) + bytes(1) + bytes(3)
+    );
 }

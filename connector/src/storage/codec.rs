@@ -4,9 +4,10 @@
 //! Hand-written because the format is ours: it must stay byte for byte what the SQL decoder
 //! (`_prom_catalog.decode_block`, migration 5) reads, so that plain PostgreSQL can show every
 //! sample. Timestamps are run-length coded deltas; values that are exact decimals are coded
-//! as varint deltas of their scaled integer; everything else (NaN and the stale marker, ±Inf,
-//! -0, values with no short decimal form) goes to a separate list of exceptions, kept as a
-//! `float8[]` so that SQL returns it bit for bit.
+//! as deltas of their scaled integer, either as varint tokens or bit-packed (frame of
+//! reference, common trailing zeros shifted out), whichever is shorter for the run; everything
+//! else (NaN and the stale marker, ±Inf, -0, values with no short decimal form) goes to a
+//! separate list of exceptions, kept as a `float8[]` so that SQL returns it bit for bit.
 
 /// 10^k as the SQL side's `power_of_ten` has them: decoding divides by the very numbers
 /// encoding checked against.
@@ -15,6 +16,12 @@ pub const POWERS_OF_TEN: [f64; 16] = [
 ];
 /// The scale byte of a run whose values are all exceptions.
 pub const RAW_SCALE: u8 = 255;
+/// Scale bytes from `PACKED_SCALE` to `PACKED_SCALE + 15` mark a run whose values are
+/// bit-packed, at decimal scale `byte - PACKED_SCALE` (schema version 12 and later).
+pub const PACKED_SCALE: u8 = 16;
+/// Bit-packed deltas are at most this wide, their shift included: scaled values lie within
+/// ±2^53, so their differences from the smallest delta lie below 2^55.
+const MAX_PACKED_BITS: u32 = 56;
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// More samples than any block holds: a corrupt length must not allocate without bound.
 const MAX_BLOCK_SAMPLES: usize = 1 << 24;
@@ -46,6 +53,9 @@ pub struct BlockEncoder {
     previous_series: i64,
     body: Vec<u8>,
     raw_values: bool,
+    packing: bool,
+    scratch_tokens: Vec<u8>,
+    scratch_packed: Vec<u8>,
 }
 
 impl BlockEncoder {
@@ -59,7 +69,17 @@ impl BlockEncoder {
             previous_series: 0,
             body: Vec::new(),
             raw_values,
+            packing: true,
+            scratch_tokens: Vec::new(),
+            scratch_packed: Vec::new(),
         }
+    }
+
+    /// Codes every run's values as tokens, never bit-packed, as schema versions 5 to 11 did:
+    /// for tests that write a database of those versions.
+    pub fn without_packing(mut self) -> Self {
+        self.packing = false;
+        self
     }
 
     /// Appends one series' samples (non-empty, strictly ascending times, each within
@@ -88,10 +108,24 @@ impl BlockEncoder {
             self.block.exceptions.extend_from_slice(values);
             return;
         };
-        out.push(scale);
         let power = POWERS_OF_TEN[scale as usize];
         let scaled_values: Vec<Option<i64>> = values.iter().map(|&v| scaled(v, power)).collect();
-        put_tokens(out, &scaled_values);
+        // Tokens suit runs of equal values and single samples (head rows as written), bit
+        // packing runs of changing values; the shorter wins, tokens on a tie.
+        let (tokens, packed) = (&mut self.scratch_tokens, &mut self.scratch_packed);
+        tokens.clear();
+        packed.clear();
+        put_tokens(tokens, &scaled_values);
+        if self.packing && values.len() > 2 {
+            put_packed(packed, &scaled_values);
+        }
+        if !packed.is_empty() && packed.len() < tokens.len() {
+            out.push(PACKED_SCALE + scale);
+            out.extend_from_slice(packed);
+        } else {
+            out.push(scale);
+            out.extend_from_slice(tokens);
+        }
         self.block.exceptions.extend(
             values
                 .iter()
@@ -151,6 +185,149 @@ fn put_tokens(out: &mut Vec<u8>, seq: &[Option<i64>]) {
             }
         }
     }
+}
+
+/// Codes a run's scaled values bit-packed: the positions of its exceptions (`None`), then
+/// the other values as the first one and the differences between neighbours. Each
+/// difference is stored as its distance from the run's median difference, shifted right by
+/// the trailing zero bits those distances share and zig-zagged, in `width` bits, least
+/// significant bit first. The differences that do not fit (a counter reset, the jump over an
+/// exception, a spike) are *patches*: their slot holds 0 and the difference itself follows the
+/// bits, so that one outlier does not widen every other sample.
+///
+/// ```text
+/// packed := e:uvarint  gap:uvarint * e  (position - previous position - 1, from -1)
+///           first:zigzag                                    (k = n - e >= 1 values)
+///           [base:zigzag  shift:u8  width:u8  bits  p:uvarint  (gap:uvarint  delta:zigzag) * p]
+/// ```
+///
+/// The bracketed part is present when k >= 2: `bits` holds ceil((k-1) * width / 8) bytes, the
+/// patches' positions count among the k - 1 differences. A counter with increments up to 50
+/// costs 6 bits a sample, a gauge that moves in steps of 4096 the bits of its range of steps,
+/// a counter growing by a constant amount almost nothing.
+fn put_packed(out: &mut Vec<u8>, seq: &[Option<i64>]) {
+    let exceptions = seq.iter().filter(|x| x.is_none()).count();
+    put_uvarint(out, exceptions as u64);
+    let mut previous: i64 = -1;
+    for (i, x) in seq.iter().enumerate() {
+        if x.is_none() {
+            put_uvarint(out, (i as i64 - previous - 1) as u64);
+            previous = i as i64;
+        }
+    }
+    let values: Vec<i64> = seq.iter().flatten().copied().collect();
+    let Some(&first) = values.first() else {
+        debug_assert!(false, "a packed run holds at least one value");
+        return;
+    };
+    put_zigzag(out, first);
+    if values.len() < 2 {
+        return;
+    }
+    let deltas: Vec<i64> = values.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    let mut sorted = deltas.clone();
+    sorted.sort_unstable();
+    let base = sorted[sorted.len() / 2];
+    let distances: Vec<i64> = deltas.iter().map(|d| d.wrapping_sub(base)).collect();
+    let mut plan = PackingPlan::choose(&deltas, &distances, common_shift(distances.iter()));
+    // Outliers may share fewer trailing zeros than the rest: try the shift of the others.
+    if plan.patched(&distances).next().is_some() {
+        let kept = distances.iter().filter(|&&x| !plan.is_patch(x));
+        let other = PackingPlan::choose(&deltas, &distances, common_shift(kept));
+        if other.cost < plan.cost {
+            plan = other;
+        }
+    }
+    debug_assert!(plan.shift + plan.width <= MAX_PACKED_BITS);
+    put_zigzag(out, base);
+    out.push(plan.shift as u8);
+    out.push(plan.width as u8);
+    let (mut acc, mut bits): (u64, u32) = (0, 0);
+    for &x in &distances {
+        if !plan.is_patch(x) {
+            acc |= zigzag(x >> plan.shift) << bits;
+        }
+        bits += plan.width;
+        while bits >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+    }
+    if bits > 0 {
+        out.push(acc as u8);
+    }
+    let patches: Vec<usize> = plan.patched(&distances).collect();
+    put_uvarint(out, patches.len() as u64);
+    let mut previous: i64 = -1;
+    for i in patches {
+        put_uvarint(out, (i as i64 - previous - 1) as u64);
+        put_zigzag(out, deltas[i]);
+        previous = i as i64;
+    }
+}
+
+/// The trailing zero bits that all of `xs` share (0 when they are all 0).
+fn common_shift<'a>(xs: impl Iterator<Item = &'a i64>) -> u32 {
+    let all = xs.fold(0u64, |acc, &x| acc | x as u64);
+    if all == 0 {
+        0
+    } else {
+        all.trailing_zeros()
+    }
+}
+
+/// The shift and width of a packed run, and what they cost in bytes.
+struct PackingPlan {
+    shift: u32,
+    width: u32,
+    cost: usize,
+}
+
+impl PackingPlan {
+    /// The width, at this shift, that makes the bits and the patches shortest.
+    fn choose(deltas: &[i64], distances: &[i64], shift: u32) -> Self {
+        // Bytes the patches cost, by the bit length of the slot they would otherwise need;
+        // distances that are no multiple of 2^shift are patches at any width.
+        let mut by_length = [0usize; 65];
+        let mut always = 0usize;
+        for (&d, &x) in deltas.iter().zip(distances) {
+            let cost = 1 + uvarint_len(zigzag(d));
+            if x & ((1i64 << shift) - 1) != 0 {
+                always += cost;
+            } else {
+                by_length[(64 - zigzag(x >> shift).leading_zeros()) as usize] += cost;
+            }
+        }
+        let n = distances.len();
+        let mut patched: usize = by_length.iter().sum();
+        let mut best = PackingPlan {
+            shift,
+            width: 0,
+            cost: usize::MAX,
+        };
+        for width in 0..=MAX_PACKED_BITS.saturating_sub(shift) {
+            patched -= by_length[width as usize];
+            let cost = (n * width as usize).div_ceil(8) + patched + always;
+            if cost < best.cost {
+                best = PackingPlan { shift, width, cost };
+            }
+        }
+        best
+    }
+
+    fn is_patch(&self, x: i64) -> bool {
+        x & ((1i64 << self.shift) - 1) != 0 || zigzag(x >> self.shift) >> self.width != 0
+    }
+
+    /// The positions of the patches among `distances`.
+    fn patched<'a>(&'a self, distances: &'a [i64]) -> impl Iterator<Item = usize> + 'a {
+        (0..distances.len()).filter(move |&i| self.is_patch(distances[i]))
+    }
+}
+
+fn uvarint_len(x: u64) -> usize {
+    (64 - (x | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// `round(v * power)` when dividing it by `power` gives back exactly `v`.
@@ -216,7 +393,7 @@ pub fn decode_selected_into(
         }
         if !wanted(series) {
             // The exception list is shared by the runs: count the skipped run's.
-            next_exception += skip_run(&mut r, n)?;
+            next_exception += skip_run(&mut r, n)?.0;
             if next_exception > exceptions.len() {
                 return Err(CorruptBlock("too few exceptions"));
             }
@@ -251,6 +428,25 @@ pub fn decode_selected_into(
             for s in &mut out[first..] {
                 s.2 = take_exception(exceptions, &mut next_exception)?;
             }
+            continue;
+        }
+        if (PACKED_SCALE..PACKED_SCALE + 16).contains(&scale) {
+            let power = POWERS_OF_TEN[(scale - PACKED_SCALE) as usize];
+            let packed = Packed::read(&mut r, n)?;
+            let run = &mut out[first..];
+            // The exceptions' slots first (in order, as the list of exceptions has them),
+            // then the k = n - e values into the others.
+            for &p in &packed.exceptions {
+                run[p].2 = take_exception(exceptions, &mut next_exception)?;
+            }
+            let (mut slot, mut skip) = (0, packed.exceptions.iter().peekable());
+            packed.for_each_value(|m| {
+                while skip.next_if(|&&p| p == slot).is_some() {
+                    slot += 1;
+                }
+                run[slot].2 = m as f64 / power;
+                slot += 1;
+            });
             continue;
         }
         let power = *POWERS_OF_TEN.get(scale as usize).ok_or(CorruptBlock("bad scale"))?;
@@ -291,6 +487,9 @@ pub fn decode_selected_into(
 /// included) and entries of the exceptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunSize {
+    /// How its values are coded: at decimal scale 0 to 15 as tokens, at scale
+    /// `scale - PACKED_SCALE` bit-packed, or all raw ([`RAW_SCALE`]).
+    pub scale: u8,
     pub series: i64,
     pub samples: usize,
     pub bytes: usize,
@@ -312,8 +511,9 @@ pub fn run_sizes(data: &[u8]) -> Result<Vec<RunSize>, CorruptBlock> {
         if n == 0 || n > MAX_BLOCK_SAMPLES {
             return Err(CorruptBlock("bad run length"));
         }
-        let exceptions = skip_run(&mut r, n)?;
+        let (exceptions, scale) = skip_run(&mut r, n)?;
         out.push(RunSize {
+            scale,
             series,
             samples: n,
             bytes: r.pos - start,
@@ -334,7 +534,13 @@ fn take_exception(exceptions: &[f64], next: &mut usize) -> Result<f64, CorruptBl
 
 /// Parses one run of `n` samples without computing them, checking it as decoding does;
 /// returns how many exceptions it holds.
-fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<usize, CorruptBlock> {
+fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<(usize, u8), CorruptBlock> {
+    skip_times(r, n)?;
+    skip_values(r, n)
+}
+
+/// Parses the times of a run of `n` samples (its first time and the tokens after it).
+fn skip_times(r: &mut Reader<'_>, n: usize) -> Result<(), CorruptBlock> {
     r.zigzag()?;
     let mut seen = 1usize;
     while seen < n {
@@ -350,9 +556,18 @@ fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<usize, CorruptBlock> {
             _ => seen += 1,
         }
     }
+    Ok(())
+}
+
+/// Parses the values of a run of `n` samples; returns how many exceptions they take and
+/// their scale byte.
+fn skip_values(r: &mut Reader<'_>, n: usize) -> Result<(usize, u8), CorruptBlock> {
     let scale = r.byte()?;
     if scale == RAW_SCALE {
-        return Ok(n);
+        return Ok((n, scale));
+    }
+    if (PACKED_SCALE..PACKED_SCALE + 16).contains(&scale) {
+        return Ok((Packed::read(r, n)?.exceptions.len(), scale));
     }
     if scale as usize >= POWERS_OF_TEN.len() {
         return Err(CorruptBlock("bad scale"));
@@ -374,7 +589,123 @@ fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<usize, CorruptBlock> {
             _ => done += 1,
         }
     }
-    Ok(exceptions)
+    Ok((exceptions, scale))
+}
+
+/// The bit-packed values of a run of `n` samples (see [`put_packed`]), parsed and checked but
+/// not yet unpacked.
+struct Packed<'a> {
+    /// Positions in the run of the values that are exceptions, ascending.
+    exceptions: Vec<usize>,
+    first: i64,
+    base: i64,
+    shift: u32,
+    width: u32,
+    /// How many differences `bits` holds (k - 1).
+    count: usize,
+    bits: &'a [u8],
+    /// (position among the differences, difference), ascending.
+    patches: Vec<(usize, i64)>,
+}
+
+impl<'a> Packed<'a> {
+    fn read(r: &mut Reader<'a>, n: usize) -> Result<Self, CorruptBlock> {
+        let e = r.uvarint()?;
+        if e >= n as u64 {
+            return Err(CorruptBlock("bad count of packed exceptions"));
+        }
+        let exceptions = read_positions(r, e, n as u64, "bad position of a packed exception")?;
+        let k = n - e as usize;
+        let mut packed = Packed {
+            exceptions,
+            first: r.zigzag()?,
+            base: 0,
+            shift: 0,
+            width: 0,
+            count: k - 1,
+            bits: &[],
+            patches: Vec::new(),
+        };
+        if k >= 2 {
+            packed.base = r.zigzag()?;
+            packed.shift = u32::from(r.byte()?);
+            packed.width = u32::from(r.byte()?);
+            if packed.shift + packed.width > MAX_PACKED_BITS {
+                return Err(CorruptBlock("bad width of packed values"));
+            }
+            let bytes = (packed.count as u64 * u64::from(packed.width)).div_ceil(8);
+            if bytes > (r.data.len() - r.pos) as u64 {
+                return Err(CorruptBlock("truncated"));
+            }
+            packed.bits = &r.data[r.pos..r.pos + bytes as usize];
+            r.pos += bytes as usize;
+            let p = r.uvarint()?;
+            if p > packed.count as u64 {
+                return Err(CorruptBlock("bad count of patches"));
+            }
+            // Grown as read: each patch takes bytes of the block, a corrupt count no memory.
+            let mut next: u64 = 0;
+            for _ in 0..p {
+                let position = next.saturating_add(r.uvarint()?);
+                if position >= packed.count as u64 {
+                    return Err(CorruptBlock("bad position of a patch"));
+                }
+                packed.patches.push((position as usize, r.zigzag()?));
+                next = position + 1;
+            }
+        }
+        Ok(packed)
+    }
+
+    /// Calls `f` with each of the k scaled values, in order.
+    fn for_each_value(&self, mut f: impl FnMut(i64)) {
+        let mask = if self.width == 0 {
+            0
+        } else {
+            u64::MAX >> (64 - self.width)
+        };
+        let mut m = self.first;
+        f(m);
+        // Bits not yet used, least significant first: at most 7 + 56 of them.
+        let (mut acc, mut held, mut next_byte) = (0u64, 0u32, 0usize);
+        let mut patches = self.patches.iter();
+        let mut patch = patches.next();
+        for i in 0..self.count {
+            while held < self.width {
+                acc |= u64::from(self.bits.get(next_byte).copied().unwrap_or(0)) << held;
+                next_byte += 1;
+                held += 8;
+            }
+            let u = acc & mask;
+            acc >>= self.width;
+            held -= self.width;
+            let delta = match patch {
+                Some(&(at, delta)) if at == i => {
+                    patch = patches.next();
+                    delta
+                }
+                _ => self.base.wrapping_add(unzigzag(u) << self.shift),
+            };
+            m = m.wrapping_add(delta);
+            f(m);
+        }
+    }
+}
+
+/// `count` ascending positions below `limit`, each coded as its gap after the previous one.
+fn read_positions(r: &mut Reader<'_>, count: u64, limit: u64, error: &'static str) -> Result<Vec<usize>, CorruptBlock> {
+    // Grown as read: each position takes a byte of the block, a corrupt count no memory.
+    let mut positions = Vec::new();
+    let mut next: u64 = 0;
+    for _ in 0..count {
+        let position = next.saturating_add(r.uvarint()?);
+        if position >= limit {
+            return Err(CorruptBlock(error));
+        }
+        positions.push(position as usize);
+        next = position + 1;
+    }
+    Ok(positions)
 }
 
 struct Reader<'a> {
@@ -522,6 +853,102 @@ mod tests {
         assert!(b.data.len() < 24, "{} bytes", b.data.len());
     }
 
+    /// The scale byte of the only run of a one-run block.
+    fn scale_byte(block: &Block) -> u8 {
+        run_sizes(&block.data).unwrap()[0].scale
+    }
+
+    #[test]
+    fn changing_values_are_bit_packed_in_the_bits_their_range_needs() {
+        let times: Vec<i64> = (0..120).map(|i| 1_700_000_000_000 + i * 15_000).collect();
+        let mut x: u64 = 7;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // a gauge that moves in pages of 4096 bytes over a range of 10,000 pages: deltas
+        // of 15 bits once their common 12 trailing zero bits are shifted out
+        let memory: Vec<f64> = (0..120)
+            .map(|_| (1_000_000_000 + (next() % 10_000) * 4096) as f64)
+            .collect();
+        let b = roundtrip(&[(1, times.clone(), memory)], false);
+        assert_eq!(scale_byte(&b), PACKED_SCALE);
+        assert!(b.data.len() <= 119 * 15 / 8 + 32, "{} bytes", b.data.len());
+        // a counter with increments of 0 to 49: 6 bits a sample
+        let mut total = 1000.0;
+        let counter: Vec<f64> = (0..120)
+            .map(|_| {
+                total += (next() % 50) as f64;
+                total
+            })
+            .collect();
+        let b = roundtrip(&[(1, times.clone(), counter)], false);
+        assert_eq!(scale_byte(&b), PACKED_SCALE);
+        assert!(b.data.len() <= 119 * 6 / 8 + 24, "{} bytes", b.data.len());
+        // decimals: a counter of centiseconds
+        let mut seconds = 12.5;
+        let cpu: Vec<f64> = (0..120)
+            .map(|_| {
+                seconds = ((seconds * 100.0_f64).round() + (next() % 1500) as f64) / 100.0;
+                seconds
+            })
+            .collect();
+        let b = roundtrip(&[(1, times.clone(), cpu)], false);
+        assert_eq!(scale_byte(&b), PACKED_SCALE + 2);
+        assert!(b.data.len() <= 119 * 11 / 8 + 28, "{} bytes", b.data.len());
+        // a constant stays run-length coded
+        let b = roundtrip(&[(1, times, vec![3.0; 120])], false);
+        assert_eq!(scale_byte(&b), 0);
+    }
+
+    #[test]
+    fn packed_runs_keep_their_exceptions_in_place() {
+        let times: Vec<i64> = (0..40).map(|i| i * 15_000).collect();
+        let mut values: Vec<f64> = (0..40).map(|i| (i * i * 37 % 1001) as f64).collect();
+        values[0] = f64::NAN;
+        values[17] = -0.0;
+        values[18] = f64::INFINITY;
+        values[39] = f64::from_bits(STALE);
+        let b = roundtrip(
+            &[
+                (4, times.clone(), values.clone()),
+                (9, times[..3].to_vec(), vec![1.0, f64::NAN, 2.0]),
+                (12, times, values),
+            ],
+            false,
+        );
+        assert_eq!(b.exceptions.len(), 9);
+        assert_eq!(
+            run_sizes(&b.data)
+                .unwrap()
+                .iter()
+                .map(|r| r.exceptions)
+                .collect::<Vec<_>>(),
+            vec![4, 1, 4]
+        );
+        let mut selected = Vec::new();
+        decode_selected_into(&b.data, &b.exceptions, |s| s == 12, &mut selected).unwrap();
+        assert_eq!(selected.len(), 40);
+        assert_eq!(selected[39].2.to_bits(), STALE);
+        assert_eq!(selected[17].2.to_bits(), (-0.0f64).to_bits());
+        assert_eq!(selected[20].2, (400 * 37 % 1001) as f64);
+    }
+
+    #[test]
+    fn packed_runs_take_the_widest_deltas_as_patches() {
+        const EXACT: f64 = 9_007_199_254_740_991.0; // 2^53 - 1
+        let times: Vec<i64> = (0..60).map(|i| i * 15_000).collect();
+        // swings across the whole exact range, then a counter, a reset and a spike
+        let mut values: Vec<f64> = vec![EXACT, -EXACT, EXACT, -EXACT, EXACT];
+        values.extend((0..55).map(|i| (i * 3 % 7 + i * 10) as f64));
+        values[30] = 0.0;
+        values[45] = -EXACT;
+        let b = roundtrip(&[(2, times, values)], false);
+        assert_eq!(scale_byte(&b), PACKED_SCALE);
+    }
+
     #[test]
     fn many_series_in_one_block_keep_their_ids() {
         let runs: Vec<(i64, Vec<i64>, Vec<f64>)> = (0..50)
@@ -573,6 +1000,29 @@ mod tests {
             decode(&[0, 1, 0, 1, 0, 0, 0], &[]),
             Err(CorruptBlock("too few exceptions"))
         );
+        // Packed runs: a block of one run of 3 samples 1 ms apart, then the packed values.
+        let packed = |values: &[u8]| [&[0u8, 1, 0, 3, 0, 4, 1, PACKED_SCALE][..], values].concat();
+        let values = |data: &[u8]| decode(data, &[]).unwrap().iter().map(|s| s.2).collect::<Vec<_>>();
+        assert_eq!(values(&packed(&[0, 2, 0, 0, 2, 8, 0])), vec![1.0, 1.0, 2.0]);
+        assert_eq!(
+            values(&packed(&[0, 2, 0, 0, 0, 1, 1, 20])),
+            vec![1.0, 1.0, 11.0],
+            "a patch"
+        );
+        for (values, error) in [
+            (&[3u8, 0, 0, 0][..], "bad count of packed exceptions"),
+            (&[1, 3, 2], "bad position of a packed exception"),
+            (&[2, 1, 1], "bad position of a packed exception"),
+            (&[0, 2, 0, 50, 7, 0], "bad width of packed values"),
+            (&[0, 2, 0, 0, 9], "truncated"),
+            (&[0, 2, 0, 0, 2], "truncated"),
+            (&[0, 2, 0, 0, 2, 8, 0, 0], "trailing bytes"),
+            (&[0, 2, 0, 0, 2, 8, 3], "bad count of patches"),
+            (&[0, 2, 0, 0, 2, 8, 1, 2, 5], "bad position of a patch"),
+            (&[1, 1, 2, 0, 0, 0, 0], "too few exceptions"),
+        ] {
+            assert_eq!(decode(&packed(values), &[]), Err(CorruptBlock(error)), "{values:?}");
+        }
     }
 
     #[test]

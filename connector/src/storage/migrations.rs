@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "native_histograms",
         sql: include_str!("migrations/0011_native_histograms.sql"),
     },
+    Migration {
+        version: 12,
+        name: "packed_values",
+        sql: include_str!("migrations/0012_packed_values.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

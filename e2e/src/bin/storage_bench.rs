@@ -197,6 +197,31 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     .fetch_one(&db)
     .await
     .unwrap();
+    // Where the catalog's bytes go: each table's heap and each of its indexes.
+    let parts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_relation_size(c.oid)
+           FROM pg_class c
+          WHERE c.oid IN ('_prom_catalog.series'::regclass, '_prom_catalog.label'::regclass)
+             OR c.oid IN (SELECT indexrelid FROM pg_index
+                           WHERE indrelid IN ('_prom_catalog.series'::regclass, '_prom_catalog.label'::regclass))
+          ORDER BY 2 DESC",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let series_count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    eprintln!(
+        "{}: catalog of {series_count} series: {}",
+        shape.name,
+        parts
+            .iter()
+            .map(|(name, bytes)| format!("{name} {:.0} B/series", *bytes as f64 / series_count as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let started = Instant::now();
     let decoded: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.samples")
         .fetch_one(&db)
