@@ -2,7 +2,7 @@
 //! Rust encoder writes exactly as the Rust decoder does: times over PostgreSQL's whole range,
 //! every kind of value, bit for bit; and it refuses corrupt blocks with an error.
 
-use promscale_connector::storage::codec::{decode, run_sizes, BlockEncoder, PACKED_SCALE};
+use promscale_connector::storage::codec::{decode, run_sizes, Block, BlockEncoder, PACKED_SCALE};
 use promscale_connector::storage::migrations::migrate;
 use promscale_e2e::postgres::TestPostgres;
 
@@ -15,6 +15,26 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+}
+
+/// Checks that the SQL decoder reads `block` exactly as the Rust decoder does.
+async fn agree(db: &sqlx::PgPool, block: &Block, what: &str) {
+    let rust = decode(&block.data, &block.exceptions).unwrap();
+    let sql: Vec<(i64, i64, f64)> = sqlx::query_as(
+        "SELECT series_id, (extract(epoch FROM sample_time) * 1000)::int8, sample_value
+           FROM _prom_catalog.decode_block($1, $2)",
+    )
+    .bind(&block.data)
+    .bind(&block.exceptions)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let bits = |v: &[(i64, i64, f64)]| v.iter().map(|&(s, t, x)| (s, t, x.to_bits())).collect::<Vec<_>>();
+    let (sql, rust) = (bits(&sql), bits(&rust));
+    assert_eq!(sql.len(), rust.len(), "{what}: sample count");
+    if let Some(i) = (0..sql.len()).find(|&i| sql[i] != rust[i]) {
+        panic!("{what}: sample {i}: SQL {:?}, Rust {:?}", sql[i], rust[i]);
     }
 }
 
@@ -104,28 +124,38 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
                 packed_with_exceptions += usize::from(run.exceptions > 0);
             }
         }
-        let rust = decode(&block.data, &block.exceptions).unwrap();
-        let sql: Vec<(i64, i64, f64)> = sqlx::query_as(
-            "SELECT series_id, (extract(epoch FROM sample_time) * 1000)::int8, sample_value
-               FROM _prom_catalog.decode_block($1, $2)",
-        )
-        .bind(&block.data)
-        .bind(&block.exceptions)
-        .fetch_all(&db)
-        .await
-        .unwrap();
-        let bits = |v: &[(i64, i64, f64)]| v.iter().map(|&(s, t, x)| (s, t, x.to_bits())).collect::<Vec<_>>();
-        let (sql, rust) = (bits(&sql), bits(&rust));
-        assert_eq!(sql.len(), rust.len(), "case {case}: sample count");
-        if let Some(i) = (0..sql.len()).find(|&i| sql[i] != rust[i]) {
-            panic!("case {case}: sample {i}: SQL {:?}, Rust {:?}", sql[i], rust[i]);
-        }
+        agree(&db, &block, &format!("case {case}")).await;
     }
-
     assert!(
         packed >= 50 && packed_with_exceptions >= 5,
         "{packed} packed runs, {packed_with_exceptions} with exceptions"
     );
+
+    // Packed runs at the limits: swings across ±(2^53 - 1) among a counter (patches), and
+    // values in multiples of 2^50 (a shift of 50 bits) and of 2^3 over the widest range.
+    const EXACT: f64 = 9_007_199_254_740_991.0;
+    let times: Vec<i64> = (0..64).map(|i| 1_700_000_000_000 + i * 15_000).collect();
+    let mut swings: Vec<f64> = vec![EXACT, -EXACT, EXACT, -EXACT, EXACT];
+    swings.extend((0..59).map(|i| (i * 3 % 7 + i * 10) as f64));
+    swings[40] = -EXACT;
+    let coarse: Vec<f64> = (0..64).map(|i| ((i * 5 % 7) - 3) as f64 * 2f64.powi(50)).collect();
+    let wide: Vec<f64> = (0..64u64)
+        .map(|i| ((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 14) as i64 - (1 << 49)) as f64 * 8.0)
+        .collect();
+    let mut encoder = BlockEncoder::new(times[0], false);
+    encoder.push_run(1, &times, &swings);
+    encoder.push_run(2, &times, &coarse);
+    encoder.push_run(3, &times, &wide);
+    let block = encoder.finish();
+    let runs = run_sizes(&block.data).unwrap();
+    assert!(
+        runs.iter()
+            .all(|r| (PACKED_SCALE..PACKED_SCALE + 16).contains(&r.scale)),
+        "{runs:?}"
+    );
+    assert!(runs[0].patches >= 4, "{runs:?}");
+    assert!(runs.iter().map(|r| r.packed_bits).max() >= Some(50), "{runs:?}");
+    agree(&db, &block, "runs at the limits").await;
 
     // Corrupt blocks are errors, not wrong answers.
     for (data, exceptions, message) in [
@@ -167,6 +197,39 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
             vec![0, 1, 0, 3, 0, 4, 1, 16, 1, 1, 2, 0, 0, 0, 0],
             vec![],
             "too few exceptions",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 0, 128, 128, 128, 128, 128, 128, 128, 32],
+            vec![],
+            "packed value out of range",
+        ),
+        (
+            vec![
+                0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 130, 128, 128, 128, 128, 128, 128, 64, 0, 0, 0,
+            ],
+            vec![],
+            "packed delta out of range",
+        ),
+        (
+            [
+                &[0u8, 1, 0, 3, 0, 4, 1, 16, 0, 254, 255, 255, 255, 255, 255, 255, 31][..],
+                &[128, 128, 128, 128, 128, 128, 128, 64, 0, 0, 0],
+            ]
+            .concat(),
+            vec![],
+            "packed value out of range",
+        ),
+        (
+            vec![
+                0, 1, 0, 3, 0, 4, 1, 16, 0, 2, 0, 0, 0, 1, 0, 130, 128, 128, 128, 128, 128, 128, 64,
+            ],
+            vec![],
+            "packed delta out of range",
+        ),
+        (
+            vec![0, 1, 0, 3, 0, 4, 1, 16, 128, 128, 128, 128, 128, 128, 128, 128, 128, 0],
+            vec![],
+            "varint",
         ),
         (vec![0, 1, 0, 1, 0, 0, 0], vec![], "too few exceptions"),
         (vec![0, 1, 0, 1, 0, 0, 3, 9], vec![], "trailing bytes"),

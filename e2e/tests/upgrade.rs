@@ -664,6 +664,10 @@ async fn a_version_11_head_reads_the_same_and_is_compacted_into_packed_runs() {
             .all(|r| (PACKED_SCALE..PACKED_SCALE + 16).contains(&r.scale))
     };
     assert!(packed(0) && packed(1) && packed(3), "{runs:?}");
+    for s in [0, 1, 3] {
+        let samples: usize = runs.iter().filter(|r| r.series == ids[s]).map(|r| r.samples).sum();
+        assert_eq!(samples, 240, "c{s} in chunk blocks: {runs:?}");
+    }
     assert!(runs.iter().any(|r| r.series == ids[0] && r.exceptions > 0), "{runs:?}");
     let bytes = |s: usize| {
         runs.iter()

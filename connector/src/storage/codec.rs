@@ -2,7 +2,7 @@
 //! `docs/storage.md`), and its decoder.
 //!
 //! Hand-written because the format is ours: it must stay byte for byte what the SQL decoder
-//! (`_prom_catalog.decode_block`, migration 5) reads, so that plain PostgreSQL can show every
+//! (`_prom_catalog.decode_block`, migrations 5 and 12) reads, so that plain PostgreSQL can show every
 //! sample. Timestamps are run-length coded deltas; values that are exact decimals are coded
 //! as deltas of their scaled integer, either as varint tokens or bit-packed (frame of
 //! reference, common trailing zeros shifted out), whichever is shorter for the run; everything
@@ -20,8 +20,13 @@ pub const RAW_SCALE: u8 = 255;
 /// bit-packed, at decimal scale `byte - PACKED_SCALE` (schema version 12 and later).
 pub const PACKED_SCALE: u8 = 16;
 /// Bit-packed deltas are at most this wide, their shift included: scaled values lie within
-/// ±2^53, so their differences from the smallest delta lie below 2^55.
+/// ±(2^53 - 1), their deltas within ±2^54, the deltas' distances from the median within
+/// ±2^55, and those zig-zagged below 2^56.
 const MAX_PACKED_BITS: u32 = 56;
+/// The largest magnitude of a scaled value (2^53 - 1), of a delta between two (2^54), as the
+/// decoders check them: a corrupt block is refused rather than read as wrapped numbers.
+const MAX_SCALED: i64 = (1 << 53) - 1;
+const MAX_DELTA: i64 = 1 << 54;
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// More samples than any block holds: a corrupt length must not allocate without bound.
 const MAX_BLOCK_SAMPLES: usize = 1 << 24;
@@ -217,7 +222,10 @@ fn put_packed(out: &mut Vec<u8>, seq: &[Option<i64>]) {
     }
     let values: Vec<i64> = seq.iter().flatten().copied().collect();
     let Some(&first) = values.first() else {
+        // Not reached (a run is packed only when at most half of it are exceptions); an
+        // empty `out` makes the caller keep the tokens.
         debug_assert!(false, "a packed run holds at least one value");
+        out.clear();
         return;
     };
     put_zigzag(out, first);
@@ -393,7 +401,7 @@ pub fn decode_selected_into(
         }
         if !wanted(series) {
             // The exception list is shared by the runs: count the skipped run's.
-            next_exception += skip_run(&mut r, n)?.0;
+            next_exception += skip_run(&mut r, n)?.exceptions;
             if next_exception > exceptions.len() {
                 return Err(CorruptBlock("too few exceptions"));
             }
@@ -440,13 +448,18 @@ pub fn decode_selected_into(
                 run[p].2 = take_exception(exceptions, &mut next_exception)?;
             }
             let (mut slot, mut skip) = (0, packed.exceptions.iter().peekable());
+            let mut in_range = true;
             packed.for_each_value(|m| {
                 while skip.next_if(|&&p| p == slot).is_some() {
                     slot += 1;
                 }
+                in_range &= (-MAX_SCALED..=MAX_SCALED).contains(&m);
                 run[slot].2 = m as f64 / power;
                 slot += 1;
             });
+            if !in_range {
+                return Err(CorruptBlock("packed value out of range"));
+            }
             continue;
         }
         let power = *POWERS_OF_TEN.get(scale as usize).ok_or(CorruptBlock("bad scale"))?;
@@ -494,6 +507,10 @@ pub struct RunSize {
     pub samples: usize,
     pub bytes: usize,
     pub exceptions: usize,
+    /// Bits a value takes in a bit-packed run, its shift included (0 otherwise).
+    pub packed_bits: u32,
+    /// Deltas of a bit-packed run stored whole as patches (0 otherwise).
+    pub patches: usize,
 }
 
 /// The runs of a block with what each takes, without decoding their samples (how well a
@@ -511,13 +528,15 @@ pub fn run_sizes(data: &[u8]) -> Result<Vec<RunSize>, CorruptBlock> {
         if n == 0 || n > MAX_BLOCK_SAMPLES {
             return Err(CorruptBlock("bad run length"));
         }
-        let (exceptions, scale) = skip_run(&mut r, n)?;
+        let values = skip_run(&mut r, n)?;
         out.push(RunSize {
-            scale,
+            scale: values.scale,
+            packed_bits: values.packed_bits,
+            patches: values.patches,
             series,
             samples: n,
             bytes: r.pos - start,
-            exceptions,
+            exceptions: values.exceptions,
         });
     }
     if r.pos != data.len() {
@@ -534,7 +553,7 @@ fn take_exception(exceptions: &[f64], next: &mut usize) -> Result<f64, CorruptBl
 
 /// Parses one run of `n` samples without computing them, checking it as decoding does;
 /// returns how many exceptions it holds.
-fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<(usize, u8), CorruptBlock> {
+fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<RunValues, CorruptBlock> {
     skip_times(r, n)?;
     skip_values(r, n)
 }
@@ -559,15 +578,34 @@ fn skip_times(r: &mut Reader<'_>, n: usize) -> Result<(), CorruptBlock> {
     Ok(())
 }
 
-/// Parses the values of a run of `n` samples; returns how many exceptions they take and
-/// their scale byte.
-fn skip_values(r: &mut Reader<'_>, n: usize) -> Result<(usize, u8), CorruptBlock> {
+/// How the values of a run are coded (see [`RunSize`]).
+struct RunValues {
+    scale: u8,
+    exceptions: usize,
+    packed_bits: u32,
+    patches: usize,
+}
+
+/// Parses the values of a run of `n` samples.
+fn skip_values(r: &mut Reader<'_>, n: usize) -> Result<RunValues, CorruptBlock> {
     let scale = r.byte()?;
+    let coded = |exceptions| RunValues {
+        scale,
+        exceptions,
+        packed_bits: 0,
+        patches: 0,
+    };
     if scale == RAW_SCALE {
-        return Ok((n, scale));
+        return Ok(coded(n));
     }
     if (PACKED_SCALE..PACKED_SCALE + 16).contains(&scale) {
-        return Ok((Packed::read(r, n)?.exceptions.len(), scale));
+        let packed = Packed::read(r, n)?;
+        return Ok(RunValues {
+            scale,
+            exceptions: packed.exceptions.len(),
+            packed_bits: packed.shift + packed.width,
+            patches: packed.patches.len(),
+        });
     }
     if scale as usize >= POWERS_OF_TEN.len() {
         return Err(CorruptBlock("bad scale"));
@@ -589,7 +627,7 @@ fn skip_values(r: &mut Reader<'_>, n: usize) -> Result<(usize, u8), CorruptBlock
             _ => done += 1,
         }
     }
-    Ok((exceptions, scale))
+    Ok(coded(exceptions))
 }
 
 /// The bit-packed values of a run of `n` samples (see [`put_packed`]), parsed and checked but
@@ -610,15 +648,20 @@ struct Packed<'a> {
 
 impl<'a> Packed<'a> {
     fn read(r: &mut Reader<'a>, n: usize) -> Result<Self, CorruptBlock> {
-        let e = r.uvarint()?;
+        // Every field is at most 9 bytes long, as the SQL decoder reads them.
+        let e = r.short_uvarint()?;
         if e >= n as u64 {
             return Err(CorruptBlock("bad count of packed exceptions"));
         }
         let exceptions = read_positions(r, e, n as u64, "bad position of a packed exception")?;
         let k = n - e as usize;
+        let first = unzigzag(r.short_uvarint()?);
+        if !(-MAX_SCALED..=MAX_SCALED).contains(&first) {
+            return Err(CorruptBlock("packed value out of range"));
+        }
         let mut packed = Packed {
             exceptions,
-            first: r.zigzag()?,
+            first,
             base: 0,
             shift: 0,
             width: 0,
@@ -627,7 +670,10 @@ impl<'a> Packed<'a> {
             patches: Vec::new(),
         };
         if k >= 2 {
-            packed.base = r.zigzag()?;
+            packed.base = unzigzag(r.short_uvarint()?);
+            if !(-MAX_DELTA..=MAX_DELTA).contains(&packed.base) {
+                return Err(CorruptBlock("packed delta out of range"));
+            }
             packed.shift = u32::from(r.byte()?);
             packed.width = u32::from(r.byte()?);
             if packed.shift + packed.width > MAX_PACKED_BITS {
@@ -639,18 +685,22 @@ impl<'a> Packed<'a> {
             }
             packed.bits = &r.data[r.pos..r.pos + bytes as usize];
             r.pos += bytes as usize;
-            let p = r.uvarint()?;
+            let p = r.short_uvarint()?;
             if p > packed.count as u64 {
                 return Err(CorruptBlock("bad count of patches"));
             }
             // Grown as read: each patch takes bytes of the block, a corrupt count no memory.
             let mut next: u64 = 0;
             for _ in 0..p {
-                let position = next.saturating_add(r.uvarint()?);
+                let position = next.saturating_add(r.short_uvarint()?);
                 if position >= packed.count as u64 {
                     return Err(CorruptBlock("bad position of a patch"));
                 }
-                packed.patches.push((position as usize, r.zigzag()?));
+                let delta = unzigzag(r.short_uvarint()?);
+                if !(-MAX_DELTA..=MAX_DELTA).contains(&delta) {
+                    return Err(CorruptBlock("packed delta out of range"));
+                }
+                packed.patches.push((position as usize, delta));
                 next = position + 1;
             }
         }
@@ -698,7 +748,7 @@ fn read_positions(r: &mut Reader<'_>, count: u64, limit: u64, error: &'static st
     let mut positions = Vec::new();
     let mut next: u64 = 0;
     for _ in 0..count {
-        let position = next.saturating_add(r.uvarint()?);
+        let position = next.saturating_add(r.short_uvarint()?);
         if position >= limit {
             return Err(CorruptBlock(error));
         }
@@ -734,6 +784,19 @@ impl Reader<'_> {
 
     fn zigzag(&mut self) -> Result<i64, CorruptBlock> {
         Ok(unzigzag(self.uvarint()?))
+    }
+
+    /// A varint of at most 9 bytes (63 bits), as the fields of packed runs are.
+    fn short_uvarint(&mut self) -> Result<u64, CorruptBlock> {
+        let mut x: u64 = 0;
+        for shift in (0..63).step_by(7) {
+            let b = self.byte()?;
+            x |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(x);
+            }
+        }
+        Err(CorruptBlock("varint too long"))
     }
 }
 
@@ -1020,6 +1083,23 @@ mod tests {
             (&[0, 2, 0, 0, 2, 8, 3], "bad count of patches"),
             (&[0, 2, 0, 0, 2, 8, 1, 2, 5], "bad position of a patch"),
             (&[1, 1, 2, 0, 0, 0, 0], "too few exceptions"),
+            // values beyond ±(2^53 - 1), deltas beyond ±2^54, fields longer than 9 bytes
+            (&[0, 128, 128, 128, 128, 128, 128, 128, 32], "packed value out of range"),
+            (
+                &[0, 2, 130, 128, 128, 128, 128, 128, 128, 64, 0, 0, 0],
+                "packed delta out of range",
+            ),
+            (
+                &[
+                    0, 254, 255, 255, 255, 255, 255, 255, 31, 128, 128, 128, 128, 128, 128, 128, 64, 0, 0, 0,
+                ],
+                "packed value out of range",
+            ),
+            (
+                &[0, 2, 0, 0, 0, 1, 0, 130, 128, 128, 128, 128, 128, 128, 64],
+                "packed delta out of range",
+            ),
+            (&[128, 128, 128, 128, 128, 128, 128, 128, 128, 0], "varint too long"),
         ] {
             assert_eq!(decode(&packed(values), &[]), Err(CorruptBlock(error)), "{values:?}");
         }

@@ -220,10 +220,10 @@ BEGIN
                     EXIT WHEN v_byte < 128;
                     v_shift := v_shift + 7;
                 END LOOP;
-                v_x := v_next + v_x;
-                IF v_x >= v_n THEN
+                IF v_x >= v_n - v_next THEN
                     RAISE EXCEPTION 'corrupt sample block: bad position of a packed exception' USING ERRCODE = 'data_corrupted';
                 END IF;
+                v_x := v_next + v_x;
                 v_positions := v_positions || v_x;
                 v_next := v_x + 1;
             END LOOP;
@@ -240,6 +240,9 @@ BEGIN
                 v_shift := v_shift + 7;
             END LOOP;
             v_m := (v_x >> 1) # -(v_x & 1);
+            IF v_m > 9007199254740991 OR v_m < -9007199254740991 THEN
+                RAISE EXCEPTION 'corrupt sample block: packed value out of range' USING ERRCODE = 'data_corrupted';
+            END IF;
             v_width := 0;
             v_pshift := 0;
             v_p := 0;
@@ -259,6 +262,9 @@ BEGIN
                     v_shift := v_shift + 7;
                 END LOOP;
                 v_median := (v_x >> 1) # -(v_x & 1);
+                IF v_median > 18014398509481984 OR v_median < -18014398509481984 THEN
+                    RAISE EXCEPTION 'corrupt sample block: packed delta out of range' USING ERRCODE = 'data_corrupted';
+                END IF;
                 IF v_pos + 2 > v_len THEN
                     RAISE EXCEPTION 'corrupt sample block: truncated before the width of packed values' USING ERRCODE = 'data_corrupted';
                 END IF;
@@ -303,10 +309,10 @@ BEGIN
                         EXIT WHEN v_byte < 128;
                         v_shift := v_shift + 7;
                     END LOOP;
-                    v_x := v_next + v_x;
-                    IF v_x >= v_n - v_e - 1 THEN
+                    IF v_x >= v_n - v_e - 1 - v_next THEN
                         RAISE EXCEPTION 'corrupt sample block: bad position of a patch' USING ERRCODE = 'data_corrupted';
                     END IF;
+                    v_x := v_next + v_x;
                     v_patch_at := v_patch_at || v_x;
                     v_next := v_x + 1;
                     v_x := 0;
@@ -321,7 +327,11 @@ BEGIN
                         EXIT WHEN v_byte < 128;
                         v_shift := v_shift + 7;
                     END LOOP;
-                    v_patch := v_patch || ((v_x >> 1) # -(v_x & 1));
+                    v_x := (v_x >> 1) # -(v_x & 1);
+                    IF v_x > 18014398509481984 OR v_x < -18014398509481984 THEN
+                        RAISE EXCEPTION 'corrupt sample block: packed delta out of range' USING ERRCODE = 'data_corrupted';
+                    END IF;
+                    v_patch := v_patch || v_x;
                 END LOOP;
             END IF;
             series_id := v_series;
@@ -352,6 +362,9 @@ BEGIN
                             END LOOP;
                             v_m := v_m + v_median + (((v_u >> 1) # -(v_u & 1)) << v_pshift);
                         END IF;
+                    END IF;
+                    IF v_m > 9007199254740991 OR v_m < -9007199254740991 THEN
+                        RAISE EXCEPTION 'corrupt sample block: packed value out of range' USING ERRCODE = 'data_corrupted';
                     END IF;
                     v_slot := v_slot + 1;
                     sample_value := v_m::float8 / v_power;
