@@ -771,15 +771,7 @@ impl Reader<'_> {
     }
 
     fn uvarint(&mut self) -> Result<u64, CorruptBlock> {
-        let mut x: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            x |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(x);
-            }
-        }
-        Err(CorruptBlock("varint too long"))
+        self.varint_of(64)
     }
 
     fn zigzag(&mut self) -> Result<i64, CorruptBlock> {
@@ -788,8 +780,13 @@ impl Reader<'_> {
 
     /// A varint of at most 9 bytes (63 bits), as the fields of packed runs are.
     fn short_uvarint(&mut self) -> Result<u64, CorruptBlock> {
+        self.varint_of(63)
+    }
+
+    /// A varint of at most `bits` bits' worth of 7-bit groups.
+    fn varint_of(&mut self, bits: u32) -> Result<u64, CorruptBlock> {
         let mut x: u64 = 0;
-        for shift in (0..63).step_by(7) {
+        for shift in (0..bits).step_by(7) {
             let b = self.byte()?;
             x |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
