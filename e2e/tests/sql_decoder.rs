@@ -2,7 +2,7 @@
 //! Rust encoder writes exactly as the Rust decoder does: times over PostgreSQL's whole range,
 //! every kind of value, bit for bit; and it refuses corrupt blocks with an error.
 
-use promscale_connector::storage::codec::{decode, run_sizes, Block, BlockEncoder, PACKED_SCALE};
+use promscale_connector::storage::codec::{decode, run_sizes, Block, BlockEncoder};
 use promscale_connector::storage::migrations::migrate;
 use promscale_e2e::postgres::TestPostgres;
 
@@ -119,7 +119,7 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
         }
         let block = encoder.finish();
         for run in run_sizes(&block.data).unwrap() {
-            if (PACKED_SCALE..PACKED_SCALE + 16).contains(&run.scale) {
+            if run.is_packed() {
                 packed += 1;
                 packed_with_exceptions += usize::from(run.exceptions > 0);
             }
@@ -148,11 +148,7 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
     encoder.push_run(3, &times, &wide);
     let block = encoder.finish();
     let runs = run_sizes(&block.data).unwrap();
-    assert!(
-        runs.iter()
-            .all(|r| (PACKED_SCALE..PACKED_SCALE + 16).contains(&r.scale)),
-        "{runs:?}"
-    );
+    assert!(runs.iter().all(|r| r.is_packed()), "{runs:?}");
     assert!(runs[0].patches >= 4, "{runs:?}");
     assert!(runs.iter().map(|r| r.packed_bits).max() >= Some(50), "{runs:?}");
     agree(&db, &block, "runs at the limits").await;

@@ -40,6 +40,30 @@ fn value(series: usize, i: i64) -> f64 {
     }
 }
 
+/// Writes an encoded block of a metric's samples into the head, as a connector's writer
+/// does; `span` is its first and last time (Unix ms).
+async fn insert_head_row(
+    db: &PgPool,
+    metric_id: i32,
+    span: (i64, i64),
+    samples: i32,
+    block: &promscale_connector::storage::codec::Block,
+) {
+    sqlx::query(
+        "INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(metric_id)
+    .bind(PgTimestamp::from_unix_ms(span.0))
+    .bind(PgTimestamp::from_unix_ms(span.1))
+    .bind(samples)
+    .bind(&block.data)
+    .bind((!block.exceptions.is_empty()).then_some(&block.exceptions))
+    .execute(db)
+    .await
+    .unwrap();
+}
+
 /// Writes samples the way schema version 4 did: through its SQL functions.
 async fn write_v4(db: &PgPool, end_ms: i64) {
     let metrics = vec!["upgrade_cpu"; 3];
@@ -476,19 +500,7 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
         encoder.push_run(*id, &recent, &values);
     }
     let block = encoder.finish();
-    sqlx::query(
-        "INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(metric_id)
-    .bind(PgTimestamp::from_unix_ms(recent[0]))
-    .bind(PgTimestamp::from_unix_ms(recent[19]))
-    .bind(60)
-    .bind(&block.data)
-    .bind((!block.exceptions.is_empty()).then_some(&block.exceptions))
-    .execute(&db)
-    .await
-    .unwrap();
+    insert_head_row(&db, metric_id, (recent[0], recent[19]), 60, &block).await;
 
     let connector = upgraded_by_a_connector(&pg, &db).await;
     let stored = || async {
@@ -574,7 +586,7 @@ async fn a_version_7_store_of_chunk_tables_is_upgraded_and_sealed_into_blocks() 
 /// where that is shorter, exceptions (stale markers, Inf, -0) kept in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_11_head_reads_the_same_and_is_compacted_into_packed_runs() {
-    use promscale_connector::storage::codec::{run_sizes, BlockEncoder, PACKED_SCALE};
+    use promscale_connector::storage::codec::{run_sizes, BlockEncoder};
     use promscale_e2e::upgrade::create_series_in_sql;
     const STEP: i64 = 15_000;
     let pg = TestPostgres::start();
@@ -614,32 +626,11 @@ async fn a_version_11_head_reads_the_same_and_is_compacted_into_packed_runs() {
         encoder.push_run(*id, &times, &values);
     }
     let block = encoder.finish();
-    assert!(run_sizes(&block.data)
-        .unwrap()
-        .iter()
-        .all(|r| r.scale < PACKED_SCALE || r.scale == 255));
-    sqlx::query(
-        "INSERT INTO _prom_catalog.head (metric_id, min_time, max_time, samples, data, exceptions)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(metric_id)
-    .bind(PgTimestamp::from_unix_ms(times[0]))
-    .bind(PgTimestamp::from_unix_ms(times[239]))
-    .bind(4 * 240)
-    .bind(&block.data)
-    .bind(&block.exceptions)
-    .execute(&db)
-    .await
-    .unwrap();
+    assert!(run_sizes(&block.data).unwrap().iter().all(|r| !r.is_packed()));
+    insert_head_row(&db, metric_id, (times[0], times[239]), 4 * 240, &block).await;
 
     let connector = upgraded_by_a_connector(&pg, &db).await;
-    let stored = || async {
-        view(&db, "upgrade_packing")
-            .await
-            .into_iter()
-            .map(|(cpu, t, v)| ((cpu, t), v))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
+    let stored = || promscale_e2e::view_samples(&db, "upgrade_packing", "cpu");
     assert_eq!(stored().await, expected, "version 11's head through the view");
     let client = reqwest::Client::new();
     let base_url = connector.url("");
@@ -658,11 +649,7 @@ async fn a_version_11_head_reads_the_same_and_is_compacted_into_packed_runs() {
     .await
     .unwrap();
     let runs: Vec<_> = blocks.iter().flat_map(|b| run_sizes(b).unwrap()).collect();
-    let packed = |s: usize| {
-        runs.iter()
-            .filter(|r| r.series == ids[s])
-            .all(|r| (PACKED_SCALE..PACKED_SCALE + 16).contains(&r.scale))
-    };
+    let packed = |s: usize| runs.iter().filter(|r| r.series == ids[s]).all(|r| r.is_packed());
     assert!(packed(0) && packed(1) && packed(3), "{runs:?}");
     for s in [0, 1, 3] {
         let samples: usize = runs.iter().filter(|r| r.series == ids[s]).map(|r| r.samples).sum();

@@ -19,6 +19,11 @@ pub const RAW_SCALE: u8 = 255;
 /// Scale bytes from `PACKED_SCALE` to `PACKED_SCALE + 15` mark a run whose values are
 /// bit-packed, at decimal scale `byte - PACKED_SCALE` (schema version 12 and later).
 pub const PACKED_SCALE: u8 = 16;
+
+/// The decimal scale of a run whose scale byte marks it bit-packed, `None` for any other run.
+pub fn packed_scale(scale_byte: u8) -> Option<u8> {
+    scale_byte.checked_sub(PACKED_SCALE).filter(|&k| k < 16)
+}
 /// Bit-packed deltas are at most this wide, their shift included: scaled values lie within
 /// ±(2^53 - 1), their deltas within ±2^54, the deltas' distances from the median within
 /// ±2^55, and those zig-zagged below 2^56.
@@ -438,8 +443,8 @@ pub fn decode_selected_into(
             }
             continue;
         }
-        if (PACKED_SCALE..PACKED_SCALE + 16).contains(&scale) {
-            let power = POWERS_OF_TEN[(scale - PACKED_SCALE) as usize];
+        if let Some(decimal) = packed_scale(scale) {
+            let power = POWERS_OF_TEN[decimal as usize];
             let packed = Packed::read(&mut r, n)?;
             let run = &mut out[first..];
             // The exceptions' slots first (in order, as the list of exceptions has them),
@@ -513,6 +518,13 @@ pub struct RunSize {
     pub patches: usize,
 }
 
+impl RunSize {
+    /// Whether the run's values are bit-packed.
+    pub fn is_packed(&self) -> bool {
+        packed_scale(self.scale).is_some()
+    }
+}
+
 /// The runs of a block with what each takes, without decoding their samples (how well a
 /// block's series compress, from SQL tools and tests).
 pub fn run_sizes(data: &[u8]) -> Result<Vec<RunSize>, CorruptBlock> {
@@ -552,7 +564,7 @@ fn take_exception(exceptions: &[f64], next: &mut usize) -> Result<f64, CorruptBl
 }
 
 /// Parses one run of `n` samples without computing them, checking it as decoding does;
-/// returns how many exceptions it holds.
+/// returns how its values are coded and how many exceptions they take.
 fn skip_run(r: &mut Reader<'_>, n: usize) -> Result<RunValues, CorruptBlock> {
     skip_times(r, n)?;
     skip_values(r, n)
@@ -598,7 +610,7 @@ fn skip_values(r: &mut Reader<'_>, n: usize) -> Result<RunValues, CorruptBlock> 
     if scale == RAW_SCALE {
         return Ok(coded(n));
     }
-    if (PACKED_SCALE..PACKED_SCALE + 16).contains(&scale) {
+    if packed_scale(scale).is_some() {
         let packed = Packed::read(r, n)?;
         return Ok(RunValues {
             scale,
