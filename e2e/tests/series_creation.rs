@@ -2,7 +2,7 @@
 //! plain insert and falls back to a conflict-tolerant one only when another writer created
 //! one of them first. Whichever way, each label set gets exactly one series, every caller is
 //! answered with that series' id, and the other new series of the batch are created. Series
-//! a version 8 catalog holds keep their ids.
+//! a version 8 or version 12 catalog holds keep their ids.
 
 use std::time::Duration;
 
@@ -47,29 +47,62 @@ async fn race_labels(db: &sqlx::PgPool, values: &[&str]) -> (i32, i32, Vec<i32>)
     (metric_id, ids[0], ids[1..].to_vec())
 }
 
-/// Series version 8 created resolve to the same ids through version 9's `create_series`,
-/// which creates only the new ones.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn series_of_a_version_8_catalog_keep_their_ids() {
+/// Series a catalog of `version` created resolve to the same ids through the latest
+/// `create_series`, which creates only the new ones, in one call with them.
+async fn series_of_an_older_catalog_keep_their_ids(version: i32) {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
-    migrate_to(&db, 8).await.unwrap();
-    let (metric_id, name, ids) = race_labels(&db, &["a", "b"]).await;
+    migrate_to(&db, version).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b", "c", "d"]).await;
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
-    let old = create(&mut conn, metric_id, &[[name, ids[0]]]).await;
-    assert_eq!(old.len(), 1);
+    let old = create(&mut conn, metric_id, &[[name, ids[0]], [name, ids[2]]]).await;
+    assert_eq!(old.len(), 2);
 
     migrate_to(&db, latest_version()).await.unwrap();
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
-    let now = create(&mut conn, metric_id, &[[name, ids[0]], [name, ids[1]]]).await;
-    assert_eq!(now.len(), 2);
-    assert_eq!(now[0], (0, old[0].1), "version 8's series keeps its id");
-    assert_ne!(now[1].1, old[0].1);
+    // Known and new series interleaved, as a request after a connector restart sends them.
+    let now = create(
+        &mut conn,
+        metric_id,
+        &[[name, ids[0]], [name, ids[1]], [name, ids[2]], [name, ids[3]]],
+    )
+    .await;
+    assert_eq!(now.len(), 4, "{now:?}");
+    assert_eq!(now[0], (0, old[0].1), "version {version}'s series keeps its id");
+    assert_eq!(now[2], (2, old[1].1), "version {version}'s series keeps its id");
+    let mut distinct: Vec<i64> = now.iter().map(|(_, id)| *id).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "a series of its own for each new label set: {now:?}");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(count, 2);
+    assert_eq!(count, 4);
+    // Asked again, every one is found and none is created.
+    let again = create(
+        &mut conn,
+        metric_id,
+        &[[name, ids[0]], [name, ids[1]], [name, ids[2]], [name, ids[3]]],
+    )
+    .await;
+    assert_eq!(again, now);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(count, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_8_catalog_keep_their_ids() {
+    series_of_an_older_catalog_keep_their_ids(8).await;
+}
+
+/// Version 13 answers known series from its lookup instead of joining the whole catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_12_catalog_keep_their_ids() {
+    series_of_an_older_catalog_keep_their_ids(12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

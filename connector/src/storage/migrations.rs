@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "packed_values",
         sql: include_str!("migrations/0012_packed_values.sql"),
     },
+    Migration {
+        version: 13,
+        name: "series_lookup",
+        sql: include_str!("migrations/0013_series_lookup.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -7,7 +7,10 @@
 //! one continuous timeline; the report gives each repetition and the ratio of the medians,
 //! so that noise from a shared 2-core machine shows instead of skewing one side. Last come
 //! `--repeat` rollouts: each a round of entirely new series of the same metrics, as after a
-//! Deployment rollout. The slowest single request of all is reported too. Last, unless
+//! Deployment rollout. Then the connector restarts and both receivers get one more round of
+//! the first series: the connector knows none of them any more, its database knows them all,
+//! as after every restart or upgrade of a connector pod. The slowest single request of all is
+//! reported too. Last, unless
 //! `--no-v2`, the steady state again in remote-write 2.0 bodies, against the connector and
 //! Prometheus 3's own receiver.
 
@@ -103,7 +106,7 @@ async fn main() {
     let pg = TestPostgres::start();
     let mut connector_args = vec!["--log.level", "warn"];
     connector_args.extend(args.connector_args.iter().map(String::as_str));
-    let connector = Connector::start(&pg.uri(), &connector_args).await;
+    let mut connector = Connector::start(&pg.uri(), &connector_args).await;
     let prometheus = Prometheus::start(
         |_| "global: {scrape_interval: 1h}\n".to_string(),
         &["--web.enable-remote-write-receiver"],
@@ -145,6 +148,25 @@ async fn main() {
             slowest[t] = slowest[t].max(slow);
         }
     }
+    // A connector restart: a round of the first series, all in the database, none cached.
+    let restart_payload = Workload {
+        start_ms: workload.start_ms + (rounds + rollout_count) as i64 * 15_000,
+        rounds: 1,
+        ..workload.clone()
+    }
+    .payload();
+    connector.stop();
+    connector = Connector::start(&pg.uri(), &connector_args).await;
+    let mut after_restart = [0.0; 2];
+    for (t, url) in [connector.url("/write"), prometheus.url("/api/v1/write")]
+        .iter()
+        .enumerate()
+    {
+        let (took, slow) = send_rounds_timed(&client, url, &restart_payload, 0..1).await;
+        after_restart[t] = args.series as f64 / took.as_secs_f64();
+        eprintln!("after a connector restart -> {url}: {:.0} samples/s", after_restart[t]);
+        slowest[t] = slowest[t].max(slow);
+    }
     // Remote write 2.0: the same series and samples as 2.0 bodies, later in time, to the
     // connector and to Prometheus 3's own receiver (a process of its own: its first round
     // creates the series there).
@@ -152,7 +174,7 @@ async fn main() {
     let mut v2_prometheus = None;
     if !args.no_v2 {
         let v2_workload = Workload {
-            start_ms: workload.start_ms + (rounds + rollout_count) as i64 * 15_000,
+            start_ms: workload.start_ms + (rounds + rollout_count + 1) as i64 * 15_000,
             ..workload.clone()
         };
         eprintln!("building remote-write 2.0 payload");
@@ -190,17 +212,18 @@ async fn main() {
         args.series, args.batch, args.concurrency, args.series, args.rounds
     );
     println!(
-        "{:<34} {:>12} {:>12} {:>30} {:>14} {:>12}",
-        "receiver", "first round", "median/s", "each repetition, samples/s", "rollout/s", "slowest"
+        "{:<34} {:>12} {:>12} {:>30} {:>14} {:>16} {:>12}",
+        "receiver", "first round", "median/s", "each repetition, samples/s", "rollout/s", "after restart/s", "slowest"
     );
     for (t, (name, _)) in targets.iter().enumerate() {
         let each: Vec<String> = rates[t].iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "{name:<34} {:>11.2}s {:>12.0} {:>30} {:>14.0} {:>10.0}ms",
+            "{name:<34} {:>11.2}s {:>12.0} {:>30} {:>14.0} {:>16.0} {:>10.0}ms",
             first_round[t].as_secs_f64(),
             median(rates[t].clone()),
             each.join(" "),
             median(rollout_rates[t].clone()),
+            after_restart[t],
             slowest[t].as_secs_f64() * 1000.0,
         );
     }
@@ -211,6 +234,10 @@ async fn main() {
     println!(
         "ratio connector/prometheus, a round of new series of existing metrics (median): {:.2}x",
         median(rollout_rates[0].clone()) / median(rollout_rates[1].clone())
+    );
+    println!(
+        "ratio connector/prometheus, a round of known series right after a connector restart: {:.2}x",
+        after_restart[0] / after_restart[1]
     );
     println!(
         "ratio connector/prometheus, first round (creates series): {:.2}x",
