@@ -2,7 +2,8 @@
 //! assembly runs it, `Log2`, `Log10`, `Exp2`, `Frexp` and `Ldexp`, operation for operation.
 //! The C library's functions are correctly rounded more often; Prometheus' answers are
 //! not, and PromQL's must be Prometheus' to the bit. Used by the functions of one value
-//! (`ln`, `log2`, `log10`) and by the native histogram arithmetic ([`crate::histogram`]).
+//! (`ln`, `log2`, `log10`), `min_of` and `max_of`, and by the native histogram arithmetic
+//! ([`crate::histogram`]).
 
 const SMALLEST_NORMAL: f64 = f64::MIN_POSITIVE;
 const EXP_MASK: u64 = 0x7ff;
@@ -13,6 +14,44 @@ const EXP_BIAS: i64 = 1023;
 /// (0x3dea39ef35793c76), as fdlibm splits it.
 const LN2_HI: f64 = 0.6931471803691238;
 const LN2_LO: f64 = 1.9082149292705877e-10;
+
+/// The larger of two values, as Go's `math.Max`: +Inf wins over NaN, NaN over the rest, and
+/// +0 over -0 (Rust's `f64::max` ignores NaN).
+pub(crate) fn max(x: f64, y: f64) -> f64 {
+    if x == f64::INFINITY || y == f64::INFINITY {
+        return f64::INFINITY;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 && x == y {
+        return if x.is_sign_negative() { y } else { x };
+    }
+    if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// The smaller of two values, as Go's `math.Min`: -Inf wins over NaN, NaN over the rest, and
+/// -0 over +0.
+pub(crate) fn min(x: f64, y: f64) -> f64 {
+    if x == f64::NEG_INFINITY || y == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 && x == y {
+        return if x.is_sign_negative() { x } else { y };
+    }
+    if x < y {
+        x
+    } else {
+        y
+    }
+}
 
 /// Splits `f` into a fraction in [0.5, 1) and a power of two, as Go's `math.Frexp`.
 pub(crate) fn frexp(f: f64) -> (f64, i64) {
@@ -158,4 +197,22 @@ pub(crate) fn exp2(x: f64) -> f64 {
     let c = r - tt * (P1 + tt * (P2 + tt * (P3 + tt * (P4 + tt * P5))));
     let y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
     ldexp(y, k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_and_min_answer_as_go_does_where_rust_differs() {
+        // Rust's f64::max and f64::min drop a NaN; Go's keep it, unless an infinity wins.
+        assert!(max(f64::NAN, 3.0).is_nan() && max(3.0, f64::NAN).is_nan());
+        assert!(min(f64::NAN, 3.0).is_nan() && min(3.0, f64::NAN).is_nan());
+        assert_eq!(max(f64::NAN, f64::INFINITY), f64::INFINITY);
+        assert_eq!(min(f64::NEG_INFINITY, f64::NAN), f64::NEG_INFINITY);
+        // Signed zeros: +0 is the larger, -0 the smaller, in either order.
+        assert!(max(-0.0, 0.0).is_sign_positive() && max(0.0, -0.0).is_sign_positive());
+        assert!(min(-0.0, 0.0).is_sign_negative() && min(0.0, -0.0).is_sign_negative());
+        assert_eq!((max(-2.0, -5.0), min(-2.0, -5.0)), (-2.0, -5.0));
+    }
 }

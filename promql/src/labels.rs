@@ -8,6 +8,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 pub const METRIC_NAME: &str = "__name__";
+/// Prometheus 3's labels of a metric's type and unit (its type-and-unit-labels feature).
+pub const METRIC_TYPE: &str = "__type__";
+pub const METRIC_UNIT: &str = "__unit__";
+
+/// Whether `name` is one of the labels that name the metric rather than the series.
+pub fn is_metadata_label(name: &str) -> bool {
+    name == METRIC_NAME || name == METRIC_TYPE || name == METRIC_UNIT
+}
 
 #[derive(Clone, Debug, Default, Eq, PartialOrd, Ord)]
 pub struct Labels(Arc<Vec<(String, String)>>);
@@ -84,13 +92,16 @@ impl Labels {
         self.set(name, "");
     }
 
-    /// The set without `__name__`: the same shared set when it has none.
-    pub fn without_metric_name(&self) -> Labels {
-        if !self.0.iter().any(|(k, _)| k == METRIC_NAME) {
+    /// The set without the labels that name the metric: `__name__`, and the `__type__` and
+    /// `__unit__` that Prometheus 3 adds with its type-and-unit-labels feature and drops
+    /// wherever it drops the name (its `schema.IsMetadataLabel`; Prometheus 2 has no such
+    /// labels). The same shared set when it has none.
+    pub fn without_metadata_labels(&self) -> Labels {
+        if !self.0.iter().any(|(k, _)| is_metadata_label(k)) {
             return self.clone();
         }
         Labels(Arc::new(
-            self.0.iter().filter(|(k, _)| k != METRIC_NAME).cloned().collect(),
+            self.0.iter().filter(|(k, _)| !is_metadata_label(k)).cloned().collect(),
         ))
     }
 
@@ -126,6 +137,21 @@ impl fmt::Display for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metric_name_type_and_unit_are_dropped_together() {
+        let l = Labels::from_pairs(&[
+            ("__name__", "http_requests_total"),
+            ("__type__", "counter"),
+            ("__unit__", "request"),
+            ("__other__", "kept"),
+            ("job", "api"),
+        ]);
+        assert_eq!(
+            l.without_metadata_labels(),
+            Labels::from_pairs(&[("__other__", "kept"), ("job", "api")])
+        );
+    }
 
     #[test]
     fn sorted_without_empty_values_and_settable() {

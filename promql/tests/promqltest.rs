@@ -90,13 +90,13 @@ const MINIMUM_PASSING: &[(&str, usize)] = &[
 /// Prometheus 3.13.2's minimums. Target, every eval passing: 2183 in all, each file's total in
 /// its comment.
 const MINIMUM_PASSING_V3: &[(&str, usize)] = &[
-    ("aggregators.test", 147),        // of 160
+    ("aggregators.test", 159),        // of 160
     ("at_modifier.test", 71),         // of 71
     ("collision.test", 2),            // of 2
     ("duration_expression.test", 8),  // of 59
     ("extended_vectors.test", 34),    // of 169
     ("fill-modifier.test", 44),       // of 46
-    ("functions.test", 411),          // of 427
+    ("functions.test", 425),          // of 427
     ("histograms.test", 181),         // of 185
     ("info.test", 1),                 // of 42
     ("limit.test", 37),               // of 37
@@ -110,7 +110,7 @@ const MINIMUM_PASSING_V3: &[(&str, usize)] = &[
     ("start_timestamps.test", 0),     // of 18
     ("subquery.test", 32),            // of 34
     ("trig_functions.test", 19),      // of 19
-    ("type_and_unit.test", 43),       // of 58
+    ("type_and_unit.test", 57),       // of 58
 ];
 
 /// Failures printed in detail; the others are only counted, so that logs stay readable.

@@ -52,7 +52,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
         match &a.modifier {
             None => Labels::default(),
             Some(LabelModifier::Include(by)) => labels.keep(&by.labels),
-            Some(LabelModifier::Exclude(without)) => labels.drop(&without.labels).without_metric_name(),
+            Some(LabelModifier::Exclude(without)) => labels.drop(&without.labels).without_metadata_labels(),
         }
     };
     // The groups of the float input, when histograms may share them.
@@ -266,7 +266,7 @@ fn fold_groups(
         let (g, _) = cache
             .group_of(&s.labels, |l| Some((grouping(l), 0.0)))
             .expect("every series has a group");
-        let (acc, new) = step.get_or_insert(g, || Acc::new(s.v));
+        let (acc, new) = step.get_or_insert(g, || Acc::new(op, s.v));
         if !new {
             acc.add(op, s.v);
         }
@@ -293,6 +293,10 @@ enum Fold {
     Avg,
     Stddev,
     Stdvar,
+    /// Prometheus 3's stddev and stdvar: as Prometheus 2's, except that a group whose first
+    /// value is NaN or ±Inf answers NaN (Prometheus 2 answered 0 for a group of one).
+    StddevV3,
+    StdvarV3,
     /// Prometheus 3's: a compensated sum.
     SumCompensated,
     /// Prometheus 3's: the compensated sum divided by the count while the sum stays finite,
@@ -306,6 +310,8 @@ impl Fold {
         match op {
             "sum" if v3 => Fold::SumCompensated,
             "avg" if v3 => Fold::AvgCompensated,
+            "stddev" if v3 => Fold::StddevV3,
+            "stdvar" if v3 => Fold::StdvarV3,
             "sum" => Fold::Sum,
             "count" => Fold::Count,
             "group" => Fold::Group,
@@ -333,11 +339,12 @@ struct Acc {
 }
 
 impl Acc {
-    fn new(first: f64) -> Acc {
+    fn new(op: Fold, first: f64) -> Acc {
+        let nan_start = matches!(op, Fold::StddevV3 | Fold::StdvarV3) && !first.is_finite();
         Acc {
             count: 1,
             value: first,
-            sum_sq: 0.0,
+            sum_sq: if nan_start { f64::NAN } else { 0.0 },
             c: 0.0,
             mean: first,
             incremental: false,
@@ -373,7 +380,7 @@ impl Acc {
                 // Each side divided by the count so that large values do not overflow.
                 self.value += v / count - acc / count;
             }
-            Fold::Stddev | Fold::Stdvar => {
+            Fold::Stddev | Fold::Stdvar | Fold::StddevV3 | Fold::StdvarV3 => {
                 let delta = v - acc;
                 self.value += delta / self.count as f64;
                 self.sum_sq += delta * (v - self.value);
@@ -402,8 +409,8 @@ impl Acc {
             Fold::Sum | Fold::Max | Fold::Min | Fold::Avg => self.value,
             Fold::Count => self.count as f64,
             Fold::Group => 1.0,
-            Fold::Stdvar => self.sum_sq / self.count as f64,
-            Fold::Stddev => (self.sum_sq / self.count as f64).sqrt(),
+            Fold::Stdvar | Fold::StdvarV3 => self.sum_sq / self.count as f64,
+            Fold::Stddev | Fold::StddevV3 => (self.sum_sq / self.count as f64).sqrt(),
             Fold::SumCompensated => self.value + self.c,
             Fold::AvgCompensated if self.incremental => self.mean + self.c,
             Fold::AvgCompensated => self.value / self.count as f64 + self.c / self.count as f64,

@@ -183,7 +183,7 @@ fn vector_scalar(
                 s.v = v;
                 s.h = result;
                 if drop_name {
-                    s.labels = s.labels.without_metric_name();
+                    s.labels = s.labels.without_metadata_labels();
                 }
                 return Some(s);
             }
@@ -202,7 +202,7 @@ fn vector_scalar(
             }
             s.v = value;
             if drop_name {
-                s.labels = s.labels.without_metric_name();
+                s.labels = s.labels.without_metadata_labels();
             }
             Some(s)
         })
@@ -213,8 +213,8 @@ fn vector_scalar(
 fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
         Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
-        Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels).without_metric_name(),
-        None => labels.without_metric_name(),
+        Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels).without_metadata_labels(),
+        None => labels.without_metadata_labels(),
     }
 }
 
@@ -355,7 +355,7 @@ fn vector_vector(
 
 fn result_labels(op: &str, many: &Labels, one: &Labels, m: &BinModifier, include: &[String]) -> Labels {
     let mut labels = if drops_metric_name(op) || m.return_bool {
-        many.without_metric_name()
+        many.without_metadata_labels()
     } else {
         many.clone()
     };
@@ -377,8 +377,8 @@ fn result_labels(op: &str, many: &Labels, one: &Labels, m: &BinModifier, include
 fn match_labels(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
         Some(LabelModifier::Include(on)) => labels.keep(&on.labels),
-        Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels).without_metric_name(),
-        None => labels.without_metric_name(),
+        Some(LabelModifier::Exclude(ignoring)) => labels.drop(&ignoring.labels).without_metadata_labels(),
+        None => labels.without_metadata_labels(),
     }
 }
 
@@ -391,6 +391,6 @@ fn match_group(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
             names.push(METRIC_NAME.into());
             labels.drop(&names)
         }
-        None => labels.without_metric_name(),
+        None => labels.without_metadata_labels(),
     }
 }

@@ -49,7 +49,7 @@ pub struct Selected<'a> {
 
 impl<'a> Selected<'a> {
     fn new(series: &'a [Series], bounds: Bounds) -> Self {
-        let without_name: Vec<Labels> = series.iter().map(|s| s.labels.without_metric_name()).collect();
+        let without_name: Vec<Labels> = series.iter().map(|s| s.labels.without_metadata_labels()).collect();
         let mut seen = std::collections::HashSet::with_capacity(without_name.len());
         let unique_without_name = without_name.iter().all(|l| seen.insert(l));
         Selected {
@@ -320,7 +320,7 @@ impl<'a> Evaluator<'a> {
                     let negated: Vec<InstantSample> = vector
                         .into_iter()
                         .map(|s| InstantSample {
-                            labels: s.labels.without_metric_name(),
+                            labels: s.labels.without_metadata_labels(),
                             t: s.t,
                             v: -s.v,
                             h: s.h.map(|h| {

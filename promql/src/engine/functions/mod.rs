@@ -122,6 +122,8 @@ pub const FUNCTIONS: &[(&str, Kind)] = &[
     ("ts_of_max_over_time", Kind::Range),
     ("ts_of_min_over_time", Kind::Range),
     ("histogram_quantiles", Kind::Other),
+    ("max_of", Kind::Other),
+    ("min_of", Kind::Other),
     // The query's own start, end, range and step, in seconds.
     ("end", Kind::Other),
     ("range", Kind::Other),
@@ -163,6 +165,15 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             t,
             v: std::f64::consts::PI,
         }),
+        "max_of" | "min_of" => {
+            let (a, b) = (ev.scalar(args[0], t)?, ev.scalar(args[1], t)?);
+            let v = if name == "max_of" {
+                crate::gomath::max(a, b)
+            } else {
+                crate::gomath::min(a, b)
+            };
+            Ok(Value::Scalar { t, v })
+        }
         "vector" => Ok(Value::Vector(vec![InstantSample {
             labels: Labels::default(),
             t,
@@ -216,7 +227,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                             "histogram_stddev" => crate::histogram::stddev(&h),
                             _ => crate::histogram::stdvar(&h),
                         };
-                        Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+                        Some(InstantSample::float(s.labels.without_metadata_labels(), t, v))
                     })
                     .collect(),
             )
@@ -234,7 +245,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                     if has_nan_observations(h) {
                         ev.info(crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)));
                     }
-                    Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+                    Some(InstantSample::float(s.labels.without_metadata_labels(), t, v))
                 })
                 .collect();
             // Classic histograms (Prometheus 3: Prometheus 2.42 left them out): the buckets of
@@ -260,7 +271,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             }
             out.extend(groups.into_iter().map(|(labels, buckets)| {
                 InstantSample::float(
-                    labels.without_metric_name(),
+                    labels.without_metadata_labels(),
                     t,
                     histogram::bucket_fraction(lower, upper, buckets),
                 )
@@ -316,7 +327,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                     .filter_map(|s| {
                         let v = math::element_function(name, s.v, &scalars)?;
                         Some(InstantSample {
-                            labels: s.labels.without_metric_name(),
+                            labels: s.labels.without_metadata_labels(),
                             t,
                             v,
                             h: None,
@@ -405,7 +416,7 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             let labels = if keeps_name {
                 s.labels
             } else {
-                s.labels.without_metric_name()
+                s.labels.without_metadata_labels()
             };
             out.push(InstantSample { labels, t, v, h });
         }
@@ -742,7 +753,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
             .instant_selector(vs, t)
             .into_iter()
             .map(|(labels, sample_t, _, _)| InstantSample {
-                labels: labels.without_metric_name(),
+                labels: labels.without_metadata_labels(),
                 t,
                 v: sample_t as f64 / 1000.0,
                 h: None,
@@ -753,7 +764,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
         .vector(arg, t)?
         .into_iter()
         .map(|s| InstantSample {
-            labels: s.labels.without_metric_name(),
+            labels: s.labels.without_metadata_labels(),
             t,
             v: s.t as f64 / 1000.0,
             h: None,
@@ -936,7 +947,7 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
                     ev.info(crate::annotations::quantile_nan_skew(metric));
                 }
             }
-            Some(InstantSample::float(s.labels.without_metric_name(), t, v))
+            Some(InstantSample::float(s.labels.without_metadata_labels(), t, v))
         })
         .collect();
     let classic: Vec<InstantSample> = classic.into_iter().map(|(s, _)| s.clone()).collect();
@@ -1036,7 +1047,7 @@ fn histogram_quantile(cache: &mut GroupCache, q: f64, input: &[InstantSample], t
     step.slots
         .into_iter()
         .map(|(g, buckets)| InstantSample {
-            labels: cache.groups[g].without_metric_name(),
+            labels: cache.groups[g].without_metadata_labels(),
             t,
             v: bucket_quantile(q, buckets),
             h: None,
