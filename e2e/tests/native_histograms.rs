@@ -177,7 +177,8 @@ remote_write:
 "#
             )
         },
-        &[],
+        // info() and the other functions Prometheus 3 keeps behind a flag.
+        &["--enable-feature=promql-experimental-functions"],
     )
     .await;
     let last = prometheus.last_scrape_sent("self").await;
@@ -275,6 +276,19 @@ remote_write:
         ),
         // Not defined between a histogram and a float: left out, with an info.
         (format!(r#"{name}{{handler="/metrics"}} + 1 or vector(1)"#), true),
+        // info(): the data labels of info metrics joined by instance and job.
+        (
+            r#"info(go_goroutines, {__name__="prometheus_build_info"})"#.to_string(),
+            true,
+        ),
+        (
+            r#"info(rate(go_goroutines[1m]), {__name__="go_info", version=~"go.+"})"#.to_string(),
+            false,
+        ),
+        (
+            r#"info(go_goroutines, {__name__=~"go_.+_info|prometheus_build_info"})"#.to_string(),
+            true,
+        ),
         // How numbers are spelled: sample values take an exponent at the extremes, scalars
         // do not.
         ("vector(1e-7)".to_string(), true),

@@ -368,7 +368,7 @@ mod tests {
         // not evaluate, and the engine answered `histogram_avg(up)` with an empty vector and
         // `sort_by_label(up, "job")` with "expected scalar, got string". Those are evaluated
         // now; what is still missing must be refused by name.
-        for q in ["info(up)", "sum(rate(x[5m])) / (1 + abs(info(up)))"] {
+        for q in ["xrate(up[5m])", "sum(rate(x[5m])) / (1 + abs(xrate(up[5m])))"] {
             match parse(q, MAX_DEPTH) {
                 Err(QueryError::BadData(m)) => assert!(m.starts_with("unknown function with name"), "{q}: {m}"),
                 other => panic!("{q}: {other:?}"),

@@ -680,7 +680,8 @@ fn range_queries_answer_the_same_when_only_their_windows_are_read() {
 /// Functions the parser knows but Prometheus 2.42 does not were evaluated anyway: to an empty
 /// vector (`histogram_avg(up)`) or to a misleading type error (`sort_by_label(up, "job")`:
 /// "expected scalar, got string"). They are evaluated as Prometheus 3 does now; what the
-/// engine does not evaluate (`info`) is an unknown function.
+/// engine does not evaluate (`xrate`, which the parser knows from a proposal) is an unknown
+/// function.
 #[test]
 fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
     let runtime = runtime();
@@ -715,7 +716,9 @@ fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
         Err(QueryError::BadData(m)) => assert!(m.contains("unknown function"), "{m}"),
         other => panic!("{other:?}"),
     }
-    match run("info(up)") {
+    // info() without any target_info series leaves its argument as it is.
+    assert_eq!(run("info(up)"), run("up"));
+    match run("xrate(up[5m])") {
         Err(QueryError::BadData(m)) => assert!(m.contains("unknown function"), "{m}"),
         other => panic!("{other:?}"),
     }

@@ -374,10 +374,15 @@ impl<'a> Evaluator<'a> {
     /// before `t`, unless that sample is a staleness marker: (labels, sample time, value,
     /// histogram).
     pub fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<InstantElement> {
-        let Some(sel) = self.selected(vs) else {
+        self.latest_of(selector_key(vs), self.reference_time(vs, t))
+    }
+
+    /// As [`Evaluator::instant_selector`], for the series fetched under `key` (a selector's
+    /// or an `info` call's), at `reference`.
+    pub fn latest_of(&self, key: usize, reference: i64) -> Vec<InstantElement> {
+        let Some(sel) = self.selected.get(&key) else {
             return Vec::new();
         };
-        let reference = self.reference_time(vs, t);
         let lookback = self.options.lookback_delta_ms;
         let mut out = Vec::with_capacity(sel.series.len());
         for (i, s) in sel.series.iter().enumerate() {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
+use crate::engine::functions::info;
 use crate::engine::EngineOptions;
 use crate::error::QueryError;
 use crate::labels::METRIC_NAME;
@@ -100,9 +101,10 @@ impl Times {
     }
 }
 
-/// What a selector reads: its span, and the windows within it when they leave gaps.
-struct Reads<'a> {
-    vs: &'a VectorSelector,
+/// What a selector (or an `info` call) reads: its matchers, its span, and the windows within
+/// it when they leave gaps.
+struct Reads {
+    matchers: Vec<Matcher>,
     from: i64,
     to: i64,
     windows: Option<Windows>,
@@ -112,7 +114,7 @@ struct Planner<'a> {
     query_start: i64,
     query_end: i64,
     options: &'a EngineOptions,
-    reads: HashMap<usize, Reads<'a>>,
+    reads: HashMap<usize, Reads>,
 }
 
 impl<'a> Planner<'a> {
@@ -145,6 +147,23 @@ impl<'a> Planner<'a> {
                     pending.push((&b.rhs, times));
                 }
                 Expr::Paren(p) => pending.push((&p.expr, times)),
+                // `info`'s second argument is selector syntax for the info series, not a
+                // vector: they are read under the call's own key.
+                Expr::Call(c) if c.func.name == "info" => {
+                    let (at, offset) = info::reference(&c.args.args[0], self.query_start, self.query_end);
+                    let times = match at {
+                        Some(t) => Times::Steps {
+                            first: t,
+                            last: t,
+                            step: 0,
+                        },
+                        None => times,
+                    };
+                    let key = info::key(c);
+                    let matchers = info::series_matchers(c);
+                    self.record_reads(key, || matchers, times.shifted(offset), self.options.lookback_delta_ms);
+                    pending.push((&c.args.args[0], times));
+                }
                 Expr::Call(c) => pending.extend(c.args.args.iter().map(|arg| (arg.as_ref(), times))),
                 Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
             }
@@ -166,6 +185,10 @@ impl<'a> Planner<'a> {
 
     fn record(&mut self, vs: &'a VectorSelector, times: Times, width: i64) {
         let times = self.shift(&vs.at, &vs.offset, times);
+        self.record_reads(selector_key(vs), || matchers(vs), times, width);
+    }
+
+    fn record_reads(&mut self, key: usize, matchers: impl FnOnce() -> Vec<Matcher>, times: Times, width: i64) {
         let (start, end) = times.bounds();
         // Windows narrower than their spacing leave samples no step looks at.
         let windows = match times {
@@ -177,8 +200,8 @@ impl<'a> Planner<'a> {
             }),
             _ => None,
         };
-        let reads = self.reads.entry(selector_key(vs)).or_insert(Reads {
-            vs,
+        let reads = self.reads.entry(key).or_insert_with(|| Reads {
+            matchers: matchers(),
             from: i64::MAX,
             to: i64::MIN,
             windows,
@@ -230,7 +253,7 @@ pub async fn fetch(
             max_samples: Some(budget),
             windows: reads.windows,
         };
-        let series = source.select(&matchers(reads.vs), &hints).await?;
+        let series = source.select(&reads.matchers, &hints).await?;
         let read: usize = series.iter().map(Series::len).sum();
         budget = budget
             .checked_sub(read)

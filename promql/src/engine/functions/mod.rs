@@ -3,6 +3,7 @@
 //! one value) and [`histogram`] (quantiles).
 
 pub mod histogram;
+pub mod info;
 mod math;
 mod range;
 
@@ -35,7 +36,7 @@ pub enum Kind {
 
 /// Every function the engine evaluates: those of Prometheus 2.42 (`promql/parser/functions.go`)
 /// and, at the end, those of Prometheus 3 it has. The one list of function names; the parser
-/// knows others too (`info`), which [`crate::parse`] refuses as unknown.
+/// may know others, which [`crate::parse`] refuses as unknown.
 pub const FUNCTIONS: &[(&str, Kind)] = &[
     ("abs", Kind::Other),
     ("absent", Kind::Other),
@@ -122,6 +123,7 @@ pub const FUNCTIONS: &[(&str, Kind)] = &[
     ("ts_of_max_over_time", Kind::Range),
     ("ts_of_min_over_time", Kind::Range),
     ("histogram_quantiles", Kind::Other),
+    ("info", Kind::Other),
     ("max_of", Kind::Other),
     ("min_of", Kind::Other),
     // The query's own start, end, range and step, in seconds.
@@ -165,6 +167,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             t,
             v: std::f64::consts::PI,
         }),
+        "info" => info::eval(ev, c, t),
         "max_of" | "min_of" => {
             let (a, b) = (ev.scalar(args[0], t)?, ev.scalar(args[1], t)?);
             let v = if name == "max_of" {
