@@ -63,8 +63,10 @@ pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError>
 
 /// Operators whose result is no longer the metric it came from; atan2 keeps the name in
 /// Prometheus 2.42, comparisons keep it unless `bool` turns them into 0/1.
-fn drops_metric_name(op: &str) -> bool {
-    matches!(op, "+" | "-" | "*" | "/" | "^" | "%")
+/// Whether `op` drops the metric name: arithmetic does, and under Prometheus 3 `atan2` too
+/// (its `changesMetricSchema`; Prometheus 2 kept the name through `atan2`).
+fn drops_metric_name(op: &str, semantics: super::Semantics) -> bool {
+    matches!(op, "+" | "-" | "*" | "/" | "^" | "%") || (op == "atan2" && semantics == super::Semantics::Prometheus3)
 }
 
 fn is_comparison(op: &str) -> bool {
@@ -151,7 +153,7 @@ fn vector_scalar(
     scalar_left: bool,
     return_bool: bool,
 ) -> Vec<InstantSample> {
-    let drop_name = drops_metric_name(op) || return_bool;
+    let drop_name = drops_metric_name(op, ev.options.semantics) || return_bool;
     vector
         .into_iter()
         .filter_map(|mut s| {
@@ -323,12 +325,15 @@ fn vector_vector(
                 }
             }
         };
+        // Prometheus 3 checks the matching before it filters: a comparison whose duplicate
+        // matches would all be filtered out still fails, as the arithmetic would.
+        let check_filtered = ev.options.semantics == super::Semantics::Prometheus3;
         if m.return_bool {
             (value, histogram) = (f64::from(u8::from(keep)), None);
-        } else if !keep {
+        } else if !keep && !check_filtered {
             continue;
         }
-        let labels = result_labels(op, &s.labels, &other.labels, m, &include);
+        let labels = result_labels(op, &s.labels, &other.labels, m, &include, ev.options.semantics);
         let seen = matched.entry(sig).or_default();
         if one_to_one {
             if !seen.is_empty() {
@@ -343,6 +348,9 @@ fn vector_vector(
             ));
         }
         seen.insert(labels.clone());
+        if !keep && !m.return_bool {
+            continue;
+        }
         out.push(InstantSample {
             labels,
             t: s.t,
@@ -353,8 +361,15 @@ fn vector_vector(
     Ok(out)
 }
 
-fn result_labels(op: &str, many: &Labels, one: &Labels, m: &BinModifier, include: &[String]) -> Labels {
-    let mut labels = if drops_metric_name(op) || m.return_bool {
+fn result_labels(
+    op: &str,
+    many: &Labels,
+    one: &Labels,
+    m: &BinModifier,
+    include: &[String],
+    semantics: super::Semantics,
+) -> Labels {
+    let mut labels = if drops_metric_name(op, semantics) || m.return_bool {
         many.without_metadata_labels()
     } else {
         many.clone()

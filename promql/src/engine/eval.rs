@@ -24,6 +24,7 @@ use super::index::{GroupCache, MatrixBuilder};
 use super::plan::{at_ms, duration_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
+use crate::histogram::CounterResetHint;
 use crate::labels::Labels;
 use crate::value::{is_stale_histogram, HistogramSample, InstantSample, Sample, Series, Value};
 
@@ -445,6 +446,7 @@ impl<'a> Evaluator<'a> {
         // Samples held by the enclosing range query and subqueries: this one's come on top.
         let outer = self.held.get();
         let outer_range = self.over_a_range.replace(steps > 1);
+        let unhint_resets = self.options.semantics == super::Semantics::Prometheus3;
         let mut next = first;
         while let Some(inner_t) = next.filter(|&t| t <= reference) {
             self.check_deadline()?;
@@ -453,7 +455,20 @@ impl<'a> Evaluator<'a> {
                 Value::Vector(vector) => {
                     for s in vector {
                         match s.h {
-                            Some(h) => series.push_histogram(s.labels, HistogramSample { t: inner_t, h }),
+                            Some(mut h) => {
+                                // Prometheus 3 forgets the counter reset hints of a subquery's
+                                // histograms: its steps may skip the sample that says "reset",
+                                // or repeat it. Resets are then found by comparing counts.
+                                if unhint_resets
+                                    && matches!(
+                                        h.counter_reset_hint,
+                                        CounterResetHint::CounterReset | CounterResetHint::NotCounterReset
+                                    )
+                                {
+                                    std::sync::Arc::make_mut(&mut h).counter_reset_hint = CounterResetHint::Unknown;
+                                }
+                                series.push_histogram(s.labels, HistogramSample { t: inner_t, h })
+                            }
                             None => series.push(s.labels, Sample { t: inner_t, v: s.v }),
                         }
                     }
