@@ -177,8 +177,9 @@ remote_write:
 "#
             )
         },
-        // info() and the other functions Prometheus 3 keeps behind a flag.
-        &["--enable-feature=promql-experimental-functions"],
+        // info() and the other functions Prometheus 3 keeps behind a flag, and duration
+        // expressions.
+        &["--enable-feature=promql-experimental-functions,promql-duration-expr"],
     )
     .await;
     let last = prometheus.last_scrape_sent("self").await;
@@ -288,6 +289,13 @@ remote_write:
         (
             r#"info(go_goroutines, {__name__=~"go_.+_info|prometheus_build_info"})"#.to_string(),
             true,
+        ),
+        // Duration expressions.
+        (format!("rate({name}[30s+30s])"), false),
+        (format!(r#"{name}{{handler="/metrics"}} offset (250 * 2ms)"#), true),
+        (
+            format!(r#"increase({name}{{handler="/metrics"}}[(10 % 6) * 15s])"#),
+            false,
         ),
         // How numbers are spelled: sample values take an exponent at the extremes, scalars
         // do not.

@@ -131,7 +131,8 @@ impl Engine {
     ) -> Result<(Value, Annotations), QueryError> {
         // Boxed: fetched series are keyed by their selector's address, which must not change
         // when the tree moves to the evaluating thread.
-        let expr = Box::new(crate::parse::parse(query, self.options.max_depth)?);
+        let query = crate::durations::resolve(query, step, end.saturating_sub(start))?;
+        let expr = Box::new(crate::parse::parse(&query, self.options.max_depth)?);
         // Prometheus 3 renamed holt_winters to double_exponential_smoothing.
         if self.options.semantics == Semantics::Prometheus3 && crate::parse::calls(&expr, "holt_winters") {
             return Err(QueryError::BadData(
