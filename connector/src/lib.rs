@@ -73,18 +73,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         );
     }
     let (connect_options, embedded) = database(&config).await?;
-    // No JIT compilation in the connector's sessions: its statements are index lookups and
-    // bulk inserts (samples are decoded in Rust), and PostgreSQL compiles by estimated cost:
-    // a lookup of 2000 series was estimated past `jit_optimize_above_cost` and spent 350 ms
-    // compiling to run for 10 (docs/storage.md, "Series creation").
+    // No JIT compilation in the connector's sessions: they look series up, insert and read
+    // rows by index and decode samples in Rust, and PostgreSQL compiles by estimated cost: a
+    // lookup of 2000 series was estimated past `jit_optimize_above_cost` and spent 350 ms
+    // compiling to run for 10 (docs/storage.md, "Series creation"). Set once connected rather
+    // than as a startup option, which connection poolers such as PgBouncer refuse.
     let pool = PgPoolOptions::new()
         .max_connections(config.db_connections_max)
         .acquire_timeout(config.db_connection_timeout)
-        .connect_lazy_with(
-            connect_options
-                .application_name("promscale-connector")
-                .options([("jit", "off")]),
-        );
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET jit = off").execute(conn).await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(connect_options.application_name("promscale-connector"));
 
     let metrics = Arc::new(Metrics::new());
     let ingest_options = IngestOptions {

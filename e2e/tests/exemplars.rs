@@ -79,7 +79,7 @@ remote_write:
 "#
             )
         },
-        &["--enable-feature=exemplar-storage"],
+        &["--enable-feature=exemplar-storage,promql-duration-expr"],
     )
     .await;
     let last = prometheus.last_scrape_sent("exemplars").await;
@@ -99,6 +99,11 @@ remote_write:
             format!("{start:.3}"),
         ),
         ("request_latency_seconds_bucket", "-9999999999999".to_string()),
+        // A duration expression, as a Grafana panel of Prometheus 3 may hold one.
+        (
+            r#"rate(request_latency_seconds_bucket[30s+30s])"#,
+            format!("{start:.3}"),
+        ),
     ] {
         let params = [
             ("query", query.to_string()),

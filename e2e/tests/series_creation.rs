@@ -169,3 +169,40 @@ async fn a_series_another_writer_is_creating_gets_one_id_and_its_batch_is_create
         .unwrap();
     assert_eq!(count, 3);
 }
+
+/// Input no connector sends (a NULL label count, arrays of different lengths) is refused,
+/// not answered with an id that was never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_is_refused() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a"]).await;
+    for (metric_ids, counts, labels) in [
+        (vec![Some(metric_id)], vec![None], vec![Some(name), Some(ids[0])]),
+        (
+            vec![Some(metric_id), Some(metric_id)],
+            vec![Some(2)],
+            vec![Some(name), Some(ids[0])],
+        ),
+        (vec![Some(metric_id)], vec![Some(2)], vec![Some(name), None]),
+    ] {
+        let result: Result<Vec<(i32, i64)>, _> =
+            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
+                .bind(&metric_ids)
+                .bind(&counts)
+                .bind(&labels)
+                .fetch_all(&db)
+                .await;
+        let error = result.expect_err("refused").to_string();
+        assert!(
+            error.contains("one metric id and one label count per series"),
+            "{error}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}

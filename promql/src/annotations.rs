@@ -80,6 +80,12 @@ pub fn counter_reset_collision(operation: &str) -> String {
     format!("PromQL warning: conflicting counter resets during histogram {operation}")
 }
 
+/// Histograms with custom buckets of different bounds combined on the bounds they share
+/// (`operation`: addition, subtraction or aggregation).
+pub fn mismatched_custom_buckets(operation: &str) -> String {
+    format!("PromQL info: mismatched custom buckets were reconciled during {operation}")
+}
+
 /// A binary operator between histograms with exponential and custom buckets: no result.
 pub fn incompatible_bucket_layout_in_binop(operator: &str) -> String {
     format!("PromQL warning: incompatible bucket layout encountered for binary operator {operator}")

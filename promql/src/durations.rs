@@ -61,7 +61,7 @@ pub fn resolve(query: &str, step_ms: i64, range_ms: i64) -> Result<Cow<'_, str>,
                 }
                 i = close + 1;
             }
-            b'o' | b'O' if braces == 0 && is_keyword(bytes, i, b"offset") => {
+            b'o' | b'O' if braces == 0 && is_keyword(bytes, i, b"offset") && ends_operand(query, i) => {
                 let start = i + "offset".len();
                 if let Some((end, ms)) = offset(query, start, &context)? {
                     let out = out.get_or_insert_with(String::new);
@@ -120,6 +120,39 @@ fn is_keyword(bytes: &[u8], i: usize, word: &[u8]) -> bool {
         && bytes[i..i + word.len()].eq_ignore_ascii_case(word)
         && (i == 0 || !is_ident(bytes[i - 1]))
         && bytes.get(i + word.len()).is_none_or(|&b| !is_ident(b))
+}
+
+/// Whether the text before `i` ends an operand (a selector, a subquery, an `@` time), so
+/// that an `offset` at `i` is the modifier and not a metric named `offset`: it ends with a
+/// name that is not an operator or modifier keyword, a number, `}`, `]` or `)`.
+fn ends_operand(query: &str, i: usize) -> bool {
+    let before = query[..i].trim_end();
+    let Some(&last) = before.as_bytes().last() else {
+        return false;
+    };
+    if matches!(last, b'}' | b']' | b')') {
+        return true;
+    }
+    if !is_ident(last) {
+        return false;
+    }
+    let word_start = before.bytes().rposition(|b| !is_ident(b)).map_or(0, |p| p + 1);
+    let word = before[word_start..].to_ascii_lowercase();
+    !matches!(
+        word.as_str(),
+        "and"
+            | "or"
+            | "unless"
+            | "atan2"
+            | "bool"
+            | "by"
+            | "without"
+            | "on"
+            | "ignoring"
+            | "group_left"
+            | "group_right"
+            | "offset"
+    )
 }
 
 /// Whether `text` is a plain duration the parser reads itself: `5m`, `1h30m`, `500ms`.
@@ -257,15 +290,28 @@ impl<'a> Lexer<'a> {
             b',' => Token::Comma,
             b'+' | b'-' | b'*' | b'/' | b'%' | b'^' => Token::Op(b),
             b'0'..=b'9' | b'.' => {
-                let len = bytes[start..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.')
-                    .count();
-                let word = &self.text[start..start + len];
-                self.pos = start + len;
-                return Some(match word.parse::<f64>() {
-                    Ok(n) if !word.contains(['x', 'X', 'n', 'N', 'i', 'I']) => Token::Number(n),
+                let mut end = start
+                    + bytes[start..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.')
+                        .count();
+                // A signed exponent: `1.5e-3`.
+                if matches!(bytes[end - 1], b'e' | b'E')
+                    && matches!(bytes.get(end), Some(b'+' | b'-'))
+                    && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+                {
+                    end += 1 + bytes[end + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                }
+                let word = &self.text[start..end];
+                self.pos = end;
+                let hex = word.strip_prefix("0x").or_else(|| word.strip_prefix("0X"));
+                return Some(match (hex, word.parse::<f64>()) {
                     _ if is_plain_duration(word) => Token::Duration(duration_seconds(word)),
+                    (Some(digits), _) => match i64::from_str_radix(digits, 16) {
+                        Ok(n) => Token::Number(n as f64),
+                        Err(_) => Token::Ident(word),
+                    },
+                    (None, Ok(n)) if !word.contains(['n', 'N', 'i', 'I']) => Token::Number(n),
                     _ => Token::Ident(word),
                 });
             }
@@ -482,6 +528,11 @@ mod tests {
             r#"x{a="[1+1]", offset="offset (1m)"}"#,
             "offset",
             "sum(offset) by (job)",
+            // A metric named offset, after an operator, a parenthesis or a keyword.
+            "sum(offset + 0) by (job)",
+            "foo / offset - 1",
+            "foo and offset - (1)",
+            "x offset 5m + offset",
         ] {
             assert_eq!(r(q), q);
         }
@@ -491,6 +542,8 @@ mod tests {
     fn expressions_become_milliseconds_as_prometheus_computes_them() {
         assert_eq!(r("changes(x[26m+4m])"), "changes(x[1800000ms])");
         assert_eq!(r("x[1800]"), "x[1800000ms]");
+        assert_eq!(r("x[1.5e-3*1000]"), "x[1500ms]");
+        assert_eq!(r("x[0x10]"), "x[16000ms]");
         assert_eq!(r("x[30m1s-30m1s % 1m]"), "x[1800000ms]");
         assert_eq!(r("x[1+(STep()-5)*2]"), "x[11000ms]");
         assert_eq!(r("x[29s+1s:5s+5s]"), "x[30000ms:10000ms]");

@@ -101,6 +101,14 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
             Expr::Call(c) if crate::engine::functions::kind(c.func.name).is_none() => {
                 return refuse(format!("unknown function with name {:?}", c.func.name));
             }
+            // As Prometheus' parser: info's second argument is label matchers, not a selector.
+            Expr::Call(c) if c.func.name == "info" && c.args.args.len() > 1 => match c.args.args[1].as_ref() {
+                Expr::VectorSelector(vs) if vs.name.is_some() => {
+                    return refuse("expected label selectors only, got vector selector instead".into())
+                }
+                Expr::VectorSelector(vs) => selector(vs)?,
+                _ => return refuse("expected label selectors only".into()),
+            },
             Expr::VectorSelector(vs) => selector(vs)?,
             Expr::MatrixSelector(ms) => selector(&ms.vs)?,
             _ => {}
@@ -360,6 +368,17 @@ mod tests {
         }
         let shallow = vec!["1"; 500].join("+");
         assert!(parse(&shallow, MAX_DEPTH).is_ok());
+    }
+
+    #[test]
+    fn info_takes_label_matchers_only_as_its_second_argument() {
+        for q in ["info(up, build_info)", "info(up, sum(x))"] {
+            match parse(q, MAX_DEPTH) {
+                Err(QueryError::BadData(m)) => assert!(m.starts_with("expected label selectors only"), "{q}: {m}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        assert!(parse(r#"info(up, {__name__="build_info", version=~"2.+"})"#, MAX_DEPTH).is_ok());
     }
 
     #[test]

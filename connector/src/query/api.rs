@@ -119,7 +119,10 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
     }
-    let expr = promscale_promql::parse::parse(text, MAX_DEPTH).map_err(|e| ApiError::bad_data(e.to_string()))?;
+    // Duration expressions as an instant query at `end` computes them: only the selectors
+    // matter here.
+    let text = promscale_promql::durations::resolve(text, 0, 0).map_err(|e| ApiError::bad_data(e.to_string()))?;
+    let expr = promscale_promql::parse::parse(&text, MAX_DEPTH).map_err(|e| ApiError::bad_data(e.to_string()))?;
     let source = PgSeriesSource::new(app.pool.clone());
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();

@@ -207,8 +207,13 @@ fn sum_histograms(
         g.not_reset |= h.counter_reset_hint == CounterResetHint::NotCounterReset;
         g.sum = match (g.count == 0.0, g.sum.take()) {
             (true, _) => Some(h.as_ref().clone()),
-            (false, Some(acc)) => match acc.add(&h) {
-                Ok(sum) => Some(sum),
+            (false, Some(acc)) => match acc.add_detailed(&h) {
+                Ok((sum, info)) => {
+                    if info.custom_bounds_reconciled {
+                        ev.info(crate::annotations::mismatched_custom_buckets("aggregation"));
+                    }
+                    Some(sum)
+                }
                 Err(_) => {
                     ev.warn(crate::annotations::mixed_exponential_custom_histograms(
                         s.labels.get(crate::labels::METRIC_NAME),

@@ -105,6 +105,7 @@ fn go_mod(l: f64, r: f64) -> f64 {
 /// `Err` with the annotation for what it is not defined for, or for histograms whose counter
 /// reset hints collide: the element is left out.
 fn histogram_binop(
+    ev: &Evaluator,
     op: &str,
     l: (f64, Option<&Arc<FloatHistogram>>),
     r: (f64, Option<&Arc<FloatHistogram>>),
@@ -129,9 +130,12 @@ fn histogram_binop(
                 x.sub_detailed(y)
             };
             let (mut h, info) = result.map_err(|_| a::incompatible_bucket_layout_in_binop(op))?;
+            let operation = if op == "+" { "addition" } else { "subtraction" };
             if info.counter_reset_collision {
-                let operation = if op == "+" { "addition" } else { "subtraction" };
                 return Err(a::counter_reset_collision(operation));
+            }
+            if info.custom_bounds_reconciled {
+                ev.info(a::mismatched_custom_buckets(operation));
             }
             if op == "-" {
                 h.counter_reset_hint = crate::histogram::CounterResetHint::Gauge;
@@ -164,7 +168,7 @@ fn vector_scalar(
                 } else {
                     (vector, scalar)
                 };
-                let (v, result, keep) = match histogram_binop(op, l, r) {
+                let (v, result, keep) = match histogram_binop(ev, op, l, r) {
                     Ok(result) => result,
                     Err(note) => {
                         ev.note(note);
@@ -317,7 +321,7 @@ fn vector_vector(
             let (value, keep) = apply(op, l.v, r.v);
             (value, None, keep)
         } else {
-            match histogram_binop(op, (l.v, l.h.as_ref()), (r.v, r.h.as_ref())) {
+            match histogram_binop(ev, op, (l.v, l.h.as_ref()), (r.v, r.h.as_ref())) {
                 Ok(result) => result,
                 Err(note) => {
                     ev.note(note);

@@ -18,6 +18,14 @@ DECLARE
     v_wanted _prom_catalog.new_series[];
     v_created bigint;
 BEGIN
+    -- A found series is marked by NULL labels below: input that would make labels NULL is
+    -- refused rather than answered with an id never inserted.
+    IF cardinality(p_metric_ids) <> cardinality(p_label_counts)
+       OR array_position(p_metric_ids, NULL) IS NOT NULL
+       OR array_position(p_label_counts, NULL) IS NOT NULL
+       OR array_position(p_labels, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'create_series takes one metric id and one label count per series and no NULL';
+    END IF;
     -- Series found keep their id (labels NULL: nothing to insert); the others draw one.
     SELECT array_agg(ROW(f.i,
                          COALESCE(f.found, _prom_catalog.first_series_id(f.metric_id) + nextval('_prom_catalog.series_number')),

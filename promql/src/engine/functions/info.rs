@@ -50,8 +50,9 @@ fn name_matchers(given: Vec<Matcher>) -> Vec<Matcher> {
     if given.is_empty() {
         return vec![Matcher::new(MatchOp::Equal, METRIC_NAME, TARGET_INFO)];
     }
-    let any_info = regex::Regex::new("^(?:.+_info)$").expect("a valid regular expression");
-    let mut all = vec![Matcher::new(MatchOp::Re(any_info), METRIC_NAME, ".+_info")];
+    static ANY_INFO: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let any_info = ANY_INFO.get_or_init(|| regex::Regex::new("^(?:.+_info)$").expect("a valid regular expression"));
+    let mut all = vec![Matcher::new(MatchOp::Re(any_info.clone()), METRIC_NAME, ".+_info")];
     all.extend(given);
     all
 }
@@ -141,7 +142,8 @@ pub fn reference(expr: &Expr, query_start: i64, query_end: i64) -> (Option<i64>,
         }
         let mut has_selector = false;
         for child in children {
-            has_selector |= inspect(w, child, subqueries);
+            // One level per level of the query, which may be as deep as evaluation goes.
+            has_selector |= stacker::maybe_grow(128 * 1024, 4 * 1024 * 1024, || inspect(w, child, subqueries));
         }
         if subquery.is_some() {
             subqueries.pop();

@@ -372,19 +372,10 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         function,
         range::RangeFunction::LastOverTime | range::RangeFunction::FirstOverTime
     );
-    let semantics = ev.options.semantics;
     // The function of one series' window, with the warnings and infos it gives.
     let window_result = |labels: &Labels, samples: &[Sample], histograms: &[HistogramSample]| {
         let metric = labels.get(METRIC_NAME);
-        let result = apply_window(
-            function,
-            samples,
-            histograms,
-            range_start,
-            range_end,
-            &scalars,
-            semantics,
-        )?;
+        let result = apply_window(ev, function, samples, histograms, range_start, range_end, &scalars)?;
         match &result {
             Some((_, h)) => annotate_window(ev, function, metric, samples, histograms, &scalars, h.is_none()),
             None => annotate_mixed_window(ev, function, metric, samples, histograms),
@@ -559,15 +550,16 @@ fn annotate_mixed_window(
 /// result); count_over_time counts both, present_over_time sees either, last_over_time
 /// takes the later; the other functions take the floats and leave the histograms out.
 fn apply_window(
+    ev: &Evaluator,
     function: range::RangeFunction,
     samples: &[Sample],
     histograms: &[HistogramSample],
     range_start: i64,
     range_end: i64,
     scalars: &[f64],
-    semantics: super::Semantics,
 ) -> Result<Option<WindowResult>, QueryError> {
     use range::RangeFunction as F;
+    let semantics = ev.options.semantics;
     if histograms.is_empty() {
         if samples.is_empty() {
             return Ok(None);
@@ -587,7 +579,7 @@ fn apply_window(
         }
         F::CountOverTime => Some(((samples.len() + histograms.len()) as f64, None)),
         F::Changes | F::Resets => Some((changes_or_resets(function == F::Resets, samples, histograms), None)),
-        F::Irate | F::Idelta => match instant_histogram_value(function == F::Irate, samples, histograms) {
+        F::Irate | F::Idelta => match instant_histogram_value(ev, function == F::Irate, samples, histograms) {
             Some(result) => result,
             // The last two samples are floats.
             None => function
@@ -596,12 +588,19 @@ fn apply_window(
         },
         F::SumOverTime | F::AvgOverTime if samples.is_empty() => {
             let mut sum = histograms[0].h.as_ref().clone();
+            let mut reconciled = false;
             for h in &histograms[1..] {
-                sum = match sum.add(&h.h) {
-                    Ok(s) => s,
+                sum = match sum.add_detailed(&h.h) {
+                    Ok((s, info)) => {
+                        reconciled |= info.custom_bounds_reconciled;
+                        s
+                    }
                     // Exponential and custom buckets mixed: no result.
                     Err(_) => return Ok(None),
                 };
+            }
+            if reconciled {
+                ev.info(crate::annotations::mismatched_custom_buckets("aggregation"));
             }
             if function == F::AvgOverTime {
                 sum.div(histograms.len() as f64);
@@ -677,6 +676,7 @@ fn changes_or_resets(resets: bool, samples: &[Sample], histograms: &[HistogramSa
 /// and a histogram: no result. `None` when the last two are floats (the float functions
 /// apply).
 fn instant_histogram_value(
+    ev: &Evaluator,
     is_rate: bool,
     samples: &[Sample],
     histograms: &[HistogramSample],
@@ -714,8 +714,13 @@ fn instant_histogram_value(
     }
     let mut result = b.h.as_ref().clone();
     if !is_rate || !b.h.detect_reset(&a.h) {
-        match result.sub(&a.h) {
-            Ok(difference) => result = difference,
+        match result.sub_detailed(&a.h) {
+            Ok((difference, info)) => {
+                if info.custom_bounds_reconciled {
+                    ev.info(crate::annotations::mismatched_custom_buckets("subtraction"));
+                }
+                result = difference
+            }
             Err(_) => return Some(None),
         }
     }
