@@ -155,6 +155,13 @@ async fn main() {
         ..workload.clone()
     }
     .payload();
+    let before_restart = reqwest::get(connector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    eprintln!("connector before its restart: {}", connector_stats(&before_restart));
     connector.stop();
     connector = Connector::start(&pg.uri(), &connector_args).await;
     let mut after_restart = [0.0; 2];
@@ -205,7 +212,7 @@ async fn main() {
         .text()
         .await
         .unwrap();
-    eprintln!("connector: {}", connector_stats(&own_metrics));
+    eprintln!("connector after its restart: {}", connector_stats(&own_metrics));
 
     println!(
         "\nremote-write throughput: {} series, {} samples/request, {} concurrent senders, {} x {} samples per repetition",
