@@ -197,6 +197,18 @@ pub struct Config {
     )]
     pub promql_semantics: Semantics,
 
+    /// PromQL features Prometheus keeps behind --enable-feature, comma-separated, by the
+    /// same names: promql-experimental-functions (info, sort_by_label, limitk, ... as
+    /// Prometheus marks them) and promql-binop-fill-modifiers (fill, fill_left, fill_right).
+    /// None by default, as in Prometheus; promql-duration-expr is accepted and always on.
+    #[arg(
+        long = "metrics.promql.enable-feature",
+        env = "PROMSCALE_METRICS_PROMQL_ENABLE_FEATURE",
+        default_value = "",
+        value_parser = parse_features
+    )]
+    pub promql_features: promscale_promql::Features,
+
     /// Most samples a single query may hold in memory; beyond, it fails with a 422.
     #[arg(
         long = "metrics.promql.max-samples",
@@ -323,6 +335,10 @@ pub struct AuthConfig {
 }
 
 /// `--metrics.promql.semantics`: `prometheus3` or `prometheus2`.
+fn parse_features(text: &str) -> Result<promscale_promql::Features, String> {
+    promscale_promql::Features::from_names(text)
+}
+
 fn parse_semantics(text: &str) -> Result<Semantics, String> {
     match text {
         "prometheus3" => Ok(Semantics::Prometheus3),

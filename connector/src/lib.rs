@@ -117,6 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             max_query_bytes: config.web_max_query_bytes,
             lookback_delta: config.promql_lookback_delta,
             semantics: config.promql_semantics,
+            features: config.promql_features,
         },
         migrated: Default::default(),
         readiness: Default::default(),

@@ -156,7 +156,17 @@ fn matcher(r#type: MatchType, name: &str, value: &str) -> LabelMatcher {
 
 async fn histograms_arrive(protobuf_message: &str) {
     let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    // info() is one of the functions both keep behind a flag of the same name.
+    let connector = Connector::start(
+        &pg.uri(),
+        &[
+            "--maintenance.interval",
+            "0s",
+            "--metrics.promql.enable-feature",
+            "promql-experimental-functions",
+        ],
+    )
+    .await;
     let connector_port = connector.port();
     let prometheus = Prometheus::start_v3(
         |port| {

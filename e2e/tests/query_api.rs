@@ -38,6 +38,29 @@ async fn errors_have_prometheus_types_and_codes() {
     let range = connector.url("/api/v1/query_range");
     let cases: Vec<ErrorCase> = vec![
         (query.clone(), vec![("query", "sum(")], 400, "bad_data", ""),
+        // Experimental functions need --metrics.promql.enable-feature, as Prometheus' need
+        // --enable-feature; duration expressions do not.
+        (
+            query.clone(),
+            vec![("query", "info(up)")],
+            400,
+            "bad_data",
+            "function \"info\" is not enabled",
+        ),
+        (
+            query.clone(),
+            vec![("query", "rate(up[1m]) + on() group_left fill(0) vector(1)")],
+            400,
+            "bad_data",
+            "binop fill modifiers are experimental and not enabled",
+        ),
+        (
+            query.clone(),
+            vec![("query", "rate(up[0s-1m])")],
+            400,
+            "bad_data",
+            "duration must be greater than 0",
+        ),
         (
             query.clone(),
             vec![("query", "no_such_function(up)")],

@@ -24,7 +24,7 @@ mod engine;
 
 pub use annotations::Annotations;
 pub use engine::functions::{Kind as FunctionKind, FUNCTIONS};
-pub use engine::{Engine, EngineOptions, Semantics};
+pub use engine::{Engine, EngineOptions, Features, Semantics};
 pub use error::QueryError;
 pub use labels::Labels;
 pub use memory::MemorySource;

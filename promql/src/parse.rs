@@ -131,6 +131,44 @@ pub fn calls(expr: &Expr, name: &str) -> bool {
 }
 
 /// The expressions directly inside `e`.
+/// Refuses what `features` does not enable, with Prometheus' messages.
+pub fn check_features(expr: &Expr, features: crate::Features) -> Result<(), QueryError> {
+    let mut pending = vec![expr];
+    while let Some(e) = pending.pop() {
+        match e {
+            Expr::Call(c)
+                if !features.experimental_functions && crate::engine::functions::is_experimental(c.func.name) =>
+            {
+                return Err(QueryError::BadData(format!(
+                    "function {:?} is not enabled",
+                    c.func.name
+                )));
+            }
+            Expr::Aggregate(a) if !features.experimental_functions => {
+                let op = a.op.to_string();
+                if op == "limitk" || op == "limit_ratio" {
+                    return Err(QueryError::BadData(format!(
+                        "{op}() is experimental and must be enabled with --enable-feature=promql-experimental-functions"
+                    )));
+                }
+            }
+            Expr::Binary(b)
+                if !features.binop_fill_modifiers
+                    && b.modifier
+                        .as_ref()
+                        .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) =>
+            {
+                return Err(QueryError::BadData(
+                    "binop fill modifiers are experimental and not enabled".into(),
+                ));
+            }
+            _ => {}
+        }
+        pending.extend(children(e));
+    }
+    Ok(())
+}
+
 fn children(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::Aggregate(a) => [Some(&*a.expr), a.param.as_deref()].into_iter().flatten().collect(),
@@ -368,6 +406,45 @@ mod tests {
         }
         let shallow = vec!["1"; 500].join("+");
         assert!(parse(&shallow, MAX_DEPTH).is_ok());
+    }
+
+    #[test]
+    fn experimental_features_are_refused_unless_enabled_as_prometheus_refuses_them() {
+        let features = crate::Features::default();
+        for (q, message) in [
+            ("info(up)", r#"function "info" is not enabled"#),
+            (
+                "sum(sort_by_label(up, \"job\"))",
+                r#"function "sort_by_label" is not enabled"#,
+            ),
+            ("1 + step()", r#"function "step" is not enabled"#),
+            (
+                "limitk(2, up)",
+                "limitk() is experimental and must be enabled with --enable-feature=promql-experimental-functions",
+            ),
+            (
+                "up + on(job) fill(0) up",
+                "binop fill modifiers are experimental and not enabled",
+            ),
+        ] {
+            let expr = parse(q, MAX_DEPTH).unwrap();
+            match check_features(&expr, features) {
+                Err(QueryError::BadData(m)) => assert_eq!(m, message, "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
+            assert!(check_features(&expr, crate::Features::all()).is_ok(), "{q}");
+        }
+        // Stable functions, `@ end()` and duration expressions need nothing.
+        let expr = parse("rate(x[5m] @ end()) + histogram_quantile(0.9, y)", MAX_DEPTH).unwrap();
+        assert!(check_features(&expr, features).is_ok());
+        assert_eq!(
+            crate::Features::from_names("promql-experimental-functions, promql-duration-expr"),
+            Ok(crate::Features {
+                experimental_functions: true,
+                binop_fill_modifiers: false
+            })
+        );
+        assert!(crate::Features::from_names("promql-unknown").is_err());
     }
 
     #[test]

@@ -435,6 +435,8 @@ fn test_engine(suite: &Suite) -> Engine {
         timeout: Duration::from_secs(100),
         default_subquery_step_ms: 60_000,
         semantics: suite.semantics,
+        // What Prometheus' test harness enables (promqltest's TestParserOpts).
+        features: promscale_promql::Features::all(),
         ..EngineOptions::default()
     })
 }

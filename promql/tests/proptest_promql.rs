@@ -51,13 +51,13 @@ const METRICS: &[&str] = &[
 
 /// Names promql-parser knows that the engine does not evaluate: [`parse`] refuses them as
 /// unknown (used only by the loose grammar and the token soup).
-const NEWER_FUNCTIONS: &[&str] = &["info"];
+const NEWER_FUNCTIONS: &[&str] = &["xrate", "xincrease", "xdelta"];
 
 /// Every function name the parser knows: the engine's table, then the newer ones.
 static FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     promscale_promql::FUNCTIONS
         .iter()
-        .map(|&(name, _)| name)
+        .map(|&(name, ..)| name)
         .chain(NEWER_FUNCTIONS.iter().copied())
         .collect()
 });
@@ -65,8 +65,8 @@ static FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 static RANGE_FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     promscale_promql::FUNCTIONS
         .iter()
-        .filter(|(_, kind)| *kind == promscale_promql::FunctionKind::Range)
-        .map(|&(name, _)| name)
+        .filter(|(_, kind, _)| *kind == promscale_promql::FunctionKind::Range)
+        .map(|&(name, ..)| name)
         .collect()
 });
 
@@ -529,6 +529,7 @@ fn engine() -> Engine {
     Engine::new(EngineOptions {
         max_samples: 5_000,
         timeout: Duration::from_millis(100),
+        features: promscale_promql::Features::all(),
         ..EngineOptions::default()
     })
 }
@@ -703,6 +704,7 @@ fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
     // NaN is not NaN); Prometheus 3 no longer knows holt_winters.
     let prometheus_2 = Engine::new(EngineOptions {
         semantics: promscale_promql::Semantics::Prometheus2,
+        features: promscale_promql::Features::all(),
         ..EngineOptions::default()
     });
     assert_eq!(
@@ -734,6 +736,7 @@ fn functions_of_native_histograms_skip_float_samples() {
     let engine = engine();
     let prometheus_2 = Engine::new(EngineOptions {
         semantics: promscale_promql::Semantics::Prometheus2,
+        features: promscale_promql::Features::all(),
         ..EngineOptions::default()
     });
     let fraction = "histogram_fraction(0, 1, http_request_duration_seconds_bucket)";

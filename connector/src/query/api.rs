@@ -87,6 +87,7 @@ fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
         max_fetched_samples: app.query.max_fetched_samples,
         lookback_delta_ms: app.query.lookback_delta.as_millis() as i64,
         semantics: app.query.semantics,
+        features: app.query.features,
         ..EngineOptions::default()
     };
     if let Some(t) = p.get("timeout") {

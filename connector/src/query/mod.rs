@@ -19,4 +19,6 @@ pub struct QueryOptions {
     pub lookback_delta: Duration,
     /// Prometheus 3's or Prometheus 2's rules where they differ.
     pub semantics: promscale_promql::Semantics,
+    /// Optional PromQL features (`--metrics.promql.enable-feature`).
+    pub features: promscale_promql::Features,
 }

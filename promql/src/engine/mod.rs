@@ -36,6 +36,52 @@ pub struct EngineOptions {
     pub max_depth: usize,
     /// Whose rules apply where Prometheus 2 and 3 differ (see [`boundaries`]).
     pub semantics: Semantics,
+    /// Prometheus' optional PromQL features: none by default, as in Prometheus.
+    pub features: Features,
+}
+
+/// The PromQL features Prometheus 3 keeps behind `--enable-feature`, by the same names.
+/// (`promql-duration-expr` is no flag any more: duration expressions are always read.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `promql-experimental-functions`: the functions [`crate::FUNCTIONS`] marks experimental,
+    /// and the aggregations `limitk` and `limit_ratio`.
+    pub experimental_functions: bool,
+    /// `promql-binop-fill-modifiers`: `fill`, `fill_left` and `fill_right` in vector matching.
+    pub binop_fill_modifiers: bool,
+}
+
+impl Features {
+    /// The names this engine knows, as Prometheus' `--enable-feature` spells them.
+    pub const NAMES: [&'static str; 2] = ["promql-experimental-functions", "promql-binop-fill-modifiers"];
+
+    /// Every feature: what Prometheus' own PromQL test harness enables.
+    pub fn all() -> Features {
+        Features {
+            experimental_functions: true,
+            binop_fill_modifiers: true,
+        }
+    }
+
+    /// The features of a comma-separated list of names (empty entries ignored).
+    pub fn from_names(list: &str) -> Result<Features, String> {
+        let mut features = Features::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "promql-experimental-functions" => features.experimental_functions = true,
+                "promql-binop-fill-modifiers" => features.binop_fill_modifiers = true,
+                // Always on in this engine, as in Prometheus 3.16.
+                "promql-duration-expr" => {}
+                other => {
+                    return Err(format!(
+                        "unknown PromQL feature {other:?}; known: {}",
+                        Features::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(features)
+    }
 }
 
 impl Default for EngineOptions {
@@ -48,6 +94,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             max_depth: crate::parse::MAX_DEPTH,
             semantics: Semantics::default(),
+            features: Features::default(),
         }
     }
 }
@@ -133,6 +180,7 @@ impl Engine {
         // when the tree moves to the evaluating thread.
         let query = crate::durations::resolve(query, step, end.saturating_sub(start))?;
         let expr = Box::new(crate::parse::parse(&query, self.options.max_depth)?);
+        crate::parse::check_features(&expr, self.options.features)?;
         // Prometheus 3 renamed holt_winters to double_exponential_smoothing.
         if self.options.semantics == Semantics::Prometheus3 && crate::parse::calls(&expr, "holt_winters") {
             return Err(QueryError::BadData(
