@@ -57,6 +57,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The connector's own `/metrics` text.
+async fn own_metrics(connector: &Connector) -> String {
+    reqwest::get(connector.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn connector_stats(metrics: &str) -> String {
     let m = |name: &str| sum_metric(metrics, name).unwrap_or(f64::NAN);
     format!(
@@ -155,13 +165,10 @@ async fn main() {
         ..workload.clone()
     }
     .payload();
-    let before_restart = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    eprintln!("connector before its restart: {}", connector_stats(&before_restart));
+    eprintln!(
+        "connector before its restart: {}",
+        connector_stats(&own_metrics(&connector).await)
+    );
     connector.stop();
     connector = Connector::start(&pg.uri(), &connector_args).await;
     let mut after_restart = [0.0; 2];
@@ -206,13 +213,10 @@ async fn main() {
         }
         v2_prometheus = Some(prometheus3);
     }
-    let own_metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    eprintln!("connector after its restart: {}", connector_stats(&own_metrics));
+    eprintln!(
+        "connector after its restart: {}",
+        connector_stats(&own_metrics(&connector).await)
+    );
 
     println!(
         "\nremote-write throughput: {} series, {} samples/request, {} concurrent senders, {} x {} samples per repetition",
