@@ -197,17 +197,19 @@ pub struct Config {
     )]
     pub promql_semantics: Semantics,
 
-    /// PromQL features Prometheus keeps behind --enable-feature, comma-separated, by the
-    /// same names: promql-experimental-functions (info, sort_by_label, limitk, ... as
-    /// Prometheus marks them) and promql-binop-fill-modifiers (fill, fill_left, fill_right).
-    /// None by default, as in Prometheus; promql-duration-expr is accepted and always on.
+    /// PromQL features Prometheus keeps behind --enable-feature, by the same names
+    /// (repeatable, or comma-separated): promql-experimental-functions (info, sort_by_label,
+    /// limitk, ... as Prometheus marks them) and promql-binop-fill-modifiers (fill, fill_left,
+    /// fill_right). None by default, as in Prometheus. Prometheus' other PromQL feature names
+    /// are accepted and ignored with a warning (promql-duration-expr: always on).
     #[arg(
         long = "metrics.promql.enable-feature",
         env = "PROMSCALE_METRICS_PROMQL_ENABLE_FEATURE",
-        default_value = "",
-        value_parser = parse_features
+        value_delimiter = ',',
+        action = clap::ArgAction::Append,
+        value_parser = parse_feature
     )]
-    pub promql_features: promscale_promql::Features,
+    pub promql_features: Vec<String>,
 
     /// Most samples a single query may hold in memory; beyond, it fails with a 422.
     #[arg(
@@ -334,15 +336,45 @@ pub struct AuthConfig {
     pub tls_client_ca_file: Option<PathBuf>,
 }
 
-/// `--metrics.promql.semantics`: `prometheus3` or `prometheus2`.
-fn parse_features(text: &str) -> Result<promscale_promql::Features, String> {
-    promscale_promql::Features::from_names(text)
+/// One name of `--metrics.promql.enable-feature`, checked.
+fn parse_feature(text: &str) -> Result<String, String> {
+    promscale_promql::Features::from_names([text])?;
+    Ok(text.trim().to_string())
 }
 
+/// `--metrics.promql.semantics`: `prometheus3` or `prometheus2`.
 fn parse_semantics(text: &str) -> Result<Semantics, String> {
     match text {
         "prometheus3" => Ok(Semantics::Prometheus3),
         "prometheus2" => Ok(Semantics::Prometheus2),
         other => Err(format!("{other:?} is neither prometheus3 nor prometheus2")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Config;
+
+    #[test]
+    fn promql_features_repeat_or_come_comma_separated_and_unknown_names_are_refused() {
+        let config = Config::try_parse_from([
+            "promscale-connector",
+            "--metrics.promql.enable-feature",
+            "promql-experimental-functions,promql-duration-expr",
+            "--metrics.promql.enable-feature=promql-binop-fill-modifiers",
+        ])
+        .unwrap();
+        let (features, ignored) =
+            promscale_promql::Features::from_names(config.promql_features.iter().map(String::as_str)).unwrap();
+        assert_eq!(features, promscale_promql::Features::all());
+        assert_eq!(ignored, ["promql-duration-expr"]);
+        let none = Config::try_parse_from(["promscale-connector"]).unwrap();
+        assert!(none.promql_features.is_empty());
+        let error = Config::try_parse_from(["promscale-connector", "--metrics.promql.enable-feature=promql-wishes"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown PromQL feature \"promql-wishes\""), "{error}");
     }
 }

@@ -72,6 +72,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             "no --auth.* credentials configured: anyone who reaches the listen address can write and read every series"
         );
     }
+    let (features, ignored) = promscale_promql::Features::from_names(config.promql_features.iter().map(String::as_str))
+        .map_err(|e| anyhow!("--metrics.promql.enable-feature: {e}"))?;
+    if !ignored.is_empty() {
+        tracing::warn!(
+            features = ignored.join(","),
+            "--metrics.promql.enable-feature: Prometheus' feature is always on or not implemented here, ignored"
+        );
+    }
     let (connect_options, embedded) = database(&config).await?;
     // No JIT compilation in the connector's sessions: they look series up, insert and read
     // rows by index and decode samples in Rust, and PostgreSQL compiles by estimated cost: a
@@ -117,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             max_query_bytes: config.web_max_query_bytes,
             lookback_delta: config.promql_lookback_delta,
             semantics: config.promql_semantics,
-            features: config.promql_features,
+            features,
         },
         migrated: Default::default(),
         readiness: Default::default(),

@@ -200,6 +200,15 @@ async fn malformed_input_is_refused() {
             "{error}"
         );
     }
+    let error = sqlx::query("SELECT * FROM _prom_catalog.create_series(NULL, ARRAY[2], ARRAY[1, 2])")
+        .execute(&db)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("one metric id and one label count per series"),
+        "{error}"
+    );
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
         .fetch_one(&db)
         .await

@@ -14,8 +14,15 @@ use crate::error::QueryError;
 /// calls, aggregations and subqueries, counted as [`depth_bound`] counts them.
 pub const MAX_DEPTH: usize = 1000;
 
-/// Parses `query`, refusing it (as bad data) when its tree could be deeper than `max_depth`.
+/// Parses `query`, refusing it (as bad data) when its tree could be deeper than `max_depth`,
+/// every optional feature enabled.
 pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
+    parse_with(query, max_depth, crate::Features::all())
+}
+
+/// As [`parse`], refusing what `features` does not enable, as Prometheus' parser does
+/// (before anything else it checks).
+pub fn parse_with(query: &str, max_depth: usize, features: crate::Features) -> Result<Expr, QueryError> {
     let depth = depth_bound(query);
     if depth > max_depth {
         return Err(QueryError::BadData(format!(
@@ -34,6 +41,7 @@ pub fn parse(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
             )))
         }
     };
+    check_features(&expr, features)?;
     refuse_unsupported(&expr)?;
     Ok(expr)
 }
@@ -130,27 +138,21 @@ pub fn calls(expr: &Expr, name: &str) -> bool {
     false
 }
 
-/// The expressions directly inside `e`.
-/// Refuses what `features` does not enable, with Prometheus' messages.
-pub fn check_features(expr: &Expr, features: crate::Features) -> Result<(), QueryError> {
-    let mut pending = vec![expr];
-    while let Some(e) = pending.pop() {
+/// Refuses what `features` does not enable, with Prometheus' messages, reporting the first
+/// refusal as its parser would: innermost first, left to right.
+fn check_features(expr: &Expr, features: crate::Features) -> Result<(), QueryError> {
+    let refused = |e: &Expr| -> Option<String> {
         match e {
-            Expr::Call(c)
-                if !features.experimental_functions && crate::engine::functions::is_experimental(c.func.name) =>
-            {
-                return Err(QueryError::BadData(format!(
-                    "function {:?} is not enabled",
-                    c.func.name
-                )));
+            // The parser's flag is Prometheus 3.16's `Experimental`, also for the functions
+            // this engine does not evaluate (`integral`).
+            Expr::Call(c) if !features.experimental_functions && c.func.experimental => {
+                Some(format!("function {:?} is not enabled", c.func.name))
             }
             Expr::Aggregate(a) if !features.experimental_functions => {
                 let op = a.op.to_string();
-                if op == "limitk" || op == "limit_ratio" {
-                    return Err(QueryError::BadData(format!(
-                        "{op}() is experimental and must be enabled with --enable-feature=promql-experimental-functions"
-                    )));
-                }
+                (op == "limitk" || op == "limit_ratio").then(|| {
+                    format!("{op}() is experimental and must be enabled with --enable-feature=promql-experimental-functions")
+                })
             }
             Expr::Binary(b)
                 if !features.binop_fill_modifiers
@@ -158,17 +160,27 @@ pub fn check_features(expr: &Expr, features: crate::Features) -> Result<(), Quer
                         .as_ref()
                         .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) =>
             {
-                return Err(QueryError::BadData(
-                    "binop fill modifiers are experimental and not enabled".into(),
-                ));
+                Some("binop fill modifiers are experimental and not enabled".into())
             }
-            _ => {}
+            _ => None,
         }
-        pending.extend(children(e));
+    };
+    // Post-order without recursion: children (left first) before their parent.
+    let mut pending = vec![(expr, false)];
+    while let Some((e, children_done)) = pending.pop() {
+        if children_done {
+            if let Some(message) = refused(e) {
+                return Err(QueryError::BadData(message));
+            }
+            continue;
+        }
+        pending.push((e, true));
+        pending.extend(children(e).into_iter().rev().map(|c| (c, false)));
     }
     Ok(())
 }
 
+/// The expressions directly inside `e`.
 fn children(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::Aggregate(a) => [Some(&*a.expr), a.param.as_deref()].into_iter().flatten().collect(),
@@ -427,24 +439,37 @@ mod tests {
                 "binop fill modifiers are experimental and not enabled",
             ),
         ] {
-            let expr = parse(q, MAX_DEPTH).unwrap();
-            match check_features(&expr, features) {
+            match parse_with(q, MAX_DEPTH, features) {
                 Err(QueryError::BadData(m)) => assert_eq!(m, message, "{q}"),
                 other => panic!("{q}: {other:?}"),
             }
-            assert!(check_features(&expr, crate::Features::all()).is_ok(), "{q}");
+            assert!(parse_with(q, MAX_DEPTH, crate::Features::all()).is_ok(), "{q}");
         }
-        // Stable functions, `@ end()` and duration expressions need nothing.
-        let expr = parse("rate(x[5m] @ end()) + histogram_quantile(0.9, y)", MAX_DEPTH).unwrap();
-        assert!(check_features(&expr, features).is_ok());
+        // The first refusal as Prometheus' parser reports it: innermost, then leftmost; and
+        // before the functions this engine does not evaluate are refused as unknown.
+        for (q, first) in [
+            ("limitk(2, info(up))", "info"),
+            ("info(up) + sort_by_label(x, \"a\")", "info"),
+            ("integral(x[5m])", "integral"),
+        ] {
+            match parse_with(q, MAX_DEPTH, features) {
+                Err(QueryError::BadData(m)) => assert_eq!(m, format!("function {first:?} is not enabled"), "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        // Stable functions and `@ end()` need nothing.
+        assert!(parse_with("rate(x[5m] @ end()) + histogram_quantile(0.9, y)", MAX_DEPTH, features).is_ok());
         assert_eq!(
-            crate::Features::from_names("promql-experimental-functions, promql-duration-expr"),
-            Ok(crate::Features {
-                experimental_functions: true,
-                binop_fill_modifiers: false
-            })
+            crate::Features::from_names(["promql-experimental-functions, promql-duration-expr", ""]),
+            Ok((
+                crate::Features {
+                    experimental_functions: true,
+                    binop_fill_modifiers: false
+                },
+                vec!["promql-duration-expr"]
+            ))
         );
-        assert!(crate::Features::from_names("promql-unknown").is_err());
+        assert!(crate::Features::from_names(["promql-unknown"]).is_err());
     }
 
     #[test]
@@ -464,7 +489,7 @@ mod tests {
         // not evaluate, and the engine answered `histogram_avg(up)` with an empty vector and
         // `sort_by_label(up, "job")` with "expected scalar, got string". Those are evaluated
         // now; what is still missing must be refused by name.
-        for q in ["xrate(up[5m])", "sum(rate(x[5m])) / (1 + abs(xrate(up[5m])))"] {
+        for q in ["integral(up[5m])", "sum(rate(x[5m])) / (1 + abs(integral(up[5m])))"] {
             match parse(q, MAX_DEPTH) {
                 Err(QueryError::BadData(m)) => assert!(m.starts_with("unknown function with name"), "{q}: {m}"),
                 other => panic!("{q}: {other:?}"),

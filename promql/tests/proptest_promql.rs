@@ -51,7 +51,7 @@ const METRICS: &[&str] = &[
 
 /// Names promql-parser knows that the engine does not evaluate: [`parse`] refuses them as
 /// unknown (used only by the loose grammar and the token soup).
-const NEWER_FUNCTIONS: &[&str] = &["xrate", "xincrease", "xdelta"];
+const NEWER_FUNCTIONS: &[&str] = &["integral", "start_timestamp"];
 
 /// Every function name the parser knows: the engine's table, then the newer ones.
 static FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -65,7 +65,7 @@ static FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 static RANGE_FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     promscale_promql::FUNCTIONS
         .iter()
-        .filter(|(_, kind, _)| *kind == promscale_promql::FunctionKind::Range)
+        .filter(|(_, kind)| *kind == promscale_promql::FunctionKind::Range)
         .map(|&(name, ..)| name)
         .collect()
 });
@@ -681,8 +681,7 @@ fn range_queries_answer_the_same_when_only_their_windows_are_read() {
 /// Functions the parser knows but Prometheus 2.42 does not were evaluated anyway: to an empty
 /// vector (`histogram_avg(up)`) or to a misleading type error (`sort_by_label(up, "job")`:
 /// "expected scalar, got string"). They are evaluated as Prometheus 3 does now; what the
-/// engine does not evaluate (`xrate`, which the parser knows from a proposal) is an unknown
-/// function.
+/// engine does not evaluate (`integral`) is an unknown function.
 #[test]
 fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
     let runtime = runtime();
@@ -720,7 +719,7 @@ fn functions_newer_than_prometheus_2_42_are_evaluated_as_prometheus_3_does() {
     }
     // info() without any target_info series leaves its argument as it is.
     assert_eq!(run("info(up)"), run("up"));
-    match run("xrate(up[5m])") {
+    match run("integral(up[5m])") {
         Err(QueryError::BadData(m)) => assert!(m.contains("unknown function"), "{m}"),
         other => panic!("{other:?}"),
     }

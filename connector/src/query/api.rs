@@ -120,10 +120,11 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
     }
-    // Duration expressions as an instant query at `end` computes them: only the selectors
-    // matter here.
-    let text = promscale_promql::durations::resolve(text, 0, 0).map_err(|e| ApiError::bad_data(e.to_string()))?;
-    let expr = promscale_promql::parse::parse(&text, MAX_DEPTH).map_err(|e| ApiError::bad_data(e.to_string()))?;
+    // Only the selectors matter here: Prometheus never evaluates the durations of this
+    // query, so `step()` and `range()` take 1 s, which keeps every range positive.
+    let text = promscale_promql::durations::resolve(text, 1000, 1000).map_err(|e| ApiError::bad_data(e.to_string()))?;
+    let expr = promscale_promql::parse::parse_with(&text, MAX_DEPTH, app.query.features)
+        .map_err(|e| ApiError::bad_data(e.to_string()))?;
     let source = PgSeriesSource::new(app.pool.clone());
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();

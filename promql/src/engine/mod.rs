@@ -63,24 +63,43 @@ impl Features {
         }
     }
 
-    /// The features of a comma-separated list of names (empty entries ignored).
-    pub fn from_names(list: &str) -> Result<Features, String> {
+    /// Prometheus' other PromQL feature names: accepted, and reported as ignored by
+    /// [`Features::from_names`] (always on here, or not implemented).
+    pub const IGNORED: [&'static str; 7] = [
+        "promql-duration-expr",
+        "promql-at-modifier",
+        "promql-negative-offset",
+        "promql-per-step-stats",
+        "promql-delayed-name-removal",
+        "promql-extended-range-selectors",
+        "promql-unquoted-utf8-names",
+    ];
+
+    /// The features of a list of names, each possibly a comma-separated list itself (empty
+    /// entries skipped), and the names among them this engine ignores.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(Features, Vec<&'a str>), String> {
         let mut features = Features::default();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let mut ignored = Vec::new();
+        for name in names
+            .into_iter()
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
             match name {
                 "promql-experimental-functions" => features.experimental_functions = true,
                 "promql-binop-fill-modifiers" => features.binop_fill_modifiers = true,
-                // Always on in this engine, as in Prometheus 3.16.
-                "promql-duration-expr" => {}
+                _ if Features::IGNORED.contains(&name) => ignored.push(name),
                 other => {
                     return Err(format!(
-                        "unknown PromQL feature {other:?}; known: {}",
-                        Features::NAMES.join(", ")
+                        "unknown PromQL feature {other:?}; known: {} (and, ignored: {})",
+                        Features::NAMES.join(", "),
+                        Features::IGNORED.join(", ")
                     ))
                 }
             }
         }
-        Ok(features)
+        Ok((features, ignored))
     }
 }
 
@@ -179,8 +198,11 @@ impl Engine {
         // Boxed: fetched series are keyed by their selector's address, which must not change
         // when the tree moves to the evaluating thread.
         let query = crate::durations::resolve(query, step, end.saturating_sub(start))?;
-        let expr = Box::new(crate::parse::parse(&query, self.options.max_depth)?);
-        crate::parse::check_features(&expr, self.options.features)?;
+        let expr = Box::new(crate::parse::parse_with(
+            &query,
+            self.options.max_depth,
+            self.options.features,
+        )?);
         // Prometheus 3 renamed holt_winters to double_exponential_smoothing.
         if self.options.semantics == Semantics::Prometheus3 && crate::parse::calls(&expr, "holt_winters") {
             return Err(QueryError::BadData(

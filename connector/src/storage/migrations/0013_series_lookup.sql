@@ -20,7 +20,8 @@ DECLARE
 BEGIN
     -- A found series is marked by NULL labels below: input that would make labels NULL is
     -- refused rather than answered with an id never inserted.
-    IF cardinality(p_metric_ids) <> cardinality(p_label_counts)
+    IF p_metric_ids IS NULL OR p_label_counts IS NULL OR p_labels IS NULL
+       OR cardinality(p_metric_ids) IS DISTINCT FROM cardinality(p_label_counts)
        OR array_position(p_metric_ids, NULL) IS NOT NULL
        OR array_position(p_label_counts, NULL) IS NOT NULL
        OR array_position(p_labels, NULL) IS NOT NULL THEN
