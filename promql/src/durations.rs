@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 
 use crate::error::QueryError;
+use crate::parse::{is_name_byte, literal_end};
 
 /// `query` with its duration expressions replaced by literal durations, for a query of step
 /// `step_ms` over `range_ms` (both 0 for an instant query).
@@ -32,14 +33,11 @@ pub fn resolve(query: &str, step_ms: i64, range_ms: i64) -> Result<Cow<'_, str>,
     let mut i = 0;
     let mut braces = 0usize;
     while i < bytes.len() {
+        if let Some(end) = literal_end(bytes, i) {
+            i = end;
+            continue;
+        }
         match bytes[i] {
-            b'"' | b'\'' | b'`' => i = skip_string(bytes, i),
-            b'#' => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |n| i + n)
-            }
             b'{' => {
                 braces += 1;
                 i += 1;
@@ -96,30 +94,12 @@ struct Context {
     range: f64,
 }
 
-/// The index just past the string literal that starts at `start`.
-fn skip_string(bytes: &[u8], start: usize) -> usize {
-    let quote = bytes[start];
-    let mut i = start + 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if quote != b'`' => i += 2,
-            b if b == quote => return i + 1,
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
-}
-
 /// Whether `word` (any case) stands at `i` as a word of its own.
 fn is_keyword(bytes: &[u8], i: usize, word: &[u8]) -> bool {
     bytes.len() >= i + word.len()
         && bytes[i..i + word.len()].eq_ignore_ascii_case(word)
-        && (i == 0 || !is_ident(bytes[i - 1]))
-        && bytes.get(i + word.len()).is_none_or(|&b| !is_ident(b))
+        && (i == 0 || !is_name_byte(bytes[i - 1]))
+        && bytes.get(i + word.len()).is_none_or(|&b| !is_name_byte(b))
 }
 
 /// Whether the text before `i` ends an operand (a selector, a subquery, an `@` time), so
@@ -133,10 +113,10 @@ fn ends_operand(query: &str, i: usize) -> bool {
     if matches!(last, b'}' | b']' | b')') {
         return true;
     }
-    if !is_ident(last) {
+    if !is_name_byte(last) {
         return false;
     }
-    let word_start = before.bytes().rposition(|b| !is_ident(b)).map_or(0, |p| p + 1);
+    let word_start = before.bytes().rposition(|b| !is_name_byte(b)).map_or(0, |p| p + 1);
     let word = before[word_start..].to_ascii_lowercase();
     !matches!(
         word.as_str(),
@@ -315,8 +295,8 @@ impl<'a> Lexer<'a> {
                     _ => Token::Ident(word),
                 });
             }
-            b if is_ident(b) => {
-                let len = bytes[start..].iter().take_while(|b| is_ident(**b)).count();
+            b if is_name_byte(b) => {
+                let len = bytes[start..].iter().take_while(|b| is_name_byte(**b)).count();
                 self.pos = start + len;
                 return Some(Token::Ident(&self.text[start..start + len]));
             }

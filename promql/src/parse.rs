@@ -181,7 +181,7 @@ fn check_features(expr: &Expr, features: crate::Features) -> Result<(), QueryErr
 }
 
 /// The expressions directly inside `e`.
-fn children(e: &Expr) -> Vec<&Expr> {
+pub(crate) fn children(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::Aggregate(a) => [Some(&*a.expr), a.param.as_deref()].into_iter().flatten().collect(),
         Expr::Unary(u) => vec![&*u.expr],
@@ -220,6 +220,37 @@ pub fn selectors(expr: &Expr) -> Vec<Vec<promql_parser::label::Matcher>> {
         }
     }
     out
+}
+
+/// Where the string literal or comment that starts at `i` of query text ends: just past its
+/// closing quote (over escapes; raw strings have none), or at the end of its line; `None`
+/// when neither starts there. What scans query text must not read into either.
+pub(crate) fn literal_end(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        &quote @ (b'"' | b'\'' | b'`') => {
+            let mut j = i + 1;
+            while j < bytes.len() {
+                match bytes[j] {
+                    b'\\' if quote != b'`' => j += 2,
+                    b if b == quote => return Some(j + 1),
+                    _ => j += 1,
+                }
+            }
+            Some(bytes.len())
+        }
+        b'#' => Some(
+            bytes[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |n| i + n),
+        ),
+        _ => None,
+    }
+}
+
+/// Whether `b` belongs to a name, a keyword or a number of query text.
+pub(crate) fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
 /// An upper bound of the depth of the syntax tree `query` parses into, without parsing it.
@@ -264,25 +295,14 @@ pub fn depth_bound(query: &str) -> usize {
     };
     let mut i = 0;
     while i < bytes.len() {
+        if let Some(end) = literal_end(bytes, i) {
+            i = end;
+            continue;
+        }
         let c = bytes[i];
         let top = stack.last_mut().expect("the outermost frame is never popped");
         let in_expression = top.group == Group::Paren;
         match c {
-            b'"' | b'\'' | b'`' => {
-                // A string: to its closing quote, over escapes (raw strings have none).
-                i += 1;
-                while i < bytes.len() && bytes[i] != c {
-                    if bytes[i] == b'\\' && c != b'`' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
             b'(' => stack.push(Frame::new(Group::Paren)),
             b'{' => stack.push(Frame::new(Group::Brace)),
             b'[' => {
@@ -302,11 +322,9 @@ pub fn depth_bound(query: &str) -> usize {
                     i += 1;
                 }
             }
-            c if c.is_ascii_alphanumeric() || c == b'_' || c == b':' => {
+            c if is_name_byte(c) => {
                 let start = i;
-                while i + 1 < bytes.len()
-                    && (bytes[i + 1].is_ascii_alphanumeric() || matches!(bytes[i + 1], b'_' | b':'))
-                {
+                while i + 1 < bytes.len() && is_name_byte(bytes[i + 1]) {
                     i += 1;
                 }
                 let word = &query[start..=i];

@@ -124,14 +124,9 @@ pub fn reference(expr: &Expr, query_start: i64, query_end: i64) -> (Option<i64>,
             return true;
         }
         let children: Vec<&Expr> = match expr {
+            // The second argument is selector syntax, not a vector.
             Expr::Call(c) if c.func.name == "info" => vec![&c.args.args[0]],
-            Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
-            Expr::Aggregate(a) => std::iter::once(a.expr.as_ref()).chain(a.param.as_deref()).collect(),
-            Expr::Unary(u) => vec![&u.expr],
-            Expr::Binary(b) => vec![&b.lhs, &b.rhs],
-            Expr::Paren(p) => vec![&p.expr],
-            Expr::Subquery(sq) => vec![&sq.expr],
-            _ => vec![],
+            _ => crate::parse::children(expr),
         };
         let subquery = match expr {
             Expr::Subquery(sq) => Some((at_ms(&sq.at, w.start, w.end), offset_ms(&sq.offset))),
