@@ -307,6 +307,25 @@ remote_write:
             format!(r#"increase({name}{{handler="/metrics"}}[(10 % 6) * 15s])"#),
             false,
         ),
+        // Extended range selectors: anchored and smoothed windows, on floats and histograms.
+        (
+            format!(r#"increase({name}{{handler="/metrics"}}[30s] anchored)"#),
+            false,
+        ),
+        (format!("histogram_count(rate({name}[1m] smoothed))"), false),
+        ("delta(go_goroutines[1m] anchored)".to_string(), false),
+        ("rate(prometheus_http_requests_total[1m] smoothed)".to_string(), false),
+        (
+            "increase(prometheus_http_requests_total[10s] smoothed offset 2s)".to_string(),
+            false,
+        ),
+        ("changes(go_goroutines[1m] anchored)".to_string(), true),
+        ("resets(prometheus_http_requests_total[1m] anchored)".to_string(), true),
+        ("go_goroutines smoothed".to_string(), false),
+        ("go_goroutines[30s] anchored".to_string(), false),
+        // Trim operators: the observations below or above a value.
+        (format!("histogram_count({name} </ 0.01)"), false),
+        (format!(r#"{name}{{handler="/metrics"}} >/ 0.001"#), false),
         // How numbers are spelled: sample values take an exponent at the extremes, scalars
         // do not.
         ("vector(1e-7)".to_string(), true),
@@ -485,7 +504,7 @@ async fn compare_json(client: &reqwest::Client, reference: &str, tested: &str, p
     let (want, got) = (sorted_data(want), sorted_data(got));
     assert!(
         !want["result"].as_array().unwrap().is_empty(),
-        "{params:?}: Prometheus answers something to compare"
+        "{params:?}: Prometheus answers something to compare (the connector answers {got})"
     );
     if exact {
         assert_eq!(got, want, "{params:?}");

@@ -665,6 +665,178 @@ fn fraction_below(b: &Bucket, v: f64, linear: bool) -> f64 {
     1.0 - ((log_v - log_upper) / (log_lower - log_upper))
 }
 
+impl FloatHistogram {
+    /// `h </ rhs` (`upper`: the observations below `rhs`) or `h >/ rhs` (those above), as
+    /// Prometheus 3.16's `TrimBuckets`: buckets wholly on the kept side stay, buckets on the
+    /// other side empty, a bucket holding `rhs` keeps the share interpolated as
+    /// [`histogram_fraction`] does (a bucket with an infinite bound is kept or emptied whole,
+    /// as far as nothing is known about it). When anything was trimmed, count and sum are
+    /// recomputed from the kept buckets, each at the midpoint of its kept part.
+    pub fn trim(&self, rhs: f64, upper: bool) -> FloatHistogram {
+        let mut h = self.clone();
+        let custom = self.uses_custom_buckets();
+        let (mut count, mut sum, mut trimmed) = (0.0, 0.0, false);
+        let (mut has_positive, mut has_negative) = (false, false);
+        for positive in [true, false] {
+            let mut it = ForwardIter::new(self, positive, 0.0, self.schema);
+            let counts = if positive {
+                &mut h.positive_buckets
+            } else {
+                &mut h.negative_buckets
+            };
+            let mut i = 0;
+            while it.advance() {
+                let b = it.at();
+                if b.count != 0.0 {
+                    if positive {
+                        has_positive = true;
+                    } else {
+                        has_negative = true;
+                    }
+                    let (keep, midpoint) = trim_bucket(&b, rhs, upper, positive, custom);
+                    count += keep;
+                    sum += midpoint * keep;
+                    if counts[i] != keep {
+                        counts[i] = keep;
+                        trimmed = true;
+                    }
+                }
+                i += 1;
+            }
+        }
+        if h.zero_count > 0.0 {
+            let (keep, midpoint) = trim_zero_bucket(&h, rhs, has_negative, has_positive, upper);
+            if h.zero_count != keep {
+                h.zero_count = keep;
+                trimmed = true;
+            }
+            sum += midpoint * keep;
+            count += keep;
+        }
+        if trimmed {
+            h.count = count;
+            h.sum = sum;
+            h.compact(0);
+        }
+        h
+    }
+}
+
+/// The count a bucket keeps when trimmed at `rhs`, and the midpoint of the kept part.
+fn trim_bucket(b: &Bucket, rhs: f64, upper: bool, positive: bool, custom: bool) -> (f64, f64) {
+    let (keep_all, holds_rhs) = if upper {
+        (b.upper <= rhs, b.lower < rhs)
+    } else {
+        (b.lower >= rhs, b.upper > rhs)
+    };
+    if keep_all {
+        return (b.count, trim_midpoint(b.lower, b.upper, positive, custom));
+    }
+    if !holds_rhs {
+        return (0.0, 0.0);
+    }
+    if b.lower == f64::NEG_INFINITY || b.upper == f64::INFINITY {
+        return trim_infinite_bucket(b, rhs, upper);
+    }
+    let below = if rhs <= b.lower {
+        0.0
+    } else if rhs >= b.upper {
+        b.count
+    } else {
+        b.count * fraction_below(b, rhs, custom)
+    };
+    if upper {
+        (below, trim_midpoint(b.lower, rhs, positive, custom))
+    } else {
+        (b.count - below, trim_midpoint(rhs, b.upper, positive, custom))
+    }
+}
+
+/// [`trim_bucket`] of a bucket with an infinite bound, whose observations could lie anywhere:
+/// a finite positive upper bound of a custom bucket makes its lower one 0.
+fn trim_infinite_bucket(b: &Bucket, rhs: f64, upper: bool) -> (f64, f64) {
+    let finite_or_zero = |x: f64| if x.is_infinite() { 0.0 } else { x };
+    if b.lower == f64::NEG_INFINITY {
+        if upper {
+            if rhs >= b.upper {
+                return (b.count, 0.0);
+            }
+            if rhs > 0.0 && b.upper > 0.0 && b.upper.is_finite() {
+                return (b.count * rhs / b.upper, rhs / 2.0);
+            }
+            if b.upper <= 0.0 {
+                return (b.count, rhs);
+            }
+            return (0.0, finite_or_zero(b.upper));
+        }
+        if rhs <= b.lower {
+            return (b.count, 0.0);
+        }
+        if rhs >= 0.0 && b.upper > rhs && b.upper.is_finite() {
+            return (b.count * (1.0 - rhs / b.upper), (rhs + b.upper) / 2.0);
+        }
+        return (0.0, finite_or_zero(b.upper));
+    }
+    if upper || rhs < b.lower {
+        return (0.0, finite_or_zero(b.lower));
+    }
+    (b.count, rhs)
+}
+
+/// [`trim_bucket`] of the zero bucket, which reaches only to the side that has buckets when
+/// one side has none.
+fn trim_zero_bucket(h: &FloatHistogram, rhs: f64, has_negative: bool, has_positive: bool, upper: bool) -> (f64, f64) {
+    let (mut lower, mut top) = (-h.zero_threshold, h.zero_threshold);
+    if has_negative && !has_positive {
+        top = 0.0;
+    }
+    if has_positive && !has_negative {
+        lower = 0.0;
+    }
+    let (fraction, midpoint) = if upper {
+        if rhs <= lower {
+            return (0.0, 0.0);
+        }
+        if rhs >= top {
+            return (h.zero_count, (lower + top) / 2.0);
+        }
+        ((rhs - lower) / (top - lower), (lower + rhs) / 2.0)
+    } else {
+        if rhs <= lower {
+            return (h.zero_count, (lower + top) / 2.0);
+        }
+        if rhs >= top {
+            return (0.0, 0.0);
+        }
+        ((top - rhs) / (top - lower), (rhs + top) / 2.0)
+    };
+    (h.zero_count * fraction, midpoint)
+}
+
+/// Where the kept observations of a trimmed bucket are taken to lie: the arithmetic
+/// midpoint for custom buckets, the geometric one for exponential buckets, the finite bound
+/// (or half of it) when one is infinite.
+fn trim_midpoint(lower: f64, upper: f64, positive: bool, linear: bool) -> f64 {
+    if lower.is_infinite() {
+        if upper.is_infinite() {
+            return 0.0;
+        }
+        return if upper > 0.0 { upper / 2.0 } else { upper };
+    }
+    if upper.is_infinite() {
+        return lower;
+    }
+    if linear {
+        return (lower + upper) / 2.0;
+    }
+    let geometric = (lower * upper).abs().sqrt();
+    if positive {
+        geometric
+    } else {
+        -geometric
+    }
+}
+
 /// `histogram_fraction(lower, upper, h)`: the estimated share of observations between the two
 /// values, interpolating as [`histogram_quantile`] does (linearly in custom buckets and the
 /// zero bucket, on a log scale in exponential buckets; nothing is interpolated within a

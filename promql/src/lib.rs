@@ -17,7 +17,9 @@ pub mod histogram;
 pub mod labels;
 pub mod memory;
 pub mod parse;
+pub mod range_modifiers;
 pub mod source;
+pub mod trim_operators;
 pub mod value;
 
 mod engine;

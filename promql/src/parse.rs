@@ -30,10 +30,22 @@ pub fn parse_with(query: &str, max_depth: usize, features: crate::Features) -> R
              and subqueries, more than the {max_depth} allowed"
         )));
     }
+    let expr = parse_syntax(query)?;
+    check_features(&expr, features)?;
+    refuse_unsupported(&expr)?;
+    Ok(expr)
+}
+
+/// The syntax tree of `query` as Prometheus 3's grammar reads it, without the checks of
+/// [`parse_with`]: the parser's, plus what it lacks (the `anchored` and `smoothed` modifiers,
+/// the trim operators `</` and `>/`), brought in around it.
+pub fn parse_syntax(query: &str) -> Result<Expr, QueryError> {
+    let query = crate::range_modifiers::rewrite(query)?;
+    let (query, trims) = crate::trim_operators::rewrite(&query);
     register_prometheus_2_functions();
     // The parser panics on a few inputs (a float duration too large for a Duration): a query
     // it cannot handle is bad data, not a reason to drop the connection.
-    let expr = match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+    let mut expr = match std::panic::catch_unwind(|| promql_parser::parser::parse(&query)) {
         Ok(parsed) => parsed.map_err(QueryError::BadData)?,
         Err(_) => {
             return Err(QueryError::BadData(format!(
@@ -41,8 +53,7 @@ pub fn parse_with(query: &str, max_depth: usize, features: crate::Features) -> R
             )))
         }
     };
-    check_features(&expr, features)?;
-    refuse_unsupported(&expr)?;
+    crate::trim_operators::restore(&mut expr, &trims)?;
     Ok(expr)
 }
 
@@ -89,7 +100,11 @@ const AGGREGATIONS: [&str; 14] = [
 fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
     let refuse = |what: String| Err(QueryError::BadData(what));
     let selector = |vs: &promql_parser::parser::VectorSelector| {
-        if vs.matchers.or_matchers.is_empty() {
+        let modified = crate::range_modifiers::mode(vs) != crate::range_modifiers::Mode::Plain;
+        if modified && vs.name.is_none() && crate::range_modifiers::without_modifier(vs).all(|m| m.is_match("")) {
+            // The modifier's matcher made the parser accept `{} anchored`.
+            refuse("vector selector must contain at least one non-empty matcher".into())
+        } else if vs.matchers.or_matchers.is_empty() {
             Ok(())
         } else {
             refuse(format!(

@@ -15,13 +15,16 @@ use crate::labels::{Labels, METRIC_NAME};
 use crate::value::{InstantSample, Value};
 
 pub fn eval(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
-    let op = b.op.to_string();
+    let op = crate::trim_operators::operator_text(&b.op).into_owned();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     // Native histograms take part as Prometheus 3 defines it (`histogram_binop`): the set
     // operators match elements by labels only; the others leave out, with an info, the
     // elements whose types they are not defined for.
     let (lhs, rhs) = (ev.eval(&b.lhs, t)?, ev.eval(&b.rhs, t)?);
     match (lhs, rhs) {
+        (Value::Scalar { .. }, Value::Scalar { .. }) if is_trim(&op) => Err(QueryError::Execution(format!(
+            "operator {op:?} not allowed for Scalar operations"
+        ))),
         (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
             let (value, keep) = apply(&op, l, r);
             let v = if is_comparison(&op) {
@@ -73,6 +76,11 @@ fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
 
+/// Prometheus 3's trim operators, defined for a native histogram and a float only.
+fn is_trim(op: &str) -> bool {
+    matches!(op, "</" | ">/")
+}
+
 /// The result of `l op r`, and for comparisons whether it holds (the value is then `l`).
 fn apply(op: &str, l: f64, r: f64) -> (f64, bool) {
     match op {
@@ -101,7 +109,8 @@ fn go_mod(l: f64, r: f64) -> f64 {
 
 /// Prometheus 3's `vectorElemBinop` where a native histogram is an operand: a histogram
 /// times a float (either side) or divided by one, the sum or difference of two histograms
-/// (a difference is a gauge), and two histograms equal or not (the value is the left one).
+/// (a difference is a gauge), two histograms equal or not (the value is the left one), and a
+/// histogram trimmed at a float (`</`, `>/`).
 /// `Err` with the annotation for what it is not defined for, or for histograms whose counter
 /// reset hints collide: the element is left out.
 fn histogram_binop(
@@ -143,6 +152,7 @@ fn histogram_binop(
             h.compact(0);
             Ok((0.0, Some(Arc::new(h)), true))
         }
+        (Some(h), None, "</" | ">/") => Ok((0.0, Some(Arc::new(h.trim(r.0, op == "</"))), true)),
         (Some(x), Some(y), "==") => Ok((0.0, Some(x.clone()), x.equals(y))),
         (Some(x), Some(y), "!=") => Ok((0.0, Some(x.clone()), !x.equals(y))),
         _ => incompatible(),
@@ -192,6 +202,10 @@ fn vector_scalar(
                     s.labels = s.labels.without_metadata_labels();
                 }
                 return Some(s);
+            }
+            if is_trim(op) {
+                ev.note(crate::annotations::incompatible_types_in_binop("float", op, "float"));
+                return None;
             }
             let (l, r) = if scalar_left { (scalar, s.v) } else { (s.v, scalar) };
             let (mut value, mut keep) = apply(op, l, r);
@@ -317,7 +331,7 @@ fn vector_vector(
     }
     for (s, other, sig) in pairs {
         let (l, r) = if one_to_many { (&other, &s) } else { (&s, &other) };
-        let (mut value, mut histogram, keep) = if l.h.is_none() && r.h.is_none() {
+        let (mut value, mut histogram, keep) = if l.h.is_none() && r.h.is_none() && !is_trim(op) {
             let (value, keep) = apply(op, l.v, r.v);
             (value, None, keep)
         } else {

@@ -19,13 +19,15 @@ use std::time::Instant;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
-use super::boundaries::{after_window, Bounds};
+use super::boundaries::{after_window, window_start, Bounds};
+use super::functions::extended;
 use super::index::{GroupCache, MatrixBuilder};
 use super::plan::{at_ms, duration_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
 use crate::histogram::CounterResetHint;
 use crate::labels::Labels;
+use crate::range_modifiers::{mode, Mode};
 use crate::value::{is_stale_histogram, HistogramSample, InstantSample, Sample, Series, Value};
 
 pub use crate::value::STALE_NAN_BITS;
@@ -345,7 +347,7 @@ impl<'a> Evaluator<'a> {
                     .map(|(labels, _, v, h)| InstantSample { labels, t, v, h })
                     .collect(),
             )),
-            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_selector(ms, t))),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_selector(ms, t)?)),
             Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, t)?)),
             Expr::Aggregate(a) => aggregate::eval(self, a, t),
             Expr::Binary(b) => binary::eval(self, b, t),
@@ -375,7 +377,32 @@ impl<'a> Evaluator<'a> {
     /// before `t`, unless that sample is a staleness marker: (labels, sample time, value,
     /// histogram).
     pub fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<InstantElement> {
+        if mode(vs) == Mode::Smoothed {
+            return self.smoothed_selector(vs, t);
+        }
         self.latest_of(selector_key(vs), self.reference_time(vs, t))
+    }
+
+    /// A `smoothed` selector's series at `t`: each one's value there, interpolated from the
+    /// samples within a lookback on either side.
+    fn smoothed_selector(&self, vs: &VectorSelector, t: i64) -> Vec<InstantElement> {
+        let Some(sel) = self.selected(vs) else {
+            return Vec::new();
+        };
+        let reference = self.reference_time(vs, t);
+        let lookback = self.options.lookback_delta_ms;
+        let (end, width) = (reference.saturating_add(lookback), lookback.saturating_mul(2));
+        let mut buffer = Vec::new();
+        let mut out = Vec::new();
+        for (i, s) in sel.series.iter().enumerate() {
+            let samples = sel.window_without_stale(i, end, width, &mut buffer);
+            let histograms = sel.histogram_window(i, end, width);
+            let metric = s.labels.get(crate::labels::METRIC_NAME);
+            if let Some((v, h)) = extended::smoothed_value(self, metric, samples, &histograms, reference) {
+                out.push((s.labels.clone(), t, v, h));
+            }
+        }
+        out
     }
 
     /// As [`Evaluator::instant_selector`], for the series fetched under `key` (a selector's
@@ -404,17 +431,41 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Each series' samples within the range before `t`, staleness markers left out.
-    pub fn range_selector(&self, ms: &MatrixSelector, t: i64) -> Vec<Series> {
+    ///
+    /// Anchored or smoothed, each series' floats between values at the range's two edges, as
+    /// the functions that take such a range see them (histograms are refused).
+    pub fn range_selector(&self, ms: &MatrixSelector, t: i64) -> Result<Vec<Series>, QueryError> {
         let Some(sel) = self.selected(&ms.vs) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let reference = self.reference_time(&ms.vs, t);
         let range = duration_ms(ms.range);
+        let mode = mode(&ms.vs);
+        let (before, after) = extended::reach(mode, self.options.lookback_delta_ms);
         let mut buffer = Vec::new();
         let mut out = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
-            let samples = sel.window_without_stale(i, reference, range, &mut buffer);
-            let histograms = sel.histogram_window(i, reference, range);
+            let (end, width) = (reference.saturating_add(after), range.saturating_add(before + after));
+            let samples = sel.window_without_stale(i, end, width, &mut buffer);
+            let histograms = sel.histogram_window(i, end, width);
+            if mode != Mode::Plain {
+                if !histograms.is_empty() {
+                    let keyword = if mode == Mode::Anchored { "anchored" } else { "smoothed" };
+                    return Err(QueryError::Execution(format!(
+                        "{keyword} modifier is not supported with histograms"
+                    )));
+                }
+                let start = window_start(reference, range);
+                let floats = extended::extend_floats(samples, start, reference, mode == Mode::Smoothed);
+                if !floats.is_empty() {
+                    out.push(Series {
+                        labels: s.labels.clone(),
+                        samples: floats,
+                        histograms: Vec::new(),
+                    });
+                }
+                continue;
+            }
             if !samples.is_empty() || !histograms.is_empty() {
                 out.push(Series {
                     labels: s.labels.clone(),
@@ -423,7 +474,7 @@ impl<'a> Evaluator<'a> {
                 });
             }
         }
-        out
+        Ok(out)
     }
 
     /// The inner expression at every multiple of the subquery's step within its range.

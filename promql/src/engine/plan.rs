@@ -14,10 +14,11 @@ use std::time::Duration;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use crate::engine::functions::info;
+use crate::engine::functions::{extended, info};
 use crate::engine::EngineOptions;
 use crate::error::QueryError;
 use crate::labels::METRIC_NAME;
+use crate::range_modifiers::{mode, Mode};
 use crate::source::{SelectHints, SeriesSource, Windows};
 use crate::value::Series;
 
@@ -54,9 +55,10 @@ pub fn at_ms(at: &Option<AtModifier>, query_start: i64, query_end: i64) -> Optio
     }
 }
 
-/// All matchers of a selector, the metric name included.
+/// All matchers of a selector, the metric name included (and the one that carries an
+/// `anchored` or `smoothed` modifier left out).
 pub fn matchers(vs: &VectorSelector) -> Vec<Matcher> {
-    let mut all = vs.matchers.matchers.clone();
+    let mut all: Vec<Matcher> = crate::range_modifiers::without_modifier(vs).cloned().collect();
     if let Some(name) = &vs.name {
         if !all.iter().any(|m| m.name == METRIC_NAME) {
             all.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
@@ -123,8 +125,17 @@ impl<'a> Planner<'a> {
         let mut pending = vec![(expr, times)];
         while let Some((expr, times)) = pending.pop() {
             match expr {
-                Expr::VectorSelector(vs) => self.record(vs, times, self.options.lookback_delta_ms),
-                Expr::MatrixSelector(ms) => self.record(&ms.vs, times, duration_ms(ms.range)),
+                Expr::VectorSelector(vs) => {
+                    let lookback = self.options.lookback_delta_ms;
+                    // A smoothed value looks a lookback ahead too.
+                    let ahead = if mode(vs) == Mode::Smoothed { lookback } else { 0 };
+                    self.record(vs, times, lookback.saturating_add(ahead), ahead)
+                }
+                Expr::MatrixSelector(ms) => {
+                    let (before, after) = extended::reach(mode(&ms.vs), self.options.lookback_delta_ms);
+                    let width = duration_ms(ms.range).saturating_add(before).saturating_add(after);
+                    self.record(&ms.vs, times, width, after)
+                }
                 Expr::Subquery(sq) => {
                     // Inner steps are aligned to the subquery's own step: only their span
                     // is known here.
@@ -183,8 +194,9 @@ impl<'a> Planner<'a> {
         times.shifted(offset_ms(offset))
     }
 
-    fn record(&mut self, vs: &'a VectorSelector, times: Times, width: i64) {
-        let times = self.shift(&vs.at, &vs.offset, times);
+    /// Records what `vs` reads at `times`: windows of `width` ending `ahead` after each.
+    fn record(&mut self, vs: &'a VectorSelector, times: Times, width: i64, ahead: i64) {
+        let times = self.shift(&vs.at, &vs.offset, times).shifted(ahead.saturating_neg());
         self.record_reads(selector_key(vs), || matchers(vs), times, width);
     }
 

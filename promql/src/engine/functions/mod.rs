@@ -2,6 +2,7 @@
 //! The arithmetic lives in [`range`] (functions of a range's samples), [`math`] (functions of
 //! one value) and [`histogram`] (quantiles).
 
+pub mod extended;
 pub mod histogram;
 pub mod info;
 mod math;
@@ -142,6 +143,11 @@ pub fn kind(name: &str) -> Option<Kind> {
 pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
     let name = c.func.name;
     let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+    for arg in &args {
+        if let Expr::MatrixSelector(ms) = unwrap_parens(arg) {
+            extended::check_allowed(name, crate::range_modifiers::mode(&ms.vs))?;
+        }
+    }
     let vector = |v: Vec<InstantSample>| -> Result<Value, QueryError> {
         check_unique_labels(&v)?;
         Ok(Value::Vector(v))
@@ -390,6 +396,46 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         let width = super::plan::duration_ms(ms.range);
         let mut buffer = Vec::new();
         let mut out = Vec::with_capacity(sel.series.len());
+        let mode = crate::range_modifiers::mode(&ms.vs);
+        if mode != crate::range_modifiers::Mode::Plain {
+            // Anchored or smoothed: read around the range, then one of the functions
+            // `check_allowed` let through.
+            use range::RangeFunction as F;
+            let (before, after) = extended::reach(mode, ev.options.lookback_delta_ms);
+            let range = extended::Range {
+                start: range_start,
+                end: range_end,
+                seconds: ms.range.as_secs_f64(),
+                smoothed: mode == crate::range_modifiers::Mode::Smoothed,
+            };
+            let reference = range_end.saturating_add(after);
+            let width = width.saturating_add(before).saturating_add(after);
+            for (i, s) in sel.series.iter().enumerate() {
+                let samples = sel.window_without_stale(i, reference, width, &mut buffer);
+                let histograms = sel.histogram_window(i, reference, width);
+                let metric = s.labels.get(METRIC_NAME);
+                let result = match function {
+                    F::Rate | F::Increase | F::Delta => {
+                        let is_counter = function != F::Delta;
+                        extended::rate(ev, metric, samples, &histograms, range, is_counter, function == F::Rate)
+                    }
+                    F::Changes | F::Resets => extended::anchored_from(samples, &histograms, range_start)
+                        .map(|(f, h)| (changes_or_resets(function == F::Resets, f, h), None)),
+                    _ => unreachable!("refused by check_allowed"),
+                };
+                let Some((v, h)) = result else { continue };
+                if matches!(function, F::Rate | F::Increase) && !metric.is_empty() && !samples.is_empty() {
+                    annotate_window(ev, function, metric, samples, &[], &scalars, true);
+                }
+                out.push(InstantSample {
+                    labels: sel.without_name[i].clone(),
+                    t,
+                    v,
+                    h,
+                });
+            }
+            return Ok((out, sel.unique_without_name));
+        }
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
             let histograms = sel.histogram_window(i, range_end, width);
@@ -797,7 +843,7 @@ fn absent(present: bool, arg: &Expr, t: i64) -> Vec<InstantSample> {
         // As Prometheus 2.42: a label matched once for equality is kept; any other matcher on
         // it (a second equality included) removes it.
         let mut seen = std::collections::HashSet::new();
-        for m in vs.matchers.matchers.iter().filter(|m| m.name != METRIC_NAME) {
+        for m in crate::range_modifiers::without_modifier(vs).filter(|m| m.name != METRIC_NAME) {
             if matches!(m.op, MatchOp::Equal) && seen.insert(m.name.as_str()) {
                 labels.set(&m.name, &m.value);
             } else {
