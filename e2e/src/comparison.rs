@@ -30,8 +30,8 @@ fn generated(labels: &[(&str, &str)], value: impl Fn(i64) -> Option<f64> + 'stat
     }
 }
 
-/// Counters (one with a reset), gauges, a histogram, a series with gaps longer than the
-/// lookback and a stale marker, and special values.
+/// Counters (one with a reset), gauges (one with many ties), a histogram, a series with gaps
+/// longer than the lookback and a stale marker, and special values.
 fn data_set() -> Vec<Generated> {
     let mut all = Vec::new();
     for (n, instance) in ["a", "b", "c"].into_iter().enumerate() {
@@ -81,6 +81,18 @@ fn data_set() -> Vec<Generated> {
         401.. => None,
         _ => Some(1.0),
     }));
+    // A gauge of few distinct values: topk, bottomk, sort and friends meet ties at every
+    // step, and must break them as Prometheus does.
+    for k in 0..6 {
+        all.push(generated(
+            &[
+                ("__name__", "demo_memory_usage_bytes"),
+                ("instance", ["a", "b", "c"][k % 3]),
+                ("service", ["x", "y"][k / 3]),
+            ],
+            move |i| Some(((i / 10 + k as i64 / 2) % 3) as f64 * 1e6),
+        ));
+    }
     all.push(generated(&[("__name__", "special_values"), ("kind", "nan")], |_| {
         Some(f64::NAN)
     }));
@@ -172,22 +184,44 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The data set in a connector with Prometheus 2 semantics and in Debian's Prometheus
+    /// 2.42.
     pub async fn start() -> Self {
+        Self::start_with(crate::prometheus::Version::Debian).await
+    }
+
+    /// The data set in a connector and in the reference Prometheus `version`: under Prometheus
+    /// 2 semantics beside 2.42; with its defaults beside Prometheus 3, the experimental
+    /// functions enabled in both.
+    pub async fn start_with(version: crate::prometheus::Version) -> Self {
+        use crate::prometheus::Version;
         let pg = TestPostgres::start();
-        // The reference is Prometheus 2.42: its rules where Prometheus 3's differ.
-        let connector = Connector::start(
-            &pg.uri(),
-            &[
+        let connector_flags: &[&str] = match version {
+            Version::Debian => &[
                 "--maintenance.interval",
                 "0s",
                 "--metrics.promql.semantics",
                 "prometheus2",
             ],
-        )
-        .await;
-        let reference = Prometheus::start(
+            Version::V3 => &[
+                "--maintenance.interval",
+                "0s",
+                "--metrics.promql.enable-feature",
+                "promql-experimental-functions",
+            ],
+        };
+        let connector = Connector::start(&pg.uri(), connector_flags).await;
+        let reference_flags: &[&str] = match version {
+            Version::Debian => &["--web.enable-remote-write-receiver"],
+            Version::V3 => &[
+                "--web.enable-remote-write-receiver",
+                "--enable-feature=promql-experimental-functions",
+            ],
+        };
+        let reference = Prometheus::start_version(
+            version,
             |_| "global: {scrape_interval: 1h}\n".to_string(),
-            &["--web.enable-remote-write-receiver"],
+            reference_flags,
         )
         .await;
         let client = reqwest::Client::new();

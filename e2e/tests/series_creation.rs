@@ -2,7 +2,8 @@
 //! plain insert and falls back to a conflict-tolerant one only when another writer created
 //! one of them first. Whichever way, each label set gets exactly one series, every caller is
 //! answered with that series' id, and the other new series of the batch are created. Series
-//! a version 8 or version 12 catalog holds keep their ids.
+//! a version 8, 12 or 13 catalog holds keep their ids. New series draw their ids in the order
+//! they are asked for (migration 14), whatever the order of their labels.
 
 use std::time::Duration;
 
@@ -103,6 +104,34 @@ async fn series_of_a_version_8_catalog_keep_their_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_of_a_version_12_catalog_keep_their_ids() {
     series_of_an_older_catalog_keep_their_ids(12).await;
+}
+
+/// Version 14 draws ids in the order series are asked for and inserts them in labels order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_13_catalog_keep_their_ids() {
+    series_of_an_older_catalog_keep_their_ids(13).await;
+}
+
+/// The order a request sends new series in is the order of their ids, which is the order
+/// queries read them in (and which decides the ties of topk), as in Prometheus' head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_series_draw_ids_in_the_order_they_are_sent() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b", "c", "d"]).await;
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    // Not in labels order: d, b, a (and c, known already, in the middle).
+    let known = create(&mut conn, metric_id, &[[name, ids[2]]]).await;
+    let created = create(
+        &mut conn,
+        metric_id,
+        &[[name, ids[3]], [name, ids[1]], [name, ids[2]], [name, ids[0]]],
+    )
+    .await;
+    assert_eq!(created[2], (2, known[0].1), "a known series keeps its id");
+    let (d, b, a) = (created[0].1, created[1].1, created[3].1);
+    assert!(known[0].1 < d && d < b && b < a, "ids in the order sent: {created:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
-//! Series held in memory: for tests, and for sources that load whole blocks.
+//! Series held in memory: for tests, and for sources that load whole blocks. Selections come
+//! in the order the series were first added, as from Prometheus' head (and the connector's
+//! storage): the order that decides which of equal values topk, bottomk and limitk keep.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use futures::future::BoxFuture;
 use promql_parser::label::Matcher;
@@ -12,7 +14,9 @@ use crate::value::{HistogramSample, Sample, Series};
 
 #[derive(Default, Debug, Clone)]
 pub struct MemorySource {
-    series: BTreeMap<Labels, Stored>,
+    /// In the order they were first added.
+    series: Vec<(Labels, Stored)>,
+    index: HashMap<Labels, usize>,
 }
 
 /// A series' float and native histogram samples, each in time order; at most one of either
@@ -31,7 +35,7 @@ impl MemorySource {
     /// Adds samples to the series `labels`; a sample at a time already present (float or
     /// histogram) replaces it.
     pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = Sample>) {
-        let stored = self.series.entry(labels).or_default();
+        let stored = self.entry(labels);
         for s in samples {
             if let Ok(i) = stored.histograms.binary_search_by_key(&s.t, |x| x.t) {
                 stored.histograms.remove(i);
@@ -46,7 +50,7 @@ impl MemorySource {
     /// Adds native histogram samples to the series `labels`, as [`MemorySource::add`] does
     /// floats.
     pub fn add_histograms(&mut self, labels: Labels, histograms: impl IntoIterator<Item = HistogramSample>) {
-        let stored = self.series.entry(labels).or_default();
+        let stored = self.entry(labels);
         for h in histograms {
             if let Ok(i) = stored.samples.binary_search_by_key(&h.t, |x| x.t) {
                 stored.samples.remove(i);
@@ -60,6 +64,16 @@ impl MemorySource {
 
     pub fn clear(&mut self) {
         self.series.clear();
+        self.index.clear();
+    }
+
+    fn entry(&mut self, labels: Labels) -> &mut Stored {
+        let next = self.series.len();
+        let i = *self.index.entry(labels.clone()).or_insert(next);
+        if i == next {
+            self.series.push((labels, Stored::default()));
+        }
+        &mut self.series[i].1
     }
 }
 

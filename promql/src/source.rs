@@ -51,7 +51,9 @@ impl Windows {
 
 pub trait SeriesSource: Send + Sync {
     /// Every series matching all `matchers` that has samples in `[hints.start, hints.end]`,
-    /// with those samples (more are allowed), in time order. Stale markers are kept.
+    /// with those samples (more are allowed), in time order. Stale markers are kept. The
+    /// series come in the order they were created, as Prometheus 3 reads its head: which of
+    /// equal values `topk`, `bottomk` and `limitk` keep depends on it.
     fn select<'a>(
         &'a self,
         matchers: &'a [Matcher],

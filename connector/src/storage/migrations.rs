@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_lookup",
         sql: include_str!("migrations/0013_series_lookup.sql"),
     },
+    Migration {
+        version: 14,
+        name: "series_order",
+        sql: include_str!("migrations/0014_series_order.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -62,12 +62,14 @@ impl PgSeriesSource {
         let rows: Vec<Row> = match matchers.iter().find(|m| matches!(m.op, MatchOp::Equal)) {
             // No stored name holds a NUL byte (PostgreSQL text cannot), nor can it be bound.
             Some(eq) if eq.value.contains('\0') => return Ok(vec![]),
-            Some(eq) => sqlx::query_as(&format!("{SELECT} WHERE m.metric_name = $1 GROUP BY m.id"))
-                .bind(&eq.value)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(storage_error)?,
-            None => sqlx::query_as(&format!("{SELECT} GROUP BY m.id"))
+            Some(eq) => sqlx::query_as(&format!(
+                "{SELECT} WHERE m.metric_name = $1 GROUP BY m.id ORDER BY m.id"
+            ))
+            .bind(&eq.value)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?,
+            None => sqlx::query_as(&format!("{SELECT} GROUP BY m.id ORDER BY m.id"))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(storage_error)?,
@@ -151,6 +153,8 @@ impl PgSeriesSource {
             sql.push_str(" AND ");
             sql.push_str(c);
         }
+        // In the order they were created, as Prometheus' head gives them.
+        sql.push_str(" ORDER BY s.id");
         let mut query = sqlx::query_as(&sql).bind(metric_id);
         for a in arrays {
             query = query.bind(a);
@@ -183,7 +187,8 @@ impl PgSeriesSource {
             .collect())
     }
 
-    /// The series every matcher accepts, per metric, with their labels.
+    /// The series every matcher accepts, per metric, with their labels; metrics and series
+    /// in the order they were created.
     pub async fn select_series(&self, matchers: &[Matcher]) -> Result<Vec<SelectedSeries>, QueryError> {
         let (name, labels): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| m.name == METRIC_NAME);
         let mut label_ids = HashMap::new();
@@ -400,7 +405,9 @@ impl SeriesSource for PgSeriesSource {
                     .ok_or(QueryError::TooManySamples("reading series"))?;
                 out.extend(series);
             }
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            // Metrics and their series in the order they were created (ids grow): the order
+            // Prometheus' head gives series in, which decides which of equal values topk,
+            // bottomk and limitk keep.
             Ok(out)
         })
     }

@@ -163,14 +163,15 @@ impl SeriesResolver {
             }
             wanted.push((metric_id, array));
         }
-        // Sent in labels order, so that concurrent creators wait on each other in one order.
-        let mut order: Vec<usize> = (0..wanted.len()).collect();
-        order.sort_by(|&a, &b| wanted[a].1.cmp(&wanted[b].1));
+        // Sent in the order of the request: ids are drawn in this order (the order series are
+        // read in, as Prometheus' head reads them in the order it created them); create_series
+        // inserts them sorted by labels, so that concurrent creators wait on each other in one
+        // order (migration 14).
         let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
-        for &n in &order {
-            metric_ids.push(wanted[n].0);
-            counts.push(wanted[n].1.len() as i32);
-            flat.extend_from_slice(&wanted[n].1);
+        for (metric_id, array) in &wanted {
+            metric_ids.push(*metric_id);
+            counts.push(array.len() as i32);
+            flat.extend_from_slice(array);
         }
         let rows: Vec<(i32, i64)> =
             sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
@@ -181,8 +182,8 @@ impl SeriesResolver {
                 .await?;
         let mut ids = vec![None; unique.len()];
         for (sent, id) in rows {
-            if let Some(&n) = order.get(sent as usize) {
-                ids[n] = Some(id);
+            if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
+                *slot = Some(id);
             }
         }
         for ((i, identity), n) in missing.into_iter().zip(slot) {

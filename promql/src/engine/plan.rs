@@ -265,7 +265,12 @@ pub async fn fetch(
             max_samples: Some(budget),
             windows: reads.windows,
         };
-        let series = source.select(&reads.matchers, &hints).await?;
+        let mut series = source.select(&reads.matchers, &hints).await?;
+        if options.semantics == super::Semantics::Prometheus2 {
+            // Prometheus 2.42 reads them (mostly) in labels order, Prometheus 3 in the order
+            // the source gives: which of equal values topk and bottomk keep follows.
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
         let read: usize = series.iter().map(Series::len).sum();
         budget = budget
             .checked_sub(read)
