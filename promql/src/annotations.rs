@@ -5,15 +5,85 @@
 
 use std::collections::BTreeSet;
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Annotations {
     pub warnings: BTreeSet<String>,
     pub infos: BTreeSet<String>,
+    /// histogram_quantile's forced monotonicity, merged over series and steps until
+    /// [`Annotations::finished`] words it.
+    monotonicity: Option<Monotonicity>,
+}
+
+/// Where histogram_quantile had to raise bucket counts of classic histograms: the steps, the
+/// bucket bounds, the largest raise, and how many more times than once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Monotonicity {
+    min_t: i64,
+    max_t: i64,
+    min_bucket: f64,
+    max_bucket: f64,
+    max_diff: f64,
+    merged: usize,
 }
 
 impl Annotations {
     pub fn is_empty(&self) -> bool {
-        self.warnings.is_empty() && self.infos.is_empty()
+        self.warnings.is_empty() && self.infos.is_empty() && self.monotonicity.is_none()
+    }
+
+    /// histogram_quantile made the bucket counts of a classic histogram monotonic at `t`: one
+    /// info for the whole query, as Prometheus 3 merges them.
+    pub fn forced_monotonicity(&mut self, t: i64, min_bucket: f64, max_bucket: f64, max_diff: f64) {
+        let new = Monotonicity {
+            min_t: t,
+            max_t: t,
+            min_bucket,
+            max_bucket,
+            max_diff,
+            merged: 0,
+        };
+        self.monotonicity = Some(match self.monotonicity {
+            None => new,
+            Some(m) => Monotonicity {
+                min_t: m.min_t.min(t),
+                max_t: m.max_t.max(t),
+                min_bucket: if min_bucket < m.min_bucket {
+                    min_bucket
+                } else {
+                    m.min_bucket
+                },
+                max_bucket: if max_bucket > m.max_bucket {
+                    max_bucket
+                } else {
+                    m.max_bucket
+                },
+                max_diff: if max_diff > m.max_diff { max_diff } else { m.max_diff },
+                merged: m.merged + 1,
+            },
+        });
+    }
+
+    /// The annotations with those merged along the way worded among the infos.
+    pub fn finished(mut self) -> Self {
+        if let Some(m) = self.monotonicity.take() {
+            let time = |t: i64| {
+                chrono::DateTime::from_timestamp(t / 1000, 0)
+                    .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default()
+            };
+            self.infos.insert(format!(
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
+                 https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile), \
+                 from buckets {} to {}, with a max diff of {}, over {} samples from {} to {}",
+                go_g(m.min_bucket),
+                go_g(m.max_bucket),
+                go_g_2(m.max_diff),
+                m.merged + 1,
+                time(m.min_t),
+                time(m.max_t)
+            ));
+        }
+        self
     }
 
     pub fn warn(&mut self, message: String) {
@@ -162,6 +232,30 @@ pub fn go_g(v: f64) -> String {
     go_float(v, 6)
 }
 
+/// Go's `%.2g`: two significant digits, trailing zeros dropped, with an exponent when it is
+/// below -4 or at least the digits shown.
+pub fn go_g_2(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return go_g(v);
+    }
+    let rounded = format!("{v:.1e}");
+    let (mantissa, exponent) = rounded.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("{:e} has an integer exponent");
+    let digits = mantissa.trim_start_matches('-').replace('.', "");
+    let digits = digits.trim_end_matches('0').len().max(1) as i32;
+    let mut shown = 2;
+    if shown > digits && digits > exponent {
+        shown = digits;
+    }
+    if exponent < -4 || exponent >= shown {
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    } else {
+        format!("{}", rounded.parse::<f64>().expect("a float"))
+    }
+}
+
 fn go_float(v: f64, exponent_from: i32) -> String {
     if v.is_nan() {
         return "NaN".into();
@@ -203,5 +297,35 @@ mod tests {
         ] {
             assert_eq!(go_g(v), g, "{v}");
         }
+        for (v, g) in [
+            (1.0, "1"),
+            (5.0, "5"),
+            (12.0, "12"),
+            (123.0, "1.2e+02"),
+            (1000.0, "1e+03"),
+            (0.05, "0.05"),
+            (0.123, "0.12"),
+            (1.15e-5, "1.2e-05"),
+            (-3.0, "-3"),
+        ] {
+            assert_eq!(go_g_2(v), g, "{v}");
+        }
+    }
+
+    #[test]
+    fn forced_monotonicity_is_one_info_merged_over_steps() {
+        let mut a = Annotations::default();
+        a.forced_monotonicity(3_000_000, 10.0, 100.0, 1.0);
+        a.forced_monotonicity(3_060_000, 1.0, 1000.0, 0.5);
+        let a = a.finished();
+        assert_eq!(
+            a.infos.iter().collect::<Vec<_>>(),
+            [
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
+              https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile), \
+              from buckets 1 to 1000, with a max diff of 1, over 2 samples from 1970-01-01T00:50:00Z \
+              to 1970-01-01T00:51:00Z"
+            ]
+        );
     }
 }

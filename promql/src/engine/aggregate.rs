@@ -182,12 +182,14 @@ fn sum_histograms(
     grouping: impl Fn(&Labels) -> Labels,
     t: i64,
 ) -> Vec<InstantSample> {
-    use crate::histogram::{CounterResetHint, FloatHistogram};
+    use crate::histogram::FloatHistogram;
     struct Group {
         sum: Option<FloatHistogram>,
         count: f64,
-        reset: bool,
-        not_reset: bool,
+        /// One histogram said "counter reset" where the sum so far said "not reset" or the
+        /// other way round (a gauge or an unknown hint on the way ends that, as in
+        /// Prometheus' `adjustCounterReset`).
+        collision: bool,
     }
     let mut order: Vec<Labels> = Vec::new();
     let mut sums: HashMap<Labels, Group> = HashMap::new();
@@ -199,16 +201,14 @@ fn sum_histograms(
             Group {
                 sum: None,
                 count: 0.0,
-                reset: false,
-                not_reset: false,
+                collision: false,
             }
         });
-        g.reset |= h.counter_reset_hint == CounterResetHint::CounterReset;
-        g.not_reset |= h.counter_reset_hint == CounterResetHint::NotCounterReset;
         g.sum = match (g.count == 0.0, g.sum.take()) {
             (true, _) => Some(h.as_ref().clone()),
             (false, Some(acc)) => match acc.add_detailed(&h) {
                 Ok((sum, info)) => {
+                    g.collision |= info.counter_reset_collision;
                     if info.custom_bounds_reconciled {
                         ev.info(crate::annotations::mismatched_custom_buckets("aggregation"));
                     }
@@ -237,7 +237,7 @@ fn sum_histograms(
             continue;
         }
         let Some(g) = sums.remove(&group) else { continue };
-        if g.reset && g.not_reset {
+        if g.collision {
             ev.warn(crate::annotations::counter_reset_collision("aggregation"));
         }
         if let Some(mut sum) = g.sum {

@@ -214,7 +214,7 @@ pub fn evaluate(
     if step == 0 {
         let value = ev.eval(expr, start)?;
         ev.check_samples(count_samples(&value))?;
-        return Ok((value, ev.annotations.into_inner()));
+        return Ok((value, ev.annotations.into_inner().finished()));
     }
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
@@ -251,7 +251,7 @@ pub fn evaluate(
         ev.held.set(series.samples());
         next = t.checked_add(step);
     }
-    Ok((Value::Matrix(series.finish()), ev.annotations.into_inner()))
+    Ok((Value::Matrix(series.finish()), ev.annotations.into_inner().finished()))
 }
 
 pub fn type_description(t: ValueType) -> &'static str {
@@ -275,6 +275,13 @@ impl<'a> Evaluator<'a> {
     /// Adds a warning to the query's annotations.
     pub fn warn(&self, message: String) {
         self.annotations.borrow_mut().warn(message);
+    }
+
+    /// Notes that histogram_quantile forced the buckets of a classic histogram monotonic at `t`.
+    pub fn forced_monotonicity(&self, t: i64, f: super::functions::histogram::ForcedMonotonicity) {
+        self.annotations
+            .borrow_mut()
+            .forced_monotonicity(t, f.min_bucket, f.max_bucket, f.max_diff);
     }
 
     /// Adds an info to the query's annotations.

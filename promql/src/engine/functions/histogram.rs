@@ -10,6 +10,15 @@ pub struct Bucket {
     pub count: f64,
 }
 
+/// What making the counts of a classic histogram monotonic changed: the lowest and the
+/// highest upper bound of a bucket raised, and the largest raise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForcedMonotonicity {
+    pub min_bucket: f64,
+    pub max_bucket: f64,
+    pub max_diff: f64,
+}
+
 /// Prometheus 2.42 bucketQuantile (quantile.go): sort by upper bound, require +Inf bucket (else NaN),
 /// coalesce buckets with equal upper bound, ensureMonotonic, q<0 → -Inf, q>1 → +Inf, NaN q → NaN,
 /// < 2 buckets → NaN, observations == 0 → NaN, linear interpolation, lowest bucket lower bound 0 if
@@ -18,25 +27,37 @@ pub struct Bucket {
 /// Buckets with a NaN upper bound sort last, so their presence gives NaN (Go's sort leaves
 /// them wherever its algorithm happens to, which is not worth imitating). No buckets at all
 /// give NaN once `q` is in range.
-pub fn bucket_quantile(q: f64, mut buckets: Vec<Bucket>) -> f64 {
+///
+/// `prometheus_3`: as Prometheus 3 does it instead, counts that differ from the one below by a
+/// relative 1e-12 or less are taken as equal (in either direction), and what forcing
+/// monotonicity changed is reported.
+pub fn bucket_quantile_with(q: f64, mut buckets: Vec<Bucket>, prometheus_3: bool) -> (f64, Option<ForcedMonotonicity>) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, None);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, None);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, None);
     }
     buckets.sort_by(|a, b| nan_last(a.upper_bound, b.upper_bound));
     match buckets.last() {
         Some(last) if last.upper_bound == f64::INFINITY => {}
-        _ => return f64::NAN,
+        _ => return (f64::NAN, None),
     }
 
     coalesce_buckets(&mut buckets);
-    ensure_monotonic(&mut buckets);
+    let forced = if prometheus_3 {
+        ensure_monotonic_ignoring_small_deltas(&mut buckets)
+    } else {
+        ensure_monotonic(&mut buckets);
+        None
+    };
+    (quantile_of_monotonic(q, &buckets), forced)
+}
 
+fn quantile_of_monotonic(q: f64, buckets: &[Bucket]) -> f64 {
     if buckets.len() < 2 {
         return f64::NAN;
     }
@@ -192,6 +213,59 @@ fn ensure_monotonic(buckets: &mut [Bucket]) {
     }
 }
 
+/// Prometheus 3's `ensureMonotonicAndIgnoreSmallDeltas`: a count within a relative 1e-12 of
+/// the one kept below it becomes that one (float noise, either way); a lower count is raised to
+/// it. What was raised (not noise) is reported.
+fn ensure_monotonic_ignoring_small_deltas(buckets: &mut [Bucket]) -> Option<ForcedMonotonicity> {
+    const TOLERANCE: f64 = 1e-12;
+    let mut forced: Option<ForcedMonotonicity> = None;
+    let mut prev = buckets[0].count;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.count;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, TOLERANCE) {
+            b.count = prev;
+            continue;
+        }
+        if curr < prev {
+            b.count = prev;
+            let f = forced.get_or_insert(ForcedMonotonicity {
+                min_bucket: f64::INFINITY,
+                max_bucket: f64::NEG_INFINITY,
+                max_diff: 0.0,
+            });
+            if b.upper_bound < f.min_bucket {
+                f.min_bucket = b.upper_bound;
+            }
+            if b.upper_bound > f.max_bucket {
+                f.max_bucket = b.upper_bound;
+            }
+            if prev - curr > f.max_diff {
+                f.max_diff = prev - curr;
+            }
+            continue;
+        }
+        prev = curr;
+    }
+    forced
+}
+
+/// Prometheus' `almost.Equal`: equal, both NaN, or within a relative `epsilon` (absolute
+/// near zero).
+fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if (a.is_nan() && b.is_nan()) || a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < epsilon * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < epsilon
+}
+
 /// Go's `sort.Search`: the smallest index in `[0, n)` for which `f` holds, assuming `f`
 /// turns true once and stays true; `n` if it never holds. Imitated step by step so that
 /// counts which break that assumption (NaN) give the same index as in Prometheus.
@@ -231,6 +305,10 @@ fn nan_first(a: f64, b: f64) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bucket_quantile(q: f64, buckets: Vec<Bucket>) -> f64 {
+        bucket_quantile_with(q, buckets, false).0
+    }
 
     const INF: f64 = f64::INFINITY;
 

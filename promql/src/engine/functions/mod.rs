@@ -14,7 +14,7 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
-use self::histogram::{bucket_quantile, Bucket};
+use self::histogram::{bucket_quantile_with, Bucket};
 use super::aggregate::is_valid_label_name;
 use super::boundaries::window_start;
 use super::eval::{check_unique_labels, Evaluator};
@@ -382,7 +382,15 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     // The function of one series' window, with the warnings and infos it gives.
     let window_result = |labels: &Labels, samples: &[Sample], histograms: &[HistogramSample]| {
         let metric = labels.get(METRIC_NAME);
-        let result = apply_window(ev, function, samples, histograms, range_start, range_end, &scalars)?;
+        let result = apply_window(
+            ev,
+            function,
+            metric,
+            samples,
+            histograms,
+            (range_start, range_end),
+            &scalars,
+        )?;
         match &result {
             Some((_, h)) => annotate_window(ev, function, metric, samples, histograms, &scalars, h.is_none()),
             None => annotate_mixed_window(ev, function, metric, samples, histograms),
@@ -599,10 +607,10 @@ fn annotate_mixed_window(
 fn apply_window(
     ev: &Evaluator,
     function: range::RangeFunction,
+    metric: &str,
     samples: &[Sample],
     histograms: &[HistogramSample],
-    range_start: i64,
-    range_end: i64,
+    (range_start, range_end): (i64, i64),
     scalars: &[f64],
 ) -> Result<Option<WindowResult>, QueryError> {
     use range::RangeFunction as F;
@@ -620,9 +628,20 @@ fn apply_window(
             if !samples.is_empty() {
                 return Ok(None);
             }
-            function
-                .apply_to_histograms(histograms, range_start, range_end)
-                .map(|h| (0.0, Some(Arc::new(h))))
+            match function.apply_to_histograms(histograms, range_start, range_end) {
+                Ok(Some(rate)) => {
+                    if rate.reconciled {
+                        ev.info(crate::annotations::mismatched_custom_buckets("subtraction"));
+                    }
+                    Some((0.0, Some(Arc::new(rate.histogram))))
+                }
+                Ok(None) => None,
+                Err(crate::histogram::HistogramError::IncompatibleSchema) => {
+                    ev.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
+                    None
+                }
+                Err(_) => None,
+            }
         }
         F::CountOverTime => Some(((samples.len() + histograms.len()) as f64, None)),
         F::Changes | F::Resets => Some((changes_or_resets(function == F::Resets, samples, histograms), None)),
@@ -635,19 +654,26 @@ fn apply_window(
         },
         F::SumOverTime | F::AvgOverTime if samples.is_empty() => {
             let mut sum = histograms[0].h.as_ref().clone();
-            let mut reconciled = false;
+            let (mut reconciled, mut collision) = (false, false);
             for h in &histograms[1..] {
                 sum = match sum.add_detailed(&h.h) {
                     Ok((s, info)) => {
                         reconciled |= info.custom_bounds_reconciled;
+                        collision |= info.counter_reset_collision;
                         s
                     }
                     // Exponential and custom buckets mixed: no result.
-                    Err(_) => return Ok(None),
+                    Err(_) => {
+                        ev.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
+                        return Ok(None);
+                    }
                 };
             }
             if reconciled {
                 ev.info(crate::annotations::mismatched_custom_buckets("aggregation"));
+            }
+            if collision {
+                ev.warn(crate::annotations::counter_reset_collision("aggregation"));
             }
             if function == F::AvgOverTime {
                 sum.div(histograms.len() as f64);
@@ -1007,7 +1033,7 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
         .collect();
     let classic: Vec<InstantSample> = classic.into_iter().map(|(s, _)| s.clone()).collect();
     let key = c as *const Call as usize;
-    out.extend(ev.with_groups(key, |cache| histogram_quantile(cache, q, &classic, t)));
+    out.extend(ev.with_groups(key, |cache| histogram_quantile(ev, cache, q, &classic, t)));
     out
 }
 
@@ -1081,7 +1107,13 @@ fn openmetrics_float(v: f64) -> String {
     }
 }
 
-fn histogram_quantile(cache: &mut GroupCache, q: f64, input: &[InstantSample], t: i64) -> Vec<InstantSample> {
+fn histogram_quantile(
+    ev: &Evaluator,
+    cache: &mut GroupCache,
+    q: f64,
+    input: &[InstantSample],
+    t: i64,
+) -> Vec<InstantSample> {
     cache.begin_step(input.len());
     let mut step = StepGroups::new();
     for s in input {
@@ -1099,13 +1131,20 @@ fn histogram_quantile(cache: &mut GroupCache, q: f64, input: &[InstantSample], t
             count: s.v,
         });
     }
+    let prometheus_3 = ev.options.semantics == super::Semantics::Prometheus3;
     step.slots
         .into_iter()
-        .map(|(g, buckets)| InstantSample {
-            labels: cache.groups[g].without_metadata_labels(),
-            t,
-            v: bucket_quantile(q, buckets),
-            h: None,
+        .map(|(g, buckets)| {
+            let (v, forced) = bucket_quantile_with(q, buckets, prometheus_3);
+            if let Some(forced) = forced {
+                ev.forced_monotonicity(t, forced);
+            }
+            InstantSample {
+                labels: cache.groups[g].without_metadata_labels(),
+                t,
+                v,
+                h: None,
+            }
         })
         .collect()
 }

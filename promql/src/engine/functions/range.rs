@@ -7,7 +7,7 @@
 use super::histogram::quantile;
 use crate::engine::Semantics;
 use crate::error::QueryError;
-use crate::histogram::FloatHistogram;
+use crate::histogram::{FloatHistogram, HistogramError};
 use crate::value::{HistogramSample, Sample};
 
 /// [`RangeFunction::apply`] of the function called `name`.
@@ -341,12 +341,12 @@ pub fn histogram_extrapolated_rate(
     range_end: i64,
     is_counter: bool,
     is_rate: bool,
-) -> Option<FloatHistogram> {
+) -> Result<Option<HistogramRate>, HistogramError> {
     if points.len() < 2 {
-        return None;
+        return Ok(None);
     }
     let refs: Vec<(i64, &FloatHistogram)> = points.iter().map(|p| (p.t, p.h.as_ref())).collect();
-    let mut result = crate::histogram::histogram_rate(&refs, is_counter).ok()?;
+    let (mut result, reconciled) = crate::histogram::histogram_rate_detailed(&refs, is_counter)?;
     let (first, last) = (&points[0], &points[points.len() - 1]);
     let mut duration_to_start = seconds_between(range_start, first.t);
     let mut duration_to_end = seconds_between(last.t, range_end);
@@ -374,23 +374,34 @@ pub fn histogram_extrapolated_rate(
         factor /= seconds_between(range_start, range_end);
     }
     result.mul(factor);
-    Some(result)
+    Ok(Some(HistogramRate {
+        histogram: result,
+        reconciled,
+    }))
+}
+
+/// A rate, increase or delta of native histograms, and whether custom bucket bounds that
+/// differed had to be reconciled on the way.
+pub struct HistogramRate {
+    pub histogram: FloatHistogram,
+    pub reconciled: bool,
 }
 
 impl RangeFunction {
     /// The function of a window of native histograms, for those that have one (rate,
-    /// increase, delta); `None` otherwise and when there is no result.
+    /// increase, delta); `None` otherwise and when there is no result; an error for
+    /// histograms that cannot be combined (exponential and custom buckets mixed).
     pub fn apply_to_histograms(
         self,
         points: &[HistogramSample],
         range_start: i64,
         range_end: i64,
-    ) -> Option<FloatHistogram> {
+    ) -> Result<Option<HistogramRate>, HistogramError> {
         match self {
             RangeFunction::Rate => histogram_extrapolated_rate(points, range_start, range_end, true, true),
             RangeFunction::Increase => histogram_extrapolated_rate(points, range_start, range_end, true, false),
             RangeFunction::Delta => histogram_extrapolated_rate(points, range_start, range_end, false, false),
-            _ => None,
+            _ => Ok(None),
         }
     }
 }
