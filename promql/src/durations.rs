@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 
 use crate::error::QueryError;
-use crate::parse::{is_name_byte, literal_end};
+use crate::parse::{is_name_byte, is_operand_keyword, literal_end};
 
 /// `query` with its duration expressions replaced by literal durations, for a query of step
 /// `step_ms` over `range_ms` (both 0 for an instant query).
@@ -117,22 +117,7 @@ fn ends_operand(query: &str, i: usize) -> bool {
         return false;
     }
     let word_start = before.bytes().rposition(|b| !is_name_byte(b)).map_or(0, |p| p + 1);
-    let word = before[word_start..].to_ascii_lowercase();
-    !matches!(
-        word.as_str(),
-        "and"
-            | "or"
-            | "unless"
-            | "atan2"
-            | "bool"
-            | "by"
-            | "without"
-            | "on"
-            | "ignoring"
-            | "group_left"
-            | "group_right"
-            | "offset"
-    )
+    !is_operand_keyword(&before[word_start..])
 }
 
 /// Whether `text` is a plain duration the parser reads itself: `5m`, `1h30m`, `500ms`.

@@ -263,6 +263,26 @@ pub(crate) fn literal_end(bytes: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// Whether `word` (any case) is a keyword after which an operand follows (a binary operator
+/// or a modifier), so that a name after it is a name and not a modifier keyword.
+pub(crate) fn is_operand_keyword(word: &str) -> bool {
+    matches!(
+        word.to_ascii_lowercase().as_str(),
+        "and"
+            | "or"
+            | "unless"
+            | "atan2"
+            | "bool"
+            | "by"
+            | "without"
+            | "on"
+            | "ignoring"
+            | "group_left"
+            | "group_right"
+            | "offset"
+    )
+}
+
 /// Whether `b` belongs to a name, a keyword or a number of query text.
 pub(crate) fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'

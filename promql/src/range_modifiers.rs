@@ -16,7 +16,7 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::VectorSelector;
 
 use crate::error::QueryError;
-use crate::parse::{is_name_byte, literal_end};
+use crate::parse::{is_name_byte, is_operand_keyword, literal_end};
 
 /// The label of the matcher that carries a selector's modifier through the parser.
 pub const MODIFIER_LABEL: &str = "__promscale_range_modifier__";
@@ -187,7 +187,7 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
                 };
                 (e, format!("{comma}{MODIFIER_LABEL}=\"{keyword}\""), mode)
             }
-            Token::Word(_, e) if !ends_word_operator(&lower(0, e)) => {
+            Token::Word(s, e) if !is_operand_keyword(&query[s..e]) => {
                 (e, format!("{{{MODIFIER_LABEL}=\"{keyword}\"}}"), mode)
             }
             _ => return Err(not_implemented()),
@@ -227,31 +227,8 @@ fn ends_operand(query: &str, token: &Token) -> bool {
     match *token {
         Token::Group(..) | Token::Literal => true,
         Token::Byte(b) => b == b')',
-        Token::Word(s, e) => !ends_word_operator(&query[s..e].to_ascii_lowercase()),
+        Token::Word(s, e) => !is_operand_keyword(&query[s..e]),
     }
-}
-
-/// Whether a word is one after which an operand follows, not one that ends it.
-fn ends_word_operator(word: &str) -> bool {
-    let word = word
-        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.'))
-        .next()
-        .unwrap_or(word);
-    matches!(
-        word.to_ascii_lowercase().as_str(),
-        "and"
-            | "or"
-            | "unless"
-            | "atan2"
-            | "bool"
-            | "by"
-            | "without"
-            | "on"
-            | "ignoring"
-            | "group_left"
-            | "group_right"
-            | "offset"
-    )
 }
 
 #[cfg(test)]
@@ -304,6 +281,7 @@ mod tests {
         assert!(err("x[5m:1m] anchored").contains("anchored modifier is not supported for subqueries"));
         assert!(err("rate(x[5m]) smoothed").contains("smoothed modifier not implemented"));
         assert!(err("x anchored smoothed").contains("cannot be used together"));
+        assert!(err("(x) anchored").contains("anchored modifier not implemented"));
         assert!(rewritten("smoothed anchored").starts_with(&format!("smoothed{{{MODIFIER_LABEL}=\"anchored\"}}")));
     }
 }
