@@ -17,8 +17,8 @@ pub mod histogram;
 pub mod labels;
 pub mod memory;
 pub mod parse;
-pub mod range_modifiers;
 pub mod source;
+pub mod syntax_markers;
 pub mod trim_operators;
 pub mod value;
 

@@ -40,7 +40,7 @@ pub fn parse_with(query: &str, max_depth: usize, features: crate::Features) -> R
 /// [`parse_with`]: the parser's, plus what it lacks (the `anchored` and `smoothed` modifiers,
 /// the trim operators `</` and `>/`), brought in around it.
 pub fn parse_syntax(query: &str) -> Result<Expr, QueryError> {
-    let query = crate::range_modifiers::rewrite(query)?;
+    let query = crate::syntax_markers::rewrite(query)?;
     let (query, trims) = crate::trim_operators::rewrite(&query);
     register_prometheus_2_functions();
     // The parser panics on a few inputs (a float duration too large for a Duration): a query
@@ -100,8 +100,8 @@ const AGGREGATIONS: [&str; 14] = [
 fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
     let refuse = |what: String| Err(QueryError::BadData(what));
     let selector = |vs: &promql_parser::parser::VectorSelector| {
-        let modified = crate::range_modifiers::mode(vs) != crate::range_modifiers::Mode::Plain;
-        if modified && vs.name.is_none() && crate::range_modifiers::without_modifier(vs).all(|m| m.is_match("")) {
+        let modified = crate::syntax_markers::mode(vs) != crate::syntax_markers::Mode::Plain;
+        if modified && vs.name.is_none() && crate::syntax_markers::without_modifier(vs).all(|m| m.is_match("")) {
             // The modifier's matcher made the parser accept `{} anchored`.
             refuse("vector selector must contain at least one non-empty matcher".into())
         } else if vs.matchers.or_matchers.is_empty() {

@@ -27,7 +27,7 @@ use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
 use crate::histogram::CounterResetHint;
 use crate::labels::Labels;
-use crate::range_modifiers::{mode, Mode};
+use crate::syntax_markers::{mode, Mode};
 use crate::value::{is_stale_histogram, HistogramSample, InstantSample, Sample, Series, Value};
 
 pub use crate::value::STALE_NAN_BITS;

@@ -18,8 +18,8 @@ use crate::engine::functions::{extended, info};
 use crate::engine::EngineOptions;
 use crate::error::QueryError;
 use crate::labels::METRIC_NAME;
-use crate::range_modifiers::{mode, Mode};
 use crate::source::{SelectHints, SeriesSource, Windows};
+use crate::syntax_markers::{mode, Mode};
 use crate::value::Series;
 
 /// Series of each selector, keyed by the selector's address in the syntax tree.
@@ -58,7 +58,7 @@ pub fn at_ms(at: &Option<AtModifier>, query_start: i64, query_end: i64) -> Optio
 /// All matchers of a selector, the metric name included (and the one that carries an
 /// `anchored` or `smoothed` modifier left out).
 pub fn matchers(vs: &VectorSelector) -> Vec<Matcher> {
-    let mut all: Vec<Matcher> = crate::range_modifiers::without_modifier(vs).cloned().collect();
+    let mut all: Vec<Matcher> = crate::syntax_markers::without_modifier(vs).cloned().collect();
     if let Some(name) = &vs.name {
         if !all.iter().any(|m| m.name == METRIC_NAME) {
             all.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));

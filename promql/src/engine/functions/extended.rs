@@ -1,5 +1,5 @@
 //! Functions of `anchored` and `smoothed` windows, and the values of such selectors on their
-//! own: Prometheus 3's extended range selectors (see [`crate::range_modifiers`]).
+//! own: Prometheus 3's extended range selectors (see [`crate::syntax_markers`]).
 //!
 //! An anchored window `x[5m] anchored` reads back one lookback further than its range: its
 //! left edge is the last sample at or before the range start, so `increase` and `delta` are
@@ -16,7 +16,7 @@ use crate::annotations as a;
 use crate::engine::eval::Evaluator;
 use crate::error::QueryError;
 use crate::histogram::{CounterResetHint, FloatHistogram};
-use crate::range_modifiers::Mode;
+use crate::syntax_markers::Mode;
 use crate::value::{HistogramSample, Sample};
 
 use super::WindowResult;

@@ -145,7 +145,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
     let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
     for arg in &args {
         if let Expr::MatrixSelector(ms) = unwrap_parens(arg) {
-            extended::check_allowed(name, crate::range_modifiers::mode(&ms.vs))?;
+            extended::check_allowed(name, crate::syntax_markers::mode(&ms.vs))?;
         }
     }
     let vector = |v: Vec<InstantSample>| -> Result<Value, QueryError> {
@@ -404,8 +404,8 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         let width = super::plan::duration_ms(ms.range);
         let mut buffer = Vec::new();
         let mut out = Vec::with_capacity(sel.series.len());
-        let mode = crate::range_modifiers::mode(&ms.vs);
-        if mode != crate::range_modifiers::Mode::Plain {
+        let mode = crate::syntax_markers::mode(&ms.vs);
+        if mode != crate::syntax_markers::Mode::Plain {
             // Anchored or smoothed: read around the range, then one of the functions
             // `check_allowed` let through.
             use range::RangeFunction as F;
@@ -414,7 +414,7 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
                 start: range_start,
                 end: range_end,
                 seconds: ms.range.as_secs_f64(),
-                smoothed: mode == crate::range_modifiers::Mode::Smoothed,
+                smoothed: mode == crate::syntax_markers::Mode::Smoothed,
             };
             let reference = range_end.saturating_add(after);
             let width = width.saturating_add(before).saturating_add(after);
@@ -645,7 +645,7 @@ fn apply_window(
         }
         F::CountOverTime => Some(((samples.len() + histograms.len()) as f64, None)),
         F::Changes | F::Resets => Some((changes_or_resets(function == F::Resets, samples, histograms), None)),
-        F::Irate | F::Idelta => match instant_histogram_value(ev, function == F::Irate, samples, histograms) {
+        F::Irate | F::Idelta => match instant_histogram_value(ev, metric, function == F::Irate, samples, histograms) {
             Some(result) => result,
             // The last two samples are floats.
             None => function
@@ -750,6 +750,7 @@ fn changes_or_resets(resets: bool, samples: &[Sample], histograms: &[HistogramSa
 /// apply).
 fn instant_histogram_value(
     ev: &Evaluator,
+    metric: &str,
     is_rate: bool,
     samples: &[Sample],
     histograms: &[HistogramSample],
@@ -794,7 +795,10 @@ fn instant_histogram_value(
                 }
                 result = difference
             }
-            Err(_) => return Some(None),
+            Err(_) => {
+                ev.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
+                return Some(None);
+            }
         }
     }
     result.counter_reset_hint = crate::histogram::CounterResetHint::Gauge;
@@ -869,7 +873,7 @@ fn absent(present: bool, arg: &Expr, t: i64) -> Vec<InstantSample> {
         // As Prometheus 2.42: a label matched once for equality is kept; any other matcher on
         // it (a second equality included) removes it.
         let mut seen = std::collections::HashSet::new();
-        for m in crate::range_modifiers::without_modifier(vs).filter(|m| m.name != METRIC_NAME) {
+        for m in crate::syntax_markers::without_modifier(vs).filter(|m| m.name != METRIC_NAME) {
             if matches!(m.op, MatchOp::Equal) && seen.insert(m.name.as_str()) {
                 labels.set(&m.name, &m.value);
             } else {

@@ -1,13 +1,18 @@
-//! Prometheus 3's `anchored` and `smoothed` modifiers of selectors (the extended range
-//! selectors): `increase(x[5m] anchored)`, `rate(x[5m] smoothed)`, `x smoothed`.
+//! What Prometheus 3 reads in selectors and promql-parser 0.11 does not, carried through the
+//! parser as matchers on reserved labels:
+//! - the `anchored` and `smoothed` modifiers of selectors (the extended range selectors):
+//!   `increase(x[5m] anchored)`, `rate(x[5m] smoothed)`, `x smoothed`;
+//! - `info()`'s label selector whose matchers all match the empty value
+//!   (`info(x, {data=~".*"})`), which the parser refuses as it refuses such a selector anywhere.
 //!
-//! Hand-written because the parser (promql-parser 0.11) does not read them. Before parsing,
-//! this pass finds each modifier keyword in the query text where it follows an operand, and
-//! moves it into the selector it modifies as a matcher on [`MODIFIER_LABEL`], which the parser
-//! reads as any other and which no user can mean (`__` names are reserved). Everything that
-//! reads a selector's matchers for the storage leaves that one out ([`without_modifier`]); the
-//! engine asks [`mode`] how a selector reads its samples. As Prometheus' grammar, the keyword
-//! may follow `offset` and `@`, and applies only to a selector: after a subquery or any other
+//! Hand-written because the parser does not read them. Before parsing, this pass finds each
+//! modifier keyword in the query text where it follows an operand, and moves it into the
+//! selector it modifies as a matcher on [`MODIFIER_LABEL`]; it adds a matcher on
+//! [`INFO_SELECTOR_LABEL`] to the label selector of every `info` call. The parser reads them as
+//! any other matcher; no user can mean them (`__` names are reserved). Everything that reads a
+//! selector's matchers for the storage leaves them out ([`without_modifier`]); the engine asks
+//! [`mode`] how a selector reads its samples. As Prometheus' grammar, a modifier keyword may
+//! follow `offset` and `@`, and applies only to a selector: after a subquery or any other
 //! expression it is an error with Prometheus' message.
 
 use std::borrow::Cow;
@@ -55,10 +60,14 @@ pub fn mode(vs: &VectorSelector) -> Mode {
 
 /// Whether a matcher is the one that carries a modifier.
 pub fn is_modifier(m: &Matcher) -> bool {
-    m.name == MODIFIER_LABEL
+    m.name == MODIFIER_LABEL || m.name == INFO_SELECTOR_LABEL
 }
 
-/// The matchers of a selector that select series: all but the modifier's.
+/// The label of the matcher added to `info()`'s label selector, so that the parser accepts
+/// one whose matchers all match the empty value (`{data=~".*"}`), as Prometheus does there.
+pub const INFO_SELECTOR_LABEL: &str = "__promscale_info_selector__";
+
+/// The matchers of a selector that select series: all but the markers'.
 pub fn without_modifier(vs: &VectorSelector) -> impl Iterator<Item = &Matcher> {
     vs.matchers.matchers.iter().filter(|m| !is_modifier(m))
 }
@@ -124,6 +133,12 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
     let mut modifiers = Vec::new();
     for (k, token) in tokens.iter().enumerate() {
         let Token::Word(s, e) = *token else { continue };
+        if &query[s..e] == "info" {
+            if let Some(at) = info_selector_end(&tokens, k, query) {
+                inserts.push(at);
+            }
+            continue;
+        }
         let mode = match lower(s, e).as_str() {
             "anchored" => Mode::Anchored,
             "smoothed" => Mode::Smoothed,
@@ -204,7 +219,7 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
         blanks.push((s, e));
         modifiers.push(k);
     }
-    if blanks.is_empty() {
+    if blanks.is_empty() && inserts.is_empty() {
         return Ok(Cow::Borrowed(query));
     }
     let mut edits: Vec<(usize, usize, String)> = inserts.into_iter().map(|(at, text, _)| (at, at, text)).collect();
@@ -219,6 +234,36 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
     }
     out.push_str(&query[copied..]);
     Ok(Cow::Owned(out))
+}
+
+/// Where to mark the label selector of the `info` call whose name is token `k` (the second
+/// argument, when it is a `{...}` group), and the marker to insert there.
+fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, String, Mode)> {
+    if !matches!(tokens.get(k + 1), Some(Token::Byte(b'('))) {
+        return None;
+    }
+    let mut depth = 0usize;
+    for (i, token) in tokens.iter().enumerate().skip(k + 2) {
+        match token {
+            Token::Byte(b'(') => depth += 1,
+            Token::Byte(b')') if depth == 0 => return None,
+            Token::Byte(b')') => depth -= 1,
+            Token::Byte(b',') if depth == 0 => {
+                let Some(&Token::Group(b'{', s, e)) = tokens.get(i + 1) else {
+                    return None;
+                };
+                let inside = query[s + 1..e].trim_end();
+                let comma = if inside.trim().is_empty() || inside.ends_with(',') {
+                    ""
+                } else {
+                    ","
+                };
+                return Some((e, format!("{comma}{INFO_SELECTOR_LABEL}=\"any\""), Mode::Plain));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Whether the text up to and including `token` ends an operand, so that a keyword after it
@@ -258,6 +303,20 @@ mod tests {
             rewritten("{__name__=\"x\",} @ end() smoothed"),
             format!("{{__name__=\"x\",{m}=\"smoothed\"}} @ end() ")
         );
+    }
+
+    #[test]
+    fn info_selectors_are_marked_so_that_any_matchers_parse() {
+        let l = INFO_SELECTOR_LABEL;
+        assert_eq!(
+            rewritten("info(rate(x[5m]), {data=~\".*\"})"),
+            format!("info(rate(x[5m]), {{data=~\".*\",{l}=\"any\"}})")
+        );
+        assert_eq!(rewritten("info(x, {})"), format!("info(x, {{{l}=\"any\"}})"));
+        // Only the second argument, and only a label selector.
+        assert_eq!(rewritten("info(x)"), "info(x)");
+        assert_eq!(rewritten("info(f(a, b), target_info)"), "info(f(a, b), target_info)");
+        assert_eq!(rewritten("sum(info)"), "sum(info)");
     }
 
     #[test]
