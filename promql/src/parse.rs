@@ -40,6 +40,7 @@ pub fn parse_with(query: &str, max_depth: usize, features: crate::Features) -> R
 /// [`parse_with`]: the parser's, plus what it lacks (the `anchored` and `smoothed` modifiers,
 /// the trim operators `</` and `>/`), brought in around it.
 pub fn parse_syntax(query: &str) -> Result<Expr, QueryError> {
+    let original = query;
     let query = crate::syntax_markers::rewrite(query)?;
     let (query, trims) = crate::trim_operators::rewrite(&query);
     register_prometheus_2_functions();
@@ -49,7 +50,7 @@ pub fn parse_syntax(query: &str) -> Result<Expr, QueryError> {
         Ok(parsed) => parsed.map_err(QueryError::BadData)?,
         Err(_) => {
             return Err(QueryError::BadData(format!(
-                "invalid query: {query:?} cannot be parsed"
+                "invalid query: {original:?} cannot be parsed"
             )))
         }
     };

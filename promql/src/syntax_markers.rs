@@ -16,6 +16,7 @@
 //! expression it is an error with Prometheus' message.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use promql_parser::label::Matcher;
 use promql_parser::parser::VectorSelector;
@@ -51,7 +52,12 @@ impl Mode {
 
 /// The modifier of a selector.
 pub fn mode(vs: &VectorSelector) -> Mode {
-    match vs.matchers.matchers.iter().find(|m| m.name == MODIFIER_LABEL) {
+    match vs
+        .matchers
+        .matchers
+        .iter()
+        .find(|m| is_modifier(m) && m.name == MODIFIER_LABEL)
+    {
         Some(m) if m.value == "anchored" => Mode::Anchored,
         Some(m) if m.value == "smoothed" => Mode::Smoothed,
         _ => Mode::Plain,
@@ -60,7 +66,12 @@ pub fn mode(vs: &VectorSelector) -> Mode {
 
 /// Whether a matcher is the one that carries a modifier.
 pub fn is_modifier(m: &Matcher) -> bool {
-    m.name == MODIFIER_LABEL || m.name == INFO_SELECTOR_LABEL
+    matches!(m.op, promql_parser::label::MatchOp::Equal)
+        && match m.name.as_str() {
+            MODIFIER_LABEL => m.value == "anchored" || m.value == "smoothed",
+            INFO_SELECTOR_LABEL => m.value == "any",
+            _ => false,
+        }
 }
 
 /// The label of the matcher added to `info()`'s label selector, so that the parser accepts
@@ -126,16 +137,18 @@ fn tokens(query: &str) -> Vec<Token> {
 pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
     let lower = |s: usize, e: usize| query[s..e].to_ascii_lowercase();
     let tokens = tokens(query);
-    // (byte offset, text to insert) and (keyword start, end) to blank, in text order.
-    let mut inserts: Vec<(usize, String, Mode)> = Vec::new();
+    // (byte offset, text to insert) and (keyword start, end) to blank.
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    // The mode of each selector given one, by where its marker goes.
+    let mut modes: HashMap<usize, Mode> = HashMap::new();
     let mut blanks = Vec::new();
-    // Indices of the tokens read as modifiers.
-    let mut modifiers = Vec::new();
+    // Of each token read as a modifier, where the marker of its selector goes.
+    let mut modifiers: HashMap<usize, usize> = HashMap::new();
     for (k, token) in tokens.iter().enumerate() {
         let Token::Word(s, e) = *token else { continue };
         if &query[s..e] == "info" {
-            if let Some(at) = info_selector_end(&tokens, k, query) {
-                inserts.push(at);
+            if let Some((at, text)) = info_selector_end(&tokens, k, query) {
+                inserts.push((at, text));
             }
             continue;
         }
@@ -144,13 +157,15 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
             "smoothed" => Mode::Smoothed,
             _ => continue,
         };
-        if k == 0 || !ends_operand(query, &tokens[k - 1]) {
+        if k == 0 || !ends_operand(query, &tokens, k - 1) {
             continue; // A name: a metric or a label called so.
         }
         let keyword = mode.keyword();
         let not_implemented = || QueryError::BadData(format!("{keyword} modifier not implemented"));
-        // Back over `offset` and `@` modifiers, then an optional range, to the selector.
+        // Back over `offset` and `@` modifiers, then an optional range, to the selector (or
+        // to a modifier of the same selector, which knows where it is).
         let mut j = k - 1;
+        let mut known = None;
         loop {
             let word = |i: usize| match tokens.get(i) {
                 Some(Token::Word(s, e)) => Some(lower(*s, *e)),
@@ -158,9 +173,11 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
             };
             let byte = |i: usize, b: u8| matches!(tokens.get(i), Some(Token::Byte(x)) if *x == b);
             let sign = |i: usize| byte(i, b'-') || byte(i, b'+');
-            let back = if modifiers.contains(&j) {
-                1 // Another modifier of the same selector.
-            } else if j >= 1 && word(j).is_some() && word(j - 1).as_deref() == Some("offset") {
+            if let Some(&at) = modifiers.get(&j) {
+                known = Some(at);
+                break;
+            }
+            let back = if j >= 1 && word(j).is_some() && word(j - 1).as_deref() == Some("offset") {
                 2
             } else if j >= 2 && word(j).is_some() && sign(j - 1) && word(j - 2).as_deref() == Some("offset") {
                 3
@@ -181,48 +198,32 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
             // A modifier with nothing before it modifies nothing.
             j = j.checked_sub(back).ok_or_else(not_implemented)?;
         }
-        if let Token::Group(b'[', s, e) = tokens[j] {
-            if query[s + 1..e].contains(':') {
-                return Err(QueryError::BadData(format!(
-                    "{keyword} modifier is not supported for subqueries"
-                )));
+        let (at, marker) = match known {
+            Some(at) => (at, None),
+            None => {
+                let (at, marker) = selector_end(query, &tokens, j, keyword)?;
+                (at, Some(marker))
             }
-            if j == 0 {
-                return Err(not_implemented());
-            }
-            j -= 1;
-        }
-        let insert = match tokens[j] {
-            Token::Group(b'{', s, e) => {
-                let inside = query[s + 1..e].trim_end();
-                let comma = if inside.trim().is_empty() || inside.ends_with(',') {
-                    ""
-                } else {
-                    ","
-                };
-                (e, format!("{comma}{MODIFIER_LABEL}=\"{keyword}\""), mode)
-            }
-            Token::Word(s, e) if !is_operand_keyword(&query[s..e]) => {
-                (e, format!("{{{MODIFIER_LABEL}=\"{keyword}\"}}"), mode)
-            }
-            _ => return Err(not_implemented()),
         };
-        match inserts.iter().find(|(at, _, _)| *at == insert.0) {
-            Some((_, _, m)) if *m != mode => {
+        match (modes.get(&at), marker) {
+            (Some(&m), _) if m != mode => {
                 return Err(QueryError::BadData(
                     "anchored and smoothed modifiers cannot be used together".into(),
                 ))
             }
-            Some(_) => {}
-            None => inserts.push(insert),
+            (None, Some(marker)) => {
+                modes.insert(at, mode);
+                inserts.push((at, marker));
+            }
+            _ => {}
         }
         blanks.push((s, e));
-        modifiers.push(k);
+        modifiers.insert(k, at);
     }
     if blanks.is_empty() && inserts.is_empty() {
         return Ok(Cow::Borrowed(query));
     }
-    let mut edits: Vec<(usize, usize, String)> = inserts.into_iter().map(|(at, text, _)| (at, at, text)).collect();
+    let mut edits: Vec<(usize, usize, String)> = inserts.into_iter().map(|(at, text)| (at, at, text)).collect();
     edits.extend(blanks.into_iter().map(|(s, e)| (s, e, String::new())));
     edits.sort_by_key(|&(s, _, _)| s);
     let mut out = String::with_capacity(query.len() + 64 * edits.len());
@@ -236,9 +237,43 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
     Ok(Cow::Owned(out))
 }
 
+/// Where the marker of a modifier goes in the selector that ends at token `j` (after an
+/// optional range), and the marker: inside its braces, or as braces after its name.
+fn selector_end(query: &str, tokens: &[Token], mut j: usize, keyword: &str) -> Result<(usize, String), QueryError> {
+    let not_implemented = || QueryError::BadData(format!("{keyword} modifier not implemented"));
+    if let Token::Group(b'[', s, e) = tokens[j] {
+        if query[s + 1..e].contains(':') {
+            return Err(QueryError::BadData(format!(
+                "{keyword} modifier is not supported for subqueries"
+            )));
+        }
+        j = j.checked_sub(1).ok_or_else(not_implemented)?;
+    }
+    match tokens[j] {
+        Token::Group(b'{', s, e) => {
+            let inside = query[s + 1..e].trim_end();
+            let comma = if inside.trim().is_empty() || inside.ends_with(',') {
+                ""
+            } else {
+                ","
+            };
+            Ok((e, format!("{comma}{MODIFIER_LABEL}=\"{keyword}\"")))
+        }
+        Token::Word(s, e)
+            if query.as_bytes()[s].is_ascii_alphabetic() || matches!(query.as_bytes()[s], b'_' | b':') =>
+        {
+            if is_operand_keyword(&query[s..e]) || query[s..e].contains('.') {
+                return Err(not_implemented());
+            }
+            Ok((e, format!("{{{MODIFIER_LABEL}=\"{keyword}\"}}")))
+        }
+        _ => Err(not_implemented()),
+    }
+}
+
 /// Where to mark the label selector of the `info` call whose name is token `k` (the second
 /// argument, when it is a `{...}` group), and the marker to insert there.
-fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, String, Mode)> {
+fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, String)> {
     if !matches!(tokens.get(k + 1), Some(Token::Byte(b'('))) {
         return None;
     }
@@ -258,7 +293,7 @@ fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, 
                 } else {
                     ","
                 };
-                return Some((e, format!("{comma}{INFO_SELECTOR_LABEL}=\"any\""), Mode::Plain));
+                return Some((e, format!("{comma}{INFO_SELECTOR_LABEL}=\"any\"")));
             }
             _ => {}
         }
@@ -268,10 +303,33 @@ fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, 
 
 /// Whether the text up to and including `token` ends an operand, so that a keyword after it
 /// is a modifier and not a name.
-fn ends_operand(query: &str, token: &Token) -> bool {
-    match *token {
+fn ends_operand(query: &str, tokens: &[Token], i: usize) -> bool {
+    match tokens[i] {
         Token::Group(..) | Token::Literal => true,
-        Token::Byte(b) => b == b')',
+        // A call, a parenthesised expression or `@ end()` ends an operand; the label list of
+        // `on`, `ignoring`, `group_left`, `group_right` and the value of `fill` do not: a
+        // name follows them.
+        Token::Byte(b')') => {
+            let mut depth = 0usize;
+            for j in (0..i).rev() {
+                match tokens[j] {
+                    Token::Byte(b')') => depth += 1,
+                    Token::Byte(b'(') if depth > 0 => depth -= 1,
+                    Token::Byte(b'(') => {
+                        return !matches!(
+                            j.checked_sub(1).map(|w| tokens[w]),
+                            Some(Token::Word(s, e)) if matches!(
+                                query[s..e].to_ascii_lowercase().as_str(),
+                                "on" | "ignoring" | "group_left" | "group_right" | "fill" | "fill_left" | "fill_right"
+                            )
+                        )
+                    }
+                    _ => {}
+                }
+            }
+            true
+        }
+        Token::Byte(_) => false,
         Token::Word(s, e) => !is_operand_keyword(&query[s..e]),
     }
 }
@@ -341,6 +399,27 @@ mod tests {
         assert!(err("rate(x[5m]) smoothed").contains("smoothed modifier not implemented"));
         assert!(err("x anchored smoothed").contains("cannot be used together"));
         assert!(err("(x) anchored").contains("anchored modifier not implemented"));
+        assert!(err("1 anchored").contains("anchored modifier not implemented"));
+    }
+
+    #[test]
+    fn many_keywords_cost_little() {
+        // One selector with thousands of modifiers: each finds the selector from the one
+        // before it, not by walking back over all of them.
+        let q = format!("x{}", " anchored".repeat(20_000));
+        let out = rewritten(&q);
+        assert_eq!(out.matches(MODIFIER_LABEL).count(), 1);
+    }
+
+    #[test]
+    fn names_after_matching_modifiers_stay_names() {
+        for q in [
+            "x + ignoring(a) anchored",
+            "x / on(a) group_left(b) smoothed",
+            "x + fill(0) anchored",
+        ] {
+            assert_eq!(rewritten(q), q);
+        }
         assert!(rewritten("smoothed anchored").starts_with(&format!("smoothed{{{MODIFIER_LABEL}=\"anchored\"}}")));
     }
 }

@@ -15,6 +15,10 @@ use super::read::ReadError;
 use crate::model::Histogram;
 use sqlx::PgPool;
 
+/// A series id is its metric's id shifted left by this many bits plus a number drawn from one
+/// sequence for all series (`_prom_catalog.first_series_id`, migration 5).
+const SERIES_ID_BITS: u32 = 40;
+
 pub struct PgSeriesSource {
     pool: PgPool,
 }
@@ -145,10 +149,11 @@ impl PgSeriesSource {
                 format!("s.labels && ${param}::int4[] AND s.labels[{pos}] = ANY(${param})")
             });
         }
-        // A metric's series are the id range that starts at its id << 40.
-        let mut sql =
-            "SELECT s.id, s.labels FROM _prom_catalog.series s WHERE s.id >= $1::int8 << 40 AND s.id < ($1::int8 + 1) << 40"
-                .to_string();
+        // A metric's series are the id range that starts at its id << SERIES_ID_BITS.
+        let mut sql = format!(
+            "SELECT s.id, s.labels FROM _prom_catalog.series s \
+              WHERE s.id >= $1::int8 << {SERIES_ID_BITS} AND s.id < ($1::int8 + 1) << {SERIES_ID_BITS}"
+        );
         for c in &conditions {
             sql.push_str(" AND ");
             sql.push_str(c);
@@ -284,13 +289,14 @@ impl PgSeriesSource {
     }
 
     /// The samples and native histograms of the selected series in `[hints.start,
-    /// hints.end]` (and in its windows, when the hints have them), as the engine takes them.
+    /// hints.end]` (and in its windows, when the hints have them), as the engine takes them,
+    /// each with its series id, in the order of `selected`; series without any left out.
     pub async fn read_samples(
         &self,
         selected: SelectedSeries,
         hints: &SelectHints,
         max_samples: usize,
-    ) -> Result<Vec<Series>, QueryError> {
+    ) -> Result<Vec<(i64, Series)>, QueryError> {
         let samples = self.floats_by_id(&selected, hints, max_samples).await?;
         let read: usize = samples.iter().map(Vec::len).sum();
         let mut histograms: HashMap<i64, Vec<HistogramSample>> = HashMap::new();
@@ -323,12 +329,15 @@ impl PgSeriesSource {
             .into_iter()
             .zip(samples)
             .zip(&selected.ids)
-            .map(|((labels, samples), id)| Series {
-                labels,
-                samples,
-                histograms: histograms.remove(id).unwrap_or_default(),
+            .map(|((labels, samples), &id)| {
+                let series = Series {
+                    labels,
+                    samples,
+                    histograms: histograms.remove(&id).unwrap_or_default(),
+                };
+                (id, series)
             })
-            .filter(|s| !s.is_empty())
+            .filter(|(_, s)| !s.is_empty())
             .collect())
     }
 }
@@ -395,20 +404,26 @@ impl SeriesSource for PgSeriesSource {
         hints: &'a SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, QueryError>> {
         Box::pin(async move {
-            let mut out: Vec<Series> = Vec::new();
+            let mut out: Vec<(i64, Series)> = Vec::new();
             let mut budget = hints.max_samples.unwrap_or(usize::MAX);
             for selected in self.select_series(matchers).await? {
                 let series = self.read_samples(selected, hints, budget).await?;
-                let read: usize = series.iter().map(Series::len).sum();
+                let read: usize = series.iter().map(|(_, s)| s.len()).sum();
                 budget = budget
                     .checked_sub(read)
                     .ok_or(QueryError::TooManySamples("reading series"))?;
                 out.extend(series);
             }
-            // Metrics and their series in the order they were created (ids grow): the order
-            // Prometheus' head gives series in, which decides which of equal values topk,
-            // bottomk and limitk keep.
-            Ok(out)
+            // In the order they were created, across metrics too: the order Prometheus' head
+            // gives series in, which decides which of equal values topk, bottomk and limitk
+            // keep. A series id is its metric's base plus a number drawn from one sequence.
+            if out
+                .windows(2)
+                .any(|w| w[0].0 >> SERIES_ID_BITS != w[1].0 >> SERIES_ID_BITS)
+            {
+                out.sort_by_key(|(id, _)| id & ((1 << SERIES_ID_BITS) - 1));
+            }
+            Ok(out.into_iter().map(|(_, s)| s).collect())
         })
     }
 }

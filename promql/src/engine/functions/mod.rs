@@ -832,10 +832,11 @@ fn range_bounds(ev: &Evaluator, arg: &Expr, t: i64) -> (i64, i64) {
 }
 
 fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, QueryError> {
-    // Of a plain selector, the time of each sample itself, not of the evaluation.
+    // Of a plain selector, the time of each sample itself, not of the evaluation (a smoothed
+    // one's too: Prometheus reads the sample, not the interpolation).
     if let Expr::VectorSelector(vs) = unwrap_parens(arg) {
         return Ok(ev
-            .instant_selector(vs, t)
+            .latest_of(super::plan::selector_key(vs), ev.reference_time(vs, t))
             .into_iter()
             .map(|(labels, sample_t, _, _)| InstantSample {
                 labels: labels.without_metadata_labels(),
