@@ -56,7 +56,7 @@ impl KubeCluster {
             .tempdir()
             .expect("temporary folder");
         let path = dir.path();
-        let (client_port, peer_port, api_port) = (free_port().unwrap(), free_port().unwrap(), free_port().unwrap());
+        let (client_port, peer_port) = (free_port().unwrap(), free_port().unwrap());
 
         let etcd_data = path.join("etcd");
         std::fs::create_dir(&etcd_data).unwrap();
@@ -99,27 +99,49 @@ impl KubeCluster {
         )
         .unwrap();
 
-        let url = format!("https://127.0.0.1:{api_port}");
-        let apiserver = Command::new(apiserver_bin)
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--cert-dir={}", path.join("certs").display()))
-            .arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg(format!("--service-account-issuer={url}"))
-            .arg(format!("--service-account-key-file={}", public.display()))
-            .arg(format!("--service-account-signing-key-file={}", key.display()))
-            .arg(format!("--token-auth-file={}", path.join("tokens.csv").display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg("--endpoint-reconciler-type=none")
-            .stdin(Stdio::null())
-            .stdout(log_file(&path.join("kube-apiserver.log")))
-            .stderr(log_file(&path.join("kube-apiserver.log")))
-            .spawn()
-            .expect("starting kube-apiserver");
+        // A port found free can be taken before the API server binds it (by any process's
+        // outgoing connection): it then exits at once, and is started again on another.
+        let mut attempts = 0;
+        let (apiserver, url) = loop {
+            attempts += 1;
+            let api_port = free_port().unwrap();
+            let url = format!("https://127.0.0.1:{api_port}");
+            let mut apiserver = Command::new(&apiserver_bin)
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg(format!("--secure-port={api_port}"))
+                .arg(format!("--cert-dir={}", path.join("certs").display()))
+                .arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
+                .arg("--service-cluster-ip-range=10.0.0.0/24")
+                .arg(format!("--service-account-issuer={url}"))
+                .arg(format!("--service-account-key-file={}", public.display()))
+                .arg(format!("--service-account-signing-key-file={}", key.display()))
+                .arg(format!("--token-auth-file={}", path.join("tokens.csv").display()))
+                .arg("--authorization-mode=RBAC")
+                .arg("--allow-privileged=true")
+                .arg("--disable-admission-plugins=ServiceAccount")
+                .arg("--endpoint-reconciler-type=none")
+                .stdin(Stdio::null())
+                .stdout(log_file(&path.join("kube-apiserver.log")))
+                .stderr(log_file(&path.join("kube-apiserver.log")))
+                .spawn()
+                .expect("starting kube-apiserver");
+            // Listening, or gone.
+            let exited = wait_for("kube-apiserver to listen", Duration::from_secs(60), || {
+                let exited = apiserver.try_wait().expect("kube-apiserver's status").is_some();
+                let listening = std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok();
+                async move { (exited || listening).then_some(exited) }
+            })
+            .await;
+            if !exited {
+                break (apiserver, url);
+            }
+            let log = std::fs::read_to_string(path.join("kube-apiserver.log")).unwrap_or_default();
+            assert!(
+                attempts < 3 && log.contains("address already in use"),
+                "kube-apiserver exited as it started:\n{log}"
+            );
+        };
 
         let cluster = KubeCluster {
             etcd: Some(etcd),
