@@ -102,7 +102,7 @@ fn refuse_unsupported(expr: &Expr) -> Result<(), QueryError> {
     let refuse = |what: String| Err(QueryError::BadData(what));
     let selector = |vs: &promql_parser::parser::VectorSelector| {
         let modified = crate::syntax_markers::mode(vs) != crate::syntax_markers::Mode::Plain;
-        if modified && vs.name.is_none() && crate::syntax_markers::without_modifier(vs).all(|m| m.is_match("")) {
+        if modified && vs.name.is_none() && crate::syntax_markers::without_markers(vs).all(|m| m.is_match("")) {
             // The modifier's matcher made the parser accept `{} anchored`.
             refuse("vector selector must contain at least one non-empty matcher".into())
         } else if vs.matchers.or_matchers.is_empty() {

@@ -10,7 +10,7 @@
 //! selector it modifies as a matcher on [`MODIFIER_LABEL`]; it adds a matcher on
 //! [`INFO_SELECTOR_LABEL`] to the label selector of every `info` call. The parser reads them as
 //! any other matcher; no user can mean them (`__` names are reserved). Everything that reads a
-//! selector's matchers for the storage leaves them out ([`without_modifier`]); the engine asks
+//! selector's matchers for the storage leaves them out ([`without_markers`]); the engine asks
 //! [`mode`] how a selector reads its samples. As Prometheus' grammar, a modifier keyword may
 //! follow `offset` and `@`, and applies only to a selector: after a subquery or any other
 //! expression it is an error with Prometheus' message.
@@ -41,7 +41,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn keyword(self) -> &'static str {
+    /// The keyword as written in queries (empty for [`Mode::Plain`]).
+    pub fn keyword(self) -> &'static str {
         match self {
             Mode::Plain => "",
             Mode::Anchored => "anchored",
@@ -56,7 +57,7 @@ pub fn mode(vs: &VectorSelector) -> Mode {
         .matchers
         .matchers
         .iter()
-        .find(|m| is_modifier(m) && m.name == MODIFIER_LABEL)
+        .find(|m| is_marker(m) && m.name == MODIFIER_LABEL)
     {
         Some(m) if m.value == "anchored" => Mode::Anchored,
         Some(m) if m.value == "smoothed" => Mode::Smoothed,
@@ -64,8 +65,8 @@ pub fn mode(vs: &VectorSelector) -> Mode {
     }
 }
 
-/// Whether a matcher is the one that carries a modifier.
-pub fn is_modifier(m: &Matcher) -> bool {
+/// Whether a matcher is one this pass added: a modifier's or an `info` selector's.
+pub fn is_marker(m: &Matcher) -> bool {
     matches!(m.op, promql_parser::label::MatchOp::Equal)
         && match m.name.as_str() {
             MODIFIER_LABEL => m.value == "anchored" || m.value == "smoothed",
@@ -79,8 +80,8 @@ pub fn is_modifier(m: &Matcher) -> bool {
 pub const INFO_SELECTOR_LABEL: &str = "__promscale_info_selector__";
 
 /// The matchers of a selector that select series: all but the markers'.
-pub fn without_modifier(vs: &VectorSelector) -> impl Iterator<Item = &Matcher> {
-    vs.matchers.matchers.iter().filter(|m| !is_modifier(m))
+pub fn without_markers(vs: &VectorSelector) -> impl Iterator<Item = &Matcher> {
+    vs.matchers.matchers.iter().filter(|m| !is_marker(m))
 }
 
 /// A token of query text outside label matchers: a run of name bytes (names, keywords,
@@ -250,15 +251,7 @@ fn selector_end(query: &str, tokens: &[Token], mut j: usize, keyword: &str) -> R
         j = j.checked_sub(1).ok_or_else(not_implemented)?;
     }
     match tokens[j] {
-        Token::Group(b'{', s, e) => {
-            let inside = query[s + 1..e].trim_end();
-            let comma = if inside.trim().is_empty() || inside.ends_with(',') {
-                ""
-            } else {
-                ","
-            };
-            Ok((e, format!("{comma}{MODIFIER_LABEL}=\"{keyword}\"")))
-        }
+        Token::Group(b'{', s, e) => Ok(marker_in_braces(query, (s, e), MODIFIER_LABEL, keyword)),
         Token::Word(s, e)
             if query.as_bytes()[s].is_ascii_alphabetic() || matches!(query.as_bytes()[s], b'_' | b':') =>
         {
@@ -269,6 +262,19 @@ fn selector_end(query: &str, tokens: &[Token], mut j: usize, keyword: &str) -> R
         }
         _ => Err(not_implemented()),
     }
+}
+
+/// The marker `label="value"` as the last matcher of the braces at `(open, close)` of
+/// `query`, and where it goes: before the closing brace, after a comma unless there is one
+/// or nothing before it.
+fn marker_in_braces(query: &str, (open, close): (usize, usize), label: &str, value: &str) -> (usize, String) {
+    let inside = query[open + 1..close].trim_end();
+    let comma = if inside.trim().is_empty() || inside.ends_with(',') {
+        ""
+    } else {
+        ","
+    };
+    (close, format!("{comma}{label}=\"{value}\""))
 }
 
 /// Where to mark the label selector of the `info` call whose name is token `k` (the second
@@ -287,13 +293,7 @@ fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, 
                 let Some(&Token::Group(b'{', s, e)) = tokens.get(i + 1) else {
                     return None;
                 };
-                let inside = query[s + 1..e].trim_end();
-                let comma = if inside.trim().is_empty() || inside.ends_with(',') {
-                    ""
-                } else {
-                    ","
-                };
-                return Some((e, format!("{comma}{INFO_SELECTOR_LABEL}=\"any\"")));
+                return Some(marker_in_braces(query, (s, e), INFO_SELECTOR_LABEL, "any"));
             }
             _ => {}
         }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use super::eval::Evaluator;
+use super::eval::{Evaluator, HistogramStep};
 use super::functions::histogram::quantile;
 use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
@@ -206,21 +206,17 @@ fn sum_histograms(
         });
         g.sum = match (g.count == 0.0, g.sum.take()) {
             (true, _) => Some(h.as_ref().clone()),
-            (false, Some(acc)) => match acc.add_detailed(&h) {
-                Ok((sum, info)) => {
+            (false, Some(acc)) => ev
+                .combine_histograms(
+                    &acc,
+                    &h,
+                    HistogramStep::Aggregation,
+                    s.labels.get(crate::labels::METRIC_NAME),
+                )
+                .map(|(sum, info)| {
                     g.collision |= info.counter_reset_collision;
-                    if info.custom_bounds_reconciled {
-                        ev.info(crate::annotations::mismatched_custom_buckets("aggregation"));
-                    }
-                    Some(sum)
-                }
-                Err(_) => {
-                    ev.warn(crate::annotations::mixed_exponential_custom_histograms(
-                        s.labels.get(crate::labels::METRIC_NAME),
-                    ));
-                    None
-                }
-            },
+                    sum
+                }),
             (false, None) => None,
         };
         g.count += 1.0;

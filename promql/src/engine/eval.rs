@@ -25,7 +25,7 @@ use super::index::{GroupCache, MatrixBuilder};
 use super::plan::{at_ms, duration_ms, offset_ms, selector_key, Fetched};
 use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
-use crate::histogram::CounterResetHint;
+use crate::histogram::{ArithmeticInfo, CounterResetHint, FloatHistogram};
 use crate::labels::Labels;
 use crate::syntax_markers::{mode, Mode};
 use crate::value::{is_stale_histogram, HistogramSample, InstantSample, Sample, Series, Value};
@@ -254,6 +254,25 @@ pub fn evaluate(
     Ok((Value::Matrix(series.finish()), ev.annotations.into_inner().finished()))
 }
 
+/// An arithmetic step between native histograms, as Prometheus' annotations name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistogramStep {
+    Addition,
+    Subtraction,
+    /// An addition within `sum`, `avg`, `sum_over_time` or `avg_over_time`.
+    Aggregation,
+}
+
+impl HistogramStep {
+    fn name(self) -> &'static str {
+        match self {
+            HistogramStep::Addition => "addition",
+            HistogramStep::Subtraction => "subtraction",
+            HistogramStep::Aggregation => "aggregation",
+        }
+    }
+}
+
 pub fn type_description(t: ValueType) -> &'static str {
     match t {
         ValueType::Vector => "instant vector",
@@ -275,6 +294,37 @@ impl<'a> Evaluator<'a> {
     /// Adds a warning to the query's annotations.
     pub fn warn(&self, message: String) {
         self.annotations.borrow_mut().warn(message);
+    }
+
+    /// `a + b`, or `a - b` for a subtraction, annotated as Prometheus'
+    /// `addHistogramWithAnnotations` and `subHistogramWithAnnotations` annotate it: custom
+    /// bucket bounds reconciled give an info naming the step; exponential and custom buckets
+    /// mixed give the warning for `metric`, and no result. The caller decides what a counter
+    /// reset collision means.
+    pub fn combine_histograms(
+        &self,
+        a: &FloatHistogram,
+        b: &FloatHistogram,
+        step: HistogramStep,
+        metric: &str,
+    ) -> Option<(FloatHistogram, ArithmeticInfo)> {
+        let result = if step == HistogramStep::Subtraction {
+            a.sub_detailed(b)
+        } else {
+            a.add_detailed(b)
+        };
+        match result {
+            Ok((h, info)) => {
+                if info.custom_bounds_reconciled {
+                    self.info(crate::annotations::mismatched_custom_buckets(step.name()));
+                }
+                Some((h, info))
+            }
+            Err(_) => {
+                self.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
+                None
+            }
+        }
     }
 
     /// Notes that histogram_quantile forced the buckets of a classic histogram monotonic at `t`.
@@ -397,8 +447,8 @@ impl<'a> Evaluator<'a> {
             return Vec::new();
         };
         let reference = self.reference_time(vs, t);
-        let lookback = self.options.lookback_delta_ms;
-        let (end, width) = (reference.saturating_add(lookback), lookback.saturating_mul(2));
+        let (ahead, width) = extended::window(Mode::Smoothed, 0, self.options.lookback_delta_ms);
+        let end = reference.saturating_add(ahead);
         let mut buffer = Vec::new();
         let mut out = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
@@ -448,18 +498,18 @@ impl<'a> Evaluator<'a> {
         let reference = self.reference_time(&ms.vs, t);
         let range = duration_ms(ms.range);
         let mode = mode(&ms.vs);
-        let (before, after) = extended::reach(mode, self.options.lookback_delta_ms);
+        let (ahead, width) = extended::window(mode, range, self.options.lookback_delta_ms);
+        let end = reference.saturating_add(ahead);
         let mut buffer = Vec::new();
         let mut out = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
-            let (end, width) = (reference.saturating_add(after), range.saturating_add(before + after));
             let samples = sel.window_without_stale(i, end, width, &mut buffer);
             let histograms = sel.histogram_window(i, end, width);
             if mode != Mode::Plain {
                 if !histograms.is_empty() {
-                    let keyword = if mode == Mode::Anchored { "anchored" } else { "smoothed" };
                     return Err(QueryError::Execution(format!(
-                        "{keyword} modifier is not supported with histograms"
+                        "{} modifier is not supported with histograms",
+                        mode.keyword()
                     )));
                 }
                 let start = window_start(reference, range);

@@ -58,7 +58,7 @@ pub fn at_ms(at: &Option<AtModifier>, query_start: i64, query_end: i64) -> Optio
 /// All matchers of a selector, the metric name included (and the one that carries an
 /// `anchored` or `smoothed` modifier left out).
 pub fn matchers(vs: &VectorSelector) -> Vec<Matcher> {
-    let mut all: Vec<Matcher> = crate::syntax_markers::without_modifier(vs).cloned().collect();
+    let mut all: Vec<Matcher> = crate::syntax_markers::without_markers(vs).cloned().collect();
     if let Some(name) = &vs.name {
         if !all.iter().any(|m| m.name == METRIC_NAME) {
             all.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
@@ -127,14 +127,17 @@ impl<'a> Planner<'a> {
             match expr {
                 Expr::VectorSelector(vs) => {
                     let lookback = self.options.lookback_delta_ms;
-                    // A smoothed value looks a lookback ahead too.
-                    let ahead = if mode(vs) == Mode::Smoothed { lookback } else { 0 };
-                    self.record(vs, times, lookback.saturating_add(ahead), ahead)
+                    // A smoothed value looks a lookback to either side.
+                    let (ahead, width) = match mode(vs) {
+                        Mode::Smoothed => extended::window(Mode::Smoothed, 0, lookback),
+                        _ => (0, lookback),
+                    };
+                    self.record(vs, times, width, ahead)
                 }
                 Expr::MatrixSelector(ms) => {
-                    let (before, after) = extended::reach(mode(&ms.vs), self.options.lookback_delta_ms);
-                    let width = duration_ms(ms.range).saturating_add(before).saturating_add(after);
-                    self.record(&ms.vs, times, width, after)
+                    let (ahead, width) =
+                        extended::window(mode(&ms.vs), duration_ms(ms.range), self.options.lookback_delta_ms);
+                    self.record(&ms.vs, times, width, ahead)
                 }
                 Expr::Subquery(sq) => {
                     // Inner steps are aligned to the subquery's own step: only their span

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::annotations as a;
-use crate::engine::eval::Evaluator;
+use crate::engine::eval::{Evaluator, HistogramStep};
 use crate::error::QueryError;
 use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::syntax_markers::Mode;
@@ -27,28 +27,31 @@ const SMOOTHED_SAFE: [&str; 3] = ["delta", "increase", "rate"];
 
 /// Refuses a call of `name` over a selector with modifier `mode` that Prometheus refuses.
 pub fn check_allowed(name: &str, mode: Mode) -> Result<(), QueryError> {
-    let (keyword, safe): (&str, &[&str]) = match mode {
+    let safe: &[&str] = match mode {
         Mode::Plain => return Ok(()),
-        Mode::Anchored => ("anchored", &ANCHORED_SAFE),
-        Mode::Smoothed => ("smoothed", &SMOOTHED_SAFE),
+        Mode::Anchored => &ANCHORED_SAFE,
+        Mode::Smoothed => &SMOOTHED_SAFE,
     };
     if safe.contains(&name) {
         return Ok(());
     }
     Err(QueryError::Execution(format!(
-        "{keyword} modifier can only be used with: {} - not with {name}",
+        "{} modifier can only be used with: {} - not with {name}",
+        mode.keyword(),
         safe.join(", ")
     )))
 }
 
-/// How much further than its range a selector with `mode` reads: (before its start, after its
-/// end), in milliseconds.
-pub fn reach(mode: Mode, lookback: i64) -> (i64, i64) {
-    match mode {
+/// The window a selector with `mode` and a range of `range` ms reads at a reference time:
+/// how far after the reference it ends, and how wide it is. Anchored reads one lookback more
+/// before the range, smoothed one more on each side.
+pub fn window(mode: Mode, range: i64, lookback: i64) -> (i64, i64) {
+    let (before, after) = match mode {
         Mode::Plain => (0, 0),
         Mode::Anchored => (lookback, 0),
         Mode::Smoothed => (lookback, lookback),
-    }
+    };
+    (after, range.saturating_add(before).saturating_add(after))
 }
 
 /// The range of one step: `(start, end]`, its length in seconds as written (what a rate is
@@ -144,9 +147,10 @@ fn float_rate(f: &[Sample], range: Range, is_counter: bool, is_rate: bool) -> Op
 }
 
 /// Histogram interpolation at `t` between `(t1, h1)` and `(t2, h2)`; a counter reset is taken
-/// as a restart from empty.
+/// as a restart from empty. None (warned) when the two cannot be combined.
 fn interpolate_histograms(
     ev: &Evaluator,
+    metric: &str,
     (t1, h1): (i64, &FloatHistogram),
     (t2, h2): (i64, &FloatHistogram),
     t: i64,
@@ -164,16 +168,10 @@ fn interpolate_histograms(
         h.mul(fraction);
         return Some(h);
     }
-    let (mut result, info) = h2.sub_detailed(h1).ok()?;
-    if info.custom_bounds_reconciled {
-        ev.info(a::mismatched_custom_buckets("subtraction"));
-    }
+    let (mut result, _) = ev.combine_histograms(h2, h1, HistogramStep::Subtraction, metric)?;
     result.mul(fraction);
-    let (result, info) = result.add_detailed(h1).ok()?;
-    if info.custom_bounds_reconciled {
-        ev.info(a::mismatched_custom_buckets("addition"));
-    }
-    Some(result)
+    ev.combine_histograms(&result, h1, HistogramStep::Addition, metric)
+        .map(|(result, _)| result)
 }
 
 /// `rate`, `increase` or `delta` of native histograms over an extended range.
@@ -200,23 +198,13 @@ fn histogram_rate(
         }
     }
     let point = |i: usize| (h[i].t, h[i].h.as_ref());
-    let mixed = || {
-        ev.warn(a::mixed_exponential_custom_histograms(metric));
-        None
-    };
     let left = if range.smoothed && h[first].t < range.start {
-        match interpolate_histograms(ev, point(first), point(first + 1), range.start, is_counter) {
-            Some(l) => l,
-            None => return mixed(),
-        }
+        interpolate_histograms(ev, metric, point(first), point(first + 1), range.start, is_counter)?
     } else {
         h[first].h.as_ref().clone()
     };
     let right = if range.smoothed && last > 0 && h[last].t > range.end {
-        match interpolate_histograms(ev, point(last - 1), point(last), range.end, is_counter) {
-            Some(r) => r,
-            None => return mixed(),
-        }
+        interpolate_histograms(ev, metric, point(last - 1), point(last), range.end, is_counter)?
     } else {
         h[last].h.as_ref().clone()
     };
@@ -225,26 +213,12 @@ fn histogram_rate(
     {
         ev.warn(a::native_histogram_not_gauge(metric));
     }
-    let mut result = match right.sub_detailed(&left) {
-        Ok((r, info)) => {
-            if info.custom_bounds_reconciled {
-                ev.info(a::mismatched_custom_buckets("subtraction"));
-            }
-            r
-        }
-        Err(_) => return mixed(),
-    };
+    let (mut result, _) = ev.combine_histograms(&right, &left, HistogramStep::Subtraction, metric)?;
     if is_counter {
         if let Some(correction) = histogram_correction(ev, metric, h, (first, last), &left, &right, range)? {
-            result = match result.add_detailed(&correction) {
-                Ok((r, info)) => {
-                    if info.custom_bounds_reconciled {
-                        ev.info(a::mismatched_custom_buckets("addition"));
-                    }
-                    r
-                }
-                Err(_) => return mixed(),
-            };
+            result = ev
+                .combine_histograms(&result, &correction, HistogramStep::Addition, metric)?
+                .0;
         }
     }
     if is_rate {
@@ -282,16 +256,7 @@ fn histogram_correction(
     let mut add = |c: &FloatHistogram| -> Option<()> {
         correction = Some(match correction.take() {
             None => c.clone(),
-            Some(sum) => {
-                let (sum, info) = sum.add_detailed(c).ok().or_else(|| {
-                    ev.warn(a::mixed_exponential_custom_histograms(metric));
-                    None
-                })?;
-                if info.custom_bounds_reconciled {
-                    ev.info(a::mismatched_custom_buckets("addition"));
-                }
-                sum
-            }
+            Some(sum) => ev.combine_histograms(&sum, c, HistogramStep::Addition, metric)?.0,
         });
         Some(())
     };
@@ -423,13 +388,8 @@ pub fn smoothed_value(
                     }
                     let is_counter = prev.h.counter_reset_hint != CounterResetHint::Gauge
                         || next.h.counter_reset_hint != CounterResetHint::Gauge;
-                    match interpolate_histograms(ev, (prev.t, &prev.h), (next.t, &next.h), t, is_counter) {
-                        Some(h) => Some((0.0, Some(Arc::new(h)))),
-                        None => {
-                            ev.warn(a::mixed_exponential_custom_histograms(metric));
-                            None
-                        }
-                    }
+                    interpolate_histograms(ev, metric, (prev.t, &prev.h), (next.t, &next.h), t, is_counter)
+                        .map(|h| (0.0, Some(Arc::new(h))))
                 }
                 None if i > 0 => {
                     // The hint told how it followed its predecessor, not how the value does.

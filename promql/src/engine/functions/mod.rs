@@ -17,7 +17,7 @@ use regex::Regex;
 use self::histogram::{bucket_quantile_with, Bucket};
 use super::aggregate::is_valid_label_name;
 use super::boundaries::window_start;
-use super::eval::{check_unique_labels, Evaluator};
+use super::eval::{check_unique_labels, Evaluator, HistogramStep};
 use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
 use crate::histogram::FloatHistogram;
@@ -409,15 +409,14 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             // Anchored or smoothed: read around the range, then one of the functions
             // `check_allowed` let through.
             use range::RangeFunction as F;
-            let (before, after) = extended::reach(mode, ev.options.lookback_delta_ms);
+            let (ahead, width) = extended::window(mode, width, ev.options.lookback_delta_ms);
             let range = extended::Range {
                 start: range_start,
                 end: range_end,
                 seconds: ms.range.as_secs_f64(),
                 smoothed: mode == crate::syntax_markers::Mode::Smoothed,
             };
-            let reference = range_end.saturating_add(after);
-            let width = width.saturating_add(before).saturating_add(after);
+            let reference = range_end.saturating_add(ahead);
             for (i, s) in sel.series.iter().enumerate() {
                 let samples = sel.window_without_stale(i, reference, width, &mut buffer);
                 let histograms = sel.histogram_window(i, reference, width);
@@ -654,23 +653,14 @@ fn apply_window(
         },
         F::SumOverTime | F::AvgOverTime if samples.is_empty() => {
             let mut sum = histograms[0].h.as_ref().clone();
-            let (mut reconciled, mut collision) = (false, false);
+            let mut collision = false;
             for h in &histograms[1..] {
-                sum = match sum.add_detailed(&h.h) {
-                    Ok((s, info)) => {
-                        reconciled |= info.custom_bounds_reconciled;
-                        collision |= info.counter_reset_collision;
-                        s
-                    }
-                    // Exponential and custom buckets mixed: no result.
-                    Err(_) => {
-                        ev.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
-                        return Ok(None);
-                    }
+                // Exponential and custom buckets mixed: no result.
+                let Some((s, info)) = ev.combine_histograms(&sum, &h.h, HistogramStep::Aggregation, metric) else {
+                    return Ok(None);
                 };
-            }
-            if reconciled {
-                ev.info(crate::annotations::mismatched_custom_buckets("aggregation"));
+                collision |= info.counter_reset_collision;
+                sum = s;
             }
             if collision {
                 ev.warn(crate::annotations::counter_reset_collision("aggregation"));
@@ -788,18 +778,10 @@ fn instant_histogram_value(
     }
     let mut result = b.h.as_ref().clone();
     if !is_rate || !b.h.detect_reset(&a.h) {
-        match result.sub_detailed(&a.h) {
-            Ok((difference, info)) => {
-                if info.custom_bounds_reconciled {
-                    ev.info(crate::annotations::mismatched_custom_buckets("subtraction"));
-                }
-                result = difference
-            }
-            Err(_) => {
-                ev.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
-                return Some(None);
-            }
-        }
+        let Some((difference, _)) = ev.combine_histograms(&result, &a.h, HistogramStep::Subtraction, metric) else {
+            return Some(None);
+        };
+        result = difference;
     }
     result.counter_reset_hint = crate::histogram::CounterResetHint::Gauge;
     result.compact(0);
@@ -874,7 +856,7 @@ fn absent(present: bool, arg: &Expr, t: i64) -> Vec<InstantSample> {
         // As Prometheus 2.42: a label matched once for equality is kept; any other matcher on
         // it (a second equality included) removes it.
         let mut seen = std::collections::HashSet::new();
-        for m in crate::syntax_markers::without_modifier(vs).filter(|m| m.name != METRIC_NAME) {
+        for m in crate::syntax_markers::without_markers(vs).filter(|m| m.name != METRIC_NAME) {
             if matches!(m.op, MatchOp::Equal) && seen.insert(m.name.as_str()) {
                 labels.set(&m.name, &m.value);
             } else {
