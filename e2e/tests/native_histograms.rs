@@ -224,6 +224,37 @@ remote_write:
     ] {
         assert_eq!(prometheus.own_metric(failed).await.unwrap_or(0.0), 0.0, "{failed}");
     }
+    // The rows written so far become histogram chunks (what maintenance does once they are
+    // older than the head age); everything below reads them from there, and remote read
+    // still answers what Prometheus holds, bit for bit.
+    let db = pg.pool().await;
+    let (rows_before, row_bytes): (i64, f64) =
+        sqlx::query_as("SELECT count(*), coalesce(sum(pg_column_size(h.*)), 0)::float8 FROM _prom_catalog.histogram h")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let compacted = promscale_e2e::maintain(&db).await;
+    assert!(compacted.histograms >= rows_before as u64, "{compacted:?}");
+    let (in_chunks, chunk_bytes): (i64, f64) = sqlx::query_as(
+        "SELECT coalesce(sum(samples), 0)::int8,
+                coalesce(sum(pg_column_size(c.*)), 0)::float8 FROM _prom_catalog.histogram_chunk c",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(in_chunks >= rows_before, "{in_chunks} histograms in chunks");
+    let (per_row, per_chunked) = (row_bytes / rows_before as f64, chunk_bytes / in_chunks as f64);
+    eprintln!("native histograms: {per_row:.0} bytes a row, {per_chunked:.1} bytes each in chunks");
+    assert!(
+        per_chunked * 4.0 < per_row,
+        "chunks cost {per_chunked:.1} bytes a histogram, rows {per_row:.0}"
+    );
+    let got = remote_read(&client, &connector.url("/read"), matchers(), start, end).await;
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (series, expected) in &want {
+        assert_eq!(&got[series], expected, "{series}, compacted");
+    }
+
     let metrics = client
         .get(connector.url("/metrics"))
         .send()
@@ -431,7 +462,6 @@ remote_write:
         })
         .expect("Prometheus' /metrics handler histogram");
     let last = histograms.last().unwrap();
-    let db = pg.pool().await;
     let (count, buckets): (f64, i64) = sqlx::query_as(
         "SELECT count, (SELECT count(*) FROM unnest(positive_buckets) b WHERE b <> 0)
            FROM prom_info.native_histogram
@@ -444,17 +474,6 @@ remote_write:
     .unwrap();
     assert_eq!(count.to_bits(), last.count, "{key}");
     assert_eq!(buckets as usize, last.positive.len(), "{key}");
-    let (rows, bytes, row_bytes, avg_buckets): (i64, i64, f64, f64) = sqlx::query_as(
-        "SELECT count(*), pg_total_relation_size('_prom_catalog.histogram'),
-                avg(pg_column_size(h.*))::float8, avg(cardinality(positive_buckets))::float8
-           FROM _prom_catalog.histogram h",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    eprintln!(
-        "{rows} native histogram samples in {bytes} bytes with their index; rows of {row_bytes:.0} bytes, {avg_buckets:.1} buckets"
-    );
 }
 
 /// The `data` of an API answer with its results in label order.
@@ -586,4 +605,172 @@ async fn a_version_10_database_is_upgraded_and_its_series_keep_histograms_within
         answer["__name__=\"old\""].1,
         vec![canonical(&integer_histogram(now, 8))]
     );
+}
+
+/// Prometheus' stale marker, the sum of a stale native histogram.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// Migration 15 upgrades a database of version 14 in place, and maintenance moves native
+/// histograms (those version 14 wrote and later ones) into histogram chunks: read back bit
+/// for bit by remote read and SQL, a histogram sent again after compaction stored once (the
+/// first kept), a series' small chunk grown by later histograms, histograms of a metric with
+/// compression turned off left as rows, and chunks past retention removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histograms_of_a_version_14_database_are_compacted_into_chunks_bit_for_bit() {
+    use promscale_connector::storage::migrations::migrate_to;
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 14).await.unwrap();
+    let latency = promscale_e2e::upgrade::create_series_in_sql(&db, &[("__name__", "latency")]).await;
+    let now = promscale_e2e::recent_ms();
+    // Written by version 14, in its form: absolute counts, flat spans.
+    for (t, n) in [(now - 60_000, 4), (now - 45_000, 5)] {
+        sqlx::query(
+            "INSERT INTO _prom_catalog.histogram VALUES ($1, to_timestamp($2 / 1000.0), true, 0, 1, $3, $3 * 0.25,
+                    1e-128, 0, '{-1,2}', ARRAY[$3, 0]::float8[], '{}', '{}', '{}')",
+        )
+        .bind(latency)
+        .bind(t as f64)
+        .bind(n as f64)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let connector = promscale_e2e::upgrade::upgraded_by_a_connector(&pg, &db).await;
+    let client = reqwest::Client::new();
+    let write = |series: Vec<promscale_connector::prompb::TimeSeries>| {
+        let client = client.clone();
+        let url = connector.url("/write");
+        async move {
+            let (status, text) = post(&client, &url, encode(series)).await.unwrap();
+            assert_eq!(status, 204, "{text}");
+        }
+    };
+    let float = Histogram {
+        count: Some(Count::Float(2.5)),
+        zero_count: Some(ZeroCount::Float(0.0)),
+        positive_counts: vec![1.5, 1.0],
+        positive_deltas: vec![],
+        reset_hint: 3,
+        ..integer_histogram(now - 15_000, 0)
+    };
+    let stale = Histogram {
+        sum: f64::from_bits(STALE_NAN),
+        count: Some(Count::Int(0)),
+        positive_spans: vec![],
+        positive_deltas: vec![],
+        ..integer_histogram(now - 14_000, 0)
+    };
+    let custom = Histogram {
+        schema: -53,
+        zero_threshold: 0.0,
+        custom_values: vec![0.1, 1.0],
+        positive_spans: vec![BucketSpan { offset: 0, length: 3 }],
+        positive_deltas: vec![1, 1, -1],
+        count: Some(Count::Int(4)),
+        reset_hint: 1,
+        ..integer_histogram(now, 4)
+    };
+    let mut series_of_latency = series(&[("__name__", "latency")], &[]);
+    series_of_latency.histograms = vec![integer_histogram(now - 30_000, 6), float, stale, custom];
+    let day = 86_400_000;
+    let mut expiring = series(&[("__name__", "expiring")], &[]);
+    expiring.histograms = vec![
+        integer_histogram(now - 3 * day, 1),
+        integer_histogram(now - 3 * day + 60_000, 2),
+    ];
+    let mut plain = series(&[("__name__", "plain")], &[]);
+    plain.histograms = vec![integer_histogram(now, 3)];
+    write(vec![series_of_latency, expiring, plain]).await;
+    sqlx::query("SELECT prom_api.set_metric_compression_setting('plain', false)")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let matchers = || vec![matcher(MatchType::Re, "__name__", "latency|expiring|plain")];
+    let read_url = connector.url("/read");
+    let read = || remote_read(&client, &read_url, matchers(), now - 4 * day, now + day);
+    let view = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT concat_ws(' ', metric_name, series_labels, time, count, sum, schema, zero_threshold,
+                    zero_count, positive_spans, positive_buckets, negative_spans, negative_buckets,
+                    custom_values, integer, reset_hint)
+               FROM prom_info.native_histogram ORDER BY series_id, time",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    let stored_rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _prom_catalog.histogram")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let chunks = || async {
+        sqlx::query_as::<_, (String, i32)>(
+            "SELECT m.metric_name, c.samples FROM _prom_catalog.histogram_chunk c
+               JOIN _prom_catalog.series s ON s.id = c.series_id JOIN _prom_catalog.metric m ON m.id = s.metric_id
+              ORDER BY c.series_id, c.end_time",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    let before = read().await;
+    assert_eq!(before["__name__=\"latency\""].1.len(), 6);
+    assert_eq!(
+        before["__name__=\"latency\""].1[4].sum, STALE_NAN,
+        "the stale marker's bits"
+    );
+    let view_before = view().await;
+    assert_eq!(view_before.len(), 9);
+
+    let stats = promscale_e2e::maintain(&db).await;
+    assert_eq!(stats.histograms, 8, "{stats:?}");
+    assert_eq!(stored_rows().await, 1, "the metric without compression keeps its row");
+    assert_eq!(chunks().await, vec![("latency".into(), 6), ("expiring".into(), 2)]);
+    assert_eq!(read().await, before, "remote read of the chunks");
+    assert_eq!(view().await, view_before, "prom_info.native_histogram of the chunks");
+
+    // Sent again after compaction, with another count: the first stays, in reads and in the
+    // chunk that compaction writes again.
+    let mut again = series(&[("__name__", "latency")], &[]);
+    again.histograms = vec![integer_histogram(now - 60_000, 40)];
+    write(vec![again]).await;
+    assert_eq!(read().await, before, "the first histogram of a time wins");
+    assert_eq!(view().await, view_before);
+    // And a later one grows the series' small chunk rather than starting another.
+    let mut later = series(&[("__name__", "latency")], &[]);
+    later.histograms = vec![integer_histogram(now + 15_000, 7)];
+    write(vec![later]).await;
+    let stats = promscale_e2e::maintain(&db).await;
+    assert_eq!(stats.histograms, 2, "{stats:?}");
+    assert_eq!(stored_rows().await, 1);
+    assert_eq!(chunks().await, vec![("latency".into(), 7), ("expiring".into(), 2)]);
+    let mut expected = before.clone();
+    expected
+        .get_mut("__name__=\"latency\"")
+        .unwrap()
+        .1
+        .push(canonical(&integer_histogram(now + 15_000, 7)));
+    assert_eq!(read().await, expected);
+    let (count,): (f64,) = sqlx::query_as(
+        "SELECT count FROM prom_info.native_histogram WHERE metric_name = 'latency' AND time = to_timestamp($1 / 1000.0)",
+    )
+    .bind((now - 60_000) as f64)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(count, 4.0, "the histogram version 14 stored");
+
+    // Retention drops the chunks wholly past it.
+    sqlx::query("SELECT prom_api.set_metric_retention_period('expiring', INTERVAL '2 days')")
+        .execute(&db)
+        .await
+        .unwrap();
+    promscale_e2e::maintain(&db).await;
+    assert_eq!(chunks().await, vec![("latency".into(), 7)]);
+    expected.remove("__name__=\"expiring\"");
+    assert_eq!(read().await, expected);
 }

@@ -1,8 +1,10 @@
 //! The SQL decoder (`_prom_catalog.decode_block`, what the views use) reads every block the
 //! Rust encoder writes exactly as the Rust decoder does: times over PostgreSQL's whole range,
-//! every kind of value, bit for bit; and it refuses corrupt blocks with an error.
+//! every kind of value, bit for bit; and it refuses corrupt blocks with an error. The same for
+//! the decoder of native histogram chunks (`_prom_catalog.decode_histogram_chunk`).
 
 use promscale_connector::storage::codec::{decode, run_sizes, Block, BlockEncoder};
+use promscale_connector::storage::histogram_codec::{self, StoredHistogram};
 use promscale_connector::storage::migrations::migrate;
 use promscale_e2e::postgres::TestPostgres;
 
@@ -240,5 +242,194 @@ async fn the_sql_decoder_agrees_with_the_rust_decoder_bit_for_bit() {
             .to_string();
         assert!(err.contains(message), "{data:?}: {err}");
         assert!(decode(&data, &exceptions).is_err(), "{data:?} decodes in Rust");
+    }
+}
+
+/// A random histogram after `previous` (often its layout, sometimes a new one).
+fn random_histogram(rng: &mut Rng, time: i64, previous: Option<&StoredHistogram>) -> StoredHistogram {
+    let special = [
+        f64::NAN,
+        f64::from_bits(0x7ff0_0000_0000_0002),
+        f64::INFINITY,
+        -0.0,
+        0.1,
+        1e300,
+    ];
+    let float = |rng: &mut Rng| -> f64 {
+        match rng.next() % 6 {
+            0 => special[(rng.next() % special.len() as u64) as usize],
+            1 => (rng.next() % 1000) as f64 / 7.0,
+            _ => (rng.next() % 100_000) as f64,
+        }
+    };
+    let mut h = match previous {
+        Some(p) if !rng.next().is_multiple_of(8) => p.clone(),
+        _ => {
+            let spans = |rng: &mut Rng| -> (Vec<i32>, usize) {
+                let pairs = (rng.next() % 4) as usize;
+                let mut flat = Vec::new();
+                let mut buckets = 0;
+                for _ in 0..pairs {
+                    let length = (rng.next() % 5) as i32;
+                    flat.extend([(rng.next() % 21) as i32 - 10, length]);
+                    buckets += length as usize;
+                }
+                (flat, buckets)
+            };
+            let (positive_spans, positive) = spans(rng);
+            let (negative_spans, negative) = spans(rng);
+            let custom = rng.next().is_multiple_of(5);
+            StoredHistogram {
+                schema: if custom { -53 } else { (rng.next() % 13) as i32 - 4 },
+                zero_threshold: float(rng),
+                positive_spans,
+                positive_buckets: vec![0.0; positive],
+                negative_spans,
+                negative_buckets: vec![0.0; negative],
+                custom_values: if custom {
+                    (0..rng.next() % 4).map(|_| float(rng)).collect()
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            }
+        }
+    };
+    h.time = time;
+    h.integer = !rng.next().is_multiple_of(3);
+    h.reset_hint = (rng.next() % 4) as i16;
+    h.sum = float(rng);
+    let integer_counts = !rng.next().is_multiple_of(4);
+    let count = |rng: &mut Rng, previous: f64| -> f64 {
+        if integer_counts {
+            if rng.next().is_multiple_of(50) {
+                9_007_199_254_740_992.0
+            } else {
+                (if previous.is_finite() {
+                    previous.clamp(0.0, 1e12)
+                } else {
+                    0.0
+                }) + (rng.next() % 300) as f64
+            }
+        } else {
+            float(rng)
+        }
+    };
+    h.count = count(rng, h.count);
+    h.zero_count = count(rng, h.zero_count);
+    for i in 0..h.positive_buckets.len() {
+        h.positive_buckets[i] = count(rng, h.positive_buckets[i]);
+    }
+    for i in 0..h.negative_buckets.len() {
+        h.negative_buckets[i] = count(rng, h.negative_buckets[i]);
+    }
+    h
+}
+
+type HistogramColumns = (
+    i64,
+    bool,
+    i16,
+    i32,
+    f64,
+    f64,
+    f64,
+    f64,
+    Vec<i32>,
+    Vec<f64>,
+    Vec<i32>,
+    Vec<f64>,
+    Vec<f64>,
+);
+
+/// The SQL decoder of native histogram chunks (`_prom_catalog.decode_histogram_chunk`, what
+/// `prom_info.native_histogram` uses) reads every chunk the Rust encoder writes as the Rust
+/// decoder does, bit for bit, over PostgreSQL's whole time range; and refuses corrupt ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_decoder_of_histogram_chunks_agrees_with_the_rust_decoder_bit_for_bit() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate(&db).await.unwrap();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut decoded = 0;
+    for case in 0..150 {
+        let mut time = match case % 3 {
+            0 => EARLIEST_MS + (rng.next() % 1_000_000) as i64,
+            1 => LATEST_MS - 100_000_000,
+            _ => 1_700_000_000_000 + (rng.next() % 1_000_000_000) as i64,
+        };
+        let n = (rng.next() % 40) as usize;
+        let mut histograms: Vec<StoredHistogram> = Vec::with_capacity(n);
+        for _ in 0..n {
+            time += 1
+                + (rng.next()
+                    % if rng.next().is_multiple_of(5) {
+                        1_000_000
+                    } else {
+                        15_001
+                    }) as i64;
+            let h = random_histogram(&mut rng, time, histograms.last());
+            histograms.push(h);
+        }
+        let chunk = histogram_codec::encode(&histograms);
+        let rust = histogram_codec::decode(&chunk.data, &chunk.floats).unwrap();
+        let sql: Vec<HistogramColumns> = sqlx::query_as(
+            "SELECT (extract(epoch FROM time) * 1000)::int8, integer, reset_hint, schema, count, sum,
+                    zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
+                    negative_buckets, custom_values
+               FROM _prom_catalog.decode_histogram_chunk($1, $2)",
+        )
+        .bind(&chunk.data)
+        .bind(&chunk.floats)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert_eq!(sql.len(), rust.len(), "case {case}");
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (i, (s, r)) in sql.into_iter().zip(&rust).enumerate() {
+            let (time, integer, hint, schema, count, sum, zt, zc, ps, pb, ns, nb, cv) = s;
+            let what = format!("case {case}, histogram {i}: {r:?}");
+            assert_eq!(
+                (time, integer, hint, schema),
+                (r.time, r.integer, r.reset_hint, r.schema),
+                "{what}"
+            );
+            assert_eq!(
+                [count, sum, zt, zc].map(f64::to_bits),
+                [r.count, r.sum, r.zero_threshold, r.zero_count].map(f64::to_bits),
+                "{what}"
+            );
+            assert_eq!((&ps, &ns), (&r.positive_spans, &r.negative_spans), "{what}");
+            assert_eq!(bits(&pb), bits(&r.positive_buckets), "{what}");
+            assert_eq!(bits(&nb), bits(&r.negative_buckets), "{what}");
+            assert_eq!(bits(&cv), bits(&r.custom_values), "{what}");
+        }
+        decoded += rust.len();
+    }
+    assert!(decoded > 2000, "{decoded} histograms checked");
+
+    // Corrupt chunks: every truncation of a good one, a float missing or left over.
+    let good: Vec<StoredHistogram> = (0..3)
+        .map(|i| random_histogram(&mut Rng(7 + i), 1_000 * i as i64, None))
+        .collect();
+    let chunk = histogram_codec::encode(&good);
+    let mut cases: Vec<(Vec<u8>, Vec<f64>)> = (0..chunk.data.len())
+        .map(|cut| (chunk.data[..cut].to_vec(), chunk.floats.clone()))
+        .collect();
+    cases.push((chunk.data.clone(), chunk.floats[1..].to_vec()));
+    cases.push((chunk.data.clone(), [&chunk.floats[..], &[1.0]].concat()));
+    for (data, floats) in cases {
+        let err = sqlx::query("SELECT count(*) FROM _prom_catalog.decode_histogram_chunk($1, $2)")
+            .bind(&data)
+            .bind(&floats)
+            .execute(&db)
+            .await
+            .expect_err("a corrupt chunk is refused")
+            .to_string();
+        assert!(err.contains("corrupt histogram chunk"), "{data:?}: {err}");
+        assert!(
+            histogram_codec::decode(&data, &floats).is_err(),
+            "{data:?} decodes in Rust"
+        );
     }
 }

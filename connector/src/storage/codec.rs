@@ -770,13 +770,13 @@ fn read_positions(r: &mut Reader<'_>, count: u64, limit: u64, error: &'static st
     Ok(positions)
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, CorruptBlock> {
+    pub(super) fn byte(&mut self) -> Result<u8, CorruptBlock> {
         let b = *self.data.get(self.pos).ok_or(CorruptBlock("truncated"))?;
         self.pos += 1;
         Ok(b)
@@ -791,7 +791,7 @@ impl Reader<'_> {
     }
 
     /// A varint of at most 9 bytes (63 bits), as the fields of packed runs are.
-    fn short_uvarint(&mut self) -> Result<u64, CorruptBlock> {
+    pub(super) fn short_uvarint(&mut self) -> Result<u64, CorruptBlock> {
         self.varint_of(63)
     }
 
@@ -813,11 +813,11 @@ fn zigzag(x: i64) -> u64 {
     ((x << 1) ^ (x >> 63)) as u64
 }
 
-fn unzigzag(x: u64) -> i64 {
+pub(super) fn unzigzag(x: u64) -> i64 {
     ((x >> 1) as i64) ^ -((x & 1) as i64)
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
+pub(super) fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
     while x >= 0x80 {
         out.push((x as u8) | 0x80);
         x >>= 7;
@@ -825,7 +825,7 @@ fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
     out.push(x as u8);
 }
 
-fn put_zigzag(out: &mut Vec<u8>, x: i64) {
+pub(super) fn put_zigzag(out: &mut Vec<u8>, x: i64) {
     put_uvarint(out, zigzag(x));
 }
 

@@ -107,6 +107,8 @@ pub struct CompactionStats {
     /// Small head rows merged into bigger ones (and the rows that replaced them).
     pub head_rows_merged: u64,
     pub merged_rows_written: u64,
+    /// Native histograms moved from rows into histogram chunks.
+    pub histograms: u64,
 }
 
 impl CompactionStats {
@@ -119,6 +121,7 @@ impl CompactionStats {
         self.chunk_blocks_written += o.chunk_blocks_written;
         self.head_rows_merged += o.head_rows_merged;
         self.merged_rows_written += o.merged_rows_written;
+        self.histograms += o.histograms;
     }
 }
 
@@ -206,7 +209,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
     if failed > 0 {
         tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }
-    if stats.samples > 0 || stats.head_rows_merged > 0 {
+    if stats.samples > 0 || stats.head_rows_merged > 0 || stats.histograms > 0 {
         tracing::info!(
             samples = stats.samples,
             head_rows = stats.head_rows,
@@ -215,6 +218,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             chunk_blocks = stats.chunk_blocks_written,
             head_rows_merged = stats.head_rows_merged,
             expired = stats.expired,
+            histograms = stats.histograms,
             took = ?started.elapsed(),
             "compacted the head"
         );
@@ -293,12 +297,23 @@ async fn compact_metric(
                 let empty = done.head_rows == 0;
                 stats.add(done);
                 if empty {
-                    return Ok((stats, true));
+                    break;
                 }
             }
             Err(e) if is_connection_error(&e) => return Err(e),
             Err(e) => {
                 tracing::error!(metric_id, error = %e, "compacting a metric's head failed; skipping it this round");
+                return Ok((stats, false));
+            }
+        }
+    }
+    loop {
+        match super::histograms::compact_batch(pool, metric_id, options.head_age).await {
+            Ok(0) => return Ok((stats, true)),
+            Ok(taken) => stats.histograms += taken,
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => {
+                tracing::error!(metric_id, error = %e, "compacting a metric's native histograms failed; skipping them this round");
                 return Ok((stats, false));
             }
         }
@@ -515,7 +530,7 @@ impl SeriesChunkRow {
     }
 }
 
-async fn lock_metric_chunks(conn: &mut PgConnection, metric_id: i32) -> Result<(), sqlx::Error> {
+pub(super) async fn lock_metric_chunks(conn: &mut PgConnection, metric_id: i32) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
         .bind(CHUNK_LOCK_NAMESPACE)
         .bind(metric_id)
@@ -524,7 +539,8 @@ async fn lock_metric_chunks(conn: &mut PgConnection, metric_id: i32) -> Result<(
     Ok(())
 }
 
-async fn raw_values(conn: &mut PgConnection, metric_id: i32) -> Result<bool, sqlx::Error> {
+/// Whether the metric's compression is turned off.
+pub(super) async fn raw_values(conn: &mut PgConnection, metric_id: i32) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT NOT _prom_catalog.metric_compression($1)")
         .bind(metric_id)
         .fetch_one(conn)

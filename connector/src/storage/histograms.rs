@@ -4,14 +4,21 @@
 //! [`SampleBatch`](super::samples::SampleBatch), inserted in the transaction that writes the
 //! samples' head rows, so a histogram is acknowledged only once committed. One row per
 //! (series, time) in a readable form (absolute bucket counts, spans as flat pairs); one sent
-//! again is stored once, the first kept. Retention deletes them with their metric's other
-//! data (`_prom_catalog.maintain_metric`). They are not compacted into chunks yet:
-//! `docs/storage.md` says what that costs.
+//! again is stored once, the first kept. Maintenance moves rows older than the head age into
+//! histogram chunks ([`compact_batch`], `_prom_catalog.histogram_chunk`, migration 15; the
+//! format is [`super::histogram_codec`]'s), and reads take both in one statement. Retention
+//! deletes rows and chunks with their metric's other data (`_prom_catalog.maintain_metric`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::PgPool;
 
-use super::samples::PgTimestamp;
+use super::codec::CorruptBlock;
+use super::histogram_codec::{self, StoredHistogram};
+use super::samples::{PackedExceptions, PgTimestamp};
 use promscale_promql::histogram::{CounterResetHint, FloatHistogram, Span};
 
 use crate::model::Histogram;
@@ -139,6 +146,7 @@ pub async fn insert<'e>(executor: impl sqlx::PgExecutor<'e>, batch: &HistogramBa
     Ok(())
 }
 
+/// A row of `_prom_catalog.histogram` as selected: series id, Unix ms, then the columns.
 type Row = (
     i64,
     i64,
@@ -156,33 +164,121 @@ type Row = (
     Vec<f64>,
 );
 
+fn stored(row: Row) -> (i64, StoredHistogram) {
+    let (series_id, time, integer, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
+        row;
+    (
+        series_id,
+        StoredHistogram {
+            time,
+            integer,
+            reset_hint,
+            schema,
+            count,
+            sum,
+            zero_threshold,
+            zero_count,
+            positive_spans: ps,
+            positive_buckets: pb,
+            negative_spans: ns,
+            negative_buckets: nb,
+            custom_values: cv,
+        },
+    )
+}
+
+/// A row as [`SELECT_ROWS`] answers it: a histogram row (the last two columns NULL) or a
+/// chunk (its series id, then placeholders, then `data` and `floats`).
+type Fetched = (
+    i64,
+    i64,
+    bool,
+    i16,
+    i32,
+    f64,
+    f64,
+    f64,
+    f64,
+    Vec<i32>,
+    Vec<f64>,
+    Vec<i32>,
+    Vec<f64>,
+    Vec<f64>,
+    Option<Vec<u8>>,
+    Option<Vec<f64>>,
+);
+
+/// Rows and chunks in one statement, so from one snapshot: compaction moves histograms from
+/// rows into chunks atomically, and each is seen once.
 const SELECT_ROWS: &str =
     "SELECT series_id, (extract(epoch FROM time) * 1000)::int8, integer, reset_hint, schema, count, sum,
-                zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
-                negative_buckets, custom_values
-           FROM _prom_catalog.histogram
-          WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
-          ORDER BY series_id, time
-          LIMIT $4";
+            zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
+            negative_buckets, custom_values, NULL::bytea, NULL::float8[]
+       FROM _prom_catalog.histogram
+      WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
+     UNION ALL
+     SELECT series_id, 0, false, 0::int2, 0, 0, 0, 0, 0, '{}'::int[], '{}'::float8[], '{}'::int[],
+            '{}'::float8[], '{}'::float8[], data, floats
+       FROM _prom_catalog.histogram_chunk
+      WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3";
 
-/// The rows of `series_ids` in `[start, end]`, at most `limit` of them.
+fn corrupt(e: CorruptBlock) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// The histograms of `series_ids` in `[start, end]`, by series and time, at most `limit` of
+/// them, so that a caller over its budget
+/// finds out without holding them all. On equal (series, time), a chunk's histogram (stored
+/// first) wins over a row's.
 async fn rows(
     pool: &PgPool,
     series_ids: &[i64],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     limit: usize,
-) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(SELECT_ROWS)
+) -> Result<Vec<(i64, StoredHistogram)>, sqlx::Error> {
+    let range = start.timestamp_millis()..=end.timestamp_millis();
+    let mut compacted: Vec<(i64, StoredHistogram)> = Vec::new();
+    let mut recent: Vec<(i64, StoredHistogram)> = Vec::new();
+    let mut fetched = sqlx::query_as::<_, Fetched>(SELECT_ROWS)
         .bind(series_ids)
         .bind(start)
         .bind(end)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(pool)
-        .await
+        .fetch(pool);
+    // Neither chunks nor rows repeat a (series, time) among themselves: past `limit` of
+    // either, there are more than `limit` in all.
+    while compacted.len() <= limit && recent.len() <= limit {
+        let Some(row) = fetched.try_next().await? else {
+            break;
+        };
+        match (&row.14, &row.15) {
+            (Some(data), Some(floats)) => {
+                let series_id = row.0;
+                compacted.extend(
+                    histogram_codec::decode(data, floats)
+                        .map_err(corrupt)?
+                        .into_iter()
+                        .filter(|h| range.contains(&h.time))
+                        .map(|h| (series_id, h)),
+                );
+            }
+            _ => {
+                let (s, t, i, r, sc, c, su, zt, zc, ps, pb, ns, nb, cv, _, _) = row;
+                recent.push(stored((s, t, i, r, sc, c, su, zt, zc, ps, pb, ns, nb, cv)));
+            }
+        }
+    }
+    drop(fetched);
+    compacted.extend(recent);
+    // Stable: a chunk's histogram stays ahead of a row's of the same time, and is kept.
+    compacted.sort_by_key(|(s, h)| (*s, h.time));
+    compacted.dedup_by_key(|(s, h)| (*s, h.time));
+    compacted.truncate(limit);
+    Ok(compacted)
 }
 
-/// Which of `series_ids` have a histogram in `[start, end]`.
+/// Which of `series_ids` have a histogram in `[start, end]`, or a chunk overlapping it (as
+/// Prometheus answers from the series of the blocks that overlap a range).
 pub async fn series_with_data(
     pool: &PgPool,
     series_ids: &[i64],
@@ -192,7 +288,9 @@ pub async fn series_with_data(
     sqlx::query_scalar(
         "SELECT s.id FROM unnest($1::int8[]) AS s(id)
           WHERE EXISTS (SELECT 1 FROM _prom_catalog.histogram h
-                         WHERE h.series_id = s.id AND h.time >= $2 AND h.time <= $3)",
+                         WHERE h.series_id = s.id AND h.time >= $2 AND h.time <= $3)
+             OR EXISTS (SELECT 1 FROM _prom_catalog.histogram_chunk c
+                         WHERE c.series_id = s.id AND c.end_time >= $2 AND c.start_time <= $3)",
     )
     .bind(series_ids)
     .bind(start)
@@ -214,9 +312,7 @@ pub async fn read_for_promql(
     Ok(rows(pool, series_ids, start, end, limit)
         .await?
         .into_iter()
-        .map(|row| {
-            let (series_id, time, _, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
-                row;
+        .map(|(series_id, h)| {
             let spans = |flat: Vec<i32>| -> Vec<Span> {
                 unflatten_spans(&flat)
                     .into_iter()
@@ -224,24 +320,24 @@ pub async fn read_for_promql(
                     .collect()
             };
             let histogram = FloatHistogram {
-                counter_reset_hint: match reset_hint {
+                counter_reset_hint: match h.reset_hint {
                     1 => CounterResetHint::CounterReset,
                     2 => CounterResetHint::NotCounterReset,
                     3 => CounterResetHint::Gauge,
                     _ => CounterResetHint::Unknown,
                 },
-                schema,
-                zero_threshold,
-                zero_count,
-                count,
-                sum,
-                positive_spans: spans(ps),
-                negative_spans: spans(ns),
-                positive_buckets: pb,
-                negative_buckets: nb,
-                custom_values: cv,
+                schema: h.schema,
+                zero_threshold: h.zero_threshold,
+                zero_count: h.zero_count,
+                count: h.count,
+                sum: h.sum,
+                positive_spans: spans(h.positive_spans),
+                negative_spans: spans(h.negative_spans),
+                positive_buckets: h.positive_buckets,
+                negative_buckets: h.negative_buckets,
+                custom_values: h.custom_values,
             };
-            (series_id, time, histogram)
+            (series_id, h.time, histogram)
         })
         .collect())
 }
@@ -258,7 +354,7 @@ pub async fn read(
     Ok(rows(pool, series_ids, start, end, limit)
         .await?
         .into_iter()
-        .map(from_row)
+        .map(|(series_id, h)| (series_id, to_wire(h)))
         .collect())
 }
 
@@ -267,9 +363,7 @@ fn unflatten_spans(flat: &[i32]) -> Vec<(i32, u32)> {
     flat.chunks_exact(2).map(|p| (p[0], p[1] as u32)).collect()
 }
 
-fn from_row(row: Row) -> (i64, Histogram) {
-    let (series_id, timestamp, integer, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
-        row;
+fn to_wire(stored: StoredHistogram) -> Histogram {
     let spans = |flat: Vec<i32>| -> Vec<BucketSpan> {
         unflatten_spans(&flat)
             .into_iter()
@@ -289,28 +383,152 @@ fn from_row(row: Row) -> (i64, Histogram) {
             .collect()
     };
     let mut h = Histogram {
-        sum,
-        schema,
-        zero_threshold,
-        positive_spans: spans(ps),
-        negative_spans: spans(ns),
-        reset_hint: i32::from(reset_hint),
-        timestamp,
-        custom_values: cv,
+        sum: stored.sum,
+        schema: stored.schema,
+        zero_threshold: stored.zero_threshold,
+        positive_spans: spans(stored.positive_spans),
+        negative_spans: spans(stored.negative_spans),
+        reset_hint: i32::from(stored.reset_hint),
+        timestamp: stored.time,
+        custom_values: stored.custom_values,
         ..Default::default()
     };
-    if integer {
-        h.count = Some(Count::Int(count as u64));
-        h.zero_count = Some(ZeroCount::Int(zero_count as u64));
-        h.positive_deltas = deltas(&pb);
-        h.negative_deltas = deltas(&nb);
+    if stored.integer {
+        h.count = Some(Count::Int(stored.count as u64));
+        h.zero_count = Some(ZeroCount::Int(stored.zero_count as u64));
+        h.positive_deltas = deltas(&stored.positive_buckets);
+        h.negative_deltas = deltas(&stored.negative_buckets);
     } else {
-        h.count = Some(Count::Float(count));
-        h.zero_count = Some(ZeroCount::Float(zero_count));
-        h.positive_counts = pb;
-        h.negative_counts = nb;
+        h.count = Some(Count::Float(stored.count));
+        h.zero_count = Some(ZeroCount::Float(stored.zero_count));
+        h.positive_counts = stored.positive_buckets;
+        h.negative_counts = stored.negative_buckets;
     }
-    (series_id, h)
+    h
+}
+
+/// Histogram rows a compaction transaction takes at most.
+const COMPACT_BATCH_ROWS: i64 = 20_000;
+/// A series' last chunk with fewer histograms than this takes the next ones in (rewritten
+/// with them), so that chunks grow to a few hundred histograms over maintenance runs.
+const GROW_CHUNKS_BELOW: i32 = 240;
+/// Histograms a chunk holds at most (about 10 to 20 kB for histograms of 20 buckets).
+const MAX_CHUNK_HISTOGRAMS: usize = 480;
+
+/// One transaction: up to [`COMPACT_BATCH_ROWS`] of the metric's histogram rows older than
+/// `head_age` into chunks (merged with the chunks of their series they overlap, and with the
+/// series' last chunk while it is small); returns how many rows it took. Nothing is taken for
+/// a metric whose compression is turned off: its histograms stay rows.
+pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    super::compaction::lock_metric_chunks(&mut tx, metric_id).await?;
+    if super::compaction::raw_values(&mut tx, metric_id).await? {
+        return Ok(0);
+    }
+    let first_series = i64::from(metric_id) << 40;
+    let taken: Vec<Row> = sqlx::query_as(
+        "DELETE FROM _prom_catalog.histogram h
+          USING (SELECT series_id, time FROM _prom_catalog.histogram
+                  WHERE series_id >= $1 AND series_id < $2 AND time <= now() - make_interval(secs => $3)
+                  ORDER BY series_id, time LIMIT $4) o
+          WHERE h.series_id = o.series_id AND h.time = o.time
+         RETURNING h.series_id, (extract(epoch FROM h.time) * 1000)::int8, h.integer, h.reset_hint, h.schema,
+                   h.count, h.sum, h.zero_threshold, h.zero_count, h.positive_spans, h.positive_buckets,
+                   h.negative_spans, h.negative_buckets, h.custom_values",
+    )
+    .bind(first_series)
+    .bind(first_series + (1 << 40))
+    .bind(head_age.as_secs_f64())
+    .bind(COMPACT_BATCH_ROWS)
+    .fetch_all(&mut *tx)
+    .await?;
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    let taken_rows = taken.len() as u64;
+    let mut new: BTreeMap<i64, Vec<StoredHistogram>> = BTreeMap::new();
+    for row in taken {
+        let (series_id, h) = stored(row);
+        new.entry(series_id).or_default().push(h);
+    }
+    for hs in new.values_mut() {
+        hs.sort_by_key(|h| h.time);
+    }
+    let series: Vec<i64> = new.keys().copied().collect();
+    let lows: Vec<PgTimestamp> = new.values().map(|hs| PgTimestamp::from_unix_ms(hs[0].time)).collect();
+    let highs: Vec<PgTimestamp> = new
+        .values()
+        .map(|hs| PgTimestamp::from_unix_ms(hs[hs.len() - 1].time))
+        .collect();
+    // The chunks the new histograms overlap, and the last one before them while small: taken
+    // out to be written again with them. Chunks of a series never overlap, so neither do the
+    // merged ones.
+    let replaced: Vec<(i64, Vec<u8>, Vec<f64>)> = sqlx::query_as(
+        "WITH wanted AS (
+             SELECT w.series_id, w.end_time
+               FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS n(s, lo, hi)
+              CROSS JOIN LATERAL (
+                    SELECT c.series_id, c.end_time FROM _prom_catalog.histogram_chunk c
+                     WHERE c.series_id = n.s AND c.end_time >= n.lo AND c.start_time <= n.hi
+                    UNION ALL
+                    SELECT p.series_id, p.end_time
+                      FROM (SELECT c.series_id, c.end_time, c.samples FROM _prom_catalog.histogram_chunk c
+                             WHERE c.series_id = n.s AND c.end_time < n.lo
+                             ORDER BY c.end_time DESC LIMIT 1) p
+                     WHERE p.samples < $4) w
+         )
+         DELETE FROM _prom_catalog.histogram_chunk c USING wanted w
+          WHERE c.series_id = w.series_id AND c.end_time = w.end_time
+         RETURNING c.series_id, c.data, c.floats",
+    )
+    .bind(&series)
+    .bind(lows)
+    .bind(highs)
+    .bind(GROW_CHUNKS_BELOW)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut old: BTreeMap<i64, Vec<StoredHistogram>> = BTreeMap::new();
+    for (series_id, data, floats) in replaced {
+        old.entry(series_id)
+            .or_default()
+            .extend(histogram_codec::decode(&data, &floats).map_err(corrupt)?);
+    }
+    let (mut ids, mut starts, mut ends, mut counts, mut datas) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut floats = PackedExceptions::default();
+    for (series_id, recent) in new {
+        // What was stored first wins on equal times: the chunks' histograms, then the rows'.
+        let mut all = old.remove(&series_id).unwrap_or_default();
+        all.extend(recent);
+        all.sort_by_key(|h| h.time);
+        all.dedup_by_key(|h| h.time);
+        for piece in all.chunks(MAX_CHUNK_HISTOGRAMS) {
+            let chunk = histogram_codec::encode(piece);
+            ids.push(series_id);
+            starts.push(PgTimestamp::from_unix_ms(piece[0].time));
+            ends.push(PgTimestamp::from_unix_ms(piece[piece.len() - 1].time));
+            counts.push(piece.len() as i32);
+            datas.push(chunk.data);
+            floats.push(&chunk.floats);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO _prom_catalog.histogram_chunk (series_id, start_time, end_time, samples, data, floats)
+         SELECT u.s, u.lo, u.hi, u.n, u.d, coalesce($8[u.off + 1 : u.off + u.len], '{}')
+           FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::int4[], $5::bytea[], $6::int4[], $7::int4[])
+                AS u(s, lo, hi, n, d, off, len)",
+    )
+    .bind(ids)
+    .bind(starts)
+    .bind(ends)
+    .bind(counts)
+    .bind(datas)
+    .bind(floats.offsets)
+    .bind(floats.lengths)
+    .bind(floats.all)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(taken_rows)
 }
 
 #[cfg(test)]
@@ -364,7 +582,7 @@ mod tests {
             vec![],
             vec![],
         );
-        let (_, h) = from_row(row);
+        let h = to_wire(stored(row).1);
         assert_eq!(h.positive_deltas, vec![2, 3, -4, 0]);
         assert_eq!(h.positive_spans[0], BucketSpan { offset: -3, length: 2 });
         assert_eq!(h.count, Some(Count::Int(9)));

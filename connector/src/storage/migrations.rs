@@ -92,6 +92,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_order",
         sql: include_str!("migrations/0014_series_order.sql"),
     },
+    Migration {
+        version: 15,
+        name: "histogram_chunks",
+        sql: include_str!("migrations/0015_histogram_chunks.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

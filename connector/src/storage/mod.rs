@@ -10,6 +10,7 @@ pub mod codec;
 pub mod compaction;
 pub mod error;
 pub mod exemplars;
+pub mod histogram_codec;
 pub mod histograms;
 pub mod maintenance;
 pub mod metadata;
