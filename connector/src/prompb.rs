@@ -402,7 +402,7 @@ pub struct Chunk {
     pub min_time_ms: i64,
     #[prost(int64, tag = "2")]
     pub max_time_ms: i64,
-    /// 1: XOR, the only encoding used here.
+    /// 1: XOR (floats), 2: histogram, 3: float histogram.
     #[prost(int32, tag = "3")]
     pub r#type: i32,
     #[prost(bytes = "vec", tag = "4")]

@@ -437,10 +437,15 @@ remote_write:
         &[],
     )
     .await;
+    // Streamed chunks (Prometheus 3 asks for them first): one series a frame, XOR chunks for
+    // floats, histogram chunks for native histograms.
     for query in [
         format!(r#"{name}{{handler="/metrics"}}"#),
+        name.to_string(),
         format!("histogram_count({name})"),
         format!("rate({name}[1m])"),
+        "prometheus_http_requests_total".to_string(),
+        r#"{__name__=~"go_.*|process_.*"}"#.to_string(),
     ] {
         let params = [("query", query), ("time", at.clone())];
         compare_json(
@@ -732,6 +737,29 @@ async fn histograms_of_a_version_14_database_are_compacted_into_chunks_bit_for_b
     assert_eq!(chunks().await, vec![("latency".into(), 6), ("expiring".into(), 2)]);
     assert_eq!(read().await, before, "remote read of the chunks");
     assert_eq!(view().await, view_before, "prom_info.native_histogram of the chunks");
+    // A Prometheus 3 reading them through remote read (streamed histogram chunks, decoded by
+    // Prometheus itself) sees what the connector answers: integer, float and custom-bucket
+    // histograms, a gauge, a counter reset and a stale marker.
+    let connector_port = connector.port();
+    let reader = Prometheus::start_v3(
+        |_| format!("remote_read:\n  - url: http://127.0.0.1:{connector_port}/read\n    read_recent: true\n"),
+        &[],
+    )
+    .await;
+    let range = [
+        ("query", "latency".to_string()),
+        ("start", format!("{}", (now - 70_000) / 1000)),
+        ("end", format!("{}", (now + 20_000) / 1000)),
+        ("step", "1".to_string()),
+    ];
+    compare_json(
+        &client,
+        &connector.url("/api/v1/query_range"),
+        &reader.url("/api/v1/query_range"),
+        &range,
+        true,
+    )
+    .await;
 
     // Sent again after compaction, with another count: the first stays, in reads and in the
     // chunk that compaction writes again.

@@ -1,6 +1,6 @@
 //! `POST /read` and `/api/v1/read`: remote read with either response type Prometheus asks
 //! for, SAMPLES (one snappy-compressed message) or STREAMED_XOR_CHUNKS (a stream of framed
-//! messages of XOR chunks). A database failure is a 503 whose text says only that (see
+//! messages of XOR chunks, and of histogram chunks for native histograms). A database failure is a 503 whose text says only that (see
 //! [`DATABASE_UNAVAILABLE`]); its details are logged.
 
 use std::sync::Arc;
@@ -11,9 +11,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes as WireBytes;
 use promql_parser::label::{MatchOp, Matcher};
-use promscale_promql::{Labels, SelectHints, Series};
+use promscale_promql::{Labels, SelectHints};
 use prost::Message;
 
+use super::histogram_chunk;
 use super::xor_chunk::{self, MAX_SAMPLES_PER_CHUNK};
 use crate::prompb::decoded_size::{decoded_size, READ_REQUEST};
 use crate::prompb::{
@@ -100,23 +101,8 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             ),
         );
     };
-    // Native histograms go in SAMPLES responses (this connector does not encode histogram
-    // chunks yet): a client that accepts both types gets SAMPLES when there are histograms.
-    let has_histograms = results.iter().flatten().any(|s| !s.histograms.is_empty());
-    let samples_accepted = request.accepted_response_types.is_empty()
-        || request
-            .accepted_response_types
-            .contains(&(ResponseType::Samples as i32));
-    if chosen == ResponseType::StreamedXorChunks && !(has_histograms && samples_accepted) {
-        if has_histograms {
-            tracing::warn!("remote read: native histograms left out of a STREAMED_XOR_CHUNKS response (the client does not accept SAMPLES)");
-        }
-        streamed_response(
-            results
-                .into_iter()
-                .map(|r| r.into_iter().map(|s| s.series).collect())
-                .collect(),
-        )
+    if chosen == ResponseType::StreamedXorChunks {
+        streamed_response(results)
     } else {
         samples_response(results)
     }
@@ -226,23 +212,40 @@ fn samples_response(results: Vec<Vec<SeriesWithHistograms>>) -> Response {
         .into_response()
 }
 
-/// Each series' samples cut into XOR chunks of at most 120 samples.
-fn chunked(series: &Series) -> ChunkedSeries {
+/// A series' samples cut into XOR chunks of at most 120 samples, and its native histograms
+/// into histogram chunks, in time order.
+fn chunked(series: &SeriesWithHistograms) -> ChunkedSeries {
+    let mut chunks: Vec<Chunk> = series
+        .series
+        .samples
+        .chunks(MAX_SAMPLES_PER_CHUNK)
+        .map(|part| {
+            let pairs: Vec<(i64, f64)> = part.iter().map(|s| (s.t, s.v)).collect();
+            Chunk {
+                min_time_ms: part[0].t,
+                max_time_ms: part[part.len() - 1].t,
+                r#type: CHUNK_ENCODING_XOR,
+                data: xor_chunk::encode(&pairs),
+            }
+        })
+        .collect();
+    let floats_only = chunks.len();
+    chunks.extend(
+        histogram_chunk::encode_series(&series.histograms)
+            .into_iter()
+            .map(|c| Chunk {
+                min_time_ms: c.min_time,
+                max_time_ms: c.max_time,
+                r#type: c.encoding,
+                data: c.data,
+            }),
+    );
+    if floats_only > 0 && chunks.len() > floats_only {
+        chunks.sort_by_key(|c| (c.min_time_ms, c.max_time_ms));
+    }
     ChunkedSeries {
-        labels: wire_labels(&series.labels),
-        chunks: series
-            .samples
-            .chunks(MAX_SAMPLES_PER_CHUNK)
-            .map(|part| {
-                let pairs: Vec<(i64, f64)> = part.iter().map(|s| (s.t, s.v)).collect();
-                Chunk {
-                    min_time_ms: part[0].t,
-                    max_time_ms: part[part.len() - 1].t,
-                    r#type: CHUNK_ENCODING_XOR,
-                    data: xor_chunk::encode(&pairs),
-                }
-            })
-            .collect(),
+        labels: wire_labels(&series.series.labels),
+        chunks,
     }
 }
 
@@ -254,26 +257,33 @@ fn frame(message: &ChunkedReadResponse, out: &mut Vec<u8>) {
     out.extend_from_slice(&bytes);
 }
 
-fn streamed_response(results: Vec<Vec<Series>>) -> Response {
+/// One frame a series, as Prometheus writes them (its reader takes the first series of each
+/// frame only); a series whose chunks pass [`MAX_FRAME_BYTES`] with its labels continues in
+/// the next frames.
+fn streamed_response(results: Vec<Vec<SeriesWithHistograms>>) -> Response {
     let mut body = Vec::new();
     for (index, series) in results.into_iter().enumerate() {
-        let mut pending = ChunkedReadResponse {
-            chunked_series: Vec::new(),
-            query_index: index as i64,
-        };
-        let mut pending_bytes = 0;
         for s in &series {
-            let c = chunked(s);
-            pending_bytes += c.encoded_len();
-            pending.chunked_series.push(c);
-            if pending_bytes >= MAX_FRAME_BYTES {
-                frame(&pending, &mut body);
-                pending.chunked_series.clear();
-                pending_bytes = 0;
+            let ChunkedSeries { labels, chunks } = chunked(s);
+            let room = MAX_FRAME_BYTES.saturating_sub(labels.iter().map(|l| l.encoded_len() + 2).sum());
+            let mut pending: Vec<Chunk> = Vec::new();
+            let mut pending_bytes = 0;
+            let count = chunks.len();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                pending_bytes += chunk.encoded_len() + 4;
+                pending.push(chunk);
+                if pending_bytes >= room || i + 1 == count {
+                    let message = ChunkedReadResponse {
+                        chunked_series: vec![ChunkedSeries {
+                            labels: labels.clone(),
+                            chunks: std::mem::take(&mut pending),
+                        }],
+                        query_index: index as i64,
+                    };
+                    frame(&message, &mut body);
+                    pending_bytes = 0;
+                }
             }
-        }
-        if !pending.chunked_series.is_empty() {
-            frame(&pending, &mut body);
         }
     }
     (

@@ -6,14 +6,14 @@
 pub const MAX_SAMPLES_PER_CHUNK: usize = 120;
 
 #[derive(Default)]
-struct BitWriter {
+pub(super) struct BitWriter {
     bytes: Vec<u8>,
     /// Bits still free in the last byte.
     free: u8,
 }
 
 impl BitWriter {
-    fn bit(&mut self, bit: bool) {
+    pub(super) fn bit(&mut self, bit: bool) {
         if self.free == 0 {
             self.bytes.push(0);
             self.free = 8;
@@ -25,14 +25,24 @@ impl BitWriter {
     }
 
     /// The low `n` bits of `value`, most significant first.
-    fn bits(&mut self, value: u64, n: u8) {
+    pub(super) fn bits(&mut self, value: u64, n: u8) {
         for i in (0..n).rev() {
             self.bit(value >> i & 1 == 1);
         }
     }
 
-    fn byte(&mut self, b: u8) {
+    pub(super) fn byte(&mut self, b: u8) {
         self.bits(u64::from(b), 8);
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Bits written so far.
+    #[cfg(test)]
+    pub(super) fn bit_len(&self) -> usize {
+        self.bytes.len() * 8 - usize::from(self.free)
     }
 }
 
@@ -101,7 +111,7 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
     out
 }
 
-fn write_value(w: &mut BitWriter, xor: u64, leading_prev: &mut u8, trailing_prev: &mut u8) {
+pub(super) fn write_value(w: &mut BitWriter, xor: u64, leading_prev: &mut u8, trailing_prev: &mut u8) {
     if xor == 0 {
         w.bit(false);
         return;
