@@ -17,29 +17,9 @@ CREATE TABLE _prom_catalog.histogram_chunk (
     PRIMARY KEY (series_id, end_time)
 );
 
--- A varint of the chunk at byte p_pos (from 0): its value and the position after it.
-CREATE FUNCTION _prom_catalog.histogram_chunk_varint(p_data bytea, p_pos int, OUT value bigint, OUT next int)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
-DECLARE
-    v_byte int;
-    v_shift int := 0;
-BEGIN
-    value := 0;
-    next := p_pos;
-    LOOP
-        IF next >= length(p_data) OR v_shift > 56 THEN
-            RAISE EXCEPTION 'corrupt histogram chunk: truncated varint at byte %', next USING ERRCODE = 'data_corrupted';
-        END IF;
-        v_byte := get_byte(p_data, next);
-        next := next + 1;
-        value := value | ((v_byte & 127)::bigint << v_shift);
-        EXIT WHEN v_byte < 128;
-        v_shift := v_shift + 7;
-    END LOOP;
-END
-$fn$;
-
--- The histograms of a chunk, in the columns of _prom_catalog.histogram.
+-- The histograms of a chunk, in the columns of _prom_catalog.histogram. Every field of the
+-- format is a varint (the flags byte too: it is below 128), so the chunk is read into an
+-- array of integers in one pass, then walked.
 CREATE FUNCTION _prom_catalog.decode_histogram_chunk(p_data bytea, p_floats float8[])
 RETURNS TABLE ("time" timestamptz, "integer" boolean, reset_hint smallint, "schema" int, count float8,
                sum float8, zero_threshold float8, zero_count float8, positive_spans int[],
@@ -47,13 +27,19 @@ RETURNS TABLE ("time" timestamptz, "integer" boolean, reset_hint smallint, "sche
                custom_values float8[])
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
+    v_len int := length(p_data);
     v_pos int := 0;
+    v_byte int;
+    v_shift int;
+    v_x bigint;
+    v_vals bigint[] := '{}';
+    v_nvals int;
+    v_at int := 2;
     v_f int := 1;
     v_n bigint;
     v_i bigint;
     v_j bigint;
     v_flags int;
-    v_x bigint;
     v_t bigint := 0;
     v_delta bigint := 0;
     v_pairs bigint;
@@ -64,21 +50,40 @@ DECLARE
     v_prev bigint[];
     v_floats int := coalesce(cardinality(p_floats), 0);
 BEGIN
-    SELECT r.value, r.next INTO v_n, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-    IF v_n > length(p_data) THEN
+    WHILE v_pos < v_len LOOP
+        v_x := 0;
+        v_shift := 0;
+        LOOP
+            IF v_pos >= v_len OR v_shift > 56 THEN
+                RAISE EXCEPTION 'corrupt histogram chunk: truncated varint at byte %', v_pos USING ERRCODE = 'data_corrupted';
+            END IF;
+            v_byte := get_byte(p_data, v_pos);
+            v_pos := v_pos + 1;
+            v_x := v_x | ((v_byte & 127)::bigint << v_shift);
+            EXIT WHEN v_byte < 128;
+            v_shift := v_shift + 7;
+        END LOOP;
+        v_vals := v_vals || v_x;
+    END LOOP;
+    v_nvals := coalesce(cardinality(v_vals), 0);
+    IF v_nvals = 0 THEN
+        RAISE EXCEPTION 'corrupt histogram chunk: truncated' USING ERRCODE = 'data_corrupted';
+    END IF;
+    v_n := v_vals[1];
+    IF v_n > v_len THEN
         RAISE EXCEPTION 'corrupt histogram chunk: count out of range' USING ERRCODE = 'data_corrupted';
     END IF;
     FOR v_i IN 1 .. v_n LOOP
-        IF v_pos >= length(p_data) THEN
+        -- Flags, the time and (with a layout) at least six more values.
+        IF v_at + 1 > v_nvals THEN
             RAISE EXCEPTION 'corrupt histogram chunk: truncated' USING ERRCODE = 'data_corrupted';
         END IF;
-        v_flags := get_byte(p_data, v_pos);
-        v_pos := v_pos + 1;
+        v_flags := v_vals[v_at];
         IF v_flags >= 32 OR (v_i = 1 AND v_flags & 8 = 0) THEN
             RAISE EXCEPTION 'corrupt histogram chunk: bad flags' USING ERRCODE = 'data_corrupted';
         END IF;
-        SELECT r.value, r.next INTO v_x, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-        v_x := (v_x >> 1) # -(v_x & 1);
+        v_x := (v_vals[v_at + 1] >> 1) # -(v_vals[v_at + 1] & 1);
+        v_at := v_at + 2;
         IF v_i = 1 THEN
             v_t := v_x;
         ELSIF v_i = 2 THEN
@@ -92,26 +97,39 @@ BEGIN
         "integer" := v_flags & 1 = 1;
         reset_hint := ((v_flags >> 1) & 3)::smallint;
         IF v_flags & 8 = 8 THEN
-            SELECT r.value, r.next INTO v_x, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-            "schema" := ((v_x >> 1) # -(v_x & 1))::int;
+            IF v_at + 1 > v_nvals THEN
+                RAISE EXCEPTION 'corrupt histogram chunk: truncated' USING ERRCODE = 'data_corrupted';
+            END IF;
+            "schema" := ((v_vals[v_at] >> 1) # -(v_vals[v_at] & 1))::int;
             zero_threshold := p_floats[v_f];
             v_f := v_f + 1;
+            v_pairs := v_vals[v_at + 1];
+            v_at := v_at + 2;
+            -- The positive spans, the count of positive buckets, the count of negative pairs.
+            IF v_at + 2 * v_pairs + 1 > v_nvals THEN
+                RAISE EXCEPTION 'corrupt histogram chunk: truncated' USING ERRCODE = 'data_corrupted';
+            END IF;
             positive_spans := '{}';
-            SELECT r.value, r.next INTO v_pairs, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-            FOR v_j IN 1 .. 2 * v_pairs LOOP
-                SELECT r.value, r.next INTO v_x, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-                positive_spans := positive_spans || ((v_x >> 1) # -(v_x & 1))::int;
+            FOR v_j IN 0 .. 2 * v_pairs - 1 LOOP
+                positive_spans := positive_spans || ((v_vals[v_at + v_j] >> 1) # -(v_vals[v_at + v_j] & 1))::int;
             END LOOP;
-            SELECT r.value, r.next INTO v_npos, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
+            v_at := v_at + 2 * v_pairs;
+            v_npos := v_vals[v_at];
+            v_pairs := v_vals[v_at + 1];
+            v_at := v_at + 2;
+            -- The negative spans, the count of negative buckets, the count of custom bounds.
+            IF v_at + 2 * v_pairs + 1 > v_nvals THEN
+                RAISE EXCEPTION 'corrupt histogram chunk: truncated' USING ERRCODE = 'data_corrupted';
+            END IF;
             negative_spans := '{}';
-            SELECT r.value, r.next INTO v_pairs, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-            FOR v_j IN 1 .. 2 * v_pairs LOOP
-                SELECT r.value, r.next INTO v_x, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-                negative_spans := negative_spans || ((v_x >> 1) # -(v_x & 1))::int;
+            FOR v_j IN 0 .. 2 * v_pairs - 1 LOOP
+                negative_spans := negative_spans || ((v_vals[v_at + v_j] >> 1) # -(v_vals[v_at + v_j] & 1))::int;
             END LOOP;
-            SELECT r.value, r.next INTO v_nneg, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-            SELECT r.value, r.next INTO v_custom, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-            IF v_npos + v_nneg + v_custom > v_floats + length(p_data) THEN
+            v_at := v_at + 2 * v_pairs;
+            v_nneg := v_vals[v_at];
+            v_custom := v_vals[v_at + 1];
+            v_at := v_at + 2;
+            IF v_npos + v_nneg + v_custom > v_floats + v_len THEN
                 RAISE EXCEPTION 'corrupt histogram chunk: length out of range' USING ERRCODE = 'data_corrupted';
             END IF;
             custom_values := coalesce(p_floats[v_f : v_f + v_custom - 1], '{}');
@@ -128,11 +146,14 @@ BEGIN
             v_f := v_f + 2 + v_npos + v_nneg;
             v_prev := NULL;
         ELSE
+            IF v_at + 1 + v_npos + v_nneg > v_nvals THEN
+                RAISE EXCEPTION 'corrupt histogram chunk: truncated' USING ERRCODE = 'data_corrupted';
+            END IF;
             v_counts := '{}';
-            FOR v_j IN 1 .. 2 + v_npos + v_nneg LOOP
-                SELECT r.value, r.next INTO v_x, v_pos FROM _prom_catalog.histogram_chunk_varint(p_data, v_pos) r;
-                v_counts := v_counts || (coalesce(v_prev[v_j], 0) + ((v_x >> 1) # -(v_x & 1)));
+            FOR v_j IN 0 .. 1 + v_npos + v_nneg LOOP
+                v_counts := v_counts || (coalesce(v_prev[v_j + 1], 0) + ((v_vals[v_at + v_j] >> 1) # -(v_vals[v_at + v_j] & 1)));
             END LOOP;
+            v_at := v_at + 2 + v_npos + v_nneg;
             count := v_counts[1];
             zero_count := v_counts[2];
             positive_buckets := coalesce(v_counts[3 : 2 + v_npos]::float8[], '{}');
@@ -144,7 +165,7 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    IF v_pos <> length(p_data) OR v_f - 1 <> v_floats THEN
+    IF v_at <> v_nvals + 1 OR v_f - 1 <> v_floats THEN
         RAISE EXCEPTION 'corrupt histogram chunk: trailing data' USING ERRCODE = 'data_corrupted';
     END IF;
 END
