@@ -627,7 +627,12 @@ async fn histograms_of_a_version_14_database_are_compacted_into_chunks_bit_for_b
     let db = pg.pool().await;
     migrate_to(&db, 14).await.unwrap();
     let latency = promscale_e2e::upgrade::create_series_in_sql(&db, &[("__name__", "latency")]).await;
-    let now = promscale_e2e::recent_ms();
+    // An hour into one of the default 8-hour time chunks, hours ago: histogram chunks do not
+    // span two time chunks, and the histograms below all fall in one (those of 3 days before
+    // too).
+    let period = 8 * 3_600_000;
+    let recent = promscale_e2e::recent_ms();
+    let now = recent - recent.rem_euclid(period) - period + 3_600_000;
     // Written by version 14, in its form: absolute counts, flat spans.
     for (t, n) in [(now - 60_000, 4), (now - 45_000, 5)] {
         sqlx::query(
@@ -791,6 +796,22 @@ async fn histograms_of_a_version_14_database_are_compacted_into_chunks_bit_for_b
     .await
     .unwrap();
     assert_eq!(count, 4.0, "the histogram version 14 stored");
+    // One in the next time chunk starts a histogram chunk of its own, although the last one is
+    // small: retention drops chunks whole, and none spans two time chunks.
+    let mut next_period = series(&[("__name__", "latency")], &[]);
+    next_period.histograms = vec![integer_histogram(now + period, 8)];
+    write(vec![next_period]).await;
+    promscale_e2e::maintain(&db).await;
+    assert_eq!(
+        chunks().await,
+        vec![("latency".into(), 7), ("latency".into(), 1), ("expiring".into(), 2)]
+    );
+    expected
+        .get_mut("__name__=\"latency\"")
+        .unwrap()
+        .1
+        .push(canonical(&integer_histogram(now + period, 8)));
+    assert_eq!(read().await, expected);
 
     // Retention drops the chunks wholly past it.
     sqlx::query("SELECT prom_api.set_metric_retention_period('expiring', INTERVAL '2 days')")
@@ -798,7 +819,7 @@ async fn histograms_of_a_version_14_database_are_compacted_into_chunks_bit_for_b
         .await
         .unwrap();
     promscale_e2e::maintain(&db).await;
-    assert_eq!(chunks().await, vec![("latency".into(), 7)]);
+    assert_eq!(chunks().await, vec![("latency".into(), 7), ("latency".into(), 1)]);
     expected.remove("__name__=\"expiring\"");
     assert_eq!(read().await, expected);
 }

@@ -26,9 +26,6 @@ use crate::remote_write::decode::memory_budget;
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::select::{PgSeriesSource, SeriesWithHistograms};
 
-/// Frames of a streamed response stay under about this size, as Prometheus' own do.
-const MAX_FRAME_BYTES: usize = 1 << 20;
-
 fn error(status: StatusCode, message: String) -> Response {
     tracing::warn!(%status, error = %message, "remote-read request failed");
     (status, message + "\n").into_response()
@@ -212,36 +209,54 @@ fn samples_response(results: Vec<Vec<SeriesWithHistograms>>) -> Response {
         .into_response()
 }
 
-/// A series' samples cut into XOR chunks of at most 120 samples, and its native histograms
-/// into histogram chunks, in time order.
+/// A series' samples cut into XOR chunks of at most 120 samples and its native histograms
+/// into histogram chunks, in time order without overlap: Prometheus' reader plays a series'
+/// chunks one after the other, so a series that has both (a native histogram series that went
+/// stale gets float stale markers) is cut where the kind changes; of a float and a histogram
+/// at the same millisecond the float is kept, as Prometheus' reader keeps it.
 fn chunked(series: &SeriesWithHistograms) -> ChunkedSeries {
-    let mut chunks: Vec<Chunk> = series
-        .series
-        .samples
-        .chunks(MAX_SAMPLES_PER_CHUNK)
-        .map(|part| {
+    let samples = &series.series.samples;
+    let histograms = &series.histograms;
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let xor = |part: &[promscale_promql::Sample], chunks: &mut Vec<Chunk>| {
+        for part in part.chunks(MAX_SAMPLES_PER_CHUNK) {
             let pairs: Vec<(i64, f64)> = part.iter().map(|s| (s.t, s.v)).collect();
-            Chunk {
+            chunks.push(Chunk {
                 min_time_ms: part[0].t,
                 max_time_ms: part[part.len() - 1].t,
                 r#type: CHUNK_ENCODING_XOR,
                 data: xor_chunk::encode(&pairs),
+            });
+        }
+    };
+    let (mut f, mut h) = (0, 0);
+    while f < samples.len() || h < histograms.len() {
+        // The next run of one kind: floats up to the next histogram, or histograms up to the
+        // next float.
+        if h == histograms.len() || (f < samples.len() && samples[f].t <= histograms[h].timestamp) {
+            let until = histograms.get(h).map_or(i64::MAX, |x| x.timestamp);
+            let end = f + samples[f..].partition_point(|s| s.t <= until);
+            xor(&samples[f..end], &mut chunks);
+            f = end;
+            // A histogram at the time of the last float is left out.
+            while h < histograms.len() && f > 0 && histograms[h].timestamp == samples[f - 1].t {
+                h += 1;
             }
-        })
-        .collect();
-    let floats_only = chunks.len();
-    chunks.extend(
-        histogram_chunk::encode_series(&series.histograms)
-            .into_iter()
-            .map(|c| Chunk {
-                min_time_ms: c.min_time,
-                max_time_ms: c.max_time,
-                r#type: c.encoding,
-                data: c.data,
-            }),
-    );
-    if floats_only > 0 && chunks.len() > floats_only {
-        chunks.sort_by_key(|c| (c.min_time_ms, c.max_time_ms));
+        } else {
+            let until = samples.get(f).map_or(i64::MAX, |s| s.t);
+            let end = h + histograms[h..].partition_point(|x| x.timestamp < until);
+            chunks.extend(
+                histogram_chunk::encode_series(&histograms[h..end])
+                    .into_iter()
+                    .map(|c| Chunk {
+                        min_time_ms: c.min_time,
+                        max_time_ms: c.max_time,
+                        r#type: c.encoding,
+                        data: c.data,
+                    }),
+            );
+            h = end;
+        }
     }
     ChunkedSeries {
         labels: wire_labels(&series.series.labels),
@@ -257,33 +272,22 @@ fn frame(message: &ChunkedReadResponse, out: &mut Vec<u8>) {
     out.extend_from_slice(&bytes);
 }
 
-/// One frame a series, as Prometheus writes them (its reader takes the first series of each
-/// frame only); a series whose chunks pass [`MAX_FRAME_BYTES`] with its labels continues in
-/// the next frames.
+/// One frame a series, whole: Prometheus' reader takes the first series of each frame only,
+/// and reads a series continued in a second frame as another series of the same labels.
+/// (Prometheus' own server splits a series past `--storage.remote.read-max-bytes-in-frame`;
+/// its reader accepts frames up to its `chunked_read_limit`, 50 MB by default. A response is
+/// bounded by `--web.max-read-samples`, 5 million samples by default: about 10 MB of floats,
+/// but a single series of millions of native histograms can pass the reader's limit, which
+/// it then reports as an error.)
 fn streamed_response(results: Vec<Vec<SeriesWithHistograms>>) -> Response {
     let mut body = Vec::new();
     for (index, series) in results.into_iter().enumerate() {
         for s in &series {
-            let ChunkedSeries { labels, chunks } = chunked(s);
-            let room = MAX_FRAME_BYTES.saturating_sub(labels.iter().map(|l| l.encoded_len() + 2).sum());
-            let mut pending: Vec<Chunk> = Vec::new();
-            let mut pending_bytes = 0;
-            let count = chunks.len();
-            for (i, chunk) in chunks.into_iter().enumerate() {
-                pending_bytes += chunk.encoded_len() + 4;
-                pending.push(chunk);
-                if pending_bytes >= room || i + 1 == count {
-                    let message = ChunkedReadResponse {
-                        chunked_series: vec![ChunkedSeries {
-                            labels: labels.clone(),
-                            chunks: std::mem::take(&mut pending),
-                        }],
-                        query_index: index as i64,
-                    };
-                    frame(&message, &mut body);
-                    pending_bytes = 0;
-                }
-            }
+            let message = ChunkedReadResponse {
+                chunked_series: vec![chunked(s)],
+                query_index: index as i64,
+            };
+            frame(&message, &mut body);
         }
     }
     (
@@ -294,4 +298,69 @@ fn streamed_response(results: Vec<Vec<SeriesWithHistograms>>) -> Response {
         Body::from(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompb::histogram::{Count, ZeroCount};
+    use crate::prompb::{BucketSpan, Histogram};
+    use promscale_promql::{Sample, Series};
+
+    fn histogram(t: i64) -> Histogram {
+        Histogram {
+            count: Some(Count::Int(2)),
+            zero_count: Some(ZeroCount::Int(0)),
+            sum: 1.0,
+            positive_spans: vec![BucketSpan { offset: 0, length: 1 }],
+            positive_deltas: vec![2],
+            reset_hint: 2,
+            timestamp: t,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_series_of_floats_and_histograms_is_chunked_in_time_order_without_overlap() {
+        let series = SeriesWithHistograms {
+            series: Series {
+                labels: Labels::default(),
+                samples: [1, 2, 3, 7, 9].iter().map(|&t| Sample { t, v: 0.0 }).collect(),
+                histograms: vec![],
+            },
+            // The one at 3 shares its millisecond with a float: the float is kept.
+            histograms: [3, 4, 5, 6, 8].iter().map(|&t| histogram(t)).collect(),
+        };
+        let chunks: Vec<(i32, i64, i64)> = chunked(&series)
+            .chunks
+            .iter()
+            .map(|c| (c.r#type, c.min_time_ms, c.max_time_ms))
+            .collect();
+        let h = histogram_chunk::CHUNK_ENCODING_HISTOGRAM;
+        assert_eq!(
+            chunks,
+            vec![
+                (CHUNK_ENCODING_XOR, 1, 3),
+                (h, 4, 6),
+                (CHUNK_ENCODING_XOR, 7, 7),
+                (h, 8, 8),
+                (CHUNK_ENCODING_XOR, 9, 9)
+            ]
+        );
+        // Histograms only, floats only.
+        let only = |samples: Vec<Sample>, histograms: Vec<Histogram>| {
+            chunked(&SeriesWithHistograms {
+                series: Series {
+                    labels: Labels::default(),
+                    samples,
+                    histograms: vec![],
+                },
+                histograms,
+            })
+            .chunks
+            .len()
+        };
+        assert_eq!(only(vec![], (0..130).map(histogram).collect()), 2);
+        assert_eq!(only((0..130).map(|t| Sample { t, v: 1.0 }).collect(), vec![]), 2);
+    }
 }

@@ -9,11 +9,12 @@
 //! layout (zero threshold, schema, spans, custom bounds) and the first histogram in full,
 //! then each next one as deltas of deltas (integer counts, time) or XOR with the previous
 //! value (floats). Every histogram of a chunk shares its layout, so a chunk is cut where the
-//! layout changes, and where Prometheus' reader could not give back a histogram's counter
-//! reset hint otherwise: it reads the first histogram of a chunk as "unknown" (unless the
-//! chunk is a gauge's) and every later one as "no counter reset", so a histogram whose hint
-//! is not "no counter reset" starts a chunk. After a stale marker a chunk takes only stale
-//! markers, as Prometheus' appender does.
+//! layout changes, and where a counter reset happens: Prometheus' reader gives the first
+//! histogram of a chunk the hint "unknown" (unless the chunk is a gauge's) and every later one
+//! "no counter reset", so a histogram sent as a reset starts a chunk, and one whose hint is
+//! unknown (as Prometheus sends scraped ones) starts one when its count, zero count or a
+//! bucket went down, as Prometheus' appender decides. After a stale marker a chunk takes only
+//! stale markers, as Prometheus' appender does.
 
 use super::xor_chunk::{write_value, BitWriter, MAX_SAMPLES_PER_CHUNK};
 use crate::prompb::histogram::{Count, ZeroCount};
@@ -54,39 +55,89 @@ fn same_layout(a: &Histogram, b: &Histogram) -> bool {
         && bits(&a.custom_values, &b.custom_values)
 }
 
+/// Absolute bucket counts: integer histograms carry deltas between neighbouring buckets.
+fn absolute(deltas: &[i64], counts: &[f64]) -> Vec<f64> {
+    if !counts.is_empty() {
+        return counts.to_vec();
+    }
+    let mut current = 0i64;
+    deltas
+        .iter()
+        .map(|d| {
+            current = current.wrapping_add(*d);
+            current as f64
+        })
+        .collect()
+}
+
+/// Whether `h` went down from `previous` (same layout) in its count, zero count or a bucket:
+/// a counter reset, as Prometheus' appender finds one for a histogram whose hint is unknown.
+fn went_down(previous: &Histogram, h: &Histogram) -> bool {
+    let down = |a: &[f64], b: &[f64]| a.len() != b.len() || a.iter().zip(b).any(|(x, y)| y < x);
+    h.count_value() < previous.count_value()
+        || h.zero_count_value() < previous.zero_count_value()
+        || down(
+            &absolute(&previous.positive_deltas, &previous.positive_counts),
+            &absolute(&h.positive_deltas, &h.positive_counts),
+        )
+        || down(
+            &absolute(&previous.negative_deltas, &previous.negative_counts),
+            &absolute(&h.negative_deltas, &h.negative_counts),
+        )
+}
+
+/// The header a chunk starting with `h` gets: a gauge's, a counter reset's when one starts
+/// it (sent as one, or found), else what its hint says.
+fn header(h: &Histogram, reset: bool) -> u8 {
+    match h.reset_hint {
+        HINT_GAUGE => HEADER_GAUGE,
+        _ if reset || h.reset_hint == 1 => HEADER_COUNTER_RESET,
+        HINT_NO => HEADER_NOT_COUNTER_RESET,
+        _ => 0,
+    }
+}
+
 /// Cuts one series' histograms (time order) into chunks and encodes them.
 pub fn encode_series(histograms: &[Histogram]) -> Vec<HistogramChunk> {
     let mut chunks = Vec::new();
     let mut start = 0;
+    let mut reset = false;
     for i in 1..=histograms.len() {
+        let mut found_reset = false;
         let cut = i == histograms.len() || {
             let (first, previous, h) = (&histograms[start], &histograms[i - 1], &histograms[i]);
             i - start >= MAX_SAMPLES_PER_CHUNK
                 || h.is_float() != first.is_float()
                 || (first.reset_hint == HINT_GAUGE) != (h.reset_hint == HINT_GAUGE)
-                || (h.reset_hint != HINT_NO && h.reset_hint != HINT_GAUGE)
                 || (is_stale(previous) && !is_stale(h))
                 // A stale marker fits any layout: Prometheus writes it without buckets.
                 || !(is_stale(h) || same_layout(first, h))
+                || match h.reset_hint {
+                    HINT_NO | HINT_GAUGE => false,
+                    1 => true,
+                    // Unknown: a reset only if something went down (never after a stale
+                    // marker, which ends the chunk above).
+                    _ => {
+                        found_reset = !is_stale(h) && !is_stale(previous) && went_down(previous, h);
+                        found_reset
+                    }
+                }
         };
         if cut {
-            chunks.push(encode(&histograms[start..i]));
+            chunks.push(encode(&histograms[start..i], reset));
             start = i;
+            reset = found_reset;
         }
     }
     chunks
 }
 
-/// Encodes histograms that share one chunk (see [`encode_series`]).
-fn encode(histograms: &[Histogram]) -> HistogramChunk {
+/// Encodes histograms that share one chunk (see [`encode_series`]); `reset` when a counter
+/// reset found by [`went_down`] starts it.
+fn encode(histograms: &[Histogram], reset: bool) -> HistogramChunk {
     let first = &histograms[0];
     let float = first.is_float();
-    let header = match first.reset_hint {
-        HINT_GAUGE => HEADER_GAUGE,
-        HINT_NO => HEADER_NOT_COUNTER_RESET,
-        1 => HEADER_COUNTER_RESET,
-        _ => 0,
-    };
+    let header = header(first, reset);
     let mut w = BitWriter::default();
     if float {
         FloatAppender::default().append_all(&mut w, histograms);
@@ -573,6 +624,22 @@ mod tests {
                 (CHUNK_ENCODING_HISTOGRAM, 10, 11, 2, HEADER_GAUGE),
             ]
         );
+        // Hints unknown, as Prometheus sends scraped histograms: one chunk until a count goes
+        // down.
+        let unknown: Vec<Histogram> = [3, 4, 4, 9, 2, 5]
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| histogram(t as i64, 0, n))
+            .collect();
+        let cut: Vec<(i64, u8)> = encode_series(&unknown)
+            .iter()
+            .map(|c| (c.min_time, c.data[2]))
+            .collect();
+        assert_eq!(cut, vec![(0, 0), (4, HEADER_COUNTER_RESET)]);
+        let mut bucket_down = unknown[..2].to_vec();
+        bucket_down[1].positive_deltas = vec![2, 10];
+        bucket_down[1].count = Some(Count::Int(100));
+        assert_eq!(encode_series(&bucket_down).len(), 2, "a bucket that went down");
         let many: Vec<Histogram> = (0..250).map(|i| histogram(i, 2, i as u64)).collect();
         let sizes: Vec<u16> = encode_series(&many)
             .iter()

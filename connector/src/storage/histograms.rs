@@ -417,7 +417,8 @@ const MAX_CHUNK_HISTOGRAMS: usize = 480;
 
 /// One transaction: up to [`COMPACT_BATCH_ROWS`] of the metric's histogram rows older than
 /// `head_age` into chunks (merged with the chunks of their series they overlap, and with the
-/// series' last chunk while it is small); returns how many rows it took. Nothing is taken for
+/// series' last chunk while it is small and in the same time chunk of the metric; no chunk
+/// spans two time chunks); returns how many rows it took. Nothing is taken for
 /// a metric whose compression is turned off: its histograms stay rows.
 pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -454,28 +455,41 @@ pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) ->
     for hs in new.values_mut() {
         hs.sort_by_key(|h| h.time);
     }
+    // Chunks stay within one of the metric's time chunks (aligned to the epoch, as those of
+    // float samples are), so that retention, which drops whole chunks, keeps nothing much
+    // longer than it keeps floats.
+    let interval: i64 = sqlx::query_scalar(
+        "SELECT greatest((extract(epoch FROM _prom_catalog.metric_chunk_interval($1)) * 1000)::int8, 60000)",
+    )
+    .bind(metric_id)
+    .fetch_one(&mut *tx)
+    .await?;
     let series: Vec<i64> = new.keys().copied().collect();
     let lows: Vec<PgTimestamp> = new.values().map(|hs| PgTimestamp::from_unix_ms(hs[0].time)).collect();
     let highs: Vec<PgTimestamp> = new
         .values()
         .map(|hs| PgTimestamp::from_unix_ms(hs[hs.len() - 1].time))
         .collect();
-    // The chunks the new histograms overlap, and the last one before them while small: taken
-    // out to be written again with them. Chunks of a series never overlap, so neither do the
-    // merged ones.
+    let periods: Vec<PgTimestamp> = new
+        .values()
+        .map(|hs| PgTimestamp::from_unix_ms(hs[0].time - hs[0].time.rem_euclid(interval)))
+        .collect();
+    // The chunks the new histograms overlap, and the last one before them while small and in
+    // the same time chunk: taken out to be written again with them. Chunks of a series never
+    // overlap, so neither do the merged ones.
     let replaced: Vec<(i64, Vec<u8>, Vec<f64>)> = sqlx::query_as(
         "WITH wanted AS (
              SELECT w.series_id, w.end_time
-               FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS n(s, lo, hi)
+               FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $5::timestamptz[]) AS n(s, lo, hi, period)
               CROSS JOIN LATERAL (
                     SELECT c.series_id, c.end_time FROM _prom_catalog.histogram_chunk c
                      WHERE c.series_id = n.s AND c.end_time >= n.lo AND c.start_time <= n.hi
                     UNION ALL
                     SELECT p.series_id, p.end_time
-                      FROM (SELECT c.series_id, c.end_time, c.samples FROM _prom_catalog.histogram_chunk c
+                      FROM (SELECT c.series_id, c.start_time, c.end_time, c.samples FROM _prom_catalog.histogram_chunk c
                              WHERE c.series_id = n.s AND c.end_time < n.lo
                              ORDER BY c.end_time DESC LIMIT 1) p
-                     WHERE p.samples < $4) w
+                     WHERE p.samples < $4 AND p.start_time >= n.period) w
          )
          DELETE FROM _prom_catalog.histogram_chunk c USING wanted w
           WHERE c.series_id = w.series_id AND c.end_time = w.end_time
@@ -485,6 +499,7 @@ pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) ->
     .bind(lows)
     .bind(highs)
     .bind(GROW_CHUNKS_BELOW)
+    .bind(periods)
     .fetch_all(&mut *tx)
     .await?;
     let mut old: BTreeMap<i64, Vec<StoredHistogram>> = BTreeMap::new();
@@ -501,7 +516,10 @@ pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) ->
         all.extend(recent);
         all.sort_by_key(|h| h.time);
         all.dedup_by_key(|h| h.time);
-        for piece in all.chunks(MAX_CHUNK_HISTOGRAMS) {
+        let pieces = all
+            .chunk_by(|a, b| a.time.div_euclid(interval) == b.time.div_euclid(interval))
+            .flat_map(|period| period.chunks(MAX_CHUNK_HISTOGRAMS));
+        for piece in pieces {
             let chunk = histogram_codec::encode(piece);
             ids.push(series_id);
             starts.push(PgTimestamp::from_unix_ms(piece[0].time));
