@@ -308,22 +308,6 @@ struct IntegerAppender {
     negative_delta: Vec<i64>,
 }
 
-fn integer(count: &Option<Count>) -> u64 {
-    match count {
-        Some(Count::Int(c)) => *c,
-        Some(Count::Float(c)) => *c as u64,
-        None => 0,
-    }
-}
-
-fn zero_integer(count: &Option<ZeroCount>) -> u64 {
-    match count {
-        Some(ZeroCount::Int(c)) => *c,
-        Some(ZeroCount::Float(c)) => *c as u64,
-        None => 0,
-    }
-}
-
 impl IntegerAppender {
     fn append_all(mut self, w: &mut BitWriter, histograms: &[Histogram]) {
         self.leading = 0xff;
@@ -333,12 +317,16 @@ impl IntegerAppender {
             let (count, zero_count, positive, negative): (u64, u64, &[i64], &[i64]) = if stale {
                 (0, 0, &[], &[])
             } else {
-                (
-                    integer(&h.count),
-                    zero_integer(&h.zero_count),
-                    &h.positive_deltas,
-                    &h.negative_deltas,
-                )
+                // Integer chunks hold integer histograms: counts as sent, all 64 bits.
+                let count = match h.count {
+                    Some(Count::Int(c)) => c,
+                    _ => h.count_value() as u64,
+                };
+                let zero_count = match h.zero_count {
+                    Some(ZeroCount::Int(c)) => c,
+                    _ => h.zero_count_value() as u64,
+                };
+                (count, zero_count, &h.positive_deltas, &h.negative_deltas)
             };
             let (mut t_delta, mut count_delta, mut zero_count_delta) = (0, 0, 0);
             if i == 0 {
@@ -429,22 +417,6 @@ struct FloatAppender {
     negative: Vec<XorValue>,
 }
 
-fn float(count: &Option<Count>) -> f64 {
-    match count {
-        Some(Count::Float(c)) => *c,
-        Some(Count::Int(c)) => *c as f64,
-        None => 0.0,
-    }
-}
-
-fn zero_float(count: &Option<ZeroCount>) -> f64 {
-    match count {
-        Some(ZeroCount::Float(c)) => *c,
-        Some(ZeroCount::Int(c)) => *c as f64,
-        None => 0.0,
-    }
-}
-
 impl FloatAppender {
     fn append_all(mut self, w: &mut BitWriter, histograms: &[Histogram]) {
         for (i, h) in histograms.iter().enumerate() {
@@ -453,8 +425,8 @@ impl FloatAppender {
                 (0.0, 0.0, &[], &[])
             } else {
                 (
-                    float(&h.count),
-                    zero_float(&h.zero_count),
+                    h.count_value(),
+                    h.zero_count_value(),
                     &h.positive_counts,
                     &h.negative_counts,
                 )
