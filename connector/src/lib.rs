@@ -7,14 +7,16 @@
 //! and queues the samples for a writer that encodes ([`storage::codec`]) and commits them into
 //! the head ([`storage::samples`]), their exemplars and native histograms beside them
 //! ([`storage::exemplars`], [`storage::histograms`]). [`storage::maintenance`] applies retention and compacts the head
-//! into series chunks ([`storage::compaction`]); `docs/storage.md` describes the layout. The
+//! into series chunks ([`storage::compaction`]), and native histogram rows into histogram
+//! chunks ([`storage::histogram_codec`]); `docs/storage.md` describes the layout. The
 //! schema is created by [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL
 //! when none is given.
 //!
 //! Read path: [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
-//! engine (exemplars from [`storage::exemplars`]), [`remote_read`] serves remote read; both
-//! select series through [`storage::select`] and read their samples through
-//! [`storage::read`].
+//! engine (exemplars from [`storage::exemplars`]), [`remote_read`] serves remote read (its
+//! streamed answers in Prometheus' XOR and histogram chunk encodings); both select series
+//! through [`storage::select`] and read their samples through [`storage::read`] and their
+//! native histograms through [`storage::histograms`].
 
 pub mod config;
 pub mod embedded_db;
