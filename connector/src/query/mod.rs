@@ -1,5 +1,6 @@
 //! The read side: the Prometheus HTTP query API ([`api`]) over the PromQL engine of the
-//! `promscale-promql` crate, reading series from PostgreSQL through [`source`].
+//! `promscale-promql` crate, reading series from PostgreSQL through
+//! [`crate::storage::select`].
 
 pub mod api;
 pub mod json;

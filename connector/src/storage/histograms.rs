@@ -415,7 +415,7 @@ const GROW_CHUNKS_BELOW: i32 = 240;
 /// Histograms a chunk holds at most (about 10 to 20 kB for histograms of 20 buckets).
 const MAX_CHUNK_HISTOGRAMS: usize = 480;
 
-/// One transaction: up to [`COMPACT_BATCH_ROWS`] of the metric's histogram rows older than
+/// One transaction: up to 20,000 (`COMPACT_BATCH_ROWS`) of the metric's histogram rows older than
 /// `head_age` into chunks (merged with the chunks of their series they overlap, and with the
 /// series' last chunk while it is small and in the same time chunk of the metric; no chunk
 /// spans two time chunks); returns how many rows it took. Nothing is taken for
