@@ -11,9 +11,9 @@
 //! value (floats). Every histogram of a chunk shares its layout, so a chunk is cut where the
 //! layout changes, and where a counter reset happens: Prometheus' reader gives the first
 //! histogram of a chunk the hint "unknown" (unless the chunk is a gauge's) and every later one
-//! "no counter reset", so a histogram sent as a reset starts a chunk, and one whose hint is
-//! unknown (as Prometheus sends scraped ones) starts one when its count, zero count or a
-//! bucket went down, as Prometheus' appender decides. After a stale marker a chunk takes only
+//! "no counter reset", so a histogram sent as a reset starts a chunk, and any other one of a
+//! counter (whose hint is mostly unknown, as Prometheus sends scraped ones) starts one when
+//! its count, zero count or a bucket went down, as Prometheus' appender decides. After a stale marker a chunk takes only
 //! stale markers, as Prometheus' appender does.
 
 use super::xor_chunk::{write_value, BitWriter, MAX_SAMPLES_PER_CHUNK};
@@ -113,9 +113,10 @@ pub fn encode_series(histograms: &[Histogram]) -> Vec<HistogramChunk> {
                 // A stale marker fits any layout: Prometheus writes it without buckets.
                 || !(is_stale(h) || same_layout(first, h))
                 || match h.reset_hint {
-                    HINT_NO | HINT_GAUGE => false,
+                    HINT_GAUGE => false,
                     1 => true,
-                    // Unknown: a reset only if something went down (never after a stale
+                    // Unknown or "no counter reset": a reset if something went down, as
+                    // Prometheus' appender checks whatever the hint (never after a stale
                     // marker, which ends the chunk above).
                     _ => {
                         found_reset = !is_stale(h) && !is_stale(previous) && went_down(previous, h);
@@ -612,6 +613,10 @@ mod tests {
         bucket_down[1].positive_deltas = vec![2, 10];
         bucket_down[1].count = Some(Count::Int(100));
         assert_eq!(encode_series(&bucket_down).len(), 2, "a bucket that went down");
+        // Sent as "no counter reset" but went down: a reset all the same.
+        let mut said_no = unknown.clone();
+        said_no.iter_mut().for_each(|h| h.reset_hint = HINT_NO);
+        assert_eq!(encode_series(&said_no).len(), 2);
         let many: Vec<Histogram> = (0..250).map(|i| histogram(i, 2, i as u64)).collect();
         let sizes: Vec<u16> = encode_series(&many)
             .iter()
