@@ -742,6 +742,35 @@ async fn histograms_of_a_version_14_database_are_compacted_into_chunks_bit_for_b
     assert_eq!(chunks().await, vec![("latency".into(), 6), ("expiring".into(), 2)]);
     assert_eq!(read().await, before, "remote read of the chunks");
     assert_eq!(view().await, view_before, "prom_info.native_histogram of the chunks");
+    // prom_api.native_histograms reads a time range of a metric, rows and chunks, as the view
+    // filtered by time does.
+    let in_range = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(sql)
+                .bind((now - 45_000) as f64)
+                .bind((now - 14_000) as f64)
+                .fetch_all(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let from_view = in_range(
+        "SELECT concat_ws(' ', series_id, series_labels, time, count, sum, schema, zero_threshold, zero_count,
+                positive_spans, positive_buckets, negative_spans, negative_buckets, custom_values, integer, reset_hint)
+           FROM prom_info.native_histogram
+          WHERE metric_name = 'latency' AND time BETWEEN to_timestamp($1 / 1000.0) AND to_timestamp($2 / 1000.0)
+          ORDER BY series_id, time",
+    )
+    .await;
+    let from_function = in_range(
+        "SELECT concat_ws(' ', series_id, series_labels, time, count, sum, schema, zero_threshold, zero_count,
+                positive_spans, positive_buckets, negative_spans, negative_buckets, custom_values, integer, reset_hint)
+           FROM prom_api.native_histograms('latency', to_timestamp($1 / 1000.0), to_timestamp($2 / 1000.0))",
+    )
+    .await;
+    assert_eq!(from_view.len(), 4, "{from_view:?}");
+    assert_eq!(from_function, from_view);
     // A Prometheus 3 reading them through remote read (streamed histogram chunks, decoded by
     // Prometheus itself) sees what the connector answers: integer, float and custom-bucket
     // histograms, a gauge, a counter reset and a stale marker.

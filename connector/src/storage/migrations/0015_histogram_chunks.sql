@@ -209,6 +209,49 @@ SELECT m.metric_name,
   JOIN _prom_catalog.series s ON s.id = h.series_id
   JOIN _prom_catalog.metric m ON m.id = s.metric_id;
 
+-- The native histograms of one metric in [start_time, end_time], by series and time: like
+-- prom_info.native_histogram, but only the chunks that overlap the range are decoded (the
+-- view decodes every chunk of the series it reads, whatever the filter on time).
+CREATE FUNCTION prom_api.native_histograms(metric_name text, start_time timestamptz, end_time timestamptz)
+RETURNS TABLE (series_id bigint, series_labels jsonb, "time" timestamptz, count float8, sum float8,
+               "schema" int, zero_threshold float8, zero_count float8, positive_spans int[],
+               positive_buckets float8[], negative_spans int[], negative_buckets float8[],
+               custom_values float8[], "integer" boolean, reset_hint smallint)
+LANGUAGE sql STABLE AS $fn$
+    WITH m AS (
+        SELECT (m.id::int8 << 40) AS first_series, ((m.id::int8 + 1) << 40) AS next_series
+          FROM _prom_catalog.metric m WHERE m.metric_name = native_histograms.metric_name
+    ), h AS (
+        SELECT r.series_id, r.time, r.count, r.sum, r.schema, r.zero_threshold, r.zero_count,
+               r.positive_spans, r.positive_buckets, r.negative_spans, r.negative_buckets,
+               r.custom_values, r.integer, r.reset_hint
+          FROM m JOIN _prom_catalog.histogram r
+            ON r.series_id >= m.first_series AND r.series_id < m.next_series
+         WHERE r.time >= native_histograms.start_time AND r.time <= native_histograms.end_time
+           AND NOT EXISTS (SELECT 1 FROM _prom_catalog.histogram_chunk c
+                            CROSS JOIN LATERAL _prom_catalog.decode_histogram_chunk(c.data, c.floats) d
+                            WHERE c.series_id = r.series_id AND c.end_time >= r.time
+                              AND c.start_time <= r.time AND d.time = r.time)
+        UNION ALL
+        SELECT c.series_id, d.time, d.count, d.sum, d.schema, d.zero_threshold, d.zero_count,
+               d.positive_spans, d.positive_buckets, d.negative_spans, d.negative_buckets,
+               d.custom_values, d.integer, d.reset_hint
+          FROM m JOIN _prom_catalog.histogram_chunk c
+            ON c.series_id >= m.first_series AND c.series_id < m.next_series
+         CROSS JOIN LATERAL _prom_catalog.decode_histogram_chunk(c.data, c.floats) d
+         WHERE c.end_time >= native_histograms.start_time AND c.start_time <= native_histograms.end_time
+           AND d.time >= native_histograms.start_time AND d.time <= native_histograms.end_time
+    )
+    SELECT h.series_id,
+           (SELECT jsonb_object_agg(l.key, l.value)
+              FROM unnest(s.labels) AS lid JOIN _prom_catalog.label l ON l.id = lid),
+           h.time, h.count, h.sum, h.schema, h.zero_threshold, h.zero_count, h.positive_spans,
+           h.positive_buckets, h.negative_spans, h.negative_buckets, h.custom_values, h.integer,
+           h.reset_hint
+      FROM h JOIN _prom_catalog.series s ON s.id = h.series_id
+     ORDER BY h.series_id, h.time
+$fn$;
+
 -- Retention covers histogram chunks: as version 11's, plus the metric's chunks that end
 -- before the cutoff.
 CREATE OR REPLACE FUNCTION _prom_catalog.maintain_metric(p_metric_id int) RETURNS void
