@@ -19,6 +19,7 @@
 use super::xor_chunk::{write_value, BitWriter, MAX_SAMPLES_PER_CHUNK};
 use crate::prompb::histogram::{Count, ZeroCount};
 use crate::prompb::{BucketSpan, Histogram};
+use crate::remote_write::decode::absolute_counts;
 
 pub const CHUNK_ENCODING_HISTOGRAM: i32 = 2;
 pub const CHUNK_ENCODING_FLOAT_HISTOGRAM: i32 = 3;
@@ -57,17 +58,11 @@ fn same_layout(a: &Histogram, b: &Histogram) -> bool {
 
 /// Absolute bucket counts: integer histograms carry deltas between neighbouring buckets.
 fn absolute(deltas: &[i64], counts: &[f64]) -> Vec<f64> {
-    if !counts.is_empty() {
-        return counts.to_vec();
+    if counts.is_empty() {
+        absolute_counts(deltas)
+    } else {
+        counts.to_vec()
     }
-    let mut current = 0i64;
-    deltas
-        .iter()
-        .map(|d| {
-            current = current.wrapping_add(*d);
-            current as f64
-        })
-        .collect()
 }
 
 /// Whether `h` went down from `previous` (same layout) in its count, zero count or a bucket:
@@ -165,54 +160,44 @@ fn fits(x: i64, n: u32) -> bool {
     -((1i64 << (n - 1)) - 1) <= x && x <= 1i64 << (n - 1)
 }
 
-/// A signed integer in 1 to 72 bits (`putVarbitInt`).
-fn put_varbit_int(w: &mut BitWriter, x: i64) {
+/// Prometheus' varbit classes: a prefix (of so many bits) before a value of so many bits;
+/// 0 is a single 0 bit, and what fits none of them takes the prefix 0xff and 64 bits.
+const VARBIT_CLASSES: [(u64, u8, u8); 7] = [
+    (0b10, 2, 3),
+    (0b110, 3, 6),
+    (0b1110, 4, 9),
+    (0b11110, 5, 12),
+    (0b111110, 6, 18),
+    (0b1111110, 7, 25),
+    (0b11111110, 8, 56),
+];
+
+/// `x` in the first class `fits` takes (Prometheus' `putVarbitInt` and `putVarbitUint`).
+fn put_varbit(w: &mut BitWriter, x: u64, fits: impl Fn(u32) -> bool) {
     if x == 0 {
         w.bit(false);
         return;
     }
-    for (prefix, prefix_bits, n) in [
-        (0b10u64, 2u8, 3u8),
-        (0b110, 3, 6),
-        (0b1110, 4, 9),
-        (0b11110, 5, 12),
-        (0b111110, 6, 18),
-        (0b1111110, 7, 25),
-        (0b11111110, 8, 56),
-    ] {
-        if fits(x, u32::from(n)) {
+    match VARBIT_CLASSES.iter().find(|(_, _, n)| fits(u32::from(*n))) {
+        Some(&(prefix, prefix_bits, n)) => {
             w.bits(prefix, prefix_bits);
-            w.bits(x as u64, n);
-            return;
+            w.bits(x, n);
+        }
+        None => {
+            w.bits(0b1111_1111, 8);
+            w.bits(x, 64);
         }
     }
-    w.bits(0b1111_1111, 8);
-    w.bits(x as u64, 64);
+}
+
+/// A signed integer in 1 to 72 bits (`putVarbitInt`).
+fn put_varbit_int(w: &mut BitWriter, x: i64) {
+    put_varbit(w, x as u64, |n| fits(x, n));
 }
 
 /// An unsigned integer in 1 to 72 bits (`putVarbitUint`).
 fn put_varbit_uint(w: &mut BitWriter, x: u64) {
-    if x == 0 {
-        w.bit(false);
-        return;
-    }
-    for (prefix, prefix_bits, n) in [
-        (0b10u64, 2u8, 3u8),
-        (0b110, 3, 6),
-        (0b1110, 4, 9),
-        (0b11110, 5, 12),
-        (0b111110, 6, 18),
-        (0b1111110, 7, 25),
-        (0b11111110, 8, 56),
-    ] {
-        if x.leading_zeros() >= 64 - u32::from(n) {
-            w.bits(prefix, prefix_bits);
-            w.bits(x, n);
-            return;
-        }
-    }
-    w.bits(0b1111_1111, 8);
-    w.bits(x, 64);
+    put_varbit(w, x, |n| x.leading_zeros() >= 64 - n);
 }
 
 /// The zero threshold: one byte for 0 and for powers of two from 2^-243 to 2^10 (the

@@ -140,7 +140,8 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
     }
 }
 
-fn corrupt(e: CorruptBlock) -> sqlx::Error {
+/// A corrupt block as the database error it is reported as.
+pub(super) fn corrupt(e: CorruptBlock) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
 

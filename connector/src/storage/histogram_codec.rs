@@ -47,6 +47,33 @@ pub struct StoredHistogram {
     pub custom_values: Vec<f64>,
 }
 
+/// The columns [`StoredHistogram`] is read from: `_prom_catalog.histogram`'s, its time as
+/// Unix ms.
+pub const HISTOGRAM_COLUMNS: &str = "(extract(epoch FROM time) * 1000)::int8 AS time, integer, reset_hint,
+    schema, count, sum, zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
+    negative_buckets, custom_values";
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for StoredHistogram {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(StoredHistogram {
+            time: row.try_get("time")?,
+            integer: row.try_get("integer")?,
+            reset_hint: row.try_get("reset_hint")?,
+            schema: row.try_get("schema")?,
+            count: row.try_get("count")?,
+            sum: row.try_get("sum")?,
+            zero_threshold: row.try_get("zero_threshold")?,
+            zero_count: row.try_get("zero_count")?,
+            positive_spans: row.try_get("positive_spans")?,
+            positive_buckets: row.try_get("positive_buckets")?,
+            negative_spans: row.try_get("negative_spans")?,
+            negative_buckets: row.try_get("negative_buckets")?,
+            custom_values: row.try_get("custom_values")?,
+        })
+    }
+}
+
 impl StoredHistogram {
     fn same_layout(&self, o: &StoredHistogram) -> bool {
         let bits =

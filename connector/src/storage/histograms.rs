@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::PgPool;
 
-use super::codec::CorruptBlock;
-use super::histogram_codec::{self, StoredHistogram};
+use super::compaction::corrupt;
+use super::histogram_codec::{self, StoredHistogram, HISTOGRAM_COLUMNS};
 use super::samples::{PackedExceptions, PgTimestamp};
 use promscale_promql::histogram::{CounterResetHint, FloatHistogram, Span};
 
@@ -146,84 +146,60 @@ pub async fn insert<'e>(executor: impl sqlx::PgExecutor<'e>, batch: &HistogramBa
     Ok(())
 }
 
-/// A row of `_prom_catalog.histogram` as selected: series id, Unix ms, then the columns.
-type Row = (
-    i64,
-    i64,
-    bool,
-    i16,
-    i32,
-    f64,
-    f64,
-    f64,
-    f64,
-    Vec<i32>,
-    Vec<f64>,
-    Vec<i32>,
-    Vec<f64>,
-    Vec<f64>,
-);
-
-fn stored(row: Row) -> (i64, StoredHistogram) {
-    let (series_id, time, integer, reset_hint, schema, count, sum, zero_threshold, zero_count, ps, pb, ns, nb, cv) =
-        row;
-    (
-        series_id,
-        StoredHistogram {
-            time,
-            integer,
-            reset_hint,
-            schema,
-            count,
-            sum,
-            zero_threshold,
-            zero_count,
-            positive_spans: ps,
-            positive_buckets: pb,
-            negative_spans: ns,
-            negative_buckets: nb,
-            custom_values: cv,
-        },
-    )
+/// A histogram row with its series id.
+struct Taken {
+    series_id: i64,
+    histogram: StoredHistogram,
 }
 
-/// A row as [`SELECT_ROWS`] answers it: a histogram row (the last two columns NULL) or a
-/// chunk (its series id, then placeholders, then `data` and `floats`).
-type Fetched = (
-    i64,
-    i64,
-    bool,
-    i16,
-    i32,
-    f64,
-    f64,
-    f64,
-    f64,
-    Vec<i32>,
-    Vec<f64>,
-    Vec<i32>,
-    Vec<f64>,
-    Vec<f64>,
-    Option<Vec<u8>>,
-    Option<Vec<f64>>,
-);
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Taken {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Taken {
+            series_id: row.try_get("series_id")?,
+            histogram: StoredHistogram::from_row(row)?,
+        })
+    }
+}
+
+/// A row as [`select_rows`] answers it: a histogram row, or a chunk (its series id and its
+/// `data` and `floats`; the histogram columns then NULL).
+enum Fetched {
+    Row(Taken),
+    Chunk {
+        series_id: i64,
+        data: Vec<u8>,
+        floats: Vec<f64>,
+    },
+}
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Fetched {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(match (row.try_get("data")?, row.try_get("floats")?) {
+            (Some(data), Some(floats)) => Fetched::Chunk {
+                series_id: row.try_get("series_id")?,
+                data,
+                floats,
+            },
+            _ => Fetched::Row(Taken::from_row(row)?),
+        })
+    }
+}
 
 /// Rows and chunks in one statement, so from one snapshot: compaction moves histograms from
 /// rows into chunks atomically, and each is seen once.
-const SELECT_ROWS: &str =
-    "SELECT series_id, (extract(epoch FROM time) * 1000)::int8, integer, reset_hint, schema, count, sum,
-            zero_threshold, zero_count, positive_spans, positive_buckets, negative_spans,
-            negative_buckets, custom_values, NULL::bytea, NULL::float8[]
-       FROM _prom_catalog.histogram
-      WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
-     UNION ALL
-     SELECT series_id, 0, false, 0::int2, 0, 0, 0, 0, 0, '{}'::int[], '{}'::float8[], '{}'::int[],
-            '{}'::float8[], '{}'::float8[], data, floats
-       FROM _prom_catalog.histogram_chunk
-      WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3";
-
-fn corrupt(e: CorruptBlock) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(e))
+fn select_rows() -> String {
+    format!(
+        "SELECT series_id, {HISTOGRAM_COLUMNS}, NULL::bytea AS data, NULL::float8[] AS floats
+           FROM _prom_catalog.histogram
+          WHERE series_id = ANY($1) AND time >= $2 AND time <= $3
+         UNION ALL
+         SELECT series_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                data, floats
+           FROM _prom_catalog.histogram_chunk
+          WHERE series_id = ANY($1) AND end_time >= $2 AND start_time <= $3"
+    )
 }
 
 /// The histograms of `series_ids` in `[start, end]`, by series and time, at most `limit` of
@@ -240,7 +216,8 @@ async fn rows(
     let range = start.timestamp_millis()..=end.timestamp_millis();
     let mut compacted: Vec<(i64, StoredHistogram)> = Vec::new();
     let mut recent: Vec<(i64, StoredHistogram)> = Vec::new();
-    let mut fetched = sqlx::query_as::<_, Fetched>(SELECT_ROWS)
+    let sql = select_rows();
+    let mut fetched = sqlx::query_as::<_, Fetched>(&sql)
         .bind(series_ids)
         .bind(start)
         .bind(end)
@@ -251,21 +228,19 @@ async fn rows(
         let Some(row) = fetched.try_next().await? else {
             break;
         };
-        match (&row.14, &row.15) {
-            (Some(data), Some(floats)) => {
-                let series_id = row.0;
-                compacted.extend(
-                    histogram_codec::decode(data, floats)
-                        .map_err(corrupt)?
-                        .into_iter()
-                        .filter(|h| range.contains(&h.time))
-                        .map(|h| (series_id, h)),
-                );
-            }
-            _ => {
-                let (s, t, i, r, sc, c, su, zt, zc, ps, pb, ns, nb, cv, _, _) = row;
-                recent.push(stored((s, t, i, r, sc, c, su, zt, zc, ps, pb, ns, nb, cv)));
-            }
+        match row {
+            Fetched::Chunk {
+                series_id,
+                data,
+                floats,
+            } => compacted.extend(
+                histogram_codec::decode(&data, &floats)
+                    .map_err(corrupt)?
+                    .into_iter()
+                    .filter(|h| range.contains(&h.time))
+                    .map(|h| (series_id, h)),
+            ),
+            Fetched::Row(taken) => recent.push((taken.series_id, taken.histogram)),
         }
     }
     drop(fetched);
@@ -427,16 +402,14 @@ pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) ->
         return Ok(0);
     }
     let first_series = i64::from(metric_id) << 40;
-    let taken: Vec<Row> = sqlx::query_as(
+    let taken: Vec<Taken> = sqlx::query_as(&format!(
         "DELETE FROM _prom_catalog.histogram h
-          USING (SELECT series_id, time FROM _prom_catalog.histogram
+          USING (SELECT series_id AS s, time AS t FROM _prom_catalog.histogram
                   WHERE series_id >= $1 AND series_id < $2 AND time <= now() - make_interval(secs => $3)
                   ORDER BY series_id, time LIMIT $4) o
-          WHERE h.series_id = o.series_id AND h.time = o.time
-         RETURNING h.series_id, (extract(epoch FROM h.time) * 1000)::int8, h.integer, h.reset_hint, h.schema,
-                   h.count, h.sum, h.zero_threshold, h.zero_count, h.positive_spans, h.positive_buckets,
-                   h.negative_spans, h.negative_buckets, h.custom_values",
-    )
+          WHERE h.series_id = o.s AND h.time = o.t
+         RETURNING series_id, {HISTOGRAM_COLUMNS}"
+    ))
     .bind(first_series)
     .bind(first_series + (1 << 40))
     .bind(head_age.as_secs_f64())
@@ -448,9 +421,8 @@ pub async fn compact_batch(pool: &PgPool, metric_id: i32, head_age: Duration) ->
     }
     let taken_rows = taken.len() as u64;
     let mut new: BTreeMap<i64, Vec<StoredHistogram>> = BTreeMap::new();
-    for row in taken {
-        let (series_id, h) = stored(row);
-        new.entry(series_id).or_default().push(h);
+    for Taken { series_id, histogram } in taken {
+        new.entry(series_id).or_default().push(histogram);
     }
     for hs in new.values_mut() {
         hs.sort_by_key(|h| h.time);
@@ -584,23 +556,22 @@ mod tests {
     #[test]
     fn integer_buckets_are_stored_absolute_and_read_back_as_deltas() {
         assert_eq!(buckets_literal(true, &[2, 3, -4, 0], &[]), "{2,5,1,1}");
-        let row: Row = (
-            7,
-            1000,
-            true,
-            0,
-            3,
-            9.0,
-            1.5,
-            0.001,
-            0.0,
-            vec![-3, 2, 1, 2],
-            vec![2.0, 5.0, 1.0, 1.0],
-            vec![],
-            vec![],
-            vec![],
-        );
-        let h = to_wire(stored(row).1);
+        let stored = StoredHistogram {
+            time: 1000,
+            integer: true,
+            reset_hint: 0,
+            schema: 3,
+            count: 9.0,
+            sum: 1.5,
+            zero_threshold: 0.001,
+            zero_count: 0.0,
+            positive_spans: vec![-3, 2, 1, 2],
+            positive_buckets: vec![2.0, 5.0, 1.0, 1.0],
+            negative_spans: vec![],
+            negative_buckets: vec![],
+            custom_values: vec![],
+        };
+        let h = to_wire(stored);
         assert_eq!(h.positive_deltas, vec![2, 3, -4, 0]);
         assert_eq!(h.positive_spans[0], BucketSpan { offset: -3, length: 2 });
         assert_eq!(h.count, Some(Count::Int(9)));
