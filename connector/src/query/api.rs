@@ -1,5 +1,5 @@
 //! The Prometheus HTTP query API: /api/v1/query, query_range, series, labels, label values,
-//! metadata and buildinfo, GET or form-encoded POST.
+//! metadata, buildinfo and the cardinality of status/tsdb, GET or form-encoded POST.
 //!
 //! Hostile requests are refused before they cost anything: queries (and `match[]` selectors)
 //! nested deeper than the engine's limit, and range queries of more than 11,000 points per
@@ -20,11 +20,11 @@ use promscale_promql::parse::MAX_DEPTH;
 use promscale_promql::{Engine, EngineOptions};
 use serde_json::json;
 
-use super::json::{format_time, labels_object, query_response, success, ApiError};
-use super::params::{parse_duration, parse_time, unescape_label_name, Params};
+use super::json::{format_time, labels_object, query_response, success, success_warned, ApiError};
+use super::params::{parse_duration, parse_limit, parse_time, unescape_label_name, Params};
 use crate::model::is_valid_label_name;
 use crate::server::AppState;
-use crate::storage::select::PgSeriesSource;
+use crate::storage::select::{creation_order, PgSeriesSource};
 use crate::storage::{catalog, exemplars};
 
 /// Prometheus refuses range queries of more points than this per series.
@@ -40,6 +40,38 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/status/tsdb", get(tsdb_status))
+}
+
+/// Prometheus' warning for a listing or a query result cut at `limit`.
+const TRUNCATED: &str = "results truncated due to limit";
+
+/// The `limit` parameter (0: none), refused as Prometheus 3 refuses it.
+fn limit_param(p: &Params) -> Result<usize, ApiError> {
+    parse_limit(p.get("limit")).map_err(|e| ApiError::bad_data(format!("invalid parameter \"limit\": {e}")))
+}
+
+/// Keeps the first `limit` entries of `items` (all when 0); the warnings to answer with.
+fn truncate<T>(items: &mut Vec<T>, limit: usize) -> &'static [&'static str] {
+    if limit > 0 && items.len() > limit {
+        items.truncate(limit);
+        &[TRUNCATED]
+    } else {
+        &[]
+    }
+}
+
+/// A query's vector or matrix cut at `limit` series, with Prometheus' warning (scalars and
+/// strings are never cut).
+fn truncate_result(value: &mut promscale_promql::Value, annotations: &mut promscale_promql::Annotations, limit: usize) {
+    let cut = match value {
+        promscale_promql::Value::Vector(v) => !truncate(v, limit).is_empty(),
+        promscale_promql::Value::Matrix(m) => !truncate(m, limit).is_empty(),
+        _ => false,
+    };
+    if cut {
+        annotations.warnings.insert(TRUNCATED.to_string());
+    }
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -99,11 +131,14 @@ fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
 
 async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
+    let limit = limit_param(&p)?;
     let expr = query_text(&app, &p)?;
     let time = time_param(&p, "time", now_ms())?;
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
-    let (value, annotations) = within_timeout(&engine, engine.instant_query_annotated(&source, expr, time)).await?;
+    let (mut value, mut annotations) =
+        within_timeout(&engine, engine.instant_query_annotated(&source, expr, time)).await?;
+    truncate_result(&mut value, &mut annotations, limit);
     Ok(query_response(&value, &annotations))
 }
 
@@ -159,6 +194,7 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
 
 async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
+    let limit = limit_param(&p)?;
     let expr = query_text(&app, &p)?;
     let start = p
         .get("start")
@@ -190,8 +226,9 @@ async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: Hea
     }
     let engine = engine(&app, &p)?;
     let source = PgSeriesSource::new(app.pool.clone());
-    let (value, annotations) =
+    let (mut value, mut annotations) =
         within_timeout(&engine, engine.range_query_annotated(&source, expr, start, end, step)).await?;
+    truncate_result(&mut value, &mut annotations, limit);
     Ok(query_response(&value, &annotations))
 }
 
@@ -234,19 +271,21 @@ fn selectors(app: &AppState, p: &Params, required: bool) -> Result<Vec<Vec<Match
         .collect()
 }
 
-/// Series matching any of the selectors with samples in `[start, end]`, deduplicated, sorted.
+/// Series matching any of the selectors with samples in `[start, end]`, each once: for one
+/// selector in the order they were created, as Prometheus' head gives them (which of them a
+/// `limit` keeps depends on it), for several sorted by labels, as Prometheus merges them.
 async fn matching_series(
     app: &AppState,
     p: &Params,
     selectors: &[Vec<Matcher>],
 ) -> Result<Vec<promscale_promql::Labels>, ApiError> {
     let source = PgSeriesSource::new(app.pool.clone());
-    let mut out = Vec::new();
+    let mut out: Vec<(i64, promscale_promql::Labels)> = Vec::new();
     if p.get("start").is_none() && p.get("end").is_none() {
         // Every series ever stored: the catalog answers, no sample is read.
         for matchers in selectors {
             for selected in source.select_series(matchers).await? {
-                out.extend(selected.labels);
+                out.extend(selected.ids.into_iter().zip(selected.labels));
             }
         }
     } else {
@@ -258,20 +297,32 @@ async fn matching_series(
             out.extend(source.series_in_range(matchers, start, end).await?);
         }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    if selectors.len() == 1 {
+        out.sort_by_key(|(id, _)| creation_order(*id));
+        Ok(out.into_iter().map(|(_, labels)| labels).collect())
+    } else {
+        let mut labels: Vec<_> = out.into_iter().map(|(_, labels)| labels).collect();
+        labels.sort();
+        labels.dedup();
+        Ok(labels)
+    }
 }
 
 async fn series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
+    let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, true)?;
-    let series = matching_series(&app, &p, &selectors).await?;
-    Ok(success(json!(series.iter().map(labels_object).collect::<Vec<_>>())))
+    let mut series = matching_series(&app, &p, &selectors).await?;
+    let warnings = truncate(&mut series, limit);
+    Ok(success_warned(
+        json!(series.iter().map(labels_object).collect::<Vec<_>>()),
+        warnings,
+    ))
 }
 
 async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
+    let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, false)?;
     let mut names: Vec<String> = if selectors.is_empty() {
         catalog::label_names(&app.pool).await.map_err(storage_error)?
@@ -284,7 +335,8 @@ async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMa
     };
     names.sort();
     names.dedup();
-    Ok(success(json!(names)))
+    let warnings = truncate(&mut names, limit);
+    Ok(success_warned(json!(names), warnings))
 }
 
 async fn label_values(
@@ -302,20 +354,35 @@ async fn label_values(
         return Ok(success(json!([])));
     }
     let p = params(&q, &headers, &Bytes::new());
+    let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, false)?;
-    let mut values: Vec<String> = if selectors.is_empty() {
-        catalog::label_values(&app.pool, &name).await.map_err(storage_error)?
+    // Prometheus collects each selector's values in the order they first appear (series in
+    // the order they were created; without a selector, values in the order they were
+    // stored), keeps `limit` + 1 of them per selector, then sorts and cuts at `limit`: which
+    // values a limit keeps follows that order, not the values' own.
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    if selectors.is_empty() {
+        sets.push(catalog::label_values(&app.pool, &name).await.map_err(storage_error)?);
     } else {
-        let series = matching_series(&app, &p, &selectors).await?;
-        series
-            .iter()
-            .map(|l| l.get(&name).to_string())
-            .filter(|v| !v.is_empty())
-            .collect()
-    };
+        for selector in &selectors {
+            let series = matching_series(&app, &p, std::slice::from_ref(selector)).await?;
+            let mut seen = std::collections::HashSet::new();
+            sets.push(
+                series
+                    .iter()
+                    .map(|l| l.get(&name))
+                    .filter(|v| !v.is_empty() && seen.insert(*v))
+                    .map(str::to_string)
+                    .collect(),
+            );
+        }
+    }
+    let kept = if limit > 0 { limit.saturating_add(1) } else { usize::MAX };
+    let mut values: Vec<String> = sets.into_iter().flat_map(|set| set.into_iter().take(kept)).collect();
     values.sort();
     values.dedup();
-    Ok(success(json!(values)))
+    let warnings = truncate(&mut values, limit);
+    Ok(success_warned(json!(values), warnings))
 }
 
 async fn metadata(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
@@ -353,8 +420,149 @@ async fn buildinfo() -> Response {
     }))
 }
 
+/// `/api/v1/status/tsdb`: cardinality in Prometheus' shape, the top `limit` (10 by default, at
+/// most 10,000) of series per metric name, distinct values per label name, bytes of label
+/// values per label name (as Prometheus counts them: name and value with their length
+/// prefixes, once per series) and series per label pair, over every stored series (Prometheus
+/// reports its head). `headStats` counts every stored series; its times are those of the
+/// samples not yet compacted, `chunkCount` the rows holding them (Prometheus: its head
+/// chunks). Equal counts are ordered by name (Prometheus leaves their order to chance).
+async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
+    const MAX_LIMIT: usize = 10_000;
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let limit = match p.get("limit") {
+        None => 10,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 1 && n as u64 <= MAX_LIMIT as u64 => n as usize,
+            Ok(n) if n > MAX_LIMIT as i64 => {
+                return Err(ApiError::bad_data(format!("limit must not exceed {MAX_LIMIT}")));
+            }
+            _ => return Err(ApiError::bad_data("limit must be a positive number")),
+        },
+    };
+    let pairs = catalog::label_cardinality(&app.pool).await.map_err(storage_error)?;
+    let head = catalog::head_stats(&app.pool).await.map_err(storage_error)?;
+    let stats = Cardinality::of(&pairs);
+    let top = |items: Vec<(String, u64)>| {
+        let mut items = items;
+        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        items.truncate(limit);
+        items
+            .into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect::<Vec<_>>()
+    };
+    Ok(success(json!({
+        "headStats": {
+            "numSeries": head.series,
+            "numLabelPairs": pairs.len(),
+            "chunkCount": head.head_rows,
+            // Prometheus' values for an empty head.
+            "minTime": head.min_time.unwrap_or(i64::MAX),
+            "maxTime": head.max_time.unwrap_or(i64::MIN),
+        },
+        "seriesCountByMetricName": top(stats.series_by_metric),
+        "labelValueCountByLabelName": top(stats.values_by_name),
+        "memoryInBytesByLabelName": top(stats.bytes_by_name),
+        "seriesCountByLabelValuePair": top(stats.series_by_pair),
+    })))
+}
+
+/// The four cardinality lists of `/api/v1/status/tsdb`, unsorted, from (name, value, series)
+/// of every label pair in use.
+#[derive(Debug, Default, PartialEq)]
+struct Cardinality {
+    series_by_metric: Vec<(String, u64)>,
+    values_by_name: Vec<(String, u64)>,
+    bytes_by_name: Vec<(String, u64)>,
+    series_by_pair: Vec<(String, u64)>,
+}
+
+impl Cardinality {
+    fn of(pairs: &[(String, String, i64)]) -> Self {
+        // Prometheus' in-memory size of a label (its `stringlabels` layout): each string with
+        // a length prefix of 1 byte below 255 bytes, 4 above.
+        fn size(s: &str) -> u64 {
+            s.len() as u64 + if s.len() < 255 { 1 } else { 4 }
+        }
+        let mut by_name: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
+        let mut out = Cardinality::default();
+        for (name, value, series) in pairs {
+            let series = u64::try_from(*series).unwrap_or(0);
+            if name == "__name__" {
+                out.series_by_metric.push((value.clone(), series));
+            }
+            out.series_by_pair.push((format!("{name}={value}"), series));
+            let entry = by_name.entry(name).or_default();
+            entry.0 += 1;
+            entry.1 += (size(name) + size(value)) * series;
+        }
+        for (name, (values, bytes)) in by_name {
+            out.values_by_name.push((name.to_string(), values));
+            out.bytes_by_name.push((name.to_string(), bytes));
+        }
+        out
+    }
+}
+
 fn storage_error(e: sqlx::Error) -> ApiError {
     ApiError::from(promscale_promql::QueryError::Storage(format!(
         "reading from the database failed: {e}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cardinality_is_counted_as_prometheus_counts_its_postings() {
+        let pairs: Vec<(String, String, i64)> = [
+            ("__name__", "up", 3),
+            ("__name__", "node_load1", 1),
+            ("job", "node", 4),
+            ("instance", "a", 2),
+            ("instance", "b", 2),
+        ]
+        .iter()
+        .map(|(n, v, c)| (n.to_string(), v.to_string(), *c))
+        .collect();
+        let mut c = Cardinality::of(&pairs);
+        c.values_by_name.sort();
+        c.bytes_by_name.sort();
+        assert_eq!(
+            c.series_by_metric,
+            vec![("up".to_string(), 3), ("node_load1".to_string(), 1)]
+        );
+        assert_eq!(
+            c.values_by_name,
+            vec![
+                ("__name__".to_string(), 2),
+                ("instance".to_string(), 2),
+                ("job".to_string(), 1)
+            ]
+        );
+        // (9 + 3) * 3 + (9 + 11) * 1; (9 + 2) * 2 * 2; (4 + 5) * 4.
+        assert_eq!(
+            c.bytes_by_name,
+            vec![
+                ("__name__".to_string(), 56),
+                ("instance".to_string(), 44),
+                ("job".to_string(), 36)
+            ]
+        );
+        assert_eq!(c.series_by_pair[2], ("job=node".to_string(), 4));
+        let long = "x".repeat(300);
+        let c = Cardinality::of(&[("k".to_string(), long, 2)]);
+        assert_eq!(c.bytes_by_name, vec![("k".to_string(), (2 + 304) * 2)]);
+    }
+
+    #[test]
+    fn listings_are_cut_at_the_limit_with_a_warning() {
+        let mut names = vec!["a", "b", "c"];
+        assert!(truncate(&mut names, 0).is_empty());
+        assert!(truncate(&mut names, 3).is_empty());
+        assert_eq!(truncate(&mut names, 2), &[TRUNCATED]);
+        assert_eq!(names, vec!["a", "b"]);
+    }
 }

@@ -307,6 +307,15 @@ pub fn success(data: serde_json::Value) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// [`success`] with `warnings` after the data when there are any, as Prometheus answers a
+/// truncated listing.
+pub fn success_warned(data: serde_json::Value, warnings: &[&str]) -> Response {
+    if warnings.is_empty() {
+        return success(data);
+    }
+    axum::Json(json!({"status": "success", "data": data, "warnings": warnings})).into_response()
+}
+
 /// An API error: Prometheus' error type and HTTP status.
 pub struct ApiError {
     pub kind: &'static str,

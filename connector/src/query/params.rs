@@ -65,6 +65,21 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     Err(format!("cannot parse {s:?} to a valid timestamp"))
 }
 
+/// The `limit` of the series, labels, label values and query endpoints, as Prometheus 3
+/// reads it: absent or empty is no limit (0), otherwise a non-negative integer.
+pub fn parse_limit(s: Option<&str>) -> Result<usize, String> {
+    let Some(s) = s else { return Ok(0) };
+    // Go's strconv.Atoi: an optional sign, then decimal digits.
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("strconv.Atoi: parsing {s:?}: invalid syntax"));
+    }
+    let n: i64 = s
+        .parse()
+        .map_err(|_| format!("strconv.Atoi: parsing {s:?}: value out of range"))?;
+    usize::try_from(n).map_err(|_| "limit must be non-negative".to_string())
+}
+
 /// A duration as seconds (with a fraction) or as Prometheus writes them (`1h30m`, `15s`).
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let invalid = || format!("cannot parse {s:?} to a valid duration");
@@ -117,6 +132,22 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limits_are_read_as_prometheus_reads_them() {
+        assert_eq!(parse_limit(None), Ok(0));
+        assert_eq!(parse_limit(Some("0")), Ok(0));
+        assert_eq!(parse_limit(Some("+7")), Ok(7));
+        assert_eq!(parse_limit(Some("-1")), Err("limit must be non-negative".to_string()));
+        assert_eq!(
+            parse_limit(Some("1.5")),
+            Err("strconv.Atoi: parsing \"1.5\": invalid syntax".to_string())
+        );
+        assert_eq!(
+            parse_limit(Some("99999999999999999999")),
+            Err("strconv.Atoi: parsing \"99999999999999999999\": value out of range".to_string())
+        );
+    }
+
     use super::*;
 
     #[test]

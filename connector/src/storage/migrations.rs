@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "histogram_chunks",
         sql: include_str!("migrations/0015_histogram_chunks.sql"),
     },
+    Migration {
+        version: 16,
+        name: "cardinality",
+        sql: include_str!("migrations/0016_cardinality.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
