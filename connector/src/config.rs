@@ -98,6 +98,13 @@ pub struct Config {
     )]
     pub web_max_connections: usize,
 
+    /// Serve the admin API (/api/v1/admin/tsdb/delete_series and clean_tombstones), as
+    /// Prometheus' flag of the same name; without it those endpoints answer 503. With
+    /// authentication configured, only the common credentials (--auth.bearer-token-file,
+    /// --auth.basic-username) may call them, not the read- or write-scoped ones.
+    #[arg(long = "web.enable-admin-api", env = "PROMSCALE_WEB_ENABLE_ADMIN_API")]
+    pub web_enable_admin_api: bool,
+
     /// Largest PromQL expression accepted, in bytes (longer queries are answered 400).
     #[arg(long = "web.max-query-bytes", env = "PROMSCALE_WEB_MAX_QUERY_BYTES", default_value_t = 64 << 10)]
     pub web_max_query_bytes: usize,

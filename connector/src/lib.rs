@@ -16,7 +16,8 @@
 //! engine (exemplars from [`storage::exemplars`]), [`remote_read`] serves remote read (its
 //! streamed answers in Prometheus' XOR and histogram chunk encodings); both select series
 //! through [`storage::select`] and read their samples through [`storage::read`] and their
-//! native histograms through [`storage::histograms`].
+//! native histograms through [`storage::histograms`]. The admin API's deletion rewrites
+//! stored rows in [`storage::deletion`]; cardinality comes from [`storage::catalog`].
 
 pub mod config;
 pub mod embedded_db;
@@ -129,6 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             semantics: config.promql_semantics,
             features,
         },
+        enable_admin_api: config.web_enable_admin_api,
         migrated: Default::default(),
         readiness: Default::default(),
     });

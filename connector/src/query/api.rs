@@ -1,5 +1,6 @@
 //! The Prometheus HTTP query API: /api/v1/query, query_range, series, labels, label values,
-//! metadata, buildinfo and the cardinality of status/tsdb, GET or form-encoded POST.
+//! metadata, buildinfo and the cardinality of status/tsdb, GET or form-encoded POST; and the
+//! admin API's deletion, when enabled.
 //!
 //! Hostile requests are refused before they cost anything: queries (and `match[]` selectors)
 //! nested deeper than the engine's limit, and range queries of more than 11,000 points per
@@ -11,8 +12,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
@@ -41,6 +43,66 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/tsdb", get(tsdb_status))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(delete_series).put(delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(clean_tombstones).put(clean_tombstones),
+        )
+}
+
+/// The admin API's answer while --web.enable-admin-api is off, as Prometheus'.
+fn admin_disabled() -> ApiError {
+    ApiError {
+        kind: "unavailable",
+        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        message: "admin APIs disabled".to_string(),
+    }
+}
+
+/// `/api/v1/admin/tsdb/delete_series`: deletes every sample, native histogram and exemplar of
+/// the series any `match[]` selects in `[start, end]` (both included; the whole time line by
+/// default), at once and for good (Prometheus writes tombstones and drops the data later):
+/// 204 once committed.
+async fn delete_series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    if !app.enable_admin_api {
+        return Err(admin_disabled());
+    }
+    let p = params(&q, &headers, &body);
+    let selectors = selectors(&app, &p, true)?;
+    let start = time_param(&p, "start", i64::MIN)?;
+    let end = time_param(&p, "end", i64::MAX)?;
+    let source = PgSeriesSource::new(app.pool.clone());
+    let mut ids = Vec::new();
+    for matchers in &selectors {
+        for selected in source.select_series(matchers).await? {
+            ids.extend(selected.ids);
+        }
+    }
+    let deleted = crate::storage::deletion::delete(&app.pool, &ids, start, end)
+        .await
+        .map_err(storage_error)?;
+    tracing::info!(
+        series = ids.len(),
+        start,
+        end,
+        samples = deleted.samples,
+        histograms = deleted.histograms,
+        exemplars = deleted.exemplars,
+        "deleted series data through the admin API"
+    );
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `/api/v1/admin/tsdb/clean_tombstones`: deletion leaves no tombstones here, so there is
+/// nothing to clean: 204, as Prometheus answers once it has cleaned.
+async fn clean_tombstones(State(app): State<Arc<AppState>>) -> ApiResult {
+    if !app.enable_admin_api {
+        return Err(admin_disabled());
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// Prometheus' warning for a listing or a query result cut at `limit`.

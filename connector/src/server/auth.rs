@@ -1,9 +1,10 @@
 //! Who may call which endpoint: bearer tokens and HTTP basic auth read from files, as
 //! Prometheus' `remote_write`/`remote_read` `authorization` and `basic_auth` send them.
 //!
-//! Endpoints fall in three classes ([`Access`]): `/healthz` and `/readyz` are open; remote
-//! write needs a common or a write credential; everything else (remote read, the query API,
-//! `/metrics`) a common or a read credential. With no credential configured at all, every
+//! Endpoints fall in four classes ([`Access`]): `/healthz` and `/readyz` are open; remote
+//! write needs a common or a write credential; the admin API (`/api/v1/admin/...`, deletion)
+//! a common credential; everything else (remote read, the query API, `/metrics`) a common or
+//! a read credential. With no credential configured at all, every
 //! endpoint is open. Secret files are stat'ed at most once a second and read again when they
 //! change, so a rotated Kubernetes Secret takes effect without a restart. Comparisons take
 //! the same time whatever the input (`subtle`), and neither a secret nor what a client sent
@@ -29,6 +30,8 @@ pub enum Access {
     Open,
     Write,
     Read,
+    /// The common credentials only.
+    Admin,
 }
 
 impl Access {
@@ -36,6 +39,7 @@ impl Access {
         match path {
             "/healthz" | "/readyz" => Access::Open,
             "/write" | "/api/v1/write" => Access::Write,
+            _ if path.starts_with("/api/v1/admin/") => Access::Admin,
             _ => Access::Read,
         }
     }
@@ -227,9 +231,10 @@ impl Authenticator {
         let Some(authorization) = authorization else {
             return false;
         };
-        let scoped = match access {
+        let scoped: &[Credential] = match access {
             Access::Write => &self.write,
             Access::Read => &self.read,
+            Access::Admin => &[],
             Access::Open => unreachable!(),
         };
         // Every credential is tried, so that timing does not tell which one is close.
@@ -312,6 +317,12 @@ mod tests {
         assert_eq!(Access::of_path("/api/v1/query_range"), Access::Read);
         assert_eq!(Access::of_path("/metrics"), Access::Read);
         assert_eq!(Access::of_path("/api/v1/write"), Access::Write);
+        // Deletion: the common credentials only, neither scoped one.
+        assert_eq!(Access::of_path("/api/v1/admin/tsdb/delete_series"), Access::Admin);
+        assert!(auth.allows(Access::Admin, Some(b"Bearer common-token")));
+        assert!(!auth.allows(Access::Admin, Some(b"Bearer read-token")));
+        assert!(!auth.allows(Access::Admin, Some(&basic("prometheus", "w-secret"))));
+        assert!(!auth.allows(Access::Admin, None));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Everything that talks to PostgreSQL: the block format ([`codec`]), the write path into the
 //! head ([`samples`]; exemplars and native histograms beside it in [`exemplars`] and
-//! [`histograms`]), series ids ([`series`]), [`compaction`] into series chunks, series
+//! [`histograms`]), series ids ([`series`]), [`compaction`] into series chunks, [`deletion`]
+//! of series data, series
 //! selection by label matchers ([`select`]), reading samples ([`read`]), and what the HTTP
 //! API asks of the catalog ([`catalog`]). See `docs/storage.md`. No SQL lives outside this
 //! module.
@@ -8,6 +9,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod compaction;
+pub mod deletion;
 pub mod error;
 pub mod exemplars;
 pub mod histogram_codec;

@@ -1,0 +1,416 @@
+//! Deleting series data through the admin API (`/api/v1/admin/tsdb/delete_series`): exact
+//! to the millisecond in recent and compacted data alike, side by side with Prometheus 3
+//! deleting the same; in chunk blocks, chunk tables, native histogram rows and chunks and
+//! exemplars; the precedence of duplicates kept; off unless enabled.
+
+use promscale_connector::prompb::histogram::{Count, ZeroCount};
+use promscale_connector::prompb::{BucketSpan, Exemplar, Histogram, Label, TimeSeries};
+use promscale_e2e::comparison::{compare, get};
+use promscale_e2e::connector::Connector;
+use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::prometheus::{Prometheus, Version};
+use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::{maintain, recent_ms};
+use serde_json::Value;
+
+const STEP_MS: i64 = 10_000;
+
+/// Unix seconds with the milliseconds, as the API takes times.
+fn seconds(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// The time of sample `i`: every 10 s, off the second by a few milliseconds.
+fn time_of(first: i64, i: i64) -> i64 {
+    first + i * STEP_MS + (i * 7) % 13
+}
+
+async fn delete(client: &reqwest::Client, base: &str, params: &[(&str, String)]) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/api/v1/admin/tsdb/delete_series"))
+        .form(params)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The raw samples of `selector` in `[from, to]` as (ms, value bits).
+async fn raw(
+    client: &reqwest::Client,
+    connector: &Connector,
+    selector: &str,
+    from: i64,
+    to: i64,
+) -> Vec<Vec<(i64, u64)>> {
+    let (status, body) = get(
+        client,
+        &connector.url("/api/v1/query"),
+        &[
+            ("query", format!("{selector}[{}ms]", to - from + 1)),
+            ("time", seconds(to)),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                    (t, p[1].as_str().unwrap().parse::<f64>().unwrap().to_bits())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_series_data_answers_like_prometheus_3() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s", "--web.enable-admin-api"]).await;
+    let reference = Prometheus::start_version(
+        Version::V3,
+        |_| "global: {scrape_interval: 1h}\n".to_string(),
+        &["--web.enable-remote-write-receiver", "--web.enable-admin-api"],
+    )
+    .await;
+    sqlx::query("SELECT prom_api.set_default_chunk_interval('30 minutes')")
+        .execute(&db)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let (ours, theirs) = (connector.url(""), reference.url(""));
+
+    // 540 samples (90 minutes) of four series; the first 360 compacted into chunks, the rest
+    // left in the head.
+    let points = 540;
+    let first = (recent_ms() - points * STEP_MS) / 60_000 * 60_000;
+    let pods = ["p0", "p1", "p2", "p3"];
+    let send = |from: i64, to: i64| {
+        let client = client.clone();
+        let urls = [connector.url("/write"), reference.url("/api/v1/write")];
+        async move {
+            for start in (from..to).step_by(30) {
+                let body = encode(
+                    pods.iter()
+                        .enumerate()
+                        .map(|(n, pod)| {
+                            let samples: Vec<(i64, f64)> = (start..(start + 30).min(to))
+                                .map(|i| (time_of(first, i), (i * (n as i64 + 1)) as f64 * 0.5))
+                                .collect();
+                            series(&[("__name__", "del_requests_total"), ("pod", pod)], &samples)
+                        })
+                        .collect(),
+                );
+                for url in &urls {
+                    let (status, text) = post(&client, url, body.clone()).await.unwrap();
+                    assert!(status == 204 || status == 200, "{url}: {status} {text}");
+                }
+            }
+        }
+    };
+    send(0, 360).await;
+    assert!(maintain(&db).await.samples > 0, "some samples are compacted");
+    send(360, points).await;
+
+    let t = |i: i64| seconds(time_of(first, i));
+    let deletions: Vec<Vec<(&str, String)>> = vec![
+        // Across compacted and recent data, both ends on a sample: both deleted.
+        vec![
+            ("match[]", "del_requests_total{pod=\"p1\"}".to_string()),
+            ("start", t(100)),
+            ("end", t(400)),
+        ],
+        // A whole series.
+        vec![("match[]", "del_requests_total{pod=\"p2\"}".to_string())],
+        // Two selectors; ends a millisecond past and before a sample: those two kept.
+        vec![
+            ("match[]", "{__name__=\"del_requests_total\",pod=\"p0\"}".to_string()),
+            ("match[]", "del_requests_total{pod=~\"p3\"}".to_string()),
+            ("start", seconds(time_of(first, 200) + 1)),
+            ("end", seconds(time_of(first, 230) - 1)),
+        ],
+        // Only recent data, with an RFC 3339 end.
+        vec![
+            ("match[]", "del_requests_total{pod=\"p3\"}".to_string()),
+            ("start", t(500)),
+            (
+                "end",
+                chrono::DateTime::from_timestamp_millis(time_of(first, 520))
+                    .unwrap()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+        ],
+    ];
+    for params in &deletions {
+        let (got, body) = delete(&client, &ours, params).await;
+        let (want, _) = delete(&client, &theirs, params).await;
+        assert_eq!((got, want), (204, 204), "{params:?}: {body}");
+    }
+    let last = time_of(first, points - 1);
+    let compare_all = |when: &'static str| {
+        let client = client.clone();
+        let (ours, theirs) = (ours.clone(), theirs.clone());
+        async move {
+            let mut failures = Vec::new();
+            let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+                (
+                    "/api/v1/query",
+                    vec![
+                        ("query", format!("del_requests_total[{}ms]", last - first + 1)),
+                        ("time", seconds(last)),
+                    ],
+                ),
+                (
+                    "/api/v1/query_range",
+                    vec![
+                        ("query", "sum by (pod) (rate(del_requests_total[2m]))".to_string()),
+                        ("start", seconds(first)),
+                        ("end", seconds(last)),
+                        ("step", "37".to_string()),
+                    ],
+                ),
+            ];
+            for (path, params) in &cases {
+                failures.extend(compare(&client, &theirs, &ours, path, params).await);
+            }
+            assert!(failures.is_empty(), "{when}:\n{}", failures.join("\n"));
+        }
+    };
+    compare_all("after deleting").await;
+    // Exact: p1 lost 100..=400, p0 201..=229; p2 is gone.
+    let p1 = raw(&client, &connector, "del_requests_total{pod=\"p1\"}", first, last).await;
+    assert_eq!(p1[0].len() as i64, points - 301);
+    let p0 = raw(&client, &connector, "del_requests_total{pod=\"p0\"}", first, last).await;
+    assert_eq!(p0[0].len() as i64, points - 29);
+    assert!(raw(&client, &connector, "del_requests_total{pod=\"p2\"}", first, last)
+        .await
+        .is_empty());
+
+    // Compaction and sealing of what is left change nothing.
+    maintain(&db).await;
+    compare_all("after compacting the rest").await;
+
+    // Bad requests are refused as Prometheus refuses them.
+    for params in [
+        vec![("start", t(1))],
+        vec![
+            ("match[]", "del_requests_total".to_string()),
+            ("start", "yesterday".to_string()),
+        ],
+    ] {
+        let (got, got_body) = delete(&client, &ours, &params).await;
+        let (want, want_body) = delete(&client, &theirs, &params).await;
+        assert_eq!(got, want, "{params:?}: {got_body} / {want_body}");
+        assert_eq!(got_body["errorType"], want_body["errorType"], "{params:?}");
+    }
+    // Unlike Prometheus 3, which deletes every series without a pod label here, a selector
+    // that matches the empty label set is refused, as /api/v1/series refuses it: months of
+    // every metric are one typo away otherwise.
+    let (got, body) = delete(&client, &ours, &[("match[]", "{pod=\"\"}".to_string())]).await;
+    assert_eq!((got, &body["errorType"]), (400, &Value::from("bad_data")), "{body}");
+    compare_all("after a refused deletion").await;
+}
+
+fn histogram(timestamp: i64, observations: u64) -> Histogram {
+    Histogram {
+        count: Some(Count::Int(observations)),
+        sum: observations as f64 * 0.25,
+        schema: 1,
+        zero_threshold: 1e-128,
+        zero_count: Some(ZeroCount::Int(0)),
+        positive_spans: vec![BucketSpan { offset: -1, length: 2 }],
+        positive_deltas: vec![observations as i64, -(observations as i64)],
+        timestamp,
+        ..Default::default()
+    }
+}
+
+/// A value with no short decimal form (8 bytes each, as an exception): series of them fill a
+/// time chunk past the chunk blocks' 1 MiB quickly, so that it gets a table.
+fn raw_value(series: i64, i: i64) -> f64 {
+    f64::from_bits(
+        0x3ff0_0000_0000_0000 | ((series * 1_000_003 + i).wrapping_mul(2_654_435_761) as u64 & 0xf_ffff_ffff_ffff),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_reaches_chunk_tables_histograms_and_exemplars_and_keeps_precedence() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s", "--web.enable-admin-api"]).await;
+    let client = reqwest::Client::new();
+    let url = connector.url("/write");
+    sqlx::query("SELECT prom_api.set_default_chunk_interval('1 day')")
+        .execute(&db)
+        .await
+        .unwrap();
+    // One day-long time chunk, hours ago.
+    let day = 86_400_000;
+    let first = (recent_ms() - day) / day * day + 3_600_000;
+    let at = |i: i64| first + i * STEP_MS;
+    let pods = 100;
+    let write_rounds = |from: i64, to: i64| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            for start in (from..to).step_by(50) {
+                let body = encode(
+                    (0..pods)
+                        .map(|s| {
+                            let samples: Vec<(i64, f64)> = (start..(start + 50).min(to))
+                                .map(|i| (at(i), raw_value(s, i)))
+                                .collect();
+                            series(&[("__name__", "big_raw"), ("pod", &format!("p{s}"))], &samples)
+                        })
+                        .collect(),
+                );
+                let (status, text) = post(&client, &url, body).await.unwrap();
+                assert_eq!(status, 204, "{text}");
+            }
+        }
+    };
+    // 1400 raw values per series, 1.1 MB: the time chunk gets a table; the first 800 stay in
+    // its blocks.
+    write_rounds(0, 800).await;
+    maintain(&db).await;
+    write_rounds(800, 1400).await;
+    // A repeat of a stored time with another value: the stored one wins, before and after.
+    let body = encode(vec![series(
+        &[("__name__", "big_raw"), ("pod", "p4")],
+        &[(at(10), 7.0)],
+    )]);
+    assert_eq!(post(&client, &url, body).await.unwrap().0, 204);
+    maintain(&db).await;
+    let with_table: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _prom_catalog.chunk c JOIN _prom_catalog.metric m ON m.id = c.metric_id
+          WHERE m.metric_name = 'big_raw' AND c.table_name IS NOT NULL",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(with_table, 1, "the time chunk has a table");
+    // One more round in the head.
+    write_rounds(1400, 1450).await;
+
+    // Native histograms: 40 of one series, the first 20 compacted into a chunk; exemplars of
+    // a float series.
+    let hist = |from: i64, to: i64| TimeSeries {
+        labels: vec![Label {
+            name: "__name__".into(),
+            value: "del_hist".into(),
+        }],
+        histograms: (from..to).map(|i| histogram(at(i), i as u64 + 1)).collect(),
+        ..Default::default()
+    };
+    assert_eq!(post(&client, &url, encode(vec![hist(0, 20)])).await.unwrap().0, 204);
+    maintain(&db).await;
+    assert_eq!(post(&client, &url, encode(vec![hist(20, 40)])).await.unwrap().0, 204);
+    let mut with_exemplars = series(
+        &[("__name__", "del_ex")],
+        &(0..10).map(|i| (at(i), i as f64)).collect::<Vec<_>>(),
+    );
+    with_exemplars.exemplars = (0..10)
+        .map(|i| Exemplar {
+            labels: vec![Label {
+                name: "trace_id".into(),
+                value: format!("t{i}").into(),
+            }],
+            value: i as f64,
+            timestamp: at(i),
+        })
+        .collect();
+    assert_eq!(post(&client, &url, encode(vec![with_exemplars])).await.unwrap().0, 204);
+
+    let base = connector.url("");
+    let deletions = [
+        // In the blocks and the table and the head at once.
+        ("big_raw{pod=\"p3\"}", at(700), at(1420)),
+        // In the table only.
+        ("big_raw{pod=\"p7\"}", at(900), at(1000)),
+        // Next to the repeated time: its rows are rewritten, the first value still wins.
+        ("big_raw{pod=\"p4\"}", at(11), at(12)),
+        ("del_hist", at(15), at(25)),
+        ("del_ex", at(3), at(5)),
+    ];
+    for (selector, start, end) in deletions {
+        let (status, body) = delete(
+            &client,
+            &base,
+            &[
+                ("match[]", selector.to_string()),
+                ("start", seconds(start)),
+                ("end", seconds(end)),
+            ],
+        )
+        .await;
+        assert_eq!(status, 204, "{selector}: {body}");
+    }
+
+    let expected = |pod: i64, gone: std::ops::RangeInclusive<i64>| -> Vec<(i64, u64)> {
+        (0..1450)
+            .filter(|i| !gone.contains(i))
+            .map(|i| (at(i), raw_value(pod, i).to_bits()))
+            .collect()
+    };
+    let check = |when: &'static str| {
+        let client = client.clone();
+        let connector = &connector;
+        async move {
+            for (pod, gone) in [(3, 700..=1420), (7, 900..=1000), (4, 11..=12), (5, -1..=-1)] {
+                let got = raw(
+                    &client,
+                    connector,
+                    &format!("big_raw{{pod=\"p{pod}\"}}"),
+                    at(0),
+                    at(1449),
+                )
+                .await;
+                assert_eq!(got.len(), 1, "{when}: p{pod}");
+                assert_eq!(got[0], expected(pod, gone), "{when}: p{pod}");
+            }
+        }
+    };
+    check("after deleting").await;
+    // Sealing and compaction afterwards keep it so.
+    maintain(&db).await;
+    check("after maintenance").await;
+
+    let histograms: Vec<i64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM time) * 1000)::int8 FROM prom_info.native_histogram
+          WHERE metric_name = 'del_hist' ORDER BY time",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let kept: Vec<i64> = (0..40).filter(|i| !(15..=25).contains(i)).map(at).collect();
+    assert_eq!(histograms, kept);
+    let exemplars: Vec<i64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM time) * 1000)::int8 FROM prom_info.exemplar WHERE metric_name = 'del_ex' ORDER BY time",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let kept: Vec<i64> = (0..10).filter(|i| !(3..=5).contains(i)).map(at).collect();
+    assert_eq!(exemplars, kept);
+
+    // Without --web.enable-admin-api: Prometheus' answer, and nothing deleted.
+    let plain = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    let (status, body) = delete(&client, &plain.url(""), &[("match[]", "big_raw".to_string())]).await;
+    assert_eq!(
+        (status, &body["errorType"], &body["error"]),
+        (503, &Value::from("unavailable"), &Value::from("admin APIs disabled"))
+    );
+    let got = raw(&client, &connector, "big_raw{pod=\"p5\"}", at(0), at(1449)).await;
+    assert_eq!(got[0].len(), 1450);
+}
