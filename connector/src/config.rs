@@ -98,6 +98,40 @@ pub struct Config {
     )]
     pub web_max_connections: usize,
 
+    /// Deduplicate Prometheus HA pairs: of the series carrying both --metrics.ha.cluster-label
+    /// and --metrics.ha.replica-label (Prometheus' external labels), only the replica holding
+    /// its cluster's lease is stored, without the replica label; a lease shared by every
+    /// connector of the database. See docs/high-availability.md.
+    #[arg(long = "metrics.high-availability", env = "PROMSCALE_METRICS_HIGH_AVAILABILITY")]
+    pub ha: bool,
+
+    /// The external label naming an HA pair (with --metrics.high-availability).
+    #[arg(
+        long = "metrics.ha.cluster-label",
+        env = "PROMSCALE_METRICS_HA_CLUSTER_LABEL",
+        default_value = "cluster"
+    )]
+    pub ha_cluster_label: String,
+
+    /// The external label naming a replica of an HA pair; not stored (with
+    /// --metrics.high-availability).
+    #[arg(
+        long = "metrics.ha.replica-label",
+        env = "PROMSCALE_METRICS_HA_REPLICA_LABEL",
+        default_value = "__replica__"
+    )]
+    pub ha_replica_label: String,
+
+    /// How long, in sample time, the leader of an HA pair may send nothing newer before the
+    /// other replica takes over (with --metrics.high-availability).
+    #[arg(
+        long = "metrics.ha.lease-timeout",
+        env = "PROMSCALE_METRICS_HA_LEASE_TIMEOUT",
+        default_value = "1m",
+        value_parser = humantime::parse_duration
+    )]
+    pub ha_lease_timeout: Duration,
+
     /// Serve the admin API (/api/v1/admin/tsdb/delete_series and clean_tombstones), as
     /// Prometheus' flag of the same name; without it those endpoints answer 503. With
     /// authentication configured, only the common credentials (--auth.bearer-token-file,

@@ -130,6 +130,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             semantics: config.promql_semantics,
             features,
         },
+        ha: config.ha.then(|| crate::ingest::ha::HaOptions {
+            cluster_label: config.ha_cluster_label.clone(),
+            replica_label: config.ha_replica_label.clone(),
+            lease_timeout: config.ha_lease_timeout,
+        }),
         enable_admin_api: config.web_enable_admin_api,
         migrated: Default::default(),
         readiness: Default::default(),

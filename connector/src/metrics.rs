@@ -58,6 +58,10 @@ pub struct Metrics {
     pub last_commit_timestamp: Gauge,
     pub maintenance_runs: Family<ResultLabel, Counter>,
     pub maintenance_duration: Histogram,
+    pub ha_takeovers: Counter,
+    pub ha_standby_samples: Counter,
+    pub ha_fenced_samples: Counter,
+    pub ha_replayed_samples: Counter,
 }
 
 impl Default for Metrics {
@@ -94,6 +98,10 @@ impl Metrics {
             last_commit_timestamp: Gauge::default(),
             maintenance_runs: Family::default(),
             maintenance_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ha_takeovers: Counter::default(),
+            ha_standby_samples: Counter::default(),
+            ha_fenced_samples: Counter::default(),
+            ha_replayed_samples: Counter::default(),
             registry: Registry::default(),
         };
         let build_info: Family<VersionLabel, Gauge> = Family::default();
@@ -171,6 +179,26 @@ impl Metrics {
             "promscale_ingest_samples_refused",
             "Samples left out of remote-write requests whose other samples were stored, by reason",
             m.samples_refused.clone(),
+        );
+        registry.register(
+            "promscale_ha_takeovers",
+            "HA leases this connector gave to a replica (the first of a cluster, or a standby taking over from a leader that stopped sending)",
+            m.ha_takeovers.clone(),
+        );
+        registry.register(
+            "promscale_ha_standby_samples",
+            "Samples and native histograms received from HA standbys, not stored (kept aside for a takeover while newer than the leader's)",
+            m.ha_standby_samples.clone(),
+        );
+        registry.register(
+            "promscale_ha_fenced_samples",
+            "Samples and native histograms of an HA leader at or before the previous leader's newest, not stored",
+            m.ha_fenced_samples.clone(),
+        );
+        registry.register(
+            "promscale_ha_replayed_samples",
+            "Samples and native histograms a standby sent before it took over, stored after the takeover",
+            m.ha_replayed_samples.clone(),
         );
         registry.register(
             "promscale_series_cache_hits",

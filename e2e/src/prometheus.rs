@@ -100,6 +100,14 @@ impl Prometheus {
         self.version
     }
 
+    /// SIGKILL: the server stops at once, sending nothing more.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

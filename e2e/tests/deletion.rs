@@ -12,6 +12,7 @@ use promscale_e2e::prometheus::{Prometheus, Version};
 use promscale_e2e::remote_write::{encode, post, series};
 use promscale_e2e::{maintain, recent_ms};
 use serde_json::Value;
+use std::time::Duration;
 
 const STEP_MS: i64 = 10_000;
 
@@ -338,7 +339,7 @@ async fn deletion_reaches_chunk_tables_histograms_and_exemplars_and_keeps_preced
         ("big_raw{pod=\"p3\"}", at(700), at(1420)),
         // In the table only.
         ("big_raw{pod=\"p7\"}", at(900), at(1000)),
-        // Next to the repeated time: its rows are rewritten, the first value still wins.
+        // Next to a time sent twice (the second copy in the table, behind the blocks).
         ("big_raw{pod=\"p4\"}", at(11), at(12)),
         ("del_hist", at(15), at(25)),
         ("del_ex", at(3), at(5)),
@@ -413,4 +414,128 @@ async fn deletion_reaches_chunk_tables_histograms_and_exemplars_and_keeps_preced
     );
     let got = raw(&client, &connector, "big_raw{pod=\"p5\"}", at(0), at(1449)).await;
     assert_eq!(got[0].len(), 1450);
+}
+
+/// Rewritten rows keep their precedence: a head row or a chunk block written before
+/// another holding the same time keeps winning once a deletion has rewritten it; and the
+/// blocks of a chunk are rewritten into rows that fit a page even when what they hold takes
+/// more room than before (compression turned off since they were written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_rows_keep_precedence_and_fit() {
+    use promscale_connector::storage::compaction::CompactionOptions;
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s", "--web.enable-admin-api"]).await;
+    let client = reqwest::Client::new();
+    let url = connector.url("/write");
+    let base = connector.url("");
+    sqlx::query("SELECT prom_api.set_default_chunk_interval('1 day')")
+        .execute(&db)
+        .await
+        .unwrap();
+    let day = 86_400_000;
+    let first = (recent_ms() - day) / day * day + 3_600_000;
+    let at = |i: i64| first + i * 15_000;
+    let write = |name: &'static str, samples: Vec<(i64, f64)>| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body = encode(vec![series(&[("__name__", name)], &samples)]);
+            assert_eq!(post(&client, &url, body).await.unwrap().0, 204);
+        }
+    };
+    let compact_only = CompactionOptions {
+        seal_after: Duration::from_secs(100 * 365 * 86_400),
+        ..CompactionOptions::everything()
+    };
+    let one = |name: &'static str| {
+        let client = client.clone();
+        let connector = &connector;
+        async move { raw(&client, connector, name, at(0), at(10)).await }
+    };
+
+    // Two head rows: the first holds t1 = 1 and t2, the second t1 = 2.
+    write("dup_head", vec![(at(1), 1.0), (at(2), 5.0)]).await;
+    write("dup_head", vec![(at(1), 2.0)]).await;
+    // Two chunk blocks of one unsealed chunk, appended by two compactions, alike.
+    write("dup_block", vec![(at(1), 1.0), (at(2), 5.0)]).await;
+    promscale_e2e::maintain_with(&db, &compact_only).await;
+    write("dup_block", vec![(at(1), 2.0)]).await;
+    promscale_e2e::maintain_with(&db, &compact_only).await;
+    let blocks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _prom_catalog.chunk_block b JOIN _prom_catalog.chunk c ON c.id = b.chunk_id
+          JOIN _prom_catalog.metric m ON m.id = c.metric_id WHERE m.metric_name = 'dup_block'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(blocks, 2);
+    for name in ["dup_head", "dup_block"] {
+        assert_eq!(
+            one(name).await,
+            vec![vec![(at(1), 1f64.to_bits()), (at(2), 5f64.to_bits())]],
+            "{name}"
+        );
+        let (status, body) = delete(
+            &client,
+            &base,
+            &[
+                ("match[]", name.to_string()),
+                ("start", seconds(at(2))),
+                ("end", seconds(at(2))),
+            ],
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(
+            one(name).await,
+            vec![vec![(at(1), 1f64.to_bits())]],
+            "{name}: the first written still wins"
+        );
+    }
+
+    // 1200 steady gauges of 240 samples at regular times, sealed into packed blocks.
+    let gauges = 1200;
+    for part in (0..240).step_by(120) {
+        let body = encode(
+            (0..gauges)
+                .map(|g| {
+                    let samples: Vec<(i64, f64)> = (part..part + 120).map(|i| (at(i), (g % 10) as f64)).collect();
+                    series(&[("__name__", "regular"), ("g", &format!("g{g}"))], &samples)
+                })
+                .collect(),
+        );
+        assert_eq!(post(&client, &url, body).await.unwrap().0, 204);
+    }
+    maintain(&db).await;
+    // Compression turned off since: what is rewritten is written raw, 8 bytes a value, so
+    // a block rewritten as it was would no longer fit a page.
+    sqlx::query("SELECT prom_api.set_metric_compression_setting('regular', false)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, body) = delete(
+        &client,
+        &base,
+        &[
+            ("match[]", "regular".to_string()),
+            ("start", seconds(at(100))),
+            ("end", seconds(at(110))),
+        ],
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, counted) = get(
+        &client,
+        &connector.url("/api/v1/query"),
+        &[
+            ("query", format!("count_over_time(regular[{}ms])", at(239) - at(0) + 1)),
+            ("time", seconds(at(239))),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{counted}");
+    let counts = counted["data"]["result"].as_array().unwrap();
+    assert_eq!(counts.len(), gauges as usize);
+    assert!(counts.iter().all(|c| c["value"][1] == "229"), "{counted}");
 }

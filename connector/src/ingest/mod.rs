@@ -8,6 +8,7 @@
 //! samples in one transaction of its own.
 
 mod activity;
+pub mod ha;
 
 pub use activity::WriteActivity;
 

@@ -26,7 +26,7 @@ use super::json::{format_time, labels_object, query_response, success, success_w
 use super::params::{parse_duration, parse_limit, parse_time, unescape_label_name, Params};
 use crate::model::is_valid_label_name;
 use crate::server::AppState;
-use crate::storage::select::{creation_order, PgSeriesSource};
+use crate::storage::select::PgSeriesSource;
 use crate::storage::{catalog, exemplars};
 
 /// Prometheus refuses range queries of more points than this per series.
@@ -83,7 +83,17 @@ async fn delete_series(State(app): State<Arc<AppState>>, q: RawQuery, headers: H
     }
     let deleted = crate::storage::deletion::delete(&app.pool, &ids, start, end)
         .await
-        .map_err(storage_error)?;
+        .map_err(|e| match &e {
+            // Not the connection: Prometheus' "internal" (the reason stays in the log).
+            sqlx::Error::Database(db) if !db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")) => {
+                ApiError {
+                    kind: "internal",
+                    status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    message: "deleting failed; the reason is in the connector's log".to_string(),
+                }
+            }
+            _ => storage_error(e),
+        })?;
     tracing::info!(
         series = ids.len(),
         start,
@@ -333,21 +343,22 @@ fn selectors(app: &AppState, p: &Params, required: bool) -> Result<Vec<Vec<Match
         .collect()
 }
 
-/// Series matching any of the selectors with samples in `[start, end]`, each once: for one
-/// selector in the order they were created, as Prometheus' head gives them (which of them a
-/// `limit` keeps depends on it), for several sorted by labels, as Prometheus merges them.
+/// Series matching any of the selectors with samples in `[start, end]`, deduplicated, sorted
+/// by labels (as Prometheus answers once its data is in blocks; from its head alone, one
+/// selector's series come in the order they were created): a `limit` keeps the first in
+/// that order.
 async fn matching_series(
     app: &AppState,
     p: &Params,
     selectors: &[Vec<Matcher>],
 ) -> Result<Vec<promscale_promql::Labels>, ApiError> {
     let source = PgSeriesSource::new(app.pool.clone());
-    let mut out: Vec<(i64, promscale_promql::Labels)> = Vec::new();
+    let mut out = Vec::new();
     if p.get("start").is_none() && p.get("end").is_none() {
         // Every series ever stored: the catalog answers, no sample is read.
         for matchers in selectors {
             for selected in source.select_series(matchers).await? {
-                out.extend(selected.ids.into_iter().zip(selected.labels));
+                out.extend(selected.labels);
             }
         }
     } else {
@@ -356,18 +367,18 @@ async fn matching_series(
         let start = time_param(p, "start", i64::MIN / 2)?;
         let end = time_param(p, "end", i64::MAX / 2)?;
         for matchers in selectors {
-            out.extend(source.series_in_range(matchers, start, end).await?);
+            out.extend(
+                source
+                    .series_in_range(matchers, start, end)
+                    .await?
+                    .into_iter()
+                    .map(|(_, l)| l),
+            );
         }
     }
-    if selectors.len() == 1 {
-        out.sort_by_key(|(id, _)| creation_order(*id));
-        Ok(out.into_iter().map(|(_, labels)| labels).collect())
-    } else {
-        let mut labels: Vec<_> = out.into_iter().map(|(_, labels)| labels).collect();
-        labels.sort();
-        labels.dedup();
-        Ok(labels)
-    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 async fn series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -418,29 +429,16 @@ async fn label_values(
     let p = params(&q, &headers, &Bytes::new());
     let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, false)?;
-    // Prometheus collects each selector's values in the order they first appear (series in
-    // the order they were created; without a selector, values in the order they were
-    // stored), keeps `limit` + 1 of them per selector, then sorts and cuts at `limit`: which
-    // values a limit keeps follows that order, not the values' own.
-    let mut sets: Vec<Vec<String>> = Vec::new();
-    if selectors.is_empty() {
-        sets.push(catalog::label_values(&app.pool, &name).await.map_err(storage_error)?);
+    let mut values: Vec<String> = if selectors.is_empty() {
+        catalog::label_values(&app.pool, &name).await.map_err(storage_error)?
     } else {
-        for selector in &selectors {
-            let series = matching_series(&app, &p, std::slice::from_ref(selector)).await?;
-            let mut seen = std::collections::HashSet::new();
-            sets.push(
-                series
-                    .iter()
-                    .map(|l| l.get(&name))
-                    .filter(|v| !v.is_empty() && seen.insert(*v))
-                    .map(str::to_string)
-                    .collect(),
-            );
-        }
-    }
-    let kept = if limit > 0 { limit.saturating_add(1) } else { usize::MAX };
-    let mut values: Vec<String> = sets.into_iter().flat_map(|set| set.into_iter().take(kept)).collect();
+        let series = matching_series(&app, &p, &selectors).await?;
+        series
+            .iter()
+            .map(|l| l.get(&name).to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
     values.sort();
     values.dedup();
     let warnings = truncate(&mut values, limit);
@@ -489,6 +487,7 @@ async fn buildinfo() -> Response {
 /// reports its head). `headStats` counts every stored series; its times are those of the
 /// samples not yet compacted, `chunkCount` the rows holding them (Prometheus: its head
 /// chunks). Equal counts are ordered by name (Prometheus leaves their order to chance).
+/// Counted and ranked in the database within the query timeout (`--metrics.promql.query-timeout`).
 async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
     const MAX_LIMIT: usize = 10_000;
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
@@ -502,13 +501,15 @@ async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult
             _ => return Err(ApiError::bad_data("limit must be a positive number")),
         },
     };
-    let pairs = catalog::label_cardinality(&app.pool).await.map_err(storage_error)?;
-    let head = catalog::head_stats(&app.pool).await.map_err(storage_error)?;
-    let stats = Cardinality::of(&pairs);
-    let top = |items: Vec<(String, u64)>| {
-        let mut items = items;
-        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        items.truncate(limit);
+    let status = catalog::tsdb_status(&app.pool, limit as i64, app.query.timeout)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                ApiError::from(promscale_promql::QueryError::Timeout("counting the catalog"))
+            }
+            _ => storage_error(e),
+        })?;
+    let list = |items: Vec<(String, i64)>| {
         items
             .into_iter()
             .map(|(name, value)| json!({"name": name, "value": value}))
@@ -516,55 +517,18 @@ async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult
     };
     Ok(success(json!({
         "headStats": {
-            "numSeries": head.series,
-            "numLabelPairs": pairs.len(),
-            "chunkCount": head.head_rows,
+            "numSeries": status.series,
+            "numLabelPairs": status.label_pairs,
+            "chunkCount": status.head_rows,
             // Prometheus' values for an empty head.
-            "minTime": head.min_time.unwrap_or(i64::MAX),
-            "maxTime": head.max_time.unwrap_or(i64::MIN),
+            "minTime": status.min_time.unwrap_or(i64::MAX),
+            "maxTime": status.max_time.unwrap_or(i64::MIN),
         },
-        "seriesCountByMetricName": top(stats.series_by_metric),
-        "labelValueCountByLabelName": top(stats.values_by_name),
-        "memoryInBytesByLabelName": top(stats.bytes_by_name),
-        "seriesCountByLabelValuePair": top(stats.series_by_pair),
+        "seriesCountByMetricName": list(status.series_by_metric),
+        "labelValueCountByLabelName": list(status.values_by_name),
+        "memoryInBytesByLabelName": list(status.bytes_by_name),
+        "seriesCountByLabelValuePair": list(status.series_by_pair),
     })))
-}
-
-/// The four cardinality lists of `/api/v1/status/tsdb`, unsorted, from (name, value, series)
-/// of every label pair in use.
-#[derive(Debug, Default, PartialEq)]
-struct Cardinality {
-    series_by_metric: Vec<(String, u64)>,
-    values_by_name: Vec<(String, u64)>,
-    bytes_by_name: Vec<(String, u64)>,
-    series_by_pair: Vec<(String, u64)>,
-}
-
-impl Cardinality {
-    fn of(pairs: &[(String, String, i64)]) -> Self {
-        // Prometheus' in-memory size of a label (its `stringlabels` layout): each string with
-        // a length prefix of 1 byte below 255 bytes, 4 above.
-        fn size(s: &str) -> u64 {
-            s.len() as u64 + if s.len() < 255 { 1 } else { 4 }
-        }
-        let mut by_name: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
-        let mut out = Cardinality::default();
-        for (name, value, series) in pairs {
-            let series = u64::try_from(*series).unwrap_or(0);
-            if name == "__name__" {
-                out.series_by_metric.push((value.clone(), series));
-            }
-            out.series_by_pair.push((format!("{name}={value}"), series));
-            let entry = by_name.entry(name).or_default();
-            entry.0 += 1;
-            entry.1 += (size(name) + size(value)) * series;
-        }
-        for (name, (values, bytes)) in by_name {
-            out.values_by_name.push((name.to_string(), values));
-            out.bytes_by_name.push((name.to_string(), bytes));
-        }
-        out
-    }
 }
 
 fn storage_error(e: sqlx::Error) -> ApiError {
@@ -576,48 +540,6 @@ fn storage_error(e: sqlx::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cardinality_is_counted_as_prometheus_counts_its_postings() {
-        let pairs: Vec<(String, String, i64)> = [
-            ("__name__", "up", 3),
-            ("__name__", "node_load1", 1),
-            ("job", "node", 4),
-            ("instance", "a", 2),
-            ("instance", "b", 2),
-        ]
-        .iter()
-        .map(|(n, v, c)| (n.to_string(), v.to_string(), *c))
-        .collect();
-        let mut c = Cardinality::of(&pairs);
-        c.values_by_name.sort();
-        c.bytes_by_name.sort();
-        assert_eq!(
-            c.series_by_metric,
-            vec![("up".to_string(), 3), ("node_load1".to_string(), 1)]
-        );
-        assert_eq!(
-            c.values_by_name,
-            vec![
-                ("__name__".to_string(), 2),
-                ("instance".to_string(), 2),
-                ("job".to_string(), 1)
-            ]
-        );
-        // (9 + 3) * 3 + (9 + 11) * 1; (9 + 2) * 2 * 2; (4 + 5) * 4.
-        assert_eq!(
-            c.bytes_by_name,
-            vec![
-                ("__name__".to_string(), 56),
-                ("instance".to_string(), 44),
-                ("job".to_string(), 36)
-            ]
-        );
-        assert_eq!(c.series_by_pair[2], ("job=node".to_string(), 4));
-        let long = "x".repeat(300);
-        let c = Cardinality::of(&[("k".to_string(), long, 2)]);
-        assert_eq!(c.bytes_by_name, vec![("k".to_string(), (2 + 304) * 2)]);
-    }
 
     #[test]
     fn listings_are_cut_at_the_limit_with_a_warning() {

@@ -174,6 +174,37 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     response
 }
 
+/// Writes what a new HA leader sent while it was a standby and that is newer than the
+/// previous leader's newest sample (docs/high-availability.md), oldest first; each kept
+/// request is dropped once written. Written again after a failure (by this request's retry or
+/// a later one), a sample is stored at the same time with the same value, which reads as one.
+async fn replay_standby(app: &AppState, takeover: &crate::ingest::ha::Takeover) -> Result<(), WriteError> {
+    use crate::storage::ha_lease;
+    let Some(ha) = &app.ha else { return Ok(()) };
+    let unavailable = |e: sqlx::Error| WriteError::Storage(StorageError::from(e));
+    loop {
+        let kept = ha_lease::kept(&app.pool, &takeover.cluster, &takeover.replica, 16)
+            .await
+            .map_err(unavailable)?;
+        if kept.is_empty() {
+            return Ok(());
+        }
+        for (id, body) in kept {
+            // Written by this connector, so it decodes; one that does not is dropped.
+            if let Ok(mut batch) = decode_snappy(&body, app.max_request_bytes.max(body.len() * 8)) {
+                batch
+                    .series
+                    .retain_mut(|s| crate::ingest::ha::keep_after(s, &ha.replica_label, takeover.fence_ms));
+                let report = app.ingestor.ingest(batch).await?;
+                app.metrics
+                    .ha_replayed_samples
+                    .inc_by((report.samples + report.histograms) as u64);
+            }
+            ha_lease::forget(&app.pool, &[id]).await.map_err(unavailable)?;
+        }
+    }
+}
+
 /// Stores a request; `written` counts what was committed, also when some series were left
 /// out.
 async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Written) -> Result<(), WriteError> {
@@ -188,12 +219,19 @@ async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Wr
         .timestamp_millis()
         .saturating_add(app.max_future.as_millis() as i64);
     batch.refuse_later_than(latest_ms, app.max_future);
+    let takeovers = match &app.ha {
+        Some(ha) => crate::ingest::ha::apply(ha, &app.pool, &app.metrics, &mut batch).await?,
+        None => Vec::new(),
+    };
     let refused = std::mem::take(&mut batch.refused);
     let stored = batch.series.len();
     let report = app.ingestor.ingest(batch).await?;
     written.samples = report.samples;
     written.histograms = report.histograms;
     written.exemplars = report.exemplars;
+    for takeover in takeovers {
+        replay_standby(app, &takeover).await?;
+    }
     if refused.is_empty() {
         return Ok(());
     }

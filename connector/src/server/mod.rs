@@ -41,6 +41,8 @@ pub struct AppState {
     /// Most samples in one remote-read response.
     pub max_read_samples: usize,
     pub query: QueryOptions,
+    /// HA pair deduplication (--metrics.high-availability), when on.
+    pub ha: Option<crate::ingest::ha::HaOptions>,
     /// Whether the admin API (deletion) is served (--web.enable-admin-api).
     pub enable_admin_api: bool,
     /// Set once the schema is migrated; writes before that are answered 503.

@@ -799,7 +799,7 @@ fn encode_rows(samples: &[(i64, f64)], raw: bool, out: &mut Vec<(i64, i64, i32, 
 }
 
 /// Writes series chunks into a chunk table, then indexes it if it has grown large enough.
-async fn insert_series_chunks(
+pub(super) async fn insert_series_chunks(
     tx: &mut Transaction<'_, Postgres>,
     table_name: &str,
     chunks: &[(i64, Vec<(i64, f64)>)],
@@ -1079,7 +1079,7 @@ async fn merged_series(
 
 /// The samples of a chunk's blocks, per series, in time order; on equal times the block
 /// written first wins.
-async fn chunk_block_samples(
+pub(super) async fn chunk_block_samples(
     tx: &mut Transaction<'_, Postgres>,
     chunk_id: i32,
 ) -> Result<HashMap<i64, Vec<(i64, f64)>>, sqlx::Error> {
@@ -1100,7 +1100,7 @@ async fn chunk_block_samples(
 }
 
 /// A row of chunk blocks: whole runs of consecutive series.
-struct ChunkBlockRow {
+pub(super) struct ChunkBlockRow {
     first_series: i64,
     last_series: i64,
     start: i64,
@@ -1123,7 +1123,7 @@ const MAX_BLOCK_ROW_BYTES: usize = 8_000;
 
 /// Packs series (ascending ids, each with ascending times) into chunk block rows of at most
 /// [`MAX_BLOCK_ROW_BYTES`]; a series too long for one row is split over several.
-fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<ChunkBlockRow> {
+pub(super) fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<ChunkBlockRow> {
     type Piece<'a> = (i64, &'a [(i64, f64)]);
     /// Encodes `pieces` as one row, or as several if the estimate fell short.
     fn flush(pieces: &[Piece<'_>], raw: bool, rows: &mut Vec<ChunkBlockRow>) {
@@ -1196,7 +1196,7 @@ fn encode_chunk_blocks(series: &[(i64, Vec<(i64, f64)>)], raw: bool) -> Vec<Chun
 }
 
 /// Writes chunk block rows (from [`encode_chunk_blocks`]) for a chunk; returns how many.
-async fn insert_chunk_blocks(
+pub(super) async fn insert_chunk_blocks(
     tx: &mut Transaction<'_, Postgres>,
     chunk_id: i32,
     rows: &[ChunkBlockRow],

@@ -3,21 +3,38 @@
 //! wherever it is stored: head rows, chunk blocks, series chunks, histogram rows and chunks,
 //! exemplars.
 //!
-//! A stored row that holds deleted samples is decoded, the deleted samples dropped, and the
-//! rest encoded again *in place*: a head row or chunk block row keeps its id, so the rule of
-//! precedence between rows (on equal times, the row written first wins) is unchanged for
-//! every sample kept; a row left empty is deleted. Every form of a series' data is filtered
-//! by the same rule, so no duplicate that lost to a deleted sample comes back. Each metric is
-//! handled in one transaction under the lock compaction, sealing and retention take
-//! (`compaction::lock_metric_chunks`), so none of them moves samples under it; writers only
-//! add rows, and what they add after the deletion began is kept.
+//! How each form is rewritten keeps what reads see of every sample kept (docs/storage.md,
+//! "Deletion"):
+//! - a head row holding deleted samples is encoded again *in place*: it keeps its id, so the
+//!   rule of precedence between head rows (on equal times, the row written first wins) is
+//!   unchanged; a row left empty is deleted. Head rows are read a few at a time.
+//! - a time chunk whose blocks hold deleted samples has all its blocks merged by precedence,
+//!   filtered and packed again, as sealing packs them: a rewritten block can be longer than
+//!   the one it replaces (a hole in regular times codes longer), and blocks must fit a page.
+//!   Blocks come before a chunk's table in precedence whatever their ids.
+//! - a series chunk of a chunk table holding deleted samples is replaced by the rest, split
+//!   to fit a page as compaction splits (a series' chunks never overlap, so splitting changes
+//!   no precedence); the chunk is marked rewritten and unsealed, so that sealing rewrites its
+//!   table and the space of the replaced rows is not lost.
+//! - histogram chunks are encoded again in place (one series each, never overlapping);
+//!   histogram rows and exemplars are deleted.
+//!
+//! Every form of a series' data is filtered by the same rule, so no duplicate that lost to a
+//! deleted sample comes back. Each metric is handled in one transaction under the lock
+//! compaction, sealing and retention take (`compaction::lock_metric_chunks`), so none of them
+//! moves samples under it; writers only add head rows, and what they add once the deletion
+//! has begun is kept. Metrics are committed one by one: a failure leaves the metrics before
+//! it done, and the request can be sent again.
 
 use std::collections::{BTreeMap, HashSet};
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::codec::{self, BlockEncoder};
-use super::compaction::{corrupt, lock_metric_chunks, raw_values};
+use super::compaction::{
+    chunk_block_samples, corrupt, encode_chunk_blocks, insert_chunk_blocks, insert_series_chunks, lock_metric_chunks,
+    raw_values,
+};
 use super::histogram_codec::{self, StoredHistogram};
 use super::read::{StoredHeadRow, HEAD_COLUMNS};
 use super::samples::{metric_of, quote_ident, PgTimestamp};
@@ -61,20 +78,31 @@ pub async fn delete(pool: &PgPool, series_ids: &[i64], start_ms: i64, end_ms: i6
     if start_ms > end_ms {
         return Ok(total);
     }
-    for (metric_id, mut ids) in by_metric {
+    let metrics = by_metric.len();
+    for (done, (metric_id, mut ids)) in by_metric.into_iter().enumerate() {
         ids.sort_unstable();
         ids.dedup();
-        let mut tx = pool.begin().await?;
-        lock_metric_chunks(&mut tx, metric_id).await?;
-        let deleted = delete_in_metric(&mut tx, metric_id, &ids, start_ms, end_ms).await?;
-        tx.commit().await?;
-        total.add(deleted);
+        let result = async {
+            let mut tx = pool.begin().await?;
+            lock_metric_chunks(&mut tx, metric_id).await?;
+            let deleted = delete_in_metric(&mut tx, metric_id, &ids, start_ms, end_ms).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(deleted)
+        }
+        .await;
+        match result {
+            Ok(deleted) => total.add(deleted),
+            Err(e) => {
+                tracing::warn!(error = %e, metric_id, done, metrics, "deleting series data failed; the metrics before this one are done");
+                return Err(e);
+            }
+        }
     }
     Ok(total)
 }
 
 async fn delete_in_metric(
-    tx: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     metric_id: i32,
     ids: &[i64],
     start_ms: i64,
@@ -86,155 +114,151 @@ async fn delete_in_metric(
     let raw = raw_values(&mut *tx, metric_id).await?;
     let mut deleted = Deleted::default();
 
-    // Head rows: re-encoded as they were written (values never raw).
-    let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3"
-    ))
-    .bind(metric_id)
-    .bind(start)
-    .bind(end)
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in rows {
-        let samples = row.samples().map_err(corrupt)?;
-        let Some((kept, removed)) = filtered(samples, doomed) else {
-            continue;
-        };
-        deleted.samples += removed;
-        match encode_runs(&kept, false) {
-            None => {
-                sqlx::query("DELETE FROM _prom_catalog.head WHERE id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Some(e) => {
-                sqlx::query(
-                    "UPDATE _prom_catalog.head SET min_time = $2, max_time = $3, samples = $4, data = $5,
-                            exceptions = $6, plain_series_ids = NULL, plain_times = NULL, plain_values = NULL
-                      WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(PgTimestamp::from_unix_ms(e.min_time))
-                .bind(PgTimestamp::from_unix_ms(e.max_time))
-                .bind(e.samples)
-                .bind(&e.block.data)
-                .bind((!e.block.exceptions.is_empty()).then_some(&e.block.exceptions))
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-    }
-
-    // Chunk blocks of the metric's time chunks that overlap the range.
-    let (first, last) = (ids[0], ids[ids.len() - 1]);
-    let blocks: Vec<StoredHeadRow> = sqlx::query_as(&format!(
-        "SELECT {HEAD_COLUMNS} FROM (
-             SELECT b.id, b.data, b.exceptions, NULL::bigint[] AS plain_series_ids,
-                    NULL::timestamptz[] AS plain_times, NULL::float8[] AS plain_values
-               FROM _prom_catalog.chunk c
-               JOIN _prom_catalog.chunk_block b ON b.chunk_id = c.id
-              WHERE c.metric_id = $1 AND c.start_time <= $3 AND c.end_time > $2
-                AND b.last_series >= $4 AND b.first_series <= $5
-                AND b.start_time <= $3 AND b.end_time >= $2) b"
-    ))
-    .bind(metric_id)
-    .bind(start)
-    .bind(end)
-    .bind(first)
-    .bind(last)
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in blocks {
-        let samples = row.samples().map_err(corrupt)?;
-        let Some((kept, removed)) = filtered(samples, doomed) else {
-            continue;
-        };
-        deleted.samples += removed;
-        match encode_runs(&kept, raw) {
-            None => {
-                sqlx::query("DELETE FROM _prom_catalog.chunk_block WHERE id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Some(e) => {
-                sqlx::query(
-                    "UPDATE _prom_catalog.chunk_block SET first_series = $2, last_series = $3, start_time = $4,
-                            end_time = $5, samples = $6, data = $7, exceptions = $8
-                      WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(e.first_series)
-                .bind(e.last_series)
-                .bind(PgTimestamp::from_unix_ms(e.min_time))
-                .bind(PgTimestamp::from_unix_ms(e.max_time))
-                .bind(e.samples)
-                .bind(&e.block.data)
-                .bind((!e.block.exceptions.is_empty()).then_some(&e.block.exceptions))
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-    }
-
-    // Series chunks of the time chunks that have a table: a series' chunks never overlap, so
-    // (series, start time) names one.
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name FROM _prom_catalog.chunk
-          WHERE metric_id = $1 AND table_name IS NOT NULL AND start_time <= $3 AND end_time > $2
-          ORDER BY start_time",
+    // Head rows overlapping the range, a few at a time: encoded again as written (values
+    // never raw), in place.
+    let head_ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM _prom_catalog.head WHERE metric_id = $1 AND max_time >= $2 AND min_time <= $3 ORDER BY id",
     )
     .bind(metric_id)
     .bind(start)
     .bind(end)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    for table in tables {
-        let table = quote_ident(&table);
+    for part in head_ids.chunks(64) {
+        let rows: Vec<StoredHeadRow> = sqlx::query_as(&format!(
+            "SELECT {HEAD_COLUMNS} FROM _prom_catalog.head WHERE id = ANY($1)"
+        ))
+        .bind(part)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let samples = row.samples().map_err(corrupt)?;
+            let Some((kept, removed)) = filtered(samples, doomed) else {
+                continue;
+            };
+            deleted.samples += removed;
+            match encode_runs(&kept) {
+                None => {
+                    sqlx::query("DELETE FROM _prom_catalog.head WHERE id = $1")
+                        .bind(row.id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Some(e) => {
+                    sqlx::query(
+                        "UPDATE _prom_catalog.head SET min_time = $2, max_time = $3, samples = $4, data = $5,
+                                exceptions = $6, plain_series_ids = NULL, plain_times = NULL, plain_values = NULL
+                          WHERE id = $1",
+                    )
+                    .bind(row.id)
+                    .bind(PgTimestamp::from_unix_ms(e.min_time))
+                    .bind(PgTimestamp::from_unix_ms(e.max_time))
+                    .bind(e.samples)
+                    .bind(&e.block.data)
+                    .bind((!e.block.exceptions.is_empty()).then_some(&e.block.exceptions))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+        }
+    }
+
+    // The metric's time chunks overlapping the range, one at a time.
+    let (first, last) = (ids[0], ids[ids.len() - 1]);
+    let chunks: Vec<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT id, table_name::text FROM _prom_catalog.chunk
+          WHERE metric_id = $1 AND start_time <= $3 AND end_time > $2 ORDER BY start_time",
+    )
+    .bind(metric_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (chunk_id, table) in chunks {
+        // Blocks: rewritten whole when one of them holds a deleted sample.
+        let candidates: Vec<(Vec<u8>, Option<Vec<f64>>)> = sqlx::query_as(
+            "SELECT data, exceptions FROM _prom_catalog.chunk_block
+              WHERE chunk_id = $1 AND last_series >= $4 AND first_series <= $5 AND start_time <= $3 AND end_time >= $2",
+        )
+        .bind(chunk_id)
+        .bind(start)
+        .bind(end)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut touched = false;
+        for (data, exceptions) in &candidates {
+            let decoded = codec::decode(data, exceptions.as_deref().unwrap_or(&[])).map_err(corrupt)?;
+            if decoded.iter().any(|&(s, t, _)| doomed(s, t)) {
+                touched = true;
+                break;
+            }
+        }
+        drop(candidates);
+        if touched {
+            let merged = chunk_block_samples(tx, chunk_id).await?;
+            let mut series: Vec<(i64, Vec<(i64, f64)>)> = Vec::with_capacity(merged.len());
+            for (id, samples) in merged {
+                let before = samples.len();
+                let kept: Vec<(i64, f64)> = samples.into_iter().filter(|&(t, _)| !doomed(id, t)).collect();
+                deleted.samples += (before - kept.len()) as u64;
+                if !kept.is_empty() {
+                    series.push((id, kept));
+                }
+            }
+            series.sort_unstable_by_key(|(id, _)| *id);
+            sqlx::query("DELETE FROM _prom_catalog.chunk_block WHERE chunk_id = $1")
+                .bind(chunk_id)
+                .execute(&mut **tx)
+                .await?;
+            insert_chunk_blocks(tx, chunk_id, &encode_chunk_blocks(&series, raw)).await?;
+        }
+
+        // Series chunks of the chunk's table: each one holding a deleted sample is replaced
+        // by what is left of it.
+        let Some(table) = table else { continue };
+        let quoted = quote_ident(&table);
         type ChunkRow = (i64, PgTimestamp, Vec<u8>, Option<Vec<f64>>);
-        let chunks: Vec<ChunkRow> = sqlx::query_as(&format!(
-            "SELECT series_id, start_time, data, exceptions FROM _prom_chunks.{table}
+        let rows: Vec<ChunkRow> = sqlx::query_as(&format!(
+            "SELECT series_id, start_time, data, exceptions FROM _prom_chunks.{quoted}
               WHERE series_id = ANY($1) AND start_time <= $3 AND end_time >= $2"
         ))
         .bind(ids)
         .bind(start)
         .bind(end)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
-        for (series, chunk_start, data, exceptions) in chunks {
-            let samples = codec::decode(&data, exceptions.as_deref().unwrap_or(&[])).map_err(corrupt)?;
-            let samples: Vec<_> = samples.into_iter().map(|(_, t, v)| (series, t, v)).collect();
-            let Some((kept, removed)) = filtered(samples, doomed) else {
-                continue;
-            };
-            deleted.samples += removed;
-            if kept.is_empty() {
-                sqlx::query(&format!(
-                    "DELETE FROM _prom_chunks.{table} WHERE series_id = $1 AND start_time = $2"
-                ))
-                .bind(series)
-                .bind(chunk_start)
-                .execute(&mut *tx)
-                .await?;
+        let mut replaced = false;
+        for (series, chunk_start, data, exceptions) in rows {
+            let decoded = codec::decode(&data, exceptions.as_deref().unwrap_or(&[])).map_err(corrupt)?;
+            let before = decoded.len();
+            let kept: Vec<(i64, f64)> = decoded
+                .into_iter()
+                .filter(|&(_, t, _)| !doomed(series, t))
+                .map(|(_, t, v)| (t, v))
+                .collect();
+            if kept.len() == before {
                 continue;
             }
-            let times: Vec<i64> = kept.iter().map(|s| s.1).collect();
-            let values: Vec<f64> = kept.iter().map(|s| s.2).collect();
-            let block = codec::encode_series(&times, &values, raw);
+            deleted.samples += (before - kept.len()) as u64;
+            replaced = true;
             sqlx::query(&format!(
-                "UPDATE _prom_chunks.{table} SET start_time = $3, end_time = $4, samples = $5, data = $6, exceptions = $7
-                  WHERE series_id = $1 AND start_time = $2"
+                "DELETE FROM _prom_chunks.{quoted} WHERE series_id = $1 AND start_time = $2"
             ))
             .bind(series)
             .bind(chunk_start)
-            .bind(PgTimestamp::from_unix_ms(times[0]))
-            .bind(PgTimestamp::from_unix_ms(times[times.len() - 1]))
-            .bind(times.len() as i32)
-            .bind(&block.data)
-            .bind((!block.exceptions.is_empty()).then_some(&block.exceptions))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
+            if !kept.is_empty() {
+                insert_series_chunks(tx, &table, &[(series, kept)], raw).await?;
+            }
+        }
+        if replaced {
+            sqlx::query("UPDATE _prom_catalog.chunk SET rewritten = true, sealed = false WHERE id = $1")
+                .bind(chunk_id)
+                .execute(&mut **tx)
+                .await?;
         }
     }
 
@@ -244,7 +268,7 @@ async fn delete_in_metric(
             .bind(ids)
             .bind(start)
             .bind(end)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
     type HistogramChunkRow = (i64, PgTimestamp, Vec<u8>, Vec<f64>);
@@ -255,7 +279,7 @@ async fn delete_in_metric(
     .bind(ids)
     .bind(start)
     .bind(end)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     for (series, chunk_end, data, floats) in chunks {
         let histograms = histogram_codec::decode(&data, &floats).map_err(corrupt)?;
@@ -272,7 +296,7 @@ async fn delete_in_metric(
             sqlx::query("DELETE FROM _prom_catalog.histogram_chunk WHERE series_id = $1 AND end_time = $2")
                 .bind(series)
                 .bind(chunk_end)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             continue;
         }
@@ -288,7 +312,7 @@ async fn delete_in_metric(
         .bind(kept.len() as i32)
         .bind(&chunk.data)
         .bind(&chunk.floats)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
 
@@ -297,7 +321,7 @@ async fn delete_in_metric(
             .bind(ids)
             .bind(start)
             .bind(end)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
     Ok(deleted)
@@ -320,17 +344,15 @@ struct Encoded {
     block: codec::Block,
     min_time: i64,
     max_time: i64,
-    first_series: i64,
-    last_series: i64,
     samples: i32,
 }
 
-/// Encodes samples sorted by series then time as one block of runs; `None` when there are
-/// none.
-fn encode_runs(samples: &[codec::DecodedSample], raw: bool) -> Option<Encoded> {
+/// Encodes samples sorted by series then time as one block of runs, as head rows are
+/// written; `None` when there are none.
+fn encode_runs(samples: &[codec::DecodedSample]) -> Option<Encoded> {
     let min_time = samples.iter().map(|s| s.1).min()?;
     let max_time = samples.iter().map(|s| s.1).max()?;
-    let mut encoder = BlockEncoder::new(min_time, raw);
+    let mut encoder = BlockEncoder::new(min_time, false);
     let (mut times, mut values) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < samples.len() {
@@ -348,8 +370,6 @@ fn encode_runs(samples: &[codec::DecodedSample], raw: bool) -> Option<Encoded> {
         block: encoder.finish(),
         min_time,
         max_time,
-        first_series: samples[0].0,
-        last_series: samples[samples.len() - 1].0,
         samples: samples.len() as i32,
     })
 }
@@ -368,17 +388,14 @@ mod tests {
         ];
         let (kept, removed) = filtered(samples.clone(), |s, t| s == 7 && t <= 10).unwrap();
         assert_eq!(removed, 1);
-        let e = encode_runs(&kept, false).unwrap();
+        let e = encode_runs(&kept).unwrap();
         let back = codec::decode(&e.block.data, &e.block.exceptions).unwrap();
         assert_eq!(back.len(), 3);
         for (a, b) in back.iter().zip(&kept) {
             assert_eq!((a.0, a.1, a.2.to_bits()), (b.0, b.1, b.2.to_bits()));
         }
-        assert_eq!(
-            (e.min_time, e.max_time, e.first_series, e.last_series, e.samples),
-            (10, 30, 5, 7, 3)
-        );
+        assert_eq!((e.min_time, e.max_time, e.samples), (10, 30, 3));
         assert!(filtered(samples, |_, t| t > 30).is_none());
-        assert!(encode_runs(&[], true).is_none());
+        assert!(encode_runs(&[]).is_none());
     }
 }

@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cardinality",
         sql: include_str!("migrations/0016_cardinality.sql"),
     },
+    Migration {
+        version: 17,
+        name: "ha_leases",
+        sql: include_str!("migrations/0017_ha_leases.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -12,6 +12,7 @@ pub mod compaction;
 pub mod deletion;
 pub mod error;
 pub mod exemplars;
+pub mod ha_lease;
 pub mod histogram_codec;
 pub mod histograms;
 pub mod maintenance;

@@ -1,0 +1,94 @@
+-- Schema version 17: deduplication of Prometheus HA pairs (--metrics.high-availability;
+-- docs/high-availability.md).
+--
+-- Prometheus servers of one HA pair send the same series with the same cluster label and
+-- different replica labels. One replica per cluster is the leader, through a lease every
+-- connector shares here; only the leader's samples are stored. The lease is kept in sample
+-- time: it lasts until the leader's newest sample plus the lease timeout, and a replica that
+-- sends samples later than that takes over. The samples a standby sent since the leader's
+-- newest are kept aside (ha_standby) and written once it takes over, so a failover leaves
+-- no gap; samples at or before the previous leader's newest (the fence) are never taken
+-- from the new one, so none is stored twice.
+
+CREATE TABLE _prom_catalog.ha_lease (
+    cluster      text        PRIMARY KEY,
+    leader       text        NOT NULL,
+    -- The leader's samples at or before this time are not stored (the previous leader's
+    -- newest sample when this one took over; -infinity for the first leader).
+    fence        timestamptz NOT NULL,
+    -- The newest sample time taken from the leader.
+    max_time     timestamptz NOT NULL,
+    -- Another replica takes over once it sends a sample later than this.
+    lease_until  timestamptz NOT NULL,
+    leader_since timestamptz NOT NULL DEFAULT now()
+);
+
+-- Requests of standbys newer than the leader's newest sample, kept for a takeover: each a
+-- remote-write 1.0 request (snappy-compressed protobuf) of the standby's series. Rows older
+-- than the leader's newest sample are deleted as standbys send more.
+CREATE TABLE _prom_catalog.ha_standby (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    cluster     text        NOT NULL,
+    replica     text        NOT NULL,
+    min_time    timestamptz NOT NULL,
+    max_time    timestamptz NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    body        bytea       NOT NULL
+);
+CREATE INDEX ha_standby_replica ON _prom_catalog.ha_standby (cluster, replica, max_time);
+
+-- Decides what a replica's request with samples in [p_min_time, p_max_time] is: the leader's
+-- (is_leader: store its samples later than fence; pending: its kept standby requests to
+-- write, after a takeover) or a standby's (store nothing; keep the request if it has samples
+-- later than fence, the leader's newest). Takes the lease when there is none, renews it for
+-- the leader, hands it over when the leader has sent nothing newer for the timeout.
+CREATE FUNCTION _prom_catalog.ha_decide(p_cluster text, p_replica text, p_min_time timestamptz,
+                                        p_max_time timestamptz, p_timeout interval)
+RETURNS TABLE (is_leader boolean, fence timestamptz, took_over boolean, pending bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v _prom_catalog.ha_lease;
+BEGIN
+    SELECT * INTO v FROM _prom_catalog.ha_lease l WHERE l.cluster = p_cluster FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO _prom_catalog.ha_lease AS l (cluster, leader, fence, max_time, lease_until)
+        VALUES (p_cluster, p_replica, '-infinity', p_max_time, p_max_time + p_timeout)
+        ON CONFLICT (cluster) DO NOTHING;
+        IF FOUND THEN
+            RETURN QUERY SELECT true, '-infinity'::timestamptz, true, 0::bigint;
+            RETURN;
+        END IF;
+        -- Another connector took it at the same moment.
+        SELECT * INTO v FROM _prom_catalog.ha_lease l WHERE l.cluster = p_cluster FOR UPDATE;
+    END IF;
+    IF v.leader = p_replica THEN
+        UPDATE _prom_catalog.ha_lease l
+           SET max_time = greatest(l.max_time, p_max_time),
+               lease_until = greatest(l.lease_until, p_max_time + p_timeout)
+         WHERE l.cluster = p_cluster;
+        RETURN QUERY SELECT true, v.fence, false,
+            (SELECT count(*) FROM _prom_catalog.ha_standby s WHERE s.cluster = p_cluster AND s.replica = p_replica);
+        RETURN;
+    END IF;
+    IF p_max_time > v.lease_until THEN
+        UPDATE _prom_catalog.ha_lease l
+           SET leader = p_replica, fence = v.max_time, max_time = greatest(v.max_time, p_max_time),
+               lease_until = p_max_time + p_timeout, leader_since = now()
+         WHERE l.cluster = p_cluster;
+        -- What other standbys kept is of no use now.
+        DELETE FROM _prom_catalog.ha_standby s WHERE s.cluster = p_cluster AND s.replica <> p_replica;
+        RETURN QUERY SELECT true, v.max_time, true,
+            (SELECT count(*) FROM _prom_catalog.ha_standby s WHERE s.cluster = p_cluster AND s.replica = p_replica);
+        RETURN;
+    END IF;
+    -- A standby: what it kept that the leader has caught up with is of no use.
+    DELETE FROM _prom_catalog.ha_standby s
+     WHERE s.cluster = p_cluster AND s.replica = p_replica AND s.max_time <= v.max_time;
+    RETURN QUERY SELECT false, v.max_time, false, 0::bigint;
+END
+$fn$;
+
+-- The leader of each HA cluster, for SQL users and dashboards.
+CREATE VIEW prom_info.ha_lease AS
+SELECT cluster, leader, leader_since, max_time AS leader_newest_sample, lease_until
+  FROM _prom_catalog.ha_lease;
