@@ -307,6 +307,77 @@ pub struct Config {
     /// Log line format.
     #[arg(long = "log.format", env = "PROMSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
     pub log_format: LogFormat,
+
+    /// Every flag's value as given or defaulted, secrets masked, for /api/v1/status/flags
+    /// (filled by [`Config::parse_with_flags`]).
+    #[arg(skip)]
+    pub flag_values: std::collections::BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Parses the command line and the environment, keeping every flag's value as text.
+    pub fn parse_with_flags() -> Config {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Config::command().get_matches();
+        let mut config = Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        config.flag_values = flag_values(&Config::command(), &matches);
+        config
+    }
+}
+
+/// What a secret looks like in /api/v1/status/flags, as Prometheus masks them.
+const MASKED: &str = "<secret>";
+
+/// Each flag (by its long name) with its value as given or defaulted (several joined by a
+/// comma), as Prometheus' /api/v1/status/flags lists them; `--db.password` and the password
+/// of a `--db.uri` masked.
+pub fn flag_values(command: &clap::Command, matches: &clap::ArgMatches) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let id = arg.get_id().as_str();
+        let value = match matches.try_get_raw(id) {
+            Ok(Some(values)) => values
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => String::new(),
+        };
+        let value = match long {
+            "db.password" if !value.is_empty() => MASKED.to_string(),
+            "db.uri" => mask_uri_password(&value),
+            _ => value,
+        };
+        out.insert(long.to_string(), value);
+    }
+    out
+}
+
+/// A connection URI with its password (in the user part or a `password` parameter) masked.
+fn mask_uri_password(uri: &str) -> String {
+    let mut out = uri.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let userinfo = &out[rest..rest + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest + colon + 1..rest + at, MASKED);
+            }
+        }
+    }
+    if let Some(query) = out.find('?') {
+        let (head, params) = out.split_at(query + 1);
+        let params: Vec<String> = params
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={MASKED}"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", params.join("&"));
+    }
+    out
 }
 
 /// Who may use the HTTP server. With no credentials configured every endpoint is open (the
@@ -394,6 +465,31 @@ fn parse_semantics(text: &str) -> Result<Semantics, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flags_are_listed_with_secrets_masked() {
+        use clap::{CommandFactory, FromArgMatches};
+        let args = [
+            "promscale-connector",
+            "--db.uri",
+            "postgres://prom:hunter2@db:5432/metrics?sslmode=require&password=hunter3",
+            "--metrics.promql.enable-feature",
+            "promql-experimental-functions",
+        ];
+        let matches = super::Config::command().get_matches_from(args);
+        assert!(super::Config::from_arg_matches(&matches).is_ok());
+        let flags = super::flag_values(&super::Config::command(), &matches);
+        assert_eq!(
+            flags["db.uri"],
+            "postgres://prom:<secret>@db:5432/metrics?sslmode=require&password=<secret>"
+        );
+        assert!(flags.values().all(|v| !v.contains("hunter")), "{flags:?}");
+        assert_eq!(flags["metrics.promql.enable-feature"], "promql-experimental-functions");
+        assert_eq!(flags["web.enable-admin-api"], "false");
+        assert_eq!(flags["metrics.ha.lease-timeout"], "1m");
+        assert_eq!(super::mask_uri_password("postgres://db/x"), "postgres://db/x");
+        assert_eq!(super::mask_uri_password("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
     use clap::Parser;
 
     use super::Config;

@@ -135,6 +135,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             replica_label: config.ha_replica_label.clone(),
             lease_timeout: config.ha_lease_timeout,
         }),
+        flags: config.flag_values.clone(),
+        started: chrono::Utc::now(),
         enable_admin_api: config.web_enable_admin_api,
         migrated: Default::default(),
         readiness: Default::default(),

@@ -97,6 +97,47 @@ async fn cardinality_and_limits_answer_like_prometheus_3() {
         assert_eq!(got_status, 400);
     }
 
+    // status/runtimeinfo and status/flags in Prometheus' shape; no secret among the flags.
+    let (status, got) = get(client, &format!("{ours}/api/v1/status/runtimeinfo"), &[]).await;
+    let (_, want) = get(client, &format!("{theirs}/api/v1/status/runtimeinfo"), &[]).await;
+    assert_eq!(status, 200, "{got}");
+    let shape = |v: &Value| -> Vec<(String, &'static str)> {
+        let mut fields: Vec<(String, &'static str)> = v["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    Value::Bool(_) => "bool",
+                    Value::Number(_) => "number",
+                    _ => "string",
+                };
+                (k.clone(), kind)
+            })
+            .collect();
+        fields.sort();
+        fields
+    };
+    assert_eq!(shape(&got), shape(&want));
+    assert_eq!(got["data"]["storageRetention"], "90d");
+    let (status, flags) = get(client, &format!("{ours}/api/v1/status/flags"), &[]).await;
+    assert_eq!(status, 200, "{flags}");
+    let flags = flags["data"].as_object().unwrap();
+    assert!(flags.values().all(Value::is_string));
+    assert_eq!(flags["maintenance.interval"], "0s");
+    let uri = loaded.pg.uri();
+    let password = uri
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('@').next())
+        .and_then(|u| u.split(':').nth(1))
+        .unwrap();
+    assert!(password.len() >= 8, "the test database has a password: {uri}");
+    assert!(
+        flags.values().all(|v| !v.as_str().unwrap().contains(password)),
+        "{flags:?}"
+    );
+
     // `limit` on listings and queries: the same data and warnings, or the same refusal.
     let at = |ms: i64| format!("{}", ms as f64 / 1000.0);
     let t = loaded.first_ms + 300 * promscale_e2e::comparison::STEP_MS;

@@ -43,6 +43,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/tsdb", get(tsdb_status))
+        .route("/api/v1/status/flags", get(flags))
+        .route("/api/v1/status/runtimeinfo", get(runtimeinfo))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(delete_series).put(delete_series),
@@ -480,6 +482,70 @@ async fn buildinfo() -> Response {
     }))
 }
 
+/// `/api/v1/status/flags`: every flag's value as given or defaulted, as Prometheus lists its
+/// own (secrets masked).
+async fn flags(State(app): State<Arc<AppState>>) -> Response {
+    success(json!(app.flags))
+}
+
+/// `/api/v1/status/runtimeinfo` in Prometheus' shape, with what a connector has of it: the Go
+/// runtime's fields are those of a process without one (GOMAXPROCS: the cores it may use),
+/// the retention the database's default.
+async fn runtimeinfo(State(app): State<Arc<AppState>>) -> ApiResult {
+    let retention = catalog::default_retention_seconds(&app.pool)
+        .await
+        .map_err(storage_error)?;
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    Ok(success(json!({
+        "startTime": rfc3339(app.started),
+        "CWD": cwd,
+        "hostname": hostname,
+        "serverTime": rfc3339(chrono::Utc::now()),
+        "reloadConfigSuccess": true,
+        "lastConfigTime": rfc3339(app.started),
+        "corruptionCount": 0,
+        "goroutineCount": 0,
+        "GOMAXPROCS": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "GOMEMLIMIT": 0,
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": prometheus_duration((retention * 1000.0) as i64),
+    })))
+}
+
+/// A duration as Prometheus writes one (`model.Duration`): years and weeks only when they
+/// divide it (`90d`, `2w`, `1y`), then days down to milliseconds (`1d1h30m`, `0s`).
+fn prometheus_duration(ms: i64) -> String {
+    if ms <= 0 {
+        return "0s".to_string();
+    }
+    const UNITS: [(&str, i64, bool); 7] = [
+        ("y", 365 * 86_400_000, true),
+        ("w", 7 * 86_400_000, true),
+        ("d", 86_400_000, false),
+        ("h", 3_600_000, false),
+        ("m", 60_000, false),
+        ("s", 1_000, false),
+        ("ms", 1, false),
+    ];
+    let mut rest = ms;
+    let mut out = String::new();
+    for (unit, size, exact) in UNITS {
+        if (exact && rest % size != 0) || rest < size {
+            continue;
+        }
+        out.push_str(&format!("{}{unit}", rest / size));
+        rest %= size;
+    }
+    out
+}
+
 /// `/api/v1/status/tsdb`: cardinality in Prometheus' shape, the top `limit` (10 by default, at
 /// most 10,000) of series per metric name, distinct values per label name, bytes of label
 /// values per label name (as Prometheus counts them: name and value with their length
@@ -540,6 +606,16 @@ fn storage_error(e: sqlx::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_written_as_prometheus_writes_them() {
+        assert_eq!(prometheus_duration(90 * 86_400_000), "90d");
+        assert_eq!(prometheus_duration(14 * 86_400_000), "2w");
+        assert_eq!(prometheus_duration(365 * 86_400_000), "1y");
+        assert_eq!(prometheus_duration(365 * 86_400_000 + 5_400_000), "365d1h30m");
+        assert_eq!(prometheus_duration(0), "0s");
+        assert_eq!(prometheus_duration(1_500), "1s500ms");
+    }
 
     #[test]
     fn listings_are_cut_at_the_limit_with_a_warning() {

@@ -43,6 +43,10 @@ pub struct AppState {
     pub query: QueryOptions,
     /// HA pair deduplication (--metrics.high-availability), when on.
     pub ha: Option<crate::ingest::ha::HaOptions>,
+    /// Every flag's value, secrets masked (/api/v1/status/flags).
+    pub flags: std::collections::BTreeMap<String, String>,
+    /// When the connector started (/api/v1/status/runtimeinfo).
+    pub started: chrono::DateTime<chrono::Utc>,
     /// Whether the admin API (deletion) is served (--web.enable-admin-api).
     pub enable_admin_api: bool,
     /// Set once the schema is migrated; writes before that are answered 503.

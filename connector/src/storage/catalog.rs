@@ -118,6 +118,13 @@ pub async fn tsdb_status(pool: &PgPool, limit: i64, timeout: std::time::Duration
     Ok(status)
 }
 
+/// The default retention period, in seconds.
+pub async fn default_retention_seconds(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar("SELECT extract(epoch FROM prom_api.get_default_retention_period())::float8")
+        .fetch_one(pool)
+        .await
+}
+
 /// One round trip, for readiness.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
