@@ -130,10 +130,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             semantics: config.promql_semantics,
             features,
         },
-        ha: config.ha.then(|| crate::ingest::ha::HaOptions {
-            cluster_label: config.ha_cluster_label.clone(),
-            replica_label: config.ha_replica_label.clone(),
-            lease_timeout: config.ha_lease_timeout,
+        ha: config.ha.then(|| {
+            Arc::new(crate::ingest::ha::Ha::new(crate::ingest::ha::HaOptions {
+                cluster_label: config.ha_cluster_label.clone(),
+                replica_label: config.ha_replica_label.clone(),
+                lease_timeout: config.ha_lease_timeout,
+            }))
         }),
         flags: config.flag_values.clone(),
         started: chrono::Utc::now(),

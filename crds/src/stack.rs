@@ -97,6 +97,13 @@ pub struct ConnectorSpec {
     /// their start, rates extrapolate as Prometheus 3) or `prometheus2` (as Prometheus 2.42).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promql_semantics: Option<PromqlSemantics>,
+    /// Deduplication of Prometheus HA pairs (the connector's `--metrics.high-availability`):
+    /// of the series carrying both labels, only those of the replica holding its cluster's
+    /// lease are stored, without the replica label. Present (`{}` for the defaults) turns it
+    /// on. With the Prometheus Operator, set the Prometheus' `prometheusExternalLabelName` and
+    /// `replicaExternalLabelName` to these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_availability: Option<HighAvailabilitySpec>,
     /// Extra command-line flags of promscale-connector, e.g. `--ingest.writers=8`
     /// (see `promscale-connector --help`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -122,6 +129,7 @@ impl Default for ConnectorSpec {
             pod_annotations: BTreeMap::new(),
             log_level: default_log_level(),
             promql_semantics: None,
+            high_availability: None,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
         }
@@ -134,6 +142,26 @@ fn default_replicas() -> i32 {
 
 fn default_log_level() -> String {
     "info".to_string()
+}
+
+/// `spec.connector.highAvailability`: the connector's `--metrics.ha.*` flags.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HighAvailabilitySpec {
+    /// The external label naming an HA pair; `cluster` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_label: Option<String>,
+    /// The external label naming a replica of a pair, not stored; `__replica__` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub replica_label: Option<String>,
+    /// How long, in sample time, a pair's leader may send nothing newer before the other
+    /// replica takes over, e.g. `30s`, `1m`, `2m30s`; `1m` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && !self.matches('^(0+[hms])+$')").message("leaseTimeout must be a positive duration written with h, m and s in that order, e.g. 30s, 1m, 2m30s"))]
+    #[schemars(length(max = 20))]
+    pub lease_timeout: Option<String>,
 }
 
 /// `spec.connector.promqlSemantics`: the connector's `--metrics.promql.semantics`.

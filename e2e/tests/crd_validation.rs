@@ -104,6 +104,20 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         ),
         (
             stack(
+                "leasetimeout",
+                json!({"database": uri_database(), "connector": {"highAvailability": {"leaseTimeout": "1 minute"}}}),
+            ),
+            "leaseTimeout must be a positive duration",
+        ),
+        (
+            stack(
+                "zerolease",
+                json!({"database": uri_database(), "connector": {"highAvailability": {"leaseTimeout": "0s"}}}),
+            ),
+            "leaseTimeout must be a positive duration",
+        ),
+        (
+            stack(
                 "sslmode",
                 json!({"database": {"host": "pg", "user": "u", "passwordSecretRef": {"name": "db", "key": "pw"}, "sslMode": "sometimes"}}),
             ),
@@ -192,6 +206,25 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
     assert_eq!(spec["service"]["port"], 9201);
     let typed: PromscaleStack = serde_json::from_value(serde_json::to_value(&created).unwrap()).unwrap();
     assert_eq!(typed.spec.connector.replicas, 1);
+    // HA with its defaults, and with every field.
+    for (name, ha) in [
+        ("hadefaults", json!({})),
+        (
+            "hafull",
+            json!({"clusterLabel": "prometheus", "replicaLabel": "prometheus_replica", "leaseTimeout": "1m30s"}),
+        ),
+    ] {
+        let created = create(
+            &stacks,
+            stack(
+                name,
+                json!({"database": uri_database(), "connector": {"highAvailability": ha.clone()}}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(created.data["spec"]["connector"]["highAvailability"], ha);
+    }
 
     let created = create(
         &policies,

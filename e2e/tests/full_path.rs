@@ -229,10 +229,23 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
         remote_write.replace(service_address, &pod_address),
         remote_read.replace(service_address, &pod_address),
     );
+    // The external labels the Prometheus Operator gives the first replica of the example's
+    // HA pair, under the names the example sets.
+    let (cluster_label, replica_label) = (
+        prometheus_object.data["spec"]["prometheusExternalLabelName"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        prometheus_object.data["spec"]["replicaExternalLabelName"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
     let _prometheus = Prometheus::start(
         |own_port| {
             format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{own_port}']\n\
+                "global:\n  scrape_interval: 1s\n  external_labels:\n    {cluster_label}: monitoring/k8s\n    {replica_label}: prometheus-k8s-0\n\
+                 scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{own_port}']\n\
                  remote_write:\n  - url: {write_url}\n    queue_config:\n      batch_send_deadline: 1s\n\
                  remote_read:\n  - url: {read_url}\n    read_recent: true\n"
             )
@@ -257,6 +270,17 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
         .await
         .unwrap();
     assert!(rows > 0);
+    // The example stack deduplicates HA pairs: the replica holds the lease, its label is not
+    // stored, the pair's is.
+    let answer = promql(&query_url, "up{job=\"prometheus\"}").await;
+    let labels = &answer["data"]["result"][0]["metric"];
+    assert_eq!(labels[cluster_label.as_str()], "monitoring/k8s", "{answer}");
+    assert!(labels.get(replica_label.as_str()).is_none(), "{answer}");
+    let leader: String = sqlx::query_scalar("SELECT leader FROM prom_info.ha_lease WHERE cluster = 'monitoring/k8s'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(leader, "prometheus-k8s-0");
 
     // --- the MetricPolicy settings are in prom_info.metric
     wait_for("the SLO policy on up", WAIT, || {

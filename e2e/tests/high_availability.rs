@@ -69,7 +69,7 @@ async fn an_ha_pair_is_stored_once_and_fails_over_without_a_gap() {
             "0s",
             "--metrics.high-availability",
             "--metrics.ha.lease-timeout",
-            "3s",
+            "5s",
         ],
     )
     .await;
@@ -99,12 +99,12 @@ async fn an_ha_pair_is_stored_once_and_fails_over_without_a_gap() {
         (leader(&db).await.as_deref() == Some("r2")).then_some(())
     })
     .await;
+    wait_for("r2's kept samples to be written", Duration::from_secs(60), || async {
+        (connector_metric(&connector, "promscale_ha_replayed_samples_total").await > 0.0).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let until = now_ms() - 1_000;
-    assert!(
-        connector_metric(&connector, "promscale_ha_replayed_samples_total").await > 0.0,
-        "what r2 sent as a standby since r1's last sample was written"
-    );
 
     // The target's `up` as stored: one series, the cluster label kept, the replica dropped.
     let response: Value = reqwest::Client::new()
@@ -135,9 +135,10 @@ async fn an_ha_pair_is_stored_once_and_fails_over_without_a_gap() {
         .collect();
     assert!(times.len() >= 10, "{times:?}");
     let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    // Scraped every second: a gap is a missing scrape; two replicas' scrapes interleaved are
-    // gaps well under a second, which only the one handover from r1 to r2 may have.
-    let missing: Vec<&i64> = gaps.iter().filter(|&&g| g > 2_500).collect();
+    // Scraped every second: without the standby's kept samples the handover would leave a
+    // gap of the lease timeout (5 s); two replicas' scrapes interleaved are gaps well under a
+    // second, which only the one handover from r1 to r2 may have.
+    let missing: Vec<&i64> = gaps.iter().filter(|&&g| g > 3_500).collect();
     assert!(missing.is_empty(), "gaps {missing:?} in {times:?}");
     let doubled = gaps.iter().filter(|&&g| g < 500).count();
     assert!(
@@ -183,6 +184,8 @@ async fn a_version_16_database_takes_leases_and_hands_them_over_at_the_fence() {
                     &[("__name__", "up"), ("__replica__", replica), ("cluster", "c1")],
                     &samples,
                 ),
+                // The replica label alone: one cluster named "".
+                series(&[("__name__", "solo"), ("__replica__", replica)], &samples),
                 series(&[("__name__", "single"), ("job", "y")], &samples),
             ]);
             let (status, text) = post(&client, &url, body).await.unwrap();
@@ -202,44 +205,55 @@ async fn a_version_16_database_takes_leases_and_hands_them_over_at_the_fence() {
     // Past r1's newest sample (t0 + 5 s) plus 10 s: r2 takes over.
     send("r2", vec![15_500], 2.0).await;
     assert_eq!(leader(&db).await.as_deref(), Some("r2"));
+    // What r2 kept is written in the background, then dropped.
+    wait_for("r2's kept requests to be written", Duration::from_secs(30), || async {
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.ha_standby WHERE replica = 'r2'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (kept == 0).then_some(())
+    })
+    .await;
     send("r1", vec![16_000], 1.0).await;
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.ha_standby WHERE replica = 'r2'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(kept, 0, "written and dropped");
 
-    let response: Value = reqwest::Client::new()
-        .get(connector.url("/api/v1/query"))
-        .query(&[
-            ("query", "up[30s]".to_string()),
-            ("time", format!("{:.3}", (t0 + 20_000) as f64 / 1000.0)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let result = response["data"]["result"].as_array().unwrap();
-    assert_eq!(result.len(), 1, "{response}");
-    assert_eq!(
-        result[0]["metric"],
-        serde_json::json!({"__name__": "up", "cluster": "c1"})
-    );
-    let points: Vec<(i64, String)> = result[0]["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                (p[0].as_f64().unwrap() * 1000.0).round() as i64 - t0,
-                p[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let stored = |name: &'static str| {
+        let url = connector.url("/api/v1/query");
+        async move {
+            let response: Value = reqwest::Client::new()
+                .get(url)
+                .query(&[
+                    ("query", format!("{name}[30s]")),
+                    ("time", format!("{:.3}", (t0 + 20_000) as f64 / 1000.0)),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let result = response["data"]["result"].as_array().unwrap().clone();
+            assert_eq!(result.len(), 1, "{name}: {response}");
+            let points: Vec<(i64, String)> = result[0]["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        (p[0].as_f64().unwrap() * 1000.0).round() as i64 - t0,
+                        p[1].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (result[0]["metric"].clone(), points)
+        }
+    };
     let mut want: Vec<(i64, String)> = seconds(0, 5, 0).into_iter().map(|o| (o, "1".to_string())).collect();
     want.extend(seconds(5, 15, 500).into_iter().map(|o| (o, "2".to_string())));
+    let (labels, points) = stored("up").await;
+    assert_eq!(labels, serde_json::json!({"__name__": "up", "cluster": "c1"}));
+    assert_eq!(points, want);
+    let (labels, points) = stored("solo").await;
+    assert_eq!(labels, serde_json::json!({"__name__": "solo"}));
     assert_eq!(points, want);
     // Series without the labels are stored as sent, from every request.
     let single: Value = reqwest::Client::new()

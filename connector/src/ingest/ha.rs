@@ -2,10 +2,12 @@
 //! docs/high-availability.md): of the series that carry both the cluster and the replica
 //! label (Prometheus' external labels), only those of the replica holding its cluster's lease
 //! are stored, without the replica label; a standby's are kept aside
-//! ([`crate::storage::ha_lease`]) and written if it takes over. Series without those labels
-//! pass as they are.
+//! ([`crate::storage::ha_lease`]) and written if it takes over ([`replay`]). Series with the
+//! replica label but no cluster label count as one cluster named "". Series without the
+//! replica label pass as they are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -27,18 +29,40 @@ pub struct HaOptions {
     pub lease_timeout: Duration,
 }
 
-/// A leader whose kept requests (from its time as a standby) are to be written now.
+/// HA deduplication of one connector: its options, and the leaders whose kept requests it
+/// is writing.
+#[derive(Debug)]
+pub struct Ha {
+    pub options: HaOptions,
+    replaying: Mutex<HashSet<(String, String)>>,
+}
+
+impl Ha {
+    pub fn new(options: HaOptions) -> Self {
+        Ha {
+            options,
+            replaying: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// A leader of a request: its cluster, itself, its fence, the newest time of what the request
+/// stores of it, and whether it has kept requests to write (after a takeover).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Takeover {
+pub struct Leader {
     pub cluster: String,
     pub replica: String,
     pub fence_ms: i64,
+    pub max_ms: i64,
+    pub pending: bool,
 }
 
-/// The cluster and replica labels of a series, if it has both.
+/// The cluster and replica labels of a series, if it has the replica label (the cluster is
+/// "" without its label).
 fn pair_of<'s>(series: &'s Series, options: &HaOptions) -> Option<(&'s str, &'s str)> {
     let find = |name: &str| series.labels.iter().find(|l| l.name() == name).map(|l| l.value());
-    Some((find(&options.cluster_label)?, find(&options.replica_label)?))
+    let replica = find(&options.replica_label)?;
+    Some((find(&options.cluster_label).unwrap_or(""), replica))
 }
 
 /// Removes the replica label and everything at or before `fence_ms`; whether anything is
@@ -51,7 +75,8 @@ pub fn keep_after(series: &mut Series, replica_label: &str, fence_ms: i64) -> bo
     !(series.samples.is_empty() && series.histograms.is_empty() && series.exemplars.is_empty())
 }
 
-/// The oldest and newest sample, histogram or exemplar time of some series.
+/// The oldest and newest sample or histogram time of some series (exemplars do not count:
+/// a series' exemplars may be far older than its samples).
 fn time_span<'a>(series: impl Iterator<Item = &'a Series>) -> Option<(i64, i64)> {
     series
         .flat_map(|s| {
@@ -59,7 +84,6 @@ fn time_span<'a>(series: impl Iterator<Item = &'a Series>) -> Option<(i64, i64)>
                 .iter()
                 .map(|x| x.timestamp)
                 .chain(s.histograms.iter().map(|h| h.timestamp))
-                .chain(s.exemplars.iter().map(|e| e.timestamp))
         })
         .fold(None, |span, t| match span {
             None => Some((t, t)),
@@ -68,10 +92,9 @@ fn time_span<'a>(series: impl Iterator<Item = &'a Series>) -> Option<(i64, i64)>
 }
 
 /// A standby's series as a remote-write 1.0 body (exemplars are not kept).
-fn standby_body(series: &[Series]) -> Vec<u8> {
+fn standby_body<'a>(series: impl Iterator<Item = &'a Series>) -> Vec<u8> {
     prompb::WriteRequest {
         timeseries: series
-            .iter()
             .map(|s| prompb::TimeSeries {
                 labels: s
                     .labels
@@ -92,15 +115,16 @@ fn standby_body(series: &[Series]) -> Vec<u8> {
 }
 
 /// Applies the lease to a decoded request, in place: standbys' series are taken out (and
-/// kept aside when newer than the leader's newest sample), leaders' lose the replica label
-/// and what lies at or before their fence. Returns the leaders whose kept requests are to be
-/// written (after a takeover, or when an earlier attempt did not finish).
+/// kept aside when newer than the leader's newest committed sample), leaders' lose the
+/// replica label and what lies at or before their fence. Returns the request's leaders: once
+/// its samples are committed, [`committed`] tells the lease, and [`replay`] writes what a
+/// new leader kept as a standby.
 pub async fn apply(
     options: &HaOptions,
     pool: &PgPool,
     metrics: &Metrics,
     batch: &mut WriteBatch,
-) -> Result<Vec<Takeover>, StorageError> {
+) -> Result<Vec<Leader>, StorageError> {
     // (cluster, replica) -> indexes of its series.
     let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (i, s) in batch.series.iter().enumerate() {
@@ -115,10 +139,10 @@ pub async fn apply(
         return Ok(Vec::new());
     }
     let mut keep = vec![true; batch.series.len()];
-    let mut takeovers = Vec::new();
+    let mut leaders = Vec::new();
     for ((cluster, replica), members) in groups {
         let Some((min_ms, max_ms)) = time_span(members.iter().map(|&i| &batch.series[i])) else {
-            // Nothing to store.
+            // Exemplars alone: stored with the samples they go with, which decide.
             for &i in &members {
                 keep[i] = false;
             }
@@ -142,22 +166,25 @@ pub async fn apply(
                 let fenced = before - series.samples.len() - series.histograms.len();
                 metrics.ha_fenced_samples.inc_by(fenced as u64);
             }
-            if pending > 0 {
-                takeovers.push(Takeover {
-                    cluster,
-                    replica,
-                    fence_ms,
-                });
-            }
+            leaders.push(Leader {
+                cluster,
+                replica,
+                fence_ms,
+                max_ms,
+                pending,
+            });
         } else {
-            let series: Vec<Series> = members.iter().map(|&i| batch.series[i].clone()).collect();
-            let samples: usize = series.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
+            let samples: usize = members
+                .iter()
+                .map(|&i| batch.series[i].samples.len() + batch.series[i].histograms.len())
+                .sum();
             metrics.ha_standby_samples.inc_by(samples as u64);
+            if max_ms > fence_ms {
+                let body = standby_body(members.iter().map(|&i| &batch.series[i]));
+                ha_lease::keep_standby(pool, &cluster, &replica, min_ms, max_ms, &body).await?;
+            }
             for &i in &members {
                 keep[i] = false;
-            }
-            if max_ms > fence_ms {
-                ha_lease::keep_standby(pool, &cluster, &replica, min_ms, max_ms, &standby_body(&series)).await?;
             }
         }
     }
@@ -166,7 +193,79 @@ pub async fn apply(
         i += 1;
         keep[i - 1]
     });
-    Ok(takeovers)
+    Ok(leaders)
+}
+
+/// Tells the lease that the leaders' samples of a request are committed. A failure is
+/// logged, not answered: the samples are stored; the lease's record lags until the next
+/// request (a takeover meanwhile would take the new leader's samples from an earlier fence).
+pub async fn committed(pool: &PgPool, leaders: &[Leader]) {
+    for leader in leaders {
+        if let Err(e) = ha_lease::committed(pool, &leader.cluster, &leader.replica, leader.max_ms).await {
+            tracing::warn!(error = %e, cluster = leader.cluster, replica = leader.replica, "recording an HA leader's commit failed");
+        }
+    }
+}
+
+impl Ha {
+    /// Marks the writing of `leader`'s kept requests as started by this connector; false
+    /// when it already is.
+    pub fn start_replay(&self, leader: &Leader) -> bool {
+        let key = (leader.cluster.clone(), leader.replica.clone());
+        self.replaying.lock().unwrap_or_else(|e| e.into_inner()).insert(key)
+    }
+
+    pub fn finish_replay(&self, leader: &Leader) {
+        let key = (leader.cluster.clone(), leader.replica.clone());
+        self.replaying.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+    }
+}
+
+/// Writes what a leader sent while it was a standby and that is newer than its fence, oldest
+/// first (run in a task of its own: nothing here changes the answer to the request that
+/// started it). Each kept request is claimed (locked) while it is written, then dropped, so
+/// that connectors share the work; the writing stops if the lease moves. A request that
+/// cannot be stored (the database refuses its data, or it does not decode) is dropped with a
+/// warning; when the database is unavailable, the error is returned and the rest waits for
+/// the leader's next request.
+pub async fn replay_kept(
+    ha: &Ha,
+    pool: &PgPool,
+    ingestor: &crate::ingest::Ingestor,
+    metrics: &Metrics,
+    leader: &Leader,
+) -> Result<(), StorageError> {
+    loop {
+        let mut tx = pool.begin().await?;
+        let Some((id, body)) = ha_lease::claim_kept(&mut tx, &leader.cluster, &leader.replica, leader.fence_ms).await?
+        else {
+            return Ok(());
+        };
+        // Written by a connector from a request it decoded: no size limit applies again.
+        match crate::remote_write::decode::decode_snappy(&body, usize::MAX / 4) {
+            Ok(mut batch) => {
+                batch
+                    .series
+                    .retain_mut(|s| keep_after(s, &ha.options.replica_label, leader.fence_ms));
+                match ingestor.ingest(batch).await {
+                    Ok(report) => {
+                        metrics
+                            .ha_replayed_samples
+                            .inc_by((report.samples + report.histograms) as u64);
+                    }
+                    Err(StorageError::Rejected(e)) => {
+                        tracing::warn!(error = %e, cluster = leader.cluster, replica = leader.replica, "a kept HA standby request was refused by the database and is dropped");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, cluster = leader.cluster, replica = leader.replica, "a kept HA standby request does not decode and is dropped");
+            }
+        }
+        ha_lease::forget(&mut tx, id).await?;
+        tx.commit().await?;
+    }
 }
 
 #[cfg(test)]
@@ -209,11 +308,14 @@ mod tests {
         assert!(!keep_after(&mut s, "__replica__", 30));
         let plain = series(&[("__name__", "up"), ("cluster", "c1")], &[1]);
         assert_eq!(pair_of(&plain, &options), None);
+        let unnamed = series(&[("__name__", "up"), ("__replica__", "b")], &[1]);
+        assert_eq!(pair_of(&unnamed, &options), Some(("", "b")));
         // What a standby keeps reads back as the same series.
-        let kept = standby_body(&[series(
+        let standby = [series(
             &[("__name__", "up"), ("__replica__", "b"), ("cluster", "c1")],
             &[5, 6],
-        )]);
+        )];
+        let kept = standby_body(standby.iter());
         let back = crate::remote_write::decode::decode_snappy(&kept, 1 << 20).unwrap();
         assert_eq!(back.series.len(), 1);
         assert_eq!(back.series[0].labels.len(), 3);

@@ -174,40 +174,9 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     response
 }
 
-/// Writes what a new HA leader sent while it was a standby and that is newer than the
-/// previous leader's newest sample (docs/high-availability.md), oldest first; each kept
-/// request is dropped once written. Written again after a failure (by this request's retry or
-/// a later one), a sample is stored at the same time with the same value, which reads as one.
-async fn replay_standby(app: &AppState, takeover: &crate::ingest::ha::Takeover) -> Result<(), WriteError> {
-    use crate::storage::ha_lease;
-    let Some(ha) = &app.ha else { return Ok(()) };
-    let unavailable = |e: sqlx::Error| WriteError::Storage(StorageError::from(e));
-    loop {
-        let kept = ha_lease::kept(&app.pool, &takeover.cluster, &takeover.replica, 16)
-            .await
-            .map_err(unavailable)?;
-        if kept.is_empty() {
-            return Ok(());
-        }
-        for (id, body) in kept {
-            // Written by this connector, so it decodes; one that does not is dropped.
-            if let Ok(mut batch) = decode_snappy(&body, app.max_request_bytes.max(body.len() * 8)) {
-                batch
-                    .series
-                    .retain_mut(|s| crate::ingest::ha::keep_after(s, &ha.replica_label, takeover.fence_ms));
-                let report = app.ingestor.ingest(batch).await?;
-                app.metrics
-                    .ha_replayed_samples
-                    .inc_by((report.samples + report.histograms) as u64);
-            }
-            ha_lease::forget(&app.pool, &[id]).await.map_err(unavailable)?;
-        }
-    }
-}
-
 /// Stores a request; `written` counts what was committed, also when some series were left
 /// out.
-async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Written) -> Result<(), WriteError> {
+async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &mut Written) -> Result<(), WriteError> {
     let mut batch = match protocol {
         Protocol::V1 => decode_snappy(body, app.max_request_bytes)?,
         Protocol::V2 => decode_v2_snappy(body, app.max_request_bytes)?,
@@ -219,8 +188,8 @@ async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Wr
         .timestamp_millis()
         .saturating_add(app.max_future.as_millis() as i64);
     batch.refuse_later_than(latest_ms, app.max_future);
-    let takeovers = match &app.ha {
-        Some(ha) => crate::ingest::ha::apply(ha, &app.pool, &app.metrics, &mut batch).await?,
+    let leaders = match &app.ha {
+        Some(ha) => crate::ingest::ha::apply(&ha.options, &app.pool, &app.metrics, &mut batch).await?,
         None => Vec::new(),
     };
     let refused = std::mem::take(&mut batch.refused);
@@ -229,8 +198,22 @@ async fn store(app: &AppState, protocol: Protocol, body: &[u8], written: &mut Wr
     written.samples = report.samples;
     written.histograms = report.histograms;
     written.exemplars = report.exemplars;
-    for takeover in takeovers {
-        replay_standby(app, &takeover).await?;
+    if let Some(ha) = &app.ha {
+        crate::ingest::ha::committed(&app.pool, &leaders).await;
+        for leader in leaders.iter().filter(|l| l.pending) {
+            if ha.start_replay(leader) {
+                let (app, ha, leader) = (app.clone(), ha.clone(), leader.clone());
+                tokio::spawn(async move {
+                    let result =
+                        crate::ingest::ha::replay_kept(&ha, &app.pool, &app.ingestor, &app.metrics, &leader).await;
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, cluster = leader.cluster, replica = leader.replica,
+                            "writing a new HA leader's kept requests stopped; its next request resumes it");
+                    }
+                    ha.finish_replay(&leader);
+                });
+            }
+        }
     }
     if refused.is_empty() {
         return Ok(());

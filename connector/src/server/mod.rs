@@ -42,7 +42,7 @@ pub struct AppState {
     pub max_read_samples: usize,
     pub query: QueryOptions,
     /// HA pair deduplication (--metrics.high-availability), when on.
-    pub ha: Option<crate::ingest::ha::HaOptions>,
+    pub ha: Option<std::sync::Arc<crate::ingest::ha::Ha>>,
     /// Every flag's value, secrets masked (/api/v1/status/flags).
     pub flags: std::collections::BTreeMap<String, String>,
     /// When the connector started (/api/v1/status/runtimeinfo).

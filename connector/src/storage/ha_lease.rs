@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::samples::PgTimestamp;
 
@@ -19,8 +19,8 @@ pub struct Decision {
     pub fence_ms: i64,
     /// The lease changed hands (or was first taken) with this request.
     pub took_over: bool,
-    /// Requests the leader sent as a standby and that are still to be written.
-    pub pending: i64,
+    /// The leader has requests from its time as a standby still to write.
+    pub pending: bool,
 }
 
 pub async fn decide(
@@ -31,7 +31,7 @@ pub async fn decide(
     max_ms: i64,
     timeout: Duration,
 ) -> Result<Decision, sqlx::Error> {
-    let (is_leader, fence, took_over, pending): (bool, PgTimestamp, bool, i64) = sqlx::query_as(
+    let (is_leader, fence, took_over, pending): (bool, PgTimestamp, bool, bool) = sqlx::query_as(
         "SELECT is_leader, fence, took_over, pending
            FROM _prom_catalog.ha_decide($1, $2, $3, $4, $5 * interval '1 millisecond')",
     )
@@ -72,23 +72,46 @@ pub async fn keep_standby(
     Ok(())
 }
 
-/// The requests `replica` kept as a standby, oldest first, at most `limit`: (id, body).
-pub async fn kept(pool: &PgPool, cluster: &str, replica: &str, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+/// The leader's write of samples up to `max_ms` has committed.
+pub async fn committed(pool: &PgPool, cluster: &str, replica: &str, max_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT _prom_catalog.ha_committed($1, $2, $3)")
+        .bind(cluster)
+        .bind(replica)
+        .bind(PgTimestamp::from_unix_ms(max_ms))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The oldest request `replica` kept as a standby that no other transaction is writing,
+/// locked until `tx` ends: (id, body). None when there is none, or when `replica` no longer
+/// leads `cluster` behind `fence_ms` (the lease moved since: what is left is for a later
+/// takeover, with its own fence).
+pub async fn claim_kept(
+    tx: &mut Transaction<'_, Postgres>,
+    cluster: &str,
+    replica: &str,
+    fence_ms: i64,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, body FROM _prom_catalog.ha_standby WHERE cluster = $1 AND replica = $2 ORDER BY id LIMIT $3",
+        "SELECT s.id, s.body FROM _prom_catalog.ha_standby s
+          WHERE s.cluster = $1 AND s.replica = $2
+            AND EXISTS (SELECT 1 FROM _prom_catalog.ha_lease l WHERE l.cluster = $1 AND l.leader = $2 AND l.fence = $3)
+          ORDER BY s.id LIMIT 1
+          FOR UPDATE OF s SKIP LOCKED",
     )
     .bind(cluster)
     .bind(replica)
-    .bind(limit)
-    .fetch_all(pool)
+    .bind(PgTimestamp::from_unix_ms(fence_ms))
+    .fetch_optional(&mut **tx)
     .await
 }
 
-/// Drops kept requests once written.
-pub async fn forget(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM _prom_catalog.ha_standby WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
+/// Drops a kept request (claimed in `tx`) once written.
+pub async fn forget(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM _prom_catalog.ha_standby WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }

@@ -39,6 +39,12 @@ pub fn connector_env(names: &StackNames, spec: &PromscaleStackSpec) -> BTreeMap<
         "PROMSCALE_METRICS_PROMQL_SEMANTICS",
         spec.connector.promql_semantics.map(|s| s.as_str().to_string()),
     );
+    if let Some(ha) = &spec.connector.high_availability {
+        set("PROMSCALE_METRICS_HIGH_AVAILABILITY", Some("true".to_string()));
+        set("PROMSCALE_METRICS_HA_CLUSTER_LABEL", ha.cluster_label.clone());
+        set("PROMSCALE_METRICS_HA_REPLICA_LABEL", ha.replica_label.clone());
+        set("PROMSCALE_METRICS_HA_LEASE_TIMEOUT", ha.lease_timeout.clone());
+    }
     env
 }
 

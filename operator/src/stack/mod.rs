@@ -4,11 +4,11 @@
 //! in the status.
 
 mod auth_secrets;
-mod config_map;
+pub mod config_map;
 mod defaults;
 pub mod deployment;
 mod disruption;
-mod names;
+pub mod names;
 mod rbac;
 mod reconcile;
 mod service;
