@@ -132,6 +132,53 @@ pub struct Config {
     )]
     pub ha_lease_timeout: Duration,
 
+    /// Refuse series with more labels than this (`__name__` included), as Mimir's
+    /// -validation.max-label-names-per-series: only those series are left out, with a 400
+    /// naming them after the rest of the request is stored. 0: no limit.
+    #[arg(
+        long = "limits.max-labels-per-series",
+        env = "PROMSCALE_LIMITS_MAX_LABELS_PER_SERIES",
+        default_value_t = 0
+    )]
+    pub limits_max_labels: usize,
+
+    /// Refuse series with a label name longer than this many bytes (as the label limit above).
+    /// 0: no limit (names past 1024 bytes are always refused).
+    #[arg(
+        long = "limits.max-label-name-length",
+        env = "PROMSCALE_LIMITS_MAX_LABEL_NAME_LENGTH",
+        default_value_t = 0
+    )]
+    pub limits_max_label_name_bytes: usize,
+
+    /// Refuse series with a label value longer than this many bytes (as the label limit
+    /// above). 0: no limit.
+    #[arg(
+        long = "limits.max-label-value-length",
+        env = "PROMSCALE_LIMITS_MAX_LABEL_VALUE_LENGTH",
+        default_value_t = 0
+    )]
+    pub limits_max_label_value_bytes: usize,
+
+    /// Samples and native histograms per second this connector accepts, all senders together;
+    /// a request beyond is answered 429 and nothing of it is stored (Prometheus sends it again
+    /// later). 0: no limit.
+    #[arg(
+        long = "limits.ingestion-rate",
+        env = "PROMSCALE_LIMITS_INGESTION_RATE",
+        default_value_t = 0.0
+    )]
+    pub limits_ingestion_rate: f64,
+
+    /// Samples that may arrive at once above --limits.ingestion-rate (a request larger than
+    /// this passes when nothing else arrived for a while). 0: one second of the rate.
+    #[arg(
+        long = "limits.ingestion-burst",
+        env = "PROMSCALE_LIMITS_INGESTION_BURST",
+        default_value_t = 0.0
+    )]
+    pub limits_ingestion_burst: f64,
+
     /// Serve the admin API (/api/v1/admin/tsdb/delete_series and clean_tombstones), as
     /// Prometheus' flag of the same name; without it those endpoints answer 503. With
     /// authentication configured, only the common credentials (--auth.bearer-token-file,
@@ -322,6 +369,24 @@ impl Config {
         let mut config = Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         config.flag_values = flag_values(&Config::command(), &matches);
         config
+    }
+}
+
+/// The label limits of remote write (`--limits.*`; 0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelLimits {
+    pub max_labels: usize,
+    pub max_name_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Config {
+    pub fn label_limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_labels: self.limits_max_labels,
+            max_name_bytes: self.limits_max_label_name_bytes,
+            max_value_bytes: self.limits_max_label_value_bytes,
+        }
     }
 }
 

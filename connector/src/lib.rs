@@ -137,6 +137,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 lease_timeout: config.ha_lease_timeout,
             }))
         }),
+        label_limits: config.label_limits(),
+        rate_limiter: crate::ingest::rate_limit::RateLimiter::new(
+            config.limits_ingestion_rate,
+            config.limits_ingestion_burst,
+        ),
         flags: config.flag_values.clone(),
         started: chrono::Utc::now(),
         enable_admin_api: config.web_enable_admin_api,

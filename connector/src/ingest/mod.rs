@@ -9,6 +9,7 @@
 
 mod activity;
 pub mod ha;
+pub mod rate_limit;
 
 pub use activity::WriteActivity;
 

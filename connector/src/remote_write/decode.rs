@@ -69,6 +69,14 @@ pub enum DecodeError {
     MetricNameTooLong { series: String, len: usize },
     #[error("series {series} has {count} labels, above the {MAX_LABELS} this connector can index")]
     TooManyLabels { series: String, count: usize },
+    #[error("series {series} {detail} (--limits.{flag})")]
+    OverLimit {
+        series: String,
+        /// The limit's flag, after `--limits.`.
+        flag: &'static str,
+        detail: String,
+        reason: &'static str,
+    },
     #[error("series {series} has {count} samples more than {limit:?} ahead of the connector's clock (the latest at {latest} ms); they were left out")]
     TooFarInFuture {
         series: String,
@@ -109,6 +117,7 @@ impl DecodeError {
             | DecodeError::MetricNameTooLong { .. }
             | DecodeError::TooManyLabels { .. } => "labels_too_large",
             DecodeError::TooFarInFuture { .. } => "too_far_in_future",
+            DecodeError::OverLimit { reason, .. } => reason,
         }
     }
 }
@@ -187,6 +196,69 @@ impl WriteBatch {
 
     /// Leaves out samples and histograms later than `latest_ms` (Unix ms), and series left
     /// with none.
+    /// Leaves out the series beyond the configured label limits (0: none), each counted with
+    /// its reason; the others stay.
+    pub fn refuse_over_label_limits(&mut self, limits: &crate::config::LabelLimits) {
+        if limits.max_labels == 0 && limits.max_name_bytes == 0 && limits.max_value_bytes == 0 {
+            return;
+        }
+        let refused = &mut self.refused;
+        self.series.retain(|series| {
+            let over = |max: usize, len: usize| max > 0 && len > max;
+            let problem = if over(limits.max_labels, series.labels.len()) {
+                Some((
+                    "max-labels-per-series",
+                    format!(
+                        "has {} labels, above the limit of {}",
+                        series.labels.len(),
+                        limits.max_labels
+                    ),
+                    "max_labels_per_series",
+                ))
+            } else if let Some(l) = series.labels.iter().find(|l| over(limits.max_name_bytes, l.name.len())) {
+                Some((
+                    "max-label-name-length",
+                    format!(
+                        "has a label name of {} bytes, above the limit of {}",
+                        l.name.len(),
+                        limits.max_name_bytes
+                    ),
+                    "label_name_too_long",
+                ))
+            } else {
+                series
+                    .labels
+                    .iter()
+                    .find(|l| over(limits.max_value_bytes, l.value.len()))
+                    .map(|l| {
+                        (
+                            "max-label-value-length",
+                            format!(
+                                "has a value of {} bytes for label {:?}, above the limit of {}",
+                                l.value.len(),
+                                l.name(),
+                                limits.max_value_bytes
+                            ),
+                            "label_value_too_long",
+                        )
+                    })
+            };
+            let Some((flag, detail, reason)) = problem else {
+                return true;
+            };
+            refused.push(
+                DecodeError::OverLimit {
+                    series: describe_series(&series.labels),
+                    flag,
+                    detail,
+                    reason,
+                },
+                series.samples.len() + series.histograms.len(),
+            );
+            false
+        });
+    }
+
     pub fn refuse_later_than(&mut self, latest_ms: i64, limit: std::time::Duration) {
         let refused = &mut self.refused;
         let exemplars_dropped = &mut self.exemplars_dropped;

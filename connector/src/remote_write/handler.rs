@@ -36,6 +36,8 @@ pub enum WriteError {
     Storage(#[from] StorageError),
     #[error("not ready: the database schema is not migrated yet")]
     NotReady,
+    #[error("ingestion rate limit of {rate} samples/s exceeded (--limits.ingestion-rate): {samples} samples not stored; send them again later")]
+    RateLimited { rate: f64, samples: usize },
     #[error("{stored} series stored; {} left out: {}", refused.series, describe_refused(refused))]
     PartlyRefused { stored: usize, refused: Refusals },
 }
@@ -59,6 +61,7 @@ impl WriteError {
             | WriteError::Storage(StorageError::Rejected(_))
             | WriteError::PartlyRefused { .. } => StatusCode::BAD_REQUEST,
             WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            WriteError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -188,10 +191,25 @@ async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &m
         .timestamp_millis()
         .saturating_add(app.max_future.as_millis() as i64);
     batch.refuse_later_than(latest_ms, app.max_future);
+    batch.refuse_over_label_limits(&app.label_limits);
     let leaders = match &app.ha {
         Some(ha) => crate::ingest::ha::apply(&ha.options, &app.pool, &app.metrics, &mut batch).await?,
         None => Vec::new(),
     };
+    if let Some(limiter) = &app.rate_limiter {
+        let samples = batch.sample_count() + batch.histogram_count();
+        if !limiter.try_take(samples) {
+            let reason = ReasonLabel { reason: "rate_limited" };
+            app.metrics
+                .samples_refused
+                .get_or_create(&reason)
+                .inc_by(samples as u64);
+            return Err(WriteError::RateLimited {
+                rate: limiter.rate,
+                samples,
+            });
+        }
+    }
     let refused = std::mem::take(&mut batch.refused);
     let stored = batch.series.len();
     let report = app.ingestor.ingest(batch).await?;

@@ -41,6 +41,10 @@ pub struct AppState {
     /// Most samples in one remote-read response.
     pub max_read_samples: usize,
     pub query: QueryOptions,
+    /// Label limits of remote write (--limits.max-label*).
+    pub label_limits: crate::config::LabelLimits,
+    /// The ingestion rate limit (--limits.ingestion-rate), when set.
+    pub rate_limiter: Option<crate::ingest::rate_limit::RateLimiter>,
     /// HA pair deduplication (--metrics.high-availability), when on.
     pub ha: Option<std::sync::Arc<crate::ingest::ha::Ha>>,
     /// Every flag's value, secrets masked (/api/v1/status/flags).
