@@ -41,6 +41,25 @@ pub async fn maintain_with(db: &sqlx::PgPool, options: &CompactionOptions) -> Co
     }
 }
 
+/// An instant query at `time_ms` through the HTTP API at `base` (a server's root URL);
+/// the whole answer, which must be a success.
+pub async fn instant_query(client: &reqwest::Client, base: &str, query: &str, time_ms: i64) -> serde_json::Value {
+    let (status, answer) = comparison::get(
+        client,
+        &format!("{base}/api/v1/query"),
+        &[
+            ("query", query.to_string()),
+            (
+                "time",
+                format!("{}.{:03}", time_ms.div_euclid(1000), time_ms.rem_euclid(1000)),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{query}: {answer}");
+    answer
+}
+
 /// Sends an HTTP request and returns its body as JSON.
 pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
     request

@@ -129,3 +129,30 @@ pub fn label_key(labels: &[promscale_connector::prompb::Label]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// A value with no short decimal form (8 bytes each in a block, as an exception), different
+/// for every series and point: series of them fill a time chunk past the chunk blocks' 1 MiB
+/// quickly.
+pub fn incompressible_value(series: i64, i: i64) -> f64 {
+    f64::from_bits(
+        0x3ff0_0000_0000_0000 | ((series * 1_000_003 + i).wrapping_mul(2_654_435_761) as u64 & 0xf_ffff_ffff_ffff),
+    )
+}
+
+/// An integer native histogram of `observations`, all in one bucket of schema 1, as
+/// Prometheus sends one (bucket deltas).
+pub fn integer_histogram(timestamp: i64, observations: u64) -> promscale_connector::prompb::Histogram {
+    use promscale_connector::prompb::histogram::{Count, ZeroCount};
+    use promscale_connector::prompb::{BucketSpan, Histogram};
+    Histogram {
+        count: Some(Count::Int(observations)),
+        sum: observations as f64 * 0.25,
+        schema: 1,
+        zero_threshold: 1e-128,
+        zero_count: Some(ZeroCount::Int(0)),
+        positive_spans: vec![BucketSpan { offset: -1, length: 2 }],
+        positive_deltas: vec![observations as i64, -(observations as i64)],
+        timestamp,
+        ..Default::default()
+    }
+}

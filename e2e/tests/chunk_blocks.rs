@@ -9,7 +9,7 @@ use promscale_connector::storage::codec::run_sizes;
 use promscale_connector::storage::compaction::CompactionOptions;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
-use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::remote_write::{encode, incompressible_value as raw_value, post, series};
 use promscale_e2e::{json, maintain, maintain_with};
 use sqlx::PgPool;
 
@@ -282,14 +282,6 @@ async fn small_sealed_chunks_become_blocks_and_answer_exactly_as_before() {
         range_query(&client, &connector, "count(blk_counter)", start, end).await,
         counter_before
     );
-}
-
-/// A value with no short decimal form (8 bytes each, as an exception): series of them fill a
-/// chunk past the blocks' 1 MiB quickly.
-fn raw_value(series: i64, i: i64) -> f64 {
-    f64::from_bits(
-        0x3ff0_0000_0000_0000 | ((series * 1_000_003 + i).wrapping_mul(2_654_435_761) as u64 & 0xf_ffff_ffff_ffff),
-    )
 }
 
 /// A chunk that outgrows the blocks gets a table: what compaction writes from then on goes

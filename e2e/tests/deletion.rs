@@ -3,13 +3,14 @@
 //! deleting the same; in chunk blocks, chunk tables, native histogram rows and chunks and
 //! exemplars; the precedence of duplicates kept; off unless enabled.
 
-use promscale_connector::prompb::histogram::{Count, ZeroCount};
-use promscale_connector::prompb::{BucketSpan, Exemplar, Histogram, Label, TimeSeries};
+use promscale_connector::prompb::{Exemplar, Label, TimeSeries};
 use promscale_e2e::comparison::{compare, get};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::{Prometheus, Version};
-use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::remote_write::{
+    encode, incompressible_value as raw_value, integer_histogram as histogram, post, series,
+};
 use promscale_e2e::{maintain, recent_ms};
 use serde_json::Value;
 use std::time::Duration;
@@ -46,16 +47,8 @@ async fn raw(
     from: i64,
     to: i64,
 ) -> Vec<Vec<(i64, u64)>> {
-    let (status, body) = get(
-        client,
-        &connector.url("/api/v1/query"),
-        &[
-            ("query", format!("{selector}[{}ms]", to - from + 1)),
-            ("time", seconds(to)),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let query = format!("{selector}[{}ms]", to - from + 1);
+    let body = promscale_e2e::instant_query(client, &connector.url(""), &query, to).await;
     body["data"]["result"]
         .as_array()
         .unwrap()
@@ -221,28 +214,6 @@ async fn deleting_series_data_answers_like_prometheus_3() {
     let (got, body) = delete(&client, &ours, &[("match[]", "{pod=\"\"}".to_string())]).await;
     assert_eq!((got, &body["errorType"]), (400, &Value::from("bad_data")), "{body}");
     compare_all("after a refused deletion").await;
-}
-
-fn histogram(timestamp: i64, observations: u64) -> Histogram {
-    Histogram {
-        count: Some(Count::Int(observations)),
-        sum: observations as f64 * 0.25,
-        schema: 1,
-        zero_threshold: 1e-128,
-        zero_count: Some(ZeroCount::Int(0)),
-        positive_spans: vec![BucketSpan { offset: -1, length: 2 }],
-        positive_deltas: vec![observations as i64, -(observations as i64)],
-        timestamp,
-        ..Default::default()
-    }
-}
-
-/// A value with no short decimal form (8 bytes each, as an exception): series of them fill a
-/// time chunk past the chunk blocks' 1 MiB quickly, so that it gets a table.
-fn raw_value(series: i64, i: i64) -> f64 {
-    f64::from_bits(
-        0x3ff0_0000_0000_0000 | ((series * 1_000_003 + i).wrapping_mul(2_654_435_761) as u64 & 0xf_ffff_ffff_ffff),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

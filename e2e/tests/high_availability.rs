@@ -10,7 +10,6 @@ use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::{sum_metric, Prometheus};
 use promscale_e2e::wait_for;
-use serde_json::Value;
 
 fn replica_config(replica: &str, connector_port: u16) -> String {
     format!(
@@ -107,18 +106,9 @@ async fn an_ha_pair_is_stored_once_and_fails_over_without_a_gap() {
     let until = now_ms() - 1_000;
 
     // The target's `up` as stored: one series, the cluster label kept, the replica dropped.
-    let response: Value = reqwest::Client::new()
-        .get(connector.url("/api/v1/query"))
-        .query(&[
-            ("query", format!("up{{job=\"target\"}}[{}ms]", until - started)),
-            ("time", format!("{:.3}", until as f64 / 1000.0)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let client = reqwest::Client::new();
+    let query = format!("up{{job=\"target\"}}[{}ms]", until - started);
+    let response = promscale_e2e::instant_query(&client, &connector.url(""), &query, until).await;
     let result = response["data"]["result"].as_array().unwrap();
     assert_eq!(result.len(), 1, "one series for the pair: {response}");
     assert_eq!(result[0]["metric"]["cluster"], "c1");
@@ -216,21 +206,11 @@ async fn a_version_16_database_takes_leases_and_hands_them_over_at_the_fence() {
     .await;
     send("r1", vec![16_000], 1.0).await;
 
+    let base = connector.url("");
     let stored = |name: &'static str| {
-        let url = connector.url("/api/v1/query");
+        let (client, base) = (client.clone(), base.clone());
         async move {
-            let response: Value = reqwest::Client::new()
-                .get(url)
-                .query(&[
-                    ("query", format!("{name}[30s]")),
-                    ("time", format!("{:.3}", (t0 + 20_000) as f64 / 1000.0)),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let response = promscale_e2e::instant_query(&client, &base, &format!("{name}[30s]"), t0 + 20_000).await;
             let result = response["data"]["result"].as_array().unwrap().clone();
             assert_eq!(result.len(), 1, "{name}: {response}");
             let points: Vec<(i64, String)> = result[0]["values"]
@@ -256,18 +236,7 @@ async fn a_version_16_database_takes_leases_and_hands_them_over_at_the_fence() {
     assert_eq!(labels, serde_json::json!({"__name__": "solo"}));
     assert_eq!(points, want);
     // Series without the labels are stored as sent, from every request.
-    let single: Value = reqwest::Client::new()
-        .get(connector.url("/api/v1/query"))
-        .query(&[
-            ("query", "count_over_time(single[30s])".to_string()),
-            ("time", format!("{:.3}", (t0 + 20_000) as f64 / 1000.0)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let single = promscale_e2e::instant_query(&client, &base, "count_over_time(single[30s])", t0 + 20_000).await;
     assert_eq!(single["data"]["result"][0]["value"][1], "23", "{single}");
     // The version 16 catalog is intact.
     let (status, old) = promscale_e2e::comparison::get(

@@ -12,18 +12,7 @@ use promscale_e2e::recent_ms;
 use promscale_e2e::remote_write::{encode, post, series};
 
 async fn count(client: &reqwest::Client, connector: &Connector, query: &str, at_ms: i64) -> f64 {
-    let response: serde_json::Value = client
-        .get(connector.url("/api/v1/query"))
-        .query(&[
-            ("query", query.to_string()),
-            ("time", format!("{:.3}", at_ms as f64 / 1000.0)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = promscale_e2e::instant_query(client, &connector.url(""), query, at_ms).await;
     response["data"]["result"][0]["value"][1]
         .as_str()
         .map_or(0.0, |v| v.parse().unwrap())

@@ -13,7 +13,7 @@ use promscale_connector::prompb::{
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::{sum_metric, Prometheus};
-use promscale_e2e::remote_write::{encode, post, series};
+use promscale_e2e::remote_write::{encode, integer_histogram, post, series};
 use prost::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,20 +534,6 @@ async fn compare_json(client: &reqwest::Client, reference: &str, tested: &str, p
         assert_eq!(got, want, "{params:?}");
     } else {
         assert!(close(&got, &want), "{params:?}:\n got  {got}\n want {want}");
-    }
-}
-
-fn integer_histogram(timestamp: i64, observations: u64) -> Histogram {
-    Histogram {
-        count: Some(Count::Int(observations)),
-        sum: observations as f64 * 0.25,
-        schema: 1,
-        zero_threshold: 1e-128,
-        zero_count: Some(ZeroCount::Int(0)),
-        positive_spans: vec![BucketSpan { offset: -1, length: 2 }],
-        positive_deltas: vec![observations as i64, -(observations as i64)],
-        timestamp,
-        ..Default::default()
     }
 }
 

@@ -263,14 +263,7 @@ async fn delete_in_metric(
     }
 
     // Native histograms: rows, then chunks (a series' chunks never overlap: end time names one).
-    deleted.histograms +=
-        sqlx::query("DELETE FROM _prom_catalog.histogram WHERE series_id = ANY($1) AND time >= $2 AND time <= $3")
-            .bind(ids)
-            .bind(start)
-            .bind(end)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+    deleted.histograms += delete_timed_rows(tx, "histogram", ids, start, end).await?;
     type HistogramChunkRow = (i64, PgTimestamp, Vec<u8>, Vec<f64>);
     let chunks: Vec<HistogramChunkRow> = sqlx::query_as(
         "SELECT series_id, end_time, data, floats FROM _prom_catalog.histogram_chunk
@@ -316,15 +309,28 @@ async fn delete_in_metric(
         .await?;
     }
 
-    deleted.exemplars +=
-        sqlx::query("DELETE FROM _prom_catalog.exemplar WHERE series_id = ANY($1) AND time >= $2 AND time <= $3")
-            .bind(ids)
-            .bind(start)
-            .bind(end)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+    deleted.exemplars += delete_timed_rows(tx, "exemplar", ids, start, end).await?;
     Ok(deleted)
+}
+
+/// Deletes the rows of `_prom_catalog.<table>` (a table of this module's choosing, keyed by
+/// series and time) of `ids` in `[start, end]`; how many.
+async fn delete_timed_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &'static str,
+    ids: &[i64],
+    start: PgTimestamp,
+    end: PgTimestamp,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(&format!(
+        "DELETE FROM _prom_catalog.{table} WHERE series_id = ANY($1) AND time >= $2 AND time <= $3"
+    ))
+    .bind(ids)
+    .bind(start)
+    .bind(end)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 /// The samples of a row (by series, then time) without the doomed ones, and how many those
