@@ -101,7 +101,8 @@ pub struct Config {
     /// Deduplicate Prometheus HA pairs: of the series carrying both --metrics.ha.cluster-label
     /// and --metrics.ha.replica-label (Prometheus' external labels), only the replica holding
     /// its cluster's lease is stored, without the replica label; a lease shared by every
-    /// connector of the database. See docs/high-availability.md.
+    /// connector of the database. Series without both labels are stored as they are. See
+    /// docs/high-availability.md.
     #[arg(long = "metrics.high-availability", env = "PROMSCALE_METRICS_HIGH_AVAILABILITY")]
     pub ha: bool,
 
@@ -166,7 +167,8 @@ pub struct Config {
     #[arg(
         long = "limits.ingestion-rate",
         env = "PROMSCALE_LIMITS_INGESTION_RATE",
-        default_value_t = 0.0
+        default_value_t = 0.0,
+        value_parser = parse_rate
     )]
     pub limits_ingestion_rate: f64,
 
@@ -175,7 +177,8 @@ pub struct Config {
     #[arg(
         long = "limits.ingestion-burst",
         env = "PROMSCALE_LIMITS_INGESTION_BURST",
-        default_value_t = 0.0
+        default_value_t = 0.0,
+        value_parser = parse_rate
     )]
     pub limits_ingestion_burst: f64,
 
@@ -418,7 +421,33 @@ pub fn flag_values(command: &clap::Command, matches: &clap::ArgMatches) -> std::
     out
 }
 
-/// A connection URI with its password (in the user part or a `password` parameter) masked.
+/// `%XX` escapes of a URI component decoded (others kept as they are).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|&b| hex(b)),
+            bytes.get(i + 2).and_then(|&b| hex(b)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A connection URI with its password (in the user part or a parameter naming a password)
+/// masked.
 fn mask_uri_password(uri: &str) -> String {
     let mut out = uri.to_string();
     if let Some(scheme_end) = out.find("://") {
@@ -436,7 +465,8 @@ fn mask_uri_password(uri: &str) -> String {
         let params: Vec<String> = params
             .split('&')
             .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={MASKED}"),
+                // Any parameter naming a password (password, sslpassword), however encoded.
+                Some((k, _)) if percent_decoded(k).to_ascii_lowercase().contains("password") => format!("{k}={MASKED}"),
                 _ => p.to_string(),
             })
             .collect();
@@ -519,6 +549,14 @@ fn parse_feature(text: &str) -> Result<String, String> {
     Ok(text.trim().to_string())
 }
 
+/// A rate or a burst of samples: a finite number, 0 or more.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("{text:?} is not a number of samples, 0 or more")),
+    }
+}
+
 /// `--metrics.promql.semantics`: `prometheus3` or `prometheus2`.
 fn parse_semantics(text: &str) -> Result<Semantics, String> {
     match text {
@@ -536,7 +574,7 @@ mod tests {
         let args = [
             "promscale-connector",
             "--db.uri",
-            "postgres://prom:hunter2@db:5432/metrics?sslmode=require&password=hunter3",
+            "postgres://prom:hunter2@db:5432/metrics?sslmode=require&password=hunter3&pass%77ord=hunter4&sslpassword=hunter5",
             "--metrics.promql.enable-feature",
             "promql-experimental-functions",
         ];
@@ -545,7 +583,7 @@ mod tests {
         let flags = super::flag_values(&super::Config::command(), &matches);
         assert_eq!(
             flags["db.uri"],
-            "postgres://prom:<secret>@db:5432/metrics?sslmode=require&password=<secret>"
+            "postgres://prom:<secret>@db:5432/metrics?sslmode=require&password=<secret>&pass%77ord=<secret>&sslpassword=<secret>"
         );
         assert!(flags.values().all(|v| !v.contains("hunter")), "{flags:?}");
         assert_eq!(flags["metrics.promql.enable-feature"], "promql-experimental-functions");

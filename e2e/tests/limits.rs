@@ -47,7 +47,7 @@ async fn series_over_the_label_limits_are_left_out_and_requests_over_the_rate_wa
             "--limits.max-label-value-length",
             "30",
             "--limits.ingestion-rate",
-            "1000",
+            "500",
             "--limits.ingestion-burst",
             "3000",
         ],
@@ -104,8 +104,9 @@ async fn series_over_the_label_limits_are_left_out_and_requests_over_the_rate_wa
         2.0
     );
 
-    // 2,500 samples pass (the bucket holds 3,000); 2,500 more at once do not, and nothing of
-    // them is stored; three seconds later they pass.
+    // 2,500 samples pass (the bucket holds 3,000); 2,500 more at once do not (they would
+    // wait four seconds at 500 a second), nothing of them is stored, and the answer says
+    // when to come back; five seconds later they pass.
     let batch = |metric: &'static str| {
         encode(
             (0..25)
@@ -118,9 +119,26 @@ async fn series_over_the_label_limits_are_left_out_and_requests_over_the_rate_wa
     };
     let (status, text) = post(&client, &url, batch("first")).await.unwrap();
     assert_eq!(status, 204, "{text}");
-    let (status, text) = post(&client, &url, batch("second")).await.unwrap();
-    assert_eq!(status, 429, "{text}");
-    assert!(text.contains("--limits.ingestion-rate"), "{text}");
+    let refused_answer = client
+        .post(&url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(batch("second"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused_answer.status().as_u16(), 429);
+    let retry_after: u64 = refused_answer.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=4).contains(&retry_after), "Retry-After: {retry_after}");
+    let text = refused_answer.text().await.unwrap();
+    assert!(
+        text.contains("--limits.ingestion-rate") && text.contains("retry_on_http_429"),
+        "{text}"
+    );
     assert_eq!(count(&client, &connector, "count(second)", t).await, 0.0);
     assert_eq!(
         refused(
@@ -132,7 +150,7 @@ async fn series_over_the_label_limits_are_left_out_and_requests_over_the_rate_wa
         .await,
         2500.0
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (status, text) = post(&client, &url, batch("second")).await.unwrap();
     assert_eq!(status, 204, "{text}");
     assert_eq!(count(&client, &connector, "count(second)", t).await, 25.0);

@@ -2,9 +2,9 @@
 //! docs/high-availability.md): of the series that carry both the cluster and the replica
 //! label (Prometheus' external labels), only those of the replica holding its cluster's lease
 //! are stored, without the replica label; a standby's are kept aside
-//! ([`crate::storage::ha_lease`]) and written if it takes over ([`replay`]). Series with the
-//! replica label but no cluster label count as one cluster named "". Series without the
-//! replica label pass as they are.
+//! ([`crate::storage::ha_lease`]) and written if it takes over ([`replay_kept`]). Series
+//! without both labels pass as they are (as in Mimir): servers that set only one of them are
+//! not known to be one pair.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -35,6 +35,9 @@ pub struct HaOptions {
 pub struct Ha {
     pub options: HaOptions,
     replaying: Mutex<HashSet<(String, String)>>,
+    /// One leader's kept requests written at a time: each holds a connection of the pool
+    /// while it writes, which live writes need too.
+    pub replay_turn: tokio::sync::Semaphore,
 }
 
 impl Ha {
@@ -42,6 +45,7 @@ impl Ha {
         Ha {
             options,
             replaying: Mutex::new(HashSet::new()),
+            replay_turn: tokio::sync::Semaphore::new(1),
         }
     }
 }
@@ -57,12 +61,10 @@ pub struct Leader {
     pub pending: bool,
 }
 
-/// The cluster and replica labels of a series, if it has the replica label (the cluster is
-/// "" without its label).
+/// The cluster and replica labels of a series, if it has both.
 fn pair_of<'s>(series: &'s Series, options: &HaOptions) -> Option<(&'s str, &'s str)> {
     let find = |name: &str| series.labels.iter().find(|l| l.name() == name).map(|l| l.value());
-    let replica = find(&options.replica_label)?;
-    Some((find(&options.cluster_label).unwrap_or(""), replica))
+    Some((find(&options.cluster_label)?, find(&options.replica_label)?))
 }
 
 /// Removes the replica label and everything at or before `fence_ms`; whether anything is
@@ -142,9 +144,10 @@ pub async fn apply(
     let mut leaders = Vec::new();
     for ((cluster, replica), members) in groups {
         let Some((min_ms, max_ms)) = time_span(members.iter().map(|&i| &batch.series[i])) else {
-            // Exemplars alone: stored with the samples they go with, which decide.
+            // Exemplars alone (no sample to decide by): left out, counted as dropped.
             for &i in &members {
                 keep[i] = false;
+                batch.exemplars_dropped += batch.series[i].exemplars.len();
             }
             continue;
         };
@@ -235,6 +238,7 @@ pub async fn replay_kept(
     metrics: &Metrics,
     leader: &Leader,
 ) -> Result<(), StorageError> {
+    let _turn = ha.replay_turn.acquire().await;
     loop {
         let mut tx = pool.begin().await?;
         let Some((id, body)) = ha_lease::claim_kept(&mut tx, &leader.cluster, &leader.replica, leader.fence_ms).await?
@@ -309,7 +313,7 @@ mod tests {
         let plain = series(&[("__name__", "up"), ("cluster", "c1")], &[1]);
         assert_eq!(pair_of(&plain, &options), None);
         let unnamed = series(&[("__name__", "up"), ("__replica__", "b")], &[1]);
-        assert_eq!(pair_of(&unnamed, &options), Some(("", "b")));
+        assert_eq!(pair_of(&unnamed, &options), None);
         // What a standby keeps reads back as the same series.
         let standby = [series(
             &[("__name__", "up"), ("__replica__", "b"), ("cluster", "c1")],

@@ -198,24 +198,23 @@ impl WriteBatch {
     /// with none.
     /// Leaves out the series beyond the configured label limits (0: none), each counted with
     /// its reason; the others stay.
-    pub fn refuse_over_label_limits(&mut self, limits: &crate::config::LabelLimits) {
+    /// A label named `ignored` (an HA pair's replica label, not stored) counts for none.
+    pub fn refuse_over_label_limits(&mut self, limits: &crate::config::LabelLimits, ignored: Option<&str>) {
         if limits.max_labels == 0 && limits.max_name_bytes == 0 && limits.max_value_bytes == 0 {
             return;
         }
         let refused = &mut self.refused;
         self.series.retain(|series| {
             let over = |max: usize, len: usize| max > 0 && len > max;
-            let problem = if over(limits.max_labels, series.labels.len()) {
+            let counted = || series.labels.iter().filter(|l| Some(l.name()) != ignored);
+            let count = counted().count();
+            let problem = if over(limits.max_labels, count) {
                 Some((
                     "max-labels-per-series",
-                    format!(
-                        "has {} labels, above the limit of {}",
-                        series.labels.len(),
-                        limits.max_labels
-                    ),
+                    format!("has {count} labels, above the limit of {}", limits.max_labels),
                     "max_labels_per_series",
                 ))
-            } else if let Some(l) = series.labels.iter().find(|l| over(limits.max_name_bytes, l.name.len())) {
+            } else if let Some(l) = counted().find(|l| over(limits.max_name_bytes, l.name.len())) {
                 Some((
                     "max-label-name-length",
                     format!(
@@ -226,9 +225,7 @@ impl WriteBatch {
                     "label_name_too_long",
                 ))
             } else {
-                series
-                    .labels
-                    .iter()
+                counted()
                     .find(|l| over(limits.max_value_bytes, l.value.len()))
                     .map(|l| {
                         (
@@ -975,6 +972,40 @@ fn describe_labels(labels: &[proto::Label]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_limits_leave_out_only_the_series_beyond_them_and_ignore_the_replica_label() {
+        let series = |labels: &[(&str, &str)]| Series {
+            labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+            samples: vec![crate::prompb::Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
+            histograms: vec![],
+            exemplars: vec![],
+        };
+        let mut batch = WriteBatch {
+            series: vec![
+                series(&[("__name__", "a"), ("__replica__", "r1"), ("b", "1"), ("c", "2")]),
+                series(&[("__name__", "a"), ("b", "1"), ("c", "2"), ("d", "3")]),
+                series(&[("__name__", "a"), ("b", "a-long-value")]),
+            ],
+            ..Default::default()
+        };
+        let limits = crate::config::LabelLimits {
+            max_labels: 3,
+            max_name_bytes: 0,
+            max_value_bytes: 10,
+        };
+        batch.refuse_over_label_limits(&limits, Some("__replica__"));
+        assert_eq!(batch.series.len(), 1, "the replica label counts for nothing");
+        assert_eq!(batch.refused.series, 2);
+        assert_eq!(batch.refused.by_reason["max_labels_per_series"], (1, 1));
+        assert_eq!(batch.refused.by_reason["label_value_too_long"], (1, 1));
+        assert!(batch.refused.first[0]
+            .to_string()
+            .contains("--limits.max-labels-per-series"));
+    }
     use proto::TimeSeries;
 
     fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {

@@ -36,8 +36,12 @@ pub enum WriteError {
     Storage(#[from] StorageError),
     #[error("not ready: the database schema is not migrated yet")]
     NotReady,
-    #[error("ingestion rate limit of {rate} samples/s exceeded (--limits.ingestion-rate): {samples} samples not stored; send them again later")]
-    RateLimited { rate: f64, samples: usize },
+    #[error("ingestion rate limit of {rate} samples/s exceeded (--limits.ingestion-rate): {samples} samples not stored; send them again in {retry_after} s (Prometheus does with queue_config.retry_on_http_429: true)")]
+    RateLimited {
+        rate: f64,
+        samples: usize,
+        retry_after: u64,
+    },
     #[error("{stored} series stored; {} left out: {}", refused.series, describe_refused(refused))]
     PartlyRefused { stored: usize, refused: Refusals },
 }
@@ -161,10 +165,17 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     app.metrics
         .write_request_duration
         .observe(started.elapsed().as_secs_f64());
+    let retry_after = match &result {
+        Err(WriteError::RateLimited { retry_after, .. }) => Some(*retry_after),
+        _ => None,
+    };
     let mut response = match result {
         Ok(()) => status.into_response(),
         Err(e) => (status, format!("{}\n", e.client_message())).into_response(),
     };
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    }
     if is_v2 {
         let headers = response.headers_mut();
         headers.insert("X-Prometheus-Remote-Write-Samples-Written", written.samples.into());
@@ -191,23 +202,30 @@ async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &m
         .timestamp_millis()
         .saturating_add(app.max_future.as_millis() as i64);
     batch.refuse_later_than(latest_ms, app.max_future);
-    batch.refuse_over_label_limits(&app.label_limits);
+    // The replica label of an HA pair is not stored: it counts for no limit.
+    let replica_label = app.ha.as_ref().map(|ha| ha.options.replica_label.as_str());
+    batch.refuse_over_label_limits(&app.label_limits, replica_label);
     let leaders = match &app.ha {
         Some(ha) => crate::ingest::ha::apply(&ha.options, &app.pool, &app.metrics, &mut batch).await?,
         None => Vec::new(),
     };
     if let Some(limiter) = &app.rate_limiter {
+        // A request with nothing to store (a standby's, exemplars or metadata alone) takes
+        // nothing from the bucket and is never turned away.
         let samples = batch.sample_count() + batch.histogram_count();
-        if !limiter.try_take(samples) {
-            let reason = ReasonLabel { reason: "rate_limited" };
-            app.metrics
-                .samples_refused
-                .get_or_create(&reason)
-                .inc_by(samples as u64);
-            return Err(WriteError::RateLimited {
-                rate: limiter.rate,
-                samples,
-            });
+        if samples > 0 {
+            if let Err(retry_after) = limiter.try_take(samples) {
+                let reason = ReasonLabel { reason: "rate_limited" };
+                app.metrics
+                    .samples_refused
+                    .get_or_create(&reason)
+                    .inc_by(samples as u64);
+                return Err(WriteError::RateLimited {
+                    rate: limiter.rate,
+                    samples,
+                    retry_after,
+                });
+            }
         }
     }
     let refused = std::mem::take(&mut batch.refused);

@@ -104,16 +104,23 @@ END
 $fn$;
 
 -- The leader's write of samples up to p_max_time has committed: standbys' kept requests it
--- has caught up with are of no use (those of standbys that stopped sending too).
+-- has caught up with are of no use (those of standbys that stopped sending too). While the
+-- leader's own kept requests (from before its takeover) are not all written, its stored
+-- samples are whole only up to the oldest of them: the committed time stays below it, so
+-- that a takeover meanwhile keeps what they hold.
 CREATE FUNCTION _prom_catalog.ha_committed(p_cluster text, p_replica text, p_max_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_time timestamptz := least(p_max_time,
+        (SELECT min(s.min_time) - interval '1 millisecond' FROM _prom_catalog.ha_standby s
+          WHERE s.cluster = p_cluster AND s.replica = p_replica));
 BEGIN
-    UPDATE _prom_catalog.ha_lease l SET committed_time = p_max_time
-     WHERE l.cluster = p_cluster AND l.leader = p_replica AND l.committed_time < p_max_time;
+    UPDATE _prom_catalog.ha_lease l SET committed_time = v_time
+     WHERE l.cluster = p_cluster AND l.leader = p_replica AND l.committed_time < v_time;
     IF FOUND THEN
         DELETE FROM _prom_catalog.ha_standby s
-         WHERE s.cluster = p_cluster AND s.replica <> p_replica AND s.max_time <= p_max_time;
+         WHERE s.cluster = p_cluster AND s.replica <> p_replica AND s.max_time <= v_time;
     END IF;
 END
 $fn$;
