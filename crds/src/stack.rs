@@ -104,6 +104,9 @@ pub struct ConnectorSpec {
     /// `replicaExternalLabelName` to these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_availability: Option<HighAvailabilitySpec>,
+    /// Limits of remote write (the connector's `--limits.*` flags); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
     /// Extra command-line flags of promscale-connector, e.g. `--ingest.writers=8`
     /// (see `promscale-connector --help`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -130,6 +133,7 @@ impl Default for ConnectorSpec {
             log_level: default_log_level(),
             promql_semantics: None,
             high_availability: None,
+            limits: None,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
         }
@@ -162,6 +166,33 @@ pub struct HighAvailabilitySpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && !self.matches('^(0+[hms])+$')").message("leaseTimeout must be a positive duration written with h, m and s in that order, e.g. 30s, 1m, 2m30s"))]
     #[schemars(length(max = 20))]
     pub lease_timeout: Option<String>,
+}
+
+/// `spec.connector.limits`: the connector's `--limits.*` flags (0 or absent: no limit).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Series with more labels than this are left out (the rest of a request is stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_labels_per_series: Option<u32>,
+    /// Series with a label name longer than this many bytes are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_label_name_length: Option<u32>,
+    /// Series with a label value longer than this many bytes are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_label_value_length: Option<u32>,
+    /// Samples a second each connector accepts; beyond, requests are answered 429 (set the
+    /// Prometheus' `queueConfig.retryOnRateLimit: true`, or it drops them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ingestion_rate: Option<u64>,
+    /// Samples that may arrive at once above the rate; one second of it by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ingestion_burst: Option<u64>,
 }
 
 /// `spec.connector.promqlSemantics`: the connector's `--metrics.promql.semantics`.

@@ -225,6 +225,29 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(created.data["spec"]["connector"]["highAvailability"], ha);
     }
+    let limits = json!({"maxLabelsPerSeries": 30, "ingestionRate": 100000});
+    let created = create(
+        &stacks,
+        stack(
+            "limits",
+            json!({"database": uri_database(), "connector": {"limits": limits.clone()}}),
+        ),
+    )
+    .await
+    .expect("limits are valid");
+    assert_eq!(created.data["spec"]["connector"]["limits"], limits);
+    assert!(
+        create(
+            &stacks,
+            stack(
+                "negativelimit",
+                json!({"database": uri_database(), "connector": {"limits": {"ingestionRate": -1}}})
+            ),
+        )
+        .await
+        .is_err(),
+        "a negative rate is refused"
+    );
 
     let created = create(
         &policies,

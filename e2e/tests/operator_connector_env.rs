@@ -27,7 +27,8 @@ fn every_setting_of_a_stack_reaches_a_connector_flag_it_accepts() {
             "connector": {
                 "logLevel": "debug",
                 "promqlSemantics": "prometheus2",
-                "highAvailability": {"clusterLabel": "prometheus", "replicaLabel": "prometheus_replica", "leaseTimeout": "1m30s"}
+                "highAvailability": {"clusterLabel": "prometheus", "replicaLabel": "prometheus_replica", "leaseTimeout": "1m30s"},
+                "limits": {"maxLabelsPerSeries": 30, "maxLabelNameLength": 128, "maxLabelValueLength": 2048, "ingestionRate": 100000, "ingestionBurst": 200000}
             }
         }
     }))
@@ -59,4 +60,6 @@ fn every_setting_of_a_stack_reaches_a_connector_flag_it_accepts() {
     assert!(config.ha);
     assert_eq!(config.ha_replica_label, "prometheus_replica");
     assert_eq!(config.ha_lease_timeout, std::time::Duration::from_secs(90));
+    assert_eq!(config.label_limits().max_value_bytes, 2048);
+    assert_eq!(config.limits_ingestion_burst, 200_000.0);
 }

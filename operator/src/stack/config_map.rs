@@ -39,6 +39,23 @@ pub fn connector_env(names: &StackNames, spec: &PromscaleStackSpec) -> BTreeMap<
         "PROMSCALE_METRICS_PROMQL_SEMANTICS",
         spec.connector.promql_semantics.map(|s| s.as_str().to_string()),
     );
+    if let Some(limits) = &spec.connector.limits {
+        let number = |n: Option<u64>| n.map(|n| n.to_string());
+        set(
+            "PROMSCALE_LIMITS_MAX_LABELS_PER_SERIES",
+            number(limits.max_labels_per_series.map(u64::from)),
+        );
+        set(
+            "PROMSCALE_LIMITS_MAX_LABEL_NAME_LENGTH",
+            number(limits.max_label_name_length.map(u64::from)),
+        );
+        set(
+            "PROMSCALE_LIMITS_MAX_LABEL_VALUE_LENGTH",
+            number(limits.max_label_value_length.map(u64::from)),
+        );
+        set("PROMSCALE_LIMITS_INGESTION_RATE", number(limits.ingestion_rate));
+        set("PROMSCALE_LIMITS_INGESTION_BURST", number(limits.ingestion_burst));
+    }
     if let Some(ha) = &spec.connector.high_availability {
         set("PROMSCALE_METRICS_HIGH_AVAILABILITY", Some("true".to_string()));
         set("PROMSCALE_METRICS_HA_CLUSTER_LABEL", ha.cluster_label.clone());
