@@ -216,20 +216,25 @@ async fn deleting_series_data_answers_like_prometheus_3() {
     compare_all("after a refused deletion").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletion_reaches_chunk_tables_histograms_and_exemplars_and_keeps_precedence() {
+/// A database and a connector with the admin API whose metrics have day-long time chunks,
+/// and a time an hour into yesterday's: what is written from there lies in one closed chunk.
+async fn in_yesterdays_chunk() -> (TestPostgres, sqlx::PgPool, Connector, i64) {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s", "--web.enable-admin-api"]).await;
-    let client = reqwest::Client::new();
-    let url = connector.url("/write");
     sqlx::query("SELECT prom_api.set_default_chunk_interval('1 day')")
         .execute(&db)
         .await
         .unwrap();
-    // One day-long time chunk, hours ago.
     let day = 86_400_000;
-    let first = (recent_ms() - day) / day * day + 3_600_000;
+    (pg, db, connector, (recent_ms() - day) / day * day + 3_600_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_reaches_chunk_tables_histograms_and_exemplars_and_keeps_precedence() {
+    let (pg, db, connector, first) = in_yesterdays_chunk().await;
+    let client = reqwest::Client::new();
+    let url = connector.url("/write");
     let at = |i: i64| first + i * STEP_MS;
     let pods = 100;
     let write_rounds = |from: i64, to: i64| {
@@ -394,18 +399,10 @@ async fn deletion_reaches_chunk_tables_histograms_and_exemplars_and_keeps_preced
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_rows_keep_precedence_and_fit() {
     use promscale_connector::storage::compaction::CompactionOptions;
-    let pg = TestPostgres::start();
-    let db = pg.pool().await;
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s", "--web.enable-admin-api"]).await;
+    let (_pg, db, connector, first) = in_yesterdays_chunk().await;
     let client = reqwest::Client::new();
     let url = connector.url("/write");
     let base = connector.url("");
-    sqlx::query("SELECT prom_api.set_default_chunk_interval('1 day')")
-        .execute(&db)
-        .await
-        .unwrap();
-    let day = 86_400_000;
-    let first = (recent_ms() - day) / day * day + 3_600_000;
     let at = |i: i64| first + i * 15_000;
     let write = |name: &'static str, samples: Vec<(i64, f64)>| {
         let client = client.clone();
