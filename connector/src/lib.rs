@@ -2,9 +2,11 @@
 //!
 //! Request path: [`server`] routes `POST /write` to [`remote_write::handler`], which tells
 //! remote write 1.0 from 2.0 by `Content-Type` and decodes and validates either
-//! ([`remote_write::decode`], wire messages in [`prompb`], domain types in [`model`]), then
-//! [`ingest`] resolves series ids ([`storage::series`], cached in [`storage::series_cache`])
-//! and queues the samples for a writer that encodes ([`storage::codec`]) and commits them into
+//! ([`remote_write::decode`], wire messages in [`prompb`], domain types in [`model`]), keeps one
+//! replica of each Prometheus HA pair ([`ingest::ha`], its lease in [`storage::ha_lease`]) and
+//! holds to the limits ([`ingest::rate_limit`]), then [`ingest`] resolves series ids
+//! ([`storage::series`], cached in [`storage::series_cache`]) and queues the samples for a
+//! writer that encodes ([`storage::codec`]) and commits them into
 //! the head ([`storage::samples`]), their exemplars and native histograms beside them
 //! ([`storage::exemplars`], [`storage::histograms`]). [`storage::maintenance`] applies retention and compacts the head
 //! into series chunks ([`storage::compaction`]), and native histogram rows into histogram
