@@ -373,6 +373,14 @@ impl Config {
         config.flag_values = flag_values(&Config::command(), &matches);
         config
     }
+
+    pub fn label_limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_labels: self.limits_max_labels,
+            max_name_bytes: self.limits_max_label_name_bytes,
+            max_value_bytes: self.limits_max_label_value_bytes,
+        }
+    }
 }
 
 /// The label limits of remote write (`--limits.*`; 0: none).
@@ -381,16 +389,6 @@ pub struct LabelLimits {
     pub max_labels: usize,
     pub max_name_bytes: usize,
     pub max_value_bytes: usize,
-}
-
-impl Config {
-    pub fn label_limits(&self) -> LabelLimits {
-        LabelLimits {
-            max_labels: self.limits_max_labels,
-            max_name_bytes: self.limits_max_label_name_bytes,
-            max_value_bytes: self.limits_max_label_value_bytes,
-        }
-    }
 }
 
 /// What a secret looks like in /api/v1/status/flags, as Prometheus masks them.

@@ -79,6 +79,16 @@ impl Connector {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The connector's own /metrics, as text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("the connector answers /metrics")
+            .text()
+            .await
+            .expect("a text answer")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -41,12 +41,7 @@ async fn leader(db: &sqlx::PgPool) -> Option<String> {
 }
 
 async fn connector_metric(connector: &Connector, metric: &str) -> f64 {
-    let text = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = connector.metrics_text().await;
     sum_metric(&text, metric).unwrap_or(0.0)
 }
 

@@ -520,12 +520,7 @@ async fn what_one_request_may_read_is_bounded() {
         "{body}"
     );
 
-    let metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     assert!(sum_metric(&metrics, "promscale_ingest_samples_total").unwrap() >= 6100.0);
 }
 

@@ -18,15 +18,8 @@ async fn count(client: &reqwest::Client, connector: &Connector, query: &str, at_
         .map_or(0.0, |v| v.parse().unwrap())
 }
 
-async fn refused(client: &reqwest::Client, connector: &Connector, metric: &str, reason: &str) -> f64 {
-    let text = client
-        .get(connector.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn refused(connector: &Connector, metric: &str, reason: &str) -> f64 {
+    let text = connector.metrics_text().await;
     let line = text
         .lines()
         .find(|l| l.starts_with(metric) && l.contains(&format!("reason=\"{reason}\"")))
@@ -85,17 +78,10 @@ async fn series_over_the_label_limits_are_left_out_and_requests_over_the_rate_wa
         );
     }
     let series_refused = "promscale_ingest_series_refused_total";
-    assert_eq!(
-        refused(&client, &connector, series_refused, "max_labels_per_series").await,
-        1.0
-    );
-    assert_eq!(
-        refused(&client, &connector, series_refused, "label_name_too_long").await,
-        1.0
-    );
+    assert_eq!(refused(&connector, series_refused, "max_labels_per_series").await, 1.0);
+    assert_eq!(refused(&connector, series_refused, "label_name_too_long").await, 1.0);
     assert_eq!(
         refused(
-            &client,
             &connector,
             "promscale_ingest_samples_refused_total",
             "label_value_too_long"
@@ -141,13 +127,7 @@ async fn series_over_the_label_limits_are_left_out_and_requests_over_the_rate_wa
     );
     assert_eq!(count(&client, &connector, "count(second)", t).await, 0.0);
     assert_eq!(
-        refused(
-            &client,
-            &connector,
-            "promscale_ingest_samples_refused_total",
-            "rate_limited"
-        )
-        .await,
+        refused(&connector, "promscale_ingest_samples_refused_total", "rate_limited").await,
         2500.0
     );
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -255,14 +255,7 @@ remote_write:
         assert_eq!(&got[series], expected, "{series}, compacted");
     }
 
-    let metrics = client
-        .get(connector.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     let stored: usize = want.values().map(|(_, h)| h.len()).sum();
     assert!(sum_metric(&metrics, "promscale_ingest_histograms_total").unwrap() >= stored as f64);
 

@@ -202,12 +202,7 @@ async fn bad_bodies_are_refused_and_bad_series_left_out_alone() {
 
     // The connector counts what it refused: requests by status code, left-out series and
     // samples by reason.
-    let metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     assert!(
         metrics.contains(&format!(
             r#"promscale_ingest_requests_total{{code="400"}} {}"#,
@@ -468,12 +463,7 @@ async fn metadata_is_stored_once_per_distinct_entry() {
             ("counter".into(), "Requests served.".into())
         ]
     );
-    let metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     assert_eq!(
         sum_metric(&metrics, "promscale_ingest_metadata_dropped_total"),
         Some(4.0)
@@ -673,12 +663,7 @@ async fn remote_write_2_is_stored_and_answered_to_the_letter() {
         .get("X-Prometheus-Remote-Write-Samples-Written")
         .is_none());
 
-    let metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     assert!(
         metrics.contains(r#"promscale_ingest_protocol_requests_total{protocol="2.0"} 4"#),
         "the four 2.0 requests read as such: {metrics}"

@@ -213,12 +213,7 @@ remote_write:
     assert!(!help.is_empty());
 
     // Every request came in the protocol configured.
-    let metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     let version = if protobuf_message == "io.prometheus.write.v2.Request" {
         "2.0"
     } else {

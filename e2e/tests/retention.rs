@@ -176,12 +176,7 @@ async fn retention_drops_whole_chunks_and_keeps_the_rest_bit_for_bit() {
     )]);
     assert_eq!(post(&client, &connector.url("/write"), late).await.unwrap().0, 204);
     assert_eq!(samples(&db, "short_metric").await, expected);
-    let metrics = reqwest::get(connector.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = connector.metrics_text().await;
     assert_eq!(
         sum_metric(&metrics, "promscale_ingest_samples_expired_total"),
         Some(1.0),
@@ -376,7 +371,7 @@ async fn connectors_run_maintenance_on_their_own_one_at_a_time() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut done = 0.0;
     for c in [&first, &second] {
-        let text = reqwest::get(c.url("/metrics")).await.unwrap().text().await.unwrap();
+        let text = c.metrics_text().await;
         assert!(
             !text.contains(r#"promscale_maintenance_runs_total{result="failed"}"#),
             "{text}"

@@ -37,7 +37,7 @@ pub struct Ha {
     replaying: Mutex<HashSet<(String, String)>>,
     /// One leader's kept requests written at a time: each holds a connection of the pool
     /// while it writes, which live writes need too.
-    pub replay_turn: tokio::sync::Semaphore,
+    replay_turn: tokio::sync::Semaphore,
 }
 
 impl Ha {
@@ -47,6 +47,18 @@ impl Ha {
             replaying: Mutex::new(HashSet::new()),
             replay_turn: tokio::sync::Semaphore::new(1),
         }
+    }
+
+    /// Marks the writing of `leader`'s kept requests as started by this connector; false
+    /// when it already is.
+    pub fn start_replay(&self, leader: &Leader) -> bool {
+        let key = (leader.cluster.clone(), leader.replica.clone());
+        self.replaying.lock().unwrap_or_else(|e| e.into_inner()).insert(key)
+    }
+
+    pub fn finish_replay(&self, leader: &Leader) {
+        let key = (leader.cluster.clone(), leader.replica.clone());
+        self.replaying.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 }
 
@@ -207,20 +219,6 @@ pub async fn committed(pool: &PgPool, leaders: &[Leader]) {
         if let Err(e) = ha_lease::committed(pool, &leader.cluster, &leader.replica, leader.max_ms).await {
             tracing::warn!(error = %e, cluster = leader.cluster, replica = leader.replica, "recording an HA leader's commit failed");
         }
-    }
-}
-
-impl Ha {
-    /// Marks the writing of `leader`'s kept requests as started by this connector; false
-    /// when it already is.
-    pub fn start_replay(&self, leader: &Leader) -> bool {
-        let key = (leader.cluster.clone(), leader.replica.clone());
-        self.replaying.lock().unwrap_or_else(|e| e.into_inner()).insert(key)
-    }
-
-    pub fn finish_replay(&self, leader: &Leader) {
-        let key = (leader.cluster.clone(), leader.replica.clone());
-        self.replaying.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 }
 

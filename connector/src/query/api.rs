@@ -346,9 +346,7 @@ fn selectors(app: &AppState, p: &Params, required: bool) -> Result<Vec<Vec<Match
 }
 
 /// Series matching any of the selectors with samples in `[start, end]`, deduplicated, sorted
-/// by labels (as Prometheus answers once its data is in blocks; from its head alone, one
-/// selector's series come in the order they were created): a `limit` keeps the first in
-/// that order.
+/// by labels (as Prometheus answers once its data is in blocks): a `limit` keeps the first.
 async fn matching_series(
     app: &AppState,
     p: &Params,
@@ -369,13 +367,7 @@ async fn matching_series(
         let start = time_param(p, "start", i64::MIN / 2)?;
         let end = time_param(p, "end", i64::MAX / 2)?;
         for matchers in selectors {
-            out.extend(
-                source
-                    .series_in_range(matchers, start, end)
-                    .await?
-                    .into_iter()
-                    .map(|(_, l)| l),
-            );
+            out.extend(source.series_in_range(matchers, start, end).await?);
         }
     }
     out.sort();

@@ -19,12 +19,6 @@ use sqlx::PgPool;
 /// sequence for all series (`_prom_catalog.first_series_id`, migration 5).
 const SERIES_ID_BITS: u32 = 40;
 
-/// Where a series comes in the order series were created, across metrics: a series id is
-/// its metric's base plus a number drawn from one sequence.
-pub fn creation_order(series_id: i64) -> i64 {
-    series_id & ((1 << SERIES_ID_BITS) - 1)
-}
-
 pub struct PgSeriesSource {
     pool: PgPool,
 }
@@ -220,14 +214,9 @@ impl PgSeriesSource {
         Ok(out)
     }
 
-    /// The ids and label sets of the series every matcher accepts that have data in
-    /// `[start, end]` (see [`super::read::series_with_data`]); no sample is read.
-    pub async fn series_in_range(
-        &self,
-        matchers: &[Matcher],
-        start: i64,
-        end: i64,
-    ) -> Result<Vec<(i64, Labels)>, QueryError> {
+    /// The label sets of the series every matcher accepts that have data in `[start, end]`
+    /// (see [`super::read::series_with_data`]); no sample is read.
+    pub async fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>, QueryError> {
         let mut out = Vec::new();
         for selected in self.select_series(matchers).await? {
             let mut found = super::read::series_with_data(
@@ -255,9 +244,9 @@ impl PgSeriesSource {
                 selected
                     .ids
                     .iter()
-                    .copied()
                     .zip(selected.labels)
-                    .filter(|(id, _)| found.contains(id)),
+                    .filter(|(id, _)| found.contains(id))
+                    .map(|(_, labels)| labels),
             );
         }
         Ok(out)
@@ -432,7 +421,7 @@ impl SeriesSource for PgSeriesSource {
                 .windows(2)
                 .any(|w| w[0].0 >> SERIES_ID_BITS != w[1].0 >> SERIES_ID_BITS)
             {
-                out.sort_by_key(|(id, _)| creation_order(*id));
+                out.sort_by_key(|(id, _)| id & ((1 << SERIES_ID_BITS) - 1));
             }
             Ok(out.into_iter().map(|(_, s)| s).collect())
         })
