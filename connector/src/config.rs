@@ -133,6 +133,43 @@ pub struct Config {
     )]
     pub ha_lease_timeout: Duration,
 
+    /// Keep tenants apart: every series is stored with a `__tenant__` label naming who wrote
+    /// it, and every read (PromQL, series, labels, metadata, exemplars, remote read,
+    /// status/tsdb, deletion) sees only the tenant it names. The tenant comes from
+    /// --metrics.multi-tenancy.header, or from the credential of --auth.tenant-tokens-file
+    /// that authenticated the request. See docs/multi-tenancy.md.
+    #[arg(long = "metrics.multi-tenancy", env = "PROMSCALE_METRICS_MULTI_TENANCY")]
+    pub multi_tenancy: bool,
+
+    /// The HTTP header naming the tenant of a request (with --metrics.multi-tenancy);
+    /// `THANOS-TENANT` for Thanos' convention.
+    #[arg(
+        long = "metrics.multi-tenancy.header",
+        env = "PROMSCALE_METRICS_MULTI_TENANCY_HEADER",
+        default_value = "X-Scope-OrgID"
+    )]
+    pub tenancy_header: String,
+
+    /// Where a write's tenant comes from when its request names none (no header, no tenant
+    /// credential): `none` refuses it; `label` takes each series' own `__tenant__` label, as
+    /// Promscale did, for a trusted writer sending several tenants at once (series without it
+    /// are refused); any other value is the tenant of such writes.
+    #[arg(
+        long = "metrics.multi-tenancy.default-write-tenant",
+        env = "PROMSCALE_METRICS_MULTI_TENANCY_DEFAULT_WRITE_TENANT",
+        default_value = "none"
+    )]
+    pub tenancy_default_write: String,
+
+    /// Let a read name several tenants, separated by `|` in the tenant header (as Mimir's
+    /// cross-tenant queries); their series then keep the `__tenant__` label. Tenant
+    /// credentials still read their own tenant only.
+    #[arg(
+        long = "metrics.multi-tenancy.allow-cross-tenant-queries",
+        env = "PROMSCALE_METRICS_MULTI_TENANCY_ALLOW_CROSS_TENANT_QUERIES"
+    )]
+    pub tenancy_cross_tenant: bool,
+
     /// Refuse series with more labels than this (`__name__` included), as Mimir's
     /// -validation.max-label-names-per-series: only those series are left out, with a 400
     /// naming them after the rest of the request is stored. 0: no limit.
@@ -480,6 +517,12 @@ fn mask_uri_password(uri: &str) -> String {
 /// read again when they change, so a rotated Secret takes effect without a restart.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct AuthConfig {
+    /// File of tenant credentials, one `tenant:token` per line (with --metrics.multi-tenancy):
+    /// each bearer token may write and read (remote write, remote read, the query API) its
+    /// tenant's series only, whatever tenant header it sends. Read again when it changes.
+    #[arg(long = "auth.tenant-tokens-file", env = "PROMSCALE_AUTH_TENANT_TOKENS_FILE")]
+    pub tenant_tokens_file: Option<PathBuf>,
+
     /// File holding a bearer token accepted on every endpoint (Prometheus' `authorization`).
     #[arg(long = "auth.bearer-token-file", env = "PROMSCALE_AUTH_BEARER_TOKEN_FILE")]
     pub bearer_token_file: Option<PathBuf>,

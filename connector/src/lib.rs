@@ -2,7 +2,8 @@
 //!
 //! Request path: [`server`] routes `POST /write` to [`remote_write::handler`], which tells
 //! remote write 1.0 from 2.0 by `Content-Type` and decodes and validates either
-//! ([`remote_write::decode`], wire messages in [`prompb`], domain types in [`model`]), keeps one
+//! ([`remote_write::decode`], wire messages in [`prompb`], domain types in [`model`]), sets
+//! each series' tenant when tenants are kept apart ([`tenancy`]), keeps one
 //! replica of each Prometheus HA pair ([`ingest::ha`], its lease in [`storage::ha_lease`]) and
 //! holds to the limits ([`ingest::rate_limit`]), then [`ingest`] resolves series ids
 //! ([`storage::series`], cached in [`storage::series_cache`]) and queues the samples for a
@@ -14,7 +15,8 @@
 //! schema is created by [`storage::migrations`]; [`embedded_db`] runs a private PostgreSQL
 //! when none is given.
 //!
-//! Read path: [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
+//! Read path: every read is scoped to its tenants ([`tenancy::ReadScope`]) when tenants are
+//! kept apart. [`query::api`] serves the Prometheus HTTP API with the `promscale-promql`
 //! engine (exemplars from [`storage::exemplars`]), [`remote_read`] serves remote read (its
 //! streamed answers in Prometheus' XOR and histogram chunk encodings); both select series
 //! through [`storage::select`] and read their samples through [`storage::read`] and their
@@ -33,6 +35,7 @@ pub mod remote_write;
 pub mod server;
 pub mod stack_status;
 pub mod storage;
+pub mod tenancy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,6 +64,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let identity = PodIdentity::from_parts(&config.k8s_stack_name, &config.k8s_pod_name, &config.k8s_pod_namespace)?;
     // Credentials and certificates are checked before anything starts: a typo in a path
     // must not leave an open or half-working server behind.
+    let tenancy = crate::tenancy::TenancyOptions::from_config(&config)?;
     let authenticator = server::auth::Authenticator::from_config(&config.auth)?;
     let tls = match server::tls::TlsFiles::from_config(&config.auth)? {
         Some(files) => {
@@ -72,6 +76,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         None => None,
     };
+    if tenancy.is_some() && config.auth.tenant_tokens_file.is_none() {
+        tracing::warn!(
+            header = config.tenancy_header,
+            "multi-tenancy without --auth.tenant-tokens-file: the tenant header is trusted as sent; keep clients that could name another tenant away from the connector"
+        );
+    }
     if !authenticator.is_enabled() {
         tracing::warn!(
             "no --auth.* credentials configured: anyone who reaches the listen address can write and read every series"
@@ -137,13 +147,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 cluster_label: config.ha_cluster_label.clone(),
                 replica_label: config.ha_replica_label.clone(),
                 lease_timeout: config.ha_lease_timeout,
+                per_tenant: tenancy.is_some(),
             }))
         }),
         label_limits: config.label_limits(),
-        rate_limiter: crate::ingest::rate_limit::RateLimiter::new(
+        rate_limits: crate::ingest::rate_limit::RateLimits::new(
             config.limits_ingestion_rate,
             config.limits_ingestion_burst,
         ),
+        tenancy,
         flags: config.flag_values.clone(),
         started: chrono::Utc::now(),
         enable_admin_api: config.web_enable_admin_api,
@@ -196,6 +208,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             stop.cancel();
         }
     });
+    // Deletions asked for in SQL (prom_api.delete_series), once the schema is migrated.
+    tokio::spawn(storage::deletion_queue::listen(
+        pool.clone(),
+        {
+            let state = state.clone();
+            move || state.is_ready()
+        },
+        stop.clone(),
+    ));
     let reporter = match identity {
         Some(identity) => {
             tracing::info!(stack = %identity.stack, pod = %identity.pod, namespace = %identity.namespace, "reporting into the PromscaleStack's status");

@@ -23,6 +23,17 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantReasonLabel {
+    pub tenant: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
     pub protocol: &'static str,
 }
@@ -47,6 +58,12 @@ pub struct Metrics {
     pub metadata_dropped: Counter,
     pub series_refused: Family<ReasonLabel, Counter>,
     pub samples_refused: Family<ReasonLabel, Counter>,
+    /// With --metrics.multi-tenancy: samples and native histograms committed, by tenant.
+    pub tenant_samples_ingested: Family<TenantLabel, Counter>,
+    /// With --metrics.multi-tenancy: samples refused, by tenant and reason.
+    pub tenant_samples_refused: Family<TenantReasonLabel, Counter>,
+    /// The tenants named in the per-tenant families (see [`Metrics::tenant_label`]).
+    tenants_named: std::sync::Mutex<std::collections::HashSet<String>>,
     pub series_cache_hits: Counter,
     pub series_cache_misses: Counter,
     pub series_cache_evictions: Counter,
@@ -70,7 +87,24 @@ impl Default for Metrics {
     }
 }
 
+/// Most tenants named in the per-tenant families; later ones are counted as `other`, so that a
+/// writer naming ever new tenants cannot grow `/metrics` without bound.
+const MAX_TENANT_LABELS: usize = 1_000;
+
 impl Metrics {
+    /// The `tenant` label value a tenant is counted under.
+    pub fn tenant_label(&self, tenant: &str) -> String {
+        let mut named = self.tenants_named.lock().unwrap_or_else(|e| e.into_inner());
+        if named.contains(tenant) {
+            return tenant.to_string();
+        }
+        if named.len() < MAX_TENANT_LABELS {
+            named.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        "other".to_string()
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let m = Metrics {
@@ -87,6 +121,9 @@ impl Metrics {
             metadata_dropped: Counter::default(),
             series_refused: Family::default(),
             samples_refused: Family::default(),
+            tenant_samples_ingested: Family::default(),
+            tenant_samples_refused: Family::default(),
+            tenants_named: Default::default(),
             series_cache_hits: Counter::default(),
             series_cache_misses: Counter::default(),
             series_cache_evictions: Counter::default(),
@@ -179,6 +216,16 @@ impl Metrics {
             "promscale_ingest_samples_refused",
             "Samples left out of remote-write requests whose other samples were stored, by reason",
             m.samples_refused.clone(),
+        );
+        registry.register(
+            "promscale_tenant_samples_ingested",
+            "Samples and native histograms committed, by tenant (with --metrics.multi-tenancy)",
+            m.tenant_samples_ingested.clone(),
+        );
+        registry.register(
+            "promscale_tenant_samples_refused",
+            "Samples and native histograms refused, by tenant and reason (with --metrics.multi-tenancy; rate_limited included)",
+            m.tenant_samples_refused.clone(),
         );
         registry.register(
             "promscale_ha_takeovers",

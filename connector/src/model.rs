@@ -99,6 +99,9 @@ impl Series {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Metadata {
+    /// The tenant that sent it (`--metrics.multi-tenancy`; empty otherwise): each tenant sees
+    /// its own metadata only.
+    pub tenant: String,
     pub metric_family: String,
     pub r#type: &'static str,
     pub unit: String,

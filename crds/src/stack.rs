@@ -39,6 +39,7 @@ pub const CONNECTOR_PORT: i32 = 9201;
         .message("metadata.name must start with a letter, hold only lowercase letters, digits and '-', and be at most 52 characters (it names the connector's Service)")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.auth) || !has(self.auth.tenantTokens) || (has(self.connector) && has(self.connector.multiTenancy))").message("auth.tenantTokens needs connector.multiTenancy (tenant credentials name tenants only when tenants are kept apart)"))]
 pub struct PromscaleStackSpec {
     /// The connector pods.
     #[serde(default)]
@@ -107,6 +108,12 @@ pub struct ConnectorSpec {
     /// Limits of remote write (the connector's `--limits.*` flags); none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
+    /// Tenants kept apart (the connector's `--metrics.multi-tenancy`): every series is stored
+    /// with a `__tenant__` label, and every read sees one tenant's series (or several, where
+    /// allowed). Present (`{}` for the defaults) turns it on. The tenant of a request is the
+    /// one of its `spec.auth.tenantTokens` credential, else its tenant header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_tenancy: Option<MultiTenancySpec>,
     /// Extra command-line flags of promscale-connector, e.g. `--ingest.writers=8`
     /// (see `promscale-connector --help`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -134,6 +141,7 @@ impl Default for ConnectorSpec {
             promql_semantics: None,
             high_availability: None,
             limits: None,
+            multi_tenancy: None,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
         }
@@ -166,6 +174,29 @@ pub struct HighAvailabilitySpec {
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && !self.matches('^(0+[hms])+$')").message("leaseTimeout must be a positive duration written with h, m and s in that order, e.g. 30s, 1m, 2m30s"))]
     #[schemars(length(max = 20))]
     pub lease_timeout: Option<String>,
+}
+
+/// `spec.connector.multiTenancy`: the connector's `--metrics.multi-tenancy.*` flags.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiTenancySpec {
+    /// The HTTP header naming a request's tenant; `X-Scope-OrgID` by default (`THANOS-TENANT`
+    /// for Thanos' convention). Prometheus sends it with `remoteWrite[].headers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$')").message("multiTenancy.header must be an HTTP header name"))]
+    pub header: Option<String>,
+    /// The tenant of writes that name none: absent refuses them; `label` takes each
+    /// series' own `__tenant__` label (a trusted writer sending several tenants); any other
+    /// value is a tenant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 150))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!*\\'()_.-]+$') && self != '.' && self != '..'").message("multiTenancy.defaultWriteTenant must be label or a tenant name: letters, digits and !-_.*'()"))]
+    pub default_write_tenant: Option<String>,
+    /// Reads may name several tenants, separated by `|` in the header; their series keep
+    /// the `__tenant__` label. Tenant credentials still read their own tenant only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_cross_tenant_queries: Option<bool>,
 }
 
 /// `spec.connector.limits`: the connector's `--limits.*` flags (0 or absent: no limit).
@@ -302,6 +333,11 @@ pub struct AuthSpec {
     /// Serve HTTPS only (probes included), optionally requiring client certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// A Secret key holding tenant credentials, one `tenant:token` line each (with
+    /// `spec.connector.multiTenancy`): each bearer token writes and reads its tenant's series
+    /// only (remote write, remote read, the query API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_tokens: Option<SecretKeyRef>,
 }
 
 impl AuthSpec {

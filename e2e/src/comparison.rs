@@ -194,6 +194,13 @@ impl Loaded {
     /// 2 semantics beside 2.42; with its defaults beside Prometheus 3, the experimental
     /// functions enabled in both.
     pub async fn start_with(version: crate::prometheus::Version) -> Self {
+        Self::start_as(version, &[], reqwest::Client::new()).await
+    }
+
+    /// As [`Loaded::start_with`], with more connector flags, the data written and the answers
+    /// compared through `client` (which may carry a credential or a tenant header: the
+    /// reference Prometheus ignores them).
+    pub async fn start_as(version: crate::prometheus::Version, extra_flags: &[&str], client: reqwest::Client) -> Self {
         use crate::prometheus::Version;
         let pg = TestPostgres::start();
         let connector_flags: &[&str] = match version {
@@ -210,7 +217,8 @@ impl Loaded {
                 "promql-experimental-functions",
             ],
         };
-        let connector = Connector::start(&pg.uri(), connector_flags).await;
+        let flags: Vec<&str> = connector_flags.iter().chain(extra_flags).copied().collect();
+        let connector = Connector::start(&pg.uri(), &flags).await;
         let reference_flags: &[&str] = match version {
             Version::Debian => &["--web.enable-remote-write-receiver"],
             Version::V3 => &[
@@ -224,7 +232,6 @@ impl Loaded {
             reference_flags,
         )
         .await;
-        let client = reqwest::Client::new();
         let first_ms = first_ms();
         let db = pg.pool().await;
         sqlx::query("SELECT prom_api.set_default_chunk_interval('30 minutes')")

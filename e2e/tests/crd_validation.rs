@@ -111,6 +111,27 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         ),
         (
             stack(
+                "tenanttokens",
+                json!({"database": uri_database(), "auth": {"tenantTokens": {"name": "tenants", "key": "tokens"}}}),
+            ),
+            "auth.tenantTokens needs connector.multiTenancy",
+        ),
+        (
+            stack(
+                "tenantheader",
+                json!({"database": uri_database(), "connector": {"multiTenancy": {"header": "X Tenant"}}}),
+            ),
+            "multiTenancy.header must be an HTTP header name",
+        ),
+        (
+            stack(
+                "tenantdefault",
+                json!({"database": uri_database(), "connector": {"multiTenancy": {"defaultWriteTenant": "a|b"}}}),
+            ),
+            "multiTenancy.defaultWriteTenant must be label or a tenant name",
+        ),
+        (
+            stack(
                 "zerolease",
                 json!({"database": uri_database(), "connector": {"highAvailability": {"leaseTimeout": "0s"}}}),
             ),
@@ -224,6 +245,24 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(created.data["spec"]["connector"]["highAvailability"], ha);
+    }
+    for (name, tenancy) in [
+        ("tenancydefaults", json!({})),
+        (
+            "tenancyfull",
+            json!({"header": "THANOS-TENANT", "defaultWriteTenant": "team-a", "allowCrossTenantQueries": true}),
+        ),
+    ] {
+        let created = create(
+            &stacks,
+            stack(
+                name,
+                json!({"database": uri_database(), "connector": {"multiTenancy": tenancy.clone()}}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(created.data["spec"]["connector"]["multiTenancy"], tenancy);
     }
     let limits = json!({"maxLabelsPerSeries": 30, "ingestionRate": 100000});
     let created = create(

@@ -146,10 +146,24 @@ async fn deleting_series_data_answers_like_prometheus_3() {
             ),
         ],
     ];
-    for params in &deletions {
-        let (got, body) = delete(&client, &ours, params).await;
+    for (n, params) in deletions.iter().enumerate() {
         let (want, _) = delete(&client, &theirs, params).await;
-        assert_eq!((got, want), (204, 204), "{params:?}: {body}");
+        assert_eq!(want, 204, "{params:?}");
+        if n == 0 {
+            // The first through SQL, as a database user asks for it.
+            let request = sql_delete(
+                &db,
+                "del_requests_total{pod=\"p1\"}",
+                time_of(first, 100),
+                time_of(first, 400),
+            )
+            .await;
+            let (series, samples) = finished(&db, request).await;
+            assert_eq!((series, samples), (1, 301));
+            continue;
+        }
+        let (got, body) = delete(&client, &ours, params).await;
+        assert_eq!(got, 204, "{params:?}: {body}");
     }
     let last = time_of(first, points - 1);
     let compare_all = |when: &'static str| {
@@ -214,6 +228,122 @@ async fn deleting_series_data_answers_like_prometheus_3() {
     let (got, body) = delete(&client, &ours, &[("match[]", "{pod=\"\"}".to_string())]).await;
     assert_eq!((got, &body["errorType"]), (400, &Value::from("bad_data")), "{body}");
     compare_all("after a refused deletion").await;
+}
+
+/// Asks for a deletion in SQL (`prom_api.delete_series`, times to the millisecond); its id.
+async fn sql_delete(db: &sqlx::PgPool, selector: &str, start_ms: i64, end_ms: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT prom_api.delete_series($1, 'epoch'::timestamptz + $2 * interval '1 millisecond',
+                                       'epoch'::timestamptz + $3 * interval '1 millisecond')",
+    )
+    .bind(selector)
+    .bind(start_ms)
+    .bind(end_ms)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Waits for a connector to carry out a deletion asked for in SQL; the series and samples it
+/// deleted, which must have gone without error.
+async fn finished(db: &sqlx::PgPool, request: i64) -> (i64, i64) {
+    let (status, series, samples, error): (String, Option<i64>, Option<i64>, Option<String>) =
+        promscale_e2e::wait_for("the deletion to be carried out", Duration::from_secs(30), || async {
+            let row: (String, Option<i64>, Option<i64>, Option<String>) =
+                sqlx::query_as("SELECT status, series, samples, error FROM prom_info.deletion_request WHERE id = $1")
+                    .bind(request)
+                    .fetch_one(db)
+                    .await
+                    .unwrap();
+            (row.0 != "pending").then_some(row)
+        })
+        .await;
+    assert_eq!(status, "done", "{error:?}");
+    (series.unwrap(), samples.unwrap())
+}
+
+/// `prom_api.drop_metric` empties one metric and no other; bad requests are refused when
+/// asked for, or recorded as failed with the reason when the selector is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_asked_for_in_sql_are_carried_out_and_reported() {
+    let (_pg, db, connector, first) = in_yesterdays_chunk().await;
+    let client = reqwest::Client::new();
+    let samples: Vec<(i64, f64)> = (0..200).map(|i| (first + i * STEP_MS, i as f64)).collect();
+    // An awkward name: quotes and a backslash must survive the selector drop_metric builds.
+    let awkward = "gone\"total\\";
+    let body = encode(vec![
+        series(&[("__name__", awkward), ("pod", "a")], &samples),
+        series(&[("__name__", awkward), ("pod", "b")], &samples),
+        series(&[("__name__", "kept_total"), ("pod", "a")], &samples),
+    ]);
+    let (status, text) = post(&client, &connector.url("/write"), body).await.unwrap();
+    assert_eq!(status, 204, "{text}");
+    // Half compacted into the chunk, half in the head.
+    assert!(maintain(&db).await.samples > 0);
+    let body = encode(vec![series(
+        &[("__name__", awkward), ("pod", "a")],
+        &[(first + 300 * STEP_MS, 1.0)],
+    )]);
+    assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
+    let request: i64 = sqlx::query_scalar("SELECT prom_api.drop_metric($1)")
+        .bind(awkward)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(finished(&db, request).await, (2, 401));
+    let count = |selector: &'static str| {
+        let client = client.clone();
+        let base = connector.url("");
+        async move {
+            let answer = promscale_e2e::instant_query(
+                &client,
+                &base,
+                &format!("count_over_time({selector}[1d])"),
+                first + 400 * STEP_MS,
+            )
+            .await;
+            answer["data"]["result"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("{__name__=\"gone\\\"total\\\\\"}").await, 0);
+    assert_eq!(count("kept_total").await, 1);
+
+    // Refused at once: no such metric, times the wrong way round, no selector.
+    for (sql, message) in [
+        ("SELECT prom_api.drop_metric('nope')", "there is no metric"),
+        (
+            "SELECT prom_api.delete_series('up', now(), now() - interval '1 hour')",
+            "must not be after",
+        ),
+        ("SELECT prom_api.delete_series('  ')", "needs a series selector"),
+    ] {
+        let error = sqlx::query(sql).execute(&db).await.unwrap_err().to_string();
+        assert!(error.contains(message), "{sql}: {error}");
+    }
+    // Recorded as failed, with the reason: not a selector, or one that matches everything.
+    for (selector, reason) in [
+        ("rate(kept_total[5m])", "series selector"),
+        ("{pod=\"\"}", "non-empty matcher"),
+    ] {
+        let request: i64 = sqlx::query_scalar("SELECT prom_api.delete_series($1)")
+            .bind(selector)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let error: String = promscale_e2e::wait_for("the request to fail", Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT error FROM prom_info.deletion_request WHERE id = $1 AND status = 'failed'",
+            )
+            .bind(request)
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+            .flatten()
+        })
+        .await;
+        assert!(error.contains(reason), "{selector}: {error}");
+    }
+    assert_eq!(count("kept_total").await, 1);
 }
 
 /// A database and a connector with the admin API whose metrics have day-long time chunks,

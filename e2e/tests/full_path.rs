@@ -79,9 +79,11 @@ async fn metric_settings(pool: &PgPool, metric: &str) -> Option<(String, String,
     .unwrap()
 }
 
-async fn promql(url: &str, query: &str) -> Value {
+/// A PromQL query as `tenant` (the example stack keeps tenants apart).
+async fn promql(url: &str, tenant: &str, query: &str) -> Value {
     let response = reqwest::Client::new()
         .get(url)
+        .header("X-Scope-OrgID", tenant)
         .query(&[("query", query)])
         .send()
         .await
@@ -186,6 +188,7 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
         "metricpolicy-runtime.yaml",
         "metricpolicy-slo.yaml",
         "prometheus.yaml",
+        "prometheus-team-b.yaml",
     ]
     .iter()
     .map(|f| example(f))
@@ -229,58 +232,102 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
         remote_write.replace(service_address, &pod_address),
         remote_read.replace(service_address, &pod_address),
     );
-    // The external labels the Prometheus Operator gives the first replica of the example's
-    // HA pair, under the names the example sets.
-    let (cluster_label, replica_label) = (
-        prometheus_object.data["spec"]["prometheusExternalLabelName"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        prometheus_object.data["spec"]["replicaExternalLabelName"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
-    let _prometheus = Prometheus::start(
-        |own_port| {
-            format!(
-                "global:\n  scrape_interval: 1s\n  external_labels:\n    {cluster_label}: monitoring/k8s\n    {replica_label}: prometheus-k8s-0\n\
-                 scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{own_port}']\n\
-                 remote_write:\n  - url: {write_url}\n    queue_config:\n      batch_send_deadline: 1s\n\
-                 remote_read:\n  - url: {read_url}\n    read_recent: true\n"
+    // Each example Prometheus as the first replica of its HA pair, with the external labels
+    // the Prometheus Operator gives it (`<namespace>/<name>` under the names the example
+    // sets) and the tenant header of its remoteWrite and remoteRead. Prometheus 3: Debian's
+    // 2.42 does not send `headers`.
+    let mut prometheus_servers = Vec::new();
+    let mut tenants = Vec::new();
+    for file in ["prometheus.yaml", "prometheus-team-b.yaml"] {
+        let object: DynamicObject = serde_saphyr::from_str(&example(file)).unwrap();
+        let spec = &object.data["spec"];
+        let text = |v: &Value| v.as_str().unwrap_or_else(|| panic!("{file}: {v}")).to_string();
+        assert_eq!(text(&spec["remoteWrite"][0]["url"]), remote_write, "{file}");
+        assert_eq!(text(&spec["remoteRead"][0]["url"]), remote_read, "{file}");
+        let tenant = text(&spec["remoteWrite"][0]["headers"]["X-Scope-OrgID"]);
+        assert_eq!(
+            text(&spec["remoteRead"][0]["headers"]["X-Scope-OrgID"]),
+            tenant,
+            "{file}"
+        );
+        let cluster = format!(
+            "{}/{}",
+            object.metadata.namespace.clone().unwrap(),
+            object.metadata.name.clone().unwrap()
+        );
+        let (cluster_label, replica_label) = (
+            text(&spec["prometheusExternalLabelName"]),
+            text(&spec["replicaExternalLabelName"]),
+        );
+        let (write_url, read_url) = (write_url.clone(), read_url.clone());
+        let replica = format!("prometheus-{}-0", object.metadata.name.clone().unwrap());
+        let config_tenant = tenant.clone();
+        let config_cluster = cluster.clone();
+        let config_replica = replica.clone();
+        let config_labels = (cluster_label.clone(), replica_label.clone());
+        prometheus_servers.push(
+            Prometheus::start_v3(
+                move |own_port| {
+                    let (cluster_label, replica_label) = config_labels;
+                    format!(
+                        "global:\n  scrape_interval: 1s\n  external_labels:\n    {cluster_label}: {config_cluster}\n    {replica_label}: {config_replica}\n\
+                         scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{own_port}']\n\
+                         remote_write:\n  - url: {write_url}\n    headers:\n      X-Scope-OrgID: {config_tenant}\n    queue_config:\n      batch_send_deadline: 1s\n\
+                         remote_read:\n  - url: {read_url}\n    headers:\n      X-Scope-OrgID: {config_tenant}\n    read_recent: true\n"
+                    )
+                },
+                &[],
             )
-        },
-        &[],
-    )
-    .await;
+            .await,
+        );
+        tenants.push((tenant, cluster, cluster_label, replica_label, replica));
+    }
+    assert_ne!(tenants[0].0, tenants[1].0, "the examples are two tenants");
 
-    // --- the data answers PromQL (the connector's HTTP API) and SQL (the views)
+    // --- the data answers PromQL (the connector's HTTP API) and SQL (the views); each
+    //     tenant sees its own Prometheus' series only
     let query_url = format!("http://{pod_address}/api/v1/query");
-    wait_for("up{job=\"prometheus\"} through PromQL", WAIT, || {
-        let url = query_url.clone();
-        async move {
-            let answer = promql(&url, "up{job=\"prometheus\"}").await;
-            (answer["data"]["result"][0]["value"][1] == "1").then_some(())
-        }
-    })
-    .await;
     let pool = pg.pool().await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM prom_metric.up WHERE job = 'prometheus' AND value = 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(rows > 0);
-    // The example stack deduplicates HA pairs: the replica holds the lease, its label is not
-    // stored, the pair's is.
-    let answer = promql(&query_url, "up{job=\"prometheus\"}").await;
-    let labels = &answer["data"]["result"][0]["metric"];
-    assert_eq!(labels[cluster_label.as_str()], "monitoring/k8s", "{answer}");
-    assert!(labels.get(replica_label.as_str()).is_none(), "{answer}");
-    let leader: String = sqlx::query_scalar("SELECT leader FROM prom_info.ha_lease WHERE cluster = 'monitoring/k8s'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(leader, "prometheus-k8s-0");
+    for (tenant, cluster, cluster_label, replica_label, replica) in &tenants {
+        wait_for(
+            &format!("up{{job=\"prometheus\"}} of {tenant} through PromQL"),
+            WAIT,
+            || {
+                let url = query_url.clone();
+                async move {
+                    let answer = promql(&url, tenant, "up{job=\"prometheus\"}").await;
+                    (answer["data"]["result"][0]["value"][1] == "1").then_some(())
+                }
+            },
+        )
+        .await;
+        // The example stack deduplicates HA pairs: the replica holds the lease, its label is
+        // not stored, the pair's is; and the tenant label is not shown to the tenant itself.
+        let answer = promql(&query_url, tenant, "up{job=\"prometheus\"}").await;
+        let result = answer["data"]["result"].as_array().unwrap();
+        assert_eq!(result.len(), 1, "{tenant} sees one series: {answer}");
+        let labels = &result[0]["metric"];
+        assert_eq!(labels[cluster_label.as_str()], cluster.as_str(), "{answer}");
+        assert!(labels.get(replica_label.as_str()).is_none(), "{answer}");
+        assert!(labels.get("__tenant__").is_none(), "{answer}");
+        let leader: String = sqlx::query_scalar("SELECT leader FROM prom_info.ha_lease WHERE cluster = $1")
+            .bind(format!("{tenant}|{cluster}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(&leader, replica);
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT __tenant__, count(*) FROM prom_metric.up WHERE job = 'prometheus' AND value = 1 GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        tenants.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        "SQL sees both tenants apart: {rows:?}"
+    );
 
     // --- the MetricPolicy settings are in prom_info.metric
     wait_for("the SLO policy on up", WAIT, || {
@@ -405,7 +452,7 @@ async fn helm_install_to_promql_and_sql_then_upgrade_and_uninstall() {
     let summary = kubeconform
         .validate(&example_refs)
         .unwrap_or_else(|e| panic!("examples are invalid:\n{e}"));
-    assert!(summary.contains("Valid: 5"), "{summary}");
+    assert!(summary.contains("Valid: 6"), "{summary}");
     let typo = helm
         .try_run(&[
             "template",

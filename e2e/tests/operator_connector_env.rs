@@ -28,7 +28,8 @@ fn every_setting_of_a_stack_reaches_a_connector_flag_it_accepts() {
                 "logLevel": "debug",
                 "promqlSemantics": "prometheus2",
                 "highAvailability": {"clusterLabel": "prometheus", "replicaLabel": "prometheus_replica", "leaseTimeout": "1m30s"},
-                "limits": {"maxLabelsPerSeries": 30, "maxLabelNameLength": 128, "maxLabelValueLength": 2048, "ingestionRate": 100000, "ingestionBurst": 200000}
+                "limits": {"maxLabelsPerSeries": 30, "maxLabelNameLength": 128, "maxLabelValueLength": 2048, "ingestionRate": 100000, "ingestionBurst": 200000},
+                "multiTenancy": {"header": "THANOS-TENANT", "defaultWriteTenant": "label", "allowCrossTenantQueries": true}
             }
         }
     }))
@@ -62,4 +63,13 @@ fn every_setting_of_a_stack_reaches_a_connector_flag_it_accepts() {
     assert_eq!(config.ha_lease_timeout, std::time::Duration::from_secs(90));
     assert_eq!(config.label_limits().max_value_bytes, 2048);
     assert_eq!(config.limits_ingestion_burst, 200_000.0);
+    let tenancy = promscale_connector::tenancy::TenancyOptions::from_config(&config)
+        .unwrap()
+        .expect("tenancy on");
+    assert_eq!(tenancy.header_text, "THANOS-TENANT");
+    assert_eq!(
+        tenancy.default_write,
+        promscale_connector::tenancy::DefaultWrite::FromLabel
+    );
+    assert!(tenancy.cross_tenant);
 }

@@ -92,6 +92,7 @@ fn auth() -> AuthSpec {
             client_ca: Some(key("metrics-client-ca", "ca.crt")),
             client_cert_secret_name: Some("prometheus-client".into()),
         }),
+        tenant_tokens: None,
     }
 }
 

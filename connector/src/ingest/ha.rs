@@ -27,6 +27,9 @@ pub struct HaOptions {
     /// How long (in sample time) a leader may send nothing newer before another replica
     /// takes over.
     pub lease_timeout: Duration,
+    /// Tenants are kept apart (--metrics.multi-tenancy): a cluster is named within its
+    /// tenant, its lease keyed `tenant|cluster`, so that two tenants' `prod` never share one.
+    pub per_tenant: bool,
 }
 
 /// HA deduplication of one connector: its options, and the leaders whose kept requests it
@@ -74,9 +77,15 @@ pub struct Leader {
 }
 
 /// The cluster and replica labels of a series, if it has both.
-fn pair_of<'s>(series: &'s Series, options: &HaOptions) -> Option<(&'s str, &'s str)> {
+fn pair_of(series: &Series, options: &HaOptions) -> Option<(String, String)> {
     let find = |name: &str| series.labels.iter().find(|l| l.name() == name).map(|l| l.value());
-    Some((find(&options.cluster_label)?, find(&options.replica_label)?))
+    let (cluster, replica) = (find(&options.cluster_label)?, find(&options.replica_label)?);
+    let cluster = match find(crate::tenancy::TENANT_LABEL).filter(|_| options.per_tenant) {
+        // A tenant name never holds `|`.
+        Some(tenant) => format!("{tenant}|{cluster}"),
+        None => cluster.to_string(),
+    };
+    Some((cluster, replica.to_string()))
 }
 
 /// Removes the replica label and everything at or before `fence_ms`; whether anything is
@@ -143,10 +152,7 @@ pub async fn apply(
     let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (i, s) in batch.series.iter().enumerate() {
         if let Some((cluster, replica)) = pair_of(s, options) {
-            groups
-                .entry((cluster.to_string(), replica.to_string()))
-                .or_default()
-                .push(i);
+            groups.entry((cluster, replica)).or_default().push(i);
         }
     }
     if groups.is_empty() {
@@ -294,12 +300,23 @@ mod tests {
             cluster_label: "cluster".into(),
             replica_label: "__replica__".into(),
             lease_timeout: Duration::from_secs(30),
+            per_tenant: true,
         };
+        let tenant = series(
+            &[
+                ("__name__", "up"),
+                ("__replica__", "a"),
+                ("__tenant__", "t1"),
+                ("cluster", "c1"),
+            ],
+            &[1],
+        );
+        assert_eq!(pair_of(&tenant, &options), Some(("t1|c1".into(), "a".into())));
         let mut s = series(
             &[("__name__", "up"), ("__replica__", "a"), ("cluster", "c1")],
             &[10, 20, 30],
         );
-        assert_eq!(pair_of(&s, &options), Some(("c1", "a")));
+        assert_eq!(pair_of(&s, &options), Some(("c1".into(), "a".into())));
         assert_eq!(time_span([&s].into_iter()), Some((10, 30)));
         assert!(keep_after(&mut s, "__replica__", 20));
         assert_eq!(s.samples.iter().map(|x| x.timestamp).collect::<Vec<_>>(), vec![30]);

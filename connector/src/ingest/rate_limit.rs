@@ -1,5 +1,6 @@
 //! The ingestion rate limit (`--limits.ingestion-rate`): a token bucket of samples shared by
-//! every remote-write request this connector receives. Hand-written: a bucket of one float
+//! every remote-write request this connector receives, one per tenant when tenants are kept
+//! apart (`--metrics.multi-tenancy`). Hand-written: a bucket of one float
 //! under a mutex is all it takes, and the crates of the field (governor) count cells of one
 //! unit, not requests of thousands of samples at once.
 
@@ -15,7 +16,73 @@ pub struct RateLimiter {
     state: Mutex<(f64, Instant)>,
 }
 
+/// The buckets of the connector: one for all writes, or one per tenant.
+#[derive(Debug)]
+pub struct RateLimits {
+    pub rate: f64,
+    burst: f64,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_tenant: std::collections::HashMap<String, std::sync::Arc<RateLimiter>>,
+    /// When full buckets were last dropped.
+    swept: Option<Instant>,
+}
+
+/// Tenants' buckets kept at most: past it, full buckets (as a new one would be) are dropped,
+/// at most once a second; tenants that still find no room share one bucket, [`OVERFLOW`], so
+/// that naming ever new tenants neither escapes the limit nor takes memory without bound.
+const MAX_BUCKETS: usize = 10_000;
+const OVERFLOW: &str = "\u{0}overflow";
+
+impl RateLimits {
+    /// None when `rate` is 0 (no limit); `burst` 0 is one second of the rate.
+    pub fn new(rate: f64, burst: f64) -> Option<Self> {
+        let probe = RateLimiter::new(rate, burst)?;
+        Some(RateLimits {
+            rate,
+            burst: probe.burst,
+            buckets: Mutex::new(Default::default()),
+        })
+    }
+
+    /// [`RateLimiter::try_take`] from the bucket of `tenant` ("" when tenants are not apart).
+    pub fn try_take(&self, tenant: &str, n: usize) -> Result<(), u64> {
+        let bucket = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let mut key = tenant;
+            if !buckets.by_tenant.contains_key(tenant) && buckets.by_tenant.len() >= MAX_BUCKETS {
+                let now = Instant::now();
+                if buckets
+                    .swept
+                    .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1))
+                {
+                    buckets.swept = Some(now);
+                    buckets.by_tenant.retain(|t, b| t == OVERFLOW || !b.is_full_at(now));
+                }
+                if buckets.by_tenant.len() >= MAX_BUCKETS {
+                    key = OVERFLOW;
+                }
+            }
+            buckets
+                .by_tenant
+                .entry(key.to_string())
+                .or_insert_with(|| std::sync::Arc::new(RateLimiter::new(self.rate, self.burst).expect("rate > 0")))
+                .clone()
+        };
+        bucket.try_take(n)
+    }
+}
+
 impl RateLimiter {
+    /// Whether the bucket has refilled (it then acts as a new one).
+    fn is_full_at(&self, now: Instant) -> bool {
+        let (tokens, last) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate >= self.burst
+    }
+
     /// None when `rate` is 0 (no limit); `burst` 0 is one second of the rate.
     pub fn new(rate: f64, burst: f64) -> Option<Self> {
         if rate <= 0.0 {
@@ -54,6 +121,24 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn each_tenant_has_a_bucket_of_its_own() {
+        let limits = RateLimits::new(10.0, 100.0).unwrap();
+        assert_eq!(limits.try_take("a", 100), Ok(()));
+        assert!(limits.try_take("a", 50).is_err());
+        assert_eq!(limits.try_take("b", 100), Ok(()));
+        assert!(limits.try_take("", 1).is_ok());
+        // Ever new tenants past the most kept share one bucket (a rate slow enough that no
+        // bucket refills while the test runs).
+        let limits = RateLimits::new(0.001, 100.0).unwrap();
+        for n in 0..MAX_BUCKETS {
+            assert_eq!(limits.try_take(&format!("t{n}"), 1), Ok(()));
+        }
+        assert_eq!(limits.try_take("new-1", 100), Ok(()));
+        assert!(limits.try_take("new-2", 50).is_err());
+        assert!(limits.buckets.lock().unwrap().by_tenant.len() <= MAX_BUCKETS + 1);
+    }
 
     #[test]
     fn the_bucket_refills_at_the_rate_and_holds_the_burst() {

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
 use promscale_promql::parse::MAX_DEPTH;
@@ -28,6 +28,7 @@ use crate::model::is_valid_label_name;
 use crate::server::AppState;
 use crate::storage::select::PgSeriesSource;
 use crate::storage::{catalog, exemplars};
+use crate::tenancy::{ReadScope, TenantIdentity, TENANT_LABEL};
 
 /// Prometheus refuses range queries of more points than this per series.
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -68,7 +69,14 @@ fn admin_disabled() -> ApiError {
 /// the series any `match[]` selects in `[start, end]` (both included; the whole time line by
 /// default), at once and for good (Prometheus writes tombstones and drops the data later):
 /// 204 once committed.
-async fn delete_series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn delete_series(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     if !app.enable_admin_api {
         return Err(admin_disabled());
     }
@@ -76,7 +84,7 @@ async fn delete_series(State(app): State<Arc<AppState>>, q: RawQuery, headers: H
     let selectors = selectors(&app, &p, true)?;
     let start = time_param(&p, "start", i64::MIN)?;
     let end = time_param(&p, "end", i64::MAX)?;
-    let source = PgSeriesSource::new(app.pool.clone());
+    let source = PgSeriesSource::scoped(app.pool.clone(), scope.clone());
     let mut ids = Vec::new();
     for matchers in &selectors {
         for selected in source.select_series(matchers).await? {
@@ -203,13 +211,20 @@ fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
     Ok(Engine::new(options))
 }
 
-async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn query(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let expr = query_text(&app, &p)?;
     let time = time_param(&p, "time", now_ms())?;
     let engine = engine(&app, &p)?;
-    let source = PgSeriesSource::new(app.pool.clone());
+    let source = PgSeriesSource::scoped(app.pool.clone(), scope.clone());
     let (mut value, mut annotations) =
         within_timeout(&engine, engine.instant_query_annotated(&source, expr, time)).await?;
     truncate_result(&mut value, &mut annotations, limit);
@@ -219,7 +234,14 @@ async fn query(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap
 /// `/api/v1/query_exemplars`: the stored exemplars in `[start, end]` of every series any
 /// selector of `query` selects, per series, as Prometheus answers (the endpoint Grafana
 /// probes for exemplars).
-async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn query_exemplars(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let text = query_text(&app, &p)?;
     let start = time_param(&p, "start", i64::MIN / 2)?;
@@ -234,7 +256,7 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
     let text = promscale_promql::durations::resolve(text, 1000, 1000).map_err(|e| ApiError::bad_data(e.to_string()))?;
     let expr = promscale_promql::parse::parse_with(&text, MAX_DEPTH, app.query.features)
         .map_err(|e| ApiError::bad_data(e.to_string()))?;
-    let source = PgSeriesSource::new(app.pool.clone());
+    let source = PgSeriesSource::scoped(app.pool.clone(), scope.clone());
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for matchers in promscale_promql::parse::selectors(&expr) {
@@ -266,7 +288,14 @@ async fn query_exemplars(State(app): State<Arc<AppState>>, q: RawQuery, headers:
     Ok(success(json!(out)))
 }
 
-async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn query_range(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let expr = query_text(&app, &p)?;
@@ -299,7 +328,7 @@ async fn query_range(State(app): State<Arc<AppState>>, q: RawQuery, headers: Hea
         ));
     }
     let engine = engine(&app, &p)?;
-    let source = PgSeriesSource::new(app.pool.clone());
+    let source = PgSeriesSource::scoped(app.pool.clone(), scope.clone());
     let (mut value, mut annotations) =
         within_timeout(&engine, engine.range_query_annotated(&source, expr, start, end, step)).await?;
     truncate_result(&mut value, &mut annotations, limit);
@@ -351,8 +380,9 @@ async fn matching_series(
     app: &AppState,
     p: &Params,
     selectors: &[Vec<Matcher>],
+    scope: &Option<ReadScope>,
 ) -> Result<Vec<promscale_promql::Labels>, ApiError> {
-    let source = PgSeriesSource::new(app.pool.clone());
+    let source = PgSeriesSource::scoped(app.pool.clone(), scope.clone());
     let mut out = Vec::new();
     if p.get("start").is_none() && p.get("end").is_none() {
         // Every series ever stored: the catalog answers, no sample is read.
@@ -375,11 +405,18 @@ async fn matching_series(
     Ok(out)
 }
 
-async fn series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn series(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, true)?;
-    let mut series = matching_series(&app, &p, &selectors).await?;
+    let mut series = matching_series(&app, &p, &selectors, &scope).await?;
     let warnings = truncate(&mut series, limit);
     Ok(success_warned(
         json!(series.iter().map(labels_object).collect::<Vec<_>>()),
@@ -387,14 +424,29 @@ async fn series(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMa
     ))
 }
 
-async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn labels(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, false)?;
     let mut names: Vec<String> = if selectors.is_empty() {
-        catalog::label_names(&app.pool).await.map_err(storage_error)?
+        match &scope {
+            None => catalog::label_names(&app.pool).await.map_err(storage_error)?,
+            Some(scope) => {
+                let ids = tenant_ids(&app, scope).await?;
+                catalog::tenant_label_names(&app.pool, &ids, scope.hides_label(), app.query.timeout)
+                    .await
+                    .map_err(|e| catalog_error(e, "listing label names"))?
+            }
+        }
     } else {
-        let series = matching_series(&app, &p, &selectors).await?;
+        let series = matching_series(&app, &p, &selectors, &scope).await?;
         series
             .iter()
             .flat_map(|l| l.iter().map(|(k, _)| k.to_string()))
@@ -408,10 +460,12 @@ async fn labels(State(app): State<Arc<AppState>>, q: RawQuery, headers: HeaderMa
 
 async fn label_values(
     State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
     Path(name): Path<String>,
     q: RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let name = unescape_label_name(&name);
     if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
@@ -424,9 +478,19 @@ async fn label_values(
     let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, false)?;
     let mut values: Vec<String> = if selectors.is_empty() {
-        catalog::label_values(&app.pool, &name).await.map_err(storage_error)?
+        match &scope {
+            None => catalog::label_values(&app.pool, &name).await.map_err(storage_error)?,
+            // A tenant reading alone does not see its tenant label (nor any other tenant's).
+            Some(scope) if scope.hides_label() && name == TENANT_LABEL => Vec::new(),
+            Some(scope) => {
+                let ids = tenant_ids(&app, scope).await?;
+                catalog::tenant_label_values(&app.pool, &name, &ids, app.query.timeout)
+                    .await
+                    .map_err(|e| catalog_error(e, "listing label values"))?
+            }
+        }
     } else {
-        let series = matching_series(&app, &p, &selectors).await?;
+        let series = matching_series(&app, &p, &selectors, &scope).await?;
         series
             .iter()
             .map(|l| l.get(&name).to_string())
@@ -439,9 +503,15 @@ async fn label_values(
     Ok(success_warned(json!(values), warnings))
 }
 
-async fn metadata(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
+async fn metadata(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
-    let rows = catalog::metadata(&app.pool, p.get("metric"))
+    let rows = catalog::metadata(&app.pool, p.get("metric"), scope.as_ref().map(ReadScope::tenants))
         .await
         .map_err(storage_error)?;
     let limit: Option<usize> = p
@@ -546,7 +616,16 @@ fn prometheus_duration(ms: i64) -> String {
 /// samples not yet compacted, `chunkCount` the rows holding them (Prometheus: its head
 /// chunks). Equal counts are ordered by name (Prometheus leaves their order to chance).
 /// Counted and ranked in the database within the query timeout (`--metrics.promql.query-timeout`).
-async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult {
+/// A tenant's read (`--metrics.multi-tenancy`) counts its own series only, and its
+/// `headStats` has no times nor `chunkCount` (an empty head's values): they are every
+/// tenant's.
+async fn tsdb_status(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let scope = scope(&app, &headers, &identity)?;
     const MAX_LIMIT: usize = 10_000;
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
     let limit = match p.get("limit") {
@@ -559,14 +638,20 @@ async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult
             _ => return Err(ApiError::bad_data("limit must be a positive number")),
         },
     };
-    let status = catalog::tsdb_status(&app.pool, limit as i64, app.query.timeout)
+    let ids = match &scope {
+        Some(scope) => Some(tenant_ids(&app, scope).await?),
+        None => None,
+    };
+    let counted = match (&scope, &ids) {
+        (Some(scope), Some(ids)) => catalog::Counted::Tenants {
+            label_ids: ids,
+            hide_tenant: scope.hides_label(),
+        },
+        _ => catalog::Counted::All,
+    };
+    let status = catalog::tsdb_status(&app.pool, counted, limit as i64, app.query.timeout)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                ApiError::from(promscale_promql::QueryError::Timeout("counting the catalog"))
-            }
-            _ => storage_error(e),
-        })?;
+        .map_err(|e| catalog_error(e, "counting the catalog"))?;
     let list = |items: Vec<(String, i64)>| {
         items
             .into_iter()
@@ -587,6 +672,37 @@ async fn tsdb_status(State(app): State<Arc<AppState>>, q: RawQuery) -> ApiResult
         "memoryInBytesByLabelName": list(status.bytes_by_name),
         "seriesCountByLabelValuePair": list(status.series_by_pair),
     })))
+}
+
+/// The tenants a request may read (None: tenants are not kept apart).
+fn scope(
+    app: &AppState,
+    headers: &HeaderMap,
+    identity: &Option<Extension<TenantIdentity>>,
+) -> Result<Option<ReadScope>, ApiError> {
+    crate::tenancy::read_scope(app.tenancy.as_ref(), headers, identity.as_deref()).map_err(|e| ApiError {
+        kind: "bad_data",
+        status: e.status(),
+        message: e.to_string(),
+    })
+}
+
+/// The label ids of a scope's tenants.
+async fn tenant_ids(app: &AppState, scope: &ReadScope) -> Result<Vec<i32>, ApiError> {
+    catalog::tenant_label_ids(&app.pool, scope.tenants())
+        .await
+        .map_err(storage_error)
+}
+
+/// A statement cancelled by its timeout is the query's timeout (503); anything else a storage
+/// error.
+fn catalog_error(e: sqlx::Error, what: &'static str) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+            ApiError::from(promscale_promql::QueryError::Timeout(what))
+        }
+        _ => storage_error(e),
+    }
 }
 
 fn storage_error(e: sqlx::Error) -> ApiError {

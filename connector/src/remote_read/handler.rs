@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes as WireBytes;
 use promql_parser::label::{MatchOp, Matcher};
 use promscale_promql::{Labels, SelectHints};
@@ -25,13 +26,23 @@ use crate::prompb::{Label, Sample};
 use crate::remote_write::decode::memory_budget;
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::select::{PgSeriesSource, SeriesWithHistograms};
+use crate::tenancy::TenantIdentity;
 
 fn error(status: StatusCode, message: String) -> Response {
     tracing::warn!(%status, error = %message, "remote-read request failed");
     (status, message + "\n").into_response()
 }
 
-pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn read(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let scope = match crate::tenancy::read_scope(app.tenancy.as_ref(), &headers, identity.as_deref()) {
+        Ok(scope) => scope,
+        Err(e) => return error(e.status(), e.to_string()),
+    };
     let request = match decode_request(&body, app.max_request_bytes) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -43,7 +54,7 @@ pub async fn read(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         }
     }
-    let source = PgSeriesSource::new(app.pool.clone());
+    let source = PgSeriesSource::scoped(app.pool.clone(), scope);
     let mut results = Vec::with_capacity(queries.len());
     // One budget for the whole response, whichever type: reading stops once it is spent.
     let mut budget = app.max_read_samples;

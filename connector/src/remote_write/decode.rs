@@ -69,6 +69,8 @@ pub enum DecodeError {
     MetricNameTooLong { series: String, len: usize },
     #[error("series {series} has {count} labels, above the {MAX_LABELS} this connector can index")]
     TooManyLabels { series: String, count: usize },
+    #[error("series {series} has no valid {} label naming its tenant (1 to 150 letters, digits and !-_.*'()), and the request names none (--metrics.multi-tenancy.default-write-tenant=label)", crate::tenancy::TENANT_LABEL)]
+    InvalidTenant { series: String },
     #[error("series {series} {detail} (--limits.{flag})")]
     OverLimit {
         series: String,
@@ -118,6 +120,7 @@ impl DecodeError {
             | DecodeError::TooManyLabels { .. } => "labels_too_large",
             DecodeError::TooFarInFuture { .. } => "too_far_in_future",
             DecodeError::OverLimit { reason, .. } => reason,
+            DecodeError::InvalidTenant { .. } => "invalid_tenant",
         }
     }
 }
@@ -292,7 +295,7 @@ impl WriteBatch {
     }
 }
 
-fn describe_series(labels: &[Label]) -> String {
+pub(crate) fn describe_series(labels: &[Label]) -> String {
     let wire: Vec<proto::Label> = labels
         .iter()
         .map(|l| proto::Label {
@@ -424,6 +427,7 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
                         let family = family_name(std::str::from_utf8(&name).unwrap_or_default(), kind);
                         if kind != MetricType::Unknown || !help.is_empty() || !unit.is_empty() {
                             metadata.insert(Metadata {
+                                tenant: String::new(),
                                 r#type: kind.as_prometheus_str(),
                                 metric_family: family.to_string(),
                                 unit,
@@ -562,6 +566,7 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
         .into_iter()
         .filter(|m| !m.metric_family_name.is_empty())
         .map(|m| Metadata {
+            tenant: String::new(),
             r#type: MetricType::try_from(m.r#type)
                 .unwrap_or(MetricType::Unknown)
                 .as_prometheus_str(),

@@ -18,11 +18,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::decode::{decode_snappy, decode_v2_snappy, DecodeError, Refusals};
-use crate::metrics::{CodeLabel, ProtocolLabel, ReasonLabel};
+use crate::metrics::{CodeLabel, ProtocolLabel, ReasonLabel, TenantLabel, TenantReasonLabel};
 use crate::server::{AppState, DATABASE_UNAVAILABLE};
 use crate::storage::StorageError;
+use crate::tenancy::{TenantIdentity, WriteTenant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -36,6 +38,8 @@ pub enum WriteError {
     Storage(#[from] StorageError),
     #[error("not ready: the database schema is not migrated yet")]
     NotReady,
+    #[error(transparent)]
+    Tenancy(#[from] crate::tenancy::TenancyError),
     #[error("ingestion rate limit of {rate} samples/s exceeded (--limits.ingestion-rate): {samples} samples not stored; send them again in {retry_after} s (Prometheus does with queue_config.retry_on_http_429: true)")]
     RateLimited {
         rate: f64,
@@ -66,6 +70,7 @@ impl WriteError {
             | WriteError::PartlyRefused { .. } => StatusCode::BAD_REQUEST,
             WriteError::Storage(StorageError::Unavailable(_)) | WriteError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             WriteError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WriteError::Tenancy(e) => e.status(),
         }
     }
 
@@ -132,7 +137,12 @@ pub struct Written {
     pub exemplars: usize,
 }
 
-pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn write(
+    State(app): State<Arc<AppState>>,
+    identity: Option<Extension<TenantIdentity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
     let protocol = protocol(&headers);
     let is_v2 = matches!(protocol, Ok(Protocol::V2));
@@ -146,7 +156,13 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
                 },
             };
             app.metrics.write_protocols.get_or_create(&label).inc();
-            store(&app, protocol, &body, &mut written).await
+            match &app.tenancy {
+                Some(options) => match crate::tenancy::write_tenant(options, &headers, identity.as_deref()) {
+                    Ok(tenant) => store(&app, protocol, Some(&tenant), &body, &mut written).await,
+                    Err(e) => Err(e.into()),
+                },
+                None => store(&app, protocol, None, &body, &mut written).await,
+            }
         }
         Err(e) => Err(e),
     };
@@ -188,9 +204,46 @@ pub async fn write(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     response
 }
 
+/// Samples and native histograms of a batch by the tenant label of their series.
+fn samples_by_tenant(batch: &crate::remote_write::decode::WriteBatch) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for s in &batch.series {
+        let tenant = s
+            .labels
+            .iter()
+            .find(|l| l.name() == crate::tenancy::TENANT_LABEL)
+            .map(|l| l.value())
+            .unwrap_or_default();
+        let n = s.samples.len() + s.histograms.len();
+        if let Some(count) = out.get_mut(tenant) {
+            *count += n;
+        } else {
+            out.insert(tenant.to_string(), n);
+        }
+    }
+    out
+}
+
+fn count_tenant_refused(app: &AppState, tenant: &str, reason: &'static str, samples: usize) {
+    let label = TenantReasonLabel {
+        tenant: app.metrics.tenant_label(tenant),
+        reason,
+    };
+    app.metrics
+        .tenant_samples_refused
+        .get_or_create(&label)
+        .inc_by(samples as u64);
+}
+
 /// Stores a request; `written` counts what was committed, also when some series were left
 /// out.
-async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &mut Written) -> Result<(), WriteError> {
+async fn store(
+    app: &Arc<AppState>,
+    protocol: Protocol,
+    tenant: Option<&WriteTenant>,
+    body: &[u8],
+    written: &mut Written,
+) -> Result<(), WriteError> {
     let mut batch = match protocol {
         Protocol::V1 => decode_snappy(body, app.max_request_bytes)?,
         Protocol::V2 => decode_v2_snappy(body, app.max_request_bytes)?,
@@ -205,21 +258,33 @@ async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &m
     // The replica label of an HA pair is not stored: it counts for no limit.
     let replica_label = app.ha.as_ref().map(|ha| ha.options.replica_label.as_str());
     batch.refuse_over_label_limits(&app.label_limits, replica_label);
+    // Set after the limits: the tenant label counts for none of them.
+    if let Some(tenant) = tenant {
+        crate::tenancy::assign(&mut batch, tenant);
+    }
     let leaders = match &app.ha {
         Some(ha) => crate::ingest::ha::apply(&ha.options, &app.pool, &app.metrics, &mut batch).await?,
         None => Vec::new(),
     };
-    if let Some(limiter) = &app.rate_limiter {
+    if let Some(limiter) = &app.rate_limits {
         // A request with nothing to store (a standby's, exemplars or metadata alone) takes
         // nothing from the bucket and is never turned away.
         let samples = batch.sample_count() + batch.histogram_count();
         if samples > 0 {
-            if let Err(retry_after) = limiter.try_take(samples) {
+            // Series that name their own tenants share one bucket.
+            let bucket = match tenant {
+                Some(WriteTenant::One(t)) => t.as_str(),
+                _ => "",
+            };
+            if let Err(retry_after) = limiter.try_take(bucket, samples) {
                 let reason = ReasonLabel { reason: "rate_limited" };
                 app.metrics
                     .samples_refused
                     .get_or_create(&reason)
                     .inc_by(samples as u64);
+                if tenant.is_some() {
+                    count_tenant_refused(app, bucket, "rate_limited", samples);
+                }
                 return Err(WriteError::RateLimited {
                     rate: limiter.rate,
                     samples,
@@ -230,7 +295,16 @@ async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &m
     }
     let refused = std::mem::take(&mut batch.refused);
     let stored = batch.series.len();
+    let by_tenant = tenant.map(|_| samples_by_tenant(&batch));
     let report = app.ingestor.ingest(batch).await?;
+    for (tenant, samples) in by_tenant.into_iter().flatten() {
+        app.metrics
+            .tenant_samples_ingested
+            .get_or_create(&TenantLabel {
+                tenant: app.metrics.tenant_label(&tenant),
+            })
+            .inc_by(samples as u64);
+    }
     written.samples = report.samples;
     written.histograms = report.histograms;
     written.exemplars = report.exemplars;
@@ -255,6 +329,14 @@ async fn store(app: &Arc<AppState>, protocol: Protocol, body: &[u8], written: &m
         return Ok(());
     }
     for (&reason, &(series, samples)) in &refused.by_reason {
+        if let Some(tenant) = tenant {
+            // Series naming their own tenant that are refused have none worth a label.
+            let name = match tenant {
+                WriteTenant::One(t) => t.as_str(),
+                WriteTenant::FromLabel => "",
+            };
+            count_tenant_refused(app, name, reason, samples);
+        }
         let reason = ReasonLabel { reason };
         app.metrics.series_refused.get_or_create(&reason).inc_by(series as u64);
         app.metrics

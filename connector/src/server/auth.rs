@@ -4,7 +4,9 @@
 //! Endpoints fall in four classes ([`Access`]): `/healthz` and `/readyz` are open; remote
 //! write needs a common or a write credential; the admin API (`/api/v1/admin/...`, deletion)
 //! a common credential; everything else (remote read, the query API, `/metrics`) a common or
-//! a read credential. With no credential configured at all, every
+//! a read credential. Tenant credentials (`--auth.tenant-tokens-file`, `tenant:token` lines)
+//! open remote write, remote read and the query API for their tenant only (see
+//! `crate::tenancy`). With no credential configured at all, every
 //! endpoint is open. Secret files are stat'ed at most once a second and read again when they
 //! change, so a rotated Kubernetes Secret takes effect without a restart. Comparisons take
 //! the same time whatever the input (`subtle`), and neither a secret nor what a client sent
@@ -161,11 +163,118 @@ fn strip_scheme<'a>(authorization: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
     Some(&rest[start..])
 }
 
+/// The tenant credentials (`--auth.tenant-tokens-file`): a file of `tenant:token` lines,
+/// read again when it changes.
+struct TenantTokens(SecretFile);
+
+impl TenantTokens {
+    fn open(path: &Path) -> anyhow::Result<TenantTokens> {
+        let file = SecretFile::open(path, "tenant tokens")?;
+        let content = file.current().unwrap_or_default();
+        let (entries, bad) = Self::parse(&content);
+        if let Some(line) = bad {
+            // The line number only: the line holds a secret.
+            anyhow::bail!(
+                "line {line} of the tenant tokens file {} is not `tenant:token` with a valid tenant name, or repeats the token of an earlier line",
+                path.display()
+            );
+        }
+        if entries.is_empty() {
+            anyhow::bail!("the tenant tokens file {} holds no `tenant:token` line", path.display());
+        }
+        Ok(TenantTokens(file))
+    }
+
+    /// The (tenant, token) entries, and the number of the first line that is not one (blank
+    /// lines and `#` comments aside) or repeats an earlier line's token: a token given to two
+    /// tenants opens neither.
+    fn parse(content: &[u8]) -> (Vec<(&str, &[u8])>, Option<usize>) {
+        let mut entries = Vec::new();
+        let mut repeated: Vec<&[u8]> = Vec::new();
+        let mut bad = None;
+        for (n, line) in content.split(|b| *b == b'\n').enumerate() {
+            let line = line.trim_ascii();
+            if line.is_empty() || line.starts_with(b"#") {
+                continue;
+            }
+            let entry = line.iter().position(|b| *b == b':').and_then(|colon| {
+                let tenant = std::str::from_utf8(&line[..colon]).ok()?;
+                let token = line[colon + 1..].trim_ascii();
+                (crate::tenancy::is_valid_tenant(tenant) && !token.is_empty()).then_some((tenant, token))
+            });
+            match entry {
+                Some(e) if !entries.iter().any(|(_, t): &(&str, &[u8])| *t == e.1) && !repeated.contains(&e.1) => {
+                    entries.push(e)
+                }
+                Some(e) => {
+                    entries.retain(|(_, t)| *t != e.1);
+                    repeated.push(e.1);
+                    bad.get_or_insert(n + 1);
+                }
+                None => {
+                    bad.get_or_insert(n + 1);
+                }
+            }
+        }
+        (entries, bad)
+    }
+
+    /// The tenant whose token was sent, if any.
+    fn tenant_of(&self, authorization: &[u8]) -> Option<String> {
+        let sent = strip_scheme(authorization, "bearer")?;
+        let content = self.0.current()?;
+        let (entries, _) = Self::parse(&content);
+        // Every entry is compared, so that timing does not tell which one is close (tokens
+        // are unique: `parse` leaves out repeated ones).
+        let mut found = None;
+        for (tenant, token) in entries {
+            if bool::from(token.ct_eq(sent)) && found.is_none() {
+                found = Some(tenant.to_string());
+            }
+        }
+        found
+    }
+}
+
+/// What tenant credentials open: remote write and read, and the query API's data and status
+/// endpoints (each scoped to the tenant); an endpoint added later stays closed to them until
+/// listed here.
+const TENANT_PATHS: &[&str] = &[
+    "/write",
+    "/api/v1/write",
+    "/read",
+    "/api/v1/read",
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/query_exemplars",
+    "/api/v1/series",
+    "/api/v1/labels",
+    "/api/v1/metadata",
+    "/api/v1/status/buildinfo",
+    "/api/v1/status/tsdb",
+    "/api/v1/status/flags",
+    "/api/v1/status/runtimeinfo",
+];
+
+fn is_tenant_path(path: &str) -> bool {
+    TENANT_PATHS.contains(&path) || (path.starts_with("/api/v1/label/") && path.ends_with("/values"))
+}
+
+/// What a request may do, once its credential is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Denied,
+    Allowed,
+    /// Allowed for this tenant's series only.
+    Tenant(crate::tenancy::TenantIdentity),
+}
+
 /// The credentials of the server, by the endpoints they open.
 pub struct Authenticator {
     common: Vec<Credential>,
     write: Vec<Credential>,
     read: Vec<Credential>,
+    tenants: Option<TenantTokens>,
     /// Every endpoint but the health checks needs a verified client certificate.
     require_client_certificate: bool,
 }
@@ -214,23 +323,45 @@ impl Authenticator {
                 &config.read_basic_password_file,
                 "read.",
             )?,
+            tenants: config
+                .tenant_tokens_file
+                .as_deref()
+                .map(TenantTokens::open)
+                .transpose()?,
             require_client_certificate: config.tls_client_ca_file.is_some(),
         })
     }
 
     pub fn is_enabled(&self) -> bool {
-        !(self.common.is_empty() && self.write.is_empty() && self.read.is_empty())
+        !(self.common.is_empty() && self.write.is_empty() && self.read.is_empty() && self.tenants.is_none())
     }
 
     /// Whether a request to an endpoint of class `access` with this `Authorization` header
     /// may go on.
+    /// Whether the common and scoped credentials (not tenant credentials) let a request to an
+    /// endpoint of class `access` with this `Authorization` header go on.
     pub fn allows(&self, access: Access, authorization: Option<&[u8]>) -> bool {
+        self.verdict(access, "/", authorization) == Verdict::Allowed
+    }
+
+    /// Whether a request to `path`, an endpoint of class `access`, with this `Authorization`
+    /// header may go on, and for which tenant. Tenant credentials open remote write, remote
+    /// read and the query API ([`TENANT_PATHS`]), not `/metrics` (counts of every tenant) nor
+    /// the admin API.
+    pub fn verdict(&self, access: Access, path: &str, authorization: Option<&[u8]>) -> Verdict {
         if access == Access::Open || !self.is_enabled() {
-            return true;
+            return Verdict::Allowed;
         }
         let Some(authorization) = authorization else {
-            return false;
+            return Verdict::Denied;
         };
+        if let Some(tenants) = &self.tenants {
+            if matches!(access, Access::Write | Access::Read) && is_tenant_path(path) {
+                if let Some(tenant) = tenants.tenant_of(authorization) {
+                    return Verdict::Tenant(crate::tenancy::TenantIdentity(tenant));
+                }
+            }
+        }
         let scoped: &[Credential] = match access {
             Access::Write => &self.write,
             Access::Read => &self.read,
@@ -238,15 +369,21 @@ impl Authenticator {
             Access::Open => unreachable!(),
         };
         // Every credential is tried, so that timing does not tell which one is close.
-        self.common
+        let ok = self
+            .common
             .iter()
             .chain(scoped)
-            .fold(false, |ok, c| c.accepts(authorization) | ok)
+            .fold(false, |ok, c| c.accepts(authorization) | ok);
+        if ok {
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
+        }
     }
 }
 
 /// Middleware: 401 for a request without a credential its endpoint accepts.
-pub async fn require(State(auth): State<Arc<Authenticator>>, request: Request, next: Next) -> Response {
+pub async fn require(State(auth): State<Arc<Authenticator>>, mut request: Request, next: Next) -> Response {
     let access = Access::of_path(request.uri().path());
     if auth.require_client_certificate && access != Access::Open {
         let verified = request.extensions().get::<ClientCertificate>().is_some_and(|c| c.0);
@@ -260,8 +397,13 @@ pub async fn require(State(auth): State<Arc<Authenticator>>, request: Request, n
         }
     }
     let sent = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    if auth.allows(access, sent) {
-        return next.run(request).await;
+    match auth.verdict(access, request.uri().path(), sent) {
+        Verdict::Allowed => return next.run(request).await,
+        Verdict::Tenant(identity) => {
+            request.extensions_mut().insert(identity);
+            return next.run(request).await;
+        }
+        Verdict::Denied => {}
     }
     tracing::info!(path = %request.uri().path(), credentials_sent = sent.is_some(), "request refused: not authenticated");
     (
@@ -288,6 +430,105 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn tenant_tokens_open_data_endpoints_for_their_tenant_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "tenants", "# tenants\nalpha:a-token\n\nbeta: b:token \n");
+        let config = AuthConfig {
+            bearer_token_file: Some(write(dir.path(), "token", "common-token\n")),
+            tenant_tokens_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let auth = Authenticator::from_config(&config).unwrap();
+        let tenant = |t: &str| Verdict::Tenant(crate::tenancy::TenantIdentity(t.into()));
+        assert_eq!(
+            auth.verdict(Access::Write, "/write", Some(b"Bearer a-token")),
+            tenant("alpha")
+        );
+        assert_eq!(
+            auth.verdict(Access::Read, "/api/v1/query", Some(b"Bearer b:token")),
+            tenant("beta")
+        );
+        // Not /metrics (every tenant's counts), not the admin API, not as basic auth.
+        assert_eq!(
+            auth.verdict(Access::Read, "/metrics", Some(b"Bearer a-token")),
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.verdict(
+                Access::Admin,
+                "/api/v1/admin/tsdb/delete_series",
+                Some(b"Bearer a-token")
+            ),
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.verdict(Access::Read, "/api/v1/query", Some(b"Bearer a-toke")),
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.verdict(Access::Read, "/metrics", Some(b"Bearer common-token")),
+            Verdict::Allowed
+        );
+        // A rotated file takes effect without a restart.
+        std::fs::write(&file, "alpha:new-token\n").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        assert_eq!(
+            auth.verdict(Access::Write, "/write", Some(b"Bearer a-token")),
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.verdict(Access::Write, "/write", Some(b"Bearer new-token")),
+            tenant("alpha")
+        );
+        // A token given to two tenants opens neither.
+        std::fs::write(
+            &file,
+            "alpha:new-token\nbeta:b-token\ngamma:new-token\ndelta:new-token\n",
+        )
+        .unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        assert_eq!(
+            auth.verdict(Access::Write, "/write", Some(b"Bearer new-token")),
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.verdict(Access::Write, "/write", Some(b"Bearer b-token")),
+            tenant("beta")
+        );
+        // Only the listed data endpoints.
+        assert_eq!(
+            auth.verdict(Access::Read, "/api/v1/label/job/values", Some(b"Bearer b-token")),
+            tenant("beta")
+        );
+        assert_eq!(
+            auth.verdict(Access::Read, "/api/v1/other", Some(b"Bearer b-token")),
+            Verdict::Denied
+        );
+        let duplicate = write(dir.path(), "duplicate", "alpha:same\nbeta:same\n");
+        let error = Authenticator::from_config(&AuthConfig {
+            tenant_tokens_file: Some(duplicate),
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("line 2") && !error.contains("same"), "{error}");
+        // A malformed file is an error at start-up, naming the line but not its content.
+        let bad = write(dir.path(), "bad", "alpha:x\nno-colon-secret\n");
+        let error = Authenticator::from_config(&AuthConfig {
+            tenant_tokens_file: Some(bad),
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            error.contains("line 2") && !error.contains("no-colon-secret"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use sqlx::PgPool;
 
+use crate::tenancy::TENANT_LABEL;
+
 /// Every label name ever stored.
 pub async fn label_names(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT DISTINCT key FROM _prom_catalog.label")
@@ -18,19 +20,105 @@ pub async fn label_values(pool: &PgPool, key: &str) -> Result<Vec<String>, sqlx:
         .await
 }
 
+/// The ids of the tenant labels of `tenants` (those that have any series).
+pub async fn tenant_label_ids(pool: &PgPool, tenants: &[String]) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM _prom_catalog.label WHERE key = $1 AND value = ANY($2)")
+        .bind(TENANT_LABEL)
+        .bind(tenants)
+        .fetch_all(pool)
+        .await
+}
+
+/// A transaction whose statements are cancelled past `timeout` (SQLSTATE 57014).
+async fn timed(
+    pool: &PgPool,
+    timeout: std::time::Duration,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL statement_timeout = {}", timeout.as_millis().max(1)))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// The label names of the series carrying one of the labels `tenant_ids`, the tenant label
+/// itself left out when `hide_tenant`; every series of those tenants is read, within
+/// `timeout`.
+pub async fn tenant_label_names(
+    pool: &PgPool,
+    tenant_ids: &[i32],
+    hide_tenant: bool,
+    timeout: std::time::Duration,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = timed(pool, timeout).await?;
+    let names = sqlx::query_scalar(
+        "SELECT DISTINCT l.key FROM _prom_catalog.label l
+          WHERE l.id IN (SELECT DISTINCT u.id FROM _prom_catalog.series s CROSS JOIN LATERAL unnest(s.labels) u(id)
+                          WHERE s.labels && $1 AND u.id <> 0)
+            AND NOT ($2 AND l.key = $3)",
+    )
+    .bind(tenant_ids)
+    .bind(hide_tenant)
+    .bind(TENANT_LABEL)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(names)
+}
+
+/// The values of the label `key` among the series carrying one of the labels `tenant_ids`:
+/// each value of the key looked for among those series through the GIN index on labels,
+/// within `timeout`.
+pub async fn tenant_label_values(
+    pool: &PgPool,
+    key: &str,
+    tenant_ids: &[i32],
+    timeout: std::time::Duration,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = timed(pool, timeout).await?;
+    let values = sqlx::query_scalar(
+        "SELECT l.value FROM _prom_catalog.label l
+          WHERE l.key = $1
+            AND EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels @> ARRAY[l.id] AND s.labels && $2)",
+    )
+    .bind(key)
+    .bind(tenant_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(values)
+}
+
 /// Metadata entries (family, type, help, unit), of one family or all, newest first within a
-/// family.
+/// family; with `tenants`, only what those tenants sent (an entry sent by several once).
 pub async fn metadata(
     pool: &PgPool,
     family: Option<&str>,
+    tenants: Option<&[String]>,
 ) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT metric_family, type, help, unit FROM _prom_catalog.metadata
-          WHERE $1::text IS NULL OR metric_family = $1 ORDER BY metric_family, last_seen DESC",
-    )
-    .bind(family)
-    .fetch_all(pool)
-    .await
+    match tenants {
+        None => {
+            sqlx::query_as(
+                "SELECT metric_family, type, help, unit FROM _prom_catalog.metadata
+                  WHERE $1::text IS NULL OR metric_family = $1 ORDER BY metric_family, last_seen DESC",
+            )
+            .bind(family)
+            .fetch_all(pool)
+            .await
+        }
+        Some(tenants) => {
+            sqlx::query_as(
+                "SELECT metric_family, type, help, unit FROM _prom_catalog.tenant_metadata
+                  WHERE ($1::text IS NULL OR metric_family = $1) AND tenant = ANY($2)
+                  GROUP BY metric_family, type, help, unit
+                  ORDER BY metric_family, max(last_seen) DESC",
+            )
+            .bind(family)
+            .bind(tenants)
+            .fetch_all(pool)
+            .await
+        }
+    }
 }
 
 /// What `/api/v1/status/tsdb` reports: the top `limit` of each cardinality list, in order
@@ -55,16 +143,46 @@ pub struct TsdbStatus {
     pub series_by_pair: Vec<(String, i64)>,
 }
 
-/// Counts the whole catalog (`prom_info.label_cardinality`), ranking in the database, within
-/// `timeout`.
-pub async fn tsdb_status(pool: &PgPool, limit: i64, timeout: std::time::Duration) -> Result<TsdbStatus, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(&format!("SET LOCAL statement_timeout = {}", timeout.as_millis().max(1)))
-        .execute(&mut *tx)
-        .await?;
-    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+/// Whose series [`tsdb_status`] counts.
+pub enum Counted<'a> {
+    All,
+    /// The series carrying one of these (tenant) labels, the tenant label itself left out
+    /// when `hide_tenant`; the head's figures are not given (they are every tenant's).
+    Tenants {
+        label_ids: &'a [i32],
+        hide_tenant: bool,
+    },
+}
+
+/// Counts the whole catalog (`prom_info.label_cardinality`), or some tenants' series, ranking
+/// in the database, within `timeout`.
+pub async fn tsdb_status(
+    pool: &PgPool,
+    counted: Counted<'_>,
+    limit: i64,
+    timeout: std::time::Duration,
+) -> Result<TsdbStatus, sqlx::Error> {
+    let mut tx = timed(pool, timeout).await?;
+    let (pairs, label_ids, hide_tenant) = match counted {
+        Counted::All => (
+            "SELECT key, value, series FROM prom_info.label_cardinality",
+            None,
+            false,
+        ),
+        Counted::Tenants { label_ids, hide_tenant } => (
+            "SELECT l.key, l.value, c.series
+               FROM (SELECT u.id, count(*) AS series FROM _prom_catalog.series s
+                      CROSS JOIN LATERAL unnest(s.labels) AS u(id)
+                      WHERE s.labels && $2 AND u.id <> 0 GROUP BY u.id) c
+               JOIN _prom_catalog.label l ON l.id = c.id
+              WHERE NOT ($3 AND l.key = $4)",
+            Some(label_ids),
+            hide_tenant,
+        ),
+    };
+    let sql = format!(
         r#"WITH pairs AS MATERIALIZED (
-               SELECT key, value, series FROM prom_info.label_cardinality
+               {pairs}
            ), by_name AS MATERIALIZED (
                SELECT key, count(*)::int8 AS values,
                       sum((octet_length(key) + CASE WHEN octet_length(key) < 255 THEN 1 ELSE 4 END
@@ -81,11 +199,27 @@ pub async fn tsdb_status(pool: &PgPool, limit: i64, timeout: std::time::Duration
            (SELECT 'bytes', key, bytes FROM by_name ORDER BY bytes DESC, key COLLATE "C" LIMIT $1)
            UNION ALL
            (SELECT 'pair', key || '=' || value, series FROM pairs
-             ORDER BY series DESC, (key || '=' || value) COLLATE "C" LIMIT $1)"#,
-    )
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+             ORDER BY series DESC, (key || '=' || value) COLLATE "C" LIMIT $1)"#
+    );
+    let query = sqlx::query_as(&sql).bind(limit);
+    let query = match label_ids {
+        Some(ids) => query.bind(ids).bind(hide_tenant).bind(TENANT_LABEL),
+        None => query,
+    };
+    let rows: Vec<(String, Option<String>, i64)> = query.fetch_all(&mut *tx).await?;
+    if let Some(label_ids) = label_ids {
+        let series: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series WHERE labels && $1")
+            .bind(label_ids)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut status = TsdbStatus {
+            series,
+            ..TsdbStatus::default()
+        };
+        status.fill(rows);
+        return Ok(status);
+    }
     let (series, head_rows, min_time, max_time): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM _prom_catalog.series),
                 h.rows,
@@ -105,17 +239,25 @@ pub async fn tsdb_status(pool: &PgPool, limit: i64, timeout: std::time::Duration
         max_time,
         ..TsdbStatus::default()
     };
-    for (list, name, value) in rows {
-        let name = name.unwrap_or_default();
-        match list.as_str() {
-            "pairs" => status.label_pairs = value,
-            "metric" => status.series_by_metric.push((name, value)),
-            "values" => status.values_by_name.push((name, value)),
-            "bytes" => status.bytes_by_name.push((name, value)),
-            _ => status.series_by_pair.push((name, value)),
+    status.fill(rows);
+    Ok(status)
+}
+
+impl TsdbStatus {
+    /// The lists and the pair count from the ranking query's rows.
+    fn fill(&mut self, rows: Vec<(String, Option<String>, i64)>) {
+        let status = self;
+        for (list, name, value) in rows {
+            let name = name.unwrap_or_default();
+            match list.as_str() {
+                "pairs" => status.label_pairs = value,
+                "metric" => status.series_by_metric.push((name, value)),
+                "values" => status.values_by_name.push((name, value)),
+                "bytes" => status.bytes_by_name.push((name, value)),
+                _ => status.series_by_pair.push((name, value)),
+            }
         }
     }
-    Ok(status)
 }
 
 /// The default retention period, in seconds.

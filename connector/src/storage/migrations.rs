@@ -107,6 +107,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ha_leases",
         sql: include_str!("migrations/0017_ha_leases.sql"),
     },
+    Migration {
+        version: 18,
+        name: "tenants",
+        sql: include_str!("migrations/0018_tenants.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "sql_deletion",
+        sql: include_str!("migrations/0019_sql_deletion.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

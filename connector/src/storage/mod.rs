@@ -1,7 +1,7 @@
 //! Everything that talks to PostgreSQL: the block format ([`codec`]), the write path into the
 //! head ([`samples`]; exemplars and native histograms beside it in [`exemplars`] and
 //! [`histograms`]), series ids ([`series`]), [`compaction`] into series chunks, [`deletion`]
-//! of series data, series
+//! of series data (asked for in SQL: [`deletion_queue`]), series
 //! selection by label matchers ([`select`]), reading samples ([`read`]), and what the HTTP
 //! API asks of the catalog ([`catalog`]). See `docs/storage.md`. No SQL lives outside this
 //! module.
@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod codec;
 pub mod compaction;
 pub mod deletion;
+pub mod deletion_queue;
 pub mod error;
 pub mod exemplars;
 pub mod ha_lease;

@@ -13,6 +13,7 @@ use promscale_promql::{HistogramSample, Labels, QueryError, Sample, SelectHints,
 
 use super::read::ReadError;
 use crate::model::Histogram;
+use crate::tenancy::{ReadScope, TENANT_LABEL};
 use sqlx::PgPool;
 
 /// A series id is its metric's id shifted left by this many bits plus a number drawn from one
@@ -21,6 +22,9 @@ const SERIES_ID_BITS: u32 = 40;
 
 pub struct PgSeriesSource {
     pool: PgPool,
+    /// The tenants a read may see (`--metrics.multi-tenancy`): a matcher every selection
+    /// gets, so that no endpoint selects another tenant's series.
+    scope: Option<ReadScope>,
 }
 
 /// A metric and the series of it that match a selector's label matchers.
@@ -51,7 +55,12 @@ pub(crate) fn to_time(ms: i64) -> DateTime<Utc> {
 
 impl PgSeriesSource {
     pub fn new(pool: PgPool) -> Self {
-        PgSeriesSource { pool }
+        PgSeriesSource { pool, scope: None }
+    }
+
+    /// A source that sees the series of `scope`'s tenants only (all series when None).
+    pub fn scoped(pool: PgPool, scope: Option<ReadScope>) -> Self {
+        PgSeriesSource { pool, scope }
     }
 
     /// Metrics (id, table, label key -> position) whose name satisfies every `__name__`
@@ -184,6 +193,7 @@ impl PgSeriesSource {
         .await
         .map_err(storage_error)?
         .into_iter()
+        .filter(|(_, k, _)| !(k == TENANT_LABEL && self.scope.as_ref().is_some_and(ReadScope::hides_label)))
         .map(|(id, k, v)| (id, (k, v)))
         .collect();
         Ok(series
@@ -195,7 +205,21 @@ impl PgSeriesSource {
     /// The series every matcher accepts, per metric, with their labels; metrics and series
     /// in the order they were created.
     pub async fn select_series(&self, matchers: &[Matcher]) -> Result<Vec<SelectedSeries>, QueryError> {
-        let (name, labels): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| m.name == METRIC_NAME);
+        let tenant = self.scope.as_ref().map(ReadScope::matcher);
+        let mut asked = Vec::with_capacity(matchers.len());
+        for m in matchers {
+            // A tenant reading alone has no tenant label, as a Prometheus holding only its
+            // data: its matchers on the label see the empty value.
+            if m.name == TENANT_LABEL && self.scope.as_ref().is_some_and(ReadScope::hides_label) {
+                if m.is_match("") {
+                    continue;
+                }
+                return Ok(Vec::new());
+            }
+            asked.push(m);
+        }
+        let (name, labels): (Vec<&Matcher>, Vec<&Matcher>) =
+            asked.into_iter().chain(&tenant).partition(|m| m.name == METRIC_NAME);
         let mut label_ids = HashMap::new();
         let mut out = Vec::new();
         for metric in self.metrics(&name).await? {

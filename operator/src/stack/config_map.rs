@@ -56,6 +56,18 @@ pub fn connector_env(names: &StackNames, spec: &PromscaleStackSpec) -> BTreeMap<
         set("PROMSCALE_LIMITS_INGESTION_RATE", number(limits.ingestion_rate));
         set("PROMSCALE_LIMITS_INGESTION_BURST", number(limits.ingestion_burst));
     }
+    if let Some(tenancy) = &spec.connector.multi_tenancy {
+        set("PROMSCALE_METRICS_MULTI_TENANCY", Some("true".to_string()));
+        set("PROMSCALE_METRICS_MULTI_TENANCY_HEADER", tenancy.header.clone());
+        set(
+            "PROMSCALE_METRICS_MULTI_TENANCY_DEFAULT_WRITE_TENANT",
+            tenancy.default_write_tenant.clone(),
+        );
+        set(
+            "PROMSCALE_METRICS_MULTI_TENANCY_ALLOW_CROSS_TENANT_QUERIES",
+            tenancy.allow_cross_tenant_queries.map(|b| b.to_string()),
+        );
+    }
     if let Some(ha) = &spec.connector.high_availability {
         set("PROMSCALE_METRICS_HIGH_AVAILABILITY", Some("true".to_string()));
         set("PROMSCALE_METRICS_HA_CLUSTER_LABEL", ha.cluster_label.clone());

@@ -290,6 +290,13 @@ fn auth_files(auth: &AuthSpec) -> Vec<AuthFile> {
             });
         }
     }
+    if let Some(tokens) = &auth.tenant_tokens {
+        files.push(AuthFile {
+            flag: "--auth.tenant-tokens-file",
+            path: "tenants/tokens".into(),
+            secret: tokens.clone(),
+        });
+    }
     if let Some(tls) = &auth.tls {
         let key = |key: &str| SecretKeyRef {
             name: tls.secret_name.clone(),
@@ -479,6 +486,7 @@ mod tests {
                 client_ca: Some(key("metrics-client-ca", "ca.crt")),
                 client_cert_secret_name: Some("prometheus-client".into()),
             }),
+            tenant_tokens: Some(key("metrics-tenants", "tokens")),
         }
     }
 
@@ -570,6 +578,7 @@ mod tests {
                 "--auth.write.bearer-token-file=/etc/promscale/auth/write/bearer-token",
                 "--auth.write.basic-password-file=/etc/promscale/auth/write/basic-password",
                 "--auth.read.basic-password-file=/etc/promscale/auth/read/basic-password",
+                "--auth.tenant-tokens-file=/etc/promscale/auth/tenants/tokens",
                 "--auth.tls-cert-file=/etc/promscale/auth/tls/tls.crt",
                 "--auth.tls-key-file=/etc/promscale/auth/tls/tls.key",
                 "--auth.tls-client-ca-file=/etc/promscale/auth/tls/client-ca.crt",
@@ -612,6 +621,11 @@ mod tests {
                 (
                     "metrics-read".to_string(),
                     pairs(&[("pass", "read/basic-password")]),
+                    Some(false)
+                ),
+                (
+                    "metrics-tenants".to_string(),
+                    pairs(&[("tokens", "tenants/tokens")]),
                     Some(false)
                 ),
                 (

@@ -303,6 +303,7 @@ mod tests {
                 client_ca: Some(key("metrics-client-ca", "ca.crt")),
                 client_cert_secret_name: Some("prometheus-client".into()),
             }),
+            tenant_tokens: None,
         };
         let (write, read) = blocks(Some(&auth));
         let tls = json!({
