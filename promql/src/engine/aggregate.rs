@@ -55,6 +55,24 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             Some(LabelModifier::Exclude(without)) => labels.drop(&without.labels).without_metadata_labels(),
         }
     };
+    // Under delayed name removal, a group's result is marked to drop the metric name when one
+    // of its members is (Prometheus' `groupedAggregation.dropName`, the name itself only
+    // there with `by (__name__)`); topk, bottomk, limitk and limit_ratio keep their elements'
+    // marks, count_values marks nothing.
+    let marked_groups: std::collections::HashSet<Labels> = if ev.delays_name_removal()
+        && !matches!(
+            op.as_str(),
+            "topk" | "bottomk" | "limitk" | "limit_ratio" | "count_values"
+        ) {
+        input
+            .iter()
+            .chain(&histograms)
+            .filter(|s| s.labels.name_to_drop())
+            .map(|s| grouping(&s.labels))
+            .collect()
+    } else {
+        Default::default()
+    };
     // The groups of the float input, when histograms may share them.
     let float_groups: std::collections::HashSet<Labels> = if histograms.is_empty() {
         Default::default()
@@ -154,18 +172,19 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             ev.with_groups(key, |cache| fold_groups(cache, &input, op, grouping, t))
         }
     };
-    if histograms.is_empty() {
-        return Ok(Value::Vector(out));
+    let mut out = if histograms.is_empty() {
+        out
+    } else {
+        sum_histograms(ev, op == "avg", out, &float_groups, histograms, grouping, t)
+    };
+    if !marked_groups.is_empty() {
+        for s in &mut out {
+            if marked_groups.contains(&s.labels) {
+                s.labels = s.labels.clone().with_name_to_drop(true);
+            }
+        }
     }
-    Ok(Value::Vector(sum_histograms(
-        ev,
-        op == "avg",
-        out,
-        &float_groups,
-        histograms,
-        grouping,
-        t,
-    )))
+    Ok(Value::Vector(out))
 }
 
 /// `sum` (or `avg`) where native histograms are among the input: each group of histograms
