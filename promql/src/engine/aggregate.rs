@@ -201,9 +201,13 @@ fn sum_histograms(
     grouping: impl Fn(&Labels) -> Labels,
     t: i64,
 ) -> Vec<InstantSample> {
-    use crate::histogram::FloatHistogram;
+    use crate::histogram::{CompensatedSum, FloatHistogram};
+    // Prometheus 3 sums with compensated steps, and averages as avg_over_time does.
+    let prometheus_3 = ev.options.semantics == super::Semantics::Prometheus3;
     struct Group {
         sum: Option<FloatHistogram>,
+        /// Under Prometheus 3 semantics, in place of `sum`.
+        compensated: Option<CompensatedSum>,
         count: f64,
         /// One histogram said "counter reset" where the sum so far said "not reset" or the
         /// other way round (a gauge or an unknown hint on the way ends that, as in
@@ -219,10 +223,24 @@ fn sum_histograms(
             order.push(group);
             Group {
                 sum: None,
+                compensated: None,
                 count: 0.0,
                 collision: false,
             }
         });
+        if prometheus_3 {
+            if g.count == 0.0 {
+                g.compensated = Some(CompensatedSum::new(&h));
+            } else if let Some(acc) = &mut g.compensated {
+                let step = if average { acc.add_to_mean(&h) } else { acc.add(&h) };
+                match ev.annotate_sum_step(step, s.labels.get(crate::labels::METRIC_NAME)) {
+                    Some(info) => g.collision |= info.counter_reset_collision,
+                    None => g.compensated = None,
+                }
+            }
+            g.count += 1.0;
+            continue;
+        }
         g.sum = match (g.count == 0.0, g.sum.take()) {
             (true, _) => Some(h.as_ref().clone()),
             (false, Some(acc)) => ev
@@ -255,10 +273,17 @@ fn sum_histograms(
         if g.collision {
             ev.warn(crate::annotations::counter_reset_collision("aggregation"));
         }
-        if let Some(mut sum) = g.sum {
-            if average {
-                sum.div(g.count);
-            }
+        let result = match g.compensated {
+            Some(acc) if average => Some(acc.mean()),
+            Some(acc) => Some(acc.sum()),
+            None => g.sum.map(|mut sum| {
+                if average {
+                    sum.div(g.count);
+                }
+                sum
+            }),
+        };
+        if let Some(mut sum) = result {
             sum.compact(0);
             out.push(InstantSample {
                 labels: group,

@@ -419,6 +419,30 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Annotates a step of a compensated sum of native histograms
+    /// ([`crate::histogram::CompensatedSum`]) as [`Evaluator::combine_histograms`] annotates
+    /// an addition within an aggregation; `None` when the histograms could not be added.
+    pub fn annotate_sum_step(
+        &self,
+        step: Result<ArithmeticInfo, crate::histogram::HistogramError>,
+        metric: &str,
+    ) -> Option<ArithmeticInfo> {
+        match step {
+            Ok(info) => {
+                if info.custom_bounds_reconciled {
+                    self.info(crate::annotations::mismatched_custom_buckets(
+                        HistogramStep::Aggregation.name(),
+                    ));
+                }
+                Some(info)
+            }
+            Err(_) => {
+                self.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
+                None
+            }
+        }
+    }
+
     /// Notes that histogram_quantile forced the buckets of a classic histogram of `metric`
     /// monotonic at `t`: the info names the metric under delayed name removal only, as
     /// Prometheus' does (without, the name is gone by then).

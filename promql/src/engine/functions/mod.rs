@@ -655,6 +655,32 @@ fn apply_window(
                 .apply(samples, range_start, range_end, scalars, semantics)?
                 .map(|v| (v, None)),
         },
+        // Prometheus 3: with compensated steps, a mean as `avg` takes it.
+        F::SumOverTime | F::AvgOverTime if samples.is_empty() && semantics == super::Semantics::Prometheus3 => {
+            let mut acc = crate::histogram::CompensatedSum::new(&histograms[0].h);
+            let mut collision = false;
+            for h in &histograms[1..] {
+                let step = if function == F::AvgOverTime {
+                    acc.add_to_mean(&h.h)
+                } else {
+                    acc.add(&h.h)
+                };
+                // Exponential and custom buckets mixed: no result.
+                let Some(info) = ev.annotate_sum_step(step, metric) else {
+                    return Ok(None);
+                };
+                collision |= info.counter_reset_collision;
+            }
+            if collision {
+                ev.warn(crate::annotations::counter_reset_collision("aggregation"));
+            }
+            let result = if function == F::AvgOverTime {
+                acc.mean()
+            } else {
+                acc.sum()
+            };
+            Some((0.0, Some(Arc::new(result))))
+        }
         F::SumOverTime | F::AvgOverTime if samples.is_empty() => {
             let mut sum = histograms[0].h.as_ref().clone();
             let mut collision = false;
