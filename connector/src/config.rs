@@ -327,8 +327,9 @@ pub struct Config {
 
     /// PromQL features Prometheus keeps behind --enable-feature, by the same names
     /// (repeatable, or comma-separated): promql-experimental-functions (info, sort_by_label,
-    /// limitk, ... as Prometheus marks them) and promql-binop-fill-modifiers (fill, fill_left,
-    /// fill_right). None by default, as in Prometheus. Prometheus' other PromQL feature names
+    /// limitk, ... as Prometheus marks them), promql-binop-fill-modifiers (fill, fill_left,
+    /// fill_right) and promql-delayed-name-removal (the metric name dropped when evaluation
+    /// ends). None by default, as in Prometheus. Prometheus' other PromQL feature names
     /// are accepted and ignored with a warning (promql-duration-expr: always on).
     #[arg(
         long = "metrics.promql.enable-feature",
@@ -644,7 +645,7 @@ mod tests {
             "promscale-connector",
             "--metrics.promql.enable-feature",
             "promql-experimental-functions,promql-duration-expr",
-            "--metrics.promql.enable-feature=promql-binop-fill-modifiers",
+            "--metrics.promql.enable-feature=promql-binop-fill-modifiers,promql-delayed-name-removal",
         ])
         .unwrap();
         let (features, ignored) =

@@ -10,8 +10,8 @@ pub struct Annotations {
     pub warnings: BTreeSet<String>,
     pub infos: BTreeSet<String>,
     /// histogram_quantile's forced monotonicity, merged over series and steps until
-    /// [`Annotations::finished`] words it.
-    monotonicity: Option<Monotonicity>,
+    /// [`Annotations::finished`] words it: one per metric name it gives ("" for none).
+    monotonicity: std::collections::BTreeMap<String, Monotonicity>,
 }
 
 /// Where histogram_quantile had to raise bucket counts of classic histograms: the steps, the
@@ -28,12 +28,13 @@ struct Monotonicity {
 
 impl Annotations {
     pub fn is_empty(&self) -> bool {
-        self.warnings.is_empty() && self.infos.is_empty() && self.monotonicity.is_none()
+        self.warnings.is_empty() && self.infos.is_empty() && self.monotonicity.is_empty()
     }
 
     /// histogram_quantile made the bucket counts of a classic histogram monotonic at `t`: one
-    /// info for the whole query, as Prometheus 3 merges them.
-    pub fn forced_monotonicity(&mut self, t: i64, min_bucket: f64, max_bucket: f64, max_diff: f64) {
+    /// info for the whole query, as Prometheus 3 merges them, or under delayed name removal
+    /// one per metric, which it names (Prometheus gives `metric` only then; "" for none).
+    pub fn forced_monotonicity(&mut self, metric: &str, t: i64, min_bucket: f64, max_bucket: f64, max_diff: f64) {
         let new = Monotonicity {
             min_t: t,
             max_t: t,
@@ -42,7 +43,7 @@ impl Annotations {
             max_diff,
             merged: 0,
         };
-        self.monotonicity = Some(match self.monotonicity {
+        let merged = match self.monotonicity.get(metric) {
             None => new,
             Some(m) => Monotonicity {
                 min_t: m.min_t.min(t),
@@ -60,12 +61,13 @@ impl Annotations {
                 max_diff: if max_diff > m.max_diff { max_diff } else { m.max_diff },
                 merged: m.merged + 1,
             },
-        });
+        };
+        self.monotonicity.insert(metric.to_string(), merged);
     }
 
     /// The annotations with those merged along the way worded among the infos.
     pub fn finished(mut self) -> Self {
-        if let Some(m) = self.monotonicity.take() {
+        for (metric, m) in std::mem::take(&mut self.monotonicity) {
             let time = |t: i64| {
                 chrono::DateTime::from_timestamp(t / 1000, 0)
                     .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -73,8 +75,13 @@ impl Annotations {
             };
             self.infos.insert(format!(
                 "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
-                 https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile), \
+                 https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){}, \
                  from buckets {} to {}, with a max diff of {}, over {} samples from {} to {}",
+                if metric.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for metric name {metric:?}")
+                },
                 go_g(m.min_bucket),
                 go_g(m.max_bucket),
                 go_g_2(m.max_diff),
@@ -315,8 +322,8 @@ mod tests {
     #[test]
     fn forced_monotonicity_is_one_info_merged_over_steps() {
         let mut a = Annotations::default();
-        a.forced_monotonicity(3_000_000, 10.0, 100.0, 1.0);
-        a.forced_monotonicity(3_060_000, 1.0, 1000.0, 0.5);
+        a.forced_monotonicity("", 3_000_000, 10.0, 100.0, 1.0);
+        a.forced_monotonicity("", 3_060_000, 1.0, 1000.0, 0.5);
         let a = a.finished();
         assert_eq!(
             a.infos.iter().collect::<Vec<_>>(),

@@ -7,8 +7,10 @@
 //! `histogram_stddev` / `histogram_stdvar`, the `buckets` array of the HTTP API
 //! ([`api_buckets`]), the arithmetic behind `+`, `-`, `*`, `/` and aggregations
 //! ([`FloatHistogram::add`], [`FloatHistogram::sub`], [`FloatHistogram::mul`],
-//! [`FloatHistogram::div`], [`FloatHistogram::compact`]), counter-reset detection and the
-//! first part of `rate`/`increase`/`delta` over histograms ([`histogram_rate`]).
+//! [`FloatHistogram::div`], [`FloatHistogram::compact`]), the compensated sums and means of
+//! Prometheus 3's `sum`, `avg`, `sum_over_time` and `avg_over_time`
+//! ([`FloatHistogram::kahan_add`], [`CompensatedSum`]), counter-reset detection and the first
+//! part of `rate`/`increase`/`delta` over histograms ([`histogram_rate`]).
 //!
 //! It is written by hand because no Rust crate implements Prometheus' native-histogram
 //! semantics: the results depend on the exact order of Prometheus' float operations, on its
@@ -1028,8 +1030,26 @@ fn reduce_resolution_buckets(
     origin: i32,
     target: i32,
 ) -> Result<(Vec<Span>, Vec<f64>), HistogramError> {
+    reduce_resolution_compensated(spans, buckets, None, origin, target).map(|(spans, buckets, _)| (spans, buckets))
+}
+
+/// One side's spans, buckets and the buckets' Kahan compensation terms.
+type CompensatedBuckets = (Vec<Span>, Vec<f64>, Vec<f64>);
+
+/// [`reduce_resolution_buckets`], and with `compensation` (the Kahan compensation terms of
+/// `buckets`) Prometheus' `kahanReduceResolution`: buckets merged with compensated steps, and
+/// the compensation terms of the merged buckets (empty without).
+fn reduce_resolution_compensated(
+    spans: &[Span],
+    buckets: &[f64],
+    compensation: Option<&[f64]>,
+    origin: i32,
+    target: i32,
+) -> Result<CompensatedBuckets, HistogramError> {
     let mut target_spans: Vec<Span> = Vec::new();
     let mut target_buckets: Vec<f64> = Vec::new();
+    let mut target_compensation: Vec<f64> = Vec::new();
+    let compensation_of = |i: usize| compensation.and_then(|c| c.get(i).copied()).unwrap_or(0.0);
     let mut bucket_idx: i32 = 0;
     let mut bucket_count_idx = 0usize;
     let mut last_target_idx: i32 = 0;
@@ -1050,16 +1070,26 @@ fn reduce_resolution_buckets(
                 )));
             };
             let idx = target_idx(bucket_idx, origin, target);
+            let c = compensation_of(bucket_count_idx);
             if target_spans.is_empty() {
                 target_spans.push(Span { offset: idx, length: 1 });
                 target_buckets.push(count);
+                target_compensation.push(c);
                 last_target_idx = idx;
             } else if last_target_idx == idx {
-                *target_buckets.last_mut().expect("a bucket per target span") += count;
+                let last = target_buckets.last_mut().expect("a bucket per target span");
+                if compensation.is_some() {
+                    let last_c = target_compensation.last_mut().expect("a term per bucket");
+                    (*last, *last_c) = kahan_inc(count, *last, *last_c);
+                    (*last, *last_c) = kahan_inc(c, *last, *last_c);
+                } else {
+                    *last += count;
+                }
             } else if last_target_idx.wrapping_add(1) == idx {
                 target_spans.last_mut().expect("checked non-empty").length += 1;
                 last_target_idx = last_target_idx.wrapping_add(1);
                 target_buckets.push(count);
+                target_compensation.push(c);
             } else if last_target_idx.wrapping_add(1) < idx {
                 target_spans.push(Span {
                     offset: idx.wrapping_sub(last_target_idx).wrapping_sub(1),
@@ -1067,6 +1097,7 @@ fn reduce_resolution_buckets(
                 });
                 last_target_idx = idx;
                 target_buckets.push(count);
+                target_compensation.push(c);
             }
             bucket_idx = bucket_idx.wrapping_add(1);
             bucket_count_idx += 1;
@@ -1078,7 +1109,10 @@ fn reduce_resolution_buckets(
             buckets.len()
         )));
     }
-    Ok((target_spans, target_buckets))
+    if compensation.is_none() {
+        target_compensation.clear();
+    }
+    Ok((target_spans, target_buckets, target_compensation))
 }
 
 /// Removes empty buckets at the edges of spans, and runs of more than `max_empty` empty
@@ -1212,6 +1246,11 @@ fn compact_buckets(buckets: &mut Vec<f64>, spans: &mut Vec<Span>, max_empty: usi
 /// Adds (or, with `negative`, subtracts) the buckets of B into those of A, creating the
 /// buckets A lacks. With an exponential schema, B's leading buckets that end at or below
 /// `threshold` (the zero bucket's width) are left out.
+///
+/// With `compensation_a`, Prometheus' `kahanAddBuckets`: A's Kahan compensation terms (in
+/// A's layout, kept in it) and B's (`compensation_b`), if it has any; each bucket of B (then
+/// its compensation) is added with a compensated step.
+#[allow(clippy::too_many_arguments)]
 fn add_buckets(
     schema: i32,
     threshold: f64,
@@ -1220,7 +1259,36 @@ fn add_buckets(
     buckets_a: &mut Vec<f64>,
     spans_b: &[Span],
     buckets_b: &[f64],
+    mut compensation_a: Option<&mut Vec<f64>>,
+    compensation_b: Option<&[f64]>,
 ) -> Result<(), HistogramError> {
+    // Adds `b` (and its compensation `cb`) to A's bucket `i`; false when there is none.
+    let add_at = |buckets_a: &mut Vec<f64>, compensation: Option<&mut Vec<f64>>, i: usize, b: f64, cb: f64| {
+        let Some(a) = buckets_a.get_mut(i) else {
+            return false;
+        };
+        match compensation {
+            Some(ca) => {
+                let Some(c) = ca.get_mut(i) else {
+                    return false;
+                };
+                (*a, *c) = kahan_inc(b, *a, *c);
+                if cb != 0.0 {
+                    (*a, *c) = kahan_inc(cb, *a, *c);
+                }
+            }
+            None => *a += b,
+        }
+        true
+    };
+    // Inserts `b` (and its compensation `cb`) as A's bucket `i`.
+    let insert_at = |buckets_a: &mut Vec<f64>, compensation: Option<&mut Vec<f64>>, i: usize, b: f64, cb: f64| {
+        buckets_a.insert(i, b);
+        if let Some(ca) = compensation {
+            let at = i.min(ca.len());
+            ca.insert(at, cb);
+        }
+    };
     let bad_layout = || {
         HistogramError::InvalidLayout(format!(
             "spans need more buckets than provided: {ERR_SPANS_BUCKETS_MISMATCH}"
@@ -1245,13 +1313,21 @@ fn add_buckets(
                 }
                 lower_than_threshold = false;
                 let mut bucket_b = *buckets_b.get(b_idx_b).ok_or_else(bad_layout)?;
+                let mut bucket_compensation_b = compensation_b.and_then(|cb| cb.get(b_idx_b).copied()).unwrap_or(0.0);
                 if negative {
                     bucket_b *= -1.0;
+                    bucket_compensation_b *= -1.0;
                 }
                 if i_span == -1 {
                     if spans_a.is_empty() || spans_a[0].offset > index_b {
                         // The new bucket comes before all of A's.
-                        buckets_a.insert(0, bucket_b);
+                        insert_at(
+                            buckets_a,
+                            compensation_a.as_deref_mut(),
+                            0,
+                            bucket_b,
+                            bucket_compensation_b,
+                        );
                         if !spans_a.is_empty() && spans_a[0].offset == index_b.wrapping_add(1) {
                             spans_a[0].length += 1;
                             spans_a[0].offset -= 1;
@@ -1269,7 +1345,15 @@ fn add_buckets(
                         }
                         break 'bucket;
                     } else if spans_a[0].offset == index_b {
-                        *buckets_a.first_mut().ok_or_else(bad_layout)? += bucket_b;
+                        if !add_at(
+                            buckets_a,
+                            compensation_a.as_deref_mut(),
+                            0,
+                            bucket_b,
+                            bucket_compensation_b,
+                        ) {
+                            return Err(bad_layout());
+                        }
                         break 'bucket;
                     }
                     i_span = 0;
@@ -1284,7 +1368,15 @@ fn add_buckets(
                         // The bucket is in the current span.
                         i_bucket += delta_index as isize;
                         i_in_span += delta_index;
-                        *buckets_a.get_mut(i_bucket as usize).ok_or_else(bad_layout)? += bucket_b;
+                        if !add_at(
+                            buckets_a,
+                            compensation_a.as_deref_mut(),
+                            i_bucket as usize,
+                            bucket_b,
+                            bucket_compensation_b,
+                        ) {
+                            return Err(bad_layout());
+                        }
                         break;
                     }
                     delta_index -= remaining_in_span;
@@ -1296,7 +1388,13 @@ fn add_buckets(
                         if i_bucket as usize > buckets_a.len() {
                             return Err(bad_layout());
                         }
-                        buckets_a.insert(i_bucket as usize, bucket_b);
+                        insert_at(
+                            buckets_a,
+                            compensation_a.as_deref_mut(),
+                            i_bucket as usize,
+                            bucket_b,
+                            bucket_compensation_b,
+                        );
                         if delta_index == 0 {
                             // Right after the previous span: extend it.
                             if next < spans_a.len() {
@@ -1340,6 +1438,142 @@ fn add_buckets(
     Ok(())
 }
 
+/// Drops the buckets that are empty together with their compensation terms and rebuilds
+/// the spans around the others (Prometheus' `kahanCompact` with no empty buckets kept).
+fn compact_compensated(spans: &mut Vec<Span>, buckets: &mut Vec<f64>, terms: &mut Vec<f64>) {
+    let mut kept: Vec<(i32, f64, f64)> = Vec::with_capacity(buckets.len());
+    let mut index: i32 = 0;
+    let mut i = 0;
+    for (n, span) in spans.iter().enumerate() {
+        index = if n == 0 {
+            span.offset
+        } else {
+            index.wrapping_add(span.offset)
+        };
+        for _ in 0..span.length {
+            let (Some(&b), c) = (buckets.get(i), terms.get(i).copied().unwrap_or(0.0)) else {
+                break;
+            };
+            if b != 0.0 || c != 0.0 {
+                kept.push((index, b, c));
+            }
+            index = index.wrapping_add(1);
+            i += 1;
+        }
+    }
+    spans.clear();
+    buckets.clear();
+    terms.clear();
+    let mut last: Option<i32> = None;
+    for (index, b, c) in kept {
+        match (last, spans.last_mut()) {
+            (Some(l), Some(span)) if index == l.wrapping_add(1) => span.length += 1,
+            (Some(l), _) => spans.push(Span {
+                offset: index.wrapping_sub(l).wrapping_sub(1),
+                length: 1,
+            }),
+            (None, _) => spans.push(Span {
+                offset: index,
+                length: 1,
+            }),
+        }
+        buckets.push(b);
+        terms.push(c);
+        last = Some(index);
+    }
+}
+
+/// A compensated sum finished: the sum with its compensation terms added in, as Prometheus
+/// adds them (`Add`) when a sum, `avg` or `*_over_time` is done.
+pub fn compensated(sum: FloatHistogram, terms: Option<&FloatHistogram>) -> FloatHistogram {
+    match terms {
+        Some(c) => sum.add(c).unwrap_or(sum),
+        None => sum,
+    }
+}
+
+/// A sum or mean of native histograms folded as Prometheus 3 folds them in `sum`, `avg`,
+/// `sum_over_time` and `avg_over_time`: with compensated steps
+/// ([`FloatHistogram::kahan_add`]), and for a mean, the sum divided at the end as long as it
+/// does not overflow, an incremental mean from the step that would make it overflow on.
+#[derive(Clone, Debug)]
+pub struct CompensatedSum {
+    sum: FloatHistogram,
+    /// The compensation terms of `sum` (or of `mean`, once there is one).
+    terms: Option<FloatHistogram>,
+    /// The incremental mean, once the sum would have overflowed.
+    mean: Option<FloatHistogram>,
+    count: f64,
+}
+
+impl CompensatedSum {
+    pub fn new(first: &FloatHistogram) -> Self {
+        CompensatedSum {
+            sum: first.clone(),
+            terms: None,
+            mean: None,
+            count: 1.0,
+        }
+    }
+
+    /// Adds `h` to a sum. On error (exponential and custom buckets) the sum is unchanged.
+    pub fn add(&mut self, h: &FloatHistogram) -> Result<ArithmeticInfo, HistogramError> {
+        let (sum, terms, info) = self.sum.kahan_add(h, self.terms.as_ref())?;
+        (self.sum, self.terms) = (sum, Some(terms));
+        self.count += 1.0;
+        Ok(info)
+    }
+
+    /// Adds `h` to a mean.
+    pub fn add_to_mean(&mut self, h: &FloatHistogram) -> Result<ArithmeticInfo, HistogramError> {
+        self.count += 1.0;
+        let count = self.count;
+        if self.mean.is_none() {
+            let (sum, terms, info) = self.sum.kahan_add(h, self.terms.as_ref())?;
+            if !sum.has_overflow() {
+                (self.sum, self.terms) = (sum, Some(terms));
+                return Ok(info);
+            }
+            let mut mean = self.sum.clone();
+            mean.div(count - 1.0);
+            if let Some(terms) = &mut self.terms {
+                terms.div(count - 1.0);
+            }
+            self.mean = Some(mean);
+        }
+        let q = (count - 1.0) / count;
+        if let Some(terms) = &mut self.terms {
+            terms.mul(q);
+        }
+        let mut to_add = h.clone();
+        to_add.div(count);
+        let mean = self.mean.as_mut().expect("set above");
+        mean.mul(q);
+        let (new_mean, terms, info) = mean.kahan_add(&to_add, self.terms.as_ref())?;
+        (*mean, self.terms) = (new_mean, Some(terms));
+        Ok(info)
+    }
+
+    /// The sum, its compensation added in.
+    pub fn sum(self) -> FloatHistogram {
+        compensated(self.sum, self.terms.as_ref())
+    }
+
+    /// The mean, its compensation added in.
+    pub fn mean(self) -> FloatHistogram {
+        if let Some(mean) = self.mean {
+            return compensated(mean, self.terms.as_ref());
+        }
+        let mut sum = self.sum;
+        sum.div(self.count);
+        let terms = self.terms.map(|mut terms| {
+            terms.div(self.count);
+            terms
+        });
+        compensated(sum, terms.as_ref())
+    }
+}
+
 /// The custom bounds two histograms have in common.
 fn intersect_custom_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
     let mut out = Vec::new();
@@ -1360,16 +1594,19 @@ fn intersect_custom_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
 
 /// Adds (or subtracts) two custom-bucket sides with different bounds after mapping both onto
 /// the common bounds (each bucket goes to the first common bound at or above its own upper
-/// bound). Buckets that end up empty (with no pending compensation) are left out.
+/// bound). Buckets that end up empty (with no pending compensation) are left out. With
+/// `compensation_a` (A's Kahan compensation terms), those are added in after each bucket of A,
+/// as Prometheus' KahanAdd does; the compensation terms of the result come last.
 fn add_custom_buckets_with_mismatches(
     negative: bool,
     a: &FloatHistogram,
     b: &FloatHistogram,
     common: &[f64],
-) -> (Vec<Span>, Vec<f64>) {
+    compensation_a: Option<&[f64]>,
+) -> CompensatedBuckets {
     let mut target = vec![0.0; common.len() + 1];
     let mut compensation = vec![0.0; common.len() + 1];
-    let mut map = |spans: &[Span], buckets: &[f64], bounds: &[f64], negative: bool| {
+    let mut map = |spans: &[Span], buckets: &[f64], bounds: &[f64], negative: bool, extra: Option<&[f64]>| {
         let mut src_idx: i64 = 0;
         let mut bucket_idx = 0usize;
         let mut common_idx = 0usize;
@@ -1390,23 +1627,34 @@ fn add_custom_buckets_with_mismatches(
                     }
                     let inc = if negative { -value } else { value };
                     (target[t], compensation[t]) = kahan_inc(inc, target[t], compensation[t]);
+                    if let Some(&c) = extra.and_then(|e| e.get(bucket_idx)).filter(|_| !negative) {
+                        (target[t], compensation[t]) = kahan_inc(c, target[t], compensation[t]);
+                    }
                 }
                 src_idx += 1;
                 bucket_idx += 1;
             }
         }
     };
-    map(&a.positive_spans, &a.positive_buckets, &a.custom_values, false);
-    map(&b.positive_spans, &b.positive_buckets, &b.custom_values, negative);
+    map(
+        &a.positive_spans,
+        &a.positive_buckets,
+        &a.custom_values,
+        false,
+        compensation_a,
+    );
+    map(&b.positive_spans, &b.positive_buckets, &b.custom_values, negative, None);
 
     let mut spans: Vec<Span> = Vec::new();
     let mut buckets = Vec::new();
+    let mut compensations = Vec::new();
     let mut last_idx: i32 = -1;
     for (i, (&value, &comp)) in target.iter().zip(&compensation).enumerate() {
         if value == 0.0 && comp == 0.0 {
             continue;
         }
         buckets.push(value);
+        compensations.push(comp);
         let idx = i as i32;
         match spans.last_mut() {
             Some(last) if idx == last_idx + 1 => last.length += 1,
@@ -1418,7 +1666,7 @@ fn add_custom_buckets_with_mismatches(
         }
         last_idx = idx;
     }
-    (spans, buckets)
+    (spans, buckets, compensations)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1712,12 +1960,14 @@ impl FloatHistogram {
                     &mut h.positive_buckets,
                     &other.positive_spans,
                     &other.positive_buckets,
+                    None,
+                    None,
                 )?;
             } else {
                 info.custom_bounds_reconciled = true;
                 let common = intersect_custom_bounds(&h.custom_values, &other.custom_values);
-                (h.positive_spans, h.positive_buckets) =
-                    add_custom_buckets_with_mismatches(negative, &h, other, &common);
+                (h.positive_spans, h.positive_buckets, _) =
+                    add_custom_buckets_with_mismatches(negative, &h, other, &common, None);
                 h.custom_values = common;
             }
             return Ok((h, info));
@@ -1745,6 +1995,8 @@ impl FloatHistogram {
             &mut h.positive_buckets,
             &other.positive_spans,
             &other.positive_buckets,
+            None,
+            None,
         )?;
         add_buckets(
             h.schema,
@@ -1754,6 +2006,8 @@ impl FloatHistogram {
             &mut h.negative_buckets,
             &other.negative_spans,
             &other.negative_buckets,
+            None,
+            None,
         )?;
         Ok((h, info))
     }
@@ -1782,6 +2036,277 @@ impl FloatHistogram {
     /// [`FloatHistogram::sub`], also reporting what [`FloatHistogram::add_detailed`] reports.
     pub fn sub_detailed(&self, other: &FloatHistogram) -> Result<(FloatHistogram, ArithmeticInfo), HistogramError> {
         self.add_or_sub(other, true)
+    }
+
+    /// Whether a count, the sum, a bucket or a custom bound is infinite (Prometheus'
+    /// `HasOverflow`).
+    pub fn has_overflow(&self) -> bool {
+        [self.zero_count, self.count, self.sum]
+            .iter()
+            .chain(&self.positive_buckets)
+            .chain(&self.negative_buckets)
+            .chain(&self.custom_values)
+            .any(|v| v.is_infinite())
+    }
+
+    /// The Kahan compensation terms of a sum starting at this histogram: its layout, every
+    /// term 0 (Prometheus' `newCompensationHistogram`).
+    fn compensation_for(&self) -> FloatHistogram {
+        FloatHistogram {
+            counter_reset_hint: self.counter_reset_hint,
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            zero_count: 0.0,
+            count: 0.0,
+            sum: 0.0,
+            positive_spans: self.positive_spans.clone(),
+            negative_spans: self.negative_spans.clone(),
+            positive_buckets: vec![0.0; self.positive_buckets.len()],
+            negative_buckets: if self.uses_custom_buckets() {
+                Vec::new()
+            } else {
+                vec![0.0; self.negative_buckets.len()]
+            },
+            custom_values: self.custom_values.clone(),
+        }
+    }
+
+    /// [`FloatHistogram::zero_count_for_larger_threshold`] summed with compensated steps, the
+    /// compensation terms `c` of the buckets (in this histogram's layout) included: the zero
+    /// count, the threshold and the zero count's compensation term.
+    fn zero_count_for_larger_threshold_compensated(
+        &self,
+        mut larger: f64,
+        c: Option<&FloatHistogram>,
+    ) -> (f64, f64, f64) {
+        let c_zero = c.map_or(0.0, |c| c.zero_count);
+        if larger == self.zero_threshold {
+            return (self.zero_count, larger, c_zero);
+        }
+        let term = |buckets: Option<&Vec<f64>>, i: usize| buckets.and_then(|b| b.get(i).copied()).unwrap_or(0.0);
+        'outer: loop {
+            let (mut zero_count, mut zero_c) = (self.zero_count, c_zero);
+            let mut it = ForwardIter::new(self, true, 0.0, self.schema);
+            let mut i = 0;
+            while it.advance() {
+                let b = it.at();
+                if b.lower >= larger {
+                    break;
+                }
+                (zero_count, zero_c) = kahan_inc(b.count, zero_count, zero_c);
+                if c.is_some() {
+                    (zero_count, zero_c) = kahan_inc(term(c.map(|c| &c.positive_buckets), i), zero_count, zero_c);
+                }
+                if b.upper > larger {
+                    if b.count != 0.0 {
+                        larger = b.upper;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            let mut it = ForwardIter::new(self, false, 0.0, self.schema);
+            let mut i = 0;
+            while it.advance() {
+                let b = it.at();
+                if b.upper <= -larger {
+                    break;
+                }
+                (zero_count, zero_c) = kahan_inc(b.count, zero_count, zero_c);
+                if c.is_some() {
+                    (zero_count, zero_c) = kahan_inc(term(c.map(|c| &c.negative_buckets), i), zero_count, zero_c);
+                }
+                if b.lower < -larger {
+                    if b.count != 0.0 {
+                        larger = -b.lower;
+                        continue 'outer;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            return (zero_count, larger, zero_c);
+        }
+    }
+
+    /// [`FloatHistogram::reconcile_zero_buckets`] for a compensated sum: `c` (the compensation
+    /// terms, in this histogram's layout) follows this histogram's changes. Returns the zero
+    /// count `other` would have and its compensation term.
+    fn reconcile_zero_buckets_compensated(&mut self, other: &FloatHistogram, c: &mut FloatHistogram) -> (f64, f64) {
+        let (mut other_zero_count, mut other_c) = (other.zero_count, 0.0);
+        let mut other_threshold = other.zero_threshold;
+        while other_threshold != self.zero_threshold {
+            if other_threshold.is_nan() || self.zero_threshold.is_nan() {
+                break;
+            }
+            if self.zero_threshold > other_threshold {
+                (other_zero_count, other_threshold, other_c) =
+                    other.zero_count_for_larger_threshold_compensated(self.zero_threshold, None);
+            }
+            if other_threshold > self.zero_threshold {
+                let (zero_count, threshold, c_zero) =
+                    self.zero_count_for_larger_threshold_compensated(other_threshold, Some(c));
+                (self.zero_count, self.zero_threshold, c.zero_count) = (zero_count, threshold, c_zero);
+                // Empty the buckets now inside the zero bucket, and their terms, and drop them.
+                let zt = self.zero_threshold;
+                let mut positive = 0;
+                let mut it = ForwardIter::new(self, true, 0.0, self.schema);
+                while it.advance() && it.at().lower < zt {
+                    positive += 1;
+                }
+                let mut negative = 0;
+                let mut it = ForwardIter::new(self, false, 0.0, self.schema);
+                while it.advance() && it.at().upper > -zt {
+                    negative += 1;
+                }
+                self.positive_buckets.iter_mut().take(positive).for_each(|b| *b = 0.0);
+                self.negative_buckets.iter_mut().take(negative).for_each(|b| *b = 0.0);
+                c.positive_buckets.iter_mut().take(positive).for_each(|b| *b = 0.0);
+                c.negative_buckets.iter_mut().take(negative).for_each(|b| *b = 0.0);
+                compact_compensated(
+                    &mut self.positive_spans,
+                    &mut self.positive_buckets,
+                    &mut c.positive_buckets,
+                );
+                compact_compensated(
+                    &mut self.negative_spans,
+                    &mut self.negative_buckets,
+                    &mut c.negative_buckets,
+                );
+            }
+        }
+        (other_zero_count, other_c)
+    }
+
+    /// `self + other` with compensated (Kahan-Neumaier) steps, as Prometheus'
+    /// `FloatHistogram.KahanAdd`: `c` holds the compensation terms of `self` (none at the start
+    /// of a sum), and the sum comes with the new terms, in its own layout. What
+    /// [`FloatHistogram::add_detailed`] reports, too. The sum is finished by adding the terms
+    /// in ([`compensated`]).
+    pub fn kahan_add(
+        &self,
+        other: &FloatHistogram,
+        c: Option<&FloatHistogram>,
+    ) -> Result<(FloatHistogram, FloatHistogram, ArithmeticInfo), HistogramError> {
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::IncompatibleSchema);
+        }
+        if other.schema != self.schema {
+            let to_reduce = if other.schema < self.schema { self } else { other };
+            check_spans(&to_reduce.positive_spans, to_reduce.positive_buckets.len())?;
+            check_spans(&to_reduce.negative_spans, to_reduce.negative_buckets.len())?;
+        }
+        let mut h = self.clone();
+        let mut c = match c {
+            Some(c)
+                if c.positive_buckets.len() == h.positive_buckets.len()
+                    && c.negative_buckets.len() == h.negative_buckets.len() =>
+            {
+                c.clone()
+            }
+            _ => h.compensation_for(),
+        };
+        let mut info = ArithmeticInfo {
+            counter_reset_collision: h.adjust_counter_reset(other),
+            ..Default::default()
+        };
+        if !h.uses_custom_buckets() {
+            let (other_zero_count, other_c) = h.reconcile_zero_buckets_compensated(other, &mut c);
+            (h.zero_count, c.zero_count) = kahan_inc(other_zero_count, h.zero_count, c.zero_count);
+            (h.zero_count, c.zero_count) = kahan_inc(other_c, h.zero_count, c.zero_count);
+        }
+        (h.count, c.count) = kahan_inc(other.count, h.count, c.count);
+        (h.sum, c.sum) = kahan_inc(other.sum, h.sum, c.sum);
+
+        if h.uses_custom_buckets() {
+            if h.custom_values == other.custom_values {
+                add_buckets(
+                    h.schema,
+                    h.zero_threshold,
+                    false,
+                    &mut h.positive_spans,
+                    &mut h.positive_buckets,
+                    &other.positive_spans,
+                    &other.positive_buckets,
+                    Some(&mut c.positive_buckets),
+                    None,
+                )?;
+            } else {
+                info.custom_bounds_reconciled = true;
+                let common = intersect_custom_bounds(&h.custom_values, other.custom_values.as_slice());
+                (h.positive_spans, h.positive_buckets, c.positive_buckets) =
+                    add_custom_buckets_with_mismatches(false, &h, other, &common, Some(&c.positive_buckets));
+                c.custom_values = common.clone();
+                h.custom_values = common;
+            }
+            c.positive_spans = h.positive_spans.clone();
+            return Ok((h, c, info));
+        }
+
+        // The other's buckets at the lower of the two schemas, with the compensation terms
+        // of their merging.
+        type Side = (Vec<Span>, Vec<f64>, Option<Vec<f64>>);
+        let (other_positive, other_negative): (Side, Side) = if other.schema < h.schema {
+            for positive in [true, false] {
+                let (spans, buckets, terms) = if positive {
+                    (&h.positive_spans, &h.positive_buckets, &c.positive_buckets)
+                } else {
+                    (&h.negative_spans, &h.negative_buckets, &c.negative_buckets)
+                };
+                let reduced = reduce_resolution_compensated(spans, buckets, Some(terms), h.schema, other.schema)?;
+                if positive {
+                    (h.positive_spans, h.positive_buckets, c.positive_buckets) = reduced;
+                } else {
+                    (h.negative_spans, h.negative_buckets, c.negative_buckets) = reduced;
+                }
+            }
+            h.schema = other.schema;
+            (
+                (other.positive_spans.clone(), other.positive_buckets.clone(), None),
+                (other.negative_spans.clone(), other.negative_buckets.clone(), None),
+            )
+        } else {
+            let side = |spans: &[Span], buckets: &[f64]| -> Result<Side, HistogramError> {
+                if other.schema == h.schema || buckets.is_empty() {
+                    return Ok((spans.to_vec(), buckets.to_vec(), None));
+                }
+                let zeros = vec![0.0; buckets.len()];
+                let (spans, buckets, terms) =
+                    reduce_resolution_compensated(spans, buckets, Some(&zeros), other.schema, h.schema)?;
+                Ok((spans, buckets, Some(terms)))
+            };
+            (
+                side(&other.positive_spans, &other.positive_buckets)?,
+                side(&other.negative_spans, &other.negative_buckets)?,
+            )
+        };
+        add_buckets(
+            h.schema,
+            h.zero_threshold,
+            false,
+            &mut h.positive_spans,
+            &mut h.positive_buckets,
+            &other_positive.0,
+            &other_positive.1,
+            Some(&mut c.positive_buckets),
+            other_positive.2.as_deref(),
+        )?;
+        add_buckets(
+            h.schema,
+            h.zero_threshold,
+            false,
+            &mut h.negative_spans,
+            &mut h.negative_buckets,
+            &other_negative.0,
+            &other_negative.1,
+            Some(&mut c.negative_buckets),
+            other_negative.2.as_deref(),
+        )?;
+        c.schema = h.schema;
+        c.zero_threshold = h.zero_threshold;
+        c.positive_spans = h.positive_spans.clone();
+        c.negative_spans = h.negative_spans.clone();
+        Ok((h, c, info))
     }
 
     /// Whether this histogram, following `previous` in a counter series, starts over: its hint
@@ -2477,6 +3002,58 @@ mod tests {
     }
 
     // --- Arithmetic -----------------------------------------------------------------------
+
+    #[test]
+    fn compensated_sums_keep_what_large_values_cancel_out() {
+        // Buckets and sums of 1e100 that cancel out, as in Prometheus' native_histograms.test.
+        let big = |sign: f64| script(0, 1.0, sign * 1e100, (0.001, 0.0), &[sign * 1e100, 1.0], &[]);
+        let small = script(0, 1.0, 1.0, (0.001, 1.0), &[1.0], &[2.0]);
+        let mut plain = small.clone();
+        let mut acc = CompensatedSum::new(&small);
+        for h in [big(1.0), small.clone(), big(-1.0)] {
+            plain = plain.add(&h).unwrap();
+            acc.add(&h).unwrap();
+        }
+        assert_eq!((plain.sum, plain.positive_buckets[0]), (0.0, 0.0));
+        let mut sum = acc.sum();
+        sum.compact(0);
+        assert_eq!(sum, script(0, 4.0, 2.0, (0.001, 2.0), &[2.0, 2.0], &[4.0]));
+        // Layouts that differ: the finer schema reduced, the narrower zero bucket widened,
+        // the compensation terms following.
+        let fine = script(1, 2.0, 1e100, (0.0001, 0.0), &[1e100, 3.0], &[]);
+        let coarse = script(0, 1.0, -1e100, (0.001, 1.0), &[-1e100], &[]);
+        let mut acc = CompensatedSum::new(&fine);
+        acc.add(&coarse).unwrap();
+        acc.add(&script(0, 1.0, 5.0, (0.001, 0.0), &[1.0], &[])).unwrap();
+        let mut sum = acc.sum();
+        sum.compact(0);
+        assert_eq!(
+            (sum.schema, sum.zero_threshold, sum.sum, sum.count),
+            (0, 0.001, 5.0, 4.0)
+        );
+        assert_eq!(sum.positive_buckets, [1.0, 3.0]);
+        // Exponential and custom buckets do not add up.
+        assert!(CompensatedSum::new(&small)
+            .add(&nhcb(&[1.0], 1.0, 1.0, &[(0, 1)], &[1.0]))
+            .is_err());
+    }
+
+    #[test]
+    fn compensated_means_go_incremental_where_the_sum_would_overflow() {
+        let h = |count: f64, sum: f64| script(0, count, sum, (0.001, 0.0), &[], &[]);
+        let mut acc = CompensatedSum::new(&h(f64::MAX, 1.0));
+        acc.add_to_mean(&h(f64::MAX, 3.0)).unwrap();
+        acc.add_to_mean(&h(0.0, 2.0)).unwrap();
+        let mean = acc.mean();
+        assert_close(mean.count, f64::MAX / 3.0 * 2.0);
+        assert_close(mean.sum, 2.0);
+        let mut acc = CompensatedSum::new(&h(1.0, 1e100));
+        for x in [h(1.0, 1.0), h(1.0, -1e100), h(1.0, 1.0)] {
+            acc.add_to_mean(&x).unwrap();
+        }
+        let mean = acc.mean();
+        assert_eq!((mean.count, mean.sum), (1.0, 0.5));
+    }
 
     #[test]
     fn add_merges_layouts_as_prometheus() {

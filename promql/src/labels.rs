@@ -2,6 +2,10 @@
 //!
 //! A label set is shared, not copied: cloning one (as evaluation does for every series at
 //! every step) only counts a reference, and changing a shared one copies it first.
+//!
+//! Under delayed name removal (Prometheus' `promql-delayed-name-removal`) a set also carries
+//! a mark, Prometheus' `DropName`: its metric name is to be dropped when evaluation ends. The
+//! mark is no part of the set's identity: sets equal but for it are equal, hash and sort alike.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -17,12 +21,32 @@ pub fn is_metadata_label(name: &str) -> bool {
     name == METRIC_NAME || name == METRIC_TYPE || name == METRIC_UNIT
 }
 
-#[derive(Clone, Debug, Default, Eq, PartialOrd, Ord)]
-pub struct Labels(Arc<Vec<(String, String)>>);
+#[derive(Clone, Debug, Default, Eq)]
+pub struct Labels(Arc<Vec<(String, String)>>, NameMark);
+
+/// Whether the metric name of a label set is to be dropped when evaluation ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum NameMark {
+    #[default]
+    Kept,
+    ToDrop,
+}
 
 impl PartialEq for Labels {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
     }
 }
 
@@ -37,7 +61,7 @@ impl Labels {
         pairs.retain(|(_, v)| !v.is_empty());
         pairs.sort();
         pairs.dedup_by(|a, b| a.0 == b.0);
-        Labels(Arc::new(pairs))
+        Labels(Arc::new(pairs), NameMark::Kept)
     }
 
     /// Identifies this shared label set (not its content): equal for clones of one set, and
@@ -100,23 +124,49 @@ impl Labels {
         if !self.0.iter().any(|(k, _)| is_metadata_label(k)) {
             return self.clone();
         }
-        Labels(Arc::new(
-            self.0.iter().filter(|(k, _)| !is_metadata_label(k)).cloned().collect(),
-        ))
+        Labels(
+            Arc::new(self.0.iter().filter(|(k, _)| !is_metadata_label(k)).cloned().collect()),
+            self.1,
+        )
+    }
+
+    /// The same set, marked (or not) as one whose metric name is to be dropped when
+    /// evaluation ends (delayed name removal).
+    pub fn with_name_to_drop(mut self, to_drop: bool) -> Labels {
+        self.1 = if to_drop { NameMark::ToDrop } else { NameMark::Kept };
+        self
+    }
+
+    /// Whether the set is marked as one whose metric name is to be dropped when evaluation
+    /// ends.
+    pub fn name_to_drop(&self) -> bool {
+        self.1 == NameMark::ToDrop
+    }
+
+    /// The set as evaluation hands it out: without the labels that name the metric if it was
+    /// marked so (Prometheus' `cleanupMetricLabels`), and unmarked.
+    pub fn with_marked_name_dropped(&self) -> Labels {
+        if self.name_to_drop() {
+            self.without_metadata_labels().with_name_to_drop(false)
+        } else {
+            self.clone()
+        }
     }
 
     /// Only the labels named in `names`.
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(Arc::new(
-            self.0.iter().filter(|(k, _)| names.contains(k)).cloned().collect(),
-        ))
+        Labels(
+            Arc::new(self.0.iter().filter(|(k, _)| names.contains(k)).cloned().collect()),
+            NameMark::Kept,
+        )
     }
 
     /// All labels but those named in `names`.
     pub fn drop(&self, names: &[String]) -> Labels {
-        Labels(Arc::new(
-            self.0.iter().filter(|(k, _)| !names.contains(k)).cloned().collect(),
-        ))
+        Labels(
+            Arc::new(self.0.iter().filter(|(k, _)| !names.contains(k)).cloned().collect()),
+            NameMark::Kept,
+        )
     }
 }
 
@@ -151,6 +201,28 @@ mod tests {
             l.without_metadata_labels(),
             Labels::from_pairs(&[("__other__", "kept"), ("job", "api")])
         );
+    }
+
+    #[test]
+    fn a_name_marked_to_drop_is_no_part_of_the_identity_and_dropped_at_the_end() {
+        let l = Labels::from_pairs(&[("__name__", "up"), ("__type__", "gauge"), ("job", "api")]);
+        let marked = l.clone().with_name_to_drop(true);
+        assert!(marked.name_to_drop() && !l.name_to_drop());
+        assert_eq!(marked, l);
+        assert_eq!(marked.cmp(&l), std::cmp::Ordering::Equal);
+        let hash = |l: &Labels| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            l.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&marked), hash(&l));
+        assert_eq!(
+            l.with_marked_name_dropped().to_string(),
+            r#"{__name__="up", __type__="gauge", job="api"}"#
+        );
+        let dropped = marked.with_marked_name_dropped();
+        assert_eq!(dropped.to_string(), r#"{job="api"}"#);
+        assert!(!dropped.name_to_drop());
     }
 
     #[test]

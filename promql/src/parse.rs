@@ -518,7 +518,8 @@ mod tests {
             Ok((
                 crate::Features {
                     experimental_functions: true,
-                    binop_fill_modifiers: false
+                    binop_fill_modifiers: false,
+                    delayed_name_removal: false
                 },
                 vec!["promql-duration-expr"]
             ))

@@ -55,6 +55,24 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             Some(LabelModifier::Exclude(without)) => labels.drop(&without.labels).without_metadata_labels(),
         }
     };
+    // Under delayed name removal, a group's result is marked to drop the metric name when one
+    // of its members is (Prometheus' `groupedAggregation.dropName`, the name itself only
+    // there with `by (__name__)`); topk, bottomk, limitk and limit_ratio keep their elements'
+    // marks, count_values marks nothing.
+    let marked_groups: std::collections::HashSet<Labels> = if ev.delays_name_removal()
+        && !matches!(
+            op.as_str(),
+            "topk" | "bottomk" | "limitk" | "limit_ratio" | "count_values"
+        ) {
+        input
+            .iter()
+            .chain(&histograms)
+            .filter(|s| s.labels.name_to_drop())
+            .map(|s| grouping(&s.labels))
+            .collect()
+    } else {
+        Default::default()
+    };
     // The groups of the float input, when histograms may share them.
     let float_groups: std::collections::HashSet<Labels> = if histograms.is_empty() {
         Default::default()
@@ -154,18 +172,19 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             ev.with_groups(key, |cache| fold_groups(cache, &input, op, grouping, t))
         }
     };
-    if histograms.is_empty() {
-        return Ok(Value::Vector(out));
+    let mut out = if histograms.is_empty() {
+        out
+    } else {
+        sum_histograms(ev, op == "avg", out, &float_groups, histograms, grouping, t)
+    };
+    if !marked_groups.is_empty() {
+        for s in &mut out {
+            if marked_groups.contains(&s.labels) {
+                s.labels = s.labels.clone().with_name_to_drop(true);
+            }
+        }
     }
-    Ok(Value::Vector(sum_histograms(
-        ev,
-        op == "avg",
-        out,
-        &float_groups,
-        histograms,
-        grouping,
-        t,
-    )))
+    Ok(Value::Vector(out))
 }
 
 /// `sum` (or `avg`) where native histograms are among the input: each group of histograms
@@ -182,9 +201,13 @@ fn sum_histograms(
     grouping: impl Fn(&Labels) -> Labels,
     t: i64,
 ) -> Vec<InstantSample> {
-    use crate::histogram::FloatHistogram;
+    use crate::histogram::{CompensatedSum, FloatHistogram};
+    // Prometheus 3 sums with compensated steps, and averages as avg_over_time does.
+    let prometheus_3 = ev.options.semantics == super::Semantics::Prometheus3;
     struct Group {
         sum: Option<FloatHistogram>,
+        /// Under Prometheus 3 semantics, in place of `sum`.
+        compensated: Option<CompensatedSum>,
         count: f64,
         /// One histogram said "counter reset" where the sum so far said "not reset" or the
         /// other way round (a gauge or an unknown hint on the way ends that, as in
@@ -200,10 +223,24 @@ fn sum_histograms(
             order.push(group);
             Group {
                 sum: None,
+                compensated: None,
                 count: 0.0,
                 collision: false,
             }
         });
+        if prometheus_3 {
+            if g.count == 0.0 {
+                g.compensated = Some(CompensatedSum::new(&h));
+            } else if let Some(acc) = &mut g.compensated {
+                let step = if average { acc.add_to_mean(&h) } else { acc.add(&h) };
+                match ev.annotate_sum_step(step, s.labels.get(crate::labels::METRIC_NAME)) {
+                    Some(info) => g.collision |= info.counter_reset_collision,
+                    None => g.compensated = None,
+                }
+            }
+            g.count += 1.0;
+            continue;
+        }
         g.sum = match (g.count == 0.0, g.sum.take()) {
             (true, _) => Some(h.as_ref().clone()),
             (false, Some(acc)) => ev
@@ -236,10 +273,17 @@ fn sum_histograms(
         if g.collision {
             ev.warn(crate::annotations::counter_reset_collision("aggregation"));
         }
-        if let Some(mut sum) = g.sum {
-            if average {
-                sum.div(g.count);
-            }
+        let result = match g.compensated {
+            Some(acc) if average => Some(acc.mean()),
+            Some(acc) => Some(acc.sum()),
+            None => g.sum.map(|mut sum| {
+                if average {
+                    sum.div(g.count);
+                }
+                sum
+            }),
+        };
+        if let Some(mut sum) = result {
             sum.compact(0);
             out.push(InstantSample {
                 labels: group,

@@ -199,7 +199,7 @@ fn vector_scalar(
                 s.v = v;
                 s.h = result;
                 if drop_name {
-                    s.labels = s.labels.without_metadata_labels();
+                    s.labels = ev.drop_name(&s.labels);
                 }
                 return Some(s);
             }
@@ -222,7 +222,7 @@ fn vector_scalar(
             }
             s.v = value;
             if drop_name {
-                s.labels = s.labels.without_metadata_labels();
+                s.labels = ev.drop_name(&s.labels);
             }
             Some(s)
         })
@@ -351,7 +351,7 @@ fn vector_vector(
         } else if !keep && !check_filtered {
             continue;
         }
-        let labels = result_labels(op, &s.labels, &other.labels, m, &include, ev.options.semantics);
+        let labels = result_labels(ev, op, &s.labels, &other.labels, m, &include);
         let seen = matched.entry(sig).or_default();
         if one_to_one {
             if !seen.is_empty() {
@@ -379,15 +379,14 @@ fn vector_vector(
     Ok(out)
 }
 
-fn result_labels(
-    op: &str,
-    many: &Labels,
-    one: &Labels,
-    m: &BinModifier,
-    include: &[String],
-    semantics: super::Semantics,
-) -> Labels {
-    let mut labels = if drops_metric_name(op, semantics) || m.return_bool {
+/// The labels of the result of `many op one`. Arithmetic drops the metric name there and
+/// then, even under delayed name removal (as Prometheus' `resultMetric` does); a `bool`
+/// comparison drops it too, or under delayed name removal marks it to be dropped when
+/// evaluation ends. Prometheus' `VectorBinop` marks nothing else: an element of `many` that
+/// was marked is no longer marked once a comparison between vectors keeps it.
+fn result_labels(ev: &Evaluator, op: &str, many: &Labels, one: &Labels, m: &BinModifier, include: &[String]) -> Labels {
+    let delayed = ev.delays_name_removal();
+    let mut labels = if drops_metric_name(op, ev.options.semantics) || (m.return_bool && !delayed) {
         many.without_metadata_labels()
     } else {
         many.clone()
@@ -402,7 +401,7 @@ fn result_labels(
     for name in include {
         labels.set(name, one.get(name));
     }
-    labels
+    labels.with_name_to_drop(m.return_bool && delayed)
 }
 
 /// The labels of an element that stands in for a missing match: the matching labels alone

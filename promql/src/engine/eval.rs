@@ -214,6 +214,7 @@ pub fn evaluate(
     if step == 0 {
         let value = ev.eval(expr, start)?;
         ev.check_samples(count_samples(&value))?;
+        let value = ev.drop_marked_names(value)?;
         return Ok((value, ev.annotations.into_inner().finished()));
     }
     match expr.value_type() {
@@ -251,7 +252,46 @@ pub fn evaluate(
         ev.held.set(series.samples());
         next = t.checked_add(step);
     }
-    Ok((Value::Matrix(series.finish()), ev.annotations.into_inner().finished()))
+    let value = ev.drop_marked_names(Value::Matrix(series.finish()))?;
+    Ok((value, ev.annotations.into_inner().finished()))
+}
+
+/// The series of a matrix with equal labels (once marked names are dropped) merged into one,
+/// as Prometheus' `mergeSeriesWithSameLabelset` merges them: an error when two of them have
+/// a sample at the same time. Series come in the order their first member came in.
+fn merge_equal_series(matrix: Vec<Series>) -> Result<Vec<Series>, QueryError> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(matrix.len());
+    let mut merged: Vec<Series> = Vec::with_capacity(matrix.len());
+    let mut grown = Vec::new();
+    for s in matrix {
+        match index.get(&s.labels) {
+            Some(&i) => {
+                merged[i].samples.extend(s.samples);
+                merged[i].histograms.extend(s.histograms);
+                grown.push(i);
+            }
+            None => {
+                index.insert(s.labels.clone(), merged.len());
+                merged.push(s);
+            }
+        }
+    }
+    let same_labelset = || QueryError::Execution("vector cannot contain metrics with the same labelset".into());
+    grown.sort_unstable();
+    grown.dedup();
+    for i in grown {
+        let s = &mut merged[i];
+        s.samples.sort_by_key(|x| x.t);
+        s.histograms.sort_by_key(|x| x.t);
+        if s.samples.windows(2).any(|w| w[0].t == w[1].t) || s.histograms.windows(2).any(|w| w[0].t == w[1].t) {
+            return Err(same_labelset());
+        }
+        let float_times: std::collections::HashSet<i64> = s.samples.iter().map(|x| x.t).collect();
+        if s.histograms.iter().any(|x| float_times.contains(&x.t)) {
+            return Err(same_labelset());
+        }
+    }
+    Ok(merged)
 }
 
 /// An arithmetic step between native histograms, as Prometheus' annotations name it.
@@ -291,6 +331,58 @@ fn count_samples(value: &Value) -> usize {
 }
 
 impl<'a> Evaluator<'a> {
+    /// Whether functions and operators that drop the metric name only mark it, to be dropped
+    /// when evaluation ends (Prometheus' `promql-delayed-name-removal`).
+    pub fn delays_name_removal(&self) -> bool {
+        self.options.features.delayed_name_removal
+    }
+
+    /// `labels` as a function or operator that drops the metric name leaves them: without it
+    /// (nor `__type__` and `__unit__`), or under delayed name removal with it, marked to be
+    /// dropped when evaluation ends.
+    pub fn drop_name(&self, labels: &Labels) -> Labels {
+        if self.delays_name_removal() {
+            labels.clone().with_name_to_drop(true)
+        } else {
+            labels.without_metadata_labels()
+        }
+    }
+
+    /// The result of the query with the names marked to be dropped dropped, as Prometheus'
+    /// `cleanupMetricLabels` does when evaluation ends: two elements of a vector left with the
+    /// same labels are an error, and series of a matrix left with the same labels are merged
+    /// (an error if they have samples at the same time). Nothing changes without delayed name
+    /// removal, which alone marks names.
+    fn drop_marked_names(&self, value: Value) -> Result<Value, QueryError> {
+        if !self.delays_name_removal() {
+            return Ok(value);
+        }
+        match value {
+            Value::Vector(mut vector) => {
+                if !vector.iter().any(|s| s.labels.name_to_drop()) {
+                    return Ok(Value::Vector(vector));
+                }
+                for s in &mut vector {
+                    s.labels = s.labels.with_marked_name_dropped();
+                }
+                check_unique_labels(&vector)?;
+                Ok(Value::Vector(vector))
+            }
+            Value::Matrix(mut matrix) => {
+                if !matrix.iter().any(|s| s.labels.name_to_drop()) {
+                    return Ok(Value::Matrix(matrix));
+                }
+                for s in &mut matrix {
+                    s.labels = s.labels.with_marked_name_dropped();
+                }
+                let mut matrix = merge_equal_series(matrix)?;
+                matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Ok(Value::Matrix(matrix))
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Adds a warning to the query's annotations.
     pub fn warn(&self, message: String) {
         self.annotations.borrow_mut().warn(message);
@@ -327,11 +419,38 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Notes that histogram_quantile forced the buckets of a classic histogram monotonic at `t`.
-    pub fn forced_monotonicity(&self, t: i64, f: super::functions::histogram::ForcedMonotonicity) {
+    /// Annotates a step of a compensated sum of native histograms
+    /// ([`crate::histogram::CompensatedSum`]) as [`Evaluator::combine_histograms`] annotates
+    /// an addition within an aggregation; `None` when the histograms could not be added.
+    pub fn annotate_sum_step(
+        &self,
+        step: Result<ArithmeticInfo, crate::histogram::HistogramError>,
+        metric: &str,
+    ) -> Option<ArithmeticInfo> {
+        match step {
+            Ok(info) => {
+                if info.custom_bounds_reconciled {
+                    self.info(crate::annotations::mismatched_custom_buckets(
+                        HistogramStep::Aggregation.name(),
+                    ));
+                }
+                Some(info)
+            }
+            Err(_) => {
+                self.warn(crate::annotations::mixed_exponential_custom_histograms(metric));
+                None
+            }
+        }
+    }
+
+    /// Notes that histogram_quantile forced the buckets of a classic histogram of `metric`
+    /// monotonic at `t`: the info names the metric under delayed name removal only, as
+    /// Prometheus' does (without, the name is gone by then).
+    pub fn forced_monotonicity(&self, metric: &str, t: i64, f: super::functions::histogram::ForcedMonotonicity) {
+        let metric = if self.delays_name_removal() { metric } else { "" };
         self.annotations
             .borrow_mut()
-            .forced_monotonicity(t, f.min_bucket, f.max_bucket, f.max_diff);
+            .forced_monotonicity(metric, t, f.min_bucket, f.max_bucket, f.max_diff);
     }
 
     /// Adds an info to the query's annotations.
@@ -380,7 +499,7 @@ impl<'a> Evaluator<'a> {
                     let negated: Vec<InstantSample> = vector
                         .into_iter()
                         .map(|s| InstantSample {
-                            labels: s.labels.without_metadata_labels(),
+                            labels: self.drop_name(&s.labels),
                             t: s.t,
                             v: -s.v,
                             h: s.h.map(|h| {

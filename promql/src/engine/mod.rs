@@ -49,28 +49,36 @@ pub struct Features {
     pub experimental_functions: bool,
     /// `promql-binop-fill-modifiers`: `fill`, `fill_left` and `fill_right` in vector matching.
     pub binop_fill_modifiers: bool,
+    /// `promql-delayed-name-removal`: functions and operators that drop the metric name mark
+    /// it to be dropped when evaluation ends instead, so that `by (__name__)`, `on(__name__)`,
+    /// `label_replace` and `label_join` still see it (and may keep it).
+    pub delayed_name_removal: bool,
 }
 
 impl Features {
     /// The names this engine knows, as Prometheus' `--enable-feature` spells them.
-    pub const NAMES: [&'static str; 2] = ["promql-experimental-functions", "promql-binop-fill-modifiers"];
+    pub const NAMES: [&'static str; 3] = [
+        "promql-experimental-functions",
+        "promql-binop-fill-modifiers",
+        "promql-delayed-name-removal",
+    ];
 
     /// Every feature: what Prometheus' own PromQL test harness enables.
-    pub fn all() -> Features {
+    pub const fn all() -> Features {
         Features {
             experimental_functions: true,
             binop_fill_modifiers: true,
+            delayed_name_removal: true,
         }
     }
 
     /// Prometheus' other PromQL feature names: accepted, and reported as ignored by
     /// [`Features::from_names`] (always on here, or not implemented).
-    pub const IGNORED: [&'static str; 7] = [
+    pub const IGNORED: [&'static str; 6] = [
         "promql-duration-expr",
         "promql-at-modifier",
         "promql-negative-offset",
         "promql-per-step-stats",
-        "promql-delayed-name-removal",
         "promql-extended-range-selectors",
         "promql-unquoted-utf8-names",
     ];
@@ -89,6 +97,7 @@ impl Features {
             match name {
                 "promql-experimental-functions" => features.experimental_functions = true,
                 "promql-binop-fill-modifiers" => features.binop_fill_modifiers = true,
+                "promql-delayed-name-removal" => features.delayed_name_removal = true,
                 _ if Features::IGNORED.contains(&name) => ignored.push(name),
                 other => {
                     return Err(format!(
@@ -222,4 +231,147 @@ impl Engine {
 /// The instant after which evaluation gives up; checked between steps.
 fn deadline_after(timeout: Duration) -> std::time::Instant {
     std::time::Instant::now() + timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Labels;
+    use crate::memory::MemorySource;
+    use crate::value::Sample;
+
+    /// Two counters of one job, every 5m from 0 (`metric_total` 0 60 120, `another_total` 60
+    /// 120 180), and `a` (1 at 0) and `b` (3 at 0, 4 at 10m), every 10m.
+    fn source() -> MemorySource {
+        let mut s = MemorySource::new();
+        let every = |step: i64, values: &[f64]| -> Vec<Sample> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| Sample { t: i as i64 * step, v })
+                .collect()
+        };
+        let series = |name: &str| Labels::from_pairs(&[("__name__", name), ("env", "1")]);
+        s.add(series("metric_total"), every(300_000, &[0.0, 60.0, 120.0]));
+        s.add(series("another_total"), every(300_000, &[60.0, 120.0, 180.0]));
+        s.add(Labels::from_pairs(&[("__name__", "a")]), every(600_000, &[1.0]));
+        s.add(Labels::from_pairs(&[("__name__", "b")]), every(600_000, &[3.0, 4.0]));
+        s
+    }
+
+    fn engine(delayed_name_removal: bool) -> Engine {
+        Engine::new(EngineOptions {
+            features: Features {
+                delayed_name_removal,
+                ..Features::all()
+            },
+            ..EngineOptions::default()
+        })
+    }
+
+    /// The instant query at 10m, each element as `labels value`, or the error.
+    async fn at_10m(engine: &Engine, query: &str) -> String {
+        match engine.instant_query(&source(), query, 600_000).await {
+            Ok(Value::Vector(v)) => v
+                .iter()
+                .map(|s| format!("{} {}", s.labels, s.v))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn delayed_name_removal_keeps_the_name_until_the_end() {
+        let (off, on) = (engine(false), engine(true));
+        for (query, without, with) in [
+            // The name is there for label_replace to keep...
+            (
+                r#"label_replace(rate(metric_total[10m]), "__name__", "$1", "__name__", "(.+)")"#,
+                r#"{env="1"} 0.2"#,
+                r#"{__name__="metric_total", env="1"} 0.2"#,
+            ),
+            (
+                r#"label_replace(rate(metric_total[10m]), "was", "$1", "__name__", "(.+)")"#,
+                r#"{env="1"} 0.2"#,
+                r#"{env="1", was="metric_total"} 0.2"#,
+            ),
+            // ...and for `by (__name__)` to group by, dropped when evaluation ends.
+            (
+                r#"sum by (__name__) (rate({env="1"}[10m]))"#,
+                "error: vector cannot contain metrics with the same labelset",
+                "error: vector cannot contain metrics with the same labelset",
+            ),
+            (
+                r#"sum by (env) (rate({env="1"}[10m]))"#,
+                "error: vector cannot contain metrics with the same labelset",
+                r#"{env="1"} 0.4"#,
+            ),
+            (r#"sum by (__name__) (metric_total * 2)"#, "{} 240", "{} 240"),
+            (
+                r#"sum by (__name__) (metric_total)"#,
+                r#"{__name__="metric_total"} 120"#,
+                r#"{__name__="metric_total"} 120"#,
+            ),
+            // Arithmetic between vectors drops it there and then.
+            (
+                r#"sum by (__name__) (metric_total + another_total)"#,
+                "{} 300",
+                "{} 300",
+            ),
+            (
+                r#"metric_total <= bool another_total"#,
+                r#"{env="1"} 1"#,
+                r#"{env="1"} 1"#,
+            ),
+            // As Prometheus' VectorBinop, a comparison between vectors keeps the name of an
+            // element whose name a function had marked.
+            (
+                r#"rate(metric_total[10m]) > (another_total * 0)"#,
+                r#"{env="1"} 0.2"#,
+                r#"{__name__="metric_total", env="1"} 0.2"#,
+            ),
+            (r#"rate(metric_total[10m]) > 0"#, r#"{env="1"} 0.2"#, r#"{env="1"} 0.2"#),
+            (
+                r#"topk(1, sum by (__name__, env) (rate(metric_total[10m])))"#,
+                r#"{env="1"} 0.2"#,
+                r#"{env="1"} 0.2"#,
+            ),
+        ] {
+            assert_eq!(at_10m(&off, query).await, without, "{query} without");
+            assert_eq!(at_10m(&on, query).await, with, "{query} with");
+        }
+    }
+
+    #[tokio::test]
+    async fn series_left_with_the_same_labels_merge_when_their_steps_do_not_overlap() {
+        let source = source();
+        for delayed in [false, true] {
+            let got = engine(delayed)
+                .range_query(&source, "-a or -b", 0, 1_200_000, 600_000)
+                .await
+                .unwrap();
+            let Value::Matrix(m) = got else { panic!("{got:?}") };
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert_eq!(m[0].labels, Labels::default());
+            let points: Vec<(i64, f64)> = m[0].samples.iter().map(|s| (s.t, s.v)).collect();
+            assert_eq!(points, [(0, -1.0), (600_000, -4.0)], "delayed: {delayed}");
+        }
+        // Overlapping, they are an error.
+        let got = engine(true)
+            .range_query(&source, r#"rate({env="1"}[10m])"#, 600_000, 600_000, 60_000)
+            .await;
+        assert!(
+            matches!(&got, Err(QueryError::Execution(m)) if m == "vector cannot contain metrics with the same labelset"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn delayed_name_removal_is_named_as_in_prometheus() {
+        let (features, ignored) = Features::from_names(["promql-delayed-name-removal"]).unwrap();
+        assert!(features.delayed_name_removal && ignored.is_empty());
+        assert!(!Features::default().delayed_name_removal);
+    }
 }

@@ -237,7 +237,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                             "histogram_stddev" => crate::histogram::stddev(&h),
                             _ => crate::histogram::stdvar(&h),
                         };
-                        Some(InstantSample::float(s.labels.without_metadata_labels(), t, v))
+                        Some(InstantSample::float(ev.drop_name(&s.labels), t, v))
                     })
                     .collect(),
             )
@@ -255,7 +255,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                     if has_nan_observations(h) {
                         ev.info(crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)));
                     }
-                    Some(InstantSample::float(s.labels.without_metadata_labels(), t, v))
+                    Some(InstantSample::float(ev.drop_name(&s.labels), t, v))
                 })
                 .collect();
             // Classic histograms (Prometheus 3: Prometheus 2.42 left them out): the buckets of
@@ -281,7 +281,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             }
             out.extend(groups.into_iter().map(|(labels, buckets)| {
                 InstantSample::float(
-                    labels.without_metadata_labels(),
+                    ev.drop_name(&labels),
                     t,
                     histogram::bucket_fraction(lower, upper, buckets),
                 )
@@ -337,7 +337,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                     .filter_map(|s| {
                         let v = math::element_function(name, s.v, &scalars)?;
                         Some(InstantSample {
-                            labels: s.labels.without_metadata_labels(),
+                            labels: ev.drop_name(&s.labels),
                             t,
                             v,
                             h: None,
@@ -402,6 +402,17 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             return Ok((Vec::new(), true));
         };
         let width = super::plan::duration_ms(ms.range);
+        // The labels of series `i` without the name, prepared once; under delayed name
+        // removal, with the name marked to be dropped (they stay distinct).
+        let delayed = ev.delays_name_removal();
+        let without_name = |i: usize| {
+            if delayed {
+                sel.series[i].labels.clone().with_name_to_drop(true)
+            } else {
+                sel.without_name[i].clone()
+            }
+        };
+        let unique_without_name = delayed || sel.unique_without_name;
         let mut buffer = Vec::new();
         let mut out = Vec::with_capacity(sel.series.len());
         let mode = crate::syntax_markers::mode(&ms.vs);
@@ -435,37 +446,30 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
                     annotate_window(ev, function, metric, samples, &[], &scalars, true);
                 }
                 out.push(InstantSample {
-                    labels: sel.without_name[i].clone(),
+                    labels: without_name(i),
                     t,
                     v,
                     h,
                 });
             }
-            return Ok((out, sel.unique_without_name));
+            return Ok((out, unique_without_name));
         }
         for (i, s) in sel.series.iter().enumerate() {
             let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
             let histograms = sel.histogram_window(i, range_end, width);
             if let Some((v, h)) = window_result(&s.labels, samples, &histograms)? {
-                let labels = if keeps_name {
-                    s.labels.clone()
-                } else {
-                    sel.without_name[i].clone()
-                };
+                let labels = if keeps_name { s.labels.clone() } else { without_name(i) };
                 out.push(InstantSample { labels, t, v, h });
             }
         }
         // A selector's series have distinct label sets.
-        return Ok((out, keeps_name || sel.unique_without_name));
+        return Ok((out, keeps_name || unique_without_name));
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
         if let Some((v, h)) = window_result(&s.labels, &s.samples, &s.histograms)? {
-            let labels = if keeps_name {
-                s.labels
-            } else {
-                s.labels.without_metadata_labels()
-            };
+            // A subquery's series keep their own mark (last_over_time of a function of them).
+            let labels = if keeps_name { s.labels } else { ev.drop_name(&s.labels) };
             out.push(InstantSample { labels, t, v, h });
         }
     }
@@ -651,6 +655,32 @@ fn apply_window(
                 .apply(samples, range_start, range_end, scalars, semantics)?
                 .map(|v| (v, None)),
         },
+        // Prometheus 3: with compensated steps, a mean as `avg` takes it.
+        F::SumOverTime | F::AvgOverTime if samples.is_empty() && semantics == super::Semantics::Prometheus3 => {
+            let mut acc = crate::histogram::CompensatedSum::new(&histograms[0].h);
+            let mut collision = false;
+            for h in &histograms[1..] {
+                let step = if function == F::AvgOverTime {
+                    acc.add_to_mean(&h.h)
+                } else {
+                    acc.add(&h.h)
+                };
+                // Exponential and custom buckets mixed: no result.
+                let Some(info) = ev.annotate_sum_step(step, metric) else {
+                    return Ok(None);
+                };
+                collision |= info.counter_reset_collision;
+            }
+            if collision {
+                ev.warn(crate::annotations::counter_reset_collision("aggregation"));
+            }
+            let result = if function == F::AvgOverTime {
+                acc.mean()
+            } else {
+                acc.sum()
+            };
+            Some((0.0, Some(Arc::new(result))))
+        }
         F::SumOverTime | F::AvgOverTime if samples.is_empty() => {
             let mut sum = histograms[0].h.as_ref().clone();
             let mut collision = false;
@@ -821,7 +851,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
             .latest_of(super::plan::selector_key(vs), ev.reference_time(vs, t))
             .into_iter()
             .map(|(labels, sample_t, _, _)| InstantSample {
-                labels: labels.without_metadata_labels(),
+                labels: ev.drop_name(&labels),
                 t,
                 v: sample_t as f64 / 1000.0,
                 h: None,
@@ -832,7 +862,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<InstantSample>, Q
         .vector(arg, t)?
         .into_iter()
         .map(|s| InstantSample {
-            labels: s.labels.without_metadata_labels(),
+            labels: ev.drop_name(&s.labels),
             t,
             v: s.t as f64 / 1000.0,
             h: None,
@@ -960,6 +990,10 @@ fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSa
                 let mut value = String::new();
                 captures.expand(&replacement, &mut value);
                 s.labels.set(&destination, &value);
+                if destination == METRIC_NAME {
+                    // A name set anew is kept (delayed name removal).
+                    s.labels = s.labels.with_name_to_drop(false);
+                }
             }
             s
         })
@@ -985,6 +1019,10 @@ fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSampl
             let joined: Vec<&str> = sources.iter().map(|name| s.labels.get(name)).collect();
             let value = joined.join(&separator);
             s.labels.set(&destination, &value);
+            if destination == METRIC_NAME {
+                // A name set anew is kept (delayed name removal).
+                s.labels = s.labels.with_name_to_drop(false);
+            }
             s
         })
         .collect())
@@ -1015,7 +1053,7 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
                     ev.info(crate::annotations::quantile_nan_skew(metric));
                 }
             }
-            Some(InstantSample::float(s.labels.without_metadata_labels(), t, v))
+            Some(InstantSample::float(ev.drop_name(&s.labels), t, v))
         })
         .collect();
     let classic: Vec<InstantSample> = classic.into_iter().map(|(s, _)| s.clone()).collect();
@@ -1124,10 +1162,10 @@ fn histogram_quantile(
         .map(|(g, buckets)| {
             let (v, forced) = bucket_quantile_with(q, buckets, prometheus_3);
             if let Some(forced) = forced {
-                ev.forced_monotonicity(t, forced);
+                ev.forced_monotonicity(cache.groups[g].get(METRIC_NAME), t, forced);
             }
             InstantSample {
-                labels: cache.groups[g].without_metadata_labels(),
+                labels: ev.drop_name(&cache.groups[g]),
                 t,
                 v,
                 h: None,
