@@ -21,19 +21,12 @@ const CHANNEL: &str = "promscale_deletion";
 /// listener reconnected, or sent before this connector started).
 const POLL: Duration = Duration::from_secs(60);
 
-/// A request's selector as matchers, refused as `/api/v1/series` refuses its `match[]`.
+/// A request's selector as matchers, refused as `/api/v1/series` refuses its `match[]` (the
+/// parser refuses a selector whose every matcher matches the empty value).
 fn matchers(selector: &str) -> Result<Vec<promql_parser::label::Matcher>, String> {
     use promql_parser::parser::Expr;
     match promscale_promql::parse::parse(selector, promscale_promql::parse::MAX_DEPTH) {
-        Ok(Expr::VectorSelector(vs)) => {
-            let matchers = promscale_promql::parse::selector_matchers(&vs);
-            if matchers.iter().all(|m| m.is_match("")) {
-                return Err(format!(
-                    "{selector}: a selector needs at least one matcher that does not match the empty string"
-                ));
-            }
-            Ok(matchers)
-        }
+        Ok(Expr::VectorSelector(vs)) => Ok(promscale_promql::parse::selector_matchers(&vs)),
         Ok(_) => Err(format!(
             "{selector}: expected a series selector, e.g. {{__name__=\"up\", job=\"api\"}}"
         )),
@@ -173,7 +166,8 @@ mod tests {
     fn selectors_are_checked_as_match_parameters() {
         assert_eq!(matchers("{__name__=\"up\", job=\"a\"}").unwrap().len(), 2);
         assert!(matchers("up").is_ok());
-        assert!(matchers("{job=\"\"}").unwrap_err().contains("empty string"));
+        assert!(matchers("{job=\"\"}").unwrap_err().contains("non-empty matcher"));
+        assert!(matchers("{job=~\".*\"}").unwrap_err().contains("non-empty matcher"));
         assert!(matchers("rate(up[5m])").unwrap_err().contains("series selector"));
         assert!(matchers("{").is_err());
     }

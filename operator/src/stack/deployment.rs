@@ -760,6 +760,7 @@ mod tests {
                 "metrics-write/token",
                 "metrics-write/password",
                 "metrics-read/pass",
+                "metrics-tenants/tokens",
                 "metrics-tls/tls.crt",
                 "metrics-tls/tls.key",
                 "metrics-client-ca/ca.crt",
