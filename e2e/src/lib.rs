@@ -131,6 +131,40 @@ pub fn private_dir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// How a deletion asked for in SQL (`prom_api.delete_series`) ended, from
+/// `prom_info.deletion_request`.
+#[derive(Debug)]
+pub struct SqlDeletion {
+    /// `done` or `failed`.
+    pub status: String,
+    pub series: Option<i64>,
+    pub samples: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Waits for a connector to carry out (or fail) the deletion request `request`.
+pub async fn sql_deletion(db: &sqlx::PgPool, request: i64) -> SqlDeletion {
+    wait_for(
+        "a deletion asked for in SQL to end",
+        Duration::from_secs(30),
+        || async {
+            let (status, series, samples, error): (String, Option<i64>, Option<i64>, Option<String>) =
+                sqlx::query_as("SELECT status, series, samples, error FROM prom_info.deletion_request WHERE id = $1")
+                    .bind(request)
+                    .fetch_one(db)
+                    .await
+                    .expect("reading prom_info.deletion_request");
+            (status != "pending").then_some(SqlDeletion {
+                status,
+                series,
+                samples,
+                error,
+            })
+        },
+    )
+    .await
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

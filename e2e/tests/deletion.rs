@@ -247,19 +247,9 @@ async fn sql_delete(db: &sqlx::PgPool, selector: &str, start_ms: i64, end_ms: i6
 /// Waits for a connector to carry out a deletion asked for in SQL; the series and samples it
 /// deleted, which must have gone without error.
 async fn finished(db: &sqlx::PgPool, request: i64) -> (i64, i64) {
-    let (status, series, samples, error): (String, Option<i64>, Option<i64>, Option<String>) =
-        promscale_e2e::wait_for("the deletion to be carried out", Duration::from_secs(30), || async {
-            let row: (String, Option<i64>, Option<i64>, Option<String>) =
-                sqlx::query_as("SELECT status, series, samples, error FROM prom_info.deletion_request WHERE id = $1")
-                    .bind(request)
-                    .fetch_one(db)
-                    .await
-                    .unwrap();
-            (row.0 != "pending").then_some(row)
-        })
-        .await;
-    assert_eq!(status, "done", "{error:?}");
-    (series.unwrap(), samples.unwrap())
+    let outcome = promscale_e2e::sql_deletion(db, request).await;
+    assert_eq!(outcome.status, "done", "{outcome:?}");
+    (outcome.series.unwrap(), outcome.samples.unwrap())
 }
 
 /// `prom_api.drop_metric` empties one metric and no other; bad requests are refused when
@@ -330,17 +320,9 @@ async fn deletions_asked_for_in_sql_are_carried_out_and_reported() {
             .fetch_one(&db)
             .await
             .unwrap();
-        let error: String = promscale_e2e::wait_for("the request to fail", Duration::from_secs(30), || async {
-            sqlx::query_scalar::<_, Option<String>>(
-                "SELECT error FROM prom_info.deletion_request WHERE id = $1 AND status = 'failed'",
-            )
-            .bind(request)
-            .fetch_optional(&db)
-            .await
-            .unwrap()
-            .flatten()
-        })
-        .await;
+        let outcome = promscale_e2e::sql_deletion(&db, request).await;
+        assert_eq!(outcome.status, "failed", "{selector}: {outcome:?}");
+        let error = outcome.error.unwrap_or_default();
         assert!(error.contains(reason), "{selector}: {error}");
     }
     assert_eq!(count("kept_total").await, 1);

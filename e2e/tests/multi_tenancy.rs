@@ -595,17 +595,11 @@ async fn a_version_17_database_is_upgraded_in_place() {
         .fetch_one(&db)
         .await
         .unwrap();
-    let samples: i64 = promscale_e2e::wait_for("the deletion", Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT samples FROM prom_info.deletion_request WHERE id = $1 AND status = 'done'",
-        )
-        .bind(request)
-        .fetch_optional(&db)
-        .await
-        .unwrap()
-        .flatten()
-    })
-    .await;
-    assert_eq!(samples, 1);
+    let outcome = promscale_e2e::sql_deletion(&db, request).await;
+    assert_eq!(
+        (outcome.status.as_str(), outcome.samples),
+        ("done", Some(1)),
+        "{outcome:?}"
+    );
     assert_eq!(count().await, 0);
 }

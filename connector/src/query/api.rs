@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
 use promscale_promql::parse::MAX_DEPTH;
@@ -71,12 +72,11 @@ fn admin_disabled() -> ApiError {
 /// 204 once committed.
 async fn delete_series(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     if !app.enable_admin_api {
         return Err(admin_disabled());
     }
@@ -213,12 +213,11 @@ fn engine(app: &AppState, p: &Params) -> Result<Engine, ApiError> {
 
 async fn query(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let expr = query_text(&app, &p)?;
@@ -236,12 +235,11 @@ async fn query(
 /// probes for exemplars).
 async fn query_exemplars(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let text = query_text(&app, &p)?;
     let start = time_param(&p, "start", i64::MIN / 2)?;
@@ -290,12 +288,11 @@ async fn query_exemplars(
 
 async fn query_range(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let expr = query_text(&app, &p)?;
@@ -407,12 +404,11 @@ async fn matching_series(
 
 async fn series(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, true)?;
@@ -426,12 +422,11 @@ async fn series(
 
 async fn labels(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     let p = params(&q, &headers, &body);
     let limit = limit_param(&p)?;
     let selectors = selectors(&app, &p, false)?;
@@ -460,12 +455,11 @@ async fn labels(
 
 async fn label_values(
     State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
+    Scoped(scope): Scoped,
     Path(name): Path<String>,
     q: RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
     let name = unescape_label_name(&name);
     if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
@@ -503,13 +497,7 @@ async fn label_values(
     Ok(success_warned(json!(values), warnings))
 }
 
-async fn metadata(
-    State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
-    q: RawQuery,
-    headers: HeaderMap,
-) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
+async fn metadata(State(app): State<Arc<AppState>>, Scoped(scope): Scoped, q: RawQuery) -> ApiResult {
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
     let rows = catalog::metadata(&app.pool, p.get("metric"), scope.as_ref().map(ReadScope::tenants))
         .await
@@ -619,13 +607,7 @@ fn prometheus_duration(ms: i64) -> String {
 /// A tenant's read (`--metrics.multi-tenancy`) counts its own series only, and its
 /// `headStats` has no times nor `chunkCount` (an empty head's values): they are every
 /// tenant's.
-async fn tsdb_status(
-    State(app): State<Arc<AppState>>,
-    identity: Option<Extension<TenantIdentity>>,
-    q: RawQuery,
-    headers: HeaderMap,
-) -> ApiResult {
-    let scope = scope(&app, &headers, &identity)?;
+async fn tsdb_status(State(app): State<Arc<AppState>>, Scoped(scope): Scoped, q: RawQuery) -> ApiResult {
     const MAX_LIMIT: usize = 10_000;
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
     let limit = match p.get("limit") {
@@ -674,17 +656,24 @@ async fn tsdb_status(
     })))
 }
 
-/// The tenants a request may read (None: tenants are not kept apart).
-fn scope(
-    app: &AppState,
-    headers: &HeaderMap,
-    identity: &Option<Extension<TenantIdentity>>,
-) -> Result<Option<ReadScope>, ApiError> {
-    crate::tenancy::read_scope(app.tenancy.as_ref(), headers, identity.as_deref()).map_err(|e| ApiError {
-        kind: "bad_data",
-        status: e.status(),
-        message: e.to_string(),
-    })
+/// The tenants a request may read (None: tenants are not kept apart), from its tenant
+/// credential (put in the request by `server::auth`) or its tenant header; refused in
+/// Prometheus' error shape (400, or 403 for a credential naming another tenant).
+struct Scoped(Option<ReadScope>);
+
+impl FromRequestParts<Arc<AppState>> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let identity = parts.extensions.get::<TenantIdentity>();
+        crate::tenancy::read_scope(app.tenancy.as_ref(), &parts.headers, identity)
+            .map(Scoped)
+            .map_err(|e| ApiError {
+                kind: "bad_data",
+                status: e.status(),
+                message: e.to_string(),
+            })
+    }
 }
 
 /// The label ids of a scope's tenants.
