@@ -219,6 +219,47 @@ pub struct Config {
     )]
     pub limits_ingestion_burst: f64,
 
+    /// Active series (series with samples in the last 10 to 20 minutes) each tenant may have
+    /// (the whole store without --metrics.multi-tenancy); beyond, new series are left out with
+    /// a 400 naming them after the rest of the request is stored, and the series it has keep
+    /// being written. Per tenant in SQL: prom_api.set_tenant_limits. 0: no limit.
+    #[arg(
+        long = "limits.max-active-series",
+        env = "PROMSCALE_LIMITS_MAX_ACTIVE_SERIES",
+        default_value_t = 0
+    )]
+    pub limits_max_active_series: u64,
+
+    /// Active series each tenant may have of one metric (as --limits.max-active-series). Per
+    /// metric in SQL: prom_api.set_metric_max_active_series, or a MetricPolicy's
+    /// maxActiveSeries. 0: no limit.
+    #[arg(
+        long = "limits.max-active-series-per-metric",
+        env = "PROMSCALE_LIMITS_MAX_ACTIVE_SERIES_PER_METRIC",
+        default_value_t = 0
+    )]
+    pub limits_max_active_series_per_metric: u64,
+
+    /// Series each tenant may create per minute (as --limits.max-active-series; a series left
+    /// out is created when sent again once the minute has turned). 0: no limit.
+    #[arg(
+        long = "limits.max-new-series-per-minute",
+        env = "PROMSCALE_LIMITS_MAX_NEW_SERIES_PER_MINUTE",
+        default_value_t = 0
+    )]
+    pub limits_max_new_series_per_minute: u64,
+
+    /// How often each connector reads the series limits set in SQL and the active and new
+    /// series all connectors counted: replicas may together create up to this long's worth of
+    /// series past a limit.
+    #[arg(
+        long = "limits.refresh-interval",
+        env = "PROMSCALE_LIMITS_REFRESH_INTERVAL",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub limits_refresh_interval: Duration,
+
     /// Serve the admin API (/api/v1/admin/tsdb/delete_series and clean_tombstones), as
     /// Prometheus' flag of the same name; without it those endpoints answer 503. With
     /// authentication configured, only the common credentials (--auth.bearer-token-file,
@@ -410,6 +451,14 @@ impl Config {
         let mut config = Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         config.flag_values = flag_values(&Config::command(), &matches);
         config
+    }
+
+    pub fn series_limit_flags(&self) -> crate::ingest::series_limits::SeriesLimitFlags {
+        crate::ingest::series_limits::SeriesLimitFlags {
+            max_active_series: self.limits_max_active_series,
+            max_active_series_per_metric: self.limits_max_active_series_per_metric,
+            max_new_series_per_minute: self.limits_max_new_series_per_minute,
+        }
     }
 
     pub fn label_limits(&self) -> LabelLimits {

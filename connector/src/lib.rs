@@ -113,11 +113,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .connect_lazy_with(connect_options.application_name("promscale-connector"));
 
     let metrics = Arc::new(Metrics::new());
+    let series_limits = Arc::new(crate::ingest::series_limits::SeriesLimits::new(
+        pool.clone(),
+        config.series_limit_flags(),
+    ));
     let ingest_options = IngestOptions {
         writers: config.ingest_writers,
         max_batch_samples: config.ingest_max_batch_samples,
         series_cache_entries: config.cache_series_max_entries,
         store_exemplars: config.exemplars_max_per_series > 0,
+        series_limits: Some(series_limits.clone()),
+        multi_tenancy: tenancy.is_some(),
     };
     let writer = Arc::new(HeadWriter::new(pool.clone()));
     let state = Arc::new(AppState {
@@ -162,6 +168,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         migrated: Default::default(),
         readiness: Default::default(),
     });
+
+    {
+        let state = state.clone();
+        let interval = config
+            .limits_refresh_interval
+            .max(std::time::Duration::from_millis(100));
+        tokio::spawn(series_limits.refresh_loop(interval, move || state.is_ready()));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.web_listen_address)
         .await

@@ -30,8 +30,8 @@ use crate::duration;
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("has(self.spec.retentionPeriod) || has(self.spec.chunkInterval) || has(self.spec.compression)")
-        .message("set at least one of spec.retentionPeriod, spec.chunkInterval or spec.compression")
+    validation = Rule::new("has(self.spec.retentionPeriod) || has(self.spec.chunkInterval) || has(self.spec.compression) || has(self.spec.maxActiveSeries)")
+        .message("set at least one of spec.retentionPeriod, spec.chunkInterval, spec.compression or spec.maxActiveSeries")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MetricPolicySpec {
@@ -53,6 +53,12 @@ pub struct MetricPolicySpec {
     /// Whether closed chunks of these metrics are compressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<bool>,
+    /// Active series (with samples in the last 10 to 20 minutes) each tenant may have of each
+    /// of these metrics; beyond, new series are left out and the series it has keep being
+    /// written. 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_active_series: Option<i64>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

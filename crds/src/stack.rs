@@ -224,6 +224,21 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ingestion_burst: Option<u64>,
+    /// Active series (with samples in the last 10 to 20 minutes) each tenant may have (the
+    /// whole store without multi-tenancy); beyond, new series are left out and the series it
+    /// has keep being written. Per tenant in SQL: `prom_api.set_tenant_limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_active_series: Option<u64>,
+    /// Active series each tenant may have of one metric; per metric: a MetricPolicy's
+    /// `maxActiveSeries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_active_series_per_metric: Option<u64>,
+    /// Series each tenant may create per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_new_series_per_minute: Option<u64>,
 }
 
 /// `spec.connector.promqlSemantics`: the connector's `--metrics.promql.semantics`.

@@ -45,7 +45,14 @@ pub async fn create_series_in_sql(db: &PgPool, labels: &[(&str, &str)]) -> i64 {
 /// Starts a connector of this version (maintenance off), which upgrades the schema at
 /// start-up, and checks the database is then at the latest version.
 pub async fn upgraded_by_a_connector(pg: &TestPostgres, db: &PgPool) -> Connector {
-    let connector = Connector::start(&pg.uri(), &["--maintenance.interval", "0s"]).await;
+    upgraded_by_a_connector_with(pg, db, &[]).await
+}
+
+/// [`upgraded_by_a_connector`] with more flags.
+pub async fn upgraded_by_a_connector_with(pg: &TestPostgres, db: &PgPool, flags: &[&str]) -> Connector {
+    let mut args = vec!["--maintenance.interval", "0s"];
+    args.extend_from_slice(flags);
+    let connector = Connector::start(&pg.uri(), &args).await;
     let version: i32 = sqlx::query_scalar("SELECT max(version) FROM _prom_catalog.migration")
         .fetch_one(db)
         .await

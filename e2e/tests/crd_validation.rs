@@ -161,7 +161,7 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
                 "nosettings",
                 json!({"stackRef": {"name": "s"}, "metrics": {"names": ["up"]}}),
             ),
-            "set at least one of spec.retentionPeriod, spec.chunkInterval or spec.compression",
+            "set at least one of spec.retentionPeriod, spec.chunkInterval, spec.compression or spec.maxActiveSeries",
         ),
         (
             policy(

@@ -28,7 +28,7 @@ fn every_setting_of_a_stack_reaches_a_connector_flag_it_accepts() {
                 "logLevel": "debug",
                 "promqlSemantics": "prometheus2",
                 "highAvailability": {"clusterLabel": "prometheus", "replicaLabel": "prometheus_replica", "leaseTimeout": "1m30s"},
-                "limits": {"maxLabelsPerSeries": 30, "maxLabelNameLength": 128, "maxLabelValueLength": 2048, "ingestionRate": 100000, "ingestionBurst": 200000},
+                "limits": {"maxLabelsPerSeries": 30, "maxLabelNameLength": 128, "maxLabelValueLength": 2048, "ingestionRate": 100000, "ingestionBurst": 200000, "maxActiveSeries": 50000, "maxActiveSeriesPerMetric": 5000, "maxNewSeriesPerMinute": 1000},
                 "multiTenancy": {"header": "THANOS-TENANT", "defaultWriteTenant": "label", "allowCrossTenantQueries": true}
             }
         }
@@ -63,6 +63,15 @@ fn every_setting_of_a_stack_reaches_a_connector_flag_it_accepts() {
     assert_eq!(config.ha_lease_timeout, std::time::Duration::from_secs(90));
     assert_eq!(config.label_limits().max_value_bytes, 2048);
     assert_eq!(config.limits_ingestion_burst, 200_000.0);
+    let series_limits = config.series_limit_flags();
+    assert_eq!(
+        (
+            series_limits.max_active_series,
+            series_limits.max_active_series_per_metric,
+            series_limits.max_new_series_per_minute
+        ),
+        (50_000, 5_000, 1_000)
+    );
     let tenancy = promscale_connector::tenancy::TenancyOptions::from_config(&config)
         .unwrap()
         .expect("tenancy on");

@@ -39,6 +39,7 @@ fn policy(
             retention_period: retention.map(String::from),
             chunk_interval: chunk.map(String::from),
             compression,
+            max_active_series: None,
         },
         status: None,
     }
@@ -246,4 +247,66 @@ async fn policies_apply_conflict_pick_up_new_metrics_and_reset_on_delete() {
         settings(&pool, "debug_cache_misses").await,
         (DEFAULTS.0.into(), DEFAULTS.1.into(), DEFAULTS.2)
     );
+}
+
+/// A policy's series limit lands in the database where connectors read it
+/// (`prom_info.metric_limits`), a change of the policy replaces a hand edit, and deleting
+/// the policy gives the metric the connectors' flag again.
+#[tokio::test]
+async fn a_policy_sets_the_series_limit_of_its_metrics() {
+    let cluster = KubeCluster::start().await;
+    cluster.install_crds().await;
+    let client = cluster.client().await;
+    let pg = TestPostgres::start();
+    let pool = pg.pool().await;
+    promscale_connector::storage::migrations::migrate(&pool).await.unwrap();
+    for metric in ["kube_pod_labels", "kube_pod_info"] {
+        create_metric(&pool, metric).await;
+    }
+    put_secret(&client, "default", "metrics-db", "uri", &pg.uri()).await;
+    let _operator = Operator::start(&cluster.admin_kubeconfig(), &[]).await;
+    let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
+    apply(&stacks, &uri_stack("metrics", "default", "metrics-db")).await;
+    let policies: Api<MetricPolicy> = Api::namespaced(client.clone(), "default");
+    let mut limited = policy("pods", &["kube_pod_labels"], None, None, None, None);
+    limited.spec.max_active_series = Some(20_000);
+    apply(&policies, &limited).await;
+
+    let limits = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT DISTINCT metric_name, max_active_series FROM prom_info.metric_limits ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let want = vec![("kube_pod_labels".to_string(), 20_000)];
+    wait_for("the policy's series limit", WAIT, || async {
+        (limits().await == want).then_some(())
+    })
+    .await;
+    // The retention of the metric is left alone.
+    assert_eq!(
+        settings(&pool, "kube_pod_labels").await,
+        (DEFAULTS.0.into(), DEFAULTS.1.into(), DEFAULTS.2)
+    );
+
+    sqlx::query("SELECT prom_api.set_metric_max_active_series('kube_pod_labels', 5)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The operator resyncs policies on its interval; a change of the policy applies at once.
+    limited.spec.max_active_series = Some(30_000);
+    apply(&policies, &limited).await;
+    let want = vec![("kube_pod_labels".to_string(), 30_000)];
+    wait_for("the changed series limit", WAIT, || async {
+        (limits().await == want).then_some(())
+    })
+    .await;
+
+    policies.delete("pods", &DeleteParams::default()).await.unwrap();
+    wait_for("the limit reset", WAIT, || async {
+        limits().await.is_empty().then_some(())
+    })
+    .await;
 }

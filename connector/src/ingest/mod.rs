@@ -10,6 +10,7 @@
 mod activity;
 pub mod ha;
 pub mod rate_limit;
+pub mod series_limits;
 
 pub use activity::WriteActivity;
 
@@ -22,6 +23,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::metrics::Metrics;
 use crate::model::Metadata;
+use crate::model::Series;
+use crate::remote_write::decode::DecodeError;
 use crate::remote_write::decode::WriteBatch;
 use crate::storage::metadata::upsert_metadata;
 use crate::storage::samples::{head_rows, insert_head_rows, SampleBatch, SampleWriter};
@@ -29,6 +32,7 @@ use crate::storage::series::{Resolution, SeriesResolver};
 use crate::storage::series_cache::SeriesId;
 use crate::storage::StorageError;
 use crate::storage::{exemplars, histograms};
+use series_limits::SeriesLimits;
 
 /// How often a metadata entry seen again is written again (its `last_seen`).
 const METADATA_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
@@ -44,6 +48,10 @@ pub struct IngestOptions {
     pub series_cache_entries: usize,
     /// Whether exemplars are stored (`--exemplars.max-per-series` above 0).
     pub store_exemplars: bool,
+    /// The series limits; their tenant is a series' `__tenant__` label with
+    /// `--metrics.multi-tenancy`, else "" (the whole store).
+    pub series_limits: Option<Arc<SeriesLimits>>,
+    pub multi_tenancy: bool,
 }
 
 struct Job {
@@ -61,10 +69,12 @@ pub struct Ingestor {
     queue: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     activity: Arc<WriteActivity>,
+    series_limits: Option<Arc<SeriesLimits>>,
+    multi_tenancy: bool,
 }
 
 /// What one request added.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct IngestReport {
     pub samples: usize,
     /// Native histogram samples committed.
@@ -72,6 +82,9 @@ pub struct IngestReport {
     /// Valid exemplars accepted (stored, unless storing them is off).
     pub exemplars: usize,
     pub metadata: usize,
+    /// New series a series limit left out, with the samples and histograms they held, and
+    /// the tenant each belongs to.
+    pub refused: Vec<(DecodeError, usize, String)>,
 }
 
 impl Ingestor {
@@ -102,7 +115,39 @@ impl Ingestor {
             queue,
             metrics,
             activity,
+            series_limits: options.series_limits.clone(),
+            multi_tenancy: options.multi_tenancy,
         }
+    }
+
+    /// The tenant a series counts for in series limits.
+    fn tenant_of<'s>(&self, series: &'s Series) -> &'s str {
+        if !self.multi_tenancy {
+            return "";
+        }
+        series
+            .labels
+            .iter()
+            .find(|l| l.name() == crate::tenancy::TENANT_LABEL)
+            .map_or("", |l| l.value())
+    }
+
+    /// Marks the series of a committed write active for series limits; a failure is logged,
+    /// never the request's.
+    async fn mark_active(&self, batch: &WriteBatch, ids: &[SeriesId]) {
+        if let Some(limits) = &self.series_limits {
+            if limits.any() {
+                let series = batch.series.iter().zip(ids).map(|(s, &id)| (self.tenant_of(s), id));
+                if let Err(e) = limits.mark_active(series).await {
+                    tracing::warn!(error = %e, "marking series active for series limits failed");
+                }
+            }
+        }
+    }
+
+    /// The series limits, which also hold the tenants' own limits set in SQL.
+    pub fn series_limits(&self) -> Option<&SeriesLimits> {
+        self.series_limits.as_deref()
     }
 
     pub fn activity(&self) -> &WriteActivity {
@@ -133,24 +178,44 @@ impl Ingestor {
             .inc_by((batch.exemplars_dropped + not_stored) as u64);
         self.metrics.metadata_dropped.inc_by(batch.metadata_dropped as u64);
 
-        let sample_count = if resolution.is_complete() {
-            self.write_queued(&batch, resolution.ids).await?
+        let (sample_count, refused) = if resolution.is_complete() {
+            (self.write_queued(&batch, resolution.ids).await?, Vec::new())
         } else {
             self.write_with_new_series(&batch, resolution).await?
         };
+        let refused_histograms: usize = refused.iter().map(|&(i, _)| batch.series[i].histograms.len()).sum();
+        let refused_exemplars: usize = refused.iter().map(|&(i, _)| batch.series[i].exemplars.len()).sum();
         let fresh = self.fresh_metadata(&batch.metadata);
         upsert_metadata(&self.pool, &fresh).await?;
         self.remember_metadata(fresh);
         self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
         self.metrics.exemplars_ingested.inc_by(exemplars as u64);
-        self.metrics.histograms_ingested.inc_by(batch.histogram_count() as u64);
+        let histograms = batch.histogram_count() - refused_histograms;
+        self.metrics.histograms_ingested.inc_by(histograms as u64);
+        let refused = refused
+            .into_iter()
+            .map(|(i, refusal)| {
+                let s = &batch.series[i];
+                let error = DecodeError::SeriesLimit {
+                    series: crate::remote_write::decode::describe_series(&s.labels),
+                    detail: refusal.detail(),
+                    reason: refusal.reason(),
+                };
+                (
+                    error,
+                    s.samples.len() + s.histograms.len(),
+                    self.tenant_of(s).to_string(),
+                )
+            })
+            .collect();
         Ok(IngestReport {
             samples: sample_count,
-            histograms: batch.histogram_count(),
+            histograms,
             // Valid exemplars are accepted also when --exemplars.max-per-series 0 says not
             // to keep them: the sender has nothing to resend.
-            exemplars: batch.exemplar_count(),
+            exemplars: batch.exemplar_count() - refused_exemplars,
             metadata: batch.metadata.len(),
+            refused,
         })
     }
 
@@ -187,6 +252,7 @@ impl Ingestor {
             committed
                 .await
                 .map_err(|_| StorageError::Unavailable("the writer stopped before committing".into()))??;
+            self.mark_active(batch, &ids).await;
             self.activity.committed(ids);
         }
         Ok(sample_count)
@@ -195,15 +261,40 @@ impl Ingestor {
     /// A request with series this connector has not seen (a rollout, a restart): its new
     /// labels and series and all its samples are written in one transaction of its own, so
     /// that the request costs one commit, and the ids are cached only once they exist.
+    ///
+    /// With series limits, the new series they refuse are left out, and returned (with
+    /// their index in the request).
     async fn write_with_new_series(
         &self,
         batch: &WriteBatch,
         mut resolution: Resolution,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<(usize, Vec<(usize, series_limits::Refusal)>), StorageError> {
         let started = Instant::now();
-        let sample_count: usize = batch.series.iter().map(|s| s.samples.len()).sum();
+        let mut sample_count: usize = batch.series.iter().map(|s| s.samples.len()).sum();
+        let mut admission = match self.series_limits.as_ref().filter(|l| l.any()) {
+            Some(limits) => Some(limits.admission().await?),
+            None => None,
+        };
+        let mut refused = Vec::new();
         let result: Result<u64, StorageError> = async {
-            let (mut tx, created) = self.resolver.create(&batch.series, &mut resolution).await?;
+            let (mut tx, created, left_out) = match admission.as_mut() {
+                Some(admission) => {
+                    let mut admit = |s: &Series, metric_id: i32| admission.admit(self.tenant_of(s), metric_id);
+                    self.resolver
+                        .create(&batch.series, &mut resolution, Some(&mut admit))
+                        .await?
+                }
+                None => {
+                    self.resolver
+                        .create::<series_limits::Refusal>(&batch.series, &mut resolution, None)
+                        .await?
+                }
+            };
+            sample_count -= left_out
+                .iter()
+                .map(|&(i, _)| batch.series[i].samples.len())
+                .sum::<usize>();
+            refused = left_out;
             let samples = sample_batch(batch, &resolution.ids, self.store_exemplars);
             let expired = if sample_count == 0 {
                 0
@@ -220,10 +311,25 @@ impl Ingestor {
         .await;
         record_write(&self.metrics, &self.activity, &result, sample_count, 1, started);
         result?;
-        if sample_count > 0 || batch.histogram_count() > 0 {
-            self.activity.committed(resolution.ids);
+        // The database counts the new series before this connector does (see Locals in
+        // series_limits.rs).
+        if let (Some(limits), Some(admission)) = (&self.series_limits, &admission) {
+            let (created, minute) = admission.created();
+            if let Err(e) = limits.created(created, minute).await {
+                tracing::warn!(error = %e, "counting new series for series limits failed");
+            }
         }
-        Ok(sample_count)
+        if sample_count > 0 || batch.histogram_count() > 0 {
+            self.mark_active(batch, &resolution.ids).await;
+        }
+        if let Some(admission) = admission {
+            admission.counted();
+        }
+        if sample_count > 0 || batch.histogram_count() > 0 {
+            self.activity
+                .committed(resolution.ids.into_iter().filter(|&id| id != 0));
+        }
+        Ok((sample_count, refused))
     }
 }
 
@@ -231,7 +337,8 @@ impl Ingestor {
 /// stored.
 fn sample_batch(batch: &WriteBatch, ids: &[SeriesId], with_exemplars: bool) -> SampleBatch {
     let mut samples = SampleBatch::default();
-    for (series, &id) in batch.series.iter().zip(ids) {
+    // Id 0: a series a limit left out.
+    for (series, &id) in batch.series.iter().zip(ids).filter(|(_, &id)| id != 0) {
         for s in &series.samples {
             samples.push(id, s.timestamp, s.value);
         }

@@ -1,6 +1,7 @@
 //! The ingestion rate limit (`--limits.ingestion-rate`): a token bucket of samples shared by
 //! every remote-write request this connector receives, one per tenant when tenants are kept
-//! apart (`--metrics.multi-tenancy`). Hand-written: a bucket of one float
+//! apart (`--metrics.multi-tenancy`), at a tenant's own rate where SQL sets one
+//! (`prom_api.set_tenant_limits`). Hand-written: a bucket of one float
 //! under a mutex is all it takes, and the crates of the field (governor) count cells of one
 //! unit, not requests of thousands of samples at once.
 
@@ -19,8 +20,9 @@ pub struct RateLimiter {
 /// The buckets of the connector: one for all writes, or one per tenant.
 #[derive(Debug)]
 pub struct RateLimits {
+    /// The flags' rate (0: none) and burst (0: one second of the rate).
     pub rate: f64,
-    burst: f64,
+    pub burst: f64,
     buckets: Mutex<Buckets>,
 }
 
@@ -38,18 +40,27 @@ const MAX_BUCKETS: usize = 10_000;
 const OVERFLOW: &str = "\u{0}overflow";
 
 impl RateLimits {
-    /// None when `rate` is 0 (no limit); `burst` 0 is one second of the rate.
-    pub fn new(rate: f64, burst: f64) -> Option<Self> {
-        let probe = RateLimiter::new(rate, burst)?;
-        Some(RateLimits {
+    /// The flags' `rate` (0: no limit) and `burst` (0: one second of the rate).
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RateLimits {
             rate,
-            burst: probe.burst,
+            burst,
             buckets: Mutex::new(Default::default()),
-        })
+        }
     }
 
-    /// [`RateLimiter::try_take`] from the bucket of `tenant` ("" when tenants are not apart).
+    /// [`RateLimiter::try_take`] from the bucket of `tenant` ("" when tenants are not apart)
+    /// at the flags' rate.
     pub fn try_take(&self, tenant: &str, n: usize) -> Result<(), u64> {
+        self.try_take_at_rate(tenant, n, self.rate, self.burst)
+    }
+
+    /// [`RateLimits::try_take`] at a rate and burst of the tenant's own; a bucket made at
+    /// another rate is made again (as full as it was, up to the new burst). Rate 0: no limit.
+    pub fn try_take_at_rate(&self, tenant: &str, n: usize, rate: f64, burst: f64) -> Result<(), u64> {
+        let Some(wanted) = RateLimiter::new(rate, burst) else {
+            return Ok(());
+        };
         let bucket = {
             let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
             let mut key = tenant;
@@ -66,11 +77,16 @@ impl RateLimits {
                     key = OVERFLOW;
                 }
             }
-            buckets
+            let bucket = buckets
                 .by_tenant
                 .entry(key.to_string())
-                .or_insert_with(|| std::sync::Arc::new(RateLimiter::new(self.rate, self.burst).expect("rate > 0")))
-                .clone()
+                .or_insert_with(|| std::sync::Arc::new(RateLimiter::new(rate, burst).expect("rate > 0")));
+            if bucket.rate != wanted.rate || bucket.burst != wanted.burst {
+                let (tokens, last) = *bucket.state.lock().unwrap_or_else(|e| e.into_inner());
+                *wanted.state.lock().unwrap_or_else(|e| e.into_inner()) = (tokens.min(wanted.burst), last);
+                *bucket = std::sync::Arc::new(wanted);
+            }
+            bucket.clone()
         };
         bucket.try_take(n)
     }
@@ -124,20 +140,40 @@ mod tests {
 
     #[test]
     fn each_tenant_has_a_bucket_of_its_own() {
-        let limits = RateLimits::new(10.0, 100.0).unwrap();
+        let limits = RateLimits::new(10.0, 100.0);
         assert_eq!(limits.try_take("a", 100), Ok(()));
         assert!(limits.try_take("a", 50).is_err());
         assert_eq!(limits.try_take("b", 100), Ok(()));
         assert!(limits.try_take("", 1).is_ok());
         // Ever new tenants past the most kept share one bucket (a rate slow enough that no
         // bucket refills while the test runs).
-        let limits = RateLimits::new(0.001, 100.0).unwrap();
+        let limits = RateLimits::new(0.001, 100.0);
         for n in 0..MAX_BUCKETS {
             assert_eq!(limits.try_take(&format!("t{n}"), 1), Ok(()));
         }
         assert_eq!(limits.try_take("new-1", 100), Ok(()));
         assert!(limits.try_take("new-2", 50).is_err());
         assert!(limits.buckets.lock().unwrap().by_tenant.len() <= MAX_BUCKETS + 1);
+    }
+
+    #[test]
+    fn a_tenant_of_its_own_rate_has_its_bucket_at_that_rate() {
+        let limits = RateLimits::new(0.0, 0.0);
+        // No flag: no limit, but for a tenant with a rate of its own.
+        assert_eq!(limits.try_take("a", 1_000_000), Ok(()));
+        assert_eq!(limits.try_take_at_rate("b", 100, 10.0, 100.0), Ok(()));
+        assert!(limits.try_take_at_rate("b", 50, 10.0, 100.0).is_err());
+        // Its rate raised: the new rate applies at once.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(limits.try_take_at_rate("b", 50, 1000.0, 2000.0), Ok(()));
+        let limits = RateLimits::new(0.0, 0.0);
+        assert_eq!(limits.try_take_at_rate("c", 100, 0.001, 100.0), Ok(()));
+        assert!(limits.try_take_at_rate("c", 1, 0.001, 100.0).is_err());
+        assert!(
+            limits.try_take_at_rate("c", 1, 0.001, 200.0).is_err(),
+            "as empty as it was"
+        );
+        assert_eq!(limits.try_take_at_rate("c", 1, 0.0, 0.0), Ok(()), "rate 0: no limit");
     }
 
     #[test]

@@ -71,11 +71,17 @@ pub enum DecodeError {
     TooManyLabels { series: String, count: usize },
     #[error("series {series} has no valid {} label naming its tenant (1 to 150 letters, digits and !-_.*'()), and the request names none (--metrics.multi-tenancy.default-write-tenant=label)", crate::tenancy::TENANT_LABEL)]
     InvalidTenant { series: String },
-    #[error("series {series} {detail} (--limits.{flag})")]
+    #[error("series {series} {detail} (--limits.{flag}, or per tenant prom_api.set_tenant_limits)")]
     OverLimit {
         series: String,
         /// The limit's flag, after `--limits.`.
         flag: &'static str,
+        detail: String,
+        reason: &'static str,
+    },
+    #[error("series {series} not created: {detail}")]
+    SeriesLimit {
+        series: String,
         detail: String,
         reason: &'static str,
     },
@@ -120,6 +126,7 @@ impl DecodeError {
             | DecodeError::TooManyLabels { .. } => "labels_too_large",
             DecodeError::TooFarInFuture { .. } => "too_far_in_future",
             DecodeError::OverLimit { reason, .. } => reason,
+            DecodeError::SeriesLimit { reason, .. } => reason,
             DecodeError::InvalidTenant { .. } => "invalid_tenant",
         }
     }

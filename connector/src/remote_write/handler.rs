@@ -40,7 +40,7 @@ pub enum WriteError {
     NotReady,
     #[error(transparent)]
     Tenancy(#[from] crate::tenancy::TenancyError),
-    #[error("ingestion rate limit of {rate} samples/s exceeded (--limits.ingestion-rate): {samples} samples not stored; send them again in {retry_after} s (Prometheus does with queue_config.retry_on_http_429: true)")]
+    #[error("ingestion rate limit of {rate} samples/s exceeded (--limits.ingestion-rate, or per tenant prom_api.set_tenant_limits): {samples} samples not stored; send them again in {retry_after} s (Prometheus does with queue_config.retry_on_http_429: true)")]
     RateLimited {
         rate: f64,
         samples: usize,
@@ -257,7 +257,15 @@ async fn store(
     batch.refuse_later_than(latest_ms, app.max_future);
     // The replica label of an HA pair is not stored: it counts for no limit.
     let replica_label = app.ha.as_ref().map(|ha| ha.options.replica_label.as_str());
-    batch.refuse_over_label_limits(&app.label_limits, replica_label);
+    // A tenant's own limits (prom_api.set_tenant_limits) apply to its writes; series naming
+    // their own tenants share those of tenant "", as they share one rate bucket.
+    let limits_tenant = match tenant {
+        Some(WriteTenant::One(t)) => t.as_str(),
+        _ => "",
+    };
+    let own_limits = app.ingestor.series_limits();
+    let label_limits = own_limits.map_or(app.label_limits, |l| l.label_limits(limits_tenant, app.label_limits));
+    batch.refuse_over_label_limits(&label_limits, replica_label);
     // Set after the limits: the tenant label counts for none of them.
     if let Some(tenant) = tenant {
         crate::tenancy::assign(&mut batch, tenant);
@@ -266,17 +274,18 @@ async fn store(
         Some(ha) => crate::ingest::ha::apply(&ha.options, &app.pool, &app.metrics, &mut batch).await?,
         None => Vec::new(),
     };
-    if let Some(limiter) = &app.rate_limits {
+    let (rate, burst) = own_limits
+        .and_then(|l| l.ingestion_rate(limits_tenant))
+        .map_or((app.rate_limits.rate, app.rate_limits.burst), |(rate, burst)| {
+            (rate, burst.unwrap_or(0.0))
+        });
+    if rate > 0.0 {
         // A request with nothing to store (a standby's, exemplars or metadata alone) takes
         // nothing from the bucket and is never turned away.
         let samples = batch.sample_count() + batch.histogram_count();
         if samples > 0 {
-            // Series that name their own tenants share one bucket.
-            let bucket = match tenant {
-                Some(WriteTenant::One(t)) => t.as_str(),
-                _ => "",
-            };
-            if let Err(retry_after) = limiter.try_take(bucket, samples) {
+            let bucket = limits_tenant;
+            if let Err(retry_after) = app.rate_limits.try_take_at_rate(bucket, samples, rate, burst) {
                 let reason = ReasonLabel { reason: "rate_limited" };
                 app.metrics
                     .samples_refused
@@ -286,17 +295,32 @@ async fn store(
                     count_tenant_refused(app, bucket, "rate_limited", samples);
                 }
                 return Err(WriteError::RateLimited {
-                    rate: limiter.rate,
+                    rate,
                     samples,
                     retry_after,
                 });
             }
         }
     }
-    let refused = std::mem::take(&mut batch.refused);
-    let stored = batch.series.len();
-    let by_tenant = tenant.map(|_| samples_by_tenant(&batch));
-    let report = app.ingestor.ingest(batch).await?;
+    let mut refused = std::mem::take(&mut batch.refused);
+    let mut stored = batch.series.len();
+    let mut by_tenant = tenant.map(|_| samples_by_tenant(&batch));
+    let mut report = app.ingestor.ingest(batch).await?;
+    // New series a series limit left out: counted by their own tenant.
+    let mut limited: std::collections::BTreeMap<(String, &'static str), usize> = Default::default();
+    for (error, samples, series_tenant) in std::mem::take(&mut report.refused) {
+        stored -= 1;
+        if let Some(count) = by_tenant.as_mut().and_then(|b| b.get_mut(&series_tenant)) {
+            *count -= samples.min(*count);
+        }
+        if tenant.is_some() {
+            *limited.entry((series_tenant, error.reason())).or_default() += samples;
+        }
+        refused.push(error, samples);
+    }
+    for ((series_tenant, reason), samples) in limited {
+        count_tenant_refused(app, &series_tenant, reason, samples);
+    }
     for (tenant, samples) in by_tenant.into_iter().flatten() {
         app.metrics
             .tenant_samples_ingested
@@ -329,7 +353,8 @@ async fn store(
         return Ok(());
     }
     for (&reason, &(series, samples)) in &refused.by_reason {
-        if let Some(tenant) = tenant {
+        let counted_by_series_tenant = matches!(reason, "series_limit" | "metric_series_limit" | "new_series_limit");
+        if let Some(tenant) = tenant.filter(|_| !counted_by_series_tenant) {
             // Series naming their own tenant that are refused have none worth a label.
             let name = match tenant {
                 WriteTenant::One(t) => t.as_str(),

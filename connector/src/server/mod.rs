@@ -43,8 +43,9 @@ pub struct AppState {
     pub query: QueryOptions,
     /// Label limits of remote write (--limits.max-label*).
     pub label_limits: crate::config::LabelLimits,
-    /// The ingestion rate limit (--limits.ingestion-rate), when set: one bucket per tenant.
-    pub rate_limits: Option<crate::ingest::rate_limit::RateLimits>,
+    /// The ingestion rate limit (--limits.ingestion-rate, or a tenant's own): one bucket per
+    /// tenant.
+    pub rate_limits: crate::ingest::rate_limit::RateLimits,
     /// How tenants are told apart (--metrics.multi-tenancy), when they are.
     pub tenancy: Option<crate::tenancy::TenancyOptions>,
     /// HA pair deduplication (--metrics.high-availability), when on.

@@ -16,6 +16,7 @@ pub mod exemplars;
 pub mod ha_lease;
 pub mod histogram_codec;
 pub mod histograms;
+pub mod limits;
 pub mod maintenance;
 pub mod metadata;
 pub mod migrations;

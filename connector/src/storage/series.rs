@@ -12,6 +12,9 @@ use super::series_cache::{IdCache, SeriesCache, SeriesId};
 use super::StorageError;
 use crate::model::Series;
 
+/// Decides whether a new series (with its metric id) may be created, or why not.
+pub type Admit<'a, R> = &'a mut (dyn FnMut(&Series, i32) -> Result<(), R> + Send);
+
 pub struct SeriesResolver {
     pool: PgPool,
     cache: SeriesCache,
@@ -96,11 +99,19 @@ impl SeriesResolver {
     /// created beforehand in transactions of their own (they involve view changes), and
     /// before the returned one begins, so that a request never holds one connection while
     /// waiting for another.
-    pub async fn create(
+    ///
+    /// With `admit`, the series not found in the database are new: each is created only if
+    /// `admit` says so (in the order of the request); the others keep id 0 and are returned
+    /// with the reason, one entry per entry of the request.
+    pub async fn create<R>(
         &self,
         series: &[Series],
         resolution: &mut Resolution,
-    ) -> Result<(Transaction<'static, Postgres>, Created), StorageError> {
+        mut admit: Option<Admit<'_, R>>,
+    ) -> Result<(Transaction<'static, Postgres>, Created, Vec<(usize, R)>), StorageError>
+    where
+        R: Clone,
+    {
         let missing = std::mem::take(&mut resolution.missing);
         // Each series once (a request may repeat one, a sample per entry): `unique[n]` is the
         // first entry of the n-th distinct series, `slot[k]` the distinct series of entry k.
@@ -163,37 +174,76 @@ impl SeriesResolver {
             }
             wanted.push((metric_id, array));
         }
+        let mut ids = vec![None; unique.len()];
+        // With limits, the series that exist are found first; of the others, those admitted
+        // are created.
+        let mut refused: Vec<Option<R>> = vec![None; unique.len()];
+        let mut to_create: Vec<usize> = (0..unique.len()).collect();
+        if let Some(admit) = admit.as_mut() {
+            let rows: Vec<(i32, i64)> =
+                sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.find_series($1, $2, $3)")
+                    .bind(wanted.iter().map(|(m, _)| *m).collect::<Vec<_>>())
+                    .bind(wanted.iter().map(|(_, a)| a.len() as i32).collect::<Vec<_>>())
+                    .bind(wanted.iter().flat_map(|(_, a)| a.iter().copied()).collect::<Vec<_>>())
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (sent, id) in rows {
+                if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
+                    *slot = Some(id);
+                }
+            }
+            to_create.retain(|&n| {
+                if ids[n].is_some() {
+                    return false;
+                }
+                match admit(&series[missing[unique[n]].0], wanted[n].0) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        refused[n] = Some(reason);
+                        false
+                    }
+                }
+            });
+        }
         // Sent in the order of the request: ids are drawn in this order (the order series are
         // read in, as Prometheus' head reads them in the order it created them); create_series
         // inserts them sorted by labels, so that concurrent creators wait on each other in one
         // order (migration 14).
-        let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
-        for (metric_id, array) in &wanted {
-            metric_ids.push(*metric_id);
-            counts.push(array.len() as i32);
-            flat.extend_from_slice(array);
-        }
-        let rows: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
-                .bind(metric_ids)
-                .bind(counts)
-                .bind(flat)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut ids = vec![None; unique.len()];
-        for (sent, id) in rows {
-            if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
-                *slot = Some(id);
+        if !to_create.is_empty() {
+            let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
+            for &n in &to_create {
+                let (metric_id, array) = &wanted[n];
+                metric_ids.push(*metric_id);
+                counts.push(array.len() as i32);
+                flat.extend_from_slice(array);
+            }
+            let rows: Vec<(i32, i64)> =
+                sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
+                    .bind(metric_ids)
+                    .bind(counts)
+                    .bind(flat)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (sent, id) in rows {
+                let n = usize::try_from(sent).ok().and_then(|k| to_create.get(k).copied());
+                if let Some(slot) = n.and_then(|n| ids.get_mut(n)) {
+                    *slot = Some(id);
+                }
             }
         }
+        let mut left_out = Vec::new();
         for ((i, identity), n) in missing.into_iter().zip(slot) {
+            if let Some(reason) = &refused[n] {
+                left_out.push((i, reason.clone()));
+                continue;
+            }
             let id = ids[n].ok_or_else(|| {
                 StorageError::Unavailable(format!("database returned no id for series {i} of the request"))
             })?;
             resolution.ids[i] = id;
             created.series.push((identity, id));
         }
-        Ok((tx, created))
+        Ok((tx, created, left_out))
     }
 
     /// Caches what a committed transaction created; returns how many series entries had to

@@ -208,6 +208,7 @@ fn desired(policy: &MetricPolicy) -> Result<Desired, String> {
         retention: parse("retentionPeriod", &policy.spec.retention_period)?,
         chunk: parse("chunkInterval", &policy.spec.chunk_interval)?,
         compression: policy.spec.compression,
+        max_active_series: policy.spec.max_active_series,
     })
 }
 

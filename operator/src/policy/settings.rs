@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use crate::database::DatabaseError;
 
 /// The bookkeeping table, created on first use (statement by statement: extended protocol).
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE SCHEMA IF NOT EXISTS _prom_operator",
     "CREATE TABLE IF NOT EXISTS _prom_operator.metric_policy (
         metric_name      text PRIMARY KEY,
@@ -24,6 +24,8 @@ const SCHEMA: [&str; 3] = [
         applied_at       timestamptz NOT NULL DEFAULT now()
     )",
     "CREATE INDEX IF NOT EXISTS metric_policy_uid ON _prom_operator.metric_policy (policy_uid)",
+    // Operators before series limits made the table without it.
+    "ALTER TABLE _prom_operator.metric_policy ADD COLUMN IF NOT EXISTS max_active_series bigint",
 ];
 
 /// What a policy asks for; `None` leaves that setting to the defaults.
@@ -32,6 +34,7 @@ pub struct Desired {
     pub retention: Option<PgInterval>,
     pub chunk: Option<PgInterval>,
     pub compression: Option<bool>,
+    pub max_active_series: Option<i64>,
 }
 
 /// Whose settings these are: the policy's uid (a policy deleted and created again under the
@@ -46,9 +49,15 @@ enum Setting {
     Retention,
     Chunk,
     Compression,
+    MaxActiveSeries,
 }
 
-const SETTINGS: [Setting; 3] = [Setting::Retention, Setting::Chunk, Setting::Compression];
+const SETTINGS: [Setting; 4] = [
+    Setting::Retention,
+    Setting::Chunk,
+    Setting::Compression,
+    Setting::MaxActiveSeries,
+];
 
 impl Setting {
     fn column(self) -> &'static str {
@@ -56,6 +65,7 @@ impl Setting {
             Setting::Retention => "retention_period",
             Setting::Chunk => "chunk_interval",
             Setting::Compression => "compression",
+            Setting::MaxActiveSeries => "max_active_series",
         }
     }
 
@@ -63,6 +73,7 @@ impl Setting {
         match self {
             Setting::Retention | Setting::Chunk => "interval",
             Setting::Compression => "boolean",
+            Setting::MaxActiveSeries => "bigint",
         }
     }
 
@@ -71,6 +82,7 @@ impl Setting {
             Setting::Retention => "retention_period",
             Setting::Chunk => "chunk_interval",
             Setting::Compression => "compression_setting",
+            Setting::MaxActiveSeries => "max_active_series",
         }
     }
 
@@ -83,6 +95,7 @@ impl Setting {
             Setting::Retention => query.bind(desired.retention),
             Setting::Chunk => query.bind(desired.chunk),
             Setting::Compression => query.bind(desired.compression),
+            Setting::MaxActiveSeries => query.bind(desired.max_active_series),
         }
     }
 }
@@ -136,17 +149,19 @@ pub async fn apply(
         .await?;
     sqlx::query(
         "INSERT INTO _prom_operator.metric_policy
-                (metric_name, policy_uid, policy, retention_period, chunk_interval, compression)
-         SELECT unnest($1::text[]), $2, $3, $4, $5, $6
+                (metric_name, policy_uid, policy, retention_period, chunk_interval, compression,
+                 max_active_series)
+         SELECT unnest($1::text[]), $2, $3, $4, $5, $6, $7
          ON CONFLICT (metric_name) DO UPDATE
             SET policy_uid = excluded.policy_uid, policy = excluded.policy,
                 retention_period = excluded.retention_period, chunk_interval = excluded.chunk_interval,
-                compression = excluded.compression, applied_at = now()
+                compression = excluded.compression, max_active_series = excluded.max_active_series,
+                applied_at = now()
           WHERE (_prom_operator.metric_policy.policy_uid, _prom_operator.metric_policy.policy,
                  _prom_operator.metric_policy.retention_period, _prom_operator.metric_policy.chunk_interval,
-                 _prom_operator.metric_policy.compression)
+                 _prom_operator.metric_policy.compression, _prom_operator.metric_policy.max_active_series)
                 IS DISTINCT FROM (excluded.policy_uid, excluded.policy, excluded.retention_period,
-                                  excluded.chunk_interval, excluded.compression)",
+                                  excluded.chunk_interval, excluded.compression, excluded.max_active_series)",
     )
     .bind(won.to_vec())
     .bind(owner.uid.to_string())
@@ -154,6 +169,7 @@ pub async fn apply(
     .bind(desired.retention)
     .bind(desired.chunk)
     .bind(desired.compression)
+    .bind(desired.max_active_series)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -171,6 +187,7 @@ pub async fn release(connection: &mut PgConnection, owner_uid: &str) -> Result<i
         retention: None,
         chunk: None,
         compression: None,
+        max_active_series: None,
     };
     apply(connection, &owner, &[], &nothing).await
 }

@@ -55,6 +55,15 @@ pub fn connector_env(names: &StackNames, spec: &PromscaleStackSpec) -> BTreeMap<
         );
         set("PROMSCALE_LIMITS_INGESTION_RATE", number(limits.ingestion_rate));
         set("PROMSCALE_LIMITS_INGESTION_BURST", number(limits.ingestion_burst));
+        set("PROMSCALE_LIMITS_MAX_ACTIVE_SERIES", number(limits.max_active_series));
+        set(
+            "PROMSCALE_LIMITS_MAX_ACTIVE_SERIES_PER_METRIC",
+            number(limits.max_active_series_per_metric),
+        );
+        set(
+            "PROMSCALE_LIMITS_MAX_NEW_SERIES_PER_MINUTE",
+            number(limits.max_new_series_per_minute),
+        );
     }
     if let Some(tenancy) = &spec.connector.multi_tenancy {
         set("PROMSCALE_METRICS_MULTI_TENANCY", Some("true".to_string()));
