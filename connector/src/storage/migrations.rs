@@ -117,6 +117,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sql_deletion",
         sql: include_str!("migrations/0019_sql_deletion.sql"),
     },
+    Migration {
+        version: 20,
+        name: "tenant_sql_access",
+        sql: include_str!("migrations/0020_tenant_sql_access.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
