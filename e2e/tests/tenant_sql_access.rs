@@ -19,7 +19,10 @@ const STEP_MS: i64 = 15_000;
 
 /// A pool logged in as `role` (password `secret`) on the test cluster.
 async fn pool_as(uri: &str, role: &str) -> PgPool {
-    let options = PgConnectOptions::from_str(uri).unwrap().username(role).password("secret");
+    let options = PgConnectOptions::from_str(uri)
+        .unwrap()
+        .username(role)
+        .password("secret");
     PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options)
@@ -70,7 +73,11 @@ fn tenant_data(tenant: &str, instances: &[&str], first_ms: i64, points: i64) -> 
         .iter()
         .map(|instance| {
             series(
-                &[("__name__", "http_requests_total"), ("instance", instance), ("job", "api")],
+                &[
+                    ("__name__", "http_requests_total"),
+                    ("instance", instance),
+                    ("job", "api"),
+                ],
                 &times.iter().map(|&t| (t, t as f64 / 1000.0)).collect::<Vec<_>>(),
             )
         })
@@ -133,7 +140,11 @@ fn expected(tenants: &[&str], points: i64) -> Expected {
         histograms: 0,
     };
     for tenant in tenants {
-        let instances: &[&str] = if *tenant == "alpha" { &["a", "b"] } else { &["c", "d", "e"] };
+        let instances: &[&str] = if *tenant == "alpha" {
+            &["a", "b"]
+        } else {
+            &["c", "d", "e"]
+        };
         e.instances.extend(instances.iter().map(|s| s.to_string()));
         e.samples += instances.len() as i64 * points;
         e.series += instances.len() as i64;
@@ -175,7 +186,11 @@ async fn assert_sees(db: &PgPool, who: &str, e: &Expected) {
     );
     for tenant in ["alpha", "beta"] {
         let n = count(db, &format!("SELECT count(*) FROM prom_metric.{tenant}_secret_total")).await;
-        assert_eq!(n > 0, e.tenants.contains(tenant), "{who}: {tenant}_secret_total has {n} samples");
+        assert_eq!(
+            n > 0,
+            e.tenants.contains(tenant),
+            "{who}: {tenant}_secret_total has {n} samples"
+        );
     }
     assert_eq!(
         strings(db, "SELECT metric_name FROM prom_info.metric").await,
@@ -196,13 +211,23 @@ async fn assert_sees(db: &PgPool, who: &str, e: &Expected) {
         e.series,
         "{who}: series of http_requests_total"
     );
-    let values = |key: &str| {
-        format!("SELECT unnest(values) FROM prom_info.label WHERE key = '{key}'")
-    };
-    assert_eq!(strings(db, &values("instance")).await, e.instances, "{who}: prom_info.label");
-    assert_eq!(strings(db, &values("__tenant__")).await, e.tenants, "{who}: prom_info.label");
+    let values = |key: &str| format!("SELECT unnest(values) FROM prom_info.label WHERE key = '{key}'");
     assert_eq!(
-        strings(db, "SELECT value FROM prom_info.label_cardinality WHERE key = 'instance'").await,
+        strings(db, &values("instance")).await,
+        e.instances,
+        "{who}: prom_info.label"
+    );
+    assert_eq!(
+        strings(db, &values("__tenant__")).await,
+        e.tenants,
+        "{who}: prom_info.label"
+    );
+    assert_eq!(
+        strings(
+            db,
+            "SELECT value FROM prom_info.label_cardinality WHERE key = 'instance'"
+        )
+        .await,
         e.instances,
         "{who}: prom_info.label_cardinality"
     );
@@ -261,22 +286,33 @@ async fn roles_bound_to_tenants_see_only_their_tenants_in_sql() {
     let (points, half) = (40, 20);
     let first = promscale_e2e::recent_ms() - 2 * 3_600_000;
     write_as(&client, &url, "alpha", tenant_data("alpha", &["a", "b"], first, half)).await;
-    write_as(&client, &url, "beta", tenant_data("beta", &["c", "d", "e"], first + 1000, half)).await;
+    write_as(
+        &client,
+        &url,
+        "beta",
+        tenant_data("beta", &["c", "d", "e"], first + 1000, half),
+    )
+    .await;
     promscale_e2e::maintain(&admin).await;
     assert_eq!(count(&admin, "SELECT count(*) FROM _prom_catalog.head").await, 0);
     let later = first + half * STEP_MS;
     write_as(&client, &url, "alpha", tenant_data("alpha", &["a", "b"], later, half)).await;
-    write_as(&client, &url, "beta", tenant_data("beta", &["c", "d", "e"], later + 1000, half)).await;
+    write_as(
+        &client,
+        &url,
+        "beta",
+        tenant_data("beta", &["c", "d", "e"], later + 1000, half),
+    )
+    .await;
 
     for role in ["alice", "bob", "carol", "team_alpha"] {
         run(&admin, &format!("CREATE ROLE {role} LOGIN PASSWORD 'secret'")).await;
     }
     run(&admin, "GRANT team_alpha TO carol").await;
-    let bound: Vec<String> =
-        sqlx::query_scalar("SELECT unnest(prom_api.grant_tenant_access('alice', ARRAY['alpha']))")
-            .fetch_all(&admin)
-            .await
-            .unwrap();
+    let bound: Vec<String> = sqlx::query_scalar("SELECT unnest(prom_api.grant_tenant_access('alice', ARRAY['alpha']))")
+        .fetch_all(&admin)
+        .await
+        .unwrap();
     assert_eq!(bound, ["alpha"]);
     let bound: Vec<String> =
         sqlx::query_scalar("SELECT unnest(prom_api.grant_tenant_access('bob', ARRAY['beta', 'alpha', 'beta']))")
@@ -284,10 +320,18 @@ async fn roles_bound_to_tenants_see_only_their_tenants_in_sql() {
             .await
             .unwrap();
     assert_eq!(bound, ["alpha", "beta"]);
-    run(&admin, "SELECT prom_api.grant_tenant_access('team_alpha', ARRAY['alpha'])").await;
+    run(
+        &admin,
+        "SELECT prom_api.grant_tenant_access('team_alpha', ARRAY['alpha'])",
+    )
+    .await;
 
     // Bad names, unknown roles, and roles that would read around the views are refused.
-    let e = error_of(&admin, "SELECT prom_api.grant_tenant_access('alice', ARRAY['alpha|beta'])").await;
+    let e = error_of(
+        &admin,
+        "SELECT prom_api.grant_tenant_access('alice', ARRAY['alpha|beta'])",
+    )
+    .await;
     assert!(e.contains("invalid tenant name 'alpha|beta'"), "{e}");
     let e = error_of(&admin, "SELECT prom_api.grant_tenant_access('alice', ARRAY['..'])").await;
     assert!(e.contains("invalid tenant name"), "{e}");
@@ -297,7 +341,11 @@ async fn roles_bound_to_tenants_see_only_their_tenants_in_sql() {
     assert!(e.contains("role nobody does not exist"), "{e}");
     let e = error_of(&admin, "SELECT prom_api.revoke_tenant_access('Nobody \"x')").await;
     assert!(e.contains(r#"role "Nobody ""x" does not exist"#), "{e}");
-    let e = error_of(&admin, "SELECT prom_api.grant_tenant_access(current_user, ARRAY['alpha'])").await;
+    let e = error_of(
+        &admin,
+        "SELECT prom_api.grant_tenant_access(current_user, ARRAY['alpha'])",
+    )
+    .await;
     assert!(e.contains("superuser"), "{e}");
     run(&admin, "CREATE ROLE snooper LOGIN PASSWORD 'secret'").await;
     run(&admin, "GRANT USAGE ON SCHEMA _prom_catalog TO snooper").await;
@@ -317,7 +365,10 @@ async fn roles_bound_to_tenants_see_only_their_tenants_in_sql() {
         &client,
         &url,
         "beta",
-        vec![series(&[("__name__", "later_total"), ("job", "new")], &[(later, 2.0), (later + STEP_MS, 2.0)])],
+        vec![series(
+            &[("__name__", "later_total"), ("job", "new")],
+            &[(later, 2.0), (later + STEP_MS, 2.0)],
+        )],
     )
     .await;
 
@@ -418,7 +469,11 @@ async fn a_version_19_database_is_upgraded_and_its_views_filter() {
         ids.push(
             promscale_e2e::upgrade::create_series_in_sql(
                 &db,
-                &[("__name__", "old_total"), ("__tenant__", tenant), ("instance", instance)],
+                &[
+                    ("__name__", "old_total"),
+                    ("__tenant__", tenant),
+                    ("instance", instance),
+                ],
             )
             .await,
         );
@@ -449,7 +504,10 @@ async fn a_version_19_database_is_upgraded_and_its_views_filter() {
         set(&["a"])
     );
     assert_eq!(count(&alice, "SELECT count(*) FROM prom_data.old_total").await, 10);
-    assert_eq!(strings(&alice, "SELECT tenant FROM prom_info.tenant").await, set(&["alpha"]));
+    assert_eq!(
+        strings(&alice, "SELECT tenant FROM prom_info.tenant").await,
+        set(&["alpha"])
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM prom_metric.old_total").await, 30);
     assert_eq!(
         strings(&db, "SELECT tenant FROM prom_info.tenant").await,
