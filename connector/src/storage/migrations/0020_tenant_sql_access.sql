@@ -247,12 +247,18 @@ BEGIN
       FROM _prom_catalog.label_key_position p
       JOIN _prom_catalog.label_key k ON k.key = p.key
      WHERE p.metric_id = p_metric_id AND p.key <> '__name__';
+    -- The series filter is written out here rather than read from visible_series: joined
+    -- to that barrier view, the planner estimated one visible series and decoded the
+    -- metric's samples again for each series a label filter kept (13 to 17 times slower
+    -- for roles that are not confined). A barrier itself, so that a reader's conditions on
+    -- label columns run after the filter.
     EXECUTE format(
-        'CREATE OR REPLACE VIEW prom_metric.%I AS '
+        'CREATE OR REPLACE VIEW prom_metric.%I WITH (security_barrier) AS '
         'SELECT d.time, d.value, d.series_id, s.labels%s '
-        'FROM prom_data.%I d JOIN _prom_catalog.visible_series s ON s.id = d.series_id '
-        'AND s.id >= %s::int8 AND s.id < %s::int8',
-        v_table, v_columns, v_table, p_metric_id::int8 << 40, (p_metric_id::int8 + 1) << 40);
+        'FROM prom_data.%I d JOIN _prom_catalog.series s ON s.id = d.series_id '
+        'WHERE (SELECT _prom_catalog.tenant_scope(current_user)) IS NULL '
+        '   OR s.labels && (SELECT _prom_catalog.tenant_scope(current_user))',
+        v_table, v_columns, v_table);
     FOR v_role IN
         SELECT r.rolname FROM _prom_catalog.tenant_access a JOIN pg_catalog.pg_roles r ON r.oid = a.role_oid
     LOOP
