@@ -122,6 +122,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_limits",
         sql: include_str!("migrations/0020_series_limits.sql"),
     },
+    Migration {
+        version: 21,
+        name: "tenant_sql_access",
+        sql: include_str!("migrations/0021_tenant_sql_access.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
