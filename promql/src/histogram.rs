@@ -41,6 +41,28 @@ pub struct Span {
     pub length: u32,
 }
 
+/// The counter reset hints an aggregation saw among its inputs: Prometheus 3 warns of
+/// conflicting counter resets when one said "reset" and another "not reset".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HintsSeen {
+    reset: bool,
+    not_reset: bool,
+}
+
+impl HintsSeen {
+    pub fn see(&mut self, hint: CounterResetHint) {
+        match hint {
+            CounterResetHint::CounterReset => self.reset = true,
+            CounterResetHint::NotCounterReset => self.not_reset = true,
+            _ => {}
+        }
+    }
+
+    pub fn collide(&self) -> bool {
+        self.reset && self.not_reset
+    }
+}
+
 /// What a histogram sample says about counter resets, as stored with native histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CounterResetHint {

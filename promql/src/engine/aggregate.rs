@@ -211,8 +211,10 @@ fn sum_histograms(
         count: f64,
         /// One histogram said "counter reset" where the sum so far said "not reset" or the
         /// other way round (a gauge or an unknown hint on the way ends that, as in
-        /// Prometheus' `adjustCounterReset`).
+        /// Prometheus' `adjustCounterReset`). Prometheus 3: one input said "counter reset"
+        /// and another "not reset", whatever came between.
         collision: bool,
+        hints: crate::histogram::HintsSeen,
     }
     let mut order: Vec<Labels> = Vec::new();
     let mut sums: HashMap<Labels, Group> = HashMap::new();
@@ -226,16 +228,21 @@ fn sum_histograms(
                 compensated: None,
                 count: 0.0,
                 collision: false,
+                hints: Default::default(),
             }
         });
         if prometheus_3 {
+            g.hints.see(h.counter_reset_hint);
+            g.collision = g.hints.collide();
             if g.count == 0.0 {
                 g.compensated = Some(CompensatedSum::new(&h));
             } else if let Some(acc) = &mut g.compensated {
                 let step = if average { acc.add_to_mean(&h) } else { acc.add(&h) };
-                match ev.annotate_sum_step(step, s.labels.get(crate::labels::METRIC_NAME)) {
-                    Some(info) => g.collision |= info.counter_reset_collision,
-                    None => g.compensated = None,
+                if ev
+                    .annotate_sum_step(step, s.labels.get(crate::labels::METRIC_NAME))
+                    .is_none()
+                {
+                    g.compensated = None;
                 }
             }
             g.count += 1.0;

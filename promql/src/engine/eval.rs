@@ -48,10 +48,13 @@ pub struct Selected<'a> {
     /// Per series, where the last window looked at began and ended: hints for the next.
     cursors: Vec<Cell<(usize, usize)>>,
     bounds: Bounds,
+    /// Whether the selector is read for the count and sum of its histograms, with counter
+    /// reset hints worked out as it is read (`histogram_stats.rs`).
+    stats: bool,
 }
 
 impl<'a> Selected<'a> {
-    fn new(series: &'a [Series], bounds: Bounds) -> Self {
+    fn new(series: &'a [Series], bounds: Bounds, stats: bool) -> Self {
         let without_name: Vec<Labels> = series.iter().map(|s| s.labels.without_metadata_labels()).collect();
         let mut seen = std::collections::HashSet::with_capacity(without_name.len());
         let unique_without_name = without_name.iter().all(|l| seen.insert(l));
@@ -62,6 +65,7 @@ impl<'a> Selected<'a> {
             has_stale: series.iter().map(|s| s.samples.iter().any(|x| is_stale(x.v))).collect(),
             cursors: series.iter().map(|_| Cell::new((0, 0))).collect(),
             bounds,
+            stats,
         }
     }
 
@@ -115,11 +119,22 @@ impl<'a> Selected<'a> {
         }
         let from = histograms.partition_point(|x| self.bounds.before_window(x.t, reference, width));
         let to = histograms.partition_point(|x| !after_window(x.t, reference)).max(from);
-        histograms[from..to]
+        let mut window: Vec<HistogramSample> = histograms[from..to]
             .iter()
             .filter(|x| !is_stale_histogram(&x.h))
             .cloned()
-            .collect()
+            .collect();
+        if self.stats {
+            // Read from the window's start on, the histogram at that very time included
+            // (a left-open window leaves it out of the result, not out of the reading).
+            let start = reference.saturating_sub(width);
+            let previous = from
+                .checked_sub(1)
+                .map(|k| &histograms[k])
+                .filter(|p| p.t >= start && !is_stale_histogram(&p.h));
+            super::histogram_stats::hint_window(&mut window, previous.map(|p| p.h.as_ref()));
+        }
+        window
     }
 
     /// The latest native histogram of series `i` at or before `reference`.
@@ -127,6 +142,15 @@ impl<'a> Selected<'a> {
         let histograms = self.series[i].histograms.as_slice();
         let end = histograms.partition_point(|x| !after_window(x.t, reference));
         end.checked_sub(1).map(|last| &histograms[last])
+    }
+
+    /// The histogram of series `i` read just before `h` when reading from `start` on.
+    fn histogram_before(&self, i: usize, h: &HistogramSample, start: i64) -> Option<&'a HistogramSample> {
+        let histograms = self.series[i].histograms.as_slice();
+        let at = histograms.partition_point(|x| x.t < h.t);
+        at.checked_sub(1)
+            .map(|k| &histograms[k])
+            .filter(|p| p.t >= start && !is_stale_histogram(&p.h))
     }
 }
 
@@ -196,6 +220,7 @@ pub fn evaluate(
     options: &EngineOptions,
     deadline: Instant,
 ) -> Result<(Value, crate::annotations::Annotations), QueryError> {
+    let stats = super::histogram_stats::stats_selectors(expr);
     let ev = Evaluator {
         query_start: start,
         query_end: end,
@@ -204,7 +229,10 @@ pub fn evaluate(
         deadline,
         selected: data
             .iter()
-            .map(|(&key, series)| (key, Selected::new(series, Bounds::new(options.semantics))))
+            .map(|(&key, series)| {
+                let selected = Selected::new(series, Bounds::new(options.semantics), stats.contains(&key));
+                (key, selected)
+            })
             .collect(),
         groups: RefCell::new(HashMap::new()),
         held: Cell::new(0),
@@ -594,7 +622,17 @@ impl<'a> Evaluator<'a> {
             // a staleness marker or lies before the lookback window.
             let latest = match (sel.latest(i, reference), sel.latest_histogram(i, reference)) {
                 (Some(f), h) if h.is_none_or(|h| h.t < f.t) => Some((f.t, f.v, None, is_stale(f.v))),
-                (_, Some(h)) => Some((h.t, 0.0, Some(h.h.clone()), is_stale_histogram(&h.h))),
+                (_, Some(h)) => {
+                    let mut histogram = h.h.clone();
+                    if sel.stats && !is_stale_histogram(&histogram) {
+                        let previous = sel.histogram_before(i, h, reference.saturating_sub(lookback));
+                        let hint = super::histogram_stats::hint_after(&histogram, previous.map(|p| p.h.as_ref()));
+                        if hint != histogram.counter_reset_hint {
+                            std::sync::Arc::make_mut(&mut histogram).counter_reset_hint = hint;
+                        }
+                    }
+                    Some((h.t, 0.0, Some(histogram), is_stale_histogram(&h.h)))
+                }
                 _ => None,
             };
             if let Some((sample_t, v, h, stale)) = latest {

@@ -6,6 +6,7 @@ mod boundaries;
 pub use boundaries::Semantics;
 mod eval;
 pub(crate) mod functions;
+mod histogram_stats;
 mod index;
 mod plan;
 

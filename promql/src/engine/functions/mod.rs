@@ -658,7 +658,11 @@ fn apply_window(
         // Prometheus 3: with compensated steps, a mean as `avg` takes it.
         F::SumOverTime | F::AvgOverTime if samples.is_empty() && semantics == super::Semantics::Prometheus3 => {
             let mut acc = crate::histogram::CompensatedSum::new(&histograms[0].h);
-            let mut collision = false;
+            // One input said "counter reset" and another "not reset" (Prometheus 3).
+            let mut hints = crate::histogram::HintsSeen::default();
+            for h in histograms {
+                hints.see(h.h.counter_reset_hint);
+            }
             for h in &histograms[1..] {
                 let step = if function == F::AvgOverTime {
                     acc.add_to_mean(&h.h)
@@ -666,12 +670,11 @@ fn apply_window(
                     acc.add(&h.h)
                 };
                 // Exponential and custom buckets mixed: no result.
-                let Some(info) = ev.annotate_sum_step(step, metric) else {
+                if ev.annotate_sum_step(step, metric).is_none() {
                     return Ok(None);
-                };
-                collision |= info.counter_reset_collision;
+                }
             }
-            if collision {
+            if hints.collide() {
                 ev.warn(crate::annotations::counter_reset_collision("aggregation"));
             }
             let result = if function == F::AvgOverTime {
