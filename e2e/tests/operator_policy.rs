@@ -310,3 +310,47 @@ async fn a_policy_sets_the_series_limit_of_its_metrics() {
     })
     .await;
 }
+
+/// An operator newer than the connectors: on a database of schema version 19 (before series
+/// limits) a policy's retention still applies, and one asking for `maxActiveSeries` is
+/// refused with what to do.
+#[tokio::test]
+async fn policies_apply_to_a_database_older_than_series_limits() {
+    use promscale_operator::policy::settings::{apply, Desired, Owner};
+    let pg = TestPostgres::start();
+    let pool = pg.pool().await;
+    promscale_connector::storage::migrations::migrate_to(&pool, 19)
+        .await
+        .unwrap();
+    create_metric(&pool, "old_metric").await;
+    let mut connection = pool.acquire().await.unwrap();
+    let owner = Owner {
+        uid: "0a1b",
+        name: "default/old",
+    };
+    let three_days = sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 3,
+        microseconds: 0,
+    };
+    let desired = Desired {
+        retention: Some(three_days),
+        chunk: None,
+        compression: None,
+        max_active_series: None,
+    };
+    let changed = apply(&mut connection, &owner, &["old_metric".to_string()], &desired)
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert_eq!(settings(&pool, "old_metric").await.0, "3 days");
+    let limited = Desired {
+        max_active_series: Some(100),
+        ..desired
+    };
+    let e = apply(&mut connection, &owner, &["old_metric".to_string()], &limited)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("schema version 20"), "{e}");
+}

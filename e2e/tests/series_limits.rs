@@ -115,7 +115,7 @@ async fn new_series_past_the_active_series_limit_are_left_out_and_known_ones_are
     .execute(&db)
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 2..7, t + 45_000))
         .await
         .unwrap();
@@ -164,13 +164,13 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         .execute(&db)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     // Three of alpha's series through one replica, three more through the other: it counts
     // the first replica's from the database, and creates one.
     let (status, text) = post(&alpha, &a.url("/write"), batch("jobs", 0..3, t)).await.unwrap();
     assert_eq!(status, 204, "{text}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, text) = post(&alpha, &b.url("/write"), batch("jobs", 3..6, t)).await.unwrap();
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("1 series stored; 2 left out"), "{text}");
@@ -192,7 +192,7 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         .execute(&db)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, text) = post(&beta, &b.url("/write"), batch("queue", 0..4, t + 1000))
         .await
         .unwrap();
@@ -263,7 +263,7 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         .execute(&db)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, text) = post(&alpha, &b.url("/write"), batch("jobs", 3..6, t + 1000))
         .await
         .unwrap();
@@ -278,7 +278,7 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
     .execute(&db)
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let delta = tenant_client("delta");
     let wide = |tenant_series: usize| {
         encode(
@@ -310,7 +310,7 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         .execute(&db)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, text) = post(&delta, &a.url("/write"), wide(20)).await.unwrap();
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("rate limit of 0.01 samples/s"), "{text}");

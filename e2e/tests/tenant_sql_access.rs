@@ -458,6 +458,18 @@ async fn roles_bound_to_tenants_see_only_their_tenants_in_sql() {
         let e = error_of(&alice, &format!("SELECT * FROM {view} LIMIT 1")).await;
         assert!(e.contains("permission denied"), "{view}: {e}");
     }
+    // A role neither bound nor able to read the catalog gets none of the histograms from the
+    // SECURITY DEFINER function (it could otherwise SET ROLE to such a role to escape its
+    // tenants).
+    run(&admin, "CREATE ROLE dave LOGIN PASSWORD 'secret'").await;
+    run(&admin, "GRANT USAGE ON SCHEMA prom_api, _prom_catalog TO dave").await;
+    let dave = pool_as(&pg.uri(), "dave").await;
+    let e = error_of(
+        &dave,
+        "SELECT count(*) FROM prom_api.native_histograms('latency_seconds', '-infinity', 'infinity')",
+    )
+    .await;
+    assert!(e.contains("permission denied"), "{e}");
     assert_eq!(
         strings(&admin, "SELECT role_name::text FROM prom_info.tenant_access").await,
         set(&["bob", "team_alpha"])

@@ -32,7 +32,7 @@ use crate::storage::series::{Resolution, SeriesResolver};
 use crate::storage::series_cache::SeriesId;
 use crate::storage::StorageError;
 use crate::storage::{exemplars, histograms};
-use series_limits::SeriesLimits;
+use series_limits::{Admission, SeriesLimits};
 
 /// How often a metadata entry seen again is written again (its `last_seen`).
 const METADATA_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
@@ -132,14 +132,14 @@ impl Ingestor {
             .map_or("", |l| l.value())
     }
 
-    /// Marks the series of a committed write active for series limits; a failure is logged,
-    /// never the request's.
-    async fn mark_active(&self, batch: &WriteBatch, ids: &[SeriesId]) {
+    /// Counts a committed write for series limits: the series it created and those it
+    /// wrote; a failure is logged, never the request's.
+    async fn count_for_limits(&self, batch: &WriteBatch, ids: &[SeriesId], admission: Option<Admission<'_>>) {
         if let Some(limits) = &self.series_limits {
-            if limits.any() {
+            if limits.any() || admission.is_some() {
                 let series = batch.series.iter().zip(ids).map(|(s, &id)| (self.tenant_of(s), id));
-                if let Err(e) = limits.mark_active(series).await {
-                    tracing::warn!(error = %e, "marking series active for series limits failed");
+                if let Err(e) = limits.committed(admission, series).await {
+                    tracing::warn!(error = %e, "counting series for series limits failed");
                 }
             }
         }
@@ -189,7 +189,9 @@ impl Ingestor {
         upsert_metadata(&self.pool, &fresh).await?;
         self.remember_metadata(fresh);
         self.metrics.metadata_ingested.inc_by(batch.metadata.len() as u64);
-        self.metrics.exemplars_ingested.inc_by(exemplars as u64);
+        self.metrics
+            .exemplars_ingested
+            .inc_by(exemplars.saturating_sub(if self.store_exemplars { refused_exemplars } else { 0 }) as u64);
         let histograms = batch.histogram_count() - refused_histograms;
         self.metrics.histograms_ingested.inc_by(histograms as u64);
         let refused = refused
@@ -252,7 +254,7 @@ impl Ingestor {
             committed
                 .await
                 .map_err(|_| StorageError::Unavailable("the writer stopped before committing".into()))??;
-            self.mark_active(batch, &ids).await;
+            self.count_for_limits(batch, &ids, None).await;
             self.activity.committed(ids);
         }
         Ok(sample_count)
@@ -311,20 +313,7 @@ impl Ingestor {
         .await;
         record_write(&self.metrics, &self.activity, &result, sample_count, 1, started);
         result?;
-        // The database counts the new series before this connector does (see Locals in
-        // series_limits.rs).
-        if let (Some(limits), Some(admission)) = (&self.series_limits, &admission) {
-            let (created, minute) = admission.created();
-            if let Err(e) = limits.created(created, minute).await {
-                tracing::warn!(error = %e, "counting new series for series limits failed");
-            }
-        }
-        if sample_count > 0 || batch.histogram_count() > 0 {
-            self.mark_active(batch, &resolution.ids).await;
-        }
-        if let Some(admission) = admission {
-            admission.counted();
-        }
+        self.count_for_limits(batch, &resolution.ids, admission).await;
         if sample_count > 0 || batch.histogram_count() > 0 {
             self.activity
                 .committed(resolution.ids.into_iter().filter(|&id| id != 0));

@@ -25,8 +25,6 @@ use crate::storage::series_cache::SeriesId;
 
 /// A series is active for this long, and up to twice as long, after its last sample.
 pub const WINDOW_SECONDS: i64 = 600;
-/// Series marks remembered by a connector at most; beyond, it starts over (and marks again).
-const MAX_MARKS: usize = 10_000_000;
 
 /// The `--limits.*` flags of series (0: none), which apply to every tenant without a limit
 /// of its own in SQL.
@@ -98,7 +96,7 @@ struct Snapshot {
     created: HashMap<String, u64>,
 }
 
-/// What this connector added since the last refresh.
+/// Counts kept by this connector on top of the snapshot.
 #[derive(Debug, Default)]
 struct Local {
     active: HashMap<String, u64>,
@@ -107,36 +105,27 @@ struct Local {
     created: HashMap<(String, i64), u64>,
 }
 
-/// What this connector created, in two parts: `current` since the running (or last) refresh
-/// began reading, `previous` before it. Creations are added only once the database holds
-/// them, so a refresh's read holds all of `previous`, which it drops once done.
-#[derive(Debug, Default)]
-struct Locals {
-    current: Local,
-    previous: Local,
+impl Local {
+    fn add(&mut self, tenant: &str, metric: i32, minute: Option<i64>, n: i64) {
+        fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, n: i64) {
+            let v = map.entry(key).or_default();
+            *v = v.saturating_add_signed(n);
+        }
+        bump(&mut self.active, tenant.to_string(), n);
+        bump(&mut self.active_of_metric, (tenant.to_string(), metric), n);
+        if let Some(minute) = minute {
+            bump(&mut self.created, (tenant.to_string(), minute), n);
+        }
+    }
 }
 
-impl Locals {
-    fn active(&self, tenant: &str) -> u64 {
-        [&self.current, &self.previous]
-            .iter()
-            .map(|l| l.active.get(tenant).copied().unwrap_or(0))
-            .sum()
-    }
-
-    fn active_of_metric(&self, key: &(String, i32)) -> u64 {
-        [&self.current, &self.previous]
-            .iter()
-            .map(|l| l.active_of_metric.get(key).copied().unwrap_or(0))
-            .sum()
-    }
-
-    fn created(&self, key: &(String, i64)) -> u64 {
-        [&self.current, &self.previous]
-            .iter()
-            .map(|l| l.created.get(key).copied().unwrap_or(0))
-            .sum()
-    }
+/// `since`: what this connector wrote to the database after the snapshot was read (a
+/// refresh reads everything written before it: see `writes`); `pending`: series admitted by
+/// requests that have not committed yet, so that requests at once share the room left.
+#[derive(Debug, Default)]
+struct Counts {
+    since: Local,
+    pending: Local,
 }
 
 impl std::fmt::Debug for SeriesLimits {
@@ -153,20 +142,25 @@ pub struct SeriesLimits {
     flags: SeriesLimitFlags,
     /// Whether any limit exists at all: when not, writes pay nothing.
     any: AtomicBool,
+    /// Locked after `counts` when both are.
     snapshot: RwLock<Arc<Snapshot>>,
-    local: Mutex<Locals>,
-    /// The window each series was last marked in.
-    marks: Mutex<HashMap<SeriesId, i64>>,
+    counts: Mutex<Counts>,
+    /// Held shared by each write of marks and counts from its database statement until its
+    /// local count, exclusively by a refresh while it reads: so a refresh reads every write
+    /// counted locally before it and none counted after, and `since` starts over empty.
+    writes: tokio::sync::RwLock<()>,
+    /// The window being marked, and the series marked in it.
+    marks: Mutex<(i64, HashSet<SeriesId>)>,
 }
 
-/// The budget of one request's new series, taken from as they are admitted.
+/// The new series one request may create, reserved as they are admitted; released if the
+/// request does not commit.
 pub struct Admission<'a> {
     limits: &'a SeriesLimits,
-    snapshot: Arc<Snapshot>,
     minute: i64,
-    /// Per tenant: admitted in this request.
-    admitted: HashMap<String, u64>,
-    admitted_of_metric: HashMap<(String, i32), u64>,
+    /// (tenant, metric id) of each series admitted.
+    admitted: Vec<(String, i32)>,
+    counted: bool,
 }
 
 fn now_seconds() -> i64 {
@@ -181,7 +175,8 @@ impl SeriesLimits {
             flags,
             any: AtomicBool::new(any),
             snapshot: Default::default(),
-            local: Default::default(),
+            counts: Default::default(),
+            writes: Default::default(),
             marks: Default::default(),
         }
     }
@@ -189,6 +184,10 @@ impl SeriesLimits {
     /// Whether some limit may refuse a series now.
     pub fn any(&self) -> bool {
         self.any.load(Ordering::Relaxed)
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn tenant_limits(&self, snapshot: &Snapshot, tenant: &str) -> (u64, u64) {
@@ -200,11 +199,14 @@ impl SeriesLimits {
         )
     }
 
-    /// A tenant's own ingestion rate and burst, if set in SQL.
-    pub fn ingestion_rate(&self, tenant: &str) -> Option<(f64, Option<f64>)> {
+    /// A tenant's own ingestion rate and burst where SQL sets them: (rate, burst), either
+    /// None for the flag's.
+    pub fn ingestion_rate(&self, tenant: &str) -> (Option<f64>, Option<f64>) {
         let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
-        let own = snapshot.tenants.get(tenant)?;
-        own.ingestion_rate.map(|rate| (rate, own.ingestion_burst))
+        snapshot
+            .tenants
+            .get(tenant)
+            .map_or((None, None), |own| (own.ingestion_rate, own.ingestion_burst))
     }
 
     /// A tenant's label limits: its own where set in SQL, else `flags`.
@@ -238,134 +240,132 @@ impl SeriesLimits {
     /// the counts first, so that a connector that has just started does not take the series
     /// the store has for none.
     pub async fn admission(&self) -> Result<Admission<'_>, sqlx::Error> {
-        if !self.snapshot.read().unwrap_or_else(|e| e.into_inner()).loaded {
+        if !self.snapshot().loaded {
             self.refresh().await?;
         }
-        Ok(self.admission_now())
-    }
-
-    fn admission_now(&self) -> Admission<'_> {
-        let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
-        Admission {
+        Ok(Admission {
             limits: self,
-            snapshot,
             minute: now_seconds().div_euclid(60),
-            admitted: HashMap::new(),
-            admitted_of_metric: HashMap::new(),
-        }
+            admitted: Vec::new(),
+            counted: false,
+        })
     }
 
-    /// Marks the series of limited tenants and metrics that received samples (in a
-    /// committed transaction) as active in the current window, once per window; the marks
-    /// are written in a statement of their own.
-    pub async fn mark_active(&self, series: impl IntoIterator<Item = (&str, SeriesId)>) -> Result<(), sqlx::Error> {
-        if !self.any() {
+    /// After a request's transaction committed: adds the series it created (`admission`) to
+    /// the counts of their minute, and marks the series of limited tenants and metrics that
+    /// received samples active in the current window (once per window each). Statements of
+    /// their own; a failure is returned, the request is not.
+    pub async fn committed(
+        &self,
+        admission: Option<Admission<'_>>,
+        series: impl IntoIterator<Item = (&str, SeriesId)>,
+    ) -> Result<(), sqlx::Error> {
+        if !self.any() && admission.is_none() {
             return Ok(());
         }
         let window = now_seconds().div_euclid(WINDOW_SECONDS) * WINDOW_SECONDS;
         let (mut tenants, mut ids) = (Vec::new(), Vec::new());
         {
-            let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let snapshot = self.snapshot();
             let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-            if marks.len() >= MAX_MARKS {
-                marks.clear();
+            if marks.0 != window {
+                *marks = (window, HashSet::new());
             }
-            let mut seen = HashSet::new();
             for (tenant, id) in series {
-                if id == 0 || !seen.insert(id) {
+                if id == 0 || !self.tracks(&snapshot, tenant, crate::storage::samples::metric_of(id)) {
                     continue;
                 }
-                if !self.tracks(&snapshot, tenant, crate::storage::samples::metric_of(id)) {
-                    continue;
-                }
-                if marks.insert(id, window) != Some(window) {
+                if marks.1.insert(id) {
                     tenants.push(tenant.to_string());
                     ids.push(id);
                 }
             }
         }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        match crate::storage::limits::mark_active(&self.pool, &tenants, &ids, window).await {
-            Ok(newly_active) => {
-                // Series active from now on count here until the next refresh reads them.
-                let mut locals = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                for (tenant, id) in newly_active {
-                    let metric = crate::storage::samples::metric_of(id);
-                    *locals
-                        .current
-                        .active_of_metric
-                        .entry((tenant.clone(), metric))
-                        .or_default() += 1;
-                    *locals.current.active.entry(tenant).or_default() += 1;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Marked again with their next samples.
-                let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-                for id in &ids {
-                    marks.remove(id);
-                }
-                Err(e)
+        let _writing = self.writes.read().await;
+        let mut created: HashMap<String, u64> = HashMap::new();
+        if let Some(a) = &admission {
+            for (tenant, _) in &a.admitted {
+                *created.entry(tenant.clone()).or_default() += 1;
             }
         }
-    }
-
-    /// Adds the series a committed transaction created to the counts of their minute.
-    pub async fn created(&self, by_tenant: &HashMap<String, u64>, minute: i64) -> Result<(), sqlx::Error> {
-        if by_tenant.is_empty() {
-            return Ok(());
-        }
-        crate::storage::limits::add_created(&self.pool, by_tenant, minute).await
-    }
-
-    /// Reads the limits and counts again.
-    pub async fn refresh(&self) -> Result<(), sqlx::Error> {
+        let counted = if created.is_empty() {
+            Ok(())
+        } else {
+            let minute = admission.as_ref().map_or(0, |a| a.minute);
+            crate::storage::limits::add_created(&self.pool, &created, minute).await
+        };
+        let marked = if ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            crate::storage::limits::mark_active(&self.pool, &tenants, &ids, window).await
+        };
         {
-            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            let current = std::mem::take(&mut local.current);
-            let previous = &mut local.previous;
-            for (k, n) in current.active {
-                *previous.active.entry(k).or_default() += n;
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut a) = admission {
+                a.counted = true;
+                for (tenant, metric) in &a.admitted {
+                    counts.pending.add(tenant, *metric, Some(a.minute), -1);
+                    if counted.is_ok() {
+                        if let Some(v) = counts.since.created.get_mut(&(tenant.clone(), a.minute)) {
+                            *v += 1;
+                        } else {
+                            counts.since.created.insert((tenant.clone(), a.minute), 1);
+                        }
+                    }
+                }
             }
-            for (k, n) in current.active_of_metric {
-                *previous.active_of_metric.entry(k).or_default() += n;
-            }
-            for (k, n) in current.created {
-                *previous.created.entry(k).or_default() += n;
+            if let Ok(newly_active) = &marked {
+                for (tenant, id) in newly_active {
+                    counts
+                        .since
+                        .add(tenant, crate::storage::samples::metric_of(*id), None, 1);
+                }
             }
         }
+        if marked.is_err() {
+            // Marked again with their next samples.
+            let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ids {
+                marks.1.remove(id);
+            }
+        }
+        counted.and(marked.map(|_| ()))
+    }
+
+    /// Reads the limits and counts again; then forgets marks and counts too old to matter.
+    pub async fn refresh(&self) -> Result<(), sqlx::Error> {
         let now = now_seconds();
         let minute = now.div_euclid(60);
         let since = now.div_euclid(WINDOW_SECONDS) * WINDOW_SECONDS - WINDOW_SECONDS;
-        let read = crate::storage::limits::read(&self.pool, minute, since).await?;
-        let mut snapshot = Snapshot {
-            tenants: read.tenants.into_iter().collect(),
-            metrics: read.metrics.into_iter().collect(),
-            minute,
-            loaded: true,
-            ..Default::default()
-        };
-        for (tenant, metric, n) in read.active {
-            *snapshot.active.entry(tenant.clone()).or_default() += n;
-            snapshot.active_of_metric.insert((tenant, metric), n);
-        }
-        snapshot.created = read.created.into_iter().collect();
-        let any = self.flags != SeriesLimitFlags::default()
-            || snapshot
-                .tenants
-                .values()
-                .any(|t| t.max_active_series.unwrap_or(0) > 0 || t.max_new_series_per_minute.unwrap_or(0) > 0)
-            || snapshot.metrics.values().any(|&l| l > 0);
         {
-            let mut current = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            *current = Arc::new(snapshot);
-            local.previous = Local::default();
+            let _reading = self.writes.write().await;
+            let read = crate::storage::limits::read(&self.pool, minute, since).await?;
+            let mut snapshot = Snapshot {
+                tenants: read.tenants.into_iter().collect(),
+                metrics: read.metrics.into_iter().collect(),
+                minute,
+                loaded: true,
+                ..Default::default()
+            };
+            for (tenant, metric, n) in read.active {
+                *snapshot.active.entry(tenant.clone()).or_default() += n;
+                snapshot.active_of_metric.insert((tenant, metric), n);
+            }
+            snapshot.created = read.created.into_iter().collect();
+            let any = self.flags != SeriesLimitFlags::default()
+                || snapshot
+                    .tenants
+                    .values()
+                    .any(|t| t.max_active_series.unwrap_or(0) > 0 || t.max_new_series_per_minute.unwrap_or(0) > 0)
+                || snapshot.metrics.values().any(|&l| l > 0);
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+            counts.since = Local::default();
+            self.any.store(any, Ordering::Relaxed);
         }
-        self.any.store(any, Ordering::Relaxed);
+        if let Err(e) = crate::storage::limits::forget(&self.pool, minute, since).await {
+            tracing::debug!(error = %e, "forgetting old series marks failed; the next refresh tries again");
+        }
         Ok(())
     }
 
@@ -386,19 +386,30 @@ impl SeriesLimits {
 }
 
 impl Admission<'_> {
-    /// Whether a new series of `tenant` and `metric_id` may be created; if so it counts
-    /// from now on.
+    /// Whether a new series of `tenant` and `metric_id` may be created; if so, it takes its
+    /// room at once.
     pub fn admit(&mut self, tenant: &str, metric_id: i32) -> Result<(), Refusal> {
         let limits = self.limits;
-        let (max_active, max_new) = limits.tenant_limits(&self.snapshot, tenant);
-        let max_of_metric = limits.metric_limit(&self.snapshot, metric_id);
+        let mut counts = limits.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = limits.snapshot();
+        let (max_active, max_new) = limits.tenant_limits(&snapshot, tenant);
+        let max_of_metric = limits.metric_limit(&snapshot, metric_id);
         if max_active == 0 && max_new == 0 && max_of_metric == 0 {
             return Ok(());
         }
-        let local = limits.local.lock().unwrap_or_else(|e| e.into_inner());
-        let here = self.admitted.get(tenant).copied().unwrap_or(0);
+        let of = |l: &Local| {
+            (
+                l.active.get(tenant).copied().unwrap_or(0),
+                l.active_of_metric
+                    .get(&(tenant.to_string(), metric_id))
+                    .copied()
+                    .unwrap_or(0),
+                l.created.get(&(tenant.to_string(), self.minute)).copied().unwrap_or(0),
+            )
+        };
+        let (since, pending) = (of(&counts.since), of(&counts.pending));
         if max_active > 0 {
-            let active = self.snapshot.active.get(tenant).copied().unwrap_or(0) + local.active(tenant) + here;
+            let active = snapshot.active.get(tenant).copied().unwrap_or(0) + since.0 + pending.0;
             if active >= max_active {
                 return Err(Refusal::ActiveSeries {
                     tenant: tenant.to_string(),
@@ -406,11 +417,14 @@ impl Admission<'_> {
                 });
             }
         }
-        let key = (tenant.to_string(), metric_id);
         if max_of_metric > 0 {
-            let active = self.snapshot.active_of_metric.get(&key).copied().unwrap_or(0)
-                + local.active_of_metric(&key)
-                + self.admitted_of_metric.get(&key).copied().unwrap_or(0);
+            let active = snapshot
+                .active_of_metric
+                .get(&(tenant.to_string(), metric_id))
+                .copied()
+                .unwrap_or(0)
+                + since.1
+                + pending.1;
             if active >= max_of_metric {
                 return Err(Refusal::MetricActiveSeries {
                     tenant: tenant.to_string(),
@@ -419,40 +433,43 @@ impl Admission<'_> {
             }
         }
         if max_new > 0 {
-            let stored = if self.snapshot.minute == self.minute {
-                self.snapshot.created.get(tenant).copied().unwrap_or(0)
+            let stored = if snapshot.minute == self.minute {
+                snapshot.created.get(tenant).copied().unwrap_or(0)
             } else {
                 0
             };
-            let mine = local.created(&(tenant.to_string(), self.minute));
-            if stored + mine + here >= max_new {
+            if stored + since.2 + pending.2 >= max_new {
                 return Err(Refusal::NewSeries {
                     tenant: tenant.to_string(),
                     limit: max_new,
                 });
             }
         }
-        drop(local);
-        *self.admitted.entry(tenant.to_string()).or_default() += 1;
-        *self.admitted_of_metric.entry(key).or_default() += 1;
+        counts.pending.add(tenant, metric_id, Some(self.minute), 1);
+        self.admitted.push((tenant.to_string(), metric_id));
         Ok(())
     }
 
-    /// The series this request created per tenant, and the minute, for
-    /// [`SeriesLimits::created`].
-    pub fn created(&self) -> (&HashMap<String, u64>, i64) {
-        (&self.admitted, self.minute)
+    /// Series admitted, per tenant.
+    #[cfg(test)]
+    fn created(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for (tenant, _) in &self.admitted {
+            *out.entry(tenant.clone()).or_default() += 1;
+        }
+        out
     }
+}
 
-    /// Counts the series this request created in their minute, once the database holds
-    /// them (committed and counted); they count as active once marked
-    /// ([`SeriesLimits::mark_active`]).
-    pub fn counted(self) {
-        let limits = self.limits;
-        let mut locals = limits.local.lock().unwrap_or_else(|e| e.into_inner());
-        let local = &mut locals.current;
-        for (tenant, n) in self.admitted {
-            *local.created.entry((tenant, self.minute)).or_default() += n;
+impl Drop for Admission<'_> {
+    /// A request that did not commit gives its room back.
+    fn drop(&mut self) {
+        if self.counted || self.admitted.is_empty() {
+            return;
+        }
+        let mut counts = self.limits.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (tenant, metric) in &self.admitted {
+            counts.pending.add(tenant, *metric, Some(self.minute), -1);
         }
     }
 }
@@ -465,31 +482,46 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://localhost/none")
             .expect("lazy pool");
-        SeriesLimits::new(pool, flags)
+        let l = SeriesLimits::new(pool, flags);
+        *l.snapshot.write().unwrap() = Arc::new(Snapshot {
+            loaded: true,
+            minute: now_seconds().div_euclid(60),
+            ..Default::default()
+        });
+        l
+    }
+
+    fn admission(l: &SeriesLimits) -> Admission<'_> {
+        Admission {
+            limits: l,
+            minute: now_seconds().div_euclid(60),
+            admitted: Vec::new(),
+            counted: false,
+        }
     }
 
     #[tokio::test]
-    async fn new_series_are_admitted_up_to_each_limit() {
+    async fn new_series_are_admitted_up_to_each_limit_and_requests_at_once_share_the_room() {
         let l = limits(SeriesLimitFlags {
             max_active_series: 3,
             max_active_series_per_metric: 2,
             max_new_series_per_minute: 0,
         });
-        let mut a = l.admission_now();
+        let mut a = admission(&l);
         assert!(a.admit("a", 1).is_ok());
         assert!(a.admit("a", 1).is_ok());
         assert_eq!(a.admit("a", 1).unwrap_err().reason(), "metric_series_limit");
-        assert!(a.admit("a", 2).is_ok());
+        // A request running at the same time sees the room the first one took.
+        let mut b = admission(&l);
+        assert!(b.admit("a", 2).is_ok());
         assert_eq!(a.admit("a", 3).unwrap_err().reason(), "series_limit");
         // Another tenant has limits of its own.
         assert!(a.admit("b", 1).is_ok());
-        assert_eq!(a.created().0.get("a"), Some(&3));
-        a.counted();
-        // Series marked active count for the next request, until the next refresh.
-        l.local.lock().unwrap().current.active.insert("a".into(), 3);
-        let mut next = l.admission_now();
-        assert_eq!(next.admit("a", 4).unwrap_err().reason(), "series_limit");
-        assert!(next.admit("b", 4).is_ok());
+        assert_eq!(a.created().get("a"), Some(&2));
+        // A request that does not commit gives its room back.
+        drop(b);
+        assert!(a.admit("a", 3).is_ok());
+        assert_eq!(a.admit("a", 4).unwrap_err().reason(), "series_limit");
     }
 
     #[tokio::test]
@@ -498,9 +530,11 @@ mod tests {
             max_new_series_per_minute: 2,
             ..Default::default()
         });
+        let minute = now_seconds().div_euclid(60);
         {
             let mut snapshot = Snapshot {
-                minute: now_seconds().div_euclid(60),
+                loaded: true,
+                minute,
                 ..Default::default()
             };
             snapshot.created.insert("a".into(), 1);
@@ -513,8 +547,8 @@ mod tests {
             );
             *l.snapshot.write().unwrap() = Arc::new(snapshot);
         }
-        let mut a = l.admission_now();
-        if a.minute != a.snapshot.minute {
+        let mut a = admission(&l);
+        if a.minute != minute {
             return; // the minute turned between the two lines: nothing to check
         }
         assert!(a.admit("a", 1).is_ok());
@@ -531,19 +565,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn without_limits_nothing_is_tracked() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let l = limits(SeriesLimitFlags::default());
-            assert!(!l.any());
-            let mut a = l.admission_now();
-            assert!(a.admit("a", 1).is_ok());
-            // No database is asked: the pool points nowhere.
-            l.mark_active([("a", 1i64 << 40 | 1)]).await.unwrap();
-        });
+    #[tokio::test]
+    async fn without_limits_nothing_is_tracked() {
+        let l = limits(SeriesLimitFlags::default());
+        assert!(!l.any());
+        let mut a = admission(&l);
+        assert!(a.admit("a", 1).is_ok());
+        // No database is asked (the pool points nowhere): nothing to count or mark.
+        let mut a = admission(&l);
+        a.counted = true;
+        l.committed(None, [("a", 1i64 << 40 | 1)]).await.unwrap();
     }
 }

@@ -274,11 +274,11 @@ async fn store(
         Some(ha) => crate::ingest::ha::apply(&ha.options, &app.pool, &app.metrics, &mut batch).await?,
         None => Vec::new(),
     };
-    let (rate, burst) = own_limits
-        .and_then(|l| l.ingestion_rate(limits_tenant))
-        .map_or((app.rate_limits.rate, app.rate_limits.burst), |(rate, burst)| {
-            (rate, burst.unwrap_or(0.0))
-        });
+    // A tenant's own rate comes with its own burst, one second of it unless set; its own
+    // burst alone applies to the flag's rate.
+    let (own_rate, own_burst) = own_limits.map_or((None, None), |l| l.ingestion_rate(limits_tenant));
+    let rate = own_rate.unwrap_or(app.rate_limits.rate);
+    let burst = own_burst.unwrap_or(if own_rate.is_some() { 0.0 } else { app.rate_limits.burst });
     if rate > 0.0 {
         // A request with nothing to store (a standby's, exemplars or metadata alone) takes
         // nothing from the bucket and is never turned away.

@@ -47,7 +47,7 @@ fn unsigned(n: Option<i64>) -> Option<u64> {
 }
 
 /// The limits, the active series counted since `since_s` (unix seconds, a window start) and
-/// the series created in `minute`; also forgets marks and counts too old to matter.
+/// the series created in `minute`.
 pub async fn read(pool: &PgPool, minute: i64, since_s: i64) -> Result<Read, sqlx::Error> {
     let since = PgTimestamp::from_unix_ms(since_s * 1000);
     let tenants: Vec<TenantRow> = sqlx::query_as(
@@ -73,14 +73,6 @@ pub async fn read(pool: &PgPool, minute: i64, since_s: i64) -> Result<Read, sqlx
             .bind(minute)
             .fetch_all(pool)
             .await?;
-    sqlx::query("DELETE FROM _prom_catalog.active_series WHERE seen < $1")
-        .bind(since)
-        .execute(pool)
-        .await?;
-    sqlx::query("DELETE FROM _prom_catalog.new_series_count WHERE minute < $1")
-        .bind(minute - 1)
-        .execute(pool)
-        .await?;
     Ok(Read {
         tenants: tenants
             .into_iter()
@@ -151,4 +143,30 @@ pub async fn add_created(pool: &PgPool, by_tenant: &HashMap<String, u64>, minute
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Forgets marks older than `since_s` and counts of minutes before `minute - 1`: one
+/// connector at a time (the others skip it), in key order, as marks are written.
+pub async fn forget(pool: &PgPool, minute: i64, since_s: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('promscale-series-limits-forget'))")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !ours {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM _prom_catalog.active_series a USING (
+             SELECT tenant, series_id FROM _prom_catalog.active_series WHERE seen < $1
+              ORDER BY tenant, series_id FOR UPDATE SKIP LOCKED) o
+          WHERE a.tenant = o.tenant AND a.series_id = o.series_id",
+    )
+    .bind(PgTimestamp::from_unix_ms(since_s * 1000))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM _prom_catalog.new_series_count WHERE minute < $1")
+        .bind(minute - 1)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }

@@ -2,7 +2,7 @@
 
 mod claims;
 mod reconcile;
-mod settings;
+pub mod settings;
 
 use std::sync::Arc;
 

@@ -109,8 +109,25 @@ pub async fn apply(
     desired: &Desired,
 ) -> Result<i64, DatabaseError> {
     let mut tx = begin(connection).await?;
+    // Series limits came with schema version 20: on an older database (connectors not yet
+    // upgraded) the other settings still apply.
+    let has_series_limits: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                         WHERE attrelid = '_prom_catalog.metric'::regclass
+                           AND attname = 'max_active_series' AND NOT attisdropped)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !has_series_limits && desired.max_active_series.is_some() {
+        return Err(DatabaseError::Refused(
+            "maxActiveSeries needs connectors of schema version 20 or later: upgrade the connectors, and the policy applies once they have upgraded the database".into(),
+        ));
+    }
     let mut changed = 0;
     for setting in SETTINGS {
+        if matches!(setting, Setting::MaxActiveSeries) && !has_series_limits {
+            continue;
+        }
         // Reset what this policy set and no longer wants, and what a policy that lost the
         // metric to this one set where this one leaves the default.
         let reset = format!(

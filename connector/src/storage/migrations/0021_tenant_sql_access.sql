@@ -512,7 +512,31 @@ SELECT m.metric_name,
                      OR s.tenant IN (SELECT lb.value FROM _prom_catalog.label lb
                                       WHERE ARRAY[lb.id] <@ (SELECT _prom_catalog.tenant_scope(current_user))))
               GROUP BY 1, 2) a ON a.metric_id = m.id
- WHERE m.max_active_series IS NOT NULL;
+ WHERE m.max_active_series IS NOT NULL
+   AND ((SELECT _prom_catalog.tenant_scope(current_user)) IS NULL
+        OR EXISTS (SELECT 1 FROM _prom_catalog.series s
+                    WHERE s.id >= (m.id::int8 << 40) AND s.id < ((m.id::int8 + 1) << 40)
+                      AND s.labels && (SELECT _prom_catalog.tenant_scope(current_user))));
+
+-- The tenants prom_api.native_histograms (SECURITY DEFINER) shows its caller: those of the
+-- login role when it is confined (a SET ROLE does not escape them), else those of the role
+-- set; NULL (every tenant) only for a caller that could read the histograms itself.
+CREATE FUNCTION _prom_catalog.histogram_reader_scope() RETURNS int[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_role name := _prom_catalog.session_role();
+    v_scope int[];
+BEGIN
+    v_scope := coalesce(_prom_catalog.tenant_scope(session_user), _prom_catalog.tenant_scope(v_role));
+    IF v_scope IS NULL AND NOT (pg_catalog.has_table_privilege(v_role, '_prom_catalog.histogram', 'SELECT')
+                                AND pg_catalog.has_table_privilege(v_role, '_prom_catalog.histogram_chunk', 'SELECT')) THEN
+        RAISE EXCEPTION 'permission denied for prom_api.native_histograms: role % reads no histograms', quote_ident(v_role)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'bind the role to its tenants (prom_api.grant_tenant_access) or grant it SELECT on the catalog';
+    END IF;
+    RETURN v_scope;
+END
+$fn$;
 
 -- prom_api.native_histograms, as version 15's for the visible series. It reads the tables
 -- with its owner's rights (a confined role has none on them), so the scope is that of the
@@ -524,7 +548,7 @@ RETURNS TABLE (series_id bigint, series_labels jsonb, "time" timestamptz, count 
                custom_values float8[], "integer" boolean, reset_hint smallint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     WITH scope AS (
-        SELECT _prom_catalog.tenant_scope(_prom_catalog.session_role()) AS tenant_ids
+        SELECT _prom_catalog.histogram_reader_scope() AS tenant_ids
     ), m AS (
         SELECT (m.id::int8 << 40) AS first_series, ((m.id::int8 + 1) << 40) AS next_series
           FROM _prom_catalog.metric m WHERE m.metric_name = native_histograms.metric_name
