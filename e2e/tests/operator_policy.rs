@@ -75,22 +75,47 @@ async fn create_metric(pool: &PgPool, metric: &str) {
 
 const DEFAULTS: (&str, &str, bool) = ("90 days", "08:00:00", true);
 
+/// A kube-apiserver with the CRDs, PostgreSQL holding `metrics`, the operator, and a stack
+/// `metrics` in namespace `default` whose database it is.
+struct Setup {
+    client: kube::Client,
+    pool: PgPool,
+    policies: Api<MetricPolicy>,
+    _operator: Operator,
+    _pg: TestPostgres,
+    _cluster: KubeCluster,
+}
+
+impl Setup {
+    async fn start(metrics: &[&str]) -> Setup {
+        let cluster = KubeCluster::start().await;
+        cluster.install_crds().await;
+        let client = cluster.client().await;
+        let pg = TestPostgres::start();
+        let pool = pg.pool().await;
+        promscale_connector::storage::migrations::migrate(&pool).await.unwrap();
+        for metric in metrics {
+            create_metric(&pool, metric).await;
+        }
+        put_secret(&client, "default", "metrics-db", "uri", &pg.uri()).await;
+        let operator = Operator::start(&cluster.admin_kubeconfig(), &[]).await;
+        let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
+        apply(&stacks, &uri_stack("metrics", "default", "metrics-db")).await;
+        Setup {
+            policies: Api::namespaced(client.clone(), "default"),
+            client,
+            pool,
+            _operator: operator,
+            _pg: pg,
+            _cluster: cluster,
+        }
+    }
+}
+
 #[tokio::test]
 async fn policies_apply_conflict_pick_up_new_metrics_and_reset_on_delete() {
-    let cluster = KubeCluster::start().await;
-    cluster.install_crds().await;
-    let client = cluster.client().await;
-    let pg = TestPostgres::start();
-    let pool = pg.pool().await;
-    promscale_connector::storage::migrations::migrate(&pool).await.unwrap();
-    for metric in ["debug_queue_depth", "debug_cache_misses", "http_requests_total"] {
-        create_metric(&pool, metric).await;
-    }
-    put_secret(&client, "default", "metrics-db", "uri", &pg.uri()).await;
-    let _operator = Operator::start(&cluster.admin_kubeconfig(), &[]).await;
-    let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
-    apply(&stacks, &uri_stack("metrics", "default", "metrics-db")).await;
-    let policies: Api<MetricPolicy> = Api::namespaced(client.clone(), "default");
+    let setup = Setup::start(&["debug_queue_depth", "debug_cache_misses", "http_requests_total"]).await;
+    let (pool, policies, client) = (setup.pool.clone(), setup.policies.clone(), setup.client.clone());
 
     // --- "metrics matching debug_.* keep 3 days, chunk 1 h, uncompressed"
     apply(
@@ -254,20 +279,8 @@ async fn policies_apply_conflict_pick_up_new_metrics_and_reset_on_delete() {
 /// the policy gives the metric the connectors' flag again.
 #[tokio::test]
 async fn a_policy_sets_the_series_limit_of_its_metrics() {
-    let cluster = KubeCluster::start().await;
-    cluster.install_crds().await;
-    let client = cluster.client().await;
-    let pg = TestPostgres::start();
-    let pool = pg.pool().await;
-    promscale_connector::storage::migrations::migrate(&pool).await.unwrap();
-    for metric in ["kube_pod_labels", "kube_pod_info"] {
-        create_metric(&pool, metric).await;
-    }
-    put_secret(&client, "default", "metrics-db", "uri", &pg.uri()).await;
-    let _operator = Operator::start(&cluster.admin_kubeconfig(), &[]).await;
-    let stacks: Api<PromscaleStack> = Api::namespaced(client.clone(), "default");
-    apply(&stacks, &uri_stack("metrics", "default", "metrics-db")).await;
-    let policies: Api<MetricPolicy> = Api::namespaced(client.clone(), "default");
+    let setup = Setup::start(&["kube_pod_labels", "kube_pod_info"]).await;
+    let (pool, policies) = (setup.pool.clone(), setup.policies.clone());
     let mut limited = policy("pods", &["kube_pod_labels"], None, None, None, None);
     limited.spec.max_active_series = Some(20_000);
     apply(&policies, &limited).await;

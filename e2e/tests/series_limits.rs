@@ -37,6 +37,11 @@ fn batch(metric: &str, range: std::ops::Range<usize>, t: i64) -> Vec<u8> {
     )
 }
 
+/// Remote-writes `body` to `connector`: the status and the answer's text.
+async fn write(client: &reqwest::Client, connector: &Connector, body: Vec<u8>) -> (u16, String) {
+    post(client, &connector.url("/write"), body).await.unwrap()
+}
+
 fn refused_metric(text: &str, metric: &str, labels: &[&str]) -> f64 {
     let lines: Vec<&str> = text
         .lines()
@@ -53,14 +58,10 @@ async fn new_series_past_the_active_series_limit_are_left_out_and_known_ones_are
     let client = reqwest::Client::new();
     let t = recent_ms() - 60_000;
 
-    let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 0..3, t))
-        .await
-        .unwrap();
+    let (status, text) = write(&client, &connector, batch("jobs", 0..3, t)).await;
     assert_eq!(status, 204, "{text}");
     // Three known and four new: two of the new are one too many.
-    let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 0..7, t + 15_000))
-        .await
-        .unwrap();
+    let (status, text) = write(&client, &connector, batch("jobs", 0..7, t + 15_000)).await;
     assert_eq!(status, 400, "{text}");
     for words in [
         "5 series stored; 2 left out",
@@ -91,9 +92,7 @@ async fn new_series_past_the_active_series_limit_are_left_out_and_known_ones_are
     // written; the two others are still left out.
     connector.stop();
     let connector = Connector::start(&pg.uri(), &args).await;
-    let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 0..7, t + 30_000))
-        .await
-        .unwrap();
+    let (status, text) = write(&client, &connector, batch("jobs", 0..7, t + 30_000)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("5 series stored; 2 left out"), "{text}");
     assert_eq!(count(&client, &connector, "jobs", t + 30_000).await, 5.0);
@@ -116,9 +115,7 @@ async fn new_series_past_the_active_series_limit_are_left_out_and_known_ones_are
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 2..7, t + 45_000))
-        .await
-        .unwrap();
+    let (status, text) = write(&client, &connector, batch("jobs", 2..7, t + 45_000)).await;
     assert_eq!(status, 204, "{text}");
     assert_eq!(
         count(&client, &connector, "last_over_time(jobs[10s])", t + 45_000).await,
@@ -168,10 +165,10 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
 
     // Three of alpha's series through one replica, three more through the other: it counts
     // the first replica's from the database, and creates one.
-    let (status, text) = post(&alpha, &a.url("/write"), batch("jobs", 0..3, t)).await.unwrap();
+    let (status, text) = write(&alpha, &a, batch("jobs", 0..3, t)).await;
     assert_eq!(status, 204, "{text}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, text) = post(&alpha, &b.url("/write"), batch("jobs", 3..6, t)).await.unwrap();
+    let (status, text) = write(&alpha, &b, batch("jobs", 3..6, t)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("1 series stored; 2 left out"), "{text}");
     assert!(
@@ -181,28 +178,26 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
     assert_eq!(count(&alpha, &a, "jobs", t).await, 4.0);
 
     // Beta is not alpha: the same six series, all created (the flag's 100 apply to it).
-    let (status, text) = post(&beta, &a.url("/write"), batch("jobs", 0..6, t)).await.unwrap();
+    let (status, text) = write(&beta, &a, batch("jobs", 0..6, t)).await;
     assert_eq!(status, 204, "{text}");
     assert_eq!(count(&beta, &a, "jobs", t).await, 6.0);
 
     // A metric's own limit, per tenant: beta may have two series of `queue`.
-    let (status, text) = post(&beta, &a.url("/write"), batch("queue", 0..1, t)).await.unwrap();
+    let (status, text) = write(&beta, &a, batch("queue", 0..1, t)).await;
     assert_eq!(status, 204, "{text}");
     sqlx::query("SELECT prom_api.set_metric_max_active_series('queue', 2)")
         .execute(&db)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, text) = post(&beta, &b.url("/write"), batch("queue", 0..4, t + 1000))
-        .await
-        .unwrap();
+    let (status, text) = write(&beta, &b, batch("queue", 0..4, t + 1000)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("2 series stored; 2 left out"), "{text}");
     assert!(text.contains("active series of this metric"), "{text}");
     assert_eq!(count(&beta, &a, "queue", t + 1000).await, 2.0);
 
     // New series a minute: gamma may create two; three more are left out.
-    let (status, text) = post(&gamma, &a.url("/write"), batch("jobs", 0..5, t)).await.unwrap();
+    let (status, text) = write(&gamma, &a, batch("jobs", 0..5, t)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("2 series stored; 3 left out"), "{text}");
     assert!(text.contains("created its limit of 2 new series this minute"), "{text}");
@@ -264,9 +259,7 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, text) = post(&alpha, &b.url("/write"), batch("jobs", 3..6, t + 1000))
-        .await
-        .unwrap();
+    let (status, text) = write(&alpha, &b, batch("jobs", 3..6, t + 1000)).await;
     assert_eq!(status, 204, "{text}");
     assert_eq!(count(&alpha, &a, "jobs", t + 1000).await, 6.0);
 
@@ -293,16 +286,16 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         )
     };
     let narrow = encode(vec![series(&[("__name__", "narrow"), ("pod", "p0")], &[(t, 1.0)])]);
-    let (status, text) = post(&delta, &a.url("/write"), narrow).await.unwrap();
+    let (status, text) = write(&delta, &a, narrow).await;
     assert_eq!(status, 204, "{text}");
-    let (status, text) = post(&delta, &a.url("/write"), wide(1)).await.unwrap();
+    let (status, text) = write(&delta, &a, wide(1)).await;
     assert_eq!(status, 400, "{text}");
     assert!(
         text.contains("--limits.max-labels-per-series, or per tenant prom_api.set_tenant_limits"),
         "{text}"
     );
     // Beta, without limits of its own, writes the same series.
-    let (status, text) = post(&beta, &a.url("/write"), wide(1)).await.unwrap();
+    let (status, text) = write(&beta, &a, wide(1)).await;
     assert_eq!(status, 204, "{text}");
     // Twenty samples at once are past delta's bucket of ten (nine left, refilled at 0.01 a
     // second).
@@ -311,10 +304,10 @@ async fn tenants_limits_set_in_sql_hold_across_replicas_and_leave_other_tenants_
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, text) = post(&delta, &a.url("/write"), wide(20)).await.unwrap();
+    let (status, text) = write(&delta, &a, wide(20)).await;
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("rate limit of 0.01 samples/s"), "{text}");
-    let (status, text) = post(&beta, &a.url("/write"), wide(20)).await.unwrap();
+    let (status, text) = write(&beta, &a, wide(20)).await;
     assert_eq!(status, 204, "{text}");
     let rate: (Option<f64>, Option<f64>, Option<i32>) = sqlx::query_as(
         "SELECT ingestion_rate, ingestion_burst, max_labels_per_series FROM prom_info.tenant_limits WHERE tenant = 'delta'",
@@ -349,13 +342,9 @@ async fn a_version_19_database_is_upgraded_and_its_series_are_not_new() {
     .await;
     let client = reqwest::Client::new();
     let t = recent_ms() - 60_000;
-    let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 0..3, t))
-        .await
-        .unwrap();
+    let (status, text) = write(&client, &connector, batch("jobs", 0..3, t)).await;
     assert_eq!(status, 204, "{text}");
-    let (status, text) = post(&client, &connector.url("/write"), batch("jobs", 0..5, t + 15_000))
-        .await
-        .unwrap();
+    let (status, text) = write(&client, &connector, batch("jobs", 0..5, t + 15_000)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("4 series stored; 1 left out"), "{text}");
     assert!(text.contains("limit of 4 active series"), "{text}");
