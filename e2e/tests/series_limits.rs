@@ -88,6 +88,25 @@ async fn new_series_past_the_active_series_limit_are_left_out_and_known_ones_are
         2.0
     );
 
+    // Past the limit, new series leave nothing behind in the catalog: not their label values,
+    // not their metric.
+    let db = pg.pool().await;
+    let catalog = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (SELECT count(*) FROM _prom_catalog.label), (SELECT count(*) FROM _prom_catalog.metric)",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    let before = catalog().await;
+    let (status, text) = write(&client, &connector, batch("jobs", 100..150, t + 15_000)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("0 series stored; 50 left out"), "{text}");
+    let (status, text) = write(&client, &connector, batch("brand_new_metric", 0..3, t + 15_000)).await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(catalog().await, before);
+
     // Restarted, its cache empty: the five series it has are found, not counted as new, and
     // written; the two others are still left out.
     connector.stop();
@@ -98,7 +117,6 @@ async fn new_series_past_the_active_series_limit_are_left_out_and_known_ones_are
     assert_eq!(count(&client, &connector, "jobs", t + 30_000).await, 5.0);
 
     // The marks of the active series are in the database for every replica.
-    let db = pg.pool().await;
     let marked: i64 = sqlx::query_scalar("SELECT active_series FROM prom_info.tenant_limits WHERE tenant = ''")
         .fetch_one(&db)
         .await

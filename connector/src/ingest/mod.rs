@@ -279,24 +279,43 @@ impl Ingestor {
         };
         let mut refused = Vec::new();
         let result: Result<u64, StorageError> = async {
-            let (mut tx, created, left_out) = match admission.as_mut() {
-                Some(admission) => {
-                    let mut admit = |s: &Series, metric_id: i32| admission.admit(self.tenant_of(s), metric_id);
-                    self.resolver
-                        .create(&batch.series, &mut resolution, Some(&mut admit))
-                        .await?
+            // With limits, the series that exist are looked up first, creating nothing, and
+            // only the new ones a limit admits are created, labels and metrics included.
+            let mut found = None;
+            if let Some(admission) = admission.as_mut() {
+                let (existing, new) = self.resolver.existing(&batch.series, &mut resolution).await?;
+                found = Some(existing);
+                let identities: HashMap<usize, Vec<u8>> = resolution
+                    .missing_identities()
+                    .map(|(i, identity)| (i, identity.to_vec()))
+                    .collect();
+                let mut refused_series: HashMap<Vec<u8>, series_limits::Refusal> = HashMap::new();
+                for (i, metric_id) in new {
+                    let s = &batch.series[i];
+                    // A metric not created yet counts under a stand-in id of its name.
+                    let metric = metric_id.unwrap_or_else(|| series_limits::new_metric_key(s.metric_name()));
+                    if let Err(refusal) = admission.admit(self.tenant_of(s), metric) {
+                        refused_series.insert(identities.get(&i).cloned().unwrap_or_default(), refusal);
+                    }
                 }
-                None => {
-                    self.resolver
-                        .create::<series_limits::Refusal>(&batch.series, &mut resolution, None)
-                        .await?
+                if !refused_series.is_empty() {
+                    let entries: Vec<(usize, series_limits::Refusal)> = resolution
+                        .missing_identities()
+                        .filter_map(|(i, identity)| refused_series.get(identity).map(|r| (i, r.clone())))
+                        .collect();
+                    let indices: std::collections::HashSet<usize> = entries.iter().map(|(i, _)| *i).collect();
+                    resolution.leave_out(&indices);
+                    refused = entries;
                 }
-            };
-            sample_count -= left_out
+            }
+            let (mut tx, mut created) = self.resolver.create(&batch.series, &mut resolution).await?;
+            if let Some(found) = found {
+                created.merge(found);
+            }
+            sample_count -= refused
                 .iter()
                 .map(|&(i, _)| batch.series[i].samples.len())
                 .sum::<usize>();
-            refused = left_out;
             let samples = sample_batch(batch, &resolution.ids, self.store_exemplars);
             let expired = if sample_count == 0 {
                 0

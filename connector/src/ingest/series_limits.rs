@@ -163,6 +163,15 @@ pub struct Admission<'a> {
     counted: bool,
 }
 
+/// The id a new series of a metric not created yet counts under until it is: negative, so
+/// never a real metric's, and the same for every series of that metric.
+pub fn new_metric_key(metric_name: &str) -> i32 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    metric_name.hash(&mut hasher);
+    -((hasher.finish() & 0x3fff_ffff) as i32) - 1
+}
+
 fn now_seconds() -> i64 {
     chrono::Utc::now().timestamp()
 }

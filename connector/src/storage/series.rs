@@ -12,9 +12,6 @@ use super::series_cache::{IdCache, SeriesCache, SeriesId};
 use super::StorageError;
 use crate::model::Series;
 
-/// Decides whether a new series (with its metric id) may be created, or why not.
-pub type Admit<'a, R> = &'a mut (dyn FnMut(&Series, i32) -> Result<(), R> + Send);
-
 pub struct SeriesResolver {
     pool: PgPool,
     cache: SeriesCache,
@@ -46,6 +43,17 @@ impl Resolution {
     pub fn is_complete(&self) -> bool {
         self.missing.is_empty()
     }
+
+    /// Leaves out the series of the request's entries `refused` (by index; their ids stay
+    /// 0): they are not created.
+    pub fn leave_out(&mut self, refused: &std::collections::HashSet<usize>) {
+        self.missing.retain(|(i, _)| !refused.contains(i));
+    }
+
+    /// The identity of each entry still missing, by index into the request.
+    pub fn missing_identities(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        self.missing.iter().map(|(i, identity)| (*i, identity.as_slice()))
+    }
 }
 
 /// Ids a transaction created or found, to be cached once it has committed (not before: ids
@@ -54,6 +62,14 @@ impl Resolution {
 pub struct Created {
     series: Vec<(Vec<u8>, SeriesId)>,
     labels: Vec<(Vec<u8>, i32)>,
+}
+
+impl Created {
+    /// Adds what another lookup found.
+    pub fn merge(&mut self, other: Created) {
+        self.series.extend(other.series);
+        self.labels.extend(other.labels);
+    }
 }
 
 impl SeriesResolver {
@@ -93,25 +109,87 @@ impl SeriesResolver {
         resolution
     }
 
+    /// With series limits, before anything is created: which of the series missing from the
+    /// cache exist, looked up without creating anything (their metric, label positions,
+    /// labels and series all found: `existing_series`, migration 20). Those found get their
+    /// ids and leave the missing ones; the ids are for [`SeriesResolver::remember`] once the
+    /// request commits. Returns the others, new for sure: (index into the request, metric
+    /// id if the metric exists), the first entry of each distinct series.
+    pub async fn existing(
+        &self,
+        series: &[Series],
+        resolution: &mut Resolution,
+    ) -> Result<(Created, Vec<(usize, Option<i32>)>), StorageError> {
+        let missing = std::mem::take(&mut resolution.missing);
+        // Each series once: `unique[n]` is the first entry of the n-th distinct series,
+        // `slot[k]` the distinct series of entry k.
+        let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
+        let mut unique: Vec<usize> = Vec::new();
+        let slot: Vec<usize> = missing
+            .iter()
+            .enumerate()
+            .map(|(k, (_, identity))| {
+                *first_of.entry(identity.as_slice()).or_insert_with(|| {
+                    unique.push(k);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let (mut metrics, mut counts, mut keys, mut values) = (vec![], vec![], vec![], vec![]);
+        for &k in &unique {
+            let s = &series[missing[k].0];
+            metrics.push(s.metric_name());
+            counts.push(s.labels.len() as i32);
+            keys.extend(s.labels.iter().map(|l| l.name()));
+            values.extend(s.labels.iter().map(|l| l.value()));
+        }
+        let rows: Vec<(i32, Option<i32>, Option<i64>)> =
+            sqlx::query_as("SELECT idx, metric_id, series_id FROM _prom_catalog.existing_series($1, $2, $3, $4)")
+                .bind(&metrics)
+                .bind(&counts)
+                .bind(&keys)
+                .bind(&values)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut found: Vec<(Option<i32>, Option<i64>)> = vec![(None, None); unique.len()];
+        for (n, metric, id) in rows {
+            if let Some(slot) = usize::try_from(n).ok().and_then(|n| found.get_mut(n)) {
+                *slot = (metric, id);
+            }
+        }
+        let mut created = Created::default();
+        let mut new = Vec::new();
+        let mut still_missing = Vec::with_capacity(missing.len());
+        drop(first_of);
+        for (k, ((i, identity), n)) in missing.into_iter().zip(slot).enumerate() {
+            match found[n] {
+                (_, Some(id)) => {
+                    resolution.ids[i] = id;
+                    created.series.push((identity, id));
+                }
+                (metric, None) => {
+                    if unique[n] == k {
+                        new.push((i, metric));
+                    }
+                    still_missing.push((i, identity));
+                }
+            }
+        }
+        resolution.missing = still_missing;
+        Ok((created, new))
+    }
+
     /// Creates (or finds) the missing series of `resolution` and fills in their ids, in a
     /// transaction it returns open: the caller adds the samples that need them and commits,
     /// then passes `Created` to [`SeriesResolver::remember`]. Metrics and label positions are
     /// created beforehand in transactions of their own (they involve view changes), and
     /// before the returned one begins, so that a request never holds one connection while
     /// waiting for another.
-    ///
-    /// With `admit`, the series not found in the database are new: each is created only if
-    /// `admit` says so (in the order of the request); the others keep id 0 and are returned
-    /// with the reason, one entry per entry of the request.
-    pub async fn create<R>(
+    pub async fn create(
         &self,
         series: &[Series],
         resolution: &mut Resolution,
-        mut admit: Option<Admit<'_, R>>,
-    ) -> Result<(Transaction<'static, Postgres>, Created, Vec<(usize, R)>), StorageError>
-    where
-        R: Clone,
-    {
+    ) -> Result<(Transaction<'static, Postgres>, Created), StorageError> {
         let missing = std::mem::take(&mut resolution.missing);
         // Each series once (a request may repeat one, a sample per entry): `unique[n]` is the
         // first entry of the n-th distinct series, `slot[k]` the distinct series of entry k.
@@ -174,76 +252,37 @@ impl SeriesResolver {
             }
             wanted.push((metric_id, array));
         }
-        let mut ids = vec![None; unique.len()];
-        // With limits, the series that exist are found first; of the others, those admitted
-        // are created.
-        let mut refused: Vec<Option<R>> = vec![None; unique.len()];
-        let mut to_create: Vec<usize> = (0..unique.len()).collect();
-        if let Some(admit) = admit.as_mut() {
-            let rows: Vec<(i32, i64)> =
-                sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.find_series($1, $2, $3)")
-                    .bind(wanted.iter().map(|(m, _)| *m).collect::<Vec<_>>())
-                    .bind(wanted.iter().map(|(_, a)| a.len() as i32).collect::<Vec<_>>())
-                    .bind(wanted.iter().flat_map(|(_, a)| a.iter().copied()).collect::<Vec<_>>())
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for (sent, id) in rows {
-                if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
-                    *slot = Some(id);
-                }
-            }
-            to_create.retain(|&n| {
-                if ids[n].is_some() {
-                    return false;
-                }
-                match admit(&series[missing[unique[n]].0], wanted[n].0) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        refused[n] = Some(reason);
-                        false
-                    }
-                }
-            });
-        }
         // Sent in the order of the request: ids are drawn in this order (the order series are
         // read in, as Prometheus' head reads them in the order it created them); create_series
         // inserts them sorted by labels, so that concurrent creators wait on each other in one
         // order (migration 14).
-        if !to_create.is_empty() {
-            let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
-            for &n in &to_create {
-                let (metric_id, array) = &wanted[n];
-                metric_ids.push(*metric_id);
-                counts.push(array.len() as i32);
-                flat.extend_from_slice(array);
-            }
-            let rows: Vec<(i32, i64)> =
-                sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
-                    .bind(metric_ids)
-                    .bind(counts)
-                    .bind(flat)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for (sent, id) in rows {
-                let n = usize::try_from(sent).ok().and_then(|k| to_create.get(k).copied());
-                if let Some(slot) = n.and_then(|n| ids.get_mut(n)) {
-                    *slot = Some(id);
-                }
+        let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
+        for (metric_id, array) in &wanted {
+            metric_ids.push(*metric_id);
+            counts.push(array.len() as i32);
+            flat.extend_from_slice(array);
+        }
+        let rows: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
+                .bind(metric_ids)
+                .bind(counts)
+                .bind(flat)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut ids = vec![None; unique.len()];
+        for (sent, id) in rows {
+            if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
+                *slot = Some(id);
             }
         }
-        let mut left_out = Vec::new();
         for ((i, identity), n) in missing.into_iter().zip(slot) {
-            if let Some(reason) = &refused[n] {
-                left_out.push((i, reason.clone()));
-                continue;
-            }
             let id = ids[n].ok_or_else(|| {
                 StorageError::Unavailable(format!("database returned no id for series {i} of the request"))
             })?;
             resolution.ids[i] = id;
             created.series.push((identity, id));
         }
-        Ok((tx, created, left_out))
+        Ok((tx, created))
     }
 
     /// Caches what a committed transaction created; returns how many series entries had to

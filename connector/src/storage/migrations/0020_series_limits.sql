@@ -190,19 +190,48 @@ SELECT m.metric_name,
               GROUP BY 1, 2) a ON a.metric_id = m.id
  WHERE m.max_active_series IS NOT NULL;
 
--- The ids of the series among the arguments (create_series' arguments) that exist: with a
--- limit, a connector first learns which of the series it has not cached are new.
-CREATE FUNCTION _prom_catalog.find_series(p_metric_ids int[], p_label_counts int[], p_labels int[])
-RETURNS TABLE (idx int, series_id bigint)
+-- Which of a request's series exist, looked up without creating anything: for series i,
+-- its metric p_metrics[i] and its label pairs (the metric name's included) p_keys/p_values,
+-- p_counts[i] of them; its metric's id (NULL for a metric that does not exist) and its id
+-- (NULL when its metric, one of its label positions or labels, or itself does not exist).
+-- With a limit, a connector creates only the new series the limit admits, and nothing of
+-- those it refuses. The dense label array is built as the connector builds it (migration 7).
+CREATE FUNCTION _prom_catalog.existing_series(p_metrics text[], p_counts int[], p_keys text[], p_values text[])
+RETURNS TABLE (idx int, metric_id int, series_id bigint)
 LANGUAGE sql STABLE AS $fn$
-    SELECT f.i, f.found
-      FROM (SELECT u.i, (SELECT s.id FROM _prom_catalog.series s WHERE s.labels = u.labels) AS found
-              FROM (SELECT v.i, p_labels[v.stop - v.n + 1 : v.stop] AS labels
-                      FROM (SELECT (t.ord - 1)::int AS i, t.n, sum(t.n) OVER (ORDER BY t.ord) AS stop
-                              FROM unnest(p_metric_ids, p_label_counts) WITH ORDINALITY AS t(metric_id, n, ord)) v) u
-            OFFSET 0) f
-     WHERE f.found IS NOT NULL
+    WITH s AS (
+        SELECT (t.ord - 1)::int AS i, t.metric, t.n, sum(t.n) OVER (ORDER BY t.ord) AS stop
+          FROM unnest(p_metrics, p_counts) WITH ORDINALITY AS t(metric, n, ord)
+    ), sm AS (
+        SELECT s.i, s.n, s.stop, m.id AS metric_id
+          FROM s LEFT JOIN _prom_catalog.metric m ON m.metric_name = s.metric
+    ), pairs AS (
+        SELECT sm.i, sm.metric_id, p.pos, l.id AS label_id
+          FROM sm
+         CROSS JOIN LATERAL unnest(p_keys[sm.stop - sm.n + 1 : sm.stop], p_values[sm.stop - sm.n + 1 : sm.stop]) AS k(key, value)
+          LEFT JOIN _prom_catalog.label_key_position p ON p.metric_id = sm.metric_id AND p.key = k.key
+          LEFT JOIN _prom_catalog.label l
+            ON l.key = k.key AND _prom_catalog.label_value_key(l.value) = _prom_catalog.label_value_key(k.value)
+           AND l.value = k.value
+    ), per_series AS (
+        SELECT pr.i, min(pr.metric_id) AS metric_id,
+               bool_and(pr.pos IS NOT NULL AND pr.label_id IS NOT NULL) AS complete,
+               array_agg(pr.pos) AS positions, array_agg(pr.label_id) AS label_ids, max(pr.pos) AS width
+          FROM pairs pr GROUP BY pr.i
+    ), arrays AS (
+        SELECT ps.i, ps.metric_id, ps.complete,
+               CASE WHEN ps.complete THEN
+                   (SELECT array_agg(coalesce(d.label_id, 0) ORDER BY g.g)
+                      FROM generate_series(1, ps.width) AS g(g)
+                      LEFT JOIN unnest(ps.positions, ps.label_ids) AS d(pos, label_id) ON d.pos = g.g)
+               END AS labels
+          FROM per_series ps
+    )
+    SELECT sm.i, sm.metric_id,
+           (SELECT se.id FROM _prom_catalog.series se WHERE se.labels = a.labels)
+      FROM sm LEFT JOIN arrays a ON a.i = sm.i
+     ORDER BY sm.i
 $fn$;
-ALTER FUNCTION _prom_catalog.find_series(int[], int[], int[])
+ALTER FUNCTION _prom_catalog.existing_series(text[], int[], text[], text[])
     SET plan_cache_mode = force_custom_plan SET random_page_cost = 1.1 SET enable_bitmapscan = off
     SET enable_seqscan = off SET jit = off;
