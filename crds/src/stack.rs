@@ -57,6 +57,51 @@ pub struct PromscaleStackSpec {
     /// and served over plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// Limits of single tenants, replacing `connector.limits` for them (the operator applies
+    /// them through `prom_api.set_tenant_limits`, and resets a tenant taken off the list).
+    /// Tenant `""` is the store without multi-tenancy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["tenant".into()]))]
+    #[schemars(length(max = 1000))]
+    pub tenant_limits: Vec<TenantLimitsSpec>,
+}
+
+/// One tenant's own limits; an absent field keeps the connectors' flag (0 is no limit).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantLimitsSpec {
+    /// The tenant, as the connectors name it (1 to 150 letters, digits and `!-_.*'()`).
+    #[x_kube(validation = Rule::new("self == '' || (self.matches('^[A-Za-z0-9!_.*\\'()-]{1,150}$') && self != '.' && self != '..')").message("a tenant is 1 to 150 letters, digits and !-_.*'(), not . or .. (\"\" for a store without multi-tenancy)"))]
+    #[schemars(length(max = 150))]
+    pub tenant: String,
+    /// Active series (with samples in the last 10 to 20 minutes) the tenant may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_active_series: Option<i64>,
+    /// Series the tenant may create per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_new_series_per_minute: Option<i64>,
+    /// Samples a second each connector accepts from the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ingestion_rate: Option<u64>,
+    /// Samples that may arrive at once above the tenant's rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ingestion_burst: Option<u64>,
+    /// Series of the tenant with more labels than this are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_labels_per_series: Option<i32>,
+    /// Series of the tenant with a label name longer than this many bytes are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_label_name_length: Option<i32>,
+    /// Series of the tenant with a label value longer than this many bytes are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_label_value_length: Option<i32>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -147,6 +147,7 @@ pub fn uri_stack(name: &str, namespace: &str, secret: &str) -> promscale_crds::P
             defaults: Default::default(),
             service: Default::default(),
             auth: None,
+            tenant_limits: Vec::new(),
         },
     );
     stack.metadata.namespace = Some(namespace.into());

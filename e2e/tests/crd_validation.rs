@@ -132,6 +132,20 @@ async fn invalid_objects_are_refused_with_a_message_and_valid_ones_get_defaults(
         ),
         (
             stack(
+                "tenantlimits",
+                json!({"database": uri_database(), "tenantLimits": [{"tenant": "a|b", "maxActiveSeries": 10}]}),
+            ),
+            "a tenant is 1 to 150 letters, digits",
+        ),
+        (
+            stack(
+                "negativelimit",
+                json!({"database": uri_database(), "tenantLimits": [{"tenant": "team-a", "maxActiveSeries": -1}]}),
+            ),
+            "should be greater than or equal to 0",
+        ),
+        (
+            stack(
                 "zerolease",
                 json!({"database": uri_database(), "connector": {"highAvailability": {"leaseTimeout": "0s"}}}),
             ),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ObjectMeta};
 use promscale_crds::policy::{MetricSelector, StackRef};
+use promscale_crds::stack::TenantLimitsSpec;
 use promscale_crds::{MetricPolicy, MetricPolicySpec, PromscaleStack};
 use promscale_e2e::k8s::{apply, events_about, has_condition, put_secret, uri_stack, wait_until};
 use promscale_e2e::kube_cluster::KubeCluster;
@@ -81,6 +82,7 @@ struct Setup {
     client: kube::Client,
     pool: PgPool,
     policies: Api<MetricPolicy>,
+    stacks: Api<PromscaleStack>,
     _operator: Operator,
     _pg: TestPostgres,
     _cluster: KubeCluster,
@@ -103,6 +105,7 @@ impl Setup {
         apply(&stacks, &uri_stack("metrics", "default", "metrics-db")).await;
         Setup {
             policies: Api::namespaced(client.clone(), "default"),
+            stacks,
             client,
             pool,
             _operator: operator,
@@ -276,7 +279,8 @@ async fn policies_apply_conflict_pick_up_new_metrics_and_reset_on_delete() {
 
 /// A policy's series limit lands in the database where connectors read it
 /// (`prom_info.metric_limits`), a change of the policy replaces a hand edit, and deleting
-/// the policy gives the metric the connectors' flag again.
+/// the policy gives the metric the connectors' flag again; the stack's `tenantLimits` land in
+/// `prom_info.tenant_limits`, and a tenant taken off the list is reset.
 #[tokio::test]
 async fn a_policy_sets_the_series_limit_of_its_metrics() {
     let setup = Setup::start(&["kube_pod_labels", "kube_pod_info"]).await;
@@ -320,6 +324,56 @@ async fn a_policy_sets_the_series_limit_of_its_metrics() {
     policies.delete("pods", &DeleteParams::default()).await.unwrap();
     wait_for("the limit reset", WAIT, || async {
         limits().await.is_empty().then_some(())
+    })
+    .await;
+
+    // Tenants' limits from the stack; a tenant set by hand in SQL is not the stack's.
+    sqlx::query("SELECT prom_api.set_tenant_limits('team-c', max_active_series => 5)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut stack = uri_stack("metrics", "default", "metrics-db");
+    stack.spec.tenant_limits = vec![
+        TenantLimitsSpec {
+            tenant: "team-a".into(),
+            max_active_series: Some(1000),
+            ingestion_rate: Some(500),
+            ..Default::default()
+        },
+        TenantLimitsSpec {
+            tenant: "team-b".into(),
+            max_new_series_per_minute: Some(10),
+            ..Default::default()
+        },
+    ];
+    apply(&setup.stacks, &stack).await;
+    let tenants = || async {
+        sqlx::query_as::<_, (String, Option<i64>, Option<i64>, Option<f64>)>(
+            "SELECT tenant, max_active_series, max_new_series_per_minute, ingestion_rate
+               FROM prom_info.tenant_limits ORDER BY tenant",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let want = vec![
+        ("team-a".to_string(), Some(1000), None, Some(500.0)),
+        ("team-b".to_string(), None, Some(10), None),
+        ("team-c".to_string(), Some(5), None, None),
+    ];
+    wait_for("the stack's tenant limits", WAIT, || async {
+        (tenants().await == want).then_some(())
+    })
+    .await;
+    // Team-b off the list: its limits are the flags' again; team-c's stay.
+    stack.spec.tenant_limits.truncate(1);
+    apply(&setup.stacks, &stack).await;
+    let want = vec![
+        ("team-a".to_string(), Some(1000), None, Some(500.0)),
+        ("team-c".to_string(), Some(5), None, None),
+    ];
+    wait_for("team-b's limits reset", WAIT, || async {
+        (tenants().await == want).then_some(())
     })
     .await;
 }

@@ -455,6 +455,7 @@ mod tests {
             defaults: Default::default(),
             service: Default::default(),
             auth,
+            tenant_limits: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ mod rbac;
 mod reconcile;
 mod service;
 mod status;
+mod tenant_limits;
 
 use std::sync::Arc;
 

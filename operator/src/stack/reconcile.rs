@@ -158,13 +158,33 @@ where
 
 async fn apply_database_defaults(ctx: &Context, stack: &PromscaleStack, target: &Target) -> Result<(), DatabaseError> {
     let mut connection = target.connect(ctx.config.db_connect_timeout).await?;
+    let uid = stack.metadata.uid.clone().unwrap_or_default();
+    let name = format!(
+        "{}/{}",
+        stack.metadata.namespace.as_deref().unwrap_or_default(),
+        stack.metadata.name.as_deref().unwrap_or_default()
+    );
     let result = async {
         database::schema_exists(&mut connection).await?;
-        defaults::apply(&mut connection, &stack.spec.defaults).await
+        let defaults = defaults::apply(&mut connection, &stack.spec.defaults).await?;
+        let tenants = super::tenant_limits::apply(&mut connection, &uid, &name, &stack.spec.tenant_limits).await?;
+        Ok::<_, DatabaseError>((defaults, tenants))
     }
     .await;
     database::close(connection).await;
-    let changed = result?;
+    let (changed, tenants_changed) = result?;
+    if tenants_changed > 0 {
+        ctx.event(
+            stack,
+            false,
+            "TenantLimitsApplied",
+            format!(
+                "limits of {tenants_changed} tenant(s) set from spec.tenantLimits ({} listed)",
+                stack.spec.tenant_limits.len()
+            ),
+        )
+        .await;
+    }
     if changed > 0 {
         let d = &stack.spec.defaults;
         ctx.event(

@@ -44,6 +44,7 @@ mod tests {
             defaults: Default::default(),
             service: Default::default(),
             auth,
+            tenant_limits: Vec::new(),
         };
         let mut stack = PromscaleStack::new("metrics", spec.clone());
         stack.metadata.namespace = Some("monitoring".into());

@@ -252,6 +252,7 @@ mod tests {
                 defaults: Default::default(),
                 service: Default::default(),
                 auth: None,
+                tenant_limits: Vec::new(),
             },
         );
         stack.metadata.namespace = Some("monitoring".into());
