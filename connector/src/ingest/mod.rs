@@ -136,11 +136,9 @@ impl Ingestor {
     /// wrote; a failure is logged, never the request's.
     async fn count_for_limits(&self, batch: &WriteBatch, ids: &[SeriesId], admission: Option<Admission<'_>>) {
         if let Some(limits) = &self.series_limits {
-            if limits.any() || admission.is_some() {
-                let series = batch.series.iter().zip(ids).map(|(s, &id)| (self.tenant_of(s), id));
-                if let Err(e) = limits.committed(admission, series).await {
-                    tracing::warn!(error = %e, "counting series for series limits failed");
-                }
+            let series = batch.series.iter().zip(ids).map(|(s, &id)| (self.tenant_of(s), id));
+            if let Err(e) = limits.committed(admission, series).await {
+                tracing::warn!(error = %e, "counting series for series limits failed");
             }
         }
     }
@@ -285,28 +283,16 @@ impl Ingestor {
             if let Some(admission) = admission.as_mut() {
                 let (existing, new) = self.resolver.existing(&batch.series, &mut resolution).await?;
                 found = Some(existing);
-                let identities: HashMap<usize, Vec<u8>> = resolution
-                    .missing_identities()
-                    .map(|(i, identity)| (i, identity.to_vec()))
-                    .collect();
                 let mut refused_series: HashMap<Vec<u8>, series_limits::Refusal> = HashMap::new();
-                for (i, metric_id) in new {
+                for (i, metric_id, identity) in new {
                     let s = &batch.series[i];
                     // A metric not created yet counts under a stand-in id of its name.
                     let metric = metric_id.unwrap_or_else(|| series_limits::new_metric_key(s.metric_name()));
                     if let Err(refusal) = admission.admit(self.tenant_of(s), metric) {
-                        refused_series.insert(identities.get(&i).cloned().unwrap_or_default(), refusal);
+                        refused_series.insert(identity, refusal);
                     }
                 }
-                if !refused_series.is_empty() {
-                    let entries: Vec<(usize, series_limits::Refusal)> = resolution
-                        .missing_identities()
-                        .filter_map(|(i, identity)| refused_series.get(identity).map(|r| (i, r.clone())))
-                        .collect();
-                    let indices: std::collections::HashSet<usize> = entries.iter().map(|(i, _)| *i).collect();
-                    resolution.leave_out(&indices);
-                    refused = entries;
-                }
+                refused = resolution.leave_out(&refused_series);
             }
             let (mut tx, mut created) = self.resolver.create(&batch.series, &mut resolution).await?;
             if let Some(found) = found {

@@ -315,11 +315,7 @@ impl SeriesLimits {
                 for (tenant, metric) in &a.admitted {
                     counts.pending.add(tenant, *metric, Some(a.minute), -1);
                     if counted.is_ok() {
-                        if let Some(v) = counts.since.created.get_mut(&(tenant.clone(), a.minute)) {
-                            *v += 1;
-                        } else {
-                            counts.since.created.insert((tenant.clone(), a.minute), 1);
-                        }
+                        *counts.since.created.entry((tenant.clone(), a.minute)).or_default() += 1;
                     }
                 }
             }

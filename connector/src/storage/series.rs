@@ -44,17 +44,43 @@ impl Resolution {
         self.missing.is_empty()
     }
 
-    /// Leaves out the series of the request's entries `refused` (by index; their ids stay
-    /// 0): they are not created.
-    pub fn leave_out(&mut self, refused: &std::collections::HashSet<usize>) {
-        self.missing.retain(|(i, _)| !refused.contains(i));
-    }
-
-    /// The identity of each entry still missing, by index into the request.
-    pub fn missing_identities(&self) -> impl Iterator<Item = (usize, &[u8])> {
-        self.missing.iter().map(|(i, identity)| (*i, identity.as_slice()))
+    /// Leaves out the missing series in `refused` (by identity, with why): they are not
+    /// created and their ids stay 0. Returns each entry of the request left out, by index.
+    pub fn leave_out<R: Clone>(&mut self, refused: &HashMap<Vec<u8>, R>) -> Vec<(usize, R)> {
+        let mut left_out = Vec::new();
+        self.missing.retain(|(i, identity)| match refused.get(identity) {
+            Some(why) => {
+                left_out.push((*i, why.clone()));
+                false
+            }
+            None => true,
+        });
+        left_out
     }
 }
+
+/// The distinct series among missing entries: `unique[n]` is the first entry of the n-th
+/// distinct series, `slot[k]` the distinct series of entry k (a request may repeat a series,
+/// a sample per entry).
+fn distinct(missing: &[(usize, Vec<u8>)]) -> (Vec<usize>, Vec<usize>) {
+    let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
+    let mut unique: Vec<usize> = Vec::with_capacity(missing.len());
+    let slot = missing
+        .iter()
+        .enumerate()
+        .map(|(k, (_, identity))| {
+            *first_of.entry(identity.as_slice()).or_insert_with(|| {
+                unique.push(k);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    (unique, slot)
+}
+
+/// A series missing from the cache and not in the database: (index into the request, its
+/// metric's id if the metric exists, its identity).
+pub type NewSeries = (usize, Option<i32>, Vec<u8>);
 
 /// Ids a transaction created or found, to be cached once it has committed (not before: ids
 /// of a transaction that rolls back do not exist).
@@ -114,27 +140,14 @@ impl SeriesResolver {
     /// labels and series all found: `existing_series`, migration 20). Those found get their
     /// ids and leave the missing ones; the ids are for [`SeriesResolver::remember`] once the
     /// request commits. Returns the others, new for sure: (index into the request, metric
-    /// id if the metric exists), the first entry of each distinct series.
+    /// id if the metric exists, identity), the first entry of each distinct series.
     pub async fn existing(
         &self,
         series: &[Series],
         resolution: &mut Resolution,
-    ) -> Result<(Created, Vec<(usize, Option<i32>)>), StorageError> {
+    ) -> Result<(Created, Vec<NewSeries>), StorageError> {
         let missing = std::mem::take(&mut resolution.missing);
-        // Each series once: `unique[n]` is the first entry of the n-th distinct series,
-        // `slot[k]` the distinct series of entry k.
-        let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
-        let mut unique: Vec<usize> = Vec::new();
-        let slot: Vec<usize> = missing
-            .iter()
-            .enumerate()
-            .map(|(k, (_, identity))| {
-                *first_of.entry(identity.as_slice()).or_insert_with(|| {
-                    unique.push(k);
-                    unique.len() - 1
-                })
-            })
-            .collect();
+        let (unique, slot) = distinct(&missing);
         let (mut metrics, mut counts, mut keys, mut values) = (vec![], vec![], vec![], vec![]);
         for &k in &unique {
             let s = &series[missing[k].0];
@@ -160,7 +173,6 @@ impl SeriesResolver {
         let mut created = Created::default();
         let mut new = Vec::new();
         let mut still_missing = Vec::with_capacity(missing.len());
-        drop(first_of);
         for (k, ((i, identity), n)) in missing.into_iter().zip(slot).enumerate() {
             match found[n] {
                 (_, Some(id)) => {
@@ -169,7 +181,7 @@ impl SeriesResolver {
                 }
                 (metric, None) => {
                     if unique[n] == k {
-                        new.push((i, metric));
+                        new.push((i, metric, identity.clone()));
                     }
                     still_missing.push((i, identity));
                 }
@@ -191,20 +203,7 @@ impl SeriesResolver {
         resolution: &mut Resolution,
     ) -> Result<(Transaction<'static, Postgres>, Created), StorageError> {
         let missing = std::mem::take(&mut resolution.missing);
-        // Each series once (a request may repeat one, a sample per entry): `unique[n]` is the
-        // first entry of the n-th distinct series, `slot[k]` the distinct series of entry k.
-        let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
-        let mut unique: Vec<usize> = Vec::with_capacity(missing.len());
-        let slot: Vec<usize> = missing
-            .iter()
-            .enumerate()
-            .map(|(k, (_, identity))| {
-                *first_of.entry(identity.as_slice()).or_insert_with(|| {
-                    unique.push(k);
-                    unique.len() - 1
-                })
-            })
-            .collect();
+        let (unique, slot) = distinct(&missing);
 
         // What these series need, with what the caches know: keys are "metric 0xFF label
         // name" for positions and "label name 0xFF value" for labels (0xFF occurs in no UTF-8

@@ -58,45 +58,32 @@ pub async fn apply(
     .fetch_one(&mut *tx)
     .await?;
     for l in limits {
-        let rate = l.ingestion_rate.map(|r| r as f64);
-        let burst = l.ingestion_burst.map(|b| b as f64);
-        // Compared first, so that a resync rewrites nothing that is right (a hand edit is
-        // undone).
-        let differs: bool = sqlx::query_scalar(
-            "SELECT NOT EXISTS (
-                 SELECT 1 FROM _prom_catalog.tenant_limits t
-                  WHERE t.tenant = $1
-                    AND (t.max_active_series, t.max_new_series_per_minute, t.ingestion_rate, t.ingestion_burst,
-                         t.max_labels_per_series, t.max_label_name_length, t.max_label_value_length)
-                        IS NOT DISTINCT FROM ($2::int8, $3::int8, $4::float8, $5::float8, $6::int4, $7::int4, $8::int4))",
+        // Set only where the row differs, so that a resync rewrites nothing that is right (and
+        // a hand edit is undone): reset first, so that a field left out is the flag's again.
+        let set: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT prom_api.reset_tenant_limits($1),
+                        prom_api.set_tenant_limits($1, $2, $3, $4, $5, $6, $7, $8)
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM _prom_catalog.tenant_limits t
+                         WHERE t.tenant = $1
+                           AND (t.max_active_series, t.max_new_series_per_minute, t.ingestion_rate,
+                                t.ingestion_burst, t.max_labels_per_series, t.max_label_name_length,
+                                t.max_label_value_length)
+                               IS NOT DISTINCT FROM ($2::int8, $3::int8, $4::float8, $5::float8, $6::int4,
+                                                     $7::int4, $8::int4))) s",
         )
         .bind(&l.tenant)
         .bind(l.max_active_series)
         .bind(l.max_new_series_per_minute)
-        .bind(rate)
-        .bind(burst)
+        .bind(l.ingestion_rate.map(|r| r as f64))
+        .bind(l.ingestion_burst.map(|b| b as f64))
         .bind(l.max_labels_per_series)
         .bind(l.max_label_name_length)
         .bind(l.max_label_value_length)
         .fetch_one(&mut *tx)
         .await?;
-        if differs {
-            sqlx::query(
-                "SELECT prom_api.reset_tenant_limits($1),
-                        prom_api.set_tenant_limits($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&l.tenant)
-            .bind(l.max_active_series)
-            .bind(l.max_new_series_per_minute)
-            .bind(rate)
-            .bind(burst)
-            .bind(l.max_labels_per_series)
-            .bind(l.max_label_name_length)
-            .bind(l.max_label_value_length)
-            .execute(&mut *tx)
-            .await?;
-            changed += 1;
-        }
+        changed += set;
     }
     sqlx::query(
         "INSERT INTO _prom_operator.tenant_limits (tenant, stack_uid, stack)
