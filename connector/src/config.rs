@@ -369,9 +369,11 @@ pub struct Config {
     /// PromQL features Prometheus keeps behind --enable-feature, by the same names
     /// (repeatable, or comma-separated): promql-experimental-functions (info, sort_by_label,
     /// limitk, ... as Prometheus marks them), promql-binop-fill-modifiers (fill, fill_left,
-    /// fill_right) and promql-delayed-name-removal (the metric name dropped when evaluation
-    /// ends). None by default, as in Prometheus. Prometheus' other PromQL feature names
-    /// are accepted and ignored with a warning (promql-duration-expr: always on).
+    /// fill_right), promql-delayed-name-removal (the metric name dropped when evaluation
+    /// ends) and use-start-timestamps (accepted, but it changes no answer: the connector does
+    /// not store start timestamps). None by default, as in Prometheus. Prometheus' other
+    /// PromQL feature names are accepted and ignored with a warning (promql-duration-expr:
+    /// always on).
     #[arg(
         long = "metrics.promql.enable-feature",
         env = "PROMSCALE_METRICS_PROMQL_ENABLE_FEATURE",
@@ -695,6 +697,7 @@ mod tests {
             "--metrics.promql.enable-feature",
             "promql-experimental-functions,promql-duration-expr",
             "--metrics.promql.enable-feature=promql-binop-fill-modifiers,promql-delayed-name-removal",
+            "--metrics.promql.enable-feature=use-start-timestamps",
         ])
         .unwrap();
         let (features, ignored) =

@@ -214,7 +214,7 @@ impl Loaded {
                 "--maintenance.interval",
                 "0s",
                 "--metrics.promql.enable-feature",
-                "promql-experimental-functions",
+                "promql-experimental-functions,promql-binop-fill-modifiers",
             ],
         };
         let flags: Vec<&str> = connector_flags.iter().chain(extra_flags).copied().collect();
@@ -223,7 +223,7 @@ impl Loaded {
             Version::Debian => &["--web.enable-remote-write-receiver"],
             Version::V3 => &[
                 "--web.enable-remote-write-receiver",
-                "--enable-feature=promql-experimental-functions",
+                "--enable-feature=promql-experimental-functions,promql-binop-fill-modifiers",
             ],
         };
         let reference = Prometheus::start_version(

@@ -144,6 +144,12 @@ const PROMETHEUS_3_QUERIES: &[&str] = &[
     "resets(http_requests_total[1h] anchored)",
     "node_temperature_celsius smoothed",
     "flaky_up smoothed",
+    // The fill modifiers, under group_right too (where Prometheus 3.16 answers otherwise
+    // than 3.13.2's scripts expect): each side misses an instance the other has.
+    "node_temperature_celsius{instance!=\"a\"} * on(instance) group_right fill_left(1) http_requests_total{instance!=\"c\"}",
+    "node_temperature_celsius{instance!=\"a\"} * on(instance) group_right fill_right(0) http_requests_total{instance!=\"c\"}",
+    "node_temperature_celsius{instance!=\"a\"} + on(instance) group_right fill(-1) http_requests_total{instance!=\"c\"}",
+    "node_temperature_celsius{instance!=\"a\"} - on(instance) fill_right(2) max by (instance) (http_requests_total{instance!=\"c\"})",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

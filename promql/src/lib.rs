@@ -10,6 +10,7 @@
 //! aggregations that take them; the others leave them out.
 
 pub mod annotations;
+pub mod byte_escapes;
 pub mod durations;
 pub mod error;
 mod gomath;

@@ -25,6 +25,9 @@ pub struct MemorySource {
 struct Stored {
     samples: Vec<Sample>,
     histograms: Vec<HistogramSample>,
+    /// Beside `samples` once any float sample was added with a start timestamp (0: none).
+    start_times: Vec<i64>,
+    keeps_start_times: bool,
 }
 
 impl MemorySource {
@@ -35,14 +38,35 @@ impl MemorySource {
     /// Adds samples to the series `labels`; a sample at a time already present (float or
     /// histogram) replaces it.
     pub fn add(&mut self, labels: Labels, samples: impl IntoIterator<Item = Sample>) {
+        self.add_with_start_times(labels, samples.into_iter().map(|s| (s, 0)));
+    }
+
+    /// Adds samples with their start timestamps (ms; 0: unknown), as Prometheus' TSDB keeps
+    /// them for float samples.
+    pub fn add_with_start_times(&mut self, labels: Labels, samples: impl IntoIterator<Item = (Sample, i64)>) {
         let stored = self.entry(labels);
-        for s in samples {
+        for (s, start) in samples {
             if let Ok(i) = stored.histograms.binary_search_by_key(&s.t, |x| x.t) {
                 stored.histograms.remove(i);
             }
+            if start != 0 && !stored.keeps_start_times {
+                stored.keeps_start_times = true;
+                stored.start_times.resize(stored.samples.len(), 0);
+            }
+            let keep_starts = stored.keeps_start_times;
             match stored.samples.binary_search_by_key(&s.t, |x| x.t) {
-                Ok(i) => stored.samples[i] = s,
-                Err(i) => stored.samples.insert(i, s),
+                Ok(i) => {
+                    stored.samples[i] = s;
+                    if keep_starts {
+                        stored.start_times[i] = start;
+                    }
+                }
+                Err(i) => {
+                    stored.samples.insert(i, s);
+                    if keep_starts {
+                        stored.start_times.insert(i, start);
+                    }
+                }
             }
         }
     }
@@ -54,6 +78,9 @@ impl MemorySource {
         for h in histograms {
             if let Ok(i) = stored.samples.binary_search_by_key(&h.t, |x| x.t) {
                 stored.samples.remove(i);
+                if stored.keeps_start_times {
+                    stored.start_times.remove(i);
+                }
             }
             match stored.histograms.binary_search_by_key(&h.t, |x| x.t) {
                 Ok(i) => stored.histograms[i] = h,
@@ -98,12 +125,21 @@ impl SeriesSource for MemorySource {
                     let wanted =
                         |t: i64| t >= hints.start && t <= hints.end && hints.windows.is_none_or(|w| w.contains(t));
                     let samples: Vec<Sample> = stored.samples.iter().filter(|s| wanted(s.t)).copied().collect();
+                    let start_times: Vec<i64> = if !stored.keeps_start_times {
+                        Vec::new()
+                    } else {
+                        (stored.samples.iter().zip(&stored.start_times))
+                            .filter(|(s, _)| wanted(s.t))
+                            .map(|(_, &start)| start)
+                            .collect()
+                    };
                     let histograms: Vec<HistogramSample> =
                         stored.histograms.iter().filter(|h| wanted(h.t)).cloned().collect();
                     (!samples.is_empty() || !histograms.is_empty()).then(|| Series {
                         labels: labels.clone(),
                         samples,
                         histograms,
+                        start_times,
                     })
                 })
                 .collect();

@@ -41,7 +41,8 @@ pub fn parse_with(query: &str, max_depth: usize, features: crate::Features) -> R
 /// the trim operators `</` and `>/`), brought in around it.
 pub fn parse_syntax(query: &str) -> Result<Expr, QueryError> {
     let original = query;
-    let query = crate::syntax_markers::rewrite(query)?;
+    let query = crate::byte_escapes::rewrite(query);
+    let query = crate::syntax_markers::rewrite(&query)?;
     let (query, trims) = crate::trim_operators::rewrite(&query);
     register_prometheus_2_functions();
     // The parser panics on a few inputs (a float duration too large for a Duration): a query
@@ -519,7 +520,8 @@ mod tests {
                 crate::Features {
                     experimental_functions: true,
                     binop_fill_modifiers: false,
-                    delayed_name_removal: false
+                    delayed_name_removal: false,
+                    use_start_timestamps: false,
                 },
                 vec!["promql-duration-expr"]
             ))

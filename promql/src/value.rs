@@ -27,6 +27,11 @@ pub struct Series {
     pub labels: Labels,
     pub samples: Vec<Sample>,
     pub histograms: Vec<HistogramSample>,
+    /// The start timestamp of each float sample (ms; 0: unknown), beside `samples`, or
+    /// empty when the source keeps none (as the connector's storage). Prometheus' TSDB keeps
+    /// them for floats only; `rate`, `irate`, `increase` and `resets` read a later start as a
+    /// counter reset (`use-start-timestamps`).
+    pub start_times: Vec<i64>,
 }
 
 impl Series {
@@ -36,6 +41,7 @@ impl Series {
             labels,
             samples,
             histograms: Vec::new(),
+            start_times: Vec::new(),
         }
     }
 

@@ -458,6 +458,7 @@ mod tests {
             Value::Matrix(vec![]),
             Value::Matrix(vec![
                 Series {
+                    start_times: Vec::new(),
                     labels,
                     histograms: vec![],
                     samples: vec![
@@ -471,6 +472,7 @@ mod tests {
                 },
                 Series::floats(Labels::default(), vec![Sample { t: 2_000, v: 3.25e-7 }]),
                 Series {
+                    start_times: Vec::new(),
                     labels: Labels::from_pairs(&[("h", "1")]),
                     samples: vec![],
                     histograms: vec![HistogramSample {
@@ -479,6 +481,7 @@ mod tests {
                     }],
                 },
                 Series {
+                    start_times: Vec::new(),
                     labels: Labels::from_pairs(&[("h", "2")]),
                     samples: vec![Sample { t: 1_000, v: 2.0 }],
                     histograms: vec![HistogramSample {

@@ -335,6 +335,7 @@ mod tests {
     fn a_series_of_floats_and_histograms_is_chunked_in_time_order_without_overlap() {
         let series = SeriesWithHistograms {
             series: Series {
+                start_times: Vec::new(),
                 labels: Labels::default(),
                 samples: [1, 2, 3, 7, 9].iter().map(|&t| Sample { t, v: 0.0 }).collect(),
                 histograms: vec![],
@@ -362,6 +363,7 @@ mod tests {
         let only = |samples: Vec<Sample>, histograms: Vec<Histogram>| {
             chunked(&SeriesWithHistograms {
                 series: Series {
+                    start_times: Vec::new(),
                     labels: Labels::default(),
                     samples,
                     histograms: vec![],

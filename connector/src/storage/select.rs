@@ -358,6 +358,8 @@ impl PgSeriesSource {
                     labels,
                     samples,
                     histograms: histograms.remove(&id).unwrap_or_default(),
+                    // Start timestamps are not stored.
+                    start_times: Vec::new(),
                 };
                 (id, series)
             })

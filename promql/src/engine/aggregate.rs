@@ -139,8 +139,11 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
         }
         "count_values" => {
             let label = ev.string(a.param.as_ref().expect("parser requires a parameter"), t)?;
-            if !is_valid_label_name(&label) {
-                return Err(QueryError::Execution(format!("invalid label name {label:?}")));
+            if !is_valid_label_name(&label, ev.options.semantics) {
+                return Err(QueryError::Execution(format!(
+                    "invalid label name {}",
+                    crate::byte_escapes::go_quote(&label)
+                )));
             }
             // A histogram counts by its text, as Prometheus' `FloatHistogram.String` writes it.
             let relabeled = input.into_iter().map(|mut s| {
@@ -613,7 +616,13 @@ fn heap_down(heap: &mut [InstantSample], i0: usize, less: &impl Fn(f64, f64) -> 
     i > i0
 }
 
-pub fn is_valid_label_name(name: &str) -> bool {
+/// Whether functions and `count_values` may create a label of this name: under Prometheus 3
+/// any UTF-8 but the empty string (`model.UTF8Validation`), under Prometheus 2 the legacy
+/// `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str, semantics: super::Semantics) -> bool {
+    if semantics == super::Semantics::Prometheus3 {
+        return !name.is_empty() && crate::byte_escapes::is_utf8(name);
+    }
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -622,6 +631,36 @@ pub fn is_valid_label_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_names_valid_as_each_prometheus_validates_them() {
+        use crate::engine::Semantics::{Prometheus2, Prometheus3};
+        for (name, v2, v3) in [
+            ("job", true, true),
+            ("_a1", true, true),
+            ("aÅz", false, true),
+            ("1a", false, true),
+            ("with space", false, true),
+            ("", false, false),
+        ] {
+            assert_eq!(
+                is_valid_label_name(name, Prometheus2),
+                v2,
+                "{name:?} under Prometheus 2"
+            );
+            assert_eq!(
+                is_valid_label_name(name, Prometheus3),
+                v3,
+                "{name:?} under Prometheus 3"
+            );
+        }
+        // Bytes that are not UTF-8, written as escapes in the query.
+        let not_utf8 = match crate::parse::parse_syntax(r#""a\xc5z""#).unwrap() {
+            promql_parser::parser::Expr::StringLiteral(s) => s.val,
+            other => panic!("{other:?}"),
+        };
+        assert!(!is_valid_label_name(&not_utf8, Prometheus3));
+    }
 
     fn sample(name: &str, v: f64) -> InstantSample {
         InstantSample::float(Labels::new(vec![("s".to_string(), name.to_string())]), 0, v)

@@ -101,6 +101,41 @@ impl<'a> Selected<'a> {
         buffer
     }
 
+    /// The samples of series `i` in the window without staleness markers, as
+    /// [`Selected::window_without_stale`] gives them, with their start timestamps beside them
+    /// (empty when the series has none).
+    pub fn window_with_start_times<'b>(
+        &self,
+        i: usize,
+        reference: i64,
+        width: i64,
+        buffer: &'b mut Vec<Sample>,
+        starts: &'b mut Vec<i64>,
+    ) -> (&'b [Sample], &'b [i64])
+    where
+        'a: 'b,
+    {
+        let all_starts = self.series[i].start_times.as_slice();
+        if all_starts.len() != self.series[i].samples.len() {
+            return (self.window_without_stale(i, reference, width, buffer), &[]);
+        }
+        let window = self.window(i, reference, width);
+        let (from, to) = self.cursors[i].get();
+        let window_starts = &all_starts[from..to];
+        if !self.has_stale[i] {
+            return (window, window_starts);
+        }
+        buffer.clear();
+        starts.clear();
+        for (s, &start) in window.iter().zip(window_starts) {
+            if !is_stale(s.v) {
+                buffer.push(*s);
+                starts.push(start);
+            }
+        }
+        (buffer, starts)
+    }
+
     /// The latest sample of series `i` at or before `reference`.
     fn latest(&self, i: usize, reference: i64) -> Option<Sample> {
         let samples = self.series[i].samples.as_slice();
@@ -676,6 +711,7 @@ impl<'a> Evaluator<'a> {
                         labels: s.labels.clone(),
                         samples: floats,
                         histograms: Vec::new(),
+                        start_times: Vec::new(),
                     });
                 }
                 continue;
@@ -685,6 +721,7 @@ impl<'a> Evaluator<'a> {
                     labels: s.labels.clone(),
                     samples: samples.to_vec(),
                     histograms,
+                    start_times: Vec::new(),
                 });
             }
         }

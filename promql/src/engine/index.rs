@@ -114,6 +114,7 @@ impl MatrixBuilder {
                     labels,
                     samples,
                     histograms,
+                    start_times: Vec::new(),
                 }
             })
             .collect();

@@ -54,14 +54,20 @@ pub struct Features {
     /// it to be dropped when evaluation ends instead, so that `by (__name__)`, `on(__name__)`,
     /// `label_replace` and `label_join` still see it (and may keep it).
     pub delayed_name_removal: bool,
+    /// `use-start-timestamps`: `rate`, `irate`, `increase` and `resets` of a selector take a
+    /// sample whose start timestamp is after the previous sample for a counter reset
+    /// (Prometheus' `isStartTimestampReset`). Only sources that keep start timestamps give
+    /// any ([`crate::value::Series::start_times`]).
+    pub use_start_timestamps: bool,
 }
 
 impl Features {
     /// The names this engine knows, as Prometheus' `--enable-feature` spells them.
-    pub const NAMES: [&'static str; 3] = [
+    pub const NAMES: [&'static str; 4] = [
         "promql-experimental-functions",
         "promql-binop-fill-modifiers",
         "promql-delayed-name-removal",
+        "use-start-timestamps",
     ];
 
     /// Every feature: what Prometheus' own PromQL test harness enables.
@@ -70,6 +76,7 @@ impl Features {
             experimental_functions: true,
             binop_fill_modifiers: true,
             delayed_name_removal: true,
+            use_start_timestamps: true,
         }
     }
 
@@ -99,6 +106,7 @@ impl Features {
                 "promql-experimental-functions" => features.experimental_functions = true,
                 "promql-binop-fill-modifiers" => features.binop_fill_modifiers = true,
                 "promql-delayed-name-removal" => features.delayed_name_removal = true,
+                "use-start-timestamps" => features.use_start_timestamps = true,
                 _ if Features::IGNORED.contains(&name) => ignored.push(name),
                 other => {
                     return Err(format!(

@@ -380,13 +380,13 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         range::RangeFunction::LastOverTime | range::RangeFunction::FirstOverTime
     );
     // The function of one series' window, with the warnings and infos it gives.
-    let window_result = |labels: &Labels, samples: &[Sample], histograms: &[HistogramSample]| {
+    let window_result = |labels: &Labels, samples: &[Sample], starts: &[i64], histograms: &[HistogramSample]| {
         let metric = labels.get(METRIC_NAME);
         let result = apply_window(
             ev,
             function,
             metric,
-            samples,
+            (samples, starts),
             histograms,
             (range_start, range_end),
             &scalars,
@@ -454,10 +454,25 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             }
             return Ok((out, unique_without_name));
         }
+        // Start timestamps reach the functions that read resets from them straight from a
+        // selector: a subquery's points have none.
+        let use_starts = ev.options.features.use_start_timestamps
+            && matches!(
+                function,
+                range::RangeFunction::Rate
+                    | range::RangeFunction::Increase
+                    | range::RangeFunction::Irate
+                    | range::RangeFunction::Resets
+            );
+        let mut start_buffer = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
-            let samples = sel.window_without_stale(i, range_end, width, &mut buffer);
+            let (samples, starts) = if use_starts {
+                sel.window_with_start_times(i, range_end, width, &mut buffer, &mut start_buffer)
+            } else {
+                (sel.window_without_stale(i, range_end, width, &mut buffer), &[][..])
+            };
             let histograms = sel.histogram_window(i, range_end, width);
-            if let Some((v, h)) = window_result(&s.labels, samples, &histograms)? {
+            if let Some((v, h)) = window_result(&s.labels, samples, starts, &histograms)? {
                 let labels = if keeps_name { s.labels.clone() } else { without_name(i) };
                 out.push(InstantSample { labels, t, v, h });
             }
@@ -467,7 +482,7 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
     }
     let mut out = Vec::new();
     for s in ev.matrix(args[position], t)? {
-        if let Some((v, h)) = window_result(&s.labels, &s.samples, &s.histograms)? {
+        if let Some((v, h)) = window_result(&s.labels, &s.samples, &[], &s.histograms)? {
             // A subquery's series keep their own mark (last_over_time of a function of them).
             let labels = if keeps_name { s.labels } else { ev.drop_name(&s.labels) };
             out.push(InstantSample { labels, t, v, h });
@@ -611,7 +626,7 @@ fn apply_window(
     ev: &Evaluator,
     function: range::RangeFunction,
     metric: &str,
-    samples: &[Sample],
+    (samples, starts): (&[Sample], &[i64]),
     histograms: &[HistogramSample],
     (range_start, range_end): (i64, i64),
     scalars: &[f64],
@@ -623,7 +638,7 @@ fn apply_window(
             return Ok(None);
         }
         return Ok(function
-            .apply(samples, range_start, range_end, scalars, semantics)?
+            .apply_with_start_times(samples, starts, range_start, range_end, scalars, semantics)?
             .map(|v| (v, None)));
     }
     Ok(match function {
@@ -652,7 +667,7 @@ fn apply_window(
             Some(result) => result,
             // The last two samples are floats.
             None => function
-                .apply(samples, range_start, range_end, scalars, semantics)?
+                .apply_with_start_times(samples, starts, range_start, range_end, scalars, semantics)?
                 .map(|v| (v, None)),
         },
         // Prometheus 3: with compensated steps, a mean as `avg` takes it.
@@ -981,7 +996,7 @@ fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSa
     let pattern = ev.string(args[4], t)?;
     let regex = Regex::new(&format!("^(?s:{pattern})$"))
         .map_err(|e| QueryError::Execution(format!("invalid regular expression in label_replace(): {pattern}: {e}")))?;
-    if !is_valid_label_name(&destination) {
+    if !is_valid_label_name(&destination, ev.options.semantics) {
         return Err(QueryError::Execution(format!(
             "invalid destination label name in label_replace(): {destination}"
         )));
@@ -1011,7 +1026,14 @@ fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSampl
         .iter()
         .map(|a| ev.string(a, t))
         .collect::<Result<Vec<String>, _>>()?;
-    if !is_valid_label_name(&destination) {
+    if ev.options.semantics == super::Semantics::Prometheus3 {
+        if let Some(bad) = sources.iter().find(|s| !is_valid_label_name(s, ev.options.semantics)) {
+            return Err(QueryError::Execution(format!(
+                "invalid source label name in label_join(): {bad}"
+            )));
+        }
+    }
+    if !is_valid_label_name(&destination, ev.options.semantics) {
         return Err(QueryError::Execution(format!(
             "invalid destination label name in label_join(): {destination}"
         )));

@@ -151,17 +151,34 @@ impl RangeFunction {
         args: &[f64],
         semantics: Semantics,
     ) -> Result<Option<f64>, QueryError> {
+        self.apply_with_start_times(samples, &[], range_start, range_end, args, semantics)
+    }
+
+    /// [`RangeFunction::apply`] with the samples' start timestamps beside them (`starts`:
+    /// one a sample, 0 where unknown; or empty): rate, increase, irate and resets also count
+    /// a counter reset where a sample's start timestamp says one happened
+    /// ([`start_time_reset`]).
+    pub fn apply_with_start_times(
+        self,
+        samples: &[Sample],
+        starts: &[i64],
+        range_start: i64,
+        range_end: i64,
+        args: &[f64],
+        semantics: Semantics,
+    ) -> Result<Option<f64>, QueryError> {
+        debug_assert!(starts.is_empty() || starts.len() == samples.len());
         if samples.is_empty() {
             return Ok(None);
         }
         let name = self.name();
         let v3 = semantics == Semantics::Prometheus3;
         let out = match self {
-            RangeFunction::Rate => extrapolated_rate(samples, range_start, range_end, true, true, v3),
-            RangeFunction::Increase => extrapolated_rate(samples, range_start, range_end, true, false, v3),
-            RangeFunction::Delta => extrapolated_rate(samples, range_start, range_end, false, false, v3),
-            RangeFunction::Irate => instant_value(samples, true),
-            RangeFunction::Idelta => instant_value(samples, false),
+            RangeFunction::Rate => extrapolated_rate(samples, starts, range_start, range_end, true, true, v3),
+            RangeFunction::Increase => extrapolated_rate(samples, starts, range_start, range_end, true, false, v3),
+            RangeFunction::Delta => extrapolated_rate(samples, &[], range_start, range_end, false, false, v3),
+            RangeFunction::Irate => instant_value(samples, starts, true),
+            RangeFunction::Idelta => instant_value(samples, &[], false),
             RangeFunction::Deriv => {
                 if samples.len() < 2 {
                     None
@@ -194,7 +211,7 @@ impl RangeFunction {
             RangeFunction::TsOfMaxOverTime => Some(ts_of_extreme(samples, |cur, best| cur >= best)),
             RangeFunction::TsOfMinOverTime => Some(ts_of_extreme(samples, |cur, best| cur <= best)),
             RangeFunction::Changes => Some(changes(samples)),
-            RangeFunction::Resets => Some(resets(samples)),
+            RangeFunction::Resets => Some(resets(samples, starts)),
             RangeFunction::AvgOverTime if v3 => Some(avg_over_time_v3(samples)),
             RangeFunction::AvgOverTime => Some(avg_over_time(samples)),
             RangeFunction::MinOverTime => Some(min_over_time(samples)),
@@ -255,6 +272,7 @@ fn ts_of_extreme(samples: &[Sample], better: impl Fn(f64, f64) -> bool) -> f64 {
 /// it is nearer than what the threshold left.
 fn extrapolated_rate(
     samples: &[Sample],
+    starts: &[i64],
     range_start: i64,
     range_end: i64,
     is_counter: bool,
@@ -269,8 +287,8 @@ fn extrapolated_rate(
 
     let mut result = last.v - first.v;
     if is_counter {
-        for pair in samples.windows(2) {
-            if pair[1].v < pair[0].v {
+        for (k, pair) in samples.windows(2).enumerate() {
+            if pair[1].v < pair[0].v || reset_by_start_time(samples, starts, k + 1) {
                 result += pair[0].v;
             }
         }
@@ -412,14 +430,14 @@ fn seconds_between(from: i64, to: i64) -> f64 {
 }
 
 /// irate and idelta: the last two samples only.
-fn instant_value(samples: &[Sample], is_rate: bool) -> Option<f64> {
+fn instant_value(samples: &[Sample], starts: &[i64], is_rate: bool) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
     let last = samples[samples.len() - 1];
     let previous = samples[samples.len() - 2];
 
-    let mut result = if is_rate && last.v < previous.v {
+    let mut result = if is_rate && (last.v < previous.v || reset_by_start_time(samples, starts, samples.len() - 1)) {
         // After a counter reset the counter restarted from zero.
         last.v
     } else {
@@ -538,8 +556,31 @@ fn changes(samples: &[Sample]) -> f64 {
     changes as f64
 }
 
-fn resets(samples: &[Sample]) -> f64 {
-    samples.windows(2).filter(|pair| pair[1].v < pair[0].v).count() as f64
+fn resets(samples: &[Sample], starts: &[i64]) -> f64 {
+    (1..samples.len())
+        .filter(|&k| samples[k].v < samples[k - 1].v || reset_by_start_time(samples, starts, k))
+        .count() as f64
+}
+
+/// Whether sample `k` (> 0) restarted its counter after sample `k - 1`, as its start
+/// timestamp tells ([`start_time_reset`]); never when there are no start timestamps.
+fn reset_by_start_time(samples: &[Sample], starts: &[i64], k: usize) -> bool {
+    !starts.is_empty() && start_time_reset(starts[k - 1], samples[k - 1].t, starts[k], samples[k].t)
+}
+
+/// Prometheus 3's `isStartTimestampReset`: whether a sample at `t` with start timestamp
+/// `start` began counting after the previous sample (at `previous_t`, start
+/// `previous_start`). 0 is an unknown start; a start after its own sample is invalid and
+/// tells nothing. A start exactly at the previous sample is a reset for deltas (whose
+/// previous start is known) and none for a cumulative series of unknown start (OTel).
+pub fn start_time_reset(previous_start: i64, previous_t: i64, start: i64, t: i64) -> bool {
+    if start == 0 || start > t || start < previous_t {
+        return false;
+    }
+    if start > previous_t {
+        return true;
+    }
+    previous_start != 0 && previous_start <= previous_t
 }
 
 /// Incremental mean, which cannot overflow where the plain sum would, with Kahan
@@ -919,6 +960,40 @@ mod tests {
         assert_eq!(go_fmt_f(0.0078125), "0.007812");
         assert_eq!(go_fmt_f(f64::NAN), "NaN");
         assert_eq!(go_fmt_f(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn start_timestamps_tell_resets_as_prometheus_does() {
+        // A start after the previous sample: a reset; before it or unknown: none.
+        assert!(start_time_reset(0, 60_000, 90_000, 120_000));
+        assert!(!start_time_reset(0, 60_000, 30_000, 120_000));
+        assert!(!start_time_reset(0, 60_000, 0, 120_000));
+        // A start after its own sample is invalid and tells nothing.
+        assert!(!start_time_reset(0, 60_000, 130_000, 120_000));
+        // At the previous sample: a delta (previous start known), or a cumulative series of
+        // unknown start (previous start unknown, or invalid).
+        assert!(start_time_reset(1, 60_000, 60_000, 120_000));
+        assert!(!start_time_reset(0, 60_000, 60_000, 120_000));
+        assert!(!start_time_reset(61_000, 60_000, 60_000, 120_000));
+
+        // A counter 10, 20, 5 whose last sample started after the second: as a plain reset.
+        let samples = series(60_000, &[10.0, 20.0, 30.0]);
+        let starts = [0, 0, 90_000];
+        let f = |name: &str, starts: &[i64]| {
+            RangeFunction::of(name)
+                .unwrap()
+                .apply_with_start_times(&samples, starts, 0, 120_000, &[], Semantics::Prometheus3)
+                .unwrap()
+        };
+        assert_eq!(f("resets", &starts), Some(1.0));
+        assert_eq!(f("resets", &[]), Some(0.0));
+        // The increase counts the last value whole: 10 + 30 rather than 20.
+        assert_close(f("increase", &starts), 40.0);
+        assert_close(f("increase", &[]), 20.0);
+        // irate: the last value over the last interval.
+        assert_close(f("irate", &starts), 0.5);
+        // Functions that do not look for resets ignore start timestamps.
+        assert_close(f("delta", &starts), 20.0);
     }
 
     #[test]
