@@ -93,7 +93,15 @@ fn decode_with_high_bytes(inner: &str, quote: u8) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(b.len());
     let mut high = false;
     let mut i = 0;
+    let hex = |text: Option<&str>| {
+        text.filter(|t| t.bytes().all(|c| c.is_ascii_hexdigit()))
+            .and_then(|t| u32::from_str_radix(t, 16).ok())
+    };
     while i < b.len() {
+        if b[i] == b'\n' {
+            // Not a literal Go reads: left for the parser to refuse.
+            return None;
+        }
         if b[i] != b'\\' {
             out.push(b[i]);
             i += 1;
@@ -112,13 +120,15 @@ fn decode_with_high_bytes(inner: &str, quote: u8) -> Option<Vec<u8>> {
             b'\\' => out.push(b'\\'),
             b'\'' | b'"' if c == quote => out.push(c),
             b'x' => {
-                let v = u8::from_str_radix(inner.get(i..i + 2)?, 16).ok()?;
+                let v = u8::try_from(hex(inner.get(i..i + 2))?).ok()?;
                 high |= v >= 0x80;
                 out.push(v);
                 i += 2;
             }
             b'0'..=b'7' => {
-                let digits = inner.get(i - 1..i + 2)?;
+                let digits = inner
+                    .get(i - 1..i + 2)
+                    .filter(|d| d.bytes().all(|c| (b'0'..=b'7').contains(&c)))?;
                 let v = u16::from_str_radix(digits, 8).ok()?;
                 let v = u8::try_from(v).ok()?;
                 high |= v >= 0x80;
@@ -127,7 +137,7 @@ fn decode_with_high_bytes(inner: &str, quote: u8) -> Option<Vec<u8>> {
             }
             b'u' | b'U' => {
                 let n = if c == b'u' { 4 } else { 8 };
-                let v = u32::from_str_radix(inner.get(i..i + n)?, 16).ok()?;
+                let v = hex(inner.get(i..i + n))?;
                 let ch = char::from_u32(v)?;
                 out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
                 i += n;
@@ -188,6 +198,11 @@ mod tests {
             r#"x{a="\x41b"} + on() `\xff`"#
         );
         assert_eq!(parsed_string(r#""\x41""#), "A");
+        // Malformed literals stay malformed: the parser refuses them as Prometheus does.
+        for bad in ["\"a\n\\xff\"", r#""\x+f\xff""#, r#""\u+0e5\xff""#, r#""\xff"#] {
+            assert_eq!(rewrite(bad), bad);
+            assert!(crate::parse::parse_syntax(bad).is_err(), "{bad:?}");
+        }
         assert!(is_utf8(&parsed_string(r#""ÅB""#)));
     }
 
