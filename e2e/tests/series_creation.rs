@@ -2,8 +2,11 @@
 //! plain insert and falls back to a conflict-tolerant one only when another writer created
 //! one of them first. Whichever way, each label set gets exactly one series, every caller is
 //! answered with that series' id, and the other new series of the batch are created. Series
-//! a version 8, 12 or 13 catalog holds keep their ids. New series draw their ids in the order
-//! they are asked for (migration 14), whatever the order of their labels.
+//! a version 8, 12, 13 or 21 catalog holds keep their ids. New series draw their ids in the
+//! order they are asked for (migration 14), whatever the order of their labels. A series with
+//! a label its own transaction created skips the lookup and the catalog's indexes (migration
+//! 22): it is written into `_prom_catalog.series_fresh`, found there by every other writer and
+//! reader, and moved into the indexed catalog by `index_fresh_series`.
 
 use std::time::Duration;
 
@@ -110,6 +113,126 @@ async fn series_of_a_version_12_catalog_keep_their_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_of_a_version_13_catalog_keep_their_ids() {
     series_of_an_older_catalog_keep_their_ids(13).await;
+}
+
+/// Version 22 writes series with a label of their own transaction apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_21_catalog_keep_their_ids() {
+    series_of_an_older_catalog_keep_their_ids(21).await;
+}
+
+/// Series rows in the fresh table and in the indexed catalog: (fresh, indexed).
+async fn where_series_are(db: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ONLY _prom_catalog.series_fresh), (SELECT count(*) FROM ONLY _prom_catalog.series)",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// The id of label `k` = `value`, created by the transaction of `conn` if it is new.
+async fn label_in(conn: &mut PgConnection, value: &str) -> i32 {
+    sqlx::query_scalar("SELECT label_id FROM _prom_catalog.get_or_create_label_ids(ARRAY['k'], ARRAY[$1])")
+        .bind(value)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_found_by_everyone() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    // `k="old"` exists before; `k="new"` is created by the writer's own transaction.
+    let (metric_id, name, ids) = race_labels(&db, &["old"]).await;
+    let old = ids[0];
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let new = label_in(&mut conn, "new").await;
+    let created = create(&mut conn, metric_id, &[[name, new], [name, old]]).await;
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert!(
+        created[0].1 < created[1].1,
+        "ids in the order sent, of both kinds: {created:?}"
+    );
+    assert_eq!(
+        where_series_are(&db).await,
+        (1, 1),
+        "the series of the new label is fresh"
+    );
+
+    // Any other writer finds both (a connector after a restart), and creates nothing.
+    let mut other = PgConnection::connect(&pg.uri()).await.unwrap();
+    assert_eq!(
+        create(&mut other, metric_id, &[[name, old], [name, new]]).await,
+        vec![(0, created[1].1), (1, created[0].1)]
+    );
+    assert_eq!(where_series_are(&db).await, (1, 1));
+    // Readers of _prom_catalog.series see it: views, PromQL's selection, the label APIs.
+    let seen: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM _prom_catalog.series WHERE labels && ARRAY[$1] ORDER BY id")
+            .bind(new)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(seen, vec![created[0].1]);
+
+    // The merge pass indexes it; it keeps its id, and is still found, only once.
+    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(where_series_are(&db).await, (0, 2));
+    assert_eq!(
+        create(&mut other, metric_id, &[[name, new]]).await,
+        vec![(0, created[0].1)]
+    );
+    assert_eq!(where_series_are(&db).await, (0, 2));
+}
+
+/// A writer that needs a label another writer's open transaction is creating waits for it,
+/// and then finds that writer's series rather than creating a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_series_another_writer_is_creating_gets_one_id() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, _) = race_labels(&db, &[]).await;
+    let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    let label = label_in(&mut first, "pod-1").await;
+    let by_first = create(&mut first, metric_id, &[[name, label]]).await;
+
+    let uri = pg.uri();
+    let second = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&uri).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        let label = label_in(&mut conn, "pod-1").await;
+        let ids = create(&mut conn, metric_id, &[[name, label]]).await;
+        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+        (label, ids)
+    });
+    promscale_e2e::wait_for("writer 2 to wait on writer 1's label", Duration::from_secs(30), || {
+        let db = db.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%get_or_create_label_ids%'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    sqlx::query("COMMIT").execute(&mut first).await.unwrap();
+    let (label_second, by_second) = second.await.unwrap();
+    assert_eq!(label_second, label, "one label");
+    assert_eq!(by_second, by_first, "one series");
+    assert_eq!(where_series_are(&db).await, (1, 0));
 }
 
 /// The order a request sends new series in is the order of their ids, which is the order

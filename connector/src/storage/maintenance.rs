@@ -2,9 +2,9 @@
 //! stored exemplars ([`exemplars::trim`]), then [`compaction`](super::compaction) of the head
 //! into series chunks. Every connector runs the
 //! schedule; a session advisory lock lets exactly one of them do the work at a time, and the
-//! others skip that round. Between maintenance runs, a light pass trims exemplars and merges
-//! the small head rows of the last interval (`--maintenance.merge-interval`), under a lock of
-//! its own.
+//! others skip that round. Between maintenance runs, a light pass trims exemplars, indexes the
+//! series created since (`index_fresh_series`) and merges the small head rows of the last
+//! interval (`--maintenance.merge-interval`), under a lock of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,10 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
         .await
     {
         Ok(_) => match exemplars::trim(&mut conn, compaction.exemplars_per_series).await {
-            Ok(_) => compact(pool, compaction).await,
+            Ok(_) => match index_fresh_series(&mut conn).await {
+                Ok(_) => compact(pool, compaction).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -53,11 +56,22 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
         return Ok(Outcome::Skipped);
     }
     let result = match exemplars::trim(&mut conn, options.exemplars_per_series).await {
-        Ok(_) => merge_small_rows(pool, options).await,
+        Ok(_) => match index_fresh_series(&mut conn).await {
+            Ok(_) => merge_small_rows(pool, options).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     unlock(conn, MERGE_LOCK, result.is_err()).await;
     Ok(Outcome::Done(result?))
+}
+
+/// Moves the series created with a label of their own transaction (written without the
+/// catalog's indexes, migration 22) into the indexed catalog; returns how many.
+pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(conn)
+        .await
 }
 
 /// Takes the session advisory lock `key` if no other session holds it.

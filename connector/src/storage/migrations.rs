@@ -127,6 +127,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tenant_sql_access",
         sql: include_str!("migrations/0021_tenant_sql_access.sql"),
     },
+    Migration {
+        version: 22,
+        name: "fresh_series",
+        sql: include_str!("migrations/0022_fresh_series.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -192,7 +192,8 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
         exceptions as f64 / samples
     );
     let catalog: i64 = sqlx::query_scalar(
-        "SELECT (pg_total_relation_size('_prom_catalog.series') + pg_total_relation_size('_prom_catalog.label'))::int8",
+        "SELECT (pg_total_relation_size('_prom_catalog.series') + pg_total_relation_size('_prom_catalog.series_fresh')
+                 + pg_total_relation_size('_prom_catalog.label'))::int8",
     )
     .fetch_one(&db)
     .await
