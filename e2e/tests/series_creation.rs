@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use promscale_connector::storage::migrations::{latest_version, migrate_to};
+use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
+use promscale_e2e::remote_write::{encode, post, series};
 use sqlx::{Connection, PgConnection};
 
 /// `create_series` for series of one metric, each `[__name__ id, k id]`.
@@ -191,6 +193,80 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
         vec![(0, created[0].1)]
     );
     assert_eq!(where_series_are(&db).await, (0, 2));
+}
+
+/// Through a connector: the series of a new instance are written fresh, answered by PromQL
+/// and the user view at once, and answered the same once maintenance has indexed them; a
+/// second connector (knowing none of them) writing them again creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let first = Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let t = promscale_e2e::recent_ms();
+    let write = |instances: std::ops::Range<usize>, t: i64| {
+        encode(
+            instances
+                .flat_map(|i| {
+                    let instance = format!("pod-{i}");
+                    ["0", "1"].map(|cpu| {
+                        series(
+                            &[
+                                ("__name__", "rollout_cpu_seconds_total"),
+                                ("cpu", cpu),
+                                ("instance", instance.as_str()),
+                            ],
+                            &[(t, i as f64)],
+                        )
+                    })
+                })
+                .collect(),
+        )
+    };
+    let (status, text) = post(&client, &first.url("/write"), write(0..50, t)).await.unwrap();
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(
+        where_series_are(&db).await,
+        (100, 0),
+        "a new instance's series are fresh"
+    );
+
+    let answers = || async {
+        let promql = promscale_e2e::instant_query(&client, &first.url(""), "sum(rollout_cpu_seconds_total)", t).await;
+        let in_view: (i64, f64) = sqlx::query_as(
+            "SELECT count(DISTINCT series_id), sum(value) FROM prom_metric.rollout_cpu_seconds_total
+              WHERE time = to_timestamp($1 / 1000.0)",
+        )
+        .bind(t as f64)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        (promql["data"]["result"][0]["value"][1].clone(), in_view)
+    };
+    let expected = (serde_json::json!("2450"), (100, 2450.0));
+    assert_eq!(answers().await, expected);
+
+    // A second connector writes the same series (and 50 new instances): it finds the first
+    // 100 and creates only the new ones.
+    let second = Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
+    )
+    .await;
+    let (status, text) = post(&client, &second.url("/write"), write(0..100, t + 15_000))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(where_series_are(&db).await, (200, 0));
+
+    promscale_e2e::maintain(&db).await;
+    assert_eq!(where_series_are(&db).await, (0, 200), "maintenance indexes them");
+    assert_eq!(answers().await, expected);
 }
 
 /// A writer that needs a label another writer's open transaction is creating waits for it,
