@@ -292,6 +292,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn resets_reads_start_timestamps_over_anchored_and_mixed_windows() {
+        // A counter 10, 20, 30, 40 at 0, 1m, 2m, 3m that restarted at 1m30s: the sample at 2m
+        // started after the one before it.
+        let counter = Labels::from_pairs(&[("__name__", "c_total")]);
+        let mut s = MemorySource::new();
+        s.add_with_start_times(
+            counter.clone(),
+            [
+                (0, 10.0, 0),
+                (60_000, 20.0, 0),
+                (120_000, 30.0, 90_000),
+                (180_000, 40.0, 0),
+            ]
+            .map(|(t, v, start)| (Sample { t, v }, start)),
+        );
+        let at_3m = |engine: Engine, query: &'static str| {
+            let s = s.clone();
+            async move {
+                match engine.instant_query(&s, query, 180_000).await.unwrap() {
+                    Value::Vector(v) => v.iter().map(|x| x.v).collect::<Vec<_>>(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        for query in ["resets(c_total[3m])", "resets(c_total[3m] anchored)"] {
+            assert_eq!(at_3m(engine(true), query).await, vec![1.0], "{query}");
+            let without = Engine::new(EngineOptions {
+                features: Features {
+                    use_start_timestamps: false,
+                    ..Features::all()
+                },
+                ..EngineOptions::default()
+            });
+            assert_eq!(at_3m(without, query).await, vec![0.0], "{query} without the feature");
+        }
+        // A subquery's points carry no start timestamps.
+        assert_eq!(at_3m(engine(true), "resets(c_total[3m:1m])").await, vec![0.0]);
+    }
+
+    #[tokio::test]
     async fn delayed_name_removal_keeps_the_name_until_the_end() {
         let (off, on) = (engine(false), engine(true));
         for (query, without, with) in [

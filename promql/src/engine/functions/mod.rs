@@ -415,6 +415,17 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
         let unique_without_name = delayed || sel.unique_without_name;
         let mut buffer = Vec::new();
         let mut out = Vec::with_capacity(sel.series.len());
+        // Start timestamps reach the functions that read resets from them straight from a
+        // selector: a subquery's points have none.
+        let use_starts = ev.options.features.use_start_timestamps
+            && matches!(
+                function,
+                range::RangeFunction::Rate
+                    | range::RangeFunction::Increase
+                    | range::RangeFunction::Irate
+                    | range::RangeFunction::Resets
+            );
+        let mut start_buffer = Vec::new();
         let mode = crate::syntax_markers::mode(&ms.vs);
         if mode != crate::syntax_markers::Mode::Plain {
             // Anchored or smoothed: read around the range, then one of the functions
@@ -429,7 +440,12 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             };
             let reference = range_end.saturating_add(ahead);
             for (i, s) in sel.series.iter().enumerate() {
-                let samples = sel.window_without_stale(i, reference, width, &mut buffer);
+                // Prometheus' extended rate reads no start timestamps; its resets does.
+                let (samples, starts) = if use_starts && function == F::Resets {
+                    sel.window_with_start_times(i, reference, width, &mut buffer, &mut start_buffer)
+                } else {
+                    (sel.window_without_stale(i, reference, width, &mut buffer), &[][..])
+                };
                 let histograms = sel.histogram_window(i, reference, width);
                 let metric = s.labels.get(METRIC_NAME);
                 let result = match function {
@@ -437,8 +453,13 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
                         let is_counter = function != F::Delta;
                         extended::rate(ev, metric, samples, &histograms, range, is_counter, function == F::Rate)
                     }
-                    F::Changes | F::Resets => extended::anchored_from(samples, &histograms, range_start)
-                        .map(|(f, h)| (changes_or_resets(function == F::Resets, f, h), None)),
+                    F::Changes | F::Resets => {
+                        extended::anchored_from(samples, &histograms, range_start).map(|(f, h)| {
+                            // `f` is a suffix of `samples`: its start timestamps are those of `starts`.
+                            let f_starts = starts.get(samples.len() - f.len()..).unwrap_or(&[]);
+                            (changes_or_resets(function == F::Resets, (f, f_starts), h), None)
+                        })
+                    }
                     _ => unreachable!("refused by check_allowed"),
                 };
                 let Some((v, h)) = result else { continue };
@@ -454,17 +475,6 @@ fn range_call(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<(Vec
             }
             return Ok((out, unique_without_name));
         }
-        // Start timestamps reach the functions that read resets from them straight from a
-        // selector: a subquery's points have none.
-        let use_starts = ev.options.features.use_start_timestamps
-            && matches!(
-                function,
-                range::RangeFunction::Rate
-                    | range::RangeFunction::Increase
-                    | range::RangeFunction::Irate
-                    | range::RangeFunction::Resets
-            );
-        let mut start_buffer = Vec::new();
         for (i, s) in sel.series.iter().enumerate() {
             let (samples, starts) = if use_starts {
                 sel.window_with_start_times(i, range_end, width, &mut buffer, &mut start_buffer)
@@ -662,7 +672,10 @@ fn apply_window(
             }
         }
         F::CountOverTime => Some(((samples.len() + histograms.len()) as f64, None)),
-        F::Changes | F::Resets => Some((changes_or_resets(function == F::Resets, samples, histograms), None)),
+        F::Changes | F::Resets => Some((
+            changes_or_resets(function == F::Resets, (samples, starts), histograms),
+            None,
+        )),
         F::Irate | F::Idelta => match instant_histogram_value(ev, metric, function == F::Irate, samples, histograms) {
             Some(result) => result,
             // The last two samples are floats.
@@ -756,22 +769,26 @@ fn apply_window(
 /// changes() or resets() over a window of floats and histograms in time order, as Prometheus
 /// 3 counts them: a switch between a float and a histogram counts as both; two histograms
 /// differ unless equal in every count, and reset when the later one went down.
-fn changes_or_resets(resets: bool, samples: &[Sample], histograms: &[HistogramSample]) -> f64 {
+fn changes_or_resets(resets: bool, (samples, starts): (&[Sample], &[i64]), histograms: &[HistogramSample]) -> f64 {
     enum Point<'a> {
-        F(f64),
+        /// A value and its start timestamp (0: unknown).
+        F(f64, i64),
         H(&'a FloatHistogram),
     }
     let mut points: Vec<(i64, Point)> = samples
         .iter()
-        .map(|s| (s.t, Point::F(s.v)))
+        .enumerate()
+        .map(|(k, s)| (s.t, Point::F(s.v, starts.get(k).copied().unwrap_or(0))))
         .chain(histograms.iter().map(|h| (h.t, Point::H(&h.h))))
         .collect();
     points.sort_by_key(|(t, _)| *t);
     let mut count = 0;
     for pair in points.windows(2) {
         let counted = match (&pair[0].1, &pair[1].1) {
-            (Point::F(prev), Point::F(cur)) if resets => cur < prev,
-            (Point::F(prev), Point::F(cur)) => cur != prev && !(cur.is_nan() && prev.is_nan()),
+            (&Point::F(prev, prev_start), &Point::F(cur, start)) if resets => {
+                cur < prev || range::start_time_reset(prev_start, pair[0].0, start, pair[1].0)
+            }
+            (Point::F(prev, _), Point::F(cur, _)) => cur != prev && !(cur.is_nan() && prev.is_nan()),
             (Point::H(prev), Point::H(cur)) if resets => cur.detect_reset(prev),
             (Point::H(prev), Point::H(cur)) => !cur.equals(prev),
             _ => true,
