@@ -193,6 +193,28 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
         vec![(0, created[0].1)]
     );
     assert_eq!(where_series_are(&db).await, (0, 2));
+
+    // A fresh series asked for twice in one call is refused, not created twice.
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    let twice = label_in(&mut other, "twice").await;
+    let refused = sqlx::query("SELECT * FROM _prom_catalog.create_series($1, $2, $3)")
+        .bind(vec![metric_id; 2])
+        .bind(vec![2i32; 2])
+        .bind(vec![name, twice, name, twice])
+        .fetch_all(&mut other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("each series once"), "{refused}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    // Labels a transaction created count for that transaction only.
+    let mut later = PgConnection::connect(&pg.uri()).await.unwrap();
+    let _ = create(&mut later, metric_id, &[[name, new]]).await;
+    let recorded: Vec<i32> = sqlx::query_scalar("SELECT unnest(_prom_catalog.labels_created_here())")
+        .fetch_all(&mut later)
+        .await
+        .unwrap();
+    assert!(recorded.is_empty(), "{recorded:?}");
 }
 
 /// Through a connector: the series of a new instance are written fresh, answered by PromQL

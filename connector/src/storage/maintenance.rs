@@ -1,4 +1,5 @@
-//! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (retention), the bound on
+//! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (indexing new series,
+//! retention), the bound on
 //! stored exemplars ([`exemplars::trim`]), then [`compaction`](super::compaction) of the head
 //! into series chunks. Every connector runs the
 //! schedule; a session advisory lock lets exactly one of them do the work at a time, and the
@@ -35,10 +36,7 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
         .await
     {
         Ok(_) => match exemplars::trim(&mut conn, compaction.exemplars_per_series).await {
-            Ok(_) => match index_fresh_series(&mut conn).await {
-                Ok(_) => compact(pool, compaction).await,
-                Err(e) => Err(e),
-            },
+            Ok(_) => compact(pool, compaction).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -55,11 +53,12 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
     if !try_lock(&mut conn, MERGE_LOCK).await? {
         return Ok(Outcome::Skipped);
     }
+    // Series are indexed for lookups and matchers only: a failure there holds up no merge.
+    if let Err(e) = index_fresh_series(&mut conn).await {
+        tracing::warn!(error = %crate::storage::StorageError::from(e), "indexing new series failed; retrying at the next merge pass");
+    }
     let result = match exemplars::trim(&mut conn, options.exemplars_per_series).await {
-        Ok(_) => match index_fresh_series(&mut conn).await {
-            Ok(_) => merge_small_rows(pool, options).await,
-            Err(e) => Err(e),
-        },
+        Ok(_) => merge_small_rows(pool, options).await,
         Err(e) => Err(e),
     };
     unlock(conn, MERGE_LOCK, result.is_err()).await;
