@@ -110,8 +110,12 @@ BEGIN
         SELECT g.i, g.metric_id, g.labels, g.fresh, g.found,
                COALESCE(g.found, _prom_catalog.first_series_id(g.metric_id) + nextval('_prom_catalog.series_number')) AS id
           FROM (SELECT r.i, r.metric_id, r.labels, fr.i IS NOT NULL AS fresh,
+                       -- The indexed catalog first, where most series are: a second probe
+                       -- only for those not there (one statement, one snapshot: a series
+                       -- moving between the two is seen in one).
                        CASE WHEN fr.i IS NULL
-                            THEN (SELECT s.id FROM _prom_catalog.series s WHERE s.labels = r.labels)
+                            THEN COALESCE((SELECT s.id FROM ONLY _prom_catalog.series s WHERE s.labels = r.labels),
+                                          (SELECT s.id FROM ONLY _prom_catalog.series_fresh s WHERE s.labels = r.labels))
                             WHEN v_wrote_fresh
                             THEN (SELECT s.id FROM ONLY _prom_catalog.series_fresh s WHERE s.labels = r.labels)
                        END AS found
