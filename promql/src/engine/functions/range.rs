@@ -976,7 +976,7 @@ mod tests {
         assert!(!start_time_reset(0, 60_000, 60_000, 120_000));
         assert!(!start_time_reset(61_000, 60_000, 60_000, 120_000));
 
-        // A counter 10, 20, 5 whose last sample started after the second: as a plain reset.
+        // A counter 10, 20, 30 whose last sample started after the second: read as a reset.
         let samples = series(60_000, &[10.0, 20.0, 30.0]);
         let starts = [0, 0, 90_000];
         let f = |name: &str, starts: &[i64]| {
