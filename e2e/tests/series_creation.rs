@@ -53,6 +53,30 @@ async fn race_labels(db: &sqlx::PgPool, values: &[&str]) -> (i32, i32, Vec<i32>)
     (metric_id, ids[0], ids[1..].to_vec())
 }
 
+/// Waits until a session running a statement that names `function` waits on a lock (another
+/// writer's open transaction); how many do.
+async fn sessions_waiting_on_a_lock_in(db: &sqlx::PgPool, function: &str) -> i64 {
+    let pattern = format!("%{function}%");
+    promscale_e2e::wait_for(
+        &format!("a writer to wait in {function}"),
+        Duration::from_secs(30),
+        || {
+            let (db, pattern) = (db.clone(), pattern.clone());
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                )
+                .bind(pattern)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(waiting)
+            }
+        },
+    )
+    .await
+}
+
 /// Series a catalog of `version` created resolve to the same ids through the latest
 /// `create_series`, which creates only the new ones, in one call with them.
 async fn series_of_an_older_catalog_keep_their_ids(version: i32) {
@@ -313,19 +337,7 @@ async fn a_fresh_series_another_writer_is_creating_gets_one_id() {
         sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
         (label, ids)
     });
-    promscale_e2e::wait_for("writer 2 to wait on writer 1's label", Duration::from_secs(30), || {
-        let db = db.clone();
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%get_or_create_label_ids%'",
-            )
-            .fetch_one(&db)
-            .await
-            .unwrap();
-            (waiting > 0).then_some(())
-        }
-    })
-    .await;
+    sessions_waiting_on_a_lock_in(&db, "get_or_create_label_ids").await;
     sqlx::query("COMMIT").execute(&mut first).await.unwrap();
     let (label_second, by_second) = second.await.unwrap();
     assert_eq!(label_second, label, "one label");
@@ -376,19 +388,7 @@ async fn a_series_another_writer_is_creating_gets_one_id_and_its_batch_is_create
         let mut conn = PgConnection::connect(&uri).await.unwrap();
         create(&mut conn, metric_id, &[[name, a], [name, x], [name, b]]).await
     });
-    let waiting = promscale_e2e::wait_for("writer 2 to wait on writer 1", Duration::from_secs(30), || {
-        let db = db.clone();
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%create_series%'",
-            )
-            .fetch_one(&db)
-            .await
-            .unwrap();
-            (waiting > 0).then_some(waiting)
-        }
-    })
-    .await;
+    let waiting = sessions_waiting_on_a_lock_in(&db, "create_series").await;
     assert_eq!(waiting, 1);
     sqlx::query("COMMIT").execute(&mut first).await.unwrap();
     let by_second = second.await.unwrap();
