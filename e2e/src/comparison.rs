@@ -181,6 +181,8 @@ pub struct Loaded {
     pub reference: Prometheus,
     pub client: reqwest::Client,
     pub first_ms: i64,
+    /// Which Prometheus the reference is: only Prometheus 3 gives warnings and infos of PromQL.
+    pub version: crate::prometheus::Version,
 }
 
 impl Loaded {
@@ -259,6 +261,7 @@ impl Loaded {
             reference,
             client,
             first_ms,
+            version,
         }
     }
 
@@ -267,12 +270,29 @@ impl Loaded {
     pub async fn assert_same_answers(&self, tested: &str, queries: &[&str]) {
         let mut failures = Vec::new();
         let mut compared = 0;
+        let mut annotated = 0;
+        let annotations = self.version == crate::prometheus::Version::V3;
         for query in queries {
             for (path, params) in cases(query, self.first_ms) {
                 compared += 1;
-                failures.extend(compare(&self.client, &self.reference.url(""), tested, path, &params).await);
+                let (differences, with_annotations) = compare_answers(
+                    &self.client,
+                    &self.reference.url(""),
+                    tested,
+                    path,
+                    &params,
+                    annotations,
+                )
+                .await;
+                failures.extend(differences);
+                annotated += usize::from(with_annotations);
             }
         }
+        // Prometheus 3 warns and informs about some of them: those are compared too.
+        assert!(
+            !annotations || annotated > 0,
+            "no answer of the reference had warnings or infos to compare"
+        );
         assert!(
             failures.is_empty(),
             "{} of {compared} comparisons differ:\n{}",
@@ -283,37 +303,79 @@ impl Loaded {
 }
 
 /// Runs one API call against the reference and the tested server (base URLs); describes any
-/// difference in status, result type, label sets or values.
+/// difference in status, result type, label sets or values, and with `annotations` in the
+/// warnings and infos (each with its position in the query; in any order, as Prometheus lists
+/// them).
 pub async fn compare(
     client: &reqwest::Client,
     reference: &str,
     tested: &str,
     path: &str,
     params: &[(&str, String)],
+    annotations: bool,
 ) -> Vec<String> {
+    compare_answers(client, reference, tested, path, params, annotations)
+        .await
+        .0
+}
+
+/// [`compare`], and whether the reference's answer had warnings or infos.
+async fn compare_answers(
+    client: &reqwest::Client,
+    reference: &str,
+    tested: &str,
+    path: &str,
+    params: &[(&str, String)],
+    annotations: bool,
+) -> (Vec<String>, bool) {
     let (want_status, want) = get(client, &format!("{reference}{path}"), params).await;
     let (got_status, got) = get(client, &format!("{tested}{path}"), params).await;
     let describe = || format!("{path} {params:?}");
     if want_status != got_status {
-        return vec![format!(
-            "{}: status {got_status}, reference {want_status}: {got}",
-            describe()
-        )];
+        return (
+            vec![format!(
+                "{}: status {got_status}, reference {want_status}: {got}",
+                describe()
+            )],
+            false,
+        );
     }
     if want_status != 200 {
-        return Vec::new();
+        return (Vec::new(), false);
+    }
+    let annotated = ["warnings", "infos"]
+        .iter()
+        .any(|key| want[key].as_array().is_some_and(|a| !a.is_empty()));
+    let mut failures = Vec::new();
+    for key in ["warnings", "infos"].into_iter().filter(|_| annotations) {
+        let listed = |answer: &Value| {
+            let mut messages: Vec<String> = answer[key]
+                .as_array()
+                .map(|a| a.iter().map(|m| m.as_str().unwrap_or_default().to_string()).collect())
+                .unwrap_or_default();
+            messages.sort();
+            messages
+        };
+        if listed(&got) != listed(&want) {
+            failures.push(format!(
+                "{} {key}:\n  got  {:?}\n  want {:?}",
+                describe(),
+                listed(&got),
+                listed(&want)
+            ));
+        }
     }
     let (want_kind, want_series) = normalise(&want["data"]);
     let (got_kind, got_series) = normalise(&got["data"]);
     if want_kind != got_kind || want_series.keys().ne(got_series.keys()) {
-        return vec![format!(
+        failures.push(format!(
             "{}:\n  got  {got_kind} {:?}\n  want {want_kind} {:?}",
             describe(),
             got_series.keys().collect::<Vec<_>>(),
             want_series.keys().collect::<Vec<_>>()
-        )];
+        ));
+        return (failures, annotated);
     }
-    let mut failures = Vec::new();
     for (labels, want_points) in &want_series {
         let got_points = &got_series[labels];
         let same = want_points.len() == got_points.len()
@@ -330,7 +392,7 @@ pub async fn compare(
             ));
         }
     }
-    failures
+    (failures, annotated)
 }
 
 /// Instant evaluation times and range-query windows over the data set: aligned and unaligned,

@@ -258,6 +258,7 @@ async fn tenants_see_only_their_own_series_through_every_endpoint() {
             ("query", "count by (__name__) ({__name__=~\".+\"})".to_string()),
             ("time", format!("{}", (first_ms + POINTS * STEP_MS) / 1000)),
         ],
+        false,
     )
     .await;
     assert!(failures.is_empty(), "{failures:?}");

@@ -366,13 +366,14 @@ remote_write:
         )
         .await;
     }
-    // The info is there to compare: Prometheus 3 says a gauge might not be a counter.
+    // The info is there to compare: Prometheus 3 says a gauge might not be a counter, and
+    // where in the query (line 1, column 6: the selector).
     let params = [("query", "rate(go_goroutines[1m])".to_string()), ("time", at.clone())];
     let (_, answer) = promscale_e2e::comparison::get(&client, &connector.url("/api/v1/query"), &params).await;
     assert_eq!(
         answer["infos"],
         serde_json::json!([
-            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"go_goroutines\""
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"go_goroutines\" (1:6)"
         ])
     );
     let range = [
@@ -503,20 +504,18 @@ async fn compare_json(client: &reqwest::Client, reference: &str, tested: &str, p
     let (want_status, want) = promscale_e2e::comparison::get(client, reference, params).await;
     let (got_status, got) = promscale_e2e::comparison::get(client, tested, params).await;
     assert_eq!((got_status, want_status), (200, 200), "{params:?}: {got} / {want}");
-    // The same warnings and infos; Prometheus appends the position in the query.
-    let position = regex::Regex::new(r" \(\d+:\d+\)$").unwrap();
+    // The same warnings and infos (in any order, as Prometheus lists them), each with where
+    // its expression starts in the query.
     for key in ["warnings", "infos"] {
-        let messages = |answer: &serde_json::Value| -> Vec<String> {
-            answer[key]
+        let sorted = |answer: &serde_json::Value| {
+            let mut messages: Vec<String> = answer[key]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|m| position.replace(m.as_str().unwrap_or_default(), "").into_owned())
-                        .collect()
-                })
-                .unwrap_or_default()
+                .map(|a| a.iter().map(|m| m.to_string()).collect())
+                .unwrap_or_default();
+            messages.sort();
+            messages
         };
-        assert_eq!(messages(&got), messages(&want), "{params:?}: {key}");
+        assert_eq!(sorted(&got), sorted(&want), "{params:?}: {key}");
     }
     let (want, got) = (sorted_data(want), sorted_data(got));
     assert!(

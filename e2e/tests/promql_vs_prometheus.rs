@@ -144,6 +144,16 @@ const PROMETHEUS_3_QUERIES: &[&str] = &[
     "resets(http_requests_total[1h] anchored)",
     "node_temperature_celsius smoothed",
     "flaky_up smoothed",
+    // Warnings and infos, each ending with where the expression it is about starts: over
+    // lines, after label lists, offsets and `@`, at a parameter, a signed number, a call.
+    "sum by (instance) (\n  rate(node_temperature_celsius[5m])\n)",
+    "# a comment first\nincrease(\n  node_temperature_celsius[5m] offset 1m\n)",
+    "max by (instance) (rate(demo_memory_usage_bytes[5m] @ end())) * on(instance) group_left max by (instance) (rate(node_temperature_celsius[5m] offset 1m))",
+    "quantile(1.5, node_temperature_celsius) + on() group_left quantile(-0.5, node_temperature_celsius)",
+    "quantile_over_time(2, node_temperature_celsius[10m])",
+    "histogram_quantile(1.5, rate(request_duration_seconds_bucket[5m]))",
+    "limit_ratio(1.5, demo_memory_usage_bytes)",
+    "-sort_desc(rate(node_temperature_celsius[5m]))",
     // The fill modifiers, under group_right too (where Prometheus 3.16 answers otherwise
     // than 3.13.2's scripts expect): each side misses an instance the other has.
     "node_temperature_celsius{instance!=\"a\"} * on(instance) group_right fill_left(1) http_requests_total{instance!=\"c\"}",

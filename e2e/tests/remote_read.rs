@@ -124,6 +124,7 @@ async fn both_response_types_carry_exactly_the_stored_samples() {
         reference,
         client,
         first_ms,
+        version: _,
     } = Loaded::start().await;
     let matcher = |t: MatchType, name: &str, value: &str| LabelMatcher {
         r#type: t as i32,

@@ -119,7 +119,7 @@ async fn utf8_names_are_stored_and_answered_as_prometheus_3_answers() {
                 "{path} {params:?}: the reference found nothing: {want}"
             );
             compared += 1;
-            failures.extend(compare(&client, &reference.url(""), &connector.url(""), path, &params).await);
+            failures.extend(compare(&client, &reference.url(""), &connector.url(""), path, &params, true).await);
         }
     }
     assert!(
@@ -299,6 +299,7 @@ remote_write:
         &connector.url(""),
         "/api/v1/query",
         &params,
+        true,
     )
     .await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));

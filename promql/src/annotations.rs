@@ -1,14 +1,29 @@
 //! Warnings and infos that evaluating a query collects, as Prometheus 3 returns them beside
 //! the result (the API's `warnings` and `infos`): each message once. The messages are
-//! Prometheus' own (`util/annotations`), without the position suffix Prometheus appends
-//! (promql-parser keeps no positions).
+//! Prometheus' own (`util/annotations`); each remembers the expression it is about, whose
+//! start in the query the API appends as Prometheus does (` (1:25)`, [`Annotations::locate`]
+//! and [`Annotations::as_strings`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use promql_parser::parser::Expr;
+
+use crate::positions::{line_column, Positions};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Annotations {
+    /// The messages, without positions.
     pub warnings: BTreeSet<String>,
     pub infos: BTreeSet<String>,
+    /// Where in the query the expression of each message starts (`line:column`), once
+    /// [`Annotations::locate`] found it.
+    pub positions: BTreeMap<String, String>,
+    /// What the API adds to a message before its position (histogram_quantile's forced
+    /// monotonicity: the buckets, the largest correction, how many samples, when).
+    pub details: BTreeMap<String, String>,
+    /// The expression (its address in the tree) of each message: the last one given, as
+    /// Prometheus keeps the last of equal messages.
+    nodes: HashMap<String, usize>,
     /// histogram_quantile's forced monotonicity, merged over series and steps until
     /// [`Annotations::finished`] words it: one per metric name it gives ("" for none).
     monotonicity: std::collections::BTreeMap<String, Monotonicity>,
@@ -24,6 +39,7 @@ struct Monotonicity {
     max_bucket: f64,
     max_diff: f64,
     merged: usize,
+    node: Option<usize>,
 }
 
 impl Annotations {
@@ -34,8 +50,17 @@ impl Annotations {
     /// histogram_quantile made the bucket counts of a classic histogram monotonic at `t`: one
     /// info for the whole query, as Prometheus 3 merges them, or under delayed name removal
     /// one per metric, which it names (Prometheus gives `metric` only then; "" for none).
-    pub fn forced_monotonicity(&mut self, metric: &str, t: i64, min_bucket: f64, max_bucket: f64, max_diff: f64) {
+    pub fn forced_monotonicity(
+        &mut self,
+        metric: &str,
+        t: i64,
+        min_bucket: f64,
+        max_bucket: f64,
+        max_diff: f64,
+        node: Option<usize>,
+    ) {
         let new = Monotonicity {
+            node,
             min_t: t,
             max_t: t,
             min_bucket,
@@ -60,6 +85,7 @@ impl Annotations {
                 },
                 max_diff: if max_diff > m.max_diff { max_diff } else { m.max_diff },
                 merged: m.merged + 1,
+                node,
             },
         };
         self.monotonicity.insert(metric.to_string(), merged);
@@ -73,32 +99,97 @@ impl Annotations {
                     .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                     .unwrap_or_default()
             };
-            self.infos.insert(format!(
+            // The message the tests of Prometheus' harness see; its API adds the details.
+            let message = format!(
                 "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
-                 https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){}, \
-                 from buckets {} to {}, with a max diff of {}, over {} samples from {} to {}",
+                 https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){}",
                 if metric.is_empty() {
                     String::new()
                 } else {
                     format!(" for metric name {metric:?}")
-                },
+                }
+            );
+            let details = format!(
+                ", from buckets {} to {}, with a max diff of {}, over {} samples from {} to {}",
                 go_g(m.min_bucket),
                 go_g(m.max_bucket),
                 go_g_2(m.max_diff),
                 m.merged + 1,
                 time(m.min_t),
                 time(m.max_t)
-            ));
+            );
+            self.details.insert(message.clone(), details);
+            self.info_at(message, m.node);
         }
         self
     }
 
+    /// A warning about no expression in particular (the API's own).
     pub fn warn(&mut self, message: String) {
+        self.warn_at(message, None);
+    }
+
+    /// A warning about the expression at address `node`.
+    pub fn warn_at(&mut self, message: String, node: Option<usize>) {
+        self.remember(&message, node);
         self.warnings.insert(message);
     }
 
-    pub fn info(&mut self, message: String) {
+    /// An info about the expression at address `node`.
+    pub fn info_at(&mut self, message: String, node: Option<usize>) {
+        self.remember(&message, node);
         self.infos.insert(message);
+    }
+
+    fn remember(&mut self, message: &str, node: Option<usize>) {
+        match node {
+            Some(node) => self.nodes.insert(message.to_string(), node),
+            None => self.nodes.remove(message),
+        };
+    }
+
+    /// Finds where in `query` (as the user sent it; `expr` its tree, the one evaluated) the
+    /// expression of each message starts.
+    pub fn locate(&mut self, query: &str, expr: &Expr) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let positions = Positions::of(query, expr);
+        for (message, &node) in &self.nodes {
+            if let Some(start) = positions.start(node) {
+                self.positions.insert(message.clone(), line_column(query, start));
+            }
+        }
+    }
+
+    /// The warnings and the infos as Prometheus' API gives them: each with the position of its
+    /// expression when known, at most `max_warnings` and `max_infos` of each (0: all), then a
+    /// line saying how many more were left out.
+    pub fn as_strings(&self, max_warnings: usize, max_infos: usize) -> (Vec<String>, Vec<String>) {
+        let worded = |messages: &BTreeSet<String>, max: usize, kind: &str| {
+            let mut out: Vec<String> = messages
+                .iter()
+                .take(if max == 0 { usize::MAX } else { max })
+                .map(|m| {
+                    let details = self.details.get(m).map_or("", String::as_str);
+                    match self.positions.get(m) {
+                        Some(at) => format!("{m}{details} ({at})"),
+                        None => format!("{m}{details}"),
+                    }
+                })
+                .collect();
+            if messages.len() > out.len() {
+                out.push(format!(
+                    "{} more {kind} annotations omitted",
+                    messages.len() - out.len()
+                ));
+            }
+            out
+        };
+        (
+            worded(&self.warnings, max_warnings, "warning"),
+            worded(&self.infos, max_infos, "info"),
+        )
     }
 }
 
@@ -322,16 +413,24 @@ mod tests {
     #[test]
     fn forced_monotonicity_is_one_info_merged_over_steps() {
         let mut a = Annotations::default();
-        a.forced_monotonicity("", 3_000_000, 10.0, 100.0, 1.0);
-        a.forced_monotonicity("", 3_060_000, 1.0, 1000.0, 0.5);
+        a.forced_monotonicity("", 3_000_000, 10.0, 100.0, 1.0, None);
+        a.forced_monotonicity("", 3_060_000, 1.0, 1000.0, 0.5, None);
         let a = a.finished();
         assert_eq!(
-            a.infos.iter().collect::<Vec<_>>(),
+            a.as_strings(0, 0).1,
             [
                 "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
               https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile), \
               from buckets 1 to 1000, with a max diff of 1, over 2 samples from 1970-01-01T00:50:00Z \
               to 1970-01-01T00:51:00Z"
+            ]
+        );
+        // The message itself, as Prometheus' test harness reads it, is without the details.
+        assert_eq!(
+            a.infos.iter().collect::<Vec<_>>(),
+            [
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
+              https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile)"
             ]
         );
     }

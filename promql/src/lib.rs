@@ -18,6 +18,7 @@ pub mod histogram;
 pub mod labels;
 pub mod memory;
 pub mod parse;
+pub mod positions;
 pub mod source;
 pub mod syntax_markers;
 pub mod trim_operators;

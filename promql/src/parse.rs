@@ -239,6 +239,103 @@ pub fn selectors(expr: &Expr) -> Vec<Vec<promql_parser::label::Matcher>> {
     out
 }
 
+/// A token of query text outside label matchers: a run of name bytes (names, keywords,
+/// numbers, durations), a group in `{}` or `[]`, or one other byte.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Token {
+    Word(usize, usize),
+    Group(u8, usize, usize),
+    /// A byte and where it is.
+    Byte(u8, usize),
+    /// A string literal, where it starts.
+    Literal(usize),
+}
+
+pub(crate) fn tokens(query: &str) -> Vec<Token> {
+    let bytes = query.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(end) = literal_end(bytes, i) {
+            // A comment is whitespace; a string a value.
+            if bytes[i] != b'#' {
+                out.push(Token::Literal(i));
+            }
+            i = end;
+            continue;
+        }
+        let b = bytes[i];
+        if is_name_byte(b) || b == b'.' {
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| !(is_name_byte(b) || b == b'.'))
+                .map_or(bytes.len(), |n| i + n);
+            out.push(Token::Word(i, end));
+            i = end;
+        } else if b == b'{' || b == b'[' {
+            let close = if b == b'{' { b'}' } else { b']' };
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != close {
+                j = literal_end(bytes, j).unwrap_or(j + 1);
+            }
+            // Unclosed: the parser reports it.
+            out.push(Token::Group(b, i, j.min(bytes.len())));
+            i = j + 1;
+        } else {
+            if !b.is_ascii_whitespace() {
+                out.push(Token::Byte(b, i));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether the text up to and including `token` ends an operand, so that a keyword after it
+/// is a modifier and not a name.
+pub(crate) fn ends_operand(query: &str, tokens: &[Token], i: usize) -> bool {
+    let open = || {
+        let mut depth = 0usize;
+        for j in (0..i).rev() {
+            match tokens[j] {
+                Token::Byte(b')', _) => depth += 1,
+                Token::Byte(b'(', _) if depth > 0 => depth -= 1,
+                Token::Byte(b'(', _) => return Some(j),
+                _ => {}
+            }
+        }
+        None
+    };
+    ends_operand_opened(query, tokens, i, open)
+}
+
+/// [`ends_operand`], given where the `(` that a `)` at `i` closes is (`None`: nowhere).
+pub(crate) fn ends_operand_opened(
+    query: &str,
+    tokens: &[Token],
+    i: usize,
+    open: impl FnOnce() -> Option<usize>,
+) -> bool {
+    match tokens[i] {
+        Token::Group(..) | Token::Literal(_) => true,
+        // A call, a parenthesised expression or `@ end()` ends an operand; the label list of
+        // `on`, `ignoring`, `group_left`, `group_right` and the value of `fill` do not: a
+        // name follows them.
+        Token::Byte(b')', _) => match open() {
+            Some(j) => !matches!(
+                j.checked_sub(1).map(|w| tokens[w]),
+                Some(Token::Word(s, e)) if matches!(
+                    query[s..e].to_ascii_lowercase().as_str(),
+                    "on" | "ignoring" | "group_left" | "group_right" | "fill" | "fill_left" | "fill_right"
+                )
+            ),
+            None => true,
+        },
+        Token::Byte(_, _) => false,
+        Token::Word(s, e) => !is_operand_keyword(&query[s..e]),
+    }
+}
+
 /// Where the string literal or comment that starts at `i` of query text ends: just past its
 /// closing quote (over escapes; raw strings have none), or at the end of its line; `None`
 /// when neither starts there. What scans query text must not read into either.

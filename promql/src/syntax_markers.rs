@@ -22,7 +22,7 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::VectorSelector;
 
 use crate::error::QueryError;
-use crate::parse::{is_name_byte, is_operand_keyword, literal_end};
+use crate::parse::{ends_operand, is_operand_keyword, tokens, Token};
 
 /// The label of the matcher that carries a selector's modifier through the parser.
 pub const MODIFIER_LABEL: &str = "__promscale_range_modifier__";
@@ -84,56 +84,6 @@ pub fn without_markers(vs: &VectorSelector) -> impl Iterator<Item = &Matcher> {
     vs.matchers.matchers.iter().filter(|m| !is_marker(m))
 }
 
-/// A token of query text outside label matchers: a run of name bytes (names, keywords,
-/// numbers, durations), a group in `{}` or `[]`, or one other byte.
-#[derive(Clone, Copy, Debug)]
-enum Token {
-    Word(usize, usize),
-    Group(u8, usize, usize),
-    Byte(u8),
-    Literal,
-}
-
-fn tokens(query: &str) -> Vec<Token> {
-    let bytes = query.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(end) = literal_end(bytes, i) {
-            // A comment is whitespace; a string a value.
-            if bytes[i] != b'#' {
-                out.push(Token::Literal);
-            }
-            i = end;
-            continue;
-        }
-        let b = bytes[i];
-        if is_name_byte(b) || b == b'.' {
-            let end = bytes[i..]
-                .iter()
-                .position(|&b| !(is_name_byte(b) || b == b'.'))
-                .map_or(bytes.len(), |n| i + n);
-            out.push(Token::Word(i, end));
-            i = end;
-        } else if b == b'{' || b == b'[' {
-            let close = if b == b'{' { b'}' } else { b']' };
-            let mut j = i + 1;
-            while j < bytes.len() && bytes[j] != close {
-                j = literal_end(bytes, j).unwrap_or(j + 1);
-            }
-            // Unclosed: the parser reports it.
-            out.push(Token::Group(b, i, j.min(bytes.len())));
-            i = j + 1;
-        } else {
-            if !b.is_ascii_whitespace() {
-                out.push(Token::Byte(b));
-            }
-            i += 1;
-        }
-    }
-    out
-}
-
 /// `query` with each `anchored` and `smoothed` keyword moved into the selector it modifies.
 pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
     let lower = |s: usize, e: usize| query[s..e].to_ascii_lowercase();
@@ -172,7 +122,7 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
                 Some(Token::Word(s, e)) => Some(lower(*s, *e)),
                 _ => None,
             };
-            let byte = |i: usize, b: u8| matches!(tokens.get(i), Some(Token::Byte(x)) if *x == b);
+            let byte = |i: usize, b: u8| matches!(tokens.get(i), Some(Token::Byte(x, _)) if *x == b);
             let sign = |i: usize| byte(i, b'-') || byte(i, b'+');
             if let Some(&at) = modifiers.get(&j) {
                 known = Some(at);
@@ -280,16 +230,16 @@ fn marker_in_braces(query: &str, (open, close): (usize, usize), label: &str, val
 /// Where to mark the label selector of the `info` call whose name is token `k` (the second
 /// argument, when it is a `{...}` group), and the marker to insert there.
 fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, String)> {
-    if !matches!(tokens.get(k + 1), Some(Token::Byte(b'('))) {
+    if !matches!(tokens.get(k + 1), Some(Token::Byte(b'(', _))) {
         return None;
     }
     let mut depth = 0usize;
     for (i, token) in tokens.iter().enumerate().skip(k + 2) {
         match token {
-            Token::Byte(b'(') => depth += 1,
-            Token::Byte(b')') if depth == 0 => return None,
-            Token::Byte(b')') => depth -= 1,
-            Token::Byte(b',') if depth == 0 => {
+            Token::Byte(b'(', _) => depth += 1,
+            Token::Byte(b')', _) if depth == 0 => return None,
+            Token::Byte(b')', _) => depth -= 1,
+            Token::Byte(b',', _) if depth == 0 => {
                 let Some(&Token::Group(b'{', s, e)) = tokens.get(i + 1) else {
                     return None;
                 };
@@ -299,39 +249,6 @@ fn info_selector_end(tokens: &[Token], k: usize, query: &str) -> Option<(usize, 
         }
     }
     None
-}
-
-/// Whether the text up to and including `token` ends an operand, so that a keyword after it
-/// is a modifier and not a name.
-fn ends_operand(query: &str, tokens: &[Token], i: usize) -> bool {
-    match tokens[i] {
-        Token::Group(..) | Token::Literal => true,
-        // A call, a parenthesised expression or `@ end()` ends an operand; the label list of
-        // `on`, `ignoring`, `group_left`, `group_right` and the value of `fill` do not: a
-        // name follows them.
-        Token::Byte(b')') => {
-            let mut depth = 0usize;
-            for j in (0..i).rev() {
-                match tokens[j] {
-                    Token::Byte(b')') => depth += 1,
-                    Token::Byte(b'(') if depth > 0 => depth -= 1,
-                    Token::Byte(b'(') => {
-                        return !matches!(
-                            j.checked_sub(1).map(|w| tokens[w]),
-                            Some(Token::Word(s, e)) if matches!(
-                                query[s..e].to_ascii_lowercase().as_str(),
-                                "on" | "ignoring" | "group_left" | "group_right" | "fill" | "fill_left" | "fill_right"
-                            )
-                        )
-                    }
-                    _ => {}
-                }
-            }
-            true
-        }
-        Token::Byte(_) => false,
-        Token::Word(s, e) => !is_operand_keyword(&query[s..e]),
-    }
 }
 
 #[cfg(test)]

@@ -152,7 +152,7 @@ fn truncate_result(value: &mut promscale_promql::Value, annotations: &mut promsc
         _ => false,
     };
     if cut {
-        annotations.warnings.insert(TRUNCATED.to_string());
+        annotations.warn(TRUNCATED.to_string());
     }
 }
 

@@ -14,6 +14,10 @@ use serde_json::{json, Map};
 
 use crate::server::DATABASE_UNAVAILABLE;
 
+/// The most warnings, and the most infos, an answer lists (Prometheus' API: 10 each, then a
+/// line saying how many more there were).
+const MAX_ANNOTATIONS: usize = 10;
+
 /// Milliseconds as Unix seconds, a JSON number with up to three decimals.
 pub fn format_time(ms: i64) -> serde_json::Value {
     if ms % 1000 == 0 {
@@ -192,7 +196,10 @@ fn write_query_response(out: &mut Vec<u8>, value: &Value, annotations: &Annotati
         }
     }
     out.push(b'}');
-    for (key, messages) in [("warnings", &annotations.warnings), ("infos", &annotations.infos)] {
+    // As Prometheus' API: each with where its expression starts in the query, at most 10 of
+    // each kind.
+    let (warnings, infos) = annotations.as_strings(MAX_ANNOTATIONS, MAX_ANNOTATIONS);
+    for (key, messages) in [("warnings", &warnings), ("infos", &infos)] {
         if !messages.is_empty() {
             write!(out, ",\"{key}\":")?;
             serde_json::to_writer(&mut *out, messages)?;
@@ -383,13 +390,28 @@ mod tests {
 
         let mut annotations = Annotations::default();
         annotations.warn("PromQL warning: w".into());
-        annotations.info("PromQL info: \"i\"".into());
+        annotations.info_at("PromQL info: \"i\"".into(), None);
         let mut body = Vec::new();
         write_query_response(&mut body, &value, &annotations).unwrap();
         let annotated: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(annotated["data"], plain["data"]);
         assert_eq!(annotated["warnings"], json!(["PromQL warning: w"]));
         assert_eq!(annotated["infos"], json!(["PromQL info: \"i\""]));
+    }
+
+    #[test]
+    fn at_most_ten_warnings_are_listed_then_how_many_more() {
+        let mut annotations = Annotations::default();
+        for i in 0..12 {
+            annotations.warn(format!("PromQL warning: w{i:02}"));
+        }
+        let mut body = Vec::new();
+        write_query_response(&mut body, &Value::Scalar { t: 0, v: 1.0 }, &annotations).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let warnings = answer["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 11, "{warnings:?}");
+        assert_eq!(warnings[9], "PromQL warning: w09");
+        assert_eq!(warnings[10], "2 more warning annotations omitted");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use super::eval::{Evaluator, HistogramStep};
+use super::eval::{At, Evaluator, HistogramStep};
 use super::functions::histogram::quantile;
 use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
@@ -42,7 +42,14 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
                 .into_iter()
                 .partition(|s| s.h.is_none());
             if !histograms.is_empty() {
-                ev.info(crate::annotations::histogram_ignored_in_aggregation(&op));
+                // Prometheus places topk's and bottomk's at the aggregation, the others' at
+                // what they aggregate.
+                let at = if matches!(op.as_str(), "topk" | "bottomk") {
+                    At::Whole
+                } else {
+                    At::Input
+                };
+                ev.info_at(at, crate::annotations::histogram_ignored_in_aggregation(&op));
             }
             (floats, Vec::new())
         }
@@ -111,7 +118,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
             }
             if !(-1.0..=1.0).contains(&r) {
                 let to = r.clamp(-1.0, 1.0);
-                ev.warn(crate::annotations::invalid_ratio(r, to));
+                ev.warn_at(At::Param, crate::annotations::invalid_ratio(r, to));
             }
             let r = r.clamp(-1.0, 1.0);
             if r == 0.0 {
@@ -122,7 +129,7 @@ pub fn eval(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Value, QueryErr
         "quantile" => {
             let q = ev.scalar(a.param.as_ref().expect("parser requires a parameter"), t)?;
             if !(0.0..=1.0).contains(&q) {
-                ev.warn(crate::annotations::invalid_quantile(q));
+                ev.warn_at(At::Param, crate::annotations::invalid_quantile(q));
             }
             groups(input, grouping)
                 .into_iter()

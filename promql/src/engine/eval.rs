@@ -27,6 +27,7 @@ use super::{aggregate, binary, functions, EngineOptions};
 use crate::error::QueryError;
 use crate::histogram::{ArithmeticInfo, CounterResetHint, FloatHistogram};
 use crate::labels::Labels;
+use crate::positions::address;
 use crate::syntax_markers::{mode, Mode};
 use crate::value::{is_stale_histogram, HistogramSample, InstantSample, Sample, Series, Value};
 
@@ -236,9 +237,79 @@ pub struct Evaluator<'a> {
     held: Cell<usize>,
     /// Warnings and infos so far.
     annotations: RefCell<crate::annotations::Annotations>,
+    /// The expression whose evaluation is under way, which annotations are about.
+    anchor: Cell<Anchor>,
     /// Whether the expression being evaluated is evaluated at more than one time: that of a
     /// range query, or inside a subquery (Prometheus gives a subquery an evaluator of its own).
     over_a_range: Cell<bool>,
+}
+
+/// Which expression an annotation is about, as Prometheus 3 places it: for a call, its first
+/// argument; for an aggregation, the aggregated expression; for a binary operation or a
+/// selector, itself. Some annotations name another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// The call's first argument, the aggregation's expression, the operation itself.
+    Input,
+    /// An aggregation's parameter (`quantile(2, x)`).
+    Param,
+    /// The histograms a call reads: its last argument (`histogram_quantile(0.9, here)`,
+    /// `histogram_fraction(0, 1, here)`).
+    Histograms,
+    /// The call or aggregation itself (`sort` in a range query, `topk` of histograms).
+    Whole,
+}
+
+/// The expression being evaluated, as addresses of the nodes [`At`] designates (0: none).
+#[derive(Clone, Copy, Debug, Default)]
+struct Anchor {
+    whole: usize,
+    input: usize,
+    param: usize,
+    histograms: usize,
+}
+
+impl Anchor {
+    fn whole(expr: &Expr) -> Anchor {
+        let whole = address(expr);
+        Anchor {
+            whole,
+            input: whole,
+            param: whole,
+            histograms: whole,
+        }
+    }
+
+    fn call(expr: &Expr, c: &promql_parser::parser::Call) -> Anchor {
+        let whole = address(expr);
+        let first = c.args.args.first().map_or(whole, |a| address(a));
+        Anchor {
+            whole,
+            input: first,
+            param: first,
+            histograms: c.args.args.last().map_or(whole, |a| address(a)),
+        }
+    }
+
+    fn aggregation(expr: &Expr, a: &promql_parser::parser::AggregateExpr) -> Anchor {
+        let input = address(&a.expr);
+        Anchor {
+            whole: address(expr),
+            input,
+            param: a.param.as_deref().map_or(input, address),
+            histograms: input,
+        }
+    }
+
+    fn node(self, at: At) -> Option<usize> {
+        let node = match at {
+            At::Input => self.input,
+            At::Param => self.param,
+            At::Histograms => self.histograms,
+            At::Whole => self.whole,
+        };
+        (node != 0).then_some(node)
+    }
 }
 
 /// Evaluating an expression needs at most this much stack before it recurses again...
@@ -272,6 +343,7 @@ pub fn evaluate(
         groups: RefCell::new(HashMap::new()),
         held: Cell::new(0),
         annotations: RefCell::default(),
+        anchor: Cell::new(Anchor::default()),
         over_a_range: Cell::new(start != end),
     };
     if step == 0 {
@@ -446,9 +518,16 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Adds a warning to the query's annotations.
+    /// Adds a warning to the query's annotations, about the input of the call, aggregation
+    /// or operation being evaluated (see [`At`]).
     pub fn warn(&self, message: String) {
-        self.annotations.borrow_mut().warn(message);
+        self.warn_at(At::Input, message);
+    }
+
+    /// Adds a warning about the expression `at` designates.
+    pub fn warn_at(&self, at: At, message: String) {
+        let node = self.anchor.get().node(at);
+        self.annotations.borrow_mut().warn_at(message, node);
     }
 
     /// `a + b`, or `a - b` for a subtraction, annotated as Prometheus'
@@ -511,14 +590,34 @@ impl<'a> Evaluator<'a> {
     /// Prometheus' does (without, the name is gone by then).
     pub fn forced_monotonicity(&self, metric: &str, t: i64, f: super::functions::histogram::ForcedMonotonicity) {
         let metric = if self.delays_name_removal() { metric } else { "" };
-        self.annotations
-            .borrow_mut()
-            .forced_monotonicity(metric, t, f.min_bucket, f.max_bucket, f.max_diff);
+        self.annotations.borrow_mut().forced_monotonicity(
+            metric,
+            t,
+            f.min_bucket,
+            f.max_bucket,
+            f.max_diff,
+            self.anchor.get().node(At::Histograms),
+        );
     }
 
-    /// Adds an info to the query's annotations.
+    /// Adds an info to the query's annotations, about the input of the call, aggregation or
+    /// operation being evaluated (see [`At`]).
     pub fn info(&self, message: String) {
-        self.annotations.borrow_mut().info(message);
+        self.info_at(At::Input, message);
+    }
+
+    /// Adds an info about the expression `at` designates.
+    pub fn info_at(&self, at: At, message: String) {
+        let node = self.anchor.get().node(at);
+        self.annotations.borrow_mut().info_at(message, node);
+    }
+
+    /// Runs `f` as the evaluation of `anchor`'s expression: what it annotates is about that.
+    fn anchored<R>(&self, anchor: Anchor, f: impl FnOnce() -> R) -> R {
+        let outer = self.anchor.replace(anchor);
+        let result = f();
+        self.anchor.set(outer);
+        result
     }
 
     /// Adds a message to the warnings or the infos, as its prefix says.
@@ -580,17 +679,19 @@ impl<'a> Evaluator<'a> {
                     other.type_name()
                 ))),
             },
-            Expr::VectorSelector(vs) => Ok(Value::Vector(
-                self.instant_selector(vs, t)
-                    .into_iter()
-                    .map(|(labels, _, v, h)| InstantSample { labels, t, v, h })
-                    .collect(),
-            )),
+            Expr::VectorSelector(vs) => self.anchored(Anchor::whole(expr), || {
+                Ok(Value::Vector(
+                    self.instant_selector(vs, t)
+                        .into_iter()
+                        .map(|(labels, _, v, h)| InstantSample { labels, t, v, h })
+                        .collect(),
+                ))
+            }),
             Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_selector(ms, t)?)),
             Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, t)?)),
-            Expr::Aggregate(a) => aggregate::eval(self, a, t),
-            Expr::Binary(b) => binary::eval(self, b, t),
-            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Aggregate(a) => self.anchored(Anchor::aggregation(expr, a), || aggregate::eval(self, a, t)),
+            Expr::Binary(b) => self.anchored(Anchor::whole(expr), || binary::eval(self, b, t)),
+            Expr::Call(c) => self.anchored(Anchor::call(expr, c), || functions::call(self, c, t)),
             Expr::Extension(_) => Err(QueryError::Execution("extension expressions are not supported".into())),
         }
     }

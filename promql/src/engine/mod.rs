@@ -215,6 +215,7 @@ impl Engine {
     ) -> Result<(Value, Annotations), QueryError> {
         // Boxed: fetched series are keyed by their selector's address, which must not change
         // when the tree moves to the evaluating thread.
+        let original = query;
         let query = crate::durations::resolve(query, step, end.saturating_sub(start))?;
         let expr = Box::new(crate::parse::parse_with(
             &query,
@@ -231,9 +232,14 @@ impl Engine {
         let data = plan::fetch(source, &expr, start, end, step, &self.options).await?;
         // Evaluation is CPU-bound: off the async workers, so that other requests go on.
         let options = self.options.clone();
-        tokio::task::spawn_blocking(move || eval::evaluate(&expr, &data, start, end, step, &options, deadline))
-            .await
-            .map_err(|e| QueryError::Execution(format!("query evaluation failed: {e}")))?
+        let original = original.to_string();
+        tokio::task::spawn_blocking(move || {
+            let (value, mut annotations) = eval::evaluate(&expr, &data, start, end, step, &options, deadline)?;
+            annotations.locate(&original, &expr);
+            Ok((value, annotations))
+        })
+        .await
+        .map_err(|e| QueryError::Execution(format!("query evaluation failed: {e}")))?
     }
 }
 
@@ -422,5 +428,43 @@ mod tests {
         let (features, ignored) = Features::from_names(["promql-delayed-name-removal"]).unwrap();
         assert!(features.delayed_name_removal && ignored.is_empty());
         assert!(!Features::default().delayed_name_removal);
+    }
+
+    /// The API's warnings and infos of an instant query at 10m.
+    async fn annotations_at_10m(query: &str) -> (Vec<String>, Vec<String>) {
+        let (_, annotations) = engine(false)
+            .instant_query_annotated(&source(), query, 600_000)
+            .await
+            .unwrap();
+        annotations.as_strings(0, 0)
+    }
+
+    #[tokio::test]
+    async fn annotations_end_with_where_their_expression_starts_in_the_query() {
+        let not_a_counter =
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"b\"";
+        // rate's info is about its argument: line 2, column 8 (`b`).
+        let (_, infos) = annotations_at_10m("sum by (env) (\n  rate(b[20m] @ 600 offset -1s)\n)").await;
+        assert_eq!(infos, [format!("{not_a_counter} (2:8)")]);
+        // The same message twice: the position of the last evaluated, as Prometheus keeps it.
+        let (_, infos) = annotations_at_10m("rate(b[20m]) + on() group_left rate(b[20m])").await;
+        assert_eq!(infos, [format!("{not_a_counter} (1:37)")]);
+        // An aggregation's parameter out of range: about the parameter (with its sign).
+        let (warnings, _) = annotations_at_10m("quantile(-2, b)").await;
+        assert_eq!(
+            warnings,
+            ["PromQL warning: quantile value should be between 0 and 1, got -2 (1:10)"]
+        );
+        // sort in a range query: about the call itself.
+        let (_, annotations) = engine(false)
+            .range_query_annotated(&source(), "1 + sort(b)", 0, 600_000, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            annotations.as_strings(0, 0).0,
+            [
+                "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:5)"
+            ]
+        );
     }
 }

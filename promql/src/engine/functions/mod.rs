@@ -17,7 +17,7 @@ use regex::Regex;
 use self::histogram::{bucket_quantile_with, Bucket};
 use super::aggregate::is_valid_label_name;
 use super::boundaries::window_start;
-use super::eval::{check_unique_labels, Evaluator, HistogramStep};
+use super::eval::{check_unique_labels, At, Evaluator, HistogramStep};
 use super::index::{GroupCache, StepGroups};
 use crate::error::QueryError;
 use crate::histogram::FloatHistogram;
@@ -253,7 +253,10 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
                     let h = s.h.as_deref()?;
                     let v = crate::histogram::histogram_fraction(lower, upper, h);
                     if has_nan_observations(h) {
-                        ev.info(crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)));
+                        ev.info_at(
+                            At::Histograms,
+                            crate::annotations::fraction_nan_observations(s.labels.get(METRIC_NAME)),
+                        );
                     }
                     Some(InstantSample::float(ev.drop_name(&s.labels), t, v))
                 })
@@ -951,7 +954,7 @@ fn sort_by_value(v: &mut [InstantSample], descending: bool) {
 /// Range results are ordered by labels whatever the query sorts.
 fn warn_of_sort_in_range_query(ev: &Evaluator) {
     if ev.over_a_range() {
-        ev.warn(crate::annotations::sort_in_range_query());
+        ev.warn_at(At::Whole, crate::annotations::sort_in_range_query());
     }
 }
 
@@ -1090,9 +1093,9 @@ fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i6
             let metric = s.labels.get(METRIC_NAME);
             if h.sum.is_nan() && h.count > 0.0 && !q.is_nan() {
                 if v.is_nan() {
-                    ev.info(crate::annotations::quantile_nan_result(metric));
+                    ev.info_at(At::Histograms, crate::annotations::quantile_nan_result(metric));
                 } else if has_nan_observations(h) {
-                    ev.info(crate::annotations::quantile_nan_skew(metric));
+                    ev.info_at(At::Histograms, crate::annotations::quantile_nan_skew(metric));
                 }
             }
             Some(InstantSample::float(ev.drop_name(&s.labels), t, v))
@@ -1117,10 +1120,10 @@ fn native_and_classic<'v>(
     for s in floats {
         match parse_go_float(s.labels.get("le")).filter(|le| !le.is_nan()) {
             Some(le) => classic.push((s, le)),
-            None => ev.warn(crate::annotations::bad_bucket_label(
-                s.labels.get(METRIC_NAME),
-                s.labels.get("le"),
-            )),
+            None => ev.warn_at(
+                At::Histograms,
+                crate::annotations::bad_bucket_label(s.labels.get(METRIC_NAME), s.labels.get("le")),
+            ),
         }
     }
     if native.is_empty() || classic.is_empty() {
@@ -1139,9 +1142,10 @@ fn native_and_classic<'v>(
         .into_iter()
         .filter(|s| {
             if signatures.remove(&s.labels) {
-                ev.warn(crate::annotations::mixed_classic_native_histograms(
-                    s.labels.get(METRIC_NAME),
-                ));
+                ev.warn_at(
+                    At::Histograms,
+                    crate::annotations::mixed_classic_native_histograms(s.labels.get(METRIC_NAME)),
+                );
                 mixed.insert(s.labels.clone());
                 return false;
             }
