@@ -7,7 +7,8 @@
 #   e2e/tools/build.sh --list         the tools and their pinned versions
 #
 # TOOL: kube-apiserver, etcd, helm, kubeconform (which also brings openapi2jsonschema),
-# prometheus3 (Prometheus 3's prometheus, the path printed, and promtool beside it).
+# prometheus3 (Prometheus 3's prometheus, the path printed, and promtool beside it, and its
+# module's PromQL test scripts in promqltest/ beside them, which the PromQL test runner reads).
 # A binary lands in $PROMSCALE_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/promscale-rs/tools),
 # with a stable link $PROMSCALE_TOOLS_DIR/bin/<tool> (prometheus3: bin/prometheus3 and
 # bin/promtool3, apart from Debian's prometheus and promtool). A pin bump changes <version> and so
@@ -147,17 +148,36 @@ link() { # the stable links in bin/, only when missing or pointing elsewhere (ch
   done
 }
 
+# the test data some tools bring besides their binaries, once (not part of the stamp: a
+# binary built before it was asked for keeps its build)
+extras() {
+  case "$1" in
+    prometheus3)
+      [ ! -d "$dest/promqltest" ] || return 0
+      local go moddir
+      go=$(find_go)
+      moddir=$(cd "$dir" && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly "$go" mod download -json "$module" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+      [ -d "$moddir/promql/promqltest/testdata" ] || die "no PromQL test scripts in $module $version ($moddir)"
+      rm -rf "$dest/.promqltest.$$"
+      cp -r "$moddir/promql/promqltest/testdata" "$dest/.promqltest.$$"
+      chmod -R u+w "$dest/.promqltest.$$"
+      mv -T "$dest/.promqltest.$$" "$dest/promqltest" 2>/dev/null || rm -rf "$dest/.promqltest.$$"
+      ;;
+  esac
+}
+
 build() {
   local t=$1
   tool_info "$t"
-  if up_to_date; then link; echo "$dest/${bins[0]}"; return; fi
+  if up_to_date; then link; extras "$t"; echo "$dest/${bins[0]}"; return; fi
   mkdir -p "$tools_dir"
   local lock_fd
   exec {lock_fd}>"$tools_dir/.$t.lock"
   flock "$lock_fd"
   if up_to_date; then # built by a concurrent call meanwhile
     exec {lock_fd}>&-
-    link; echo "$dest/${bins[0]}"; return
+    link; extras "$t"; echo "$dest/${bins[0]}"; return
   fi
   local go tmp start=$SECONDS
   go=$(find_go)
@@ -181,6 +201,7 @@ build() {
   building_in=""
   exec {lock_fd}>&-
   link
+  extras "$t"
   log "built $t $version in $((SECONDS - start)) s: $dest"
   echo "$dest/${bins[0]}"
 }

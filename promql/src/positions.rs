@@ -250,7 +250,11 @@ impl Walk<'_> {
 
     /// The `)` that closes the `(` at token `open`, before `limit`.
     fn closing(&self, open: usize, limit: usize) -> Option<usize> {
-        self.close_of.get(open).copied().flatten().filter(|&close| close < limit)
+        self.close_of
+            .get(open)
+            .copied()
+            .flatten()
+            .filter(|&close| close < limit)
     }
 
     /// Where a node whose first own token is `j` starts: at the unary signs right before it
@@ -417,5 +421,4 @@ mod tests {
         }
         assert_eq!(positions.start(address(inner)), Some(depth));
     }
-
 }
