@@ -8,7 +8,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use promql_parser::parser::Expr;
 
-use crate::positions::{line_column, Positions};
+use crate::positions::{Lines, Positions};
+
+/// An expression an annotation is about: its address in the tree, and whether it is meant as
+/// the argument of a call or aggregation (which may start at a `+` before it, see
+/// [`crate::positions::Place::outer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Site {
+    pub node: usize,
+    pub as_argument: bool,
+}
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Annotations {
@@ -21,9 +30,10 @@ pub struct Annotations {
     /// What the API adds to a message before its position (histogram_quantile's forced
     /// monotonicity: the buckets, the largest correction, how many samples, when).
     pub details: BTreeMap<String, String>,
-    /// The expression (its address in the tree) of each message: the last one given, as
-    /// Prometheus keeps the last of equal messages.
-    nodes: HashMap<String, usize>,
+    /// The expressions each message was given for: the API places it at the last of them in
+    /// Prometheus' order of evaluation, as Prometheus keeps the last of equal messages (the
+    /// first for the forced monotonicity, which it merges into the first).
+    sites: HashMap<String, Vec<Site>>,
     /// histogram_quantile's forced monotonicity, merged over series and steps until
     /// [`Annotations::finished`] words it: one per metric name it gives ("" for none).
     monotonicity: std::collections::BTreeMap<String, Monotonicity>,
@@ -31,7 +41,7 @@ pub struct Annotations {
 
 /// Where histogram_quantile had to raise bucket counts of classic histograms: the steps, the
 /// bucket bounds, the largest raise, and how many more times than once.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Monotonicity {
     min_t: i64,
     max_t: i64,
@@ -39,7 +49,7 @@ struct Monotonicity {
     max_bucket: f64,
     max_diff: f64,
     merged: usize,
-    node: Option<usize>,
+    sites: Vec<Site>,
 }
 
 impl Annotations {
@@ -57,10 +67,10 @@ impl Annotations {
         min_bucket: f64,
         max_bucket: f64,
         max_diff: f64,
-        node: Option<usize>,
+        site: Option<Site>,
     ) {
         let new = Monotonicity {
-            node,
+            sites: site.into_iter().collect(),
             min_t: t,
             max_t: t,
             min_bucket,
@@ -85,7 +95,11 @@ impl Annotations {
                 },
                 max_diff: if max_diff > m.max_diff { max_diff } else { m.max_diff },
                 merged: m.merged + 1,
-                node,
+                sites: {
+                    let mut sites = m.sites.clone();
+                    sites.extend(site.filter(|s| !m.sites.contains(s)));
+                    sites
+                },
             },
         };
         self.monotonicity.insert(metric.to_string(), merged);
@@ -119,7 +133,10 @@ impl Annotations {
                 time(m.max_t)
             );
             self.details.insert(message.clone(), details);
-            self.info_at(message, m.node);
+            for site in m.sites {
+                self.remember(&message, Some(site));
+            }
+            self.infos.insert(message);
         }
         self
     }
@@ -129,35 +146,50 @@ impl Annotations {
         self.warn_at(message, None);
     }
 
-    /// A warning about the expression at address `node`.
-    pub fn warn_at(&mut self, message: String, node: Option<usize>) {
-        self.remember(&message, node);
+    /// A warning about the expression at `site`.
+    pub fn warn_at(&mut self, message: String, site: Option<Site>) {
+        self.remember(&message, site);
         self.warnings.insert(message);
     }
 
-    /// An info about the expression at address `node`.
-    pub fn info_at(&mut self, message: String, node: Option<usize>) {
-        self.remember(&message, node);
+    /// An info about the expression at `site`.
+    pub fn info_at(&mut self, message: String, site: Option<Site>) {
+        self.remember(&message, site);
         self.infos.insert(message);
     }
 
-    fn remember(&mut self, message: &str, node: Option<usize>) {
-        match node {
-            Some(node) => self.nodes.insert(message.to_string(), node),
-            None => self.nodes.remove(message),
-        };
+    fn remember(&mut self, message: &str, site: Option<Site>) {
+        let Some(site) = site else { return };
+        // Raised for every series at every step: no allocation once known.
+        match self.sites.get_mut(message) {
+            Some(sites) if sites.contains(&site) => {}
+            Some(sites) => sites.push(site),
+            None => {
+                self.sites.insert(message.to_string(), vec![site]);
+            }
+        }
     }
 
     /// Finds where in `query` (as the user sent it; `expr` its tree, the one evaluated) the
     /// expression of each message starts.
     pub fn locate(&mut self, query: &str, expr: &Expr) {
-        if self.nodes.is_empty() {
+        if self.sites.is_empty() {
             return;
         }
         let positions = Positions::of(query, expr);
-        for (message, &node) in &self.nodes {
-            if let Some(start) = positions.start(node) {
-                self.positions.insert(message.clone(), line_column(query, start));
+        let lines = Lines::new(query);
+        for (message, sites) in &self.sites {
+            let placed = sites
+                .iter()
+                .filter_map(|site| positions.place(site.node).map(|place| (place, site.as_argument)));
+            let chosen = if self.details.contains_key(message) {
+                placed.min_by_key(|(place, _)| place.order)
+            } else {
+                placed.max_by_key(|(place, _)| place.order)
+            };
+            if let Some((place, as_argument)) = chosen {
+                let offset = if as_argument { place.outer } else { place.own };
+                self.positions.insert(message.clone(), lines.line_column(offset));
             }
         }
     }

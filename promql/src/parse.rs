@@ -266,10 +266,23 @@ pub(crate) fn tokens(query: &str) -> Vec<Token> {
         }
         let b = bytes[i];
         if is_name_byte(b) || b == b'.' {
-            let end = bytes[i..]
-                .iter()
-                .position(|&b| !(is_name_byte(b) || b == b'.'))
-                .map_or(bytes.len(), |n| i + n);
+            let word_end = |from: usize| {
+                bytes[from..]
+                    .iter()
+                    .position(|&b| !(is_name_byte(b) || b == b'.'))
+                    .map_or(bytes.len(), |n| from + n)
+            };
+            let mut end = word_end(i);
+            // A number's signed exponent (`1e-3`, `2.5E+9`) is part of it.
+            let mantissa = &bytes[i..end - 1];
+            if matches!(bytes[end - 1], b'e' | b'E')
+                && mantissa.iter().any(u8::is_ascii_digit)
+                && mantissa.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+                && matches!(bytes.get(end), Some(b'+' | b'-'))
+                && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+            {
+                end = word_end(end + 1);
+            }
             out.push(Token::Word(i, end));
             i = end;
         } else if b == b'{' || b == b'[' {

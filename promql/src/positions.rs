@@ -13,6 +13,14 @@
 //! `group_left`, `group_right` and `fill*`, ranges, label matchers, `offset` and `@` with their
 //! values. A node not found (no such text, which would be a bug) has no position, and the
 //! annotation goes without one rather than with a wrong one.
+//!
+//! Two refinements follow Prometheus' tree, which differs from promql-parser's there:
+//! promql-parser drops a unary `+` that Prometheus keeps as a node of its own (except before a
+//! number, where both fold it), so an argument written `+x` starts at the `+` when an
+//! annotation is about the argument ([`Place::outer`]) and at `x` when it is about `x` itself;
+//! a sign before a number raised to a power (`-1 ^ 2`) belongs to the power, not the number.
+//! And each node gets its rank in the order Prometheus evaluates (children before parents,
+//! left before right), since of equal messages Prometheus keeps the one it added last.
 
 use std::collections::HashMap;
 
@@ -23,7 +31,18 @@ use crate::parse::{ends_operand_opened, is_name_byte, tokens, Token};
 /// Where expressions start, by their address in the tree (as the evaluator keys them).
 #[derive(Debug, Default)]
 pub struct Positions {
-    starts: HashMap<usize, usize>,
+    places: HashMap<usize, Place>,
+}
+
+/// Where one node starts, and when Prometheus evaluates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The byte offset of the node's own start.
+    pub own: usize,
+    /// Its start as an argument of a call or aggregation: at a unary `+` before it.
+    pub outer: usize,
+    /// Its rank in Prometheus' order of evaluation (post-order, left to right).
+    pub order: usize,
 }
 
 impl Positions {
@@ -57,16 +76,49 @@ impl Positions {
             tokens,
             unary,
             close_of,
-            starts: HashMap::new(),
+            places: HashMap::new(),
         };
         let end = walk.tokens.len();
         walk.node(expr, 0, end);
-        Positions { starts: walk.starts }
+        Positions { places: walk.places }
+    }
+
+    /// Where the node at `address` starts.
+    pub fn place(&self, address: usize) -> Option<Place> {
+        self.places.get(&address).copied()
     }
 
     /// The byte offset where the node at `address` starts.
     pub fn start(&self, address: usize) -> Option<usize> {
-        self.starts.get(&address).copied()
+        self.place(address).map(|p| p.own)
+    }
+}
+
+/// Lines and columns of byte offsets of a query, as Prometheus' `StartPosInput` words them.
+pub struct Lines {
+    newlines: Vec<usize>,
+}
+
+impl Lines {
+    pub fn new(query: &str) -> Lines {
+        Lines {
+            newlines: query
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    /// `line:column` of byte `offset`: lines from 1, columns in bytes from 1.
+    pub fn line_column(&self, offset: usize) -> String {
+        let before = self.newlines.partition_point(|&n| n < offset);
+        let column = match before {
+            0 => offset + 1,
+            n => offset - self.newlines[n - 1],
+        };
+        format!("{}:{column}", before + 1)
     }
 }
 
@@ -75,16 +127,9 @@ pub fn address(expr: &Expr) -> usize {
     expr as *const Expr as usize
 }
 
-/// `line:column` of byte `offset` of `query`, as Prometheus' `StartPosInput` words it: lines
-/// from 1, columns in bytes from 1.
+/// `line:column` of byte `offset` of `query` (see [`Lines`]).
 pub fn line_column(query: &str, offset: usize) -> String {
-    let before = &query.as_bytes()[..offset.min(query.len())];
-    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-    let column = match before.iter().rposition(|&b| b == b'\n') {
-        Some(newline) => offset - newline,
-        None => offset + 1,
-    };
-    format!("{line}:{column}")
+    Lines::new(query).line_column(offset)
 }
 
 struct Walk<'q> {
@@ -94,7 +139,7 @@ struct Walk<'q> {
     unary: Vec<bool>,
     /// The `)` that closes each `(`.
     close_of: Vec<Option<usize>>,
-    starts: HashMap<usize, usize>,
+    places: HashMap<usize, Place>,
 }
 
 impl Walk<'_> {
@@ -111,11 +156,11 @@ impl Walk<'_> {
             Expr::MatrixSelector(ms) => self.selector(&ms.vs, from, limit)?,
             Expr::Subquery(sq) => {
                 let next = self.node(&sq.expr, from, limit)?;
-                (self.starts[&address(&sq.expr)], next)
+                (self.places[&address(&sq.expr)].own, next)
             }
             Expr::Binary(b) => {
                 let after_lhs = self.node(&b.lhs, from, limit)?;
-                let start = self.starts[&address(&b.lhs)];
+                let start = self.places[&address(&b.lhs)].own;
                 let next = self.node(&b.rhs, after_lhs, limit)?;
                 (start, next)
             }
@@ -123,23 +168,31 @@ impl Walk<'_> {
                 let open = self.find(from, limit, |w, i| matches!(w.tokens[i], Token::Byte(b'(', _)))?;
                 let close = self.closing(open, limit)?;
                 self.node(&p.expr, open + 1, close);
-                (self.start_of(open, from), close + 1)
+                (self.offset(open), close + 1)
             }
             Expr::Unary(u) => {
                 let sign = self.find(from, limit, |w, i| w.unary[i])?;
                 let next = self.node(&u.expr, sign + 1, limit)?;
-                (self.start_of(sign, from), next)
+                (self.offset(sign), next)
             }
             Expr::NumberLiteral(_) => {
-                let j = self.find(from, limit, |w, i| match w.tokens[i] {
+                let mut j = self.find(from, limit, |w, i| match w.tokens[i] {
                     Token::Word(s, e) => is_number(&w.query[s..e]),
                     _ => false,
                 })?;
-                (self.start_of(j, from), j + 1)
+                let next = j + 1;
+                // Signs no other node took are the number's, as Prometheus folds them; before
+                // a power (`-1 ^ 2`, `+1 ^ 2`) they are the power's.
+                if !matches!(self.tokens.get(next), Some(Token::Byte(b'^', _))) {
+                    while j > from && self.unary[j - 1] {
+                        j -= 1;
+                    }
+                }
+                (self.offset(j), next)
             }
             Expr::StringLiteral(_) => {
                 let j = self.find(from, limit, |w, i| matches!(w.tokens[i], Token::Literal(_)))?;
-                (self.start_of(j, from), j + 1)
+                (self.offset(j), j + 1)
             }
             Expr::Call(c) => {
                 let name = self.find(from, limit, |w, i| match w.tokens[i] {
@@ -147,7 +200,7 @@ impl Walk<'_> {
                     _ => false,
                 })?;
                 let args = self.arguments(c.args.args.iter().map(|a| &**a), name + 1, limit)?;
-                (self.start_of(name, from), args)
+                (self.offset(name), args)
             }
             Expr::Aggregate(a) => {
                 let op = a.op.to_string();
@@ -157,11 +210,17 @@ impl Walk<'_> {
                 })?;
                 let children = a.param.iter().map(|p| &**p).chain([&*a.expr]);
                 let args = self.arguments(children, name + 1, limit)?;
-                (self.start_of(name, from), args)
+                (self.offset(name), args)
             }
             Expr::Extension(_) => return None,
         };
-        self.starts.insert(address(expr), start);
+        // Children are placed before their parent: the order Prometheus evaluates them in.
+        let place = Place {
+            own: start,
+            outer: start,
+            order: self.places.len(),
+        };
+        self.places.insert(address(expr), place);
         Some(next)
     }
 
@@ -178,7 +237,7 @@ impl Walk<'_> {
         } else {
             j + 1
         };
-        Some((self.start_of(j, from), next))
+        Some((self.offset(j), next))
     }
 
     /// Reads the parenthesised arguments that follow a call's name or an aggregation's
@@ -188,10 +247,17 @@ impl Walk<'_> {
         let close = self.closing(open, limit)?;
         let mut at = open + 1;
         for arg in args {
-            match self.node(arg, at, close) {
-                Some(next) => at = next,
-                None => break,
+            let Some(next) = self.node(arg, at, close) else { break };
+            // A unary `+` before the argument, which promql-parser drops, is a node of
+            // Prometheus' tree that starts the argument there.
+            if let Some(place) = self.places.get_mut(&address(arg)) {
+                let mut first = self.tokens.partition_point(|t| token_start(*t) < place.own);
+                while first > at && self.unary[first - 1] && matches!(self.tokens[first - 1], Token::Byte(b'+', _)) {
+                    first -= 1;
+                }
+                place.outer = token_start(self.tokens[first.min(self.tokens.len() - 1)]).min(place.own);
             }
+            at = next;
         }
         Some(close + 1)
     }
@@ -231,10 +297,10 @@ impl Walk<'_> {
         }
     }
 
-    /// The token after the value of an `offset` or `@` that starts at token `i`: a sign, then
+    /// The token after the value of an `offset` or `@` that starts at token `i`: signs, then
     /// a number or duration, `start()`/`end()`, or a parenthesised duration expression.
     fn past_value(&self, mut i: usize, limit: usize) -> usize {
-        if matches!(self.tokens.get(i), Some(Token::Byte(b'-' | b'+', _))) {
+        while matches!(self.tokens.get(i), Some(Token::Byte(b'-' | b'+', _))) {
             i += 1;
         }
         if matches!(self.tokens.get(i), Some(Token::Word(..))) {
@@ -257,15 +323,15 @@ impl Walk<'_> {
             .filter(|&close| close < limit)
     }
 
-    /// Where a node whose first own token is `j` starts: at the unary signs right before it
-    /// that no other node took (Prometheus folds a sign into a number, and `+x` is `x`).
-    fn start_of(&self, mut j: usize, from: usize) -> usize {
-        while j > from && self.unary[j - 1] {
-            j -= 1;
-        }
-        match self.tokens[j] {
-            Token::Word(s, _) | Token::Group(_, s, _) | Token::Byte(_, s) | Token::Literal(s) => s,
-        }
+    /// The byte offset where token `j` starts.
+    fn offset(&self, j: usize) -> usize {
+        token_start(self.tokens[j])
+    }
+}
+
+fn token_start(token: Token) -> usize {
+    match token {
+        Token::Word(s, _) | Token::Group(_, s, _) | Token::Byte(_, s) | Token::Literal(s) => s,
     }
 }
 
@@ -420,5 +486,43 @@ mod tests {
             inner = &p.expr;
         }
         assert_eq!(positions.start(address(inner)), Some(depth));
+    }
+
+    #[test]
+    fn a_dropped_unary_plus_starts_the_argument_but_not_the_node() {
+        let query = "sum(+x) + -(+1 ^ 2)";
+        let expr = crate::parse::parse(query, 100).unwrap();
+        let positions = Positions::of(query, &expr);
+        let Expr::Binary(b) = &expr else { panic!("{expr:?}") };
+        let Expr::Aggregate(sum) = &*b.lhs else { panic!("{b:?}") };
+        let x = positions.place(address(&sum.expr)).unwrap();
+        assert_eq!((x.own, x.outer), (5, 4));
+        // `+1 ^ 2` is `+(1 ^ 2)`: the sign is the power's, not the number's.
+        let Expr::Unary(u) = &*b.rhs else { panic!("{b:?}") };
+        let Expr::Paren(p) = &*u.expr else { panic!("{u:?}") };
+        let Expr::Binary(power) = &*p.expr else { panic!("{p:?}") };
+        assert_eq!(positions.start(address(&power.lhs)), Some(13));
+        assert_eq!(positions.start(address(&p.expr)), Some(13));
+        // Children come before their parents in the order of evaluation, left before right.
+        let order = |e: &Expr| positions.place(address(e)).unwrap().order;
+        assert!(order(&sum.expr) < order(&b.lhs));
+        assert!(order(&b.lhs) < order(&b.rhs));
+        assert!(order(&b.rhs) < order(&expr));
+    }
+
+    #[test]
+    fn signed_exponents_are_part_of_their_numbers() {
+        assert_eq!(
+            starts("1e-3 + 2 % x @ 1.5e+3 + 3"),
+            pairs(&[
+                ("binary +", "1:1"),
+                ("binary +", "1:1"),
+                ("0.001", "1:1"),
+                ("binary %", "1:8"),
+                ("2", "1:8"),
+                ("x", "1:12"),
+                ("3", "1:25"),
+            ])
+        );
     }
 }

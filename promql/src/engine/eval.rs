@@ -253,20 +253,24 @@ pub enum At {
     Input,
     /// An aggregation's parameter (`quantile(2, x)`).
     Param,
-    /// The histograms a call reads: its last argument (`histogram_quantile(0.9, here)`,
-    /// `histogram_fraction(0, 1, here)`).
+    /// The histograms a call reads (`histogram_quantile(0.9, here)`, `histogram_fraction(0,
+    /// 1, here)`, `histogram_quantiles(here, "q", 0.5)`).
     Histograms,
     /// The call or aggregation itself (`sort` in a range query, `topk` of histograms).
     Whole,
+    /// An argument of the call, by its address (`histogram_quantiles`' invalid quantile).
+    Argument(usize),
 }
 
-/// The expression being evaluated, as addresses of the nodes [`At`] designates (0: none).
+/// The expression being evaluated, as addresses of the nodes [`At`] designates (0: none), and
+/// whether those are arguments of it (a call's or an aggregation's) or itself.
 #[derive(Clone, Copy, Debug, Default)]
 struct Anchor {
     whole: usize,
     input: usize,
     param: usize,
     histograms: usize,
+    arguments: bool,
 }
 
 impl Anchor {
@@ -277,17 +281,24 @@ impl Anchor {
             input: whole,
             param: whole,
             histograms: whole,
+            arguments: false,
         }
     }
 
     fn call(expr: &Expr, c: &promql_parser::parser::Call) -> Anchor {
         let whole = address(expr);
-        let first = c.args.args.first().map_or(whole, |a| address(a));
+        let arg = |a: Option<&Box<Expr>>| a.map_or(whole, |a| address(a));
+        let args = &c.args.args;
         Anchor {
             whole,
-            input: first,
-            param: first,
-            histograms: c.args.args.last().map_or(whole, |a| address(a)),
+            input: arg(args.first()),
+            param: arg(args.first()),
+            histograms: if c.func.name == "histogram_quantiles" {
+                arg(args.first())
+            } else {
+                arg(args.last())
+            },
+            arguments: !args.is_empty(),
         }
     }
 
@@ -298,17 +309,19 @@ impl Anchor {
             input,
             param: a.param.as_deref().map_or(input, address),
             histograms: input,
+            arguments: true,
         }
     }
 
-    fn node(self, at: At) -> Option<usize> {
-        let node = match at {
-            At::Input => self.input,
-            At::Param => self.param,
-            At::Histograms => self.histograms,
-            At::Whole => self.whole,
+    fn site(self, at: At) -> Option<crate::annotations::Site> {
+        let (node, as_argument) = match at {
+            At::Input => (self.input, self.arguments),
+            At::Param => (self.param, self.arguments),
+            At::Histograms => (self.histograms, self.arguments),
+            At::Whole => (self.whole, false),
+            At::Argument(node) => (node, true),
         };
-        (node != 0).then_some(node)
+        (node != 0).then_some(crate::annotations::Site { node, as_argument })
     }
 }
 
@@ -526,8 +539,8 @@ impl<'a> Evaluator<'a> {
 
     /// Adds a warning about the expression `at` designates.
     pub fn warn_at(&self, at: At, message: String) {
-        let node = self.anchor.get().node(at);
-        self.annotations.borrow_mut().warn_at(message, node);
+        let site = self.anchor.get().site(at);
+        self.annotations.borrow_mut().warn_at(message, site);
     }
 
     /// `a + b`, or `a - b` for a subtraction, annotated as Prometheus'
@@ -596,7 +609,7 @@ impl<'a> Evaluator<'a> {
             f.min_bucket,
             f.max_bucket,
             f.max_diff,
-            self.anchor.get().node(At::Histograms),
+            self.anchor.get().site(At::Histograms),
         );
     }
 
@@ -608,8 +621,8 @@ impl<'a> Evaluator<'a> {
 
     /// Adds an info about the expression `at` designates.
     pub fn info_at(&self, at: At, message: String) {
-        let node = self.anchor.get().node(at);
-        self.annotations.borrow_mut().info_at(message, node);
+        let site = self.anchor.get().site(at);
+        self.annotations.borrow_mut().info_at(message, site);
     }
 
     /// Runs `f` as the evaluation of `anchor`'s expression: what it annotates is about that.

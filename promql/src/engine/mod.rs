@@ -455,6 +455,30 @@ mod tests {
             warnings,
             ["PromQL warning: quantile value should be between 0 and 1, got -2 (1:10)"]
         );
+        // Several quantiles: about the one out of range; the buckets' warning about the
+        // histograms, the first argument there.
+        let (warnings, _) = annotations_at_10m("histogram_quantiles(b, \"q\", 0.5, 2)").await;
+        assert_eq!(
+            warnings,
+            [
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"\" for metric name \"b\" (1:21)",
+                "PromQL warning: quantile value should be between 0 and 1, got 2 (1:34)"
+            ]
+        );
+        // In a range query, the last in Prometheus' order of evaluation (the right operand,
+        // evaluated over the whole range after the left), though the left one raises it at
+        // the last step and the right one only at the first.
+        let (_, annotations) = engine(false)
+            .range_query_annotated(
+                &source(),
+                "rate(b[11m]) or rate(b[11m] offset -10m)",
+                0,
+                600_000,
+                60_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(annotations.as_strings(0, 0).1, [format!("{not_a_counter} (1:22)")]);
         // sort in a range query: about the call itself.
         let (_, annotations) = engine(false)
             .range_query_annotated(&source(), "1 + sort(b)", 0, 600_000, 60_000)

@@ -296,7 +296,7 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
         "histogram_quantile" => {
             let q = ev.scalar(args[0], t)?;
             let input = ev.vector_with_histograms(args[1], t)?;
-            vector(quantiles_of(ev, c, &input, q, t))
+            vector(quantiles_of(ev, c, &input, (q, args[0]), t))
         }
         // Several quantiles at once, each series' told apart by the label `args[1]` (valued in
         // OpenMetrics' spelling: 0.5, 1.0).
@@ -304,10 +304,10 @@ pub fn call(ev: &Evaluator, c: &Call, t: i64) -> Result<Value, QueryError> {
             let label = ev.string(args[1], t)?;
             let input = ev.vector_with_histograms(args[0], t)?;
             let mut out = Vec::new();
-            for q in &args[2..] {
-                let q = ev.scalar(q, t)?;
+            for &arg in &args[2..] {
+                let q = ev.scalar(arg, t)?;
                 let spelled = openmetrics_float(q);
-                out.extend(quantiles_of(ev, c, &input, q, t).into_iter().map(|mut s| {
+                out.extend(quantiles_of(ev, c, &input, (q, arg), t).into_iter().map(|mut s| {
                     s.labels.set(&label, &spelled);
                     s
                 }));
@@ -1078,10 +1078,20 @@ fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Vec<InstantSampl
 /// collide, an error as in Prometheus 2.42. Each series' group and bound are remembered in
 /// `cache` across steps.
 /// The `q` quantile of every histogram of `input`: native ones first, then the classic ones'
-/// buckets grouped, as Prometheus; a warning for a `q` outside [0, 1].
-fn quantiles_of(ev: &Evaluator, c: &Call, input: &[InstantSample], q: f64, t: i64) -> Vec<InstantSample> {
+/// buckets grouped, as Prometheus; a warning for a `q` outside [0, 1], about the argument
+/// that gave it.
+fn quantiles_of(
+    ev: &Evaluator,
+    c: &Call,
+    input: &[InstantSample],
+    (q, q_arg): (f64, &Expr),
+    t: i64,
+) -> Vec<InstantSample> {
     if !(0.0..=1.0).contains(&q) {
-        ev.warn(crate::annotations::invalid_quantile(q));
+        ev.warn_at(
+            At::Argument(crate::positions::address(q_arg)),
+            crate::annotations::invalid_quantile(q),
+        );
     }
     let (native, classic) = native_and_classic(ev, input);
     let mut out: Vec<InstantSample> = native
