@@ -147,6 +147,12 @@ async fn series_of_a_version_21_catalog_keep_their_ids() {
     series_of_an_older_catalog_keep_their_ids(21).await;
 }
 
+/// Version 23 creates the fresh series of the connector's requests in one statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_22_catalog_keep_their_ids() {
+    series_of_an_older_catalog_keep_their_ids(22).await;
+}
+
 /// Series rows in the fresh table and in the indexed catalog: (fresh, indexed).
 async fn where_series_are(db: &sqlx::PgPool) -> (i64, i64) {
     sqlx::query_as(
@@ -343,6 +349,72 @@ async fn a_fresh_series_another_writer_is_creating_gets_one_id() {
     assert_eq!(label_second, label, "one label");
     assert_eq!(by_second, by_first, "one series");
     assert_eq!(where_series_are(&db).await, (1, 0));
+}
+
+/// The connector learns which labels its transaction created, and creates the series holding
+/// one of them in one statement: in the order given, fresh, found by every later lookup (its
+/// own transaction's included) and indexed later under the same ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_say_whether_they_were_created_and_their_series_are_created_in_one_statement() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["old"]).await;
+    let old = ids[0];
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let labels: Vec<(i32, i32, bool)> = sqlx::query_as(
+        "SELECT idx, label_id, created FROM _prom_catalog.get_or_create_label_ids_created($1, $2) ORDER BY idx",
+    )
+    .bind(vec!["k", "k", "k"])
+    .bind(vec!["new2", "old", "new1"])
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let [(0, new2, true), (1, found, false), (2, new1, true)] = labels[..] else {
+        panic!("two labels created, one found: {labels:?}")
+    };
+    assert_eq!(found, old);
+    let created: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_fresh_series($1, $2, $3)")
+            .bind(vec![metric_id; 2])
+            .bind(vec![2i32; 2])
+            .bind(vec![name, new2, name, new1])
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let [(0, a), (1, b)] = created[..] else {
+        panic!("{created:?}")
+    };
+    assert!(a < b, "ids in the order given: {created:?}");
+    // The same transaction finds them through create_series, and creates the old one.
+    assert_eq!(
+        create(&mut conn, metric_id, &[[name, new1], [name, old], [name, new2]]).await[..],
+        [(0, b), (1, b + 1), (2, a)][..]
+    );
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert_eq!(where_series_are(&db).await, (2, 1));
+    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    let mut other = PgConnection::connect(&pg.uri()).await.unwrap();
+    assert_eq!(
+        create(&mut other, metric_id, &[[name, new2], [name, new1]]).await,
+        vec![(0, a), (1, b)]
+    );
+    assert_eq!(where_series_are(&db).await, (0, 3));
+    // Input that would store NULL labels is refused.
+    let refused = sqlx::query("SELECT * FROM _prom_catalog.create_fresh_series($1, $2, $3)")
+        .bind(vec![metric_id])
+        .bind(vec![Option::<i32>::None])
+        .bind(vec![name])
+        .fetch_all(&db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no NULL"), "{refused}");
 }
 
 /// The order a request sends new series in is the order of their ids, which is the order

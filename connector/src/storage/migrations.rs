@@ -132,6 +132,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fresh_series",
         sql: include_str!("migrations/0022_fresh_series.sql"),
     },
+    Migration {
+        version: 23,
+        name: "fresh_series_in_one_statement",
+        sql: include_str!("migrations/0023_fresh_series_in_one_statement.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

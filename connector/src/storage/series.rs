@@ -4,7 +4,7 @@
 //! cached label ids and positions (migration 7): PostgreSQL is asked only for what this
 //! connector has not seen yet, then inserts the series.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -229,16 +229,20 @@ impl SeriesResolver {
             .collect();
         self.fetch_positions(&mut positions).await?;
         let mut tx = self.pool.begin().await?;
+        let (labels_found, labels_created) = fetch_labels(&mut tx, &mut labels).await?;
         let mut created = Created {
-            labels: fetch_labels(&mut tx, &mut labels).await?,
+            labels: labels_found,
             series: Vec::with_capacity(missing.len()),
         };
 
-        // The dense labels array of each series: label ids by position, 0 for a key it lacks.
-        let mut wanted: Vec<(i32, Vec<i32>)> = Vec::with_capacity(unique.len());
-        for need in &needs {
+        // The dense labels array of each series: label ids by position, 0 for a key it lacks;
+        // and whether it is fresh (holds a label created just now).
+        let mut fresh = SeriesArrays::default();
+        let mut rest = SeriesArrays::default();
+        for (n, need) in needs.iter().enumerate() {
             let mut metric_id = 0;
             let mut array: Vec<i32> = Vec::with_capacity(need.len());
+            let mut is_fresh = false;
             for &(p, l) in need {
                 let (m, pos) = positions.values[p].ok_or_else(missing_id)?;
                 let id = labels.values[l].ok_or_else(missing_id)?;
@@ -248,30 +252,40 @@ impl SeriesResolver {
                 }
                 array[slot] = id;
                 metric_id = m;
+                is_fresh |= labels_created.contains(&id);
             }
-            wanted.push((metric_id, array));
+            if is_fresh { &mut fresh } else { &mut rest }.push(n, metric_id, &array);
         }
         // Sent in the order of the request: ids are drawn in this order (the order series are
-        // read in, as Prometheus' head reads them in the order it created them); create_series
-        // inserts them sorted by labels, so that concurrent creators wait on each other in one
-        // order (migration 14).
-        let (mut metric_ids, mut counts, mut flat) = (vec![], vec![], vec![]);
-        for (metric_id, array) in &wanted {
-            metric_ids.push(*metric_id);
-            counts.push(array.len() as i32);
-            flat.extend_from_slice(array);
-        }
-        let rows: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
-                .bind(metric_ids)
-                .bind(counts)
-                .bind(flat)
+        // read in, as Prometheus' head reads them in the order it created them), fresh series
+        // first; create_series inserts the others sorted by labels, so that concurrent
+        // creators wait on each other in one order (migration 14). Fresh series need neither
+        // a lookup nor that order (migrations 22 and 23).
+        let mut ids = vec![None; unique.len()];
+        for (arrays, statement) in [
+            (
+                fresh,
+                "SELECT idx, series_id FROM _prom_catalog.create_fresh_series($1, $2, $3)",
+            ),
+            (
+                rest,
+                "SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)",
+            ),
+        ] {
+            if arrays.sent.is_empty() {
+                continue;
+            }
+            let rows: Vec<(i32, i64)> = sqlx::query_as(statement)
+                .bind(&arrays.metric_ids)
+                .bind(&arrays.counts)
+                .bind(&arrays.flat)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut ids = vec![None; unique.len()];
-        for (sent, id) in rows {
-            if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
-                *slot = Some(id);
+            for (sent, id) in rows {
+                let n = usize::try_from(sent).ok().and_then(|s| arrays.sent.get(s));
+                if let Some(slot) = n.and_then(|&n| ids.get_mut(n)) {
+                    *slot = Some(id);
+                }
             }
         }
         for ((i, identity), n) in missing.into_iter().zip(slot) {
@@ -346,19 +360,46 @@ impl<V: Copy> Keys<V> {
     }
 }
 
+/// Series to create, as create_series takes them: metric ids, label counts and the labels
+/// arrays end to end; `sent[k]` is the distinct series the k-th of them is.
+#[derive(Default)]
+struct SeriesArrays {
+    sent: Vec<usize>,
+    metric_ids: Vec<i32>,
+    counts: Vec<i32>,
+    flat: Vec<i32>,
+}
+
+impl SeriesArrays {
+    fn push(&mut self, n: usize, metric_id: i32, labels: &[i32]) {
+        self.sent.push(n);
+        self.metric_ids.push(metric_id);
+        self.counts.push(labels.len() as i32);
+        self.flat.extend_from_slice(labels);
+    }
+}
+
 /// Fills in the id of every label pair not cached, creating labels in `tx`; returns them,
-/// to be cached once `tx` has committed.
+/// to be cached once `tx` has committed, and the ids of those this call created (no series
+/// can hold those yet: see migration 22).
 async fn fetch_labels(
     tx: &mut sqlx::PgConnection,
     labels: &mut Keys<i32>,
-) -> Result<Vec<(Vec<u8>, i32)>, StorageError> {
-    fetch_unknown(
+) -> Result<(Vec<(Vec<u8>, i32)>, HashSet<i32>), StorageError> {
+    let mut created = HashSet::new();
+    let found = fetch_unknown(
         tx,
-        "SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2)",
+        "SELECT idx, label_id, created FROM _prom_catalog.get_or_create_label_ids_created($1, $2)",
         labels,
-        |(n, id): (i32, i32)| (n, id),
+        |(n, id, new): (i32, i32, bool)| {
+            if new {
+                created.insert(id);
+            }
+            (n, id)
+        },
     )
-    .await
+    .await?;
+    Ok((found, created))
 }
 
 /// Fills in the values of `wanted` not known yet (keys are [`join_into`] pairs) through
@@ -369,7 +410,7 @@ async fn fetch_unknown<'e, V: Copy, R>(
     executor: impl sqlx::PgExecutor<'e>,
     query: &'static str,
     wanted: &mut Keys<V>,
-    row: impl Fn(R) -> (i32, V),
+    mut row: impl FnMut(R) -> (i32, V),
 ) -> Result<Vec<(Vec<u8>, V)>, StorageError>
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
