@@ -315,6 +315,22 @@ async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
         .unwrap();
     assert_eq!(status, 204, "{text}");
     assert_eq!(where_series_are(&db).await, (200, 0));
+    // Each sample reached its own series (a request of known and fresh series: ids mapped
+    // back right), and the new series drew their ids in the order the request sent them.
+    let (right, in_order): (i64, bool) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE value = substring(instance FROM 5)::float8),
+                bool_and(rank = rank_by_id)
+           FROM (SELECT instance, value,
+                        rank() OVER (ORDER BY substring(instance FROM 5)::int, cpu) AS rank,
+                        rank() OVER (ORDER BY series_id) AS rank_by_id
+                   FROM prom_metric.rollout_cpu_seconds_total
+                  WHERE time = to_timestamp($1 / 1000.0)) s",
+    )
+    .bind((t + 15_000) as f64)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((right, in_order), (200, true));
 
     promscale_e2e::maintain(&db).await;
     assert_eq!(where_series_are(&db).await, (0, 200), "maintenance indexes them");
@@ -415,6 +431,16 @@ async fn labels_say_whether_they_were_created_and_their_series_are_created_in_on
         .unwrap_err()
         .to_string();
     assert!(refused.contains("no NULL"), "{refused}");
+    // So is input whose counts do not add up to its labels.
+    let refused = sqlx::query("SELECT * FROM _prom_catalog.create_fresh_series($1, $2, $3)")
+        .bind(vec![metric_id; 2])
+        .bind(vec![2i32; 2])
+        .bind(vec![name, new1, name])
+        .fetch_all(&db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("labels as many as counted"), "{refused}");
 }
 
 /// The order a request sends new series in is the order of their ids, which is the order

@@ -257,35 +257,37 @@ impl SeriesResolver {
             if is_fresh { &mut fresh } else { &mut rest }.push(n, metric_id, &array);
         }
         // Sent in the order of the request: ids are drawn in this order (the order series are
-        // read in, as Prometheus' head reads them in the order it created them), fresh series
-        // first; create_series inserts the others sorted by labels, so that concurrent
-        // creators wait on each other in one order (migration 14). Fresh series need neither
-        // a lookup nor that order (migrations 22 and 23).
-        let mut ids = vec![None; unique.len()];
-        for (arrays, statement) in [
+        // read in, as Prometheus' head reads them in the order it created them); create_series
+        // inserts them sorted by labels, so that concurrent creators wait on each other in one
+        // order (migration 14). Fresh series need neither a lookup nor that order (migrations
+        // 22 and 23): when all the new series of a request are fresh (a rollout's), they go
+        // to create_fresh_series, in one statement. A request that mixes both kinds sends all
+        // to create_series, which tells them apart itself and keeps the order of the request;
+        // so does one whose fresh series are not distinct, which create_series refuses (two
+        // would be stored: `distinct` rules it out).
+        let all_fresh = rest.sent.is_empty() && fresh.all_distinct();
+        let (arrays, statement) = if all_fresh {
             (
                 fresh,
                 "SELECT idx, series_id FROM _prom_catalog.create_fresh_series($1, $2, $3)",
-            ),
+            )
+        } else {
             (
-                rest,
+                fresh.merged_with(rest),
                 "SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)",
-            ),
-        ] {
-            if arrays.sent.is_empty() {
-                continue;
-            }
-            let rows: Vec<(i32, i64)> = sqlx::query_as(statement)
-                .bind(&arrays.metric_ids)
-                .bind(&arrays.counts)
-                .bind(&arrays.flat)
-                .fetch_all(&mut *tx)
-                .await?;
-            for (sent, id) in rows {
-                let n = usize::try_from(sent).ok().and_then(|s| arrays.sent.get(s));
-                if let Some(slot) = n.and_then(|&n| ids.get_mut(n)) {
-                    *slot = Some(id);
-                }
+            )
+        };
+        let rows: Vec<(i32, i64)> = sqlx::query_as(statement)
+            .bind(&arrays.metric_ids)
+            .bind(&arrays.counts)
+            .bind(&arrays.flat)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut ids = vec![None; unique.len()];
+        for (sent, id) in rows {
+            let n = usize::try_from(sent).ok().and_then(|s| arrays.sent.get(s));
+            if let Some(slot) = n.and_then(|&n| ids.get_mut(n)) {
+                *slot = Some(id);
             }
         }
         for ((i, identity), n) in missing.into_iter().zip(slot) {
@@ -377,6 +379,42 @@ impl SeriesArrays {
         self.counts.push(labels.len() as i32);
         self.flat.extend_from_slice(labels);
     }
+
+    /// The labels array of each series.
+    fn arrays(&self) -> impl Iterator<Item = &[i32]> {
+        self.counts.iter().scan(0usize, |at, &n| {
+            let start = *at;
+            *at += n as usize;
+            self.flat.get(start..*at)
+        })
+    }
+
+    /// Whether no two series have the same metric and labels.
+    fn all_distinct(&self) -> bool {
+        let mut seen = HashSet::with_capacity(self.sent.len());
+        self.metric_ids
+            .iter()
+            .zip(self.arrays())
+            .all(|series| seen.insert(series))
+    }
+
+    /// Both sets in the order of the distinct series they are.
+    fn merged_with(self, other: SeriesArrays) -> SeriesArrays {
+        let mut all: Vec<(usize, i32, &[i32])> = self
+            .sent
+            .iter()
+            .zip(&self.metric_ids)
+            .zip(self.arrays())
+            .chain(other.sent.iter().zip(&other.metric_ids).zip(other.arrays()))
+            .map(|((&n, &m), labels)| (n, m, labels))
+            .collect();
+        all.sort_by_key(|(n, _, _)| *n);
+        let mut merged = SeriesArrays::default();
+        for (n, m, labels) in all {
+            merged.push(n, m, labels);
+        }
+        merged
+    }
 }
 
 /// Fills in the id of every label pair not cached, creating labels in `tx`; returns them,
@@ -457,4 +495,35 @@ fn missing_id() -> StorageError {
     StorageError::Unavailable(
         "the database returned no id for a label of a new series; the request can be retried".into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeriesArrays;
+
+    #[test]
+    fn fresh_and_other_series_merge_back_into_the_order_of_the_request() {
+        let mut fresh = SeriesArrays::default();
+        let mut rest = SeriesArrays::default();
+        fresh.push(1, 7, &[1, 10]);
+        rest.push(0, 7, &[1, 11, 20]);
+        fresh.push(3, 8, &[2, 10]);
+        rest.push(2, 8, &[2]);
+        assert!(fresh.all_distinct());
+        let merged = fresh.merged_with(rest);
+        assert_eq!(merged.sent, [0, 1, 2, 3]);
+        assert_eq!(merged.metric_ids, [7, 7, 8, 8]);
+        assert_eq!(merged.counts, [3, 2, 1, 2]);
+        assert_eq!(merged.flat, [1, 11, 20, 1, 10, 2, 2, 10]);
+    }
+
+    #[test]
+    fn the_same_series_twice_is_told() {
+        let mut fresh = SeriesArrays::default();
+        fresh.push(0, 7, &[1, 10]);
+        fresh.push(1, 8, &[1, 10]);
+        assert!(fresh.all_distinct(), "another metric, another series");
+        fresh.push(2, 7, &[1, 10]);
+        assert!(!fresh.all_distinct());
+    }
 }

@@ -6,8 +6,10 @@
 -- (a rollout) that set handling cost more than writing the rows. The connector knows which
 -- labels it created (get_or_create_label_ids_created says so), hence which series are fresh,
 -- and hands those to create_fresh_series: one INSERT, ids drawn in the order given. The
--- others still go through create_series. Both functions of version 22 stay as they were for
--- other callers (a connector of the previous version during a rolling upgrade).
+-- others still go through create_series, as do all the series of a request that mixes both
+-- kinds (so that ids keep the order of the request). create_series stays as it was, and
+-- get_or_create_label_ids answers as it did, now from the new function (a connector of the
+-- previous version during a rolling upgrade calls both).
 
 -- As get_or_create_label_ids, and whether this call created each label.
 CREATE FUNCTION _prom_catalog.get_or_create_label_ids_created(p_keys text[], p_values text[])
@@ -48,10 +50,18 @@ $fn$;
 ALTER FUNCTION _prom_catalog.get_or_create_label_ids_created(text[], text[])
     SET plan_cache_mode = force_custom_plan SET random_page_cost = 1.1 SET enable_bitmapscan = off;
 
+-- Same arguments and results as migration 22's: one implementation for both.
+CREATE OR REPLACE FUNCTION _prom_catalog.get_or_create_label_ids(p_keys text[], p_values text[])
+RETURNS TABLE (idx int, label_id int)
+LANGUAGE sql AS $fn$
+    SELECT l.idx, l.label_id FROM _prom_catalog.get_or_create_label_ids_created(p_keys, p_values) l
+$fn$;
+
 -- Creates series that are fresh: each holds a label the calling transaction created (through
 -- get_or_create_label_ids or get_or_create_label_ids_created), so that none can exist yet,
 -- and each is given once. Arguments as create_series'; ids are drawn in their order. Series
--- that are not fresh, or given twice, would be stored twice: they go to create_series.
+-- that are not fresh, or given twice, would be stored twice: they go to create_series, which
+-- tells them apart and refuses the same series twice.
 CREATE FUNCTION _prom_catalog.create_fresh_series(p_metric_ids int[], p_label_counts int[], p_labels int[])
 RETURNS TABLE (idx int, series_id bigint)
 LANGUAGE plpgsql AS $fn$
@@ -60,8 +70,10 @@ BEGIN
        OR cardinality(p_metric_ids) IS DISTINCT FROM cardinality(p_label_counts)
        OR array_position(p_metric_ids, NULL) IS NOT NULL
        OR array_position(p_label_counts, NULL) IS NOT NULL
-       OR array_position(p_labels, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'create_fresh_series takes one metric id and one label count per series and no NULL';
+       OR array_position(p_labels, NULL) IS NOT NULL
+       OR 0 > ANY (p_label_counts)
+       OR (SELECT coalesce(sum(n), 0) FROM unnest(p_label_counts) AS c(n)) <> cardinality(p_labels) THEN
+        RAISE EXCEPTION 'create_fresh_series takes one metric id and one label count per series, labels as many as counted, and no NULL';
     END IF;
     -- Later calls of create_series in this transaction look among the fresh series too.
     PERFORM set_config('promscale.fresh_series_written', 'on', true);
@@ -71,6 +83,8 @@ BEGIN
                _prom_catalog.first_series_id(t.metric_id) + nextval('_prom_catalog.series_number') AS id
           FROM (SELECT u.metric_id, u.n, u.ord, sum(u.n) OVER (ORDER BY u.ord) AS stop
                   FROM unnest(p_metric_ids, p_label_counts) WITH ORDINALITY AS u(metric_id, n, ord)) t
+         -- nextval, volatile, is evaluated after the sort: in this order.
+         ORDER BY t.ord
     ), inserted AS (
         INSERT INTO _prom_catalog.series_fresh (id, metric_id, labels)
         SELECT r.id, r.metric_id, r.labels FROM req r
