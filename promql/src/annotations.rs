@@ -36,7 +36,7 @@ pub struct Annotations {
     sites: HashMap<String, Vec<Site>>,
     /// histogram_quantile's forced monotonicity, merged over series and steps until
     /// [`Annotations::finished`] words it: one per metric name it gives ("" for none).
-    monotonicity: std::collections::BTreeMap<String, Monotonicity>,
+    monotonicity: BTreeMap<String, Monotonicity>,
 }
 
 /// Where histogram_quantile had to raise bucket counts of classic histograms: the steps, the
@@ -69,40 +69,32 @@ impl Annotations {
         max_diff: f64,
         site: Option<Site>,
     ) {
-        let new = Monotonicity {
-            sites: site.into_iter().collect(),
-            min_t: t,
-            max_t: t,
-            min_bucket,
-            max_bucket,
-            max_diff,
-            merged: 0,
+        let Some(m) = self.monotonicity.get_mut(metric) else {
+            let first = Monotonicity {
+                min_t: t,
+                max_t: t,
+                min_bucket,
+                max_bucket,
+                max_diff,
+                merged: 0,
+                sites: site.into_iter().collect(),
+            };
+            self.monotonicity.insert(metric.to_string(), first);
+            return;
         };
-        let merged = match self.monotonicity.get(metric) {
-            None => new,
-            Some(m) => Monotonicity {
-                min_t: m.min_t.min(t),
-                max_t: m.max_t.max(t),
-                min_bucket: if min_bucket < m.min_bucket {
-                    min_bucket
-                } else {
-                    m.min_bucket
-                },
-                max_bucket: if max_bucket > m.max_bucket {
-                    max_bucket
-                } else {
-                    m.max_bucket
-                },
-                max_diff: if max_diff > m.max_diff { max_diff } else { m.max_diff },
-                merged: m.merged + 1,
-                sites: {
-                    let mut sites = m.sites.clone();
-                    sites.extend(site.filter(|s| !m.sites.contains(s)));
-                    sites
-                },
-            },
-        };
-        self.monotonicity.insert(metric.to_string(), merged);
+        m.min_t = m.min_t.min(t);
+        m.max_t = m.max_t.max(t);
+        if min_bucket < m.min_bucket {
+            m.min_bucket = min_bucket;
+        }
+        if max_bucket > m.max_bucket {
+            m.max_bucket = max_bucket;
+        }
+        if max_diff > m.max_diff {
+            m.max_diff = max_diff;
+        }
+        m.merged += 1;
+        add_site(&mut m.sites, site);
     }
 
     /// The annotations with those merged along the way worded among the infos.
@@ -159,13 +151,13 @@ impl Annotations {
     }
 
     fn remember(&mut self, message: &str, site: Option<Site>) {
-        let Some(site) = site else { return };
         // Raised for every series at every step: no allocation once known.
         match self.sites.get_mut(message) {
-            Some(sites) if sites.contains(&site) => {}
-            Some(sites) => sites.push(site),
+            Some(sites) => add_site(sites, site),
             None => {
-                self.sites.insert(message.to_string(), vec![site]);
+                if let Some(site) = site {
+                    self.sites.insert(message.to_string(), vec![site]);
+                }
             }
         }
     }
@@ -222,6 +214,13 @@ impl Annotations {
             worded(&self.warnings, max_warnings, "warning"),
             worded(&self.infos, max_infos, "info"),
         )
+    }
+}
+
+/// Adds `site` to `sites` unless it is there already.
+fn add_site(sites: &mut Vec<Site>, site: Option<Site>) {
+    if let Some(site) = site.filter(|s| !sites.contains(s)) {
+        sites.push(site);
     }
 }
 

@@ -251,7 +251,78 @@ pub(crate) enum Token {
     Literal(usize),
 }
 
-pub(crate) fn tokens(query: &str) -> Vec<Token> {
+/// The tokens of a query's text, and which `(` each `)` closes.
+pub(crate) struct QueryTokens<'q> {
+    pub query: &'q str,
+    tokens: Vec<Token>,
+    open_of: Vec<Option<usize>>,
+    close_of: Vec<Option<usize>>,
+}
+
+impl std::ops::Deref for QueryTokens<'_> {
+    type Target = [Token];
+
+    fn deref(&self) -> &[Token] {
+        &self.tokens
+    }
+}
+
+impl<'q> QueryTokens<'q> {
+    pub fn new(query: &'q str) -> QueryTokens<'q> {
+        let tokens = tokens(query);
+        let mut opens = Vec::new();
+        let mut open_of = vec![None; tokens.len()];
+        let mut close_of = vec![None; tokens.len()];
+        for (i, token) in tokens.iter().enumerate() {
+            match token {
+                Token::Byte(b'(', _) => opens.push(i),
+                Token::Byte(b')', _) => {
+                    open_of[i] = opens.pop();
+                    if let Some(open) = open_of[i] {
+                        close_of[open] = Some(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        QueryTokens {
+            query,
+            tokens,
+            open_of,
+            close_of,
+        }
+    }
+
+    /// The `)` that closes the `(` at token `open`.
+    pub fn closing(&self, open: usize) -> Option<usize> {
+        self.close_of.get(open).copied().flatten()
+    }
+
+    /// Whether the text up to and including token `i` ends an operand, so that a keyword
+    /// after it is a modifier and not a name, and a sign after it is a binary operator.
+    pub fn ends_operand(&self, i: usize) -> bool {
+        match self.tokens[i] {
+            Token::Group(..) | Token::Literal(_) => true,
+            // A call, a parenthesised expression or `@ end()` ends an operand; the label list
+            // of `on`, `ignoring`, `group_left`, `group_right` and the value of `fill` do not:
+            // a name follows them.
+            Token::Byte(b')', _) => match self.open_of[i] {
+                Some(j) => !matches!(
+                    j.checked_sub(1).map(|w| self.tokens[w]),
+                    Some(Token::Word(s, e)) if matches!(
+                        self.query[s..e].to_ascii_lowercase().as_str(),
+                        "on" | "ignoring" | "group_left" | "group_right" | "fill" | "fill_left" | "fill_right"
+                    )
+                ),
+                None => true,
+            },
+            Token::Byte(_, _) => false,
+            Token::Word(s, e) => !is_operand_keyword(&self.query[s..e]),
+        }
+    }
+}
+
+fn tokens(query: &str) -> Vec<Token> {
     let bytes = query.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -302,51 +373,6 @@ pub(crate) fn tokens(query: &str) -> Vec<Token> {
         }
     }
     out
-}
-
-/// Whether the text up to and including `token` ends an operand, so that a keyword after it
-/// is a modifier and not a name.
-pub(crate) fn ends_operand(query: &str, tokens: &[Token], i: usize) -> bool {
-    let open = || {
-        let mut depth = 0usize;
-        for j in (0..i).rev() {
-            match tokens[j] {
-                Token::Byte(b')', _) => depth += 1,
-                Token::Byte(b'(', _) if depth > 0 => depth -= 1,
-                Token::Byte(b'(', _) => return Some(j),
-                _ => {}
-            }
-        }
-        None
-    };
-    ends_operand_opened(query, tokens, i, open)
-}
-
-/// [`ends_operand`], given where the `(` that a `)` at `i` closes is (`None`: nowhere).
-pub(crate) fn ends_operand_opened(
-    query: &str,
-    tokens: &[Token],
-    i: usize,
-    open: impl FnOnce() -> Option<usize>,
-) -> bool {
-    match tokens[i] {
-        Token::Group(..) | Token::Literal(_) => true,
-        // A call, a parenthesised expression or `@ end()` ends an operand; the label list of
-        // `on`, `ignoring`, `group_left`, `group_right` and the value of `fill` do not: a
-        // name follows them.
-        Token::Byte(b')', _) => match open() {
-            Some(j) => !matches!(
-                j.checked_sub(1).map(|w| tokens[w]),
-                Some(Token::Word(s, e)) if matches!(
-                    query[s..e].to_ascii_lowercase().as_str(),
-                    "on" | "ignoring" | "group_left" | "group_right" | "fill" | "fill_left" | "fill_right"
-                )
-            ),
-            None => true,
-        },
-        Token::Byte(_, _) => false,
-        Token::Word(s, e) => !is_operand_keyword(&query[s..e]),
-    }
 }
 
 /// Where the string literal or comment that starts at `i` of query text ends: just past its

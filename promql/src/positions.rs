@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use promql_parser::parser::{Expr, VectorSelector};
 
-use crate::parse::{ends_operand_opened, is_name_byte, tokens, Token};
+use crate::parse::{is_name_byte, QueryTokens, Token};
 
 /// Where expressions start, by their address in the tree (as the evaluator keys them).
 #[derive(Debug, Default)]
@@ -48,34 +48,13 @@ pub struct Place {
 impl Positions {
     /// The starts of the nodes of `expr`, parsed from `query`.
     pub fn of(query: &str, expr: &Expr) -> Positions {
-        let tokens = tokens(query);
-        // Which `(` each `)` closes, and so which signs are unary, in one pass.
-        let mut opens = Vec::new();
-        let mut open_of = vec![None; tokens.len()];
-        let mut close_of = vec![None; tokens.len()];
-        for (i, token) in tokens.iter().enumerate() {
-            match token {
-                Token::Byte(b'(', _) => opens.push(i),
-                Token::Byte(b')', _) => {
-                    open_of[i] = opens.pop();
-                    if let Some(open) = open_of[i] {
-                        close_of[open] = Some(i);
-                    }
-                }
-                _ => {}
-            }
-        }
+        let tokens = QueryTokens::new(query);
         let unary = (0..tokens.len())
-            .map(|i| {
-                matches!(tokens[i], Token::Byte(b'-' | b'+', _))
-                    && (i == 0 || !ends_operand_opened(query, &tokens, i - 1, || open_of[i - 1]))
-            })
+            .map(|i| matches!(tokens[i], Token::Byte(b'-' | b'+', _)) && (i == 0 || !tokens.ends_operand(i - 1)))
             .collect();
         let mut walk = Walk {
-            query,
             tokens,
             unary,
-            close_of,
             places: HashMap::new(),
         };
         let end = walk.tokens.len();
@@ -127,18 +106,10 @@ pub fn address(expr: &Expr) -> usize {
     expr as *const Expr as usize
 }
 
-/// `line:column` of byte `offset` of `query` (see [`Lines`]).
-pub fn line_column(query: &str, offset: usize) -> String {
-    Lines::new(query).line_column(offset)
-}
-
 struct Walk<'q> {
-    query: &'q str,
-    tokens: Vec<Token>,
+    tokens: QueryTokens<'q>,
     /// Whether each token is a unary sign: nothing before it ends an operand.
     unary: Vec<bool>,
-    /// The `)` that closes each `(`.
-    close_of: Vec<Option<usize>>,
     places: HashMap<usize, Place>,
 }
 
@@ -177,7 +148,7 @@ impl Walk<'_> {
             }
             Expr::NumberLiteral(_) => {
                 let mut j = self.find(from, limit, |w, i| match w.tokens[i] {
-                    Token::Word(s, e) => is_number(&w.query[s..e]),
+                    Token::Word(s, e) => is_number(&w.tokens.query[s..e]),
                     _ => false,
                 })?;
                 let next = j + 1;
@@ -196,7 +167,7 @@ impl Walk<'_> {
             }
             Expr::Call(c) => {
                 let name = self.find(from, limit, |w, i| match w.tokens[i] {
-                    Token::Word(s, e) => w.query[s..e] == *c.func.name,
+                    Token::Word(s, e) => w.tokens.query[s..e] == *c.func.name,
                     _ => false,
                 })?;
                 let args = self.arguments(c.args.args.iter().map(|a| &**a), name + 1, limit)?;
@@ -205,7 +176,7 @@ impl Walk<'_> {
             Expr::Aggregate(a) => {
                 let op = a.op.to_string();
                 let name = self.find(from, limit, |w, i| match w.tokens[i] {
-                    Token::Word(s, e) => w.query[s..e].eq_ignore_ascii_case(&op),
+                    Token::Word(s, e) => w.tokens.query[s..e].eq_ignore_ascii_case(&op),
                     _ => false,
                 })?;
                 let children = a.param.iter().map(|p| &**p).chain([&*a.expr]);
@@ -228,7 +199,7 @@ impl Walk<'_> {
     fn selector(&self, vs: &VectorSelector, from: usize, limit: usize) -> Option<(usize, usize)> {
         let j = self.find(from, limit, |w, i| match w.tokens[i] {
             Token::Group(b'{', ..) => true,
-            Token::Word(s, e) => vs.name.as_deref() == Some(&w.query[s..e]),
+            Token::Word(s, e) => vs.name.as_deref() == Some(&w.tokens.query[s..e]),
             _ => false,
         })?;
         let braces = matches!(self.tokens.get(j + 1), Some(Token::Group(b'{', ..)));
@@ -280,7 +251,7 @@ impl Walk<'_> {
         let followed_by_paren = matches!(self.tokens.get(i + 1), Some(Token::Byte(b'(', _)));
         match self.tokens[i] {
             Token::Word(s, e) => {
-                let word = self.query[s..e].to_ascii_lowercase();
+                let word = self.tokens.query[s..e].to_ascii_lowercase();
                 match word.as_str() {
                     "by" | "without" | "on" | "ignoring" | "group_left" | "group_right" | "fill" | "fill_left"
                     | "fill_right"
@@ -316,11 +287,7 @@ impl Walk<'_> {
 
     /// The `)` that closes the `(` at token `open`, before `limit`.
     fn closing(&self, open: usize, limit: usize) -> Option<usize> {
-        self.close_of
-            .get(open)
-            .copied()
-            .flatten()
-            .filter(|&close| close < limit)
+        self.tokens.closing(open).filter(|&close| close < limit)
     }
 
     /// The byte offset where token `j` starts.
@@ -350,7 +317,12 @@ fn is_number(word: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// `line:column` of every node of `query` whose text starts with `what`, in tree order.
+    fn line_column(query: &str, offset: usize) -> String {
+        Lines::new(query).line_column(offset)
+    }
+
+    /// Every node of `query`, in tree order (a node before its children), briefly, with the
+    /// `line:column` where it starts.
     fn starts(query: &str) -> Vec<(String, String)> {
         let expr = crate::parse::parse(query, 100).unwrap();
         let positions = Positions::of(query, &expr);

@@ -22,7 +22,7 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::VectorSelector;
 
 use crate::error::QueryError;
-use crate::parse::{ends_operand, is_operand_keyword, tokens, Token};
+use crate::parse::{is_operand_keyword, QueryTokens, Token};
 
 /// The label of the matcher that carries a selector's modifier through the parser.
 pub const MODIFIER_LABEL: &str = "__promscale_range_modifier__";
@@ -87,7 +87,7 @@ pub fn without_markers(vs: &VectorSelector) -> impl Iterator<Item = &Matcher> {
 /// `query` with each `anchored` and `smoothed` keyword moved into the selector it modifies.
 pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
     let lower = |s: usize, e: usize| query[s..e].to_ascii_lowercase();
-    let tokens = tokens(query);
+    let tokens = QueryTokens::new(query);
     // (byte offset, text to insert) and (keyword start, end) to blank.
     let mut inserts: Vec<(usize, String)> = Vec::new();
     // The mode of each selector given one, by where its marker goes.
@@ -108,7 +108,7 @@ pub fn rewrite(query: &str) -> Result<Cow<'_, str>, QueryError> {
             "smoothed" => Mode::Smoothed,
             _ => continue,
         };
-        if k == 0 || !ends_operand(query, &tokens, k - 1) {
+        if k == 0 || !tokens.ends_operand(k - 1) {
             continue; // A name: a metric or a label called so.
         }
         let keyword = mode.keyword();
