@@ -345,21 +345,9 @@ async fn compare_answers(
         .any(|key| want[key].as_array().is_some_and(|a| !a.is_empty()));
     let mut failures = Vec::new();
     for key in ["warnings", "infos"].into_iter().filter(|_| annotations) {
-        let listed = |answer: &Value| {
-            let mut messages: Vec<String> = answer[key]
-                .as_array()
-                .map(|a| a.iter().map(|m| m.as_str().unwrap_or_default().to_string()).collect())
-                .unwrap_or_default();
-            messages.sort();
-            messages
-        };
-        if listed(&got) != listed(&want) {
-            failures.push(format!(
-                "{} {key}:\n  got  {:?}\n  want {:?}",
-                describe(),
-                listed(&got),
-                listed(&want)
-            ));
+        let (got, want) = (annotations_of(&got, key), annotations_of(&want, key));
+        if got != want {
+            failures.push(format!("{} {key}:\n  got  {got:?}\n  want {want:?}", describe()));
         }
     }
     let (want_kind, want_series) = normalise(&want["data"]);
@@ -390,6 +378,17 @@ async fn compare_answers(
         }
     }
     (failures, annotated)
+}
+
+/// The `key` (`warnings` or `infos`) of an API answer, sorted: Prometheus lists them in no
+/// particular order.
+pub fn annotations_of(answer: &Value, key: &str) -> Vec<String> {
+    let mut messages: Vec<String> = answer[key]
+        .as_array()
+        .map(|a| a.iter().map(|m| m.as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    messages.sort();
+    messages
 }
 
 /// Instant evaluation times and range-query windows over the data set: aligned and unaligned,

@@ -507,15 +507,12 @@ async fn compare_json(client: &reqwest::Client, reference: &str, tested: &str, p
     // The same warnings and infos (in any order, as Prometheus lists them), each with where
     // its expression starts in the query.
     for key in ["warnings", "infos"] {
-        let sorted = |answer: &serde_json::Value| {
-            let mut messages: Vec<String> = answer[key]
-                .as_array()
-                .map(|a| a.iter().map(|m| m.to_string()).collect())
-                .unwrap_or_default();
-            messages.sort();
-            messages
-        };
-        assert_eq!(sorted(&got), sorted(&want), "{params:?}: {key}");
+        use promscale_e2e::comparison::annotations_of;
+        assert_eq!(
+            annotations_of(&got, key),
+            annotations_of(&want, key),
+            "{params:?}: {key}"
+        );
     }
     let (want, got) = (sorted_data(want), sorted_data(got));
     assert!(

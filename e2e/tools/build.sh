@@ -167,17 +167,23 @@ extras() {
   esac
 }
 
+ready() { # a built tool: its links, its extras, its path
+  link
+  extras "$1"
+  echo "$dest/${bins[0]}"
+}
+
 build() {
   local t=$1
   tool_info "$t"
-  if up_to_date; then link; extras "$t"; echo "$dest/${bins[0]}"; return; fi
+  if up_to_date; then ready "$t"; return; fi
   mkdir -p "$tools_dir"
   local lock_fd
   exec {lock_fd}>"$tools_dir/.$t.lock"
   flock "$lock_fd"
   if up_to_date; then # built by a concurrent call meanwhile
     exec {lock_fd}>&-
-    link; extras "$t"; echo "$dest/${bins[0]}"; return
+    ready "$t"; return
   fi
   local go tmp start=$SECONDS
   go=$(find_go)
@@ -200,10 +206,8 @@ build() {
   mv "$tmp" "$dest"
   building_in=""
   exec {lock_fd}>&-
-  link
-  extras "$t"
   log "built $t $version in $((SECONDS - start)) s: $dest"
-  echo "$dest/${bins[0]}"
+  ready "$t"
 }
 
 [ $# -gt 0 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }

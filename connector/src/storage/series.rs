@@ -236,10 +236,10 @@ impl SeriesResolver {
         };
 
         // The dense labels array of each series: label ids by position, 0 for a key it lacks;
-        // and whether it is fresh (holds a label created just now).
-        let mut fresh = SeriesArrays::default();
-        let mut rest = SeriesArrays::default();
-        for (n, need) in needs.iter().enumerate() {
+        // and whether all are fresh (hold a label created just now).
+        let mut wanted = SeriesArrays::default();
+        let mut all_fresh = true;
+        for need in &needs {
             let mut metric_id = 0;
             let mut array: Vec<i32> = Vec::with_capacity(need.len());
             let mut is_fresh = false;
@@ -254,39 +254,31 @@ impl SeriesResolver {
                 metric_id = m;
                 is_fresh |= labels_created.contains(&id);
             }
-            if is_fresh { &mut fresh } else { &mut rest }.push(n, metric_id, &array);
+            all_fresh &= is_fresh;
+            wanted.push(metric_id, &array);
         }
         // Sent in the order of the request: ids are drawn in this order (the order series are
         // read in, as Prometheus' head reads them in the order it created them); create_series
         // inserts them sorted by labels, so that concurrent creators wait on each other in one
         // order (migration 14). Fresh series need neither a lookup nor that order (migrations
         // 22 and 23): when all the new series of a request are fresh (a rollout's), they go
-        // to create_fresh_series, in one statement. A request that mixes both kinds sends all
-        // to create_series, which tells them apart itself and keeps the order of the request;
-        // so does one whose fresh series are not distinct, which create_series refuses (two
-        // would be stored: `distinct` rules it out).
-        let all_fresh = rest.sent.is_empty() && fresh.all_distinct();
-        let (arrays, statement) = if all_fresh {
-            (
-                fresh,
-                "SELECT idx, series_id FROM _prom_catalog.create_fresh_series($1, $2, $3)",
-            )
+        // to create_fresh_series, in one statement. A request that mixes both kinds goes to
+        // create_series, which tells them apart itself; so does one whose fresh series are not
+        // distinct, which create_series refuses (two would be stored: `distinct` rules it out).
+        let statement = if all_fresh && wanted.all_distinct() {
+            "SELECT idx, series_id FROM _prom_catalog.create_fresh_series($1, $2, $3)"
         } else {
-            (
-                fresh.merged_with(rest),
-                "SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)",
-            )
+            "SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)"
         };
         let rows: Vec<(i32, i64)> = sqlx::query_as(statement)
-            .bind(&arrays.metric_ids)
-            .bind(&arrays.counts)
-            .bind(&arrays.flat)
+            .bind(&wanted.metric_ids)
+            .bind(&wanted.counts)
+            .bind(&wanted.flat)
             .fetch_all(&mut *tx)
             .await?;
         let mut ids = vec![None; unique.len()];
         for (sent, id) in rows {
-            let n = usize::try_from(sent).ok().and_then(|s| arrays.sent.get(s));
-            if let Some(slot) = n.and_then(|&n| ids.get_mut(n)) {
+            if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
                 *slot = Some(id);
             }
         }
@@ -363,57 +355,30 @@ impl<V: Copy> Keys<V> {
 }
 
 /// Series to create, as create_series takes them: metric ids, label counts and the labels
-/// arrays end to end; `sent[k]` is the distinct series the k-th of them is.
+/// arrays end to end.
 #[derive(Default)]
 struct SeriesArrays {
-    sent: Vec<usize>,
     metric_ids: Vec<i32>,
     counts: Vec<i32>,
     flat: Vec<i32>,
 }
 
 impl SeriesArrays {
-    fn push(&mut self, n: usize, metric_id: i32, labels: &[i32]) {
-        self.sent.push(n);
+    fn push(&mut self, metric_id: i32, labels: &[i32]) {
         self.metric_ids.push(metric_id);
         self.counts.push(labels.len() as i32);
         self.flat.extend_from_slice(labels);
     }
 
-    /// The labels array of each series.
-    fn arrays(&self) -> impl Iterator<Item = &[i32]> {
-        self.counts.iter().scan(0usize, |at, &n| {
-            let start = *at;
-            *at += n as usize;
-            self.flat.get(start..*at)
-        })
-    }
-
     /// Whether no two series have the same metric and labels.
     fn all_distinct(&self) -> bool {
-        let mut seen = HashSet::with_capacity(self.sent.len());
-        self.metric_ids
-            .iter()
-            .zip(self.arrays())
-            .all(|series| seen.insert(series))
-    }
-
-    /// Both sets in the order of the distinct series they are.
-    fn merged_with(self, other: SeriesArrays) -> SeriesArrays {
-        let mut all: Vec<(usize, i32, &[i32])> = self
-            .sent
-            .iter()
-            .zip(&self.metric_ids)
-            .zip(self.arrays())
-            .chain(other.sent.iter().zip(&other.metric_ids).zip(other.arrays()))
-            .map(|((&n, &m), labels)| (n, m, labels))
-            .collect();
-        all.sort_by_key(|(n, _, _)| *n);
-        let mut merged = SeriesArrays::default();
-        for (n, m, labels) in all {
-            merged.push(n, m, labels);
-        }
-        merged
+        let mut seen = HashSet::with_capacity(self.metric_ids.len());
+        let mut at = 0;
+        self.metric_ids.iter().zip(&self.counts).all(|(m, &n)| {
+            let labels = &self.flat[at..at + n as usize];
+            at += n as usize;
+            seen.insert((m, labels))
+        })
     }
 }
 
@@ -502,28 +467,13 @@ mod tests {
     use super::SeriesArrays;
 
     #[test]
-    fn fresh_and_other_series_merge_back_into_the_order_of_the_request() {
-        let mut fresh = SeriesArrays::default();
-        let mut rest = SeriesArrays::default();
-        fresh.push(1, 7, &[1, 10]);
-        rest.push(0, 7, &[1, 11, 20]);
-        fresh.push(3, 8, &[2, 10]);
-        rest.push(2, 8, &[2]);
-        assert!(fresh.all_distinct());
-        let merged = fresh.merged_with(rest);
-        assert_eq!(merged.sent, [0, 1, 2, 3]);
-        assert_eq!(merged.metric_ids, [7, 7, 8, 8]);
-        assert_eq!(merged.counts, [3, 2, 1, 2]);
-        assert_eq!(merged.flat, [1, 11, 20, 1, 10, 2, 2, 10]);
-    }
-
-    #[test]
     fn the_same_series_twice_is_told() {
         let mut fresh = SeriesArrays::default();
-        fresh.push(0, 7, &[1, 10]);
-        fresh.push(1, 8, &[1, 10]);
-        assert!(fresh.all_distinct(), "another metric, another series");
-        fresh.push(2, 7, &[1, 10]);
+        fresh.push(7, &[1, 10]);
+        fresh.push(8, &[1, 10]);
+        fresh.push(7, &[1, 10, 20]);
+        assert!(fresh.all_distinct(), "another metric or labels, another series");
+        fresh.push(7, &[1, 10]);
         assert!(!fresh.all_distinct());
     }
 }
