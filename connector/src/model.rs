@@ -85,15 +85,22 @@ impl Series {
     /// Identity of the series for caching: names and values joined by 0xFF, a byte that
     /// never appears in UTF-8 text (names and values are UTF-8).
     pub fn identity(&self) -> Vec<u8> {
-        let len = self.labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
-        let mut key = Vec::with_capacity(len);
+        let mut key = Vec::new();
+        self.identity_into(&mut key);
+        key
+    }
+
+    /// [`Series::identity`] written into `key` (emptied first), so that a buffer can serve
+    /// many series.
+    pub fn identity_into(&self, key: &mut Vec<u8>) {
+        key.clear();
+        key.reserve(self.labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
         for l in &self.labels {
             key.extend_from_slice(&l.name);
             key.push(0xff);
             key.extend_from_slice(&l.value);
             key.push(0xff);
         }
-        key
     }
 }
 

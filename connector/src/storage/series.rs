@@ -4,7 +4,9 @@
 //! cached label ids and positions (migration 7): PostgreSQL is asked only for what this
 //! connector has not seen yet, then inserts the series.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -63,7 +65,7 @@ impl Resolution {
 /// distinct series, `slot[k]` the distinct series of entry k (a request may repeat a series,
 /// a sample per entry).
 fn distinct(missing: &[(usize, Vec<u8>)]) -> (Vec<usize>, Vec<usize>) {
-    let mut first_of: HashMap<&[u8], usize> = HashMap::with_capacity(missing.len());
+    let mut first_of: FastMap<&[u8], usize> = FastMap::with_capacity(missing.len());
     let mut unique: Vec<usize> = Vec::with_capacity(missing.len());
     let slot = missing
         .iter()
@@ -118,8 +120,11 @@ impl SeriesResolver {
             ids: Vec::with_capacity(series.len()),
             ..Default::default()
         };
+        // One buffer for the identities of the series found (almost all of them): only those
+        // missing are kept, and so allocated.
+        let mut identity = Vec::new();
         for (i, s) in series.iter().enumerate() {
-            let identity = s.identity();
+            s.identity_into(&mut identity);
             match self.cache.get(&identity) {
                 Some(id) => {
                     resolution.stats.cache_hits += 1;
@@ -128,7 +133,7 @@ impl SeriesResolver {
                 None => {
                     resolution.stats.cache_misses += 1;
                     resolution.ids.push(0);
-                    resolution.missing.push((i, identity));
+                    resolution.missing.push((i, identity.clone()));
                 }
             }
         }
@@ -324,7 +329,7 @@ impl SeriesResolver {
 
 /// The distinct keys a batch of new series needs, each with its value once known.
 struct Keys<V> {
-    place_of: HashMap<Vec<u8>, usize>,
+    place_of: FastMap<Vec<u8>, usize>,
     keys: Vec<Vec<u8>>,
     values: Vec<Option<V>>,
 }
@@ -332,7 +337,7 @@ struct Keys<V> {
 impl<V> Default for Keys<V> {
     fn default() -> Self {
         Keys {
-            place_of: HashMap::new(),
+            place_of: FastMap::new(),
             keys: Vec::new(),
             values: Vec::new(),
         }
@@ -372,7 +377,7 @@ impl SeriesArrays {
 
     /// Whether no two series have the same metric and labels.
     fn all_distinct(&self) -> bool {
-        let mut seen = HashSet::with_capacity(self.metric_ids.len());
+        let mut seen = FastSet::with_capacity(self.metric_ids.len());
         let mut at = 0;
         self.metric_ids.iter().zip(&self.counts).all(|(m, &n)| {
             let labels = &self.flat[at..at + n as usize];
@@ -388,8 +393,8 @@ impl SeriesArrays {
 async fn fetch_labels(
     tx: &mut sqlx::PgConnection,
     labels: &mut Keys<i32>,
-) -> Result<(Vec<(Vec<u8>, i32)>, HashSet<i32>), StorageError> {
-    let mut created = HashSet::new();
+) -> Result<(Vec<(Vec<u8>, i32)>, FastSet<i32>), StorageError> {
+    let mut created = FastSet::new();
     let found = fetch_unknown(
         tx,
         "SELECT idx, label_id, created FROM _prom_catalog.get_or_create_label_ids_created($1, $2)",
