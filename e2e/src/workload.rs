@@ -1,6 +1,6 @@
 //! A reproducible Prometheus-like workload for the benchmarks: series of a node-exporter-like
 //! fleet, scraped every `step_ms`, cut into remote-write requests the way Prometheus' shards
-//! send them. Each sender owns a slice of the series, so every series stays in time order
+//! send them. Each sender owns every n-th series, so every series stays in time order
 //! (Prometheus' own receiver requires that).
 
 use std::time::{Duration, Instant};
@@ -92,10 +92,14 @@ impl Workload {
 
     /// Bodies of the given protocol (the same series and samples either way).
     pub fn payload_in(&self, protocol: Protocol) -> Payload {
-        let per_sender = self.series.div_ceil(self.senders);
+        // Series go to senders as Prometheus' queue manager gives them to shards: by series
+        // reference (the order the head created them in) modulo the shard count. The series
+        // of one target (consecutive here) are spread over every sender, so a new target's
+        // labels are wanted by all of them at once, as after a real rollout.
         (0..self.senders)
             .map(|sender| {
-                let ids: Vec<usize> = (sender * per_sender..((sender + 1) * per_sender).min(self.series))
+                let ids: Vec<usize> = (sender..self.series)
+                    .step_by(self.senders)
                     .map(|i| i + self.first_id)
                     .collect();
                 let labels: Vec<[(String, String); 5]> = ids.iter().map(|&id| Self::labels(id)).collect();
