@@ -99,14 +99,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // No JIT compilation in the connector's sessions: they look series up, insert and read
     // rows by index and decode samples in Rust, and PostgreSQL compiles by estimated cost: a
     // lookup of 2000 series was estimated past `jit_optimize_above_cost` and spent 350 ms
-    // compiling to run for 10 (docs/storage.md, "Series creation"). Set once connected rather
-    // than as a startup option, which connection poolers such as PgBouncer refuse.
+    // compiling to run for 10 (docs/storage.md, "Series creation"). And transactions at READ
+    // COMMITTED whatever the database's or role's default: series creation relies on each
+    // statement's new snapshot to keep a series from being stored twice (migration 24). Set
+    // once connected rather than as startup options, which connection poolers such as
+    // PgBouncer refuse.
     let pool = PgPoolOptions::new()
         .max_connections(config.db_connections_max)
         .acquire_timeout(config.db_connection_timeout)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                sqlx::query("SET jit = off").execute(conn).await?;
+                sqlx::query(
+                    "SELECT set_config('jit', 'off', false), \
+                            set_config('default_transaction_isolation', 'read committed', false)",
+                )
+                .execute(conn)
+                .await?;
                 Ok(())
             })
         })

@@ -2,11 +2,13 @@
 //! plain insert and falls back to a conflict-tolerant one only when another writer created
 //! one of them first. Whichever way, each label set gets exactly one series, every caller is
 //! answered with that series' id, and the other new series of the batch are created. Series
-//! a version 8, 12, 13 or 21 catalog holds keep their ids. New series draw their ids in the
-//! order they are asked for (migration 14), whatever the order of their labels. A series with
-//! a label its own transaction created skips the lookup and the catalog's indexes (migration
-//! 22): it is written into `_prom_catalog.series_fresh`, found there by every other writer and
-//! reader, and moved into the indexed catalog by `index_fresh_series`.
+//! a version 8, 12, 13, 21, 22 or 23 catalog holds keep their ids. New series draw their ids
+//! in the order they are asked for (migration 14), whatever the order of their labels. A
+//! series with a label its own transaction created skips the lookup and the catalog's indexes
+//! (migration 22): it is written into `_prom_catalog.series_fresh`, found there by every other
+//! writer and reader, and moved into the indexed catalog by `index_fresh_series`. Since
+//! migration 24 every other new series is written there too once looked up, unique through
+//! that table's exclusion constraint and a check against the indexed catalog after the insert.
 
 use std::time::Duration;
 
@@ -153,6 +155,188 @@ async fn series_of_a_version_22_catalog_keep_their_ids() {
     series_of_an_older_catalog_keep_their_ids(22).await;
 }
 
+/// Version 24 writes every new series unindexed, under an exclusion constraint of the fresh
+/// series: those a version 23 catalog holds, fresh or indexed, are found by every lookup
+/// (create_series, existing_series) and never created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_23_catalog_keep_their_ids() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 23).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["indexed", "other"]).await;
+    let (indexed, other) = (ids[0], ids[1]);
+    // Version 23 writes one series fresh (its label new in its transaction), one indexed.
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let fresh = label_in(&mut conn, "fresh").await;
+    let old = create(&mut conn, metric_id, &[[name, fresh], [name, indexed]]).await;
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert_eq!(where_series_are(&db).await, (1, 1));
+
+    migrate_to(&db, latest_version()).await.unwrap();
+    let exclusion: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = '_prom_catalog.series_fresh'::regclass AND contype = 'x'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(exclusion, 1, "fresh series are unique by their labels");
+    // Another writer (a connector that restarted) finds both and creates only the new one,
+    // unindexed although none of its labels is new.
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let now = create(&mut conn, metric_id, &[[name, other], [name, indexed], [name, fresh]]).await;
+    assert_eq!(now[1], (1, old[1].1), "the indexed series keeps its id");
+    assert_eq!(now[2], (2, old[0].1), "the fresh series keeps its id");
+    assert!(now[0].1 != old[0].1 && now[0].1 != old[1].1, "{now:?}");
+    assert_eq!(where_series_are(&db).await, (2, 1));
+    // The lookup of the series limits finds them all, by name.
+    let found: Vec<(i32, Option<i32>, Option<i64>)> =
+        sqlx::query_as("SELECT idx, metric_id, series_id FROM _prom_catalog.existing_series($1, $2, $3, $4)")
+            .bind(vec!["race"; 4])
+            .bind(vec![2i32; 4])
+            .bind(vec!["__name__", "k", "__name__", "k", "__name__", "k", "__name__", "k"])
+            .bind(vec![
+                "race", "fresh", "race", "indexed", "race", "other", "race", "unknown",
+            ])
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        found,
+        vec![
+            (0, Some(metric_id), Some(old[0].1)),
+            (1, Some(metric_id), Some(old[1].1)),
+            (2, Some(metric_id), Some(now[0].1)),
+            (3, Some(metric_id), None),
+        ]
+    );
+    // Asked again, nothing is created; indexed by the merge pass, all keep their ids.
+    assert_eq!(
+        create(&mut conn, metric_id, &[[name, other], [name, indexed], [name, fresh]]).await,
+        now
+    );
+    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    assert_eq!(
+        create(&mut conn, metric_id, &[[name, fresh], [name, indexed], [name, other]]).await,
+        vec![(0, old[0].1), (1, old[1].1), (2, now[0].1)]
+    );
+    assert_eq!(where_series_are(&db).await, (0, 3));
+}
+
+/// A series another writer creates while this one looks it up, and which the merge pass
+/// indexes before this writer inserts its own copy, is not stored twice: the exclusion
+/// constraint of the fresh series no longer sees it, the check after the insert does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_indexed_while_another_writer_creates_it_gets_one_id() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "x"]).await;
+    let (a, x) = (ids[0], ids[1]);
+    // Writer 1 creates {k="x"} and, in the same transaction, the merge pass indexes it.
+    let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    let by_first = create(&mut first, metric_id, &[[name, x]]).await;
+    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(&mut first)
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    // Writer 2 looks {k="x"} up before writer 1 commits (and so misses it), then waits at
+    // the exclusion constraint for writer 1's fresh row, which writer 1 deleted.
+    let uri = pg.uri();
+    let second = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&uri).await.unwrap();
+        create(&mut conn, metric_id, &[[name, a], [name, x]]).await
+    });
+    sessions_waiting_on_a_lock_in(&db, "create_series").await;
+    sqlx::query("COMMIT").execute(&mut first).await.unwrap();
+    let by_second = second.await.unwrap();
+    assert_eq!(by_second[1], (1, by_first[0].1), "writer 1's series: {by_second:?}");
+    assert_ne!(by_second[0].1, by_first[0].1);
+    let copies: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series WHERE labels = $1")
+        .bind(vec![name, x])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(copies, 1, "one series for one label set");
+    assert_eq!(where_series_are(&db).await, (1, 1));
+}
+
+/// A series asked for twice in one call is refused, fresh or not. In a transaction stricter
+/// than READ COMMITTED (where the check after the insert could not see a moved copy) new
+/// series go into the indexed catalog, found and created once as before; the connector's own
+/// sessions run at READ COMMITTED whatever the database's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_are_created_once_at_any_isolation_level() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b"]).await;
+    let (a, b) = (ids[0], ids[1]);
+    let refused = sqlx::query("SELECT * FROM _prom_catalog.create_series($1, $2, $3)")
+        .bind(vec![metric_id; 2])
+        .bind(vec![2i32; 2])
+        .bind(vec![name, a, name, a])
+        .fetch_all(&db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("each series once"), "{refused}");
+    assert_eq!(where_series_are(&db).await, (0, 0));
+
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let created = create(&mut conn, metric_id, &[[name, a]]).await;
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert_eq!(where_series_are(&db).await, (0, 1), "indexed at REPEATABLE READ");
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let again = create(&mut conn, metric_id, &[[name, b], [name, a]]).await;
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert_eq!(again[1], (1, created[0].1));
+    assert_eq!(where_series_are(&db).await, (0, 2));
+
+    // A database whose default is REPEATABLE READ: the connector still writes a new series of
+    // known labels unindexed (its sessions are READ COMMITTED).
+    sqlx::query(&format!(
+        "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+        db.connect_options().get_database().unwrap_or("postgres")
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    let connector = Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
+    )
+    .await;
+    let body = encode(vec![series(
+        &[("__name__", "race")],
+        &[(promscale_e2e::recent_ms(), 1.0)],
+    )]);
+    let (status, text) = post(&reqwest::Client::new(), &connector.url("/write"), body)
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let isolation: String =
+        sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'default_transaction_isolation'")
+            .fetch_one(&mut PgConnection::connect(&pg.uri()).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(isolation, "repeatable read", "the database's default is kept");
+    assert_eq!(where_series_are(&db).await, (1, 2));
+}
+
 /// Series rows in the fresh table and in the indexed catalog: (fresh, indexed).
 async fn where_series_are(db: &sqlx::PgPool) -> (i64, i64) {
     sqlx::query_as(
@@ -191,8 +375,8 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
     );
     assert_eq!(
         where_series_are(&db).await,
-        (1, 1),
-        "the series of the new label is fresh"
+        (2, 0),
+        "new series are written unindexed, fresh labels or not"
     );
 
     // Any other writer finds both (a connector after a restart), and creates nothing.
@@ -201,7 +385,7 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
         create(&mut other, metric_id, &[[name, old], [name, new]]).await,
         vec![(0, created[1].1), (1, created[0].1)]
     );
-    assert_eq!(where_series_are(&db).await, (1, 1));
+    assert_eq!(where_series_are(&db).await, (2, 0));
     // Readers of _prom_catalog.series see it: views, PromQL's selection, the label APIs.
     let seen: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM _prom_catalog.series WHERE labels && ARRAY[$1] ORDER BY id")
@@ -216,7 +400,7 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(moved, 1);
+    assert_eq!(moved, 2);
     assert_eq!(where_series_are(&db).await, (0, 2));
     assert_eq!(
         create(&mut other, metric_id, &[[name, new]]).await,
@@ -409,12 +593,12 @@ async fn labels_say_whether_they_were_created_and_their_series_are_created_in_on
         [(0, b), (1, b + 1), (2, a)][..]
     );
     sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-    assert_eq!(where_series_are(&db).await, (2, 1));
+    assert_eq!(where_series_are(&db).await, (3, 0));
     let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(moved, 2);
+    assert_eq!(moved, 3);
     let mut other = PgConnection::connect(&pg.uri()).await.unwrap();
     assert_eq!(
         create(&mut other, metric_id, &[[name, new2], [name, new1]]).await,

@@ -137,6 +137,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fresh_series_in_one_statement",
         sql: include_str!("migrations/0023_fresh_series_in_one_statement.sql"),
     },
+    Migration {
+        version: 24,
+        name: "new_series_unindexed",
+        sql: include_str!("migrations/0024_new_series_unindexed.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
