@@ -2,16 +2,23 @@
 //! plain insert and falls back to a conflict-tolerant one only when another writer created
 //! one of them first. Whichever way, each label set gets exactly one series, every caller is
 //! answered with that series' id, and the other new series of the batch are created. Series
-//! a version 8, 12, 13, 21, 22 or 23 catalog holds keep their ids. New series draw their ids
+//! a version 8, 12, 13, 21, 22, 23 or 24 catalog holds keep their ids. New series draw their ids
 //! in the order they are asked for (migration 14), whatever the order of their labels. A
 //! series with a label its own transaction created skips the lookup and the catalog's indexes
 //! (migration 22): it is written into `_prom_catalog.series_fresh`, found there by every other
 //! writer and reader, and moved into the indexed catalog by `index_fresh_series`. Since
 //! migration 24 every other new series is written there too once looked up, unique through
 //! that table's exclusion constraint and a check against the indexed catalog after the insert.
+//! Since migration 25 the lookups, ids and insert of a call are one statement, and version
+//! 24's function sorts out conflicts, duplicates and stricter isolation levels; two moves
+//! into the indexed catalog at once index each series once, and the merge pass gives back
+//! the pages of the series it moved. The lookup of the series limits answers every series of
+//! a call in order.
 
 use std::time::Duration;
 
+use promscale_connector::storage::compaction::CompactionOptions;
+use promscale_connector::storage::maintenance::{merge_once, Outcome};
 use promscale_connector::storage::migrations::{latest_version, migrate_to};
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
@@ -155,22 +162,28 @@ async fn series_of_a_version_22_catalog_keep_their_ids() {
     series_of_an_older_catalog_keep_their_ids(22).await;
 }
 
-/// Version 24 writes every new series unindexed, under an exclusion constraint of the fresh
-/// series: those a version 23 catalog holds, fresh or indexed, are found by every lookup
-/// (create_series, existing_series) and never created twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn series_of_a_version_23_catalog_keep_their_ids() {
+/// Series a catalog of `version` holds, fresh and indexed, are found by every lookup of the
+/// latest version (create_series, existing_series), keep their ids and are never created
+/// twice; the merge pass indexes them under the same ids.
+async fn fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(version: i32) {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
-    migrate_to(&db, 23).await.unwrap();
+    migrate_to(&db, version).await.unwrap();
     let (metric_id, name, ids) = race_labels(&db, &["indexed", "other"]).await;
     let (indexed, other) = (ids[0], ids[1]);
-    // Version 23 writes one series fresh (its label new in its transaction), one indexed.
+    // One series indexed by the old version's merge pass, one fresh (its label new in the
+    // transaction that created it).
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let old_indexed = create(&mut conn, metric_id, &[[name, indexed]]).await;
+    sqlx::query("SELECT _prom_catalog.index_fresh_series()")
+        .execute(&db)
+        .await
+        .unwrap();
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
     let fresh = label_in(&mut conn, "fresh").await;
-    let old = create(&mut conn, metric_id, &[[name, fresh], [name, indexed]]).await;
+    let old_fresh = create(&mut conn, metric_id, &[[name, fresh]]).await;
     sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    let old = [old_fresh[0], (1, old_indexed[0].1)];
     assert_eq!(where_series_are(&db).await, (1, 1));
 
     migrate_to(&db, latest_version()).await.unwrap();
@@ -225,6 +238,159 @@ async fn series_of_a_version_23_catalog_keep_their_ids() {
         vec![(0, old[0].1), (1, old[1].1), (2, now[0].1)]
     );
     assert_eq!(where_series_are(&db).await, (0, 3));
+}
+
+/// Version 24 writes every new series unindexed, under an exclusion constraint of the fresh
+/// series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_23_catalog_keep_their_ids() {
+    fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(23).await;
+}
+
+/// Version 25 looks up, draws ids for and inserts the new series of a call in one statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_24_catalog_keep_their_ids() {
+    fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(24).await;
+}
+
+/// The merge pass gives back the space of the series it moves out of `series_fresh`: readers
+/// of fresh series scan that table, and a rollout's burst of new series would otherwise keep
+/// its pages until autovacuum came by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merge_pass_gives_back_the_space_of_the_series_it_indexes() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let values: Vec<String> = (0..3000).map(|i| format!("pod-{i}")).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let (metric_id, name, ids) = race_labels(&db, &values).await;
+    let arrays: Vec<[i32; 2]> = ids.iter().map(|&id| [name, id]).collect();
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let created = create(&mut conn, metric_id, &arrays).await;
+    assert_eq!(created.len(), 3000);
+    assert_eq!(where_series_are(&db).await, (3000, 0));
+    let fresh_size = || async {
+        sqlx::query_scalar::<_, i64>("SELECT pg_relation_size('_prom_catalog.series_fresh')")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    assert!(fresh_size().await > 8192 * 10, "3,000 series take pages");
+
+    let outcome = merge_once(&db, &CompactionOptions::merge_only()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
+    assert_eq!(where_series_are(&db).await, (0, 3000));
+    assert_eq!(fresh_size().await, 0, "the emptied pages are given back");
+    // Found under the same ids afterwards.
+    assert_eq!(create(&mut conn, metric_id, &arrays).await, created);
+    assert_eq!(where_series_are(&db).await, (0, 3000));
+}
+
+/// Two moves at once (one connector's merge pass, another's maintenance): the second's plain
+/// insert meets the first's rows, waits for it, and falls back to the conflict-tolerant move,
+/// which finds nothing left. Each series is indexed once, under its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_moves_at_once_index_each_series_once() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b", "c"]).await;
+    let arrays: Vec<[i32; 2]> = ids.iter().map(|&id| [name, id]).collect();
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let created = create(&mut conn, metric_id, &arrays).await;
+    assert_eq!(where_series_are(&db).await, (3, 0));
+
+    let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(&mut first)
+        .await
+        .unwrap();
+    assert_eq!(moved, 3);
+    let uri = pg.uri();
+    let second = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&uri).await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT _prom_catalog.index_fresh_series()")
+            .fetch_one(&mut conn)
+            .await
+    });
+    assert_eq!(sessions_waiting_on_a_lock_in(&db, "index_fresh_series").await, 1);
+    sqlx::query("COMMIT").execute(&mut first).await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), 0, "nothing left to move");
+    assert_eq!(where_series_are(&db).await, (0, 3));
+    assert_eq!(create(&mut conn, metric_id, &arrays).await, created);
+}
+
+/// The lookup of the series limits (`existing_series`, by names) answers every series of a
+/// call, in order: one found with its id, any other with its metric's id if the metric exists
+/// (an unknown label value or key, no labels besides the name, or none at all); 2,000 series
+/// of one call each with their own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_of_the_series_limits_answers_every_series_in_order() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let values: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let (metric_id, name, ids) = race_labels(&db, &values).await;
+    let arrays: Vec<[i32; 2]> = ids.iter().map(|&id| [name, id]).collect();
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let created = create(&mut conn, metric_id, &arrays).await;
+    let lookup = |metrics: Vec<&'static str>, counts: Vec<i32>, keys: Vec<String>, values: Vec<String>| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (i32, Option<i32>, Option<i64>)>(
+                "SELECT idx, metric_id, series_id FROM _prom_catalog.existing_series($1, $2, $3, $4)",
+            )
+            .bind(metrics)
+            .bind(counts)
+            .bind(keys)
+            .bind(values)
+            .fetch_all(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let found = lookup(
+        vec!["race", "race", "race", "nosuch", "race", "race", "race"],
+        vec![2, 2, 1, 2, 2, 0, 2],
+        s(&[
+            "__name__", "k", "__name__", "k", "__name__", "__name__", "k", "__name__", "other", "__name__", "k",
+        ]),
+        s(&[
+            "race", "v7", "race", "unknown", "race", "nosuch", "v7", "race", "x", "race", "v0",
+        ]),
+    )
+    .await;
+    assert_eq!(
+        found,
+        vec![
+            (0, Some(metric_id), Some(created[7].1)),
+            (1, Some(metric_id), None),
+            (2, Some(metric_id), None),
+            (3, None, None),
+            (4, Some(metric_id), None),
+            (5, Some(metric_id), None),
+            (6, Some(metric_id), Some(created[0].1)),
+        ]
+    );
+    // All 2,000 in one call, last first.
+    let n = values.len();
+    let found = lookup(
+        vec!["race"; n],
+        vec![2; n],
+        (0..n).flat_map(|_| s(&["__name__", "k"])).collect(),
+        values.iter().rev().flat_map(|v| s(&["race", v])).collect(),
+    )
+    .await;
+    let expected: Vec<(i32, Option<i32>, Option<i64>)> = created
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, (_, id))| (i as i32, Some(metric_id), Some(*id)))
+        .collect();
+    assert_eq!(found, expected);
 }
 
 /// A series another writer creates while this one looks it up, and which the merge pass

@@ -1,11 +1,11 @@
 //! Runs maintenance on a schedule: `prom_api.execute_maintenance()` (indexing new series,
-//! retention), the bound on
-//! stored exemplars ([`exemplars::trim`]), then [`compaction`](super::compaction) of the head
-//! into series chunks. Every connector runs the
+//! retention), the bound on stored exemplars ([`exemplars::trim`]), then
+//! [`compaction`](super::compaction) of the head into series chunks, then a vacuum of the table
+//! the new series were indexed out of. Every connector runs the
 //! schedule; a session advisory lock lets exactly one of them do the work at a time, and the
 //! others skip that round. Between maintenance runs, a light pass trims exemplars, indexes the
-//! series created since (`index_fresh_series`) and merges the small head rows of the last
-//! interval (`--maintenance.merge-interval`), under a lock of its own.
+//! series created since (`index_fresh_series`), merges the small head rows of the last
+//! interval (`--maintenance.merge-interval`) and vacuums that table, under a lock of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +36,13 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
         .await
     {
         Ok(_) => match exemplars::trim(&mut conn, compaction.exemplars_per_series).await {
-            Ok(_) => compact(pool, compaction).await,
+            Ok(_) => {
+                let compacted = compact(pool, compaction).await;
+                // `execute_maintenance` moved the fresh series: after the compaction, which
+                // this must not hold up.
+                vacuum_fresh_series(&mut conn).await;
+                compacted
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -54,23 +60,50 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
         return Ok(Outcome::Skipped);
     }
     // Series are indexed for lookups and matchers only: a failure there holds up no merge.
-    if let Err(e) = index_fresh_series(&mut conn).await {
-        tracing::warn!(error = %crate::storage::StorageError::from(e), "indexing new series failed; retrying at the next merge pass");
-    }
+    let moved = match index_fresh_series(&mut conn).await {
+        Ok(moved) => moved,
+        Err(e) => {
+            tracing::warn!(error = %crate::storage::StorageError::from(e), "indexing new series failed; retrying at the next merge pass");
+            0
+        }
+    };
     let result = match exemplars::trim(&mut conn, options.exemplars_per_series).await {
         Ok(_) => merge_small_rows(pool, options).await,
         Err(e) => Err(e),
     };
+    if moved > 0 {
+        vacuum_fresh_series(&mut conn).await;
+    }
     unlock(conn, MERGE_LOCK, result.is_err()).await;
     Ok(Outcome::Done(result?))
 }
 
-/// Moves the series created with a label of their own transaction (written without the
-/// catalog's indexes, migration 22) into the indexed catalog; returns how many.
+/// Moves the series created since the last pass (written without the catalog's indexes,
+/// migrations 22 and 24) into the indexed catalog; returns how many.
 pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
         .fetch_one(conn)
         .await
+}
+
+/// Vacuums the table of fresh series once `index_fresh_series` (the merge pass's, or
+/// maintenance's through `prom_api.execute_maintenance`) has emptied it, rather than waiting
+/// for autovacuum: readers of fresh series scan that table, and a burst of new series (a
+/// rollout's) would keep its pages. Only the rows no snapshot can see any more go, so under
+/// load some wait for the next pass. Giving back the emptied trailing pages takes the table's
+/// exclusive lock, which every reader and writer of series shares the table with (it is a
+/// child of `_prom_catalog.series`): VACUUM only tries for it, gives up after 5 s of
+/// trying, and stops when someone waits, so a pass can spend those seconds here, after its
+/// merging. With `SKIP_LOCKED` it does not wait for another vacuum of the table (another
+/// connector's pass, autovacuum). The labels hash index keeps its size. A failure holds up
+/// nothing: it is logged.
+async fn vacuum_fresh_series(conn: &mut PgConnection) {
+    if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) _prom_catalog.series_fresh")
+        .execute(conn)
+        .await
+    {
+        tracing::warn!(error = %crate::storage::StorageError::from(e), "vacuuming _prom_catalog.series_fresh failed; autovacuum will do it");
+    }
 }
 
 /// Takes the session advisory lock `key` if no other session holds it.

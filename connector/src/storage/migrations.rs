@@ -142,6 +142,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "new_series_unindexed",
         sql: include_str!("migrations/0024_new_series_unindexed.sql"),
     },
+    Migration {
+        version: 25,
+        name: "series_in_one_statement",
+        sql: include_str!("migrations/0025_series_in_one_statement.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -202,9 +202,10 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     let parts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT c.relname::text, pg_relation_size(c.oid)
            FROM pg_class c
-          WHERE c.oid IN ('_prom_catalog.series'::regclass, '_prom_catalog.label'::regclass)
+          WHERE c.oid IN ('_prom_catalog.series'::regclass, '_prom_catalog.series_fresh'::regclass, '_prom_catalog.label'::regclass)
              OR c.oid IN (SELECT indexrelid FROM pg_index
-                           WHERE indrelid IN ('_prom_catalog.series'::regclass, '_prom_catalog.label'::regclass))
+                           WHERE indrelid IN ('_prom_catalog.series'::regclass, '_prom_catalog.series_fresh'::regclass,
+                                              '_prom_catalog.label'::regclass))
           ORDER BY 2 DESC",
     )
     .fetch_all(&db)
