@@ -96,28 +96,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         );
     }
     let (connect_options, embedded) = database(&config).await?;
-    // No JIT compilation in the connector's sessions: they look series up, insert and read
-    // rows by index and decode samples in Rust, and PostgreSQL compiles by estimated cost: a
-    // lookup of 2000 series was estimated past `jit_optimize_above_cost` and spent 350 ms
-    // compiling to run for 10 (docs/storage.md, "Series creation"). And transactions at READ
-    // COMMITTED whatever the database's or role's default: series creation relies on each
-    // statement's new snapshot to keep a series from being stored twice (migration 24). Set
-    // once connected rather than as startup options, which connection poolers such as
-    // PgBouncer refuse.
+    // Each session as `storage::set_up_session` sets it up.
     let pool = PgPoolOptions::new()
         .max_connections(config.db_connections_max)
         .acquire_timeout(config.db_connection_timeout)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query(
-                    "SELECT set_config('jit', 'off', false), \
-                            set_config('default_transaction_isolation', 'read committed', false)",
-                )
-                .execute(conn)
-                .await?;
-                Ok(())
-            })
-        })
+        .after_connect(|conn, _| Box::pin(storage::set_up_session(conn)))
         .connect_lazy_with(connect_options.application_name("promscale-connector"));
 
     let metrics = Arc::new(Metrics::new());

@@ -58,6 +58,27 @@ impl TestPostgres {
         tls.join("ca.crt")
     }
 
+    /// Turns on `pg_stat_statements` (nested statements included), restarting the server: for
+    /// benches that report where the database's time goes.
+    pub async fn enable_statement_stats(&mut self) {
+        use std::io::Write;
+        let conf = self.server.dir().join("pgdata").join("postgresql.conf");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&conf).unwrap();
+        writeln!(
+            file,
+            "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = 'all'"
+        )
+        .unwrap();
+        self.stop(StopMode::Fast);
+        self.restart();
+        let pool = self.pool().await;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
     pub fn stop(&mut self, mode: StopMode) {
         self.server.stop(mode).expect("stopping the test PostgreSQL");
     }

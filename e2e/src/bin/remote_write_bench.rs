@@ -12,7 +12,8 @@
 //! as after every restart or upgrade of a connector pod. The slowest single request of all is
 //! reported too. Last, unless
 //! `--no-v2`, the steady state again in remote-write 2.0 bodies, against the connector and
-//! Prometheus 3's own receiver.
+//! Prometheus 3's own receiver. `--statement-stats` adds where the database's time went in
+//! the rounds of new series, by statement.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,9 +48,31 @@ struct Args {
     /// Skip the remote-write 2.0 comparison (the connector vs Prometheus 3's receiver).
     #[arg(long)]
     no_v2: bool,
+    /// Report where the database's time goes in the rounds of new series: statements, nested
+    /// ones included, by total time (`pg_stat_statements`). The server then runs
+    /// with those statistics on, which costs some of its time.
+    #[arg(long)]
+    statement_stats: bool,
     /// Extra flags for the connector, e.g. --connector-arg=--ingest.writers=2 (repeatable).
     #[arg(long = "connector-arg", allow_hyphen_values = true)]
     connector_args: Vec<String>,
+}
+
+/// The statements that took the most of the database's time since the statistics were
+/// reset, to stderr.
+async fn print_statement_stats(db: &sqlx::PgPool) {
+    let statements: Vec<(bool, i64, f64, String)> = sqlx::query_as(
+        "SELECT toplevel, calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    eprintln!("database time in the rounds of new series, by statement (nested ones indented):");
+    for (top, calls, ms, query) in statements {
+        let indent = if top { "" } else { "    " };
+        eprintln!("{ms:>10.1} ms {calls:>7} calls  {indent}{query}");
+    }
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -113,7 +136,10 @@ async fn main() {
         .collect();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
-    let pg = TestPostgres::start();
+    let mut pg = TestPostgres::start();
+    if args.statement_stats {
+        pg.enable_statement_stats().await;
+    }
     let mut connector_args = vec!["--log.level", "warn"];
     connector_args.extend(args.connector_args.iter().map(String::as_str));
     let mut connector = Connector::start(&pg.uri(), &connector_args).await;
@@ -148,6 +174,13 @@ async fn main() {
     // A round of new series takes a tenth of a second here: the rounds' total time gives a
     // steadier rate than their median.
     let mut rollout_time = [Duration::ZERO; 2];
+    let db = pg.pool().await;
+    if args.statement_stats {
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&db)
+            .await
+            .unwrap();
+    }
     for (r, rollout) in rollouts.iter().enumerate() {
         for (t, (name, url)) in targets.iter().enumerate() {
             let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
@@ -161,6 +194,9 @@ async fn main() {
             rollout_rates[t].push(rate);
             slowest[t] = slowest[t].max(slow);
         }
+    }
+    if args.statement_stats {
+        print_statement_stats(&db).await;
     }
     // A connector restart: a round of the first series, all in the database, none cached.
     let restart_payload = Workload {
