@@ -174,13 +174,17 @@ async fn main() {
     // A round of new series takes a tenth of a second here: the rounds' total time gives a
     // steadier rate than their median.
     let mut rollout_time = [Duration::ZERO; 2];
-    let db = pg.pool().await;
-    if args.statement_stats {
+    // Only with --statement-stats: its own pool, the statistics reset before the rounds.
+    let stats_db = if args.statement_stats {
+        let db = pg.pool().await;
         sqlx::query("SELECT pg_stat_statements_reset()")
             .execute(&db)
             .await
             .unwrap();
-    }
+        Some(db)
+    } else {
+        None
+    };
     for (r, rollout) in rollouts.iter().enumerate() {
         for (t, (name, url)) in targets.iter().enumerate() {
             let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
@@ -195,8 +199,8 @@ async fn main() {
             slowest[t] = slowest[t].max(slow);
         }
     }
-    if args.statement_stats {
-        print_statement_stats(&db).await;
+    if let Some(db) = &stats_db {
+        print_statement_stats(db).await;
     }
     // A connector restart: a round of the first series, all in the database, none cached.
     let restart_payload = Workload {
