@@ -13,7 +13,8 @@
 //! 24's function sorts out conflicts, duplicates and stricter isolation levels; two moves
 //! into the indexed catalog at once index each series once, and the merge pass gives back
 //! the pages of the series it moved. The lookup of the series limits answers every series of
-//! a call in order.
+//! a call in order. A call mixing series of labels its transaction created with stored series
+//! finds the stored ones (migration 26).
 
 use std::time::Duration;
 
@@ -251,6 +252,67 @@ async fn series_of_a_version_23_catalog_keep_their_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_of_a_version_24_catalog_keep_their_ids() {
     fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(24).await;
+}
+
+/// Version 26 tells the series holding a label of their own transaction by a hash join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_25_catalog_keep_their_ids() {
+    fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(25).await;
+}
+
+/// A call in a transaction that created many labels (a rollout's request: some of its series
+/// hold a new pod's labels, others labels another shard created, or belong to series stored
+/// before) writes the series of its own labels without looking them up, and finds every
+/// other series where it is: none is stored twice, each keeps its id (migration 26 tells the
+/// first kind by a join with the labels created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_mixing_series_of_its_own_labels_and_stored_series_finds_the_stored_ones() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["indexed", "fresh", "other"]).await;
+    let (indexed, fresh, other) = (ids[0], ids[1], ids[2]);
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let stored_indexed = create(&mut conn, metric_id, &[[name, indexed]]).await[0].1;
+    sqlx::query("SELECT _prom_catalog.index_fresh_series()")
+        .execute(&db)
+        .await
+        .unwrap();
+    let stored_fresh = create(&mut conn, metric_id, &[[name, fresh]]).await[0].1;
+    assert_eq!(where_series_are(&db).await, (1, 1));
+
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let values: Vec<String> = (0..300).map(|n| format!("pod-{n}")).collect();
+    let created: Vec<(i32, bool)> = sqlx::query_as(
+        "SELECT label_id, created FROM _prom_catalog.get_or_create_label_ids_created(array_fill('k'::text, ARRAY[cardinality($1::text[])]), $1) ORDER BY idx",
+    )
+    .bind(&values)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(created.iter().all(|&(_, new)| new));
+    // The stored and known-label series between the new ones, in the order of a request.
+    let mut arrays: Vec<[i32; 2]> = created.iter().map(|&(id, _)| [name, id]).collect();
+    arrays.insert(100, [name, indexed]);
+    arrays.insert(200, [name, fresh]);
+    arrays.insert(250, [name, other]);
+    let answered = create(&mut conn, metric_id, &arrays).await;
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert_eq!(answered.len(), 303);
+    assert_eq!(answered[100], (100, stored_indexed), "the indexed series is found");
+    assert_eq!(answered[200], (200, stored_fresh), "the fresh series is found");
+    let mut ids: Vec<i64> = answered.iter().map(|&(_, id)| id).collect();
+    assert!(ids.windows(2).all(|w| w[0] != w[1]));
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 303, "every series its own id");
+    // 300 series of new labels and {k="other"} are new: 302 fresh with the one before.
+    assert_eq!(where_series_are(&db).await, (302, 1));
+    let distinct: bool = sqlx::query_scalar("SELECT count(DISTINCT labels) = count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(distinct, "no label set stored twice");
 }
 
 /// The merge pass gives back the space of the series it moves out of `series_fresh`: readers

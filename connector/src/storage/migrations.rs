@@ -147,6 +147,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_in_one_statement",
         sql: include_str!("migrations/0025_series_in_one_statement.sql"),
     },
+    Migration {
+        version: 26,
+        name: "fresh_series_by_hash",
+        sql: include_str!("migrations/0026_fresh_series_by_hash.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
