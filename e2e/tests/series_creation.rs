@@ -296,8 +296,23 @@ async fn a_call_mixing_series_of_its_own_labels_and_stored_series_finds_the_stor
     arrays.insert(100, [name, indexed]);
     arrays.insert(200, [name, fresh]);
     arrays.insert(250, [name, other]);
+    let drawn = || async {
+        sqlx::query_scalar::<_, i64>("SELECT last_value FROM _prom_catalog.series_number")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let before = drawn().await;
     let answered = create(&mut conn, metric_id, &arrays).await;
     sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    // One id for each new series and none for the stored ones: a stored series taken for one
+    // of the transaction's own would be inserted again, meet its first copy and send the
+    // whole call to the conflict path, which draws ids again.
+    assert_eq!(
+        drawn().await - before,
+        301,
+        "ids drawn in one go, for the new series only"
+    );
     assert_eq!(answered.len(), 303);
     assert_eq!(answered[100], (100, stored_indexed), "the indexed series is found");
     assert_eq!(answered[200], (200, stored_fresh), "the fresh series is found");
@@ -346,6 +361,92 @@ async fn the_merge_pass_gives_back_the_space_of_the_series_it_indexes() {
     // Found under the same ids afterwards.
     assert_eq!(create(&mut conn, metric_id, &arrays).await, created);
     assert_eq!(where_series_are(&db).await, (0, 3000));
+}
+
+/// A burst of new series grows the fresh series' hash index, which never gives buckets back:
+/// once a pass has emptied the table, the index is rebuilt small. A reader using the index
+/// at that moment makes the rebuild give up (after 50 ms) without failing the pass; the next
+/// maintenance run rebuilds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fresh_series_index_shrinks_back_after_a_burst() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let index_size = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT sum(pg_relation_size(indexrelid))::int8 FROM pg_index WHERE indrelid = '_prom_catalog.series_fresh'::regclass",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    let burst = |from: usize| {
+        let db = db.clone();
+        let uri = pg.uri();
+        async move {
+            let values: Vec<String> = (from..from + 10_000).map(|i| format!("pod-{i}")).collect();
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let (metric_id, name, ids) = race_labels(&db, &values).await;
+            let arrays: Vec<[i32; 2]> = ids.iter().map(|&id| [name, id]).collect();
+            let mut conn = PgConnection::connect(&uri).await.unwrap();
+            assert_eq!(create(&mut conn, metric_id, &arrays).await.len(), 10_000);
+        }
+    };
+    let small = index_size().await;
+    burst(0).await;
+    let grown = index_size().await;
+    assert!(
+        grown > 128 * 1024,
+        "10,000 series grow the index: {small} -> {grown} bytes"
+    );
+    let outcome = merge_once(&db, &CompactionOptions::merge_only()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
+    assert_eq!(where_series_are(&db).await, (0, 10_000));
+    // Autovacuum, come by after the burst, can hold the table and make the pass leave the
+    // rebuild to a later one: maintenance runs take it up.
+    let mut rebuilt = index_size().await;
+    for _ in 0..10 {
+        if rebuilt <= 64 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        promscale_e2e::maintain_with(&db, &CompactionOptions::merge_only()).await;
+        rebuilt = index_size().await;
+    }
+    assert!(
+        rebuilt <= 64 * 1024,
+        "rebuilt over the emptied table: {grown} -> {rebuilt} bytes"
+    );
+
+    // Another burst while a reader holds the index: the pass moves the series and leaves the
+    // index as it is; maintenance later rebuilds it.
+    burst(10_000).await;
+    let grown = index_size().await;
+    assert!(grown > 128 * 1024);
+    let mut reader = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    sqlx::query("SELECT id FROM ONLY _prom_catalog.series_fresh WHERE labels = ARRAY[1, 2]")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let outcome = merge_once(&db, &CompactionOptions::merge_only()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
+    assert_eq!(where_series_are(&db).await, (0, 20_000));
+    assert_eq!(index_size().await, grown, "not rebuilt under a reader");
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    let mut rebuilt = grown;
+    for _ in 0..10 {
+        promscale_e2e::maintain_with(&db, &CompactionOptions::merge_only()).await;
+        rebuilt = index_size().await;
+        if rebuilt <= 64 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        rebuilt <= 64 * 1024,
+        "rebuilt by maintenance: {grown} -> {rebuilt} bytes"
+    );
 }
 
 /// Two moves at once (one connector's merge pass, another's maintenance): the second's plain

@@ -41,6 +41,7 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
                 // `execute_maintenance` moved the fresh series: after the compaction, which
                 // this must not hold up.
                 vacuum_fresh_series(&mut conn).await;
+                shrink_fresh_series_index(&mut conn).await;
                 compacted
             }
             Err(e) => Err(e),
@@ -73,6 +74,7 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
     };
     if moved > 0 {
         vacuum_fresh_series(&mut conn).await;
+        shrink_fresh_series_index(&mut conn).await;
     }
     unlock(conn, MERGE_LOCK, result.is_err()).await;
     Ok(Outcome::Done(result?))
@@ -95,8 +97,8 @@ pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Er
 /// child of `_prom_catalog.series`): VACUUM only tries for it, gives up after 5 s of
 /// trying, and stops when someone waits, so a pass can spend those seconds here, after its
 /// merging. With `SKIP_LOCKED` it does not wait for another vacuum of the table (another
-/// connector's pass, autovacuum). The labels hash index keeps its size. A failure holds up
-/// nothing: it is logged.
+/// connector's pass, autovacuum). The labels hash index keeps its size
+/// ([`shrink_fresh_series_index`] rebuilds it). A failure holds up nothing: it is logged.
 async fn vacuum_fresh_series(conn: &mut PgConnection) {
     if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) _prom_catalog.series_fresh")
         .execute(conn)
@@ -104,6 +106,66 @@ async fn vacuum_fresh_series(conn: &mut PgConnection) {
     {
         tracing::warn!(error = %crate::storage::StorageError::from(e), "vacuuming _prom_catalog.series_fresh failed; autovacuum will do it");
     }
+}
+
+/// Heap size of `_prom_catalog.series_fresh` up to which its labels index is rebuilt once it
+/// has grown past [`FRESH_INDEX_SHRINK_BYTES`].
+const FRESH_HEAP_SHRINK_BYTES: i64 = 128 * 1024;
+const FRESH_INDEX_SHRINK_BYTES: i64 = 128 * 1024;
+
+/// Rebuilds the labels index of `_prom_catalog.series_fresh` (its exclusion constraint's) once
+/// a pass has emptied the table and the vacuum has given back its pages, while the index
+/// still holds the space of an earlier burst: a hash index never gives back its buckets,
+/// about 61 bytes a series of the largest burst of new series between two passes, kept for
+/// good. A hash index is built with as many buckets as the table's pages suggest rows, so the
+/// heap has to be small first. Rebuilt then, it takes a few pages, in milliseconds.
+///
+/// REINDEX takes the table's share lock (writers of new series wait behind it, and it waits
+/// for them) and then the index's exclusive lock (so does anything planning a statement on
+/// `_prom_catalog.series`): it waits at most 50 ms for each (`lock_timeout`) and runs for at
+/// most 200 ms (`statement_timeout`), or leaves it to a later pass. A failure holds up nothing:
+/// it is logged.
+async fn shrink_fresh_series_index(conn: &mut PgConnection) {
+    let oversized: Result<bool, sqlx::Error> = sqlx::query_scalar(
+        "SELECT pg_relation_size('_prom_catalog.series_fresh_labels') > $1
+            AND pg_relation_size('_prom_catalog.series_fresh') <= $2",
+    )
+    .bind(FRESH_INDEX_SHRINK_BYTES)
+    .bind(FRESH_HEAP_SHRINK_BYTES)
+    .fetch_one(&mut *conn)
+    .await;
+    let result = match oversized {
+        Ok(false) => return,
+        Ok(true) => reindex_fresh_series(conn).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => tracing::debug!("rebuilt the labels index of _prom_catalog.series_fresh"),
+        Err(e) if gave_up_waiting(&e) => {
+            tracing::debug!("the labels index of _prom_catalog.series_fresh is in use; rebuilding it at a later pass")
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::storage::StorageError::from(e), "rebuilding the labels index of _prom_catalog.series_fresh failed; retrying at a later pass")
+        }
+    }
+}
+
+async fn reindex_fresh_series(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '50ms'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL statement_timeout = '200ms'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("REINDEX INDEX _prom_catalog.series_fresh_labels")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// A lock not had within `lock_timeout` (55P03), the statement cut by `statement_timeout`
+/// (57014), or a deadlock with a writer (40P01, with a `deadlock_timeout` under 50 ms).
+fn gave_up_waiting(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("55P03" | "57014" | "40P01")))
 }
 
 /// Takes the session advisory lock `key` if no other session holds it.
