@@ -41,7 +41,6 @@ pub async fn run_once(pool: &PgPool, compaction: &CompactionOptions) -> Result<O
                 // `execute_maintenance` moved the fresh series: after the compaction, which
                 // this must not hold up.
                 vacuum_fresh_series(&mut conn).await;
-                shrink_fresh_series_index(&mut conn).await;
                 compacted
             }
             Err(e) => Err(e),
@@ -74,7 +73,6 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
     };
     if moved > 0 {
         vacuum_fresh_series(&mut conn).await;
-        shrink_fresh_series_index(&mut conn).await;
     }
     unlock(conn, MERGE_LOCK, result.is_err()).await;
     Ok(Outcome::Done(result?))
@@ -97,15 +95,16 @@ pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Er
 /// child of `_prom_catalog.series`): VACUUM only tries for it, gives up after 5 s of
 /// trying, and stops when someone waits, so a pass can spend those seconds here, after its
 /// merging. With `SKIP_LOCKED` it does not wait for another vacuum of the table (another
-/// connector's pass, autovacuum). The labels hash index keeps its size
-/// ([`shrink_fresh_series_index`] rebuilds it). A failure holds up nothing: it is logged.
+/// connector's pass, autovacuum). The labels hash index keeps its size: once the pages are
+/// back, [`shrink_fresh_series_index`] rebuilds it. A failure holds up nothing: it is logged.
 async fn vacuum_fresh_series(conn: &mut PgConnection) {
     if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) _prom_catalog.series_fresh")
-        .execute(conn)
+        .execute(&mut *conn)
         .await
     {
         tracing::warn!(error = %crate::storage::StorageError::from(e), "vacuuming _prom_catalog.series_fresh failed; autovacuum will do it");
     }
+    shrink_fresh_series_index(conn).await;
 }
 
 /// Heap size of `_prom_catalog.series_fresh` up to which its labels index is rebuilt once it
