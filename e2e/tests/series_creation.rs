@@ -664,11 +664,18 @@ async fn series_are_created_once_at_any_isolation_level() {
     assert_eq!(where_series_are(&db).await, (1, 2));
 }
 
-/// Series rows in the fresh table and in the indexed catalog: (fresh, indexed).
+/// Series rows in the fresh table and in the indexed catalog: (fresh, indexed). The indexed
+/// rows' table is `series_row` since migration 27, `series` before.
 async fn where_series_are(db: &sqlx::PgPool) -> (i64, i64) {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM ONLY _prom_catalog.series_fresh), (SELECT count(*) FROM ONLY _prom_catalog.series)",
+    let table: String = sqlx::query_scalar(
+        "SELECT coalesce(to_regclass('_prom_catalog.series_row'), '_prom_catalog.series'::regclass)::text",
     )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    sqlx::query_as(&format!(
+        "SELECT (SELECT count(*) FROM ONLY _prom_catalog.series_fresh), (SELECT count(*) FROM ONLY {table})"
+    ))
     .fetch_one(db)
     .await
     .unwrap()

@@ -41,6 +41,19 @@ async fn timed(
     Ok(tx)
 }
 
+/// The series `(id, labels)` carrying one of the labels of the int4[] parameter `param`: the
+/// rows through their GIN index, and the packed series of the batches whose label ids say
+/// they may hold one (through the batches' GIN index, migration 27), rather than the view
+/// `_prom_catalog.series`, which would unnest every batch.
+fn series_with_any_of(param: &str) -> String {
+    format!(
+        "(SELECT r.id, r.labels FROM _prom_catalog.series_row r WHERE r.labels && {param}
+          UNION ALL
+          SELECT e.id, e.labels FROM _prom_catalog.series_batch b CROSS JOIN LATERAL unnest(b.series) AS e
+           WHERE b.label_ids && {param} AND e.labels && {param})"
+    )
+}
+
 /// The label names of the series carrying one of the labels `tenant_ids`, the tenant label
 /// itself left out when `hide_tenant`; every series of those tenants is read, within
 /// `timeout`.
@@ -51,12 +64,13 @@ pub async fn tenant_label_names(
     timeout: std::time::Duration,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut tx = timed(pool, timeout).await?;
-    let names = sqlx::query_scalar(
+    let names = sqlx::query_scalar(&format!(
         "SELECT DISTINCT l.key FROM _prom_catalog.label l
-          WHERE l.id IN (SELECT DISTINCT u.id FROM _prom_catalog.series s CROSS JOIN LATERAL unnest(s.labels) u(id)
-                          WHERE s.labels && $1 AND u.id <> 0)
+          WHERE l.id IN (SELECT DISTINCT u.id FROM {} s CROSS JOIN LATERAL unnest(s.labels) u(id)
+                          WHERE u.id <> 0)
             AND NOT ($2 AND l.key = $3)",
-    )
+        series_with_any_of("$1")
+    ))
     .bind(tenant_ids)
     .bind(hide_tenant)
     .bind(TENANT_LABEL)
@@ -67,8 +81,8 @@ pub async fn tenant_label_names(
 }
 
 /// The values of the label `key` among the series carrying one of the labels `tenant_ids`:
-/// each value of the key looked for among those series through the GIN index on labels,
-/// within `timeout`.
+/// each value of the key looked for among those series through the GIN index on labels (and
+/// among the packed ones through the batches'), within `timeout`.
 pub async fn tenant_label_values(
     pool: &PgPool,
     key: &str,
@@ -79,7 +93,10 @@ pub async fn tenant_label_values(
     let values = sqlx::query_scalar(
         "SELECT l.value FROM _prom_catalog.label l
           WHERE l.key = $1
-            AND EXISTS (SELECT 1 FROM _prom_catalog.series s WHERE s.labels @> ARRAY[l.id] AND s.labels && $2)",
+            AND (EXISTS (SELECT 1 FROM _prom_catalog.series_row s WHERE s.labels @> ARRAY[l.id] AND s.labels && $2)
+                 OR EXISTS (SELECT 1 FROM _prom_catalog.series_batch b CROSS JOIN LATERAL unnest(b.series) AS e
+                             WHERE b.label_ids @> ARRAY[l.id] AND b.label_ids && $2
+                               AND e.labels @> ARRAY[l.id] AND e.labels && $2))",
     )
     .bind(key)
     .bind(tenant_ids)
@@ -165,17 +182,20 @@ pub async fn tsdb_status(
     let mut tx = timed(pool, timeout).await?;
     let (pairs, label_ids, hide_tenant) = match counted {
         Counted::All => (
-            "SELECT key, value, series FROM prom_info.label_cardinality",
+            "SELECT key, value, series FROM prom_info.label_cardinality".to_string(),
             None,
             false,
         ),
         Counted::Tenants { label_ids, hide_tenant } => (
-            "SELECT l.key, l.value, c.series
-               FROM (SELECT u.id, count(*) AS series FROM _prom_catalog.series s
-                      CROSS JOIN LATERAL unnest(s.labels) AS u(id)
-                      WHERE s.labels && $2 AND u.id <> 0 GROUP BY u.id) c
-               JOIN _prom_catalog.label l ON l.id = c.id
-              WHERE NOT ($3 AND l.key = $4)",
+            format!(
+                "SELECT l.key, l.value, c.series
+                   FROM (SELECT u.id, count(*) AS series FROM {} s
+                          CROSS JOIN LATERAL unnest(s.labels) AS u(id)
+                          WHERE u.id <> 0 GROUP BY u.id) c
+                   JOIN _prom_catalog.label l ON l.id = c.id
+                  WHERE NOT ($3 AND l.key = $4)",
+                series_with_any_of("$2")
+            ),
             Some(label_ids),
             hide_tenant,
         ),
@@ -208,7 +228,7 @@ pub async fn tsdb_status(
     };
     let rows: Vec<(String, Option<String>, i64)> = query.fetch_all(&mut *tx).await?;
     if let Some(label_ids) = label_ids {
-        let series: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series WHERE labels && $1")
+        let series: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {} s", series_with_any_of("$1")))
             .bind(label_ids)
             .fetch_one(&mut *tx)
             .await?;

@@ -34,6 +34,9 @@ pub struct CompactionOptions {
     pub merge_below_samples: usize,
     /// Exemplars kept per series by each run (see [`super::exemplars::trim`]).
     pub exemplars_per_series: usize,
+    /// After a metric's chunks are sealed, its series with no sample in this long are packed
+    /// into batches ([`super::packing`]).
+    pub pack_after: Duration,
 }
 
 impl CompactionOptions {
@@ -43,6 +46,7 @@ impl CompactionOptions {
             head_age,
             max_batch_samples: 2_000_000,
             seal_after: head_age + Duration::from_secs(30 * 60),
+            pack_after: head_age + Duration::from_secs(30 * 60),
             workers: usize::from(workers).max(1),
             merge_after: Duration::from_secs(60),
             merge_below_samples: MERGE_BELOW_SAMPLES,
@@ -71,6 +75,7 @@ impl CompactionOptions {
             head_age: century,
             max_batch_samples: 2_000_000,
             seal_after: century,
+            pack_after: century,
             workers: 2,
             merge_after: Duration::ZERO,
             merge_below_samples: MERGE_BELOW_SAMPLES,
@@ -84,6 +89,7 @@ impl CompactionOptions {
             head_age: Duration::ZERO,
             max_batch_samples: 2_000_000,
             seal_after: Duration::ZERO,
+            pack_after: Duration::ZERO,
             workers: 2,
             merge_after: Duration::ZERO,
             merge_below_samples: MERGE_BELOW_SAMPLES,
@@ -102,6 +108,8 @@ pub struct CompactionStats {
     pub expired: u64,
     pub series_chunks_written: u64,
     pub chunks_sealed: u64,
+    /// Series packed into batches once their metric's chunks were sealed.
+    pub series_packed: u64,
     /// Rows of chunk blocks written (by compaction into small chunks, and by sealing them).
     pub chunk_blocks_written: u64,
     /// Small head rows merged into bigger ones (and the rows that replaced them).
@@ -118,6 +126,7 @@ impl CompactionStats {
         self.expired += o.expired;
         self.series_chunks_written += o.series_chunks_written;
         self.chunks_sealed += o.chunks_sealed;
+        self.series_packed += o.series_packed;
         self.chunk_blocks_written += o.chunk_blocks_written;
         self.head_rows_merged += o.head_rows_merged;
         self.merged_rows_written += o.merged_rows_written;
@@ -186,10 +195,21 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
             for chunk_id in chunk_ids {
                 let result = seal_chunk(pool, metric_id, chunk_id).await;
                 let stop = matches!(&result, Err(e) if is_connection_error(e));
-                results.push((chunk_id, result));
+                results.push((Some(chunk_id), result));
                 if stop {
                     break;
                 }
+            }
+            // Sealing read what the metric's series last wrote: the ones that stopped since
+            // go into batches (`docs/series-catalog.md`).
+            if results.iter().any(|(_, r)| r.is_ok()) {
+                let packed = super::packing::pack_inactive_series(pool, metric_id, options.pack_after)
+                    .await
+                    .map(|series| CompactionStats {
+                        series_packed: series,
+                        ..CompactionStats::default()
+                    });
+                results.push((None, packed));
             }
             (metric_id, results)
         })
@@ -200,22 +220,35 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
                 Ok(done) => stats.add(done),
                 Err(e) if is_connection_error(&e) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(chunk_id, metric_id, error = %e, "sealing a chunk failed; retrying next round");
+                    match chunk_id {
+                        Some(chunk_id) => {
+                            tracing::warn!(chunk_id, metric_id, error = %e, "sealing a chunk failed; retrying next round")
+                        }
+                        None => tracing::warn!(
+                            metric_id,
+                            error = %e,
+                            "packing the metric's inactive series failed; retrying after its next sealing"
+                        ),
+                    }
                     failed += 1;
                 }
             }
         }
     }
+    if stats.series_packed > 0 {
+        super::packing::vacuum_after_packing(pool).await;
+    }
     failed += merge_metrics(pool, metrics, options, &mut stats).await?;
     if failed > 0 {
         tracing::warn!(failed, "compaction skipped some metrics or chunks this round");
     }
-    if stats.samples > 0 || stats.head_rows_merged > 0 || stats.histograms > 0 {
+    if stats.samples > 0 || stats.head_rows_merged > 0 || stats.histograms > 0 || stats.series_packed > 0 {
         tracing::info!(
             samples = stats.samples,
             head_rows = stats.head_rows,
             series_chunks = stats.series_chunks_written,
             sealed = stats.chunks_sealed,
+            series_packed = stats.series_packed,
             chunk_blocks = stats.chunk_blocks_written,
             head_rows_merged = stats.head_rows_merged,
             expired = stats.expired,

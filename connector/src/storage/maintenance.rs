@@ -92,7 +92,7 @@ pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Er
 /// rollout's) would keep its pages. Only the rows no snapshot can see any more go, so under
 /// load some wait for the next pass. Giving back the emptied trailing pages takes the table's
 /// exclusive lock, which every reader and writer of series shares the table with (it is a
-/// child of `_prom_catalog.series`): VACUUM only tries for it, gives up after 5 s of
+/// child of `_prom_catalog.series_row`): VACUUM only tries for it, gives up after 5 s of
 /// trying, and stops when someone waits, so a pass can spend those seconds here, after its
 /// merging. With `SKIP_LOCKED` it does not wait for another vacuum of the table (another
 /// connector's pass, autovacuum). The labels hash index keeps its size: once the pages are
@@ -121,7 +121,7 @@ const FRESH_INDEX_SHRINK_BYTES: i64 = 128 * 1024;
 ///
 /// REINDEX takes the table's share lock (writers of new series wait behind it, and it waits
 /// for them) and then the index's exclusive lock (so does anything planning a statement on
-/// `_prom_catalog.series`): it waits at most 50 ms for each (`lock_timeout`) and runs for at
+/// `_prom_catalog.series_row` or the view `_prom_catalog.series`): it waits at most 50 ms for each (`lock_timeout`) and runs for at
 /// most 200 ms (`statement_timeout`), or leaves it to a later pass. A failure holds up nothing:
 /// it is logged.
 async fn shrink_fresh_series_index(conn: &mut PgConnection) {

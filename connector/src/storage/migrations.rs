@@ -152,6 +152,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fresh_series_by_hash",
         sql: include_str!("migrations/0026_fresh_series_by_hash.sql"),
     },
+    Migration {
+        version: 27,
+        name: "packed_series",
+        sql: include_str!("migrations/0027_packed_series.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

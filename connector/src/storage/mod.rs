@@ -1,6 +1,6 @@
 //! Everything that talks to PostgreSQL: the block format ([`codec`]), the write path into the
 //! head ([`samples`]; exemplars and native histograms beside it in [`exemplars`] and
-//! [`histograms`]), series ids ([`series`]), [`compaction`] into series chunks, [`deletion`]
+//! [`histograms`]), series ids ([`series`]), [`compaction`] into series chunks, [`packing`] of inactive series into batches, [`deletion`]
 //! of series data (asked for in SQL: [`deletion_queue`]), series
 //! selection by label matchers ([`select`]), reading samples ([`read`]), and what the HTTP
 //! API asks of the catalog ([`catalog`]). See `docs/storage.md`. No SQL lives outside this
@@ -20,6 +20,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod metadata;
 pub mod migrations;
+pub mod packing;
 pub mod read;
 pub mod samples;
 pub mod select;

@@ -135,6 +135,8 @@ impl PgSeriesSource {
     ) -> Result<Vec<(i64, Vec<i32>)>, QueryError> {
         let (metric_id, positions) = (metric.id, &metric.positions);
         let mut conditions = Vec::new();
+        // What the batches of packed series must hold for one of theirs to match (GIN).
+        let mut batch_conditions = Vec::new();
         let mut arrays: Vec<Vec<i32>> = Vec::new();
         for (i, m) in matchers.iter().enumerate() {
             let accepts_empty = m.is_match("");
@@ -155,13 +157,22 @@ impl PgSeriesSource {
             conditions.push(if accepts_empty {
                 format!("(coalesce(s.labels[{pos}], 0) = 0 OR s.labels[{pos}] = ANY(${param}))")
             } else {
+                batch_conditions.push(format!(" AND b.label_ids && ${param}::int4[]"));
                 format!("s.labels && ${param}::int4[] AND s.labels[{pos}] = ANY(${param})")
             });
         }
-        // A metric's series are the id range that starts at its id << SERIES_ID_BITS.
+        // A metric's series are the id range that starts at its id << SERIES_ID_BITS: rows
+        // (live series) by that range, and the metric's batches of packed series that may
+        // hold a match (migration 27), unnested.
         let mut sql = format!(
-            "SELECT s.id, s.labels FROM _prom_catalog.series s \
-              WHERE s.id >= $1::int8 << {SERIES_ID_BITS} AND s.id < ($1::int8 + 1) << {SERIES_ID_BITS}"
+            "SELECT s.id, s.labels FROM \
+               (SELECT r.id, r.labels FROM _prom_catalog.series_row r \
+                 WHERE r.id >= $1::int8 << {SERIES_ID_BITS} AND r.id < ($1::int8 + 1) << {SERIES_ID_BITS} \
+                UNION ALL \
+                SELECT e.id, e.labels FROM _prom_catalog.series_batch b CROSS JOIN LATERAL unnest(b.series) AS e \
+                 WHERE b.metric_id = $1{}) s \
+              WHERE true",
+            batch_conditions.concat()
         );
         for c in &conditions {
             sql.push_str(" AND ");

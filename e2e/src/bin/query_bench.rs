@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use promscale_connector::storage::compaction::CompactionOptions;
 use promscale_e2e::connector::Connector;
 use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::prometheus::Prometheus;
@@ -167,7 +168,14 @@ async fn main() {
     let requests = payload[0].len();
     let last_hour = requests - (3_600_000 / STEP_MS) as usize / ROUNDS_PER_REQUEST;
     let mut took = send_in_lockstep(&client, &connector.url("/write"), &payload, 0..last_hour).await;
-    let stats = promscale_e2e::maintain(&db).await;
+    // Every series is still writing: none is packed (maintenance packs series silent for
+    // `--storage.head-age` + 30 minutes; the compacted samples end an hour ago).
+    let options = CompactionOptions {
+        pack_after: Duration::from_secs(2 * 3600),
+        ..CompactionOptions::everything()
+    };
+    let stats = promscale_e2e::maintain_with(&db, &options).await;
+    assert_eq!(stats.series_packed, 0);
     eprintln!("compacted {} samples", stats.samples);
     took += send_in_lockstep(&client, &connector.url("/write"), &payload, last_hour..requests).await;
     eprintln!("connector loaded: {:.0} samples/s", samples / took.as_secs_f64());

@@ -191,8 +191,21 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
         data as f64 / samples,
         exceptions as f64 / samples
     );
+    let packed: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(cardinality(series)), 0)::int8 FROM _prom_catalog.series_batch")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    // Packing moved the series out of their rows (VACUUM FULL: in a running system the space
+    // they leave in the rows' heap and indexes takes the series created later).
+    sqlx::query("VACUUM FULL _prom_catalog.series_row")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("CHECKPOINT").execute(&db).await.unwrap();
     let catalog: i64 = sqlx::query_scalar(
-        "SELECT (pg_total_relation_size('_prom_catalog.series') + pg_total_relation_size('_prom_catalog.series_fresh')
+        "SELECT (pg_total_relation_size('_prom_catalog.series_row') + pg_total_relation_size('_prom_catalog.series_fresh')
+                 + pg_total_relation_size('_prom_catalog.series_batch') + pg_total_relation_size('_prom_catalog.packed_label_high')
                  + pg_total_relation_size('_prom_catalog.label'))::int8",
     )
     .fetch_one(&db)
@@ -202,10 +215,12 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
     let parts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT c.relname::text, pg_relation_size(c.oid)
            FROM pg_class c
-          WHERE c.oid IN ('_prom_catalog.series'::regclass, '_prom_catalog.series_fresh'::regclass, '_prom_catalog.label'::regclass)
+          WHERE c.oid IN ('_prom_catalog.series_row'::regclass, '_prom_catalog.series_fresh'::regclass,
+                          '_prom_catalog.series_batch'::regclass, '_prom_catalog.label'::regclass)
              OR c.oid IN (SELECT indexrelid FROM pg_index
-                           WHERE indrelid IN ('_prom_catalog.series'::regclass, '_prom_catalog.series_fresh'::regclass,
-                                              '_prom_catalog.label'::regclass))
+                           WHERE indrelid IN ('_prom_catalog.series_row'::regclass, '_prom_catalog.series_fresh'::regclass,
+                                              '_prom_catalog.series_batch'::regclass, '_prom_catalog.label'::regclass))
+             OR c.oid IN (SELECT reltoastrelid FROM pg_class WHERE oid = '_prom_catalog.series_batch'::regclass)
           ORDER BY 2 DESC",
     )
     .fetch_all(&db)
@@ -216,7 +231,7 @@ async fn measure(client: &reqwest::Client, shape: &Shape) -> Figures {
         .await
         .unwrap();
     eprintln!(
-        "{}: catalog of {series_count} series: {}",
+        "{}: catalog of {series_count} series, {packed} of them packed: {}",
         shape.name,
         parts
             .iter()
