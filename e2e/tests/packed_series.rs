@@ -73,6 +73,12 @@ async fn answers(client: &reqwest::Client, connector: &Connector, db: &PgPool, s
     out.push(values["data"].to_string());
     let view = promscale_e2e::view_samples(db, METRIC, "pod").await;
     out.push(format!("{view:?}"));
+    let cardinality: Vec<(String, i64)> =
+        sqlx::query_as("SELECT metric_name::text, series FROM prom_info.metric_cardinality ORDER BY 1")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    out.push(format!("{cardinality:?}"));
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
         .fetch_one(db)
         .await
@@ -83,6 +89,7 @@ async fn answers(client: &reqwest::Client, connector: &Connector, db: &PgPool, s
 
 /// Each answer as before (named by position: the full answers run to thousands of lines).
 fn same(before: &[String], after: &[String]) {
+    assert_eq!(before.len(), after.len());
     for (i, (b, a)) in before.iter().zip(after).enumerate() {
         assert!(
             b == a,
@@ -151,8 +158,18 @@ async fn series_that_stopped_are_packed_and_answer_exactly_as_before() {
     let (dead, live) = (pods("dead", 30), pods("live", 10));
     write(&client, &connector, &pods("old", 3), &dead_times).await;
     write(&client, &connector, &dead, &dead_times).await;
+    write(&client, &connector, &["gap-0".to_string()], &dead_times).await;
     write(&client, &connector, &live, &dead_times).await;
     write(&client, &connector, &live, &live_times).await;
+    // A series silent since the old chunk (created before the live ones) that writes again:
+    // its new sample is still in the head when maintenance packs.
+    let compact_only = CompactionOptions {
+        seal_after: Duration::from_secs(100 * 365 * 86_400),
+        pack_after: Duration::from_secs(100 * 365 * 86_400),
+        ..CompactionOptions::everything()
+    };
+    assert_eq!(maintain_with(&db, &compact_only).await.series_packed, 0);
+    write(&client, &connector, &["gap-0".to_string()], &[now - MINUTE_MS]).await;
     assert_eq!(
         ids_of(&db, "old-1").await,
         vec![old_ids[1]],
@@ -161,11 +178,13 @@ async fn series_that_stopped_are_packed_and_answer_exactly_as_before() {
 
     let (start, end) = (dead_times[0] - HOUR_MS, now);
     let before = answers(&client, &connector, &db, start, end).await;
-    assert_eq!(layout(&db).await, (43, 0, 0));
+    assert_eq!(layout(&db).await, (44, 0, 0));
 
-    // Maintenance seals the closed chunk, then packs the series with nothing in the last hour.
+    // Maintenance seals the closed chunk, then packs the series with nothing in the last hour
+    // (the head, written less than half an hour ago, stays as it is).
     let options = CompactionOptions {
         pack_after: Duration::from_secs(3600),
+        head_age: Duration::from_secs(1800),
         ..CompactionOptions::everything()
     };
     let stats = maintain_with(&db, &options).await;
@@ -173,8 +192,8 @@ async fn series_that_stopped_are_packed_and_answer_exactly_as_before() {
     assert_eq!(stats.series_packed, 33, "{stats:?}");
     assert_eq!(
         layout(&db).await,
-        (10, 33, 1),
-        "the live series stay rows, the others one batch"
+        (11, 33, 1),
+        "the live series stay rows, the one writing again too, the others one batch"
     );
     same(&before, &answers(&client, &connector, &db, start, end).await);
     // Again: nothing more to pack.
@@ -196,7 +215,7 @@ async fn series_that_stopped_are_packed_and_answer_exactly_as_before() {
     assert_eq!(ids_of(&db, "dead-3").await, dead_3);
     assert_eq!(ids_of(&db, "old-1").await, vec![old_ids[1]]);
     assert_eq!(ids_of(&db, "new-0").await.len(), 1);
-    assert_eq!(layout(&db).await, (11, 33, 1));
+    assert_eq!(layout(&db).await, (12, 33, 1));
     let answer = json(client.post(second.url("/api/v1/query")).form(&[
         ("query", format!("{METRIC}{{pod=\"dead-3\"}}")),
         ("time", format!("{}", late as f64 / 1000.0)),
@@ -216,21 +235,22 @@ async fn series_that_stopped_are_packed_and_answer_exactly_as_before() {
             .unwrap();
     assert_eq!(found, vec![(0, Some(ids_of(&db, "dead-7").await[0])), (1, None)]);
 
-    // Later, every compacted series is inactive: the live ones join the metric's batch; the
-    // new pod, whose samples are all in the head, stays a row.
+    // Later, every series is inactive (none counted in the head): the live ones and gap-0
+    // join the metric's batch. The new pod, created after every series of the last chunk and
+    // with no compacted sample, stays a row.
     let metric_id: i32 = sqlx::query_scalar("SELECT id FROM _prom_catalog.metric WHERE metric_name = $1")
         .bind(METRIC)
         .fetch_one(&db)
         .await
         .unwrap();
     let packed: i64 =
-        sqlx::query_scalar("SELECT _prom_catalog.pack_inactive_series($1, now() + interval '1 day', 1000)")
+        sqlx::query_scalar("SELECT _prom_catalog.pack_inactive_series($1, now() + interval '1 day', 1000, '{}')")
             .bind(metric_id)
             .fetch_one(&db)
             .await
             .unwrap();
-    assert_eq!(packed, 10);
-    assert_eq!(layout(&db).await, (1, 43, 1));
+    assert_eq!(packed, 11);
+    assert_eq!(layout(&db).await, (1, 44, 1));
     let after = answers(&client, &second, &db, start, end).await;
     // What changed since: the late samples (10 live series still in the lookback, and the
     // 3 written late), and one more series.

@@ -241,7 +241,8 @@ pub async fn tsdb_status(
         return Ok(status);
     }
     let (series, head_rows, min_time, max_time): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM _prom_catalog.series),
+        "SELECT (SELECT count(*) FROM _prom_catalog.series_row)
+                  + (SELECT coalesce(sum(cardinality(series)), 0) FROM _prom_catalog.series_batch)::int8,
                 h.rows,
                 (extract(epoch FROM least(h.min_time, g.min_time)) * 1000)::int8,
                 (extract(epoch FROM greatest(h.max_time, g.max_time)) * 1000)::int8

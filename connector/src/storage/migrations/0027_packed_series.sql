@@ -64,19 +64,21 @@ LANGUAGE sql STABLE STRICT AS $fn$
 $fn$;
 ALTER FUNCTION _prom_catalog.packed_series_id(int[]) SET enable_bitmapscan = on SET enable_seqscan = off SET jit = off;
 
--- Packs the series of p_metric_id that hold no compacted sample ending after p_cutoff into
--- batches of p_batch_size, with the metric's batches smaller than that; returns how many
--- series it packed. Run by maintenance after it seals a chunk of the metric.
+-- Packs the series of p_metric_id that hold no sample after p_cutoff into batches of
+-- p_batch_size, with the metric's batches smaller than that; returns how many series it
+-- packed. Run by maintenance after it seals a chunk of the metric, which passes the series
+-- its head rows hold (p_head_series: the head's blocks are decoded in Rust).
 --
--- A series counts as inactive when its id is at most the highest series id holding a
--- compacted sample in the metric's last chunks (series ids grow in creation order, so a
--- series whose samples are all still in the head, being newer, is left alone), and when no
--- series chunk, chunk block (by its series range) or native histogram of it ends after the
--- cutoff. Packing a series that is still alive (one silent since the cutoff) loses nothing:
+-- A series counts as inactive when it is not in p_head_series, when no series chunk, chunk
+-- block (by its series range) or native histogram of it ends after the cutoff, and when its
+-- id is at most the highest series id holding a compacted sample in the metric's last
+-- chunks (a series newer than those, created since the head was read, is left alone).
+-- Packing a series that is still alive (one silent since the cutoff) loses nothing:
 -- writers that cached its id go on writing under it, and the others find it in its batch.
 -- Rows and batches change in one transaction, so that a lookup (one statement) sees each
 -- series in one place.
-CREATE FUNCTION _prom_catalog.pack_inactive_series(p_metric_id int, p_cutoff timestamptz, p_batch_size int)
+CREATE FUNCTION _prom_catalog.pack_inactive_series(p_metric_id int, p_cutoff timestamptz, p_batch_size int,
+                                                   p_head_series bigint[])
 RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -92,8 +94,8 @@ DECLARE
     v_high int;
     v_packed bigint;
 BEGIN
-    IF p_metric_id IS NULL OR p_cutoff IS NULL OR p_batch_size IS NULL OR p_batch_size < 1 THEN
-        RAISE EXCEPTION 'pack_inactive_series takes a metric id, a cutoff and a batch size of at least 1';
+    IF p_metric_id IS NULL OR p_cutoff IS NULL OR p_batch_size IS NULL OR p_batch_size < 1 OR p_head_series IS NULL THEN
+        RAISE EXCEPTION 'pack_inactive_series takes a metric id, a cutoff, a batch size of at least 1 and the series of the head';
     END IF;
     -- The metric's chunks that end after the cutoff, and its last one.
     FOR v_chunk IN
@@ -126,6 +128,7 @@ BEGIN
         DELETE FROM ONLY _prom_catalog.series_row r
          WHERE r.id >= v_first AND r.id <= v_bound
            AND NOT (r.id <@ v_active)
+           AND r.id <> ALL (p_head_series)
            AND NOT (v_histograms
                     AND (EXISTS (SELECT 1 FROM _prom_catalog.histogram h WHERE h.series_id = r.id AND h.time > p_cutoff)
                          OR EXISTS (SELECT 1 FROM _prom_catalog.histogram_chunk h
@@ -627,17 +630,23 @@ END
 $fn$;
 
 -- The views that named the table now name the view (a view refers to a table by its oid, so
--- they followed the rename): each is replaced by its own definition on the view, keeping its
--- options (security_barrier). The metric views are rebuilt by refresh_metric_view.
+-- they followed the rename): each of ours is replaced by its own definition on the view,
+-- keeping its options (security_barrier), its subqueries counting a metric's series by id
+-- range told the metric too (the view's batches are found by metric, not by series id). The
+-- metric views are rebuilt by refresh_metric_view. A view of someone else's is left reading
+-- the rows, with a warning: it misses the packed series until it is rebuilt on the view.
+-- Roles that could read the table can read the view.
 DO $do$
 DECLARE
     v_view record;
+    v_def text;
     v_path text := current_setting('search_path');
+    v_grantee text;
 BEGIN
     -- Every name qualified in the definitions.
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     FOR v_view IN
-        SELECT DISTINCT c.oid::regclass AS name, c.reloptions
+        SELECT DISTINCT c.oid::regclass AS name, c.reloptions, n.nspname, c.relkind
           FROM pg_catalog.pg_depend d
           JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
           JOIN pg_catalog.pg_class c ON c.oid = w.ev_class
@@ -645,20 +654,34 @@ BEGIN
          WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
            AND d.refobjid = '_prom_catalog.series_row'::regclass
            AND c.oid <> '_prom_catalog.series'::regclass
-           AND n.nspname <> 'prom_metric'
     LOOP
-        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', v_view.name,
-                       replace(pg_catalog.pg_get_viewdef(v_view.name), '_prom_catalog.series_row', '_prom_catalog.series'));
+        IF v_view.nspname = 'prom_metric' AND v_view.relkind = 'v' THEN
+            CONTINUE;
+        END IF;
+        IF v_view.nspname NOT IN ('prom_info', '_prom_catalog') OR v_view.relkind <> 'v' THEN
+            RAISE WARNING '% reads _prom_catalog.series_row (the former table _prom_catalog.series), which holds the live series only since schema version 27: rebuild it on the view _prom_catalog.series to see every series', v_view.name;
+            CONTINUE;
+        END IF;
+        v_def := replace(pg_catalog.pg_get_viewdef(v_view.name), '_prom_catalog.series_row', '_prom_catalog.series');
+        v_def := regexp_replace(v_def, '\(s\.id >= _prom_catalog\.first_series_id\((\w+)\.id\)\)',
+                                '(s.metric_id = \1.id) AND (s.id >= _prom_catalog.first_series_id(\1.id))', 'g');
+        v_def := regexp_replace(v_def, '\(s\.id >= \(\((\w+)\.id\)::bigint << 40\)\)',
+                                '(s.metric_id = \1.id) AND (s.id >= ((\1.id)::bigint << 40))', 'g');
+        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', v_view.name, v_def);
         IF v_view.reloptions IS NOT NULL THEN
             EXECUTE format('ALTER VIEW %s SET (%s)', v_view.name, array_to_string(v_view.reloptions, ', '));
         END IF;
     END LOOP;
+    FOR v_grantee IN
+        SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END
+          FROM pg_catalog.pg_class c
+         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+          LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+         WHERE c.oid = '_prom_catalog.series_row'::regclass AND a.grantee <> c.relowner AND a.privilege_type = 'SELECT'
+    LOOP
+        EXECUTE format('GRANT SELECT ON _prom_catalog.series TO %s', v_grantee);
+    END LOOP;
     PERFORM set_config('search_path', v_path, true);
     PERFORM _prom_catalog.refresh_metric_view(m.id) FROM _prom_catalog.metric m ORDER BY m.id;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
-                WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refobjid = '_prom_catalog.series_row'::regclass
-                  AND w.ev_class <> '_prom_catalog.series'::regclass) THEN
-        RAISE EXCEPTION 'a view still reads _prom_catalog.series_row alone';
-    END IF;
 END
 $do$;
