@@ -388,3 +388,47 @@ async fn tenants_see_their_packed_series_and_only_theirs() {
     same(&before.0, &tenant_view(&alpha, &connector, start, end).await);
     same(&before.1, &tenant_view(&beta, &connector, start, end).await);
 }
+
+/// A version 26 database with a view of the user's own over the series table and a role
+/// granted SELECT on that table upgrades: the view keeps working (on the live rows, with a
+/// warning), and the role reads the new view of every series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_user_views_and_grants_of_the_series_table() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 26).await.unwrap();
+    let id = create_series_in_sql(&db, &[("__name__", METRIC), ("job", "pk"), ("pod", "p")]).await;
+    for statement in [
+        "CREATE VIEW public.my_series AS SELECT * FROM _prom_catalog.series",
+        "CREATE ROLE series_auditor LOGIN",
+        "GRANT USAGE ON SCHEMA _prom_catalog TO series_auditor",
+        "GRANT SELECT ON _prom_catalog.series TO series_auditor",
+    ] {
+        sqlx::query(statement).execute(&db).await.unwrap();
+    }
+    migrate_to(&db, promscale_connector::storage::migrations::latest_version())
+        .await
+        .unwrap();
+    let mine: Vec<i64> = sqlx::query_scalar("SELECT id FROM public.my_series")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(mine, vec![id]);
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = '_prom_catalog.series'::regclass")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(kind, "v");
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE series_auditor")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: Vec<i64> = sqlx::query_scalar("SELECT id FROM _prom_catalog.series")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![id]);
+    tx.rollback().await.unwrap();
+}
