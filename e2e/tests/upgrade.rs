@@ -601,8 +601,12 @@ async fn a_version_11_head_reads_the_same_and_is_compacted_into_packed_runs() {
             .fetch_one(&db)
             .await
             .unwrap();
-    let now = recent_ms();
-    let times: Vec<i64> = (0..240).map(|i| now - 3 * 3_600_000 + i * STEP).collect();
+    // An hour inside an 8 h chunk that has ended, whatever the time of day: across a chunk
+    // boundary each series would be two runs, and a short one may not pack (a run of 21
+    // samples of c3 did not, at 11:05 UTC).
+    const CHUNK: i64 = 8 * 3_600_000;
+    let chunk_start = (recent_ms() - 9 * 3_600_000) / CHUNK * CHUNK;
+    let times: Vec<i64> = (0..240).map(|i| chunk_start + 600_000 + i * STEP).collect();
     // c0 to c2 as in the other upgrade tests; c3 a counter with irregular increments.
     let values = |s: usize| -> Vec<f64> {
         let mut total = 0.0;
