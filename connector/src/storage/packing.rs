@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use foldhash::{HashSet as FastSet, HashSetExt};
 use futures::TryStreamExt;
 use sqlx::PgPool;
 
@@ -22,7 +23,7 @@ pub const BATCH_SERIES: i32 = 1_000;
 /// time, without decoding samples. A head row that cannot be read leaves the metric unpacked
 /// this time (compaction reports the row).
 pub async fn pack_inactive_series(pool: &PgPool, metric_id: i32, inactive_for: Duration) -> Result<u64, sqlx::Error> {
-    let mut head_series: Vec<i64> = Vec::new();
+    let mut head_series: FastSet<i64> = FastSet::new();
     let mut rows = sqlx::query_as::<_, (Option<Vec<u8>>, Option<Vec<i64>>)>(
         "SELECT data, plain_series_ids FROM _prom_catalog.head WHERE metric_id = $1",
     )
@@ -40,10 +41,10 @@ pub async fn pack_inactive_series(pool: &PgPool, metric_id: i32, inactive_for: D
             (None, Some(ids)) => head_series.extend(ids),
             (None, None) => return Ok(0),
         }
-        head_series.sort_unstable();
-        head_series.dedup();
     }
     drop(rows);
+    let mut head_series: Vec<i64> = head_series.into_iter().collect();
+    head_series.sort_unstable();
     let packed: i64 =
         sqlx::query_scalar("SELECT _prom_catalog.pack_inactive_series($1, now() - make_interval(secs => $2), $3, $4)")
             .bind(metric_id)

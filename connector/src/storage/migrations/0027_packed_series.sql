@@ -122,13 +122,15 @@ BEGIN
     IF v_bound IS NULL THEN
         RETURN 0;
     END IF;
+    -- The head's series, as ranges too: one binary search a row, however many there are.
+    v_active := v_active + (SELECT coalesce(range_agg(int8range(h.id, h.id, '[]')), '{}')
+                              FROM unnest(p_head_series) AS h(id));
     v_histograms := EXISTS (SELECT 1 FROM _prom_catalog.histogram h WHERE h.series_id >= v_first AND h.series_id < v_next)
                  OR EXISTS (SELECT 1 FROM _prom_catalog.histogram_chunk h WHERE h.series_id >= v_first AND h.series_id < v_next);
     WITH moved AS (
         DELETE FROM ONLY _prom_catalog.series_row r
          WHERE r.id >= v_first AND r.id <= v_bound
            AND NOT (r.id <@ v_active)
-           AND r.id <> ALL (p_head_series)
            AND NOT (v_histograms
                     AND (EXISTS (SELECT 1 FROM _prom_catalog.histogram h WHERE h.series_id = r.id AND h.time > p_cutoff)
                          OR EXISTS (SELECT 1 FROM _prom_catalog.histogram_chunk h
