@@ -200,7 +200,7 @@ pub async fn compact(pool: &PgPool, options: &CompactionOptions) -> Result<Compa
                     break;
                 }
             }
-            // Sealing read what the metric's series last wrote: the ones that stopped since
+            // Once a chunk of the metric is sealed, its series that stopped receiving samples
             // go into batches (`docs/series-catalog.md`).
             if results.iter().any(|(_, r)| r.is_ok()) {
                 let packed = super::packing::pack_inactive_series(pool, metric_id, options.pack_after)
