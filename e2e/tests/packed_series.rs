@@ -38,6 +38,18 @@ async fn write(client: &reqwest::Client, connector: &Connector, pods: &[String],
     assert_eq!(status, 204, "{text}");
 }
 
+/// Now, in whole seconds (ms), and the end of an 8 h chunk that closed at least three hours
+/// ago.
+fn now_and_closed_chunk_end() -> (i64, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        / 1000
+        * 1000;
+    (now, (now - 3 * HOUR_MS) / CHUNK_MS * CHUNK_MS)
+}
+
 fn pods(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -146,13 +158,7 @@ async fn series_that_stopped_are_packed_and_answer_exactly_as_before() {
 
     // Twenty minutes of samples in an 8 h chunk that closed at least three hours ago: the
     // old series and 30 more stop there; 10 live series go on until five minutes ago.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        / 1000
-        * 1000;
-    let chunk_end = (now - 3 * HOUR_MS) / CHUNK_MS * CHUNK_MS;
+    let (now, chunk_end) = now_and_closed_chunk_end();
     let dead_times: Vec<i64> = (0..20).map(|i| chunk_end - 2 * HOUR_MS + i * MINUTE_MS).collect();
     let live_times: Vec<i64> = (0..25).map(|i| now - 30 * MINUTE_MS + i * MINUTE_MS).collect();
     let (dead, live) = (pods("dead", 30), pods("live", 10));
@@ -336,13 +342,7 @@ async fn tenants_see_their_packed_series_and_only_theirs() {
     )
     .await;
     let (alpha, beta) = (tenant_client("alpha-token"), tenant_client("beta-token"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        / 1000
-        * 1000;
-    let chunk_end = (now - 3 * HOUR_MS) / CHUNK_MS * CHUNK_MS;
+    let (now, chunk_end) = now_and_closed_chunk_end();
     let times: Vec<i64> = (0..20).map(|i| chunk_end - 2 * HOUR_MS + i * MINUTE_MS).collect();
     // Alpha's pods and beta's, and a pod of the same name in both.
     let (alpha_pods, beta_pods) = (
