@@ -41,12 +41,8 @@ async fn write(client: &reqwest::Client, connector: &Connector, pods: &[String],
 /// Now, in whole seconds (ms), and the end of an 8 h chunk that closed at least three hours
 /// ago.
 fn now_and_closed_chunk_end() -> (i64, i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        / 1000
-        * 1000;
+    // recent_ms is an hour ago, in whole seconds.
+    let now = promscale_e2e::recent_ms() + HOUR_MS;
     (now, (now - 3 * HOUR_MS) / CHUNK_MS * CHUNK_MS)
 }
 

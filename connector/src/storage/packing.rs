@@ -43,8 +43,8 @@ pub async fn pack_inactive_series(pool: &PgPool, metric_id: i32, inactive_for: D
         }
     }
     drop(rows);
-    let mut head_series: Vec<i64> = head_series.into_iter().collect();
-    head_series.sort_unstable();
+    // In any order: the function aggregates them into ranges.
+    let head_series: Vec<i64> = head_series.into_iter().collect();
     let packed: i64 =
         sqlx::query_scalar("SELECT _prom_catalog.pack_inactive_series($1, now() - make_interval(secs => $2), $3, $4)")
             .bind(metric_id)
