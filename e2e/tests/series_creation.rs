@@ -14,7 +14,10 @@
 //! into the indexed catalog at once index each series once, and the merge pass gives back
 //! the pages of the series it moved. The lookup of the series limits answers every series of
 //! a call in order. A call mixing series of labels its transaction created with stored series
-//! finds the stored ones (migration 26).
+//! finds the stored ones (migration 26). Since migration 28 the series of a label above the
+//! recent label floor are created without lookups, once each, also by two writers at once;
+//! the floor rises only while no writer creates such series, and their series stay among the
+//! fresh ones until it has.
 
 use std::time::Duration;
 
@@ -26,6 +29,12 @@ use promscale_e2e::postgres::TestPostgres;
 use promscale_e2e::remote_write::{encode, post, series};
 use sqlx::{Connection, PgConnection};
 
+/// The merge pass' move of new series into the indexed catalog, the recent label floor raised
+/// first (migration 28), as `maintenance::index_fresh_series` does it; in one statement, so
+/// that it can run inside a test's transaction.
+const INDEX_FRESH_SERIES: &str =
+    "SELECT _prom_catalog.index_fresh_series() FROM (SELECT _prom_catalog.raise_recent_label_floor()) AS floor";
+
 /// `create_series` for series of one metric, each `[__name__ id, k id]`.
 async fn create(conn: &mut PgConnection, metric_id: i32, arrays: &[[i32; 2]]) -> Vec<(i32, i64)> {
     let flat: Vec<i32> = arrays.iter().flatten().copied().collect();
@@ -34,6 +43,26 @@ async fn create(conn: &mut PgConnection, metric_id: i32, arrays: &[[i32; 2]]) ->
         .bind(vec![2i32; arrays.len()])
         .bind(flat)
         .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// `create_recent_series` (migration 28) for series of one metric, each `[__name__ id, k id]`,
+/// each sent with its highest label as the recent one: the ids, None for a series not taken
+/// for recent, and the floor.
+async fn create_recent(
+    conn: &mut PgConnection,
+    metric_id: i32,
+    arrays: &[[i32; 2]],
+) -> (Vec<Option<i64>>, Option<i32>) {
+    let flat: Vec<i32> = arrays.iter().flatten().copied().collect();
+    let highest: Vec<i32> = arrays.iter().map(|a| a[0].max(a[1])).collect();
+    sqlx::query_as("SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)")
+        .bind(vec![metric_id; arrays.len()])
+        .bind(vec![2i32; arrays.len()])
+        .bind(flat)
+        .bind(highest)
+        .fetch_one(conn)
         .await
         .unwrap()
 }
@@ -188,6 +217,13 @@ async fn fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(version: i3
     assert_eq!(where_series_are(&db).await, (1, 1));
 
     migrate_to(&db, latest_version()).await.unwrap();
+    let (floor, newest): (i32, i32) = sqlx::query_as(
+        "SELECT (SELECT label_id FROM _prom_catalog.recent_label_floor), (SELECT max(id) FROM _prom_catalog.label)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(floor, newest, "no label of an older catalog is recent");
     let exclusion: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_constraint WHERE conrelid = '_prom_catalog.series_fresh'::regclass AND contype = 'x'",
     )
@@ -260,6 +296,18 @@ async fn series_of_a_version_25_catalog_keep_their_ids() {
     fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(25).await;
 }
 
+/// Version 27 packs the series that stopped into batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_26_catalog_keep_their_ids() {
+    fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(26).await;
+}
+
+/// Version 28 creates the series of recent labels without lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_version_27_catalog_keep_their_ids() {
+    fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(27).await;
+}
+
 /// A call in a transaction that created many labels (a rollout's request: some of its series
 /// hold a new pod's labels, others labels another shard created, or belong to series stored
 /// before) writes the series of its own labels without looking them up, and finds every
@@ -274,10 +322,7 @@ async fn a_call_mixing_series_of_its_own_labels_and_stored_series_finds_the_stor
     let (indexed, fresh, other) = (ids[0], ids[1], ids[2]);
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
     let stored_indexed = create(&mut conn, metric_id, &[[name, indexed]]).await[0].1;
-    sqlx::query("SELECT _prom_catalog.index_fresh_series()")
-        .execute(&db)
-        .await
-        .unwrap();
+    sqlx::query(INDEX_FRESH_SERIES).execute(&db).await.unwrap();
     let stored_fresh = create(&mut conn, metric_id, &[[name, fresh]]).await[0].1;
     assert_eq!(where_series_are(&db).await, (1, 1));
 
@@ -463,7 +508,7 @@ async fn two_moves_at_once_index_each_series_once() {
 
     let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
     sqlx::query("BEGIN").execute(&mut first).await.unwrap();
-    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES)
         .fetch_one(&mut first)
         .await
         .unwrap();
@@ -471,7 +516,7 @@ async fn two_moves_at_once_index_each_series_once() {
     let uri = pg.uri();
     let second = tokio::spawn(async move {
         let mut conn = PgConnection::connect(&uri).await.unwrap();
-        sqlx::query_scalar::<_, i64>("SELECT _prom_catalog.index_fresh_series()")
+        sqlx::query_scalar::<_, i64>(INDEX_FRESH_SERIES)
             .fetch_one(&mut conn)
             .await
     });
@@ -568,7 +613,7 @@ async fn a_series_indexed_while_another_writer_creates_it_gets_one_id() {
     let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
     sqlx::query("BEGIN").execute(&mut first).await.unwrap();
     let by_first = create(&mut first, metric_id, &[[name, x]]).await;
-    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES)
         .fetch_one(&mut first)
         .await
         .unwrap();
@@ -730,10 +775,7 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
     assert_eq!(seen, vec![created[0].1]);
 
     // The merge pass indexes it; it keeps its id, and is still found, only once.
-    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 2);
     assert_eq!(where_series_are(&db).await, (0, 2));
     assert_eq!(
@@ -928,10 +970,7 @@ async fn labels_say_whether_they_were_created_and_their_series_are_created_in_on
     );
     sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
     assert_eq!(where_series_are(&db).await, (3, 0));
-    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 3);
     let mut other = PgConnection::connect(&pg.uri()).await.unwrap();
     assert_eq!(
@@ -1080,4 +1119,158 @@ async fn malformed_input_is_refused() {
         .await
         .unwrap();
     assert_eq!(count, 0);
+}
+
+/// The floor and where a series is: (recent label floor, the series' copies among the fresh
+/// series, among the indexed rows).
+async fn floor_and_copies(db: &sqlx::PgPool, labels: [i32; 2]) -> (i32, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT label_id FROM _prom_catalog.recent_label_floor),
+                (SELECT count(*) FROM ONLY _prom_catalog.series_fresh WHERE labels = $1),
+                (SELECT count(*) FROM ONLY _prom_catalog.series_row WHERE labels = $1)",
+    )
+    .bind(labels.to_vec())
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Series holding a label above the recent label floor are created by one insert, without
+/// lookups (migration 28): each once, whether asked for again, twice in one call, or by a
+/// writer at a stricter isolation level. A series whose label the floor has passed, or whose
+/// recent label is not among its labels, is not answered (create_series creates it), and
+/// every answer says the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_recent_labels_are_created_once_without_lookups() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let floor: i32 = sqlx::query_scalar("SELECT label_id FROM _prom_catalog.recent_label_floor")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b", "c"]).await;
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert!(
+        name > floor && a > floor,
+        "labels created since the migration are recent"
+    );
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+
+    let (first, answered_floor) = create_recent(&mut conn, metric_id, &[[name, a], [name, b]]).await;
+    assert_eq!(answered_floor, Some(floor));
+    let [Some(id_a), Some(id_b)] = first[..] else {
+        panic!("both created: {first:?}")
+    };
+    assert!(id_a < id_b, "ids drawn in the order given");
+    assert_eq!(where_series_are(&db).await, (2, 0), "written among the fresh series");
+    // Asked again (with a new one, and one given twice): the same ids, one copy each.
+    let (again, _) = create_recent(&mut conn, metric_id, &[[name, c], [name, b], [name, a], [name, c]]).await;
+    let Some(id_c) = again[0] else {
+        panic!("c created: {again:?}")
+    };
+    assert_eq!(again, vec![Some(id_c), Some(id_b), Some(id_a), Some(id_c)]);
+    assert_eq!(where_series_are(&db).await, (3, 0));
+    // create_series finds them where they are.
+    assert_eq!(
+        create(&mut conn, metric_id, &[[name, a], [name, b], [name, c]]).await,
+        vec![(0, id_a), (1, id_b), (2, id_c)]
+    );
+
+    // A recent label that is not the series' own is not taken on trust.
+    let (wrong, _): (Vec<Option<i64>>, Option<i32>) =
+        sqlx::query_as("SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)")
+            .bind(vec![metric_id])
+            .bind(vec![2i32])
+            .bind(vec![name, a])
+            .bind(vec![a + 1000])
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(wrong, vec![None]);
+
+    // At a stricter isolation level, nothing is taken for recent.
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (strict, strict_floor) = create_recent(&mut conn, metric_id, &[[name, a]]).await;
+    assert_eq!((strict, strict_floor), (vec![None], None));
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+
+    // Once the floor passes their labels, they are not recent any more: the merge pass moves
+    // them, and create_recent_series leaves them to create_series, which finds them.
+    sqlx::query(INDEX_FRESH_SERIES).execute(&db).await.unwrap();
+    let newest = c.max(name);
+    assert_eq!(floor_and_copies(&db, [name, a]).await, (newest, 0, 1));
+    let (after, after_floor) = create_recent(&mut conn, metric_id, &[[name, a], [name, c]]).await;
+    assert_eq!((after, after_floor), (vec![None, None], Some(newest)));
+    assert_eq!(
+        create(&mut conn, metric_id, &[[name, a], [name, c]]).await,
+        vec![(0, id_a), (1, id_c)]
+    );
+    assert_eq!(where_series_are(&db).await, (0, 3));
+}
+
+/// Two writers creating the same recent series at once meet at the fresh series' exclusion
+/// constraint: the second waits for the first and answers with its id, and still creates
+/// the other series of its call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_series_two_writers_create_at_once_gets_one_id() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["pod-1", "pod-2"]).await;
+    let (one, two) = (ids[0], ids[1]);
+    let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    let (by_first, _) = create_recent(&mut first, metric_id, &[[name, one]]).await;
+
+    let uri = pg.uri();
+    let second = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&uri).await.unwrap();
+        create_recent(&mut conn, metric_id, &[[name, two], [name, one]]).await.0
+    });
+    sessions_waiting_on_a_lock_in(&db, "create_recent_series").await;
+    sqlx::query("COMMIT").execute(&mut first).await.unwrap();
+    let by_second = second.await.unwrap();
+    assert_eq!(by_second[1], by_first[0], "the first writer's series");
+    assert!(by_second[0].is_some() && by_second[0] != by_first[0], "{by_second:?}");
+    assert_eq!(floor_and_copies(&db, [name, one]).await.1, 1, "one copy");
+    assert_eq!(where_series_are(&db).await, (2, 0));
+}
+
+/// The floor rises only while no writer is creating series of recent labels, whose series stay
+/// among the fresh series meanwhile: a merge pass that runs while a writer's transaction is
+/// open leaves the floor and that writer's series where they are (after waiting 200 ms for
+/// it), and the next pass raises the floor and moves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_waits_for_the_writers_of_recent_series() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let floor: i32 = sqlx::query_scalar("SELECT label_id FROM _prom_catalog.recent_label_floor")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["pod-1"]).await;
+    let mut writer = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut writer).await.unwrap();
+    let (created, _) = create_recent(&mut writer, metric_id, &[[name, ids[0]]]).await;
+    assert!(created[0].is_some());
+
+    let started = std::time::Instant::now();
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the pass waited for the writer"
+    );
+    assert_eq!(moved, 0);
+    assert_eq!(floor_and_copies(&db, [name, ids[0]]).await.0, floor, "the floor stays");
+
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    assert_eq!(floor_and_copies(&db, [name, ids[0]]).await, (floor, 1, 0));
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(floor_and_copies(&db, [name, ids[0]]).await, (ids[0].max(name), 0, 1));
 }

@@ -79,8 +79,13 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
 }
 
 /// Moves the series created since the last pass (written without the catalog's indexes,
-/// migrations 22 and 24) into the indexed catalog; returns how many.
+/// migrations 22 and 24) into the indexed catalog; returns how many. The recent label floor
+/// is raised first, in a transaction of its own (migration 28): the series of labels above
+/// it, which their writers create without lookups, stay where those writers meet them.
 pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT _prom_catalog.raise_recent_label_floor()")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
         .fetch_one(conn)
         .await

@@ -14,6 +14,10 @@ pub const MAINTENANCE_LOCK: i32 = 3;
 /// Second key of the lock that lets one connector at a time merge small head rows between
 /// maintenance runs.
 pub const MERGE_LOCK: i32 = 4;
+/// Second key of the lock on `_prom_catalog.recent_label_floor` (migration 28): held shared by
+/// writers creating series of recent labels, taken exclusive by the merge pass to raise it.
+/// Used in SQL only; here so that no other lock takes the key.
+pub const RECENT_LABEL_FLOOR_LOCK: i32 = 5;
 
 pub struct Migration {
     pub version: i32,
@@ -156,6 +160,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 27,
         name: "packed_series",
         sql: include_str!("migrations/0027_packed_series.sql"),
+    },
+    Migration {
+        version: 28,
+        name: "recent_series",
+        sql: include_str!("migrations/0028_recent_series.sql"),
     },
 ];
 

@@ -2,11 +2,13 @@
 //! from PostgreSQL, which creates metrics, labels, label positions and series on first
 //! sight. New series are built here, as the arrays of label ids that the catalog stores, from
 //! cached label ids and positions (migration 7): PostgreSQL is asked only for what this
-//! connector has not seen yet, then inserts the series.
+//! connector has not seen yet, then inserts the series: those holding a recent label (a new
+//! pod's, say) by one insert without lookups (docs/series-catalog.md, "Recent series").
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
 
-use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet, HashSetExt};
+use foldhash::{HashMap as FastMap, HashMapExt};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -16,6 +18,9 @@ use crate::model::Series;
 
 pub struct SeriesResolver {
     pool: PgPool,
+    /// The recent label floor last read (migration 28): series holding a label above it are
+    /// created without lookups. It only rises.
+    label_floor: AtomicI32,
     cache: SeriesCache,
     /// Label ids by `name 0xFF value`.
     labels: IdCache<i32>,
@@ -104,6 +109,7 @@ impl SeriesResolver {
     pub fn new(pool: PgPool, cache_entries: usize) -> Self {
         SeriesResolver {
             pool,
+            label_floor: AtomicI32::new(0),
             cache: SeriesCache::new(cache_entries),
             labels: IdCache::new(cache_entries),
             positions: IdCache::new(cache_entries),
@@ -198,10 +204,12 @@ impl SeriesResolver {
 
     /// Creates (or finds) the missing series of `resolution` and fills in their ids, in a
     /// transaction it returns open: the caller adds the samples that need them and commits,
-    /// then passes `Created` to [`SeriesResolver::remember`]. Metrics and label positions are
-    /// created beforehand in transactions of their own (they involve view changes), and
-    /// before the returned one begins, so that a request never holds one connection while
-    /// waiting for another.
+    /// then passes `Created` to [`SeriesResolver::remember`]. Metrics and label positions
+    /// (they involve view changes) and labels (every remote-write shard wants a new pod's
+    /// labels at once) are created beforehand in transactions of their own, and before the
+    /// returned one begins, so that a request never holds one connection while waiting for
+    /// another. The series of a label above the recent label floor are created without
+    /// lookups (`create_recent_series`, migration 28), the others by `create_series`.
     pub async fn create(
         &self,
         series: &[Series],
@@ -233,21 +241,22 @@ impl SeriesResolver {
             })
             .collect();
         self.fetch_positions(&mut positions).await?;
+        // Labels are created in a transaction of their own, which commits at once: the other
+        // writers that want a new label (every shard wants a new pod's) wait for that
+        // statement only, not for this request's series and samples.
+        let labels_found = fetch_labels(&self.pool, &mut labels).await?;
         let mut tx = self.pool.begin().await?;
-        let (labels_found, labels_created) = fetch_labels(&mut tx, &mut labels).await?;
         let mut created = Created {
             labels: labels_found,
             series: Vec::with_capacity(missing.len()),
         };
 
         // The dense labels array of each series: label ids by position, 0 for a key it lacks;
-        // and whether all are fresh (hold a label created just now).
+        // and its highest label id.
         let mut wanted = SeriesArrays::default();
-        let mut all_fresh = true;
         for need in &needs {
             let mut metric_id = 0;
             let mut array: Vec<i32> = Vec::with_capacity(need.len());
-            let mut is_fresh = false;
             for &(p, l) in need {
                 let (m, pos) = positions.values[p].ok_or_else(missing_id)?;
                 let id = labels.values[l].ok_or_else(missing_id)?;
@@ -257,34 +266,60 @@ impl SeriesResolver {
                 }
                 array[slot] = id;
                 metric_id = m;
-                is_fresh |= labels_created.contains(&id);
             }
-            all_fresh &= is_fresh;
             wanted.push(metric_id, &array);
         }
-        // Sent in the order of the request: ids are drawn in this order (the order series are
-        // read in, as Prometheus' head reads them in the order it created them); create_series
-        // inserts them sorted by labels, so that concurrent creators wait on each other in one
-        // order (migration 14). Fresh series need neither a lookup nor that order (migrations
-        // 22 and 23): when all the new series of a request are fresh (a rollout's), they go
-        // to create_fresh_series, in one statement. A request that mixes both kinds goes to
-        // create_series, which tells them apart itself; so does one whose fresh series are not
-        // distinct, which create_series refuses (two would be stored: `distinct` rules it out).
-        let statement = if all_fresh && wanted.all_distinct() {
-            "SELECT idx, series_id FROM _prom_catalog.create_fresh_series($1, $2, $3)"
-        } else {
-            "SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)"
-        };
-        let rows: Vec<(i32, i64)> = sqlx::query_as(statement)
-            .bind(&wanted.metric_ids)
-            .bind(&wanted.counts)
-            .bind(&wanted.flat)
-            .fetch_all(&mut *tx)
+        // Series holding a label newer than the floor last seen are created without lookups
+        // (migration 28); the database answers those it does not take for recent (the floor
+        // rose since) with no id, and they join the others, which create_series looks up
+        // and creates. Ids are drawn in the order of the request within each statement (the
+        // order series are read in, as Prometheus' head reads them in the order it created
+        // them).
+        let floor = self.label_floor.load(Ordering::Relaxed);
+        let mut ids: Vec<Option<SeriesId>> = vec![None; unique.len()];
+        let recent: Vec<usize> = (0..wanted.len()).filter(|&n| wanted.highest[n] > floor).collect();
+        if !recent.is_empty() {
+            let some;
+            let subset = if recent.len() == wanted.len() {
+                &wanted
+            } else {
+                some = wanted.subset(&recent);
+                &some
+            };
+            let (recent_ids, label_floor): (Vec<Option<i64>>, Option<i32>) = sqlx::query_as(
+                "SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)",
+            )
+            .bind(&subset.metric_ids)
+            .bind(&subset.counts)
+            .bind(&subset.flat)
+            .bind(&subset.highest)
+            .fetch_one(&mut *tx)
             .await?;
-        let mut ids = vec![None; unique.len()];
-        for (sent, id) in rows {
-            if let Some(slot) = usize::try_from(sent).ok().and_then(|n| ids.get_mut(n)) {
-                *slot = Some(id);
+            if let Some(floor) = label_floor {
+                self.label_floor.fetch_max(floor, Ordering::Relaxed);
+            }
+            for (&n, id) in recent.iter().zip(recent_ids) {
+                ids[n] = id;
+            }
+        }
+        let rest: Vec<usize> = (0..wanted.len()).filter(|&n| ids[n].is_none()).collect();
+        if !rest.is_empty() {
+            let subset = if rest.len() == wanted.len() {
+                wanted
+            } else {
+                wanted.subset(&rest)
+            };
+            let rows: Vec<(i32, i64)> =
+                sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
+                    .bind(&subset.metric_ids)
+                    .bind(&subset.counts)
+                    .bind(&subset.flat)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (sent, id) in rows {
+                if let Some(&n) = usize::try_from(sent).ok().and_then(|k| rest.get(k)) {
+                    ids[n] = Some(id);
+                }
             }
         }
         for ((i, identity), n) in missing.into_iter().zip(slot) {
@@ -360,54 +395,57 @@ impl<V: Copy> Keys<V> {
 }
 
 /// Series to create, as create_series takes them: metric ids, label counts and the labels
-/// arrays end to end.
+/// arrays end to end; and each series' highest label id (create_recent_series' recent label).
 #[derive(Default)]
 struct SeriesArrays {
     metric_ids: Vec<i32>,
     counts: Vec<i32>,
     flat: Vec<i32>,
+    highest: Vec<i32>,
+    /// Where each series' labels start in `flat`.
+    starts: Vec<usize>,
 }
 
 impl SeriesArrays {
     fn push(&mut self, metric_id: i32, labels: &[i32]) {
         self.metric_ids.push(metric_id);
         self.counts.push(labels.len() as i32);
+        self.starts.push(self.flat.len());
         self.flat.extend_from_slice(labels);
+        self.highest.push(labels.iter().copied().max().unwrap_or(0));
     }
 
-    /// Whether no two series have the same metric and labels.
-    fn all_distinct(&self) -> bool {
-        let mut seen = FastSet::with_capacity(self.metric_ids.len());
-        let mut at = 0;
-        self.metric_ids.iter().zip(&self.counts).all(|(m, &n)| {
-            let labels = &self.flat[at..at + n as usize];
-            at += n as usize;
-            seen.insert((m, labels))
-        })
+    fn len(&self) -> usize {
+        self.metric_ids.len()
+    }
+
+    fn labels(&self, n: usize) -> &[i32] {
+        &self.flat[self.starts[n]..self.starts[n] + self.counts[n] as usize]
+    }
+
+    /// The series at `which`, in that order.
+    fn subset(&self, which: &[usize]) -> SeriesArrays {
+        let mut subset = SeriesArrays::default();
+        for &n in which {
+            subset.push(self.metric_ids[n], self.labels(n));
+        }
+        subset
     }
 }
 
-/// Fills in the id of every label pair not cached, creating labels in `tx`; returns them,
-/// to be cached once `tx` has committed, and the ids of those this call created (no series
-/// can hold those yet: see migration 22).
-async fn fetch_labels(
-    tx: &mut sqlx::PgConnection,
+/// Fills in the id of every label pair not cached, creating the missing labels (in a
+/// transaction of their own when `executor` is the pool); returns them, for the cache.
+async fn fetch_labels<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     labels: &mut Keys<i32>,
-) -> Result<(Vec<(Vec<u8>, i32)>, FastSet<i32>), StorageError> {
-    let mut created = FastSet::new();
-    let found = fetch_unknown(
-        tx,
-        "SELECT idx, label_id, created FROM _prom_catalog.get_or_create_label_ids_created($1, $2)",
+) -> Result<Vec<(Vec<u8>, i32)>, StorageError> {
+    fetch_unknown(
+        executor,
+        "SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2)",
         labels,
-        |(n, id, new): (i32, i32, bool)| {
-            if new {
-                created.insert(id);
-            }
-            (n, id)
-        },
+        |(n, id): (i32, i32)| (n, id),
     )
-    .await?;
-    Ok((found, created))
+    .await
 }
 
 /// Fills in the values of `wanted` not known yet (keys are [`join_into`] pairs) through
@@ -472,13 +510,17 @@ mod tests {
     use super::SeriesArrays;
 
     #[test]
-    fn the_same_series_twice_is_told() {
-        let mut fresh = SeriesArrays::default();
-        fresh.push(7, &[1, 10]);
-        fresh.push(8, &[1, 10]);
-        fresh.push(7, &[1, 10, 20]);
-        assert!(fresh.all_distinct(), "another metric or labels, another series");
-        fresh.push(7, &[1, 10]);
-        assert!(!fresh.all_distinct());
+    fn a_subset_keeps_each_series_labels_and_highest_label() {
+        let mut all = SeriesArrays::default();
+        all.push(7, &[1, 10]);
+        all.push(8, &[3, 0, 20]);
+        all.push(7, &[1, 12, 5]);
+        assert_eq!(all.highest, [10, 20, 12]);
+        let subset = all.subset(&[2, 0]);
+        assert_eq!(subset.metric_ids, [7, 7]);
+        assert_eq!(subset.counts, [3, 2]);
+        assert_eq!(subset.flat, [1, 12, 5, 1, 10]);
+        assert_eq!(subset.highest, [12, 10]);
+        assert_eq!(subset.labels(1), [1, 10]);
     }
 }

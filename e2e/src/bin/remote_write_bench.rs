@@ -10,7 +10,8 @@
 //! Deployment rollout. Then the connector restarts and both receivers get one more round of
 //! the first series: the connector knows none of them any more, its database knows them all,
 //! as after every restart or upgrade of a connector pod. The slowest single request of all is
-//! reported too. Last, unless
+//! reported too, and the CPU time a round of new series costs each receiver (its processes, and
+//! the whole machine's, the senders included). Last, unless
 //! `--no-v2`, the steady state again in remote-write 2.0 bodies, against the connector and
 //! Prometheus 3's own receiver. `--statement-stats` adds where the database's time went in
 //! the rounds of new series, by statement.
@@ -56,6 +57,78 @@ struct Args {
     /// Extra flags for the connector, e.g. --connector-arg=--ingest.writers=2 (repeatable).
     #[arg(long = "connector-arg", allow_hyphen_values = true)]
     connector_args: Vec<String>,
+}
+
+/// CPU time used so far (`/proc`; zero where there is none): the whole machine's busy time,
+/// and that of the receivers' processes, so that a round's CPU cost shows beside its wall
+/// time. Processes are told by name (`comm`, cut at 15 bytes).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    machine: Duration,
+    connector: Duration,
+    postgres: Duration,
+    prometheus: Duration,
+}
+
+impl CpuTimes {
+    /// Clock ticks (USER_HZ, 100 on Linux) as a duration.
+    fn ticks(n: u64) -> Duration {
+        Duration::from_millis(n * 10)
+    }
+
+    fn now() -> CpuTimes {
+        let mut times = CpuTimes::default();
+        if let Some(line) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+        {
+            // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+            let busy: u64 = line
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+                .sum();
+            times.machine = Self::ticks(busy);
+        }
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ...: utime and stime are the 12th and 13th fields after comm.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let used = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let cpu = Self::ticks(used(11) + used(12));
+            match &stat[open + 1..close] {
+                "promscale-conne" => times.connector += cpu,
+                "postgres" => times.postgres += cpu,
+                "prometheus" => times.prometheus += cpu,
+                _ => {}
+            }
+        }
+        times
+    }
+
+    fn since(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            machine: self.machine.saturating_sub(before.machine),
+            connector: self.connector.saturating_sub(before.connector),
+            postgres: self.postgres.saturating_sub(before.postgres),
+            prometheus: self.prometheus.saturating_sub(before.prometheus),
+        }
+    }
+
+    fn add(&mut self, other: CpuTimes) {
+        self.machine += other.machine;
+        self.connector += other.connector;
+        self.postgres += other.postgres;
+        self.prometheus += other.prometheus;
+    }
 }
 
 /// The statements that took the most of the database's time since the statistics were
@@ -174,6 +247,7 @@ async fn main() {
     // A round of new series takes a tenth of a second here: the rounds' total time gives a
     // steadier rate than their median.
     let mut rollout_time = [Duration::ZERO; 2];
+    let mut rollout_cpu = [CpuTimes::default(); 2];
     // Only with --statement-stats: its own pool, the statistics reset before the rounds.
     let stats_db = if args.statement_stats {
         let db = pg.pool().await;
@@ -187,7 +261,9 @@ async fn main() {
     };
     for (r, rollout) in rollouts.iter().enumerate() {
         for (t, (name, url)) in targets.iter().enumerate() {
+            let cpu = CpuTimes::now();
             let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
+            rollout_cpu[t].add(CpuTimes::now().since(cpu));
             rollout_time[t] += took;
             let rate = args.series as f64 / took.as_secs_f64();
             eprintln!(
@@ -296,6 +372,19 @@ async fn main() {
         rollout_time[1].as_secs_f64() / rollout_time[0].as_secs_f64(),
         (rollouts.len() * args.series) as f64 / rollout_time[0].as_secs_f64(),
         (rollouts.len() * args.series) as f64 / rollout_time[1].as_secs_f64(),
+    );
+    // CPU time of a round: where the work goes, steadier than the rates on a shared machine.
+    let per_round = |d: Duration| d.as_secs_f64() * 1000.0 / rollouts.len() as f64;
+    let busy = |t: usize| rollout_cpu[t].machine.as_secs_f64() / rollout_time[t].as_secs_f64();
+    println!(
+        "a round of new series, CPU time: connector {:.0} ms + PostgreSQL {:.0} ms (the machine {:.0} ms, {:.2} cores busy), prometheus {:.0} ms (the machine {:.0} ms, {:.2} cores busy)",
+        per_round(rollout_cpu[0].connector),
+        per_round(rollout_cpu[0].postgres),
+        per_round(rollout_cpu[0].machine),
+        busy(0),
+        per_round(rollout_cpu[1].prometheus),
+        per_round(rollout_cpu[1].machine),
+        busy(1),
     );
     println!(
         "ratio connector/prometheus, a round of known series right after a connector restart: {:.2}x",
