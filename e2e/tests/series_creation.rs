@@ -30,8 +30,9 @@ use promscale_e2e::remote_write::{encode, post, series};
 use sqlx::{Connection, PgConnection};
 
 /// The merge pass' move of new series into the indexed catalog, the recent label floor raised
-/// first (migration 28), as `maintenance::index_fresh_series` does it; in one statement, so
-/// that it can run inside a test's transaction.
+/// first (migration 28), as `maintenance::index_fresh_series` does it, but in one statement,
+/// so that it can run inside a test's transaction (the floor's lock is then held through the
+/// move, where the merge pass raises it in a transaction of its own).
 const INDEX_FRESH_SERIES: &str =
     "SELECT _prom_catalog.index_fresh_series() FROM (SELECT _prom_catalog.raise_recent_label_floor()) AS floor";
 
@@ -661,7 +662,24 @@ async fn series_are_created_once_at_any_isolation_level() {
     assert!(refused.contains("each series once"), "{refused}");
     assert_eq!(where_series_are(&db).await, (0, 0));
 
+    // At REPEATABLE READ, series of labels above the recent label floor (migration 28) are
+    // refused with a serialization failure, until the floor has risen past them.
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let error = sqlx::query("SELECT * FROM _prom_catalog.create_series($1, $2, $3)")
+        .bind(vec![metric_id])
+        .bind(vec![2i32])
+        .bind(vec![name, a])
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_err();
+    let code = error.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("40001"), "{error}");
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+    sqlx::query(INDEX_FRESH_SERIES).execute(&db).await.unwrap();
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut conn)
         .await
@@ -1260,15 +1278,27 @@ async fn the_floor_waits_for_the_writers_of_recent_series() {
     assert!(created[0].is_some());
 
     let started = std::time::Instant::now();
-    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
+    let (kept, locked): (i32, bool) =
+        sqlx::query_as("SELECT label_floor, locked FROM _prom_catalog.raise_recent_label_floor()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(200),
-        "the pass waited for the writer"
+        "the raise waited for the writer"
     );
+    assert_eq!((kept, locked), (floor, false));
+    let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 0);
     assert_eq!(floor_and_copies(&db, [name, ids[0]]).await.0, floor, "the floor stays");
 
     sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    // The move alone leaves a series of a label above the floor where it is.
+    let moved: i64 = sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(moved, 0);
     assert_eq!(floor_and_copies(&db, [name, ids[0]]).await, (floor, 1, 0));
     let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 1);

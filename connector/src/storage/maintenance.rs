@@ -7,6 +7,7 @@
 //! series created since (`index_fresh_series`), merges the small head rows of the last
 //! interval (`--maintenance.merge-interval`) and vacuums that table, under a lock of its own.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,12 +84,43 @@ pub async fn merge_once(pool: &PgPool, options: &CompactionOptions) -> Result<Ou
 /// is raised first, in a transaction of its own (migration 28): the series of labels above
 /// it, which their writers create without lookups, stay where those writers meet them.
 pub async fn index_fresh_series(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT _prom_catalog.raise_recent_label_floor()")
-        .execute(&mut *conn)
-        .await?;
+    let (floor, locked): (i32, bool) =
+        sqlx::query_as("SELECT label_floor, locked FROM _prom_catalog.raise_recent_label_floor()")
+            .fetch_one(&mut *conn)
+            .await?;
+    note_floor_raise(floor, locked);
     sqlx::query_scalar("SELECT _prom_catalog.index_fresh_series()")
         .fetch_one(conn)
         .await
+}
+
+/// Passes in a row whose raise of the recent label floor found it locked by writers.
+static FLOOR_LOCKED_PASSES: AtomicU32 = AtomicU32::new(0);
+/// Passes in a row after which that is worth a warning.
+const FLOOR_LOCKED_WARN_AFTER: u32 = 5;
+
+/// Warns when the floor has not risen for several passes in a row: each of those found a
+/// writer of recent series whose transaction lasted past 200 ms, and the series of labels
+/// created meanwhile stay unindexed (every writer and reader still finds them).
+fn note_floor_raise(floor: i32, locked: bool) {
+    if locked {
+        FLOOR_LOCKED_PASSES.store(0, Ordering::Relaxed);
+        return;
+    }
+    let passes = FLOOR_LOCKED_PASSES.fetch_add(1, Ordering::Relaxed) + 1;
+    if passes.is_multiple_of(FLOOR_LOCKED_WARN_AFTER) {
+        tracing::warn!(
+            passes,
+            floor,
+            "the recent label floor stayed locked by writers of new series for this many passes in a row; their series stay in _prom_catalog.series_fresh until it rises (look for transactions of the connector's that last long)"
+        );
+    } else {
+        tracing::debug!(
+            passes,
+            floor,
+            "writers of new series kept the recent label floor locked"
+        );
+    }
 }
 
 /// Vacuums the table of fresh series once `index_fresh_series` (the merge pass's, or

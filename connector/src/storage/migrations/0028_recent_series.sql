@@ -19,12 +19,22 @@
 --   waits for the first and answers with its id.
 --
 -- A writer at a stricter isolation level than READ COMMITTED writes new series into the
--- indexed catalog directly: it raises the floor to their labels first.
+-- indexed catalog directly: it is refused series of recent labels.
 
 -- Labels above it are recent: no series holding one is in the indexed catalog or a batch.
--- Only raised: by raise_recent_label_floor (before each move into the indexed catalog), and
--- by writers at a stricter isolation level (create_series_resolving_conflicts).
+-- Only raised, by raise_recent_label_floor (before each move into the indexed catalog).
 CREATE TABLE _prom_catalog.recent_label_floor (label_id int NOT NULL);
+
+-- Connectors of version 27 move every fresh series into the indexed catalog (their merge pass
+-- and maintenance), and a move that began before this migration commits runs version 27's
+-- code: it could move a series of a label above the floor. Their locks (MAINTENANCE_LOCK and
+-- MERGE_LOCK, held for a merge pass or a maintenance run) are waited for, at most 5 s each
+-- (the migration is retried later), and held to the commit, after which moves run this
+-- version's code.
+SET LOCAL lock_timeout = '5s';
+SELECT pg_advisory_xact_lock(7355608, 3);
+SELECT pg_advisory_xact_lock(7355608, 4);
+SET LOCAL lock_timeout = DEFAULT;
 INSERT INTO _prom_catalog.recent_label_floor SELECT coalesce(max(l.id), 0) FROM _prom_catalog.label l;
 
 -- Creates series holding a recent label: arguments as create_series', plus for each series
@@ -129,15 +139,15 @@ ALTER FUNCTION _prom_catalog.create_recent_series(int[], int[], int[], int[])
 
 -- Raises the floor to the newest label, once no writer is creating series of recent labels:
 -- it waits up to 200 ms for those writers' transactions to end (writers that come meanwhile
--- wait behind it), or leaves the floor as it is. Answers the floor. Called in a transaction
--- of its own before index_fresh_series, which moves the series of the labels below it: the
--- lock is held only while raising.
-CREATE FUNCTION _prom_catalog.raise_recent_label_floor() RETURNS int
+-- wait behind it), or leaves the floor as it is. Answers the floor and whether it had the
+-- lock. Called in a transaction of its own before index_fresh_series, which moves the series
+-- of the labels at or below it: the lock is held only while raising.
+CREATE FUNCTION _prom_catalog.raise_recent_label_floor(OUT label_floor int, OUT locked boolean)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_lock_timeout text := current_setting('lock_timeout');
-    v_floor int;
 BEGIN
+    locked := true;
     PERFORM set_config('lock_timeout', '200ms', true);
     BEGIN
         PERFORM pg_advisory_xact_lock(7355608, 5);
@@ -145,11 +155,10 @@ BEGIN
           FROM (SELECT max(l.id) AS high FROM _prom_catalog.label l) h
          WHERE h.high > f.label_id;
     EXCEPTION WHEN lock_not_available THEN
-        RAISE DEBUG 'writers of new series kept the recent label floor locked; it rises at the next pass';
+        locked := false;
     END;
     PERFORM set_config('lock_timeout', v_lock_timeout, true);
-    SELECT f.label_id INTO STRICT v_floor FROM _prom_catalog.recent_label_floor f;
-    RETURN v_floor;
+    SELECT f.label_id INTO STRICT label_floor FROM _prom_catalog.recent_label_floor f;
 END
 $fn$;
 
@@ -218,10 +227,11 @@ $fn$;
 
 -- At a level stricter than READ COMMITTED, create_series_resolving_conflicts (version 27's,
 -- now create_series_resolving_conflicts_27) writes new series into the indexed catalog
--- directly. Such a series must hold no recent label: the floor is raised to its labels
--- first, under the floor's lock taken exclusive (it waits for the writers of recent series
--- to end, and they wait for this transaction). The connector's sessions run at READ
--- COMMITTED; this is for SQL callers.
+-- directly, where a series of a recent label must never be (and its snapshot could miss a
+-- copy another writer has just created among the fresh series). Such a call is refused with
+-- a serialization failure, to be retried at READ COMMITTED (as the connector's sessions run)
+-- or after the next merge pass, once the floor has risen past its labels. Series of older
+-- labels are created as before.
 ALTER FUNCTION _prom_catalog.create_series_resolving_conflicts(int[], int[], int[])
     RENAME TO create_series_resolving_conflicts_27;
 
@@ -229,11 +239,16 @@ CREATE FUNCTION _prom_catalog.create_series_resolving_conflicts(p_metric_ids int
 RETURNS TABLE (idx int, series_id bigint)
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF current_setting('transaction_isolation') <> 'read committed' AND cardinality(p_labels) > 0 THEN
-        PERFORM pg_advisory_xact_lock(7355608, 5);
-        UPDATE _prom_catalog.recent_label_floor f SET label_id = h.high
-          FROM (SELECT max(x.id) AS high FROM unnest(p_labels) AS x(id)) h
-         WHERE h.high > f.label_id;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- Held to the end of the transaction, as by the writers of recent series: the floor
+        -- does not rise meanwhile.
+        PERFORM pg_advisory_xact_lock_shared(7355608, 5);
+        IF EXISTS (SELECT 1 FROM unnest(p_labels) AS x(id), _prom_catalog.recent_label_floor f
+                    WHERE x.id > f.label_id) THEN
+            RAISE EXCEPTION 'series of labels created since the last merge pass cannot be created at isolation level %', current_setting('transaction_isolation')
+                USING ERRCODE = 'serialization_failure',
+                      HINT = 'Create them at READ COMMITTED, or retry after the next merge pass.';
+        END IF;
     END IF;
     RETURN QUERY SELECT * FROM _prom_catalog.create_series_resolving_conflicts_27(p_metric_ids, p_label_counts, p_labels);
 END
