@@ -335,14 +335,8 @@ impl SeriesResolver {
     /// Caches what a committed transaction created; returns how many series entries had to
     /// be evicted to make room.
     pub fn remember(&self, created: Created) -> usize {
-        for (key, id) in created.labels {
-            self.labels.insert(key, id);
-        }
-        created
-            .series
-            .into_iter()
-            .map(|(identity, id)| self.cache.insert(identity, id))
-            .sum()
+        self.labels.insert_many(created.labels);
+        self.cache.insert_many(created.series)
     }
 
     /// Fills in the metric id and position of every (metric, label name) pair not cached,
@@ -355,9 +349,7 @@ impl SeriesResolver {
             |(n, metric_id, pos): (i32, i32, i32)| (n, (metric_id, pos)),
         )
         .await?;
-        for (key, position) in found {
-            self.positions.insert(key, position);
-        }
+        self.positions.insert_many(found);
         Ok(())
     }
 }
