@@ -64,11 +64,6 @@ impl<V: Copy> IdCache<V> {
             .map(|&(_, _, id)| id)
     }
 
-    /// Inserts, returning how many entries had to be evicted to make room.
-    pub fn insert(&self, identity: Vec<u8>, id: V) -> usize {
-        self.insert_many(vec![(identity, id)])
-    }
-
     /// Inserts every entry, taking each shard's lock once (a request's new series are
     /// thousands); returns how many entries had to be evicted to make room.
     pub fn insert_many(&self, entries: Vec<(Vec<u8>, V)>) -> usize {
@@ -119,11 +114,11 @@ mod tests {
     #[test]
     fn returns_what_was_inserted() {
         let cache = SeriesCache::new(100);
-        cache.insert(b"a".to_vec(), 1);
+        cache.insert_many(vec![(b"a".to_vec(), 1)]);
         assert_eq!(cache.get(b"a"), Some(1));
         assert_eq!(cache.get(b"b"), None);
         // Inserting again replaces.
-        cache.insert(b"a".to_vec(), 2);
+        cache.insert_many(vec![(b"a".to_vec(), 2)]);
         assert_eq!(cache.get(b"a"), Some(2));
         assert_eq!(cache.len(), 1);
     }
@@ -132,7 +127,7 @@ mod tests {
     fn keeps_every_entry_it_has_room_for() {
         let cache = SeriesCache::new(100_000);
         for i in 0..20_000i64 {
-            assert_eq!(cache.insert(format!("series {i}").into_bytes(), i), 0);
+            assert_eq!(cache.insert_many(vec![(format!("series {i}").into_bytes(), i)]), 0);
         }
         assert_eq!(cache.len(), 20_000);
         assert!((0..20_000i64).all(|i| cache.get(format!("series {i}").as_bytes()) == Some(i)));
@@ -167,7 +162,7 @@ mod tests {
     fn stays_within_its_bound() {
         let cache = SeriesCache::new(64);
         for i in 0..10_000i64 {
-            cache.insert(i.to_be_bytes().to_vec(), i);
+            cache.insert_many(vec![(i.to_be_bytes().to_vec(), i)]);
         }
         assert!(cache.len() <= 64, "cache grew to {}", cache.len());
         // The newest entry always survives its own insertion.
