@@ -1139,6 +1139,14 @@ async fn malformed_input_is_refused() {
     assert_eq!(count, 0);
 }
 
+/// The recent label floor (migration 28).
+async fn recent_label_floor(db: &sqlx::PgPool) -> i32 {
+    sqlx::query_scalar("SELECT label_id FROM _prom_catalog.recent_label_floor")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
 /// The floor and where a series is: (recent label floor, the series' copies among the fresh
 /// series, among the indexed rows).
 async fn floor_and_copies(db: &sqlx::PgPool, labels: [i32; 2]) -> (i32, i64, i64) {
@@ -1163,10 +1171,7 @@ async fn series_of_recent_labels_are_created_once_without_lookups() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     migrate_to(&db, latest_version()).await.unwrap();
-    let floor: i32 = sqlx::query_scalar("SELECT label_id FROM _prom_catalog.recent_label_floor")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let floor = recent_label_floor(&db).await;
     let (metric_id, name, ids) = race_labels(&db, &["a", "b", "c"]).await;
     let (a, b, c) = (ids[0], ids[1], ids[2]);
     assert!(
@@ -1267,10 +1272,7 @@ async fn the_floor_waits_for_the_writers_of_recent_series() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     migrate_to(&db, latest_version()).await.unwrap();
-    let floor: i32 = sqlx::query_scalar("SELECT label_id FROM _prom_catalog.recent_label_floor")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let floor = recent_label_floor(&db).await;
     let (metric_id, name, ids) = race_labels(&db, &["pod-1"]).await;
     let mut writer = PgConnection::connect(&pg.uri()).await.unwrap();
     sqlx::query("BEGIN").execute(&mut writer).await.unwrap();
