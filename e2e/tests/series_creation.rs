@@ -17,7 +17,8 @@
 //! finds the stored ones (migration 26). Since migration 28 the series of a label above the
 //! recent label floor are created without lookups, once each, also by two writers at once;
 //! the floor rises only while no writer creates such series, and their series stay among the
-//! fresh ones until it has.
+//! fresh ones until it has. Since migration 29 labels are created by `create_labels`, once
+//! each, also by two writers at once, and labels found draw no id.
 
 use std::time::Duration;
 
@@ -911,7 +912,18 @@ async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
     assert_eq!((right, in_order), (200, true));
 
     promscale_e2e::maintain(&db).await;
-    assert_eq!(where_series_are(&db).await, (0, 200), "maintenance indexes them");
+    // Indexed, or packed when the hour before now lies in a chunk that has ended (whose
+    // sealing packs series silent since): none is left among the fresh series.
+    let (fresh, rows) = where_series_are(&db).await;
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.series")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        (fresh, all),
+        (0, 200),
+        "maintenance indexes or packs them ({rows} rows)"
+    );
     assert_eq!(answers().await, expected);
 }
 
@@ -1305,4 +1317,185 @@ async fn the_floor_waits_for_the_writers_of_recent_series() {
     let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 1);
     assert_eq!(floor_and_copies(&db, [name, ids[0]]).await, (ids[0].max(name), 0, 1));
+}
+
+/// `create_labels` (migration 29): the ids of `(key, value)` pairs in the order given.
+async fn create_labels<'e>(executor: impl sqlx::PgExecutor<'e>, pairs: &[(&str, &str)]) -> Vec<(i32, i32)> {
+    let (keys, values): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
+    sqlx::query_as("SELECT idx, label_id FROM _prom_catalog.create_labels($1, $2) ORDER BY idx")
+        .bind(keys)
+        .bind(values)
+        .fetch_all(executor)
+        .await
+        .unwrap()
+}
+
+/// How many label ids have been drawn from the labels' sequence.
+async fn label_ids_drawn(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM _prom_catalog.label_id_seq")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Labels are created once each (migration 29): a pair given twice in one call, or asked for
+/// again, answers one id; labels found draw no id; values longer than the index holds are told
+/// apart by all their bytes; the ids are those the function of version 28 answers (connectors
+/// of both versions during a rolling upgrade); a call of 20,000 new labels (a large first
+/// round) answers them all; and malformed input is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_created_once_and_found_without_drawing_ids() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let long_a = format!("{}a", "x".repeat(1500));
+    let long_b = format!("{}b", "x".repeat(1500));
+    let pairs = [
+        ("pod", "a"),
+        ("pod", "b"),
+        ("pod", "a"),
+        ("node", "a"),
+        ("pod", long_a.as_str()),
+        ("pod", long_b.as_str()),
+    ];
+    let before = label_ids_drawn(&db).await;
+    let first = create_labels(&db, &pairs).await;
+    assert_eq!(first.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+    let ids: Vec<i32> = first.iter().map(|r| r.1).collect();
+    assert_eq!(ids[0], ids[2], "one label for a pair given twice");
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "a label of its own for each pair: {ids:?}");
+    assert_eq!(label_ids_drawn(&db).await - before, 5);
+
+    // Asked again with one new pair: the same ids, one more drawn.
+    let mut again_pairs = pairs.to_vec();
+    again_pairs.insert(1, ("pod", "c"));
+    let again = create_labels(&db, &again_pairs).await;
+    let mut expected = ids.clone();
+    expected.insert(1, again[1].1);
+    assert_eq!(again.iter().map(|r| r.1).collect::<Vec<_>>(), expected);
+    assert!(!ids.contains(&again[1].1));
+    assert_eq!(label_ids_drawn(&db).await - before, 6);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.label")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 6);
+    let (keys, values): (Vec<&str>, Vec<&str>) = again_pairs.iter().copied().unzip();
+    let by_version_28: Vec<i32> =
+        sqlx::query_scalar("SELECT label_id FROM _prom_catalog.get_or_create_label_ids($1, $2) ORDER BY idx")
+            .bind(keys)
+            .bind(values)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(by_version_28, expected);
+
+    let many: Vec<String> = (0..20_000)
+        .map(|n| format!("10.1.{}.{}:9100", n / 250, n % 250))
+        .collect();
+    let many_pairs: Vec<(&str, &str)> = many.iter().map(|v| ("instance", v.as_str())).collect();
+    let created = create_labels(&db, &many_pairs).await;
+    assert_eq!(created.len(), 20_000);
+    assert!(created.iter().enumerate().all(|(n, r)| r.0 == n as i32));
+    assert_eq!(label_ids_drawn(&db).await - before, 20_006);
+
+    for (keys, values) in [
+        (vec![Some("pod")], vec![Some("a"), Some("b")]),
+        (vec![None], vec![Some("a")]),
+        (vec![Some("pod")], vec![None]),
+    ] {
+        let error = sqlx::query("SELECT * FROM _prom_catalog.create_labels($1, $2)")
+            .bind(keys)
+            .bind(values)
+            .execute(&db)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("create_labels takes one value per key, and no NULL"),
+            "{error}"
+        );
+    }
+    assert_eq!(label_ids_drawn(&db).await - before, 20_006);
+}
+
+/// Two writers creating the same label at once get one label: the second waits for the first
+/// and answers its id; had the first rolled back, the second creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_two_writers_create_at_once_gets_one_id() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    for first_commits in [true, false] {
+        let value = if first_commits { "pod-1" } else { "pod-2" };
+        let mut first = PgConnection::connect(&pg.uri()).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+        let by_first = create_labels(&mut first, &[("pod", value)]).await;
+
+        let uri = pg.uri();
+        let second = tokio::spawn(async move {
+            let mut conn = PgConnection::connect(&uri).await.unwrap();
+            create_labels(&mut conn, &[("pod", "other"), ("pod", value)]).await
+        });
+        sessions_waiting_on_a_lock_in(&db, "create_labels").await;
+        let end = if first_commits { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end).execute(&mut first).await.unwrap();
+        let by_second = second.await.unwrap();
+        if first_commits {
+            assert_eq!(by_second[1], (1, by_first[0].1), "the first writer's label");
+        } else {
+            assert_ne!(by_second[1].1, by_first[0].1, "created by the second writer");
+        }
+        let copies: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.label WHERE key = 'pod' AND value = $1")
+                .bind(value)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(copies, 1, "{end}: one label");
+        assert_eq!(create_labels(&db, &[("pod", value)]).await, vec![(0, by_second[1].1)]);
+    }
+}
+
+/// A version 28 catalog upgraded to the latest keeps its labels' ids, draws no id for them,
+/// and its series, recent and indexed, resolve to their ids; labels created after the upgrade
+/// are recent, and so are their series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_and_series_of_a_version_28_catalog_keep_their_ids() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 28).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["indexed"]).await;
+    let indexed = ids[0];
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let (old_indexed, _) = create_recent(&mut conn, metric_id, &[[name, indexed]]).await;
+    sqlx::query(INDEX_FRESH_SERIES).execute(&db).await.unwrap();
+    // A label created after the floor rose: its series stays among the fresh ones.
+    let recent = label_in(&mut conn, "recent").await;
+    let (old_recent, _) = create_recent(&mut conn, metric_id, &[[name, recent]]).await;
+    assert!(old_indexed[0].is_some() && old_recent[0].is_some());
+    assert_eq!(where_series_are(&db).await, (1, 1));
+    let drawn = label_ids_drawn(&db).await;
+
+    migrate_to(&db, latest_version()).await.unwrap();
+    assert_eq!(
+        create_labels(&db, &[("k", "recent"), ("__name__", "race"), ("k", "indexed")]).await,
+        vec![(0, recent), (1, name), (2, indexed)]
+    );
+    assert_eq!(label_ids_drawn(&db).await, drawn, "no label id drawn for labels found");
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    assert_eq!(
+        create(&mut conn, metric_id, &[[name, recent], [name, indexed]]).await,
+        vec![(0, old_recent[0].unwrap()), (1, old_indexed[0].unwrap())]
+    );
+    let (again, _) = create_recent(&mut conn, metric_id, &[[name, recent]]).await;
+    assert_eq!(again, old_recent, "the recent series, found by the conflict with it");
+    let new = create_labels(&db, &[("k", "new")]).await[0].1;
+    assert!(new > recent_label_floor(&db).await, "a new label is recent");
+    let (created, _) = create_recent(&mut conn, metric_id, &[[name, new]]).await;
+    assert!(created[0].is_some() && created != old_recent, "{created:?}");
+    assert_eq!(where_series_are(&db).await, (2, 1));
 }

@@ -166,6 +166,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "recent_series",
         sql: include_str!("migrations/0028_recent_series.sql"),
     },
+    Migration {
+        version: 29,
+        name: "create_labels",
+        sql: include_str!("migrations/0029_create_labels.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

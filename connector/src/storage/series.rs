@@ -433,7 +433,7 @@ async fn fetch_labels<'e>(
 ) -> Result<Vec<(Vec<u8>, i32)>, StorageError> {
     fetch_unknown(
         executor,
-        "SELECT idx, label_id FROM _prom_catalog.get_or_create_label_ids($1, $2)",
+        "SELECT idx, label_id FROM _prom_catalog.create_labels($1, $2)",
         labels,
         |(n, id): (i32, i32)| (n, id),
     )
