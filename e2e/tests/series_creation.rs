@@ -1499,3 +1499,44 @@ async fn labels_and_series_of_a_version_28_catalog_keep_their_ids() {
     assert!(created[0].is_some() && created != old_recent, "{created:?}");
     assert_eq!(where_series_are(&db).await, (2, 1));
 }
+
+/// `create_labels` keeps the plans it makes at its first call (migration 29), so they must
+/// not depend on the catalog's size: made while the labels table was empty, they still look
+/// each label up by one probe of its index once the table holds 20,000, scanning it whole
+/// neither by its heap nor by its index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_looked_up_by_index_whatever_the_catalog_held_when_the_plan_was_made() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM _prom_catalog.label")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    create_labels(&mut conn, &[("pod", "first")]).await;
+    let many: Vec<String> = (0..20_000).map(|n| format!("pod-{n}")).collect();
+    let many_pairs: Vec<(&str, &str)> = many.iter().map(|v| ("pod", v.as_str())).collect();
+    create_labels(&db, &many_pairs).await;
+
+    let mut wanted: Vec<(&str, &str)> = many_pairs.iter().step_by(40).copied().collect();
+    wanted.extend([("pod", "new-1"), ("pod", "new-2")]);
+    // The session's scans of the labels table, counted as it goes (its counts reach the
+    // shared statistics only between transactions, so they are read inside one).
+    const SCANS: &str =
+        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = '_prom_catalog.label'::regclass";
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let before: (i64, i64) = sqlx::query_as(SCANS).fetch_one(&mut conn).await.unwrap();
+    let answered = create_labels(&mut conn, &wanted).await;
+    let after: (i64, i64) = sqlx::query_as(SCANS).fetch_one(&mut conn).await.unwrap();
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    let (seq_scans, index_scans) = (after.0 - before.0, after.1 - before.1);
+    assert_eq!(answered.len(), wanted.len());
+    assert_eq!(seq_scans, 0, "no label table scan");
+    assert!(
+        index_scans >= 2 * wanted.len() as i64,
+        "a probe a label in each statement: {index_scans} index scans for {} labels",
+        wanted.len()
+    );
+}
