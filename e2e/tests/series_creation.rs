@@ -57,13 +57,23 @@ async fn create_recent(
     metric_id: i32,
     arrays: &[[i32; 2]],
 ) -> (Vec<Option<i64>>, Option<i32>) {
-    let flat: Vec<i32> = arrays.iter().flatten().copied().collect();
     let highest: Vec<i32> = arrays.iter().map(|a| a[0].max(a[1])).collect();
+    create_recent_as(conn, metric_id, arrays, highest).await
+}
+
+/// As [`create_recent`], each series sent with the given label as its recent one.
+async fn create_recent_as(
+    conn: &mut PgConnection,
+    metric_id: i32,
+    arrays: &[[i32; 2]],
+    recent: Vec<i32>,
+) -> (Vec<Option<i64>>, Option<i32>) {
+    let flat: Vec<i32> = arrays.iter().flatten().copied().collect();
     sqlx::query_as("SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)")
         .bind(vec![metric_id; arrays.len()])
         .bind(vec![2i32; arrays.len()])
         .bind(flat)
-        .bind(highest)
+        .bind(recent)
         .fetch_one(conn)
         .await
         .unwrap()
@@ -1213,15 +1223,7 @@ async fn series_of_recent_labels_are_created_once_without_lookups() {
     );
 
     // A recent label that is not the series' own is not taken on trust.
-    let (wrong, _): (Vec<Option<i64>>, Option<i32>) =
-        sqlx::query_as("SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)")
-            .bind(vec![metric_id])
-            .bind(vec![2i32])
-            .bind(vec![name, a])
-            .bind(vec![a + 1000])
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+    let (wrong, _) = create_recent_as(&mut conn, metric_id, &[[name, a]], vec![a + 1000]).await;
     assert_eq!(wrong, vec![None]);
 
     // At a stricter isolation level, nothing is taken for recent.

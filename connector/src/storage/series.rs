@@ -5,6 +5,7 @@
 //! connector has not seen yet, then inserts the series: those holding a recent label (a new
 //! pod's, say) by one insert without lookups (docs/series-catalog.md, "Recent series").
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -279,13 +280,7 @@ impl SeriesResolver {
         let mut ids: Vec<Option<SeriesId>> = vec![None; unique.len()];
         let recent: Vec<usize> = (0..wanted.len()).filter(|&n| wanted.highest[n] > floor).collect();
         if !recent.is_empty() {
-            let some;
-            let subset = if recent.len() == wanted.len() {
-                &wanted
-            } else {
-                some = wanted.subset(&recent);
-                &some
-            };
+            let subset = wanted.select(&recent);
             let (recent_ids, label_floor): (Vec<Option<i64>>, Option<i32>) = sqlx::query_as(
                 "SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)",
             )
@@ -304,11 +299,7 @@ impl SeriesResolver {
         }
         let rest: Vec<usize> = (0..wanted.len()).filter(|&n| ids[n].is_none()).collect();
         if !rest.is_empty() {
-            let subset = if rest.len() == wanted.len() {
-                wanted
-            } else {
-                wanted.subset(&rest)
-            };
+            let subset = wanted.select(&rest);
             let rows: Vec<(i32, i64)> =
                 sqlx::query_as("SELECT idx, series_id FROM _prom_catalog.create_series($1, $2, $3)")
                     .bind(&subset.metric_ids)
@@ -388,7 +379,7 @@ impl<V: Copy> Keys<V> {
 
 /// Series to create, as create_series takes them: metric ids, label counts and the labels
 /// arrays end to end; and each series' highest label id (create_recent_series' recent label).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct SeriesArrays {
     metric_ids: Vec<i32>,
     counts: Vec<i32>,
@@ -413,6 +404,16 @@ impl SeriesArrays {
 
     fn labels(&self, n: usize) -> &[i32] {
         &self.flat[self.starts[n]..self.starts[n] + self.counts[n] as usize]
+    }
+
+    /// The series at `which` (places in increasing order): these arrays themselves when that
+    /// is every series, else a copy of those.
+    fn select(&self, which: &[usize]) -> Cow<'_, SeriesArrays> {
+        if which.len() == self.len() {
+            Cow::Borrowed(self)
+        } else {
+            Cow::Owned(self.subset(which))
+        }
     }
 
     /// The series at `which`, in that order.
