@@ -14,8 +14,13 @@
 //! the whole machine's, the senders included). Last, unless
 //! `--no-v2`, the steady state again in remote-write 2.0 bodies, against the connector and
 //! Prometheus 3's own receiver. `--statement-stats` adds where the database's time went in
-//! the rounds of new series, by statement.
+//! the rounds of new series, by statement. `--wait-events` adds what the connector's
+//! database sessions were doing meanwhile (running, waiting for a lock or for I/O, or waiting
+//! for the connector inside a transaction), sampled from `pg_stat_activity`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::builder::TypedValueParser;
@@ -54,6 +59,12 @@ struct Args {
     /// with those statistics on, which costs some of its time.
     #[arg(long)]
     statement_stats: bool,
+    /// Report what the connector's database sessions did during its rounds of new series:
+    /// `pg_stat_activity` sampled every 2 ms, as the mean number of sessions per sample in
+    /// each state, wait event and statement. The sampling takes CPU from the connector's
+    /// rounds only, which lowers their rate.
+    #[arg(long)]
+    wait_events: bool,
     /// Extra flags for the connector, e.g. --connector-arg=--ingest.writers=2 (repeatable).
     #[arg(long = "connector-arg", allow_hyphen_values = true)]
     connector_args: Vec<String>,
@@ -145,6 +156,64 @@ async fn print_statement_stats(db: &sqlx::PgPool) {
     for (top, calls, ms, query) in statements {
         let indent = if top { "" } else { "    " };
         eprintln!("{ms:>10.1} ms {calls:>7} calls  {indent}{query}");
+    }
+}
+
+/// What the connector's sessions were doing, sampled from `pg_stat_activity`: samples taken,
+/// and how many sessions were seen in each (state or wait event, statement).
+#[derive(Default)]
+struct WaitEvents {
+    samples: u64,
+    seen: HashMap<(String, String), u64>,
+}
+
+impl WaitEvents {
+    /// Samples the connector's sessions every 2 ms until `stop` is set. Idle sessions (in
+    /// the pool, or waiting for the connector's next statement) are not counted; sessions
+    /// idle inside a transaction are.
+    async fn sample(db: sqlx::PgPool, stop: Arc<AtomicBool>) -> WaitEvents {
+        let mut events = WaitEvents::default();
+        while !stop.load(Ordering::Relaxed) {
+            // A statement of its own each time: a transaction sees one snapshot of the activity.
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CASE WHEN state = 'active' THEN coalesce(wait_event_type || ':' || wait_event, 'running')
+                             ELSE state END,
+                        CASE WHEN state = 'active' THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 70) ELSE '' END
+                   FROM pg_stat_activity
+                  WHERE application_name = 'promscale-connector' AND backend_type = 'client backend'
+                    AND state <> 'idle'",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            events.samples += 1;
+            for row in rows {
+                *events.seen.entry(row).or_default() += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        events
+    }
+
+    fn add(&mut self, other: WaitEvents) {
+        self.samples += other.samples;
+        for (key, n) in other.seen {
+            *self.seen.entry(key).or_default() += n;
+        }
+    }
+
+    fn print(&self) {
+        let mut seen: Vec<_> = self.seen.iter().collect();
+        seen.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let per_sample = |n: u64| n as f64 / self.samples.max(1) as f64;
+        eprintln!(
+            "the connector's database sessions in its rounds of new series ({} samples; mean sessions per sample, idle ones left out): {:.2} in all",
+            self.samples,
+            per_sample(self.seen.values().sum())
+        );
+        for ((what, statement), n) in seen.into_iter().take(16) {
+            eprintln!("{:>8.2}  {what:<28} {statement}", per_sample(*n));
+        }
     }
 }
 
@@ -259,11 +328,22 @@ async fn main() {
     } else {
         None
     };
+    // Only with --wait-events: its own pool, sampling during the connector's rounds.
+    let wait_db = if args.wait_events { Some(pg.pool().await) } else { None };
+    let mut wait_events = WaitEvents::default();
     for (r, rollout) in rollouts.iter().enumerate() {
         for (t, (name, url)) in targets.iter().enumerate() {
+            let sampler = wait_db.as_ref().filter(|_| t == 0).map(|db| {
+                let stop = Arc::new(AtomicBool::new(false));
+                (stop.clone(), tokio::spawn(WaitEvents::sample(db.clone(), stop)))
+            });
             let cpu = CpuTimes::now();
             let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
             rollout_cpu[t].add(CpuTimes::now().since(cpu));
+            if let Some((stop, sampling)) = sampler {
+                stop.store(true, Ordering::Relaxed);
+                wait_events.add(sampling.await.unwrap());
+            }
             rollout_time[t] += took;
             let rate = args.series as f64 / took.as_secs_f64();
             eprintln!(
@@ -277,6 +357,9 @@ async fn main() {
     }
     if let Some(db) = &stats_db {
         print_statement_stats(db).await;
+    }
+    if wait_db.is_some() {
+        wait_events.print();
     }
     // A connector restart: a round of the first series, all in the database, none cached.
     let restart_payload = Workload {
