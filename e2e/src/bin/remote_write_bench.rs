@@ -15,8 +15,8 @@
 //! `--no-v2`, the steady state again in remote-write 2.0 bodies, against the connector and
 //! Prometheus 3's own receiver. `--statement-stats` adds where the database's time went in
 //! the rounds of new series, by statement. `--wait-events` adds what the connector's
-//! database sessions were doing meanwhile (running, waiting for a lock or for I/O, or waiting
-//! for the connector inside a transaction), sampled from `pg_stat_activity`.
+//! database sessions were doing meanwhile (e.g. running, waiting for a lock or for I/O, or
+//! waiting for the connector inside a transaction), sampled from `pg_stat_activity`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,9 +60,10 @@ struct Args {
     #[arg(long)]
     statement_stats: bool,
     /// Report what the connector's database sessions did during its rounds of new series:
-    /// `pg_stat_activity` sampled every 2 ms, as the mean number of sessions per sample in
-    /// each state, wait event and statement. The sampling takes CPU from the connector's
-    /// rounds only, which lowers their rate.
+    /// `pg_stat_activity` sampled with 2 ms between samples, as the mean number of sessions
+    /// per sample in each state or wait event, by statement. The sampling takes CPU from the
+    /// connector's rounds only, which lowers their rate; its database session is left out of
+    /// their CPU times, the bench's own side of it is not.
     #[arg(long)]
     wait_events: bool,
     /// Extra flags for the connector, e.g. --connector-arg=--ingest.writers=2 (repeatable).
@@ -87,7 +88,9 @@ impl CpuTimes {
         Duration::from_millis(n * 10)
     }
 
-    fn now() -> CpuTimes {
+    /// CPU times now, without process `left_out` (the `--wait-events` sampler's database
+    /// session): it counts neither as PostgreSQL's nor as the machine's.
+    fn now_without(left_out: Option<u32>) -> CpuTimes {
         let mut times = CpuTimes::default();
         if let Some(line) = std::fs::read_to_string("/proc/stat")
             .ok()
@@ -115,6 +118,10 @@ impl CpuTimes {
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             let used = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
             let cpu = Self::ticks(used(11) + used(12));
+            if left_out.is_some_and(|pid| entry.file_name().to_str() == Some(pid.to_string().as_str())) {
+                times.machine = times.machine.saturating_sub(cpu);
+                continue;
+            }
             match &stat[open + 1..close] {
                 "promscale-conne" => times.connector += cpu,
                 "postgres" => times.postgres += cpu,
@@ -160,30 +167,34 @@ async fn print_statement_stats(db: &sqlx::PgPool) {
 }
 
 /// What the connector's sessions were doing, sampled from `pg_stat_activity`: samples taken,
-/// and how many sessions were seen in each (state or wait event, statement).
+/// the time they took, and how many sessions were seen in each (state or wait event,
+/// statement).
 #[derive(Default)]
 struct WaitEvents {
     samples: u64,
+    sampling: Duration,
     seen: HashMap<(String, String), u64>,
 }
 
 impl WaitEvents {
-    /// Samples the connector's sessions every 2 ms until `stop` is set. Idle sessions (in
-    /// the pool, or waiting for the connector's next statement) are not counted; sessions
-    /// idle inside a transaction are.
-    async fn sample(db: sqlx::PgPool, stop: Arc<AtomicBool>) -> WaitEvents {
+    /// Samples the connector's sessions through `db`, 2 ms between samples, until `stop` is
+    /// set; gives the session back. Idle sessions (in the pool, or waiting for the
+    /// connector's next statement) are not counted; sessions idle inside a transaction are,
+    /// with the statement they ran last.
+    async fn sample(mut db: sqlx::PgConnection, stop: Arc<AtomicBool>) -> (sqlx::PgConnection, WaitEvents) {
         let mut events = WaitEvents::default();
+        let started = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             // A statement of its own each time: a transaction sees one snapshot of the activity.
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "SELECT CASE WHEN state = 'active' THEN coalesce(wait_event_type || ':' || wait_event, 'running')
                              ELSE state END,
-                        CASE WHEN state = 'active' THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 70) ELSE '' END
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
                    FROM pg_stat_activity
                   WHERE application_name = 'promscale-connector' AND backend_type = 'client backend'
                     AND state <> 'idle'",
             )
-            .fetch_all(&db)
+            .fetch_all(&mut db)
             .await
             .unwrap();
             events.samples += 1;
@@ -192,11 +203,13 @@ impl WaitEvents {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        events
+        events.sampling = started.elapsed();
+        (db, events)
     }
 
     fn add(&mut self, other: WaitEvents) {
         self.samples += other.samples;
+        self.sampling += other.sampling;
         for (key, n) in other.seen {
             *self.seen.entry(key).or_default() += n;
         }
@@ -207,8 +220,9 @@ impl WaitEvents {
         seen.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
         let per_sample = |n: u64| n as f64 / self.samples.max(1) as f64;
         eprintln!(
-            "the connector's database sessions in its rounds of new series ({} samples; mean sessions per sample, idle ones left out): {:.2} in all",
+            "the connector's database sessions in its rounds of new series ({} samples, one every {:.1} ms; mean sessions per sample, idle ones left out): {:.2} in all",
             self.samples,
+            self.sampling.as_secs_f64() * 1000.0 / self.samples.max(1) as f64,
             per_sample(self.seen.values().sum())
         );
         for ((what, statement), n) in seen.into_iter().take(16) {
@@ -328,21 +342,45 @@ async fn main() {
     } else {
         None
     };
-    // Only with --wait-events: its own pool, sampling during the connector's rounds.
-    let wait_db = if args.wait_events { Some(pg.pool().await) } else { None };
+    // Only with --wait-events: a session of its own, sampling during the connector's rounds,
+    // its statements kept out of --statement-stats, its CPU out of the rounds'.
+    let mut wait_db = None;
+    let mut sampler_pid = None;
+    if args.wait_events {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&pg.uri()).await.unwrap();
+        if args.statement_stats {
+            sqlx::query("SET pg_stat_statements.track = 'none'")
+                .execute(&mut db)
+                .await
+                .unwrap();
+        }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        sampler_pid = u32::try_from(pid).ok();
+        wait_db = Some(db);
+    }
+    let sampled = wait_db.is_some();
     let mut wait_events = WaitEvents::default();
     for (r, rollout) in rollouts.iter().enumerate() {
         for (t, (name, url)) in targets.iter().enumerate() {
-            let sampler = wait_db.as_ref().filter(|_| t == 0).map(|db| {
+            let cpu = CpuTimes::now_without(sampler_pid);
+            // The connector's rounds only (target 0).
+            let sampler = if t == 0 { wait_db.take() } else { None }.map(|db| {
                 let stop = Arc::new(AtomicBool::new(false));
-                (stop.clone(), tokio::spawn(WaitEvents::sample(db.clone(), stop)))
+                (stop.clone(), tokio::spawn(WaitEvents::sample(db, stop)))
             });
-            let cpu = CpuTimes::now();
             let (took, slow) = send_rounds_timed(&client, url, rollout, 0..1).await;
-            rollout_cpu[t].add(CpuTimes::now().since(cpu));
-            if let Some((stop, sampling)) = sampler {
+            if let Some((stop, _)) = &sampler {
                 stop.store(true, Ordering::Relaxed);
-                wait_events.add(sampling.await.unwrap());
+            }
+            rollout_cpu[t].add(CpuTimes::now_without(sampler_pid).since(cpu));
+            if let Some((_, sampling)) = sampler {
+                let (db, events) = sampling.await.unwrap();
+                wait_db = Some(db);
+                wait_events.add(events);
             }
             rollout_time[t] += took;
             let rate = args.series as f64 / took.as_secs_f64();
@@ -358,7 +396,7 @@ async fn main() {
     if let Some(db) = &stats_db {
         print_statement_stats(db).await;
     }
-    if wait_db.is_some() {
+    if sampled {
         wait_events.print();
     }
     // A connector restart: a round of the first series, all in the database, none cached.
