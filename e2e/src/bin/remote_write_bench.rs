@@ -91,6 +91,7 @@ impl CpuTimes {
     /// CPU times now, without process `left_out` (the `--wait-events` sampler's database
     /// session): it counts neither as PostgreSQL's nor as the machine's.
     fn now_without(left_out: Option<u32>) -> CpuTimes {
+        let left_out = left_out.map(|pid| pid.to_string());
         let mut times = CpuTimes::default();
         if let Some(line) = std::fs::read_to_string("/proc/stat")
             .ok()
@@ -118,7 +119,10 @@ impl CpuTimes {
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             let used = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
             let cpu = Self::ticks(used(11) + used(12));
-            if left_out.is_some_and(|pid| entry.file_name().to_str() == Some(pid.to_string().as_str())) {
+            if left_out
+                .as_deref()
+                .is_some_and(|pid| entry.file_name().to_str() == Some(pid))
+            {
                 times.machine = times.machine.saturating_sub(cpu);
                 continue;
             }
@@ -362,7 +366,6 @@ async fn main() {
         sampler_pid = u32::try_from(pid).ok();
         wait_db = Some(db);
     }
-    let sampled = wait_db.is_some();
     let mut wait_events = WaitEvents::default();
     for (r, rollout) in rollouts.iter().enumerate() {
         for (t, (name, url)) in targets.iter().enumerate() {
@@ -396,7 +399,7 @@ async fn main() {
     if let Some(db) = &stats_db {
         print_statement_stats(db).await;
     }
-    if sampled {
+    if args.wait_events {
         wait_events.print();
     }
     // A connector restart: a round of the first series, all in the database, none cached.
