@@ -67,6 +67,7 @@ pub struct Metrics {
     pub series_cache_hits: Counter,
     pub series_cache_misses: Counter,
     pub series_cache_evictions: Counter,
+    pub series_creation_conflicts: Counter,
     pub series_cache_entries: Gauge,
     pub write_request_duration: Histogram,
     pub db_write_duration: Histogram,
@@ -127,6 +128,7 @@ impl Metrics {
             series_cache_hits: Counter::default(),
             series_cache_misses: Counter::default(),
             series_cache_evictions: Counter::default(),
+            series_creation_conflicts: Counter::default(),
             series_cache_entries: Gauge::default(),
             write_request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             db_write_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -261,6 +263,11 @@ impl Metrics {
             "promscale_series_cache_evictions",
             "Series dropped from the cache to respect --cache.series-max-entries",
             m.series_cache_evictions.clone(),
+        );
+        registry.register(
+            "promscale_series_creation_conflicts",
+            "Requests whose new series another writer was creating at the same moment: their transaction was rolled back and the series looked up",
+            m.series_creation_conflicts.clone(),
         );
         registry.register(
             "promscale_series_cache_entries",

@@ -18,7 +18,10 @@
 //! recent label floor are created without lookups, once each, also by two writers at once;
 //! the floor rises only while no writer creates such series, and their series stay among the
 //! fresh ones until it has. Since migration 29 labels are created by `create_labels`, once
-//! each, also by two writers at once, and labels found draw no id.
+//! each, also by two writers at once, and labels found draw no id. Since migration 30 the
+//! connector draws the ids of recent series (`draw_recent_series_ids`, above the floor only)
+//! and writes them with COPY; a COPY that meets series another connector created (or one of
+//! version 29) is rolled back and those series keep their ids.
 
 use std::time::Duration;
 
@@ -937,6 +940,107 @@ async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
     assert_eq!(answers().await, expected);
 }
 
+/// A connector that has not seen a rollout's series writes them too (another replica, or
+/// one restarted): its COPY of them meets the rows the first connector committed, so its
+/// transaction is rolled back and the series are looked up (migration 30). Each series keeps
+/// its one id, every sample reaches it, and the request's series that were new are created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_series_another_connector_created_keep_their_ids() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let args = ["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"];
+    let first = Connector::start(&pg.uri(), &args).await;
+    let second = Connector::start(&pg.uri(), &args).await;
+    let client = reqwest::Client::new();
+    let t = promscale_e2e::recent_ms();
+    let write = |pods: std::ops::Range<usize>, t: i64| {
+        encode(
+            pods.map(|i| {
+                let pod = format!("pod-{i}");
+                series(&[("__name__", "copied_up"), ("pod", pod.as_str())], &[(t, i as f64)])
+            })
+            .collect(),
+        )
+    };
+    let conflicts = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("promscale_series_creation_conflicts_total "))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    };
+
+    let (status, text) = post(&client, &first.url("/write"), write(0..20, t)).await.unwrap();
+    assert_eq!(status, 204, "{text}");
+    let (status, text) = post(&client, &second.url("/write"), write(0..30, t + 15_000))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(conflicts(first.metrics_text().await), Some(0.0));
+    assert_eq!(
+        conflicts(second.metrics_text().await),
+        Some(1.0),
+        "the second connector's COPY met the first's series"
+    );
+
+    assert_eq!(where_series_are(&db).await, (30, 0), "one series a label set");
+    let (series_ids, samples, right, twice): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT series_id), count(*),
+                count(*) FILTER (WHERE value = substring(pod FROM 5)::float8),
+                (SELECT count(*) FROM (SELECT pod FROM prom_metric.copied_up
+                                        GROUP BY pod HAVING count(DISTINCT series_id) = 1 AND count(*) = 2) p)
+           FROM prom_metric.copied_up",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((series_ids, samples, right, twice), (30, 50, 50, 20));
+}
+
+/// Recent series a version 29 catalog holds (created by its create_recent_series) keep their
+/// ids when a connector of version 30 writes them: its COPY meets them, and the lookup after
+/// it finds them; the request's new series are created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, 29).await.unwrap();
+    let (metric_id, name, ids) = race_labels(&db, &["a", "b"]).await;
+    let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
+    let (old, _) = create_recent(&mut conn, metric_id, &[[name, ids[0]], [name, ids[1]]]).await;
+    let old: Vec<i64> = old.into_iter().map(|id| id.expect("recent at version 29")).collect();
+
+    let connector = Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
+    )
+    .await;
+    let t = promscale_e2e::recent_ms();
+    let body = encode(
+        ["a", "b", "c"]
+            .iter()
+            .map(|k| series(&[("__name__", "race"), ("k", k)], &[(t, 1.0)]))
+            .collect(),
+    );
+    let (status, text) = post(&reqwest::Client::new(), &connector.url("/write"), body)
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let by_k: Vec<(String, i64)> = sqlx::query_as("SELECT k, series_id FROM prom_metric.race ORDER BY k")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(by_k.len(), 3, "{by_k:?}");
+    assert_eq!((by_k[0].1, by_k[1].1), (old[0], old[1]), "{by_k:?}");
+    assert!(!old.contains(&by_k[2].1), "{by_k:?}");
+    assert_eq!(where_series_are(&db).await, (3, 0));
+    assert!(
+        connector
+            .metrics_text()
+            .await
+            .contains("promscale_series_creation_conflicts_total 1"),
+        "the COPY met the old series"
+    );
+}
+
 /// A writer that needs a label another writer's open transaction is creating waits for it,
 /// and then finds that writer's series rather than creating a second one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1319,6 +1423,78 @@ async fn the_floor_waits_for_the_writers_of_recent_series() {
     let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 1);
     assert_eq!(floor_and_copies(&db, [name, ids[0]]).await, (ids[0].max(name), 0, 1));
+}
+
+/// `draw_recent_series_ids` (migration 30): ids, in the order given, for the series whose
+/// recent label is above the floor, none for the others or at a stricter isolation level; the
+/// floor stays where it is until the drawing transaction ends; malformed input is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_drawn_for_series_above_the_floor_only() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    migrate_to(&db, latest_version()).await.unwrap();
+    let floor = recent_label_floor(&db).await;
+    let (metric_id, _, ids) = race_labels(&db, &["a", "b"]).await;
+    let draw = "SELECT series_ids, label_floor FROM _prom_catalog.draw_recent_series_ids($1, $2)";
+    let mut writer = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut writer).await.unwrap();
+    let (drawn, answered): (Vec<Option<i64>>, Option<i32>) = sqlx::query_as(draw)
+        .bind(vec![metric_id; 3])
+        .bind(vec![ids[1], floor, ids[0]])
+        .fetch_one(&mut writer)
+        .await
+        .unwrap();
+    assert_eq!(answered, Some(floor));
+    let [Some(first), None, Some(second)] = drawn[..] else {
+        panic!("an id for each series above the floor: {drawn:?}")
+    };
+    assert!(first < second, "in the order given: {drawn:?}");
+    assert_eq!((first >> 40, second >> 40), (metric_id as i64, metric_id as i64));
+
+    let started = std::time::Instant::now();
+    let (kept, locked): (i32, bool) =
+        sqlx::query_as("SELECT label_floor, locked FROM _prom_catalog.raise_recent_label_floor()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the raise waited for the writer"
+    );
+    assert_eq!((kept, locked), (floor, false));
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let strict: (Vec<Option<i64>>, Option<i32>) = sqlx::query_as(draw)
+        .bind(vec![metric_id; 2])
+        .bind(vec![ids[0], ids[1]])
+        .fetch_one(&mut writer)
+        .await
+        .unwrap();
+    assert_eq!(strict, (vec![None, None], None));
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+
+    for (metric_ids, recent) in [
+        (None, Some(vec![Some(ids[0])])),
+        (Some(vec![Some(metric_id)]), Some(vec![Some(ids[0]), Some(ids[1])])),
+        (Some(vec![Some(metric_id)]), Some(vec![None])),
+        (Some(vec![None]), Some(vec![Some(ids[0])])),
+    ] {
+        let error = sqlx::query(draw)
+            .bind(metric_ids)
+            .bind(recent)
+            .execute(&db)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("one metric id and one recent label per series"),
+            "{error}"
+        );
+    }
 }
 
 /// `create_labels` (migration 29): the ids of `(key, value)` pairs in the order given.

@@ -311,6 +311,9 @@ impl Ingestor {
             histograms::insert(&mut *tx, &samples.histograms).await?;
             exemplars::insert(&mut *tx, &samples.exemplars).await?;
             tx.commit().await?;
+            if created.conflicted {
+                self.metrics.series_creation_conflicts.inc();
+            }
             let evicted = self.resolver.remember(created);
             self.metrics.series_cache_evictions.inc_by(evicted as u64);
             Ok(expired)

@@ -171,6 +171,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create_labels",
         sql: include_str!("migrations/0029_create_labels.sql"),
     },
+    Migration {
+        version: 30,
+        name: "copied_recent_series",
+        sql: include_str!("migrations/0030_copied_recent_series.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod compaction;
+pub mod copy;
 pub mod deletion;
 pub mod deletion_queue;
 pub mod error;

@@ -3,7 +3,8 @@
 //! sight. New series are built here, as the arrays of label ids that the catalog stores, from
 //! cached label ids and positions (migration 7): PostgreSQL is asked only for what this
 //! connector has not seen yet, then inserts the series: those holding a recent label (a new
-//! pod's, say) by one insert without lookups (docs/series-catalog.md, "Recent series").
+//! pod's, say) without lookups, by one COPY of rows encoded in [`super::copy`] (docs/storage.md,
+//! "Recent series by COPY").
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -96,6 +97,9 @@ pub type NewSeries = (usize, Option<i32>, Vec<u8>);
 pub struct Created {
     series: Vec<(Vec<u8>, SeriesId)>,
     labels: Vec<(Vec<u8>, i32)>,
+    /// Whether another writer was creating some of the same series at the same moment (the
+    /// first transaction was rolled back and the series looked up in a second one).
+    pub conflicted: bool,
 }
 
 impl Created {
@@ -103,6 +107,7 @@ impl Created {
     pub fn merge(&mut self, other: Created) {
         self.series.extend(other.series);
         self.labels.extend(other.labels);
+        self.conflicted |= other.conflicted;
     }
 }
 
@@ -210,7 +215,8 @@ impl SeriesResolver {
     /// labels at once) are created beforehand in transactions of their own, and before the
     /// returned one begins, so that a request never holds one connection while waiting for
     /// another. The series of a label above the recent label floor are created without
-    /// lookups (`create_recent_series`, migration 28), the others by `create_series`.
+    /// lookups (ids from `draw_recent_series_ids`, rows by COPY: migration 30), the others by
+    /// `create_series`.
     pub async fn create(
         &self,
         series: &[Series],
@@ -250,6 +256,7 @@ impl SeriesResolver {
         let mut created = Created {
             labels: labels_found,
             series: Vec::with_capacity(missing.len()),
+            conflicted: false,
         };
 
         // The dense labels array of each series: label ids by position, 0 for a key it lacks;
@@ -281,18 +288,19 @@ impl SeriesResolver {
         let recent: Vec<usize> = (0..wanted.len()).filter(|&n| wanted.highest[n] > floor).collect();
         if !recent.is_empty() {
             let subset = wanted.select(&recent);
-            let (recent_ids, label_floor): (Vec<Option<i64>>, Option<i32>) = sqlx::query_as(
-                "SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)",
-            )
-            .bind(&subset.metric_ids)
-            .bind(&subset.counts)
-            .bind(&subset.flat)
-            .bind(&subset.highest)
-            .fetch_one(&mut *tx)
-            .await?;
-            if let Some(floor) = label_floor {
-                self.label_floor.fetch_max(floor, Ordering::Relaxed);
-            }
+            let recent_ids = match self.copy_recent(&mut tx, &subset).await {
+                Ok(recent_ids) => recent_ids,
+                Err(e) if is_creation_conflict(&e) => {
+                    // Another writer created some of these series at the same moment (or two
+                    // of them are one): this transaction is undone, the ids it drew are not
+                    // reused, and create_recent_series finds the other writer's series.
+                    tx.rollback().await?;
+                    tx = self.pool.begin().await?;
+                    created.conflicted = true;
+                    self.insert_recent(&mut tx, &subset).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
             for (&n, id) in recent.iter().zip(recent_ids) {
                 ids[n] = id;
             }
@@ -321,6 +329,74 @@ impl SeriesResolver {
             created.series.push((identity, id));
         }
         Ok((tx, created))
+    }
+
+    /// Draws the ids of the series of `recent` whose recent label is above the floor
+    /// (`draw_recent_series_ids`, migration 30) and writes those series into series_fresh
+    /// with COPY; answers each series' id, `None` for those the floor no longer takes for
+    /// recent. A series another writer created meanwhile fails the COPY (an exclusion
+    /// violation, or a deadlock with it), which leaves `tx` aborted.
+    async fn copy_recent(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        recent: &SeriesArrays,
+    ) -> Result<Vec<Option<i64>>, sqlx::Error> {
+        let (ids, label_floor): (Vec<Option<i64>>, Option<i32>) =
+            sqlx::query_as("SELECT series_ids, label_floor FROM _prom_catalog.draw_recent_series_ids($1, $2)")
+                .bind(&recent.metric_ids)
+                .bind(&recent.highest)
+                .fetch_one(&mut **tx)
+                .await?;
+        if let Some(floor) = label_floor {
+            self.label_floor.fetch_max(floor, Ordering::Relaxed);
+        }
+        if ids.len() != recent.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "draw_recent_series_ids answered {} ids for {} series",
+                ids.len(),
+                recent.len()
+            )));
+        }
+        // In one order, the labels', so that two writers creating some of the same series
+        // wait for each other in one order.
+        let mut rows: Vec<(i64, usize)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(n, id)| id.map(|id| (id, n)))
+            .collect();
+        if rows.is_empty() {
+            return Ok(ids);
+        }
+        rows.sort_unstable_by(|a, b| recent.labels(a.1).cmp(recent.labels(b.1)));
+        let body = super::copy::series_rows(rows.iter().map(|&(id, n)| (id, recent.metric_ids[n], recent.labels(n))));
+        let mut copy = tx
+            .copy_in_raw("COPY _prom_catalog.series_fresh (id, metric_id, labels) FROM STDIN (FORMAT binary)")
+            .await?;
+        copy.send(body).await?;
+        copy.finish().await?;
+        Ok(ids)
+    }
+
+    /// The series of `recent` created as create_recent_series does (migration 28), which
+    /// finds those another writer created meanwhile; answers each series' id, `None` for
+    /// those the floor no longer takes for recent.
+    async fn insert_recent(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        recent: &SeriesArrays,
+    ) -> Result<Vec<Option<i64>>, StorageError> {
+        let (ids, label_floor): (Vec<Option<i64>>, Option<i32>) =
+            sqlx::query_as("SELECT series_ids, label_floor FROM _prom_catalog.create_recent_series($1, $2, $3, $4)")
+                .bind(&recent.metric_ids)
+                .bind(&recent.counts)
+                .bind(&recent.flat)
+                .bind(&recent.highest)
+                .fetch_one(&mut **tx)
+                .await?;
+        if let Some(floor) = label_floor {
+            self.label_floor.fetch_max(floor, Ordering::Relaxed);
+        }
+        Ok(ids)
     }
 
     /// Caches what a committed transaction created; returns how many series entries had to
@@ -490,6 +566,12 @@ fn split(key: &[u8]) -> (&str, &str) {
         std::str::from_utf8(b).unwrap_or_default()
     }
     (text(&key[..at]), text(key.get(at + 1..).unwrap_or_default()))
+}
+
+/// Whether creating series failed because another writer created some of them at the same
+/// moment: an exclusion violation, or a deadlock while waiting for its transaction.
+fn is_creation_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("23P01") | Some("40P01")))
 }
 
 fn missing_id() -> StorageError {
