@@ -266,7 +266,7 @@ impl Metrics {
         );
         registry.register(
             "promscale_series_creation_conflicts",
-            "Requests whose new series another writer was creating at the same moment: their transaction was rolled back and the series looked up",
+            "Requests whose COPY of new series met some already created (by another connector, at the same moment or since the last merge pass, or by this one before a restart): their transaction was rolled back and the series looked up",
             m.series_creation_conflicts.clone(),
         );
         registry.register(

@@ -995,6 +995,90 @@ async fn recent_series_another_connector_created_keep_their_ids() {
     assert_eq!((series_ids, samples, right, twice), (30, 50, 50, 20));
 }
 
+/// A connector whose recent label floor is behind the database's (the merge pass raised it
+/// since) takes for recent a new series of labels the floor has passed: no id is drawn for it,
+/// and it is looked up and created by create_series, beside the request's series that are
+/// recent, which are copied; every sample reaches its own series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_the_floor_passed_since_the_connector_learnt_it_is_looked_up() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let t = promscale_e2e::recent_ms();
+    let write = |series_values: &[(&str, &str, f64)], t: i64| {
+        encode(
+            series_values
+                .iter()
+                .map(|&(pod, cpu, v)| series(&[("__name__", "floor_up"), ("cpu", cpu), ("pod", pod)], &[(t, v)]))
+                .collect(),
+        )
+    };
+    let (status, text) = post(
+        &client,
+        &connector.url("/write"),
+        write(&[("a", "0", 1.0), ("b", "1", 2.0)], t),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204, "{text}");
+    promscale_e2e::maintain(&db).await;
+    let (floor, newest): (i32, i32) = sqlx::query_as(
+        "SELECT (SELECT label_id FROM _prom_catalog.recent_label_floor), (SELECT max(id) FROM _prom_catalog.label)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(floor, newest, "the merge pass raised the floor past every label");
+
+    // pod "a" with cpu "1" is new, but all its labels are old; pod "c" is new.
+    let (status, text) = post(
+        &client,
+        &connector.url("/write"),
+        write(&[("a", "1", 3.0), ("c", "0", 4.0), ("a", "0", 5.0)], t + 15_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let rows: Vec<(String, String, f64, i64)> =
+        sqlx::query_as("SELECT pod, cpu, value, series_id FROM prom_metric.floor_up ORDER BY time, pod, cpu")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let points: Vec<(&str, &str, f64)> = rows.iter().map(|(p, c, v, _)| (p.as_str(), c.as_str(), *v)).collect();
+    assert_eq!(
+        points,
+        vec![
+            ("a", "0", 1.0),
+            ("b", "1", 2.0),
+            ("a", "0", 5.0),
+            ("a", "1", 3.0),
+            ("c", "0", 4.0)
+        ]
+    );
+    assert_eq!(rows[0].3, rows[2].3, "pod a, cpu 0 keeps its series");
+    let distinct: std::collections::HashSet<i64> = rows.iter().map(|r| r.3).collect();
+    assert_eq!(distinct.len(), 4, "{rows:?}");
+    let copies: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT labels FROM _prom_catalog.series GROUP BY labels HAVING count(*) > 1) d",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(copies, 0, "one series a label set");
+    assert!(
+        connector
+            .metrics_text()
+            .await
+            .contains("promscale_series_creation_conflicts_total 0\n"),
+        "nothing met another writer's series"
+    );
+}
+
 /// Recent series a version 29 catalog holds (created by its create_recent_series) keep their
 /// ids when a connector of version 30 writes them: its COPY meets them, and the lookup after
 /// it finds them; the request's new series are created.
@@ -1036,7 +1120,7 @@ async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
         connector
             .metrics_text()
             .await
-            .contains("promscale_series_creation_conflicts_total 1"),
+            .contains("promscale_series_creation_conflicts_total 1\n"),
         "the COPY met the old series"
     );
 }

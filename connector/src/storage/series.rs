@@ -299,7 +299,15 @@ impl SeriesResolver {
                     created.conflicted = true;
                     self.insert_recent(&mut tx, &subset).await?
                 }
-                Err(e) => return Err(e.into()),
+                // The rows are the connector's own (ids drawn, labels resolved): a failure to
+                // write them says nothing about the request's data, so it is one to retry
+                // (a 5xx), never a refusal that would make Prometheus drop the samples.
+                Err(e) => {
+                    return Err(match StorageError::from(e) {
+                        StorageError::Rejected(m) => StorageError::Unavailable(format!("writing new series: {m}")),
+                        other => other,
+                    })
+                }
             };
             for (&n, id) in recent.iter().zip(recent_ids) {
                 ids[n] = id;
@@ -357,8 +365,10 @@ impl SeriesResolver {
                 recent.len()
             )));
         }
-        // In one order, the labels', so that two writers creating some of the same series
-        // wait for each other in one order.
+        // In one order, the labels', so that two connectors copying some of the same series
+        // wait for each other in one order (create_recent_series inserts in another: a
+        // deadlock with it, or on one row two writers insert at once, ends in 40P01 after
+        // deadlock_timeout, and the request's series are then looked up).
         let mut rows: Vec<(i64, usize)> = ids
             .iter()
             .enumerate()
@@ -395,6 +405,13 @@ impl SeriesResolver {
                 .await?;
         if let Some(floor) = label_floor {
             self.label_floor.fetch_max(floor, Ordering::Relaxed);
+        }
+        if ids.len() != recent.len() {
+            return Err(StorageError::Unavailable(format!(
+                "create_recent_series answered {} ids for {} series",
+                ids.len(),
+                recent.len()
+            )));
         }
         Ok(ids)
     }
