@@ -719,11 +719,7 @@ async fn series_are_created_once_at_any_isolation_level() {
     .execute(&db)
     .await
     .unwrap();
-    let connector = Connector::start(
-        &pg.uri(),
-        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
-    )
-    .await;
+    let connector = connector_without_maintenance(&pg).await;
     let body = encode(vec![series(
         &[("__name__", "race")],
         &[(promscale_e2e::recent_ms(), 1.0)],
@@ -846,11 +842,7 @@ async fn series_with_a_label_of_their_own_transaction_are_written_apart_and_foun
 async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
-    let first = Connector::start(
-        &pg.uri(),
-        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
-    )
-    .await;
+    let first = connector_without_maintenance(&pg).await;
     let client = reqwest::Client::new();
     let t = promscale_e2e::recent_ms();
     let write = |instances: std::ops::Range<usize>, t: i64| {
@@ -897,11 +889,7 @@ async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
 
     // A second connector writes the same series (and 50 new instances): it finds the first
     // 100 and creates only the new ones.
-    let second = Connector::start(
-        &pg.uri(),
-        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
-    )
-    .await;
+    let second = connector_without_maintenance(&pg).await;
     let (status, text) = post(&client, &second.url("/write"), write(0..100, t + 15_000))
         .await
         .unwrap();
@@ -940,6 +928,26 @@ async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
     assert_eq!(answers().await, expected);
 }
 
+/// A connector on `pg` that runs neither maintenance nor the merge pass on its own, so that
+/// new series stay where their creation put them.
+async fn connector_without_maintenance(pg: &TestPostgres) -> Connector {
+    Connector::start(
+        &pg.uri(),
+        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
+    )
+    .await
+}
+
+/// `promscale_series_creation_conflicts_total` of a connector (migration 30): its requests
+/// whose COPY of new series met series already created.
+async fn creation_conflicts(connector: &Connector) -> f64 {
+    let text = connector.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("promscale_series_creation_conflicts_total "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no conflicts counter in {text}"))
+}
+
 /// A connector that has not seen a rollout's series writes them too (another replica, or
 /// one restarted): its COPY of them meets the rows the first connector committed, so its
 /// transaction is rolled back and the series are looked up (migration 30). Each series keeps
@@ -948,9 +956,8 @@ async fn a_rollouts_series_are_answered_before_and_after_they_are_indexed() {
 async fn recent_series_another_connector_created_keep_their_ids() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
-    let args = ["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"];
-    let first = Connector::start(&pg.uri(), &args).await;
-    let second = Connector::start(&pg.uri(), &args).await;
+    let first = connector_without_maintenance(&pg).await;
+    let second = connector_without_maintenance(&pg).await;
     let client = reqwest::Client::new();
     let t = promscale_e2e::recent_ms();
     let write = |pods: std::ops::Range<usize>, t: i64| {
@@ -962,11 +969,6 @@ async fn recent_series_another_connector_created_keep_their_ids() {
             .collect(),
         )
     };
-    let conflicts = |text: String| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("promscale_series_creation_conflicts_total "))
-            .map(|v| v.trim().parse::<f64>().unwrap())
-    };
 
     let (status, text) = post(&client, &first.url("/write"), write(0..20, t)).await.unwrap();
     assert_eq!(status, 204, "{text}");
@@ -974,10 +976,10 @@ async fn recent_series_another_connector_created_keep_their_ids() {
         .await
         .unwrap();
     assert_eq!(status, 204, "{text}");
-    assert_eq!(conflicts(first.metrics_text().await), Some(0.0));
+    assert_eq!(creation_conflicts(&first).await, 0.0);
     assert_eq!(
-        conflicts(second.metrics_text().await),
-        Some(1.0),
+        creation_conflicts(&second).await,
+        1.0,
         "the second connector's COPY met the first's series"
     );
 
@@ -1003,11 +1005,7 @@ async fn recent_series_another_connector_created_keep_their_ids() {
 async fn a_series_the_floor_passed_since_the_connector_learnt_it_is_looked_up() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
-    let connector = Connector::start(
-        &pg.uri(),
-        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
-    )
-    .await;
+    let connector = connector_without_maintenance(&pg).await;
     let client = reqwest::Client::new();
     let t = promscale_e2e::recent_ms();
     let write = |series_values: &[(&str, &str, f64)], t: i64| {
@@ -1070,11 +1068,9 @@ async fn a_series_the_floor_passed_since_the_connector_learnt_it_is_looked_up() 
     .await
     .unwrap();
     assert_eq!(copies, 0, "one series a label set");
-    assert!(
-        connector
-            .metrics_text()
-            .await
-            .contains("promscale_series_creation_conflicts_total 0\n"),
+    assert_eq!(
+        creation_conflicts(&connector).await,
+        0.0,
         "nothing met another writer's series"
     );
 }
@@ -1092,11 +1088,7 @@ async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
     let (old, _) = create_recent(&mut conn, metric_id, &[[name, ids[0]], [name, ids[1]]]).await;
     let old: Vec<i64> = old.into_iter().map(|id| id.expect("recent at version 29")).collect();
 
-    let connector = Connector::start(
-        &pg.uri(),
-        &["--maintenance.interval", "0s", "--maintenance.merge-interval", "0s"],
-    )
-    .await;
+    let connector = connector_without_maintenance(&pg).await;
     let t = promscale_e2e::recent_ms();
     let body = encode(
         ["a", "b", "c"]
@@ -1116,13 +1108,7 @@ async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
     assert_eq!((by_k[0].1, by_k[1].1), (old[0], old[1]), "{by_k:?}");
     assert!(!old.contains(&by_k[2].1), "{by_k:?}");
     assert_eq!(where_series_are(&db).await, (3, 0));
-    assert!(
-        connector
-            .metrics_text()
-            .await
-            .contains("promscale_series_creation_conflicts_total 1\n"),
-        "the COPY met the old series"
-    );
+    assert_eq!(creation_conflicts(&connector).await, 1.0, "the COPY met the old series");
 }
 
 /// A writer that needs a label another writer's open transaction is creating waits for it,
@@ -1481,17 +1467,7 @@ async fn the_floor_waits_for_the_writers_of_recent_series() {
     let (created, _) = create_recent(&mut writer, metric_id, &[[name, ids[0]]]).await;
     assert!(created[0].is_some());
 
-    let started = std::time::Instant::now();
-    let (kept, locked): (i32, bool) =
-        sqlx::query_as("SELECT label_floor, locked FROM _prom_catalog.raise_recent_label_floor()")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(200),
-        "the raise waited for the writer"
-    );
-    assert_eq!((kept, locked), (floor, false));
+    the_raise_waits_for_a_writer_and_gives_up(&db, floor).await;
     let moved: i64 = sqlx::query_scalar(INDEX_FRESH_SERIES).fetch_one(&db).await.unwrap();
     assert_eq!(moved, 0);
     assert_eq!(floor_and_copies(&db, [name, ids[0]]).await.0, floor, "the floor stays");
@@ -1535,17 +1511,7 @@ async fn ids_are_drawn_for_series_above_the_floor_only() {
     assert!(first < second, "in the order given: {drawn:?}");
     assert_eq!((first >> 40, second >> 40), (metric_id as i64, metric_id as i64));
 
-    let started = std::time::Instant::now();
-    let (kept, locked): (i32, bool) =
-        sqlx::query_as("SELECT label_floor, locked FROM _prom_catalog.raise_recent_label_floor()")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(200),
-        "the raise waited for the writer"
-    );
-    assert_eq!((kept, locked), (floor, false));
+    the_raise_waits_for_a_writer_and_gives_up(&db, floor).await;
     sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
 
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -1579,6 +1545,22 @@ async fn ids_are_drawn_for_series_above_the_floor_only() {
             "{error}"
         );
     }
+}
+
+/// Asserts that raising the recent label floor now waits (200 ms) for a writer of recent
+/// series and then leaves the floor at `floor`, not having had the lock.
+async fn the_raise_waits_for_a_writer_and_gives_up(db: &sqlx::PgPool, floor: i32) {
+    let started = std::time::Instant::now();
+    let (kept, locked): (i32, bool) =
+        sqlx::query_as("SELECT label_floor, locked FROM _prom_catalog.raise_recent_label_floor()")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the raise waited for the writer"
+    );
+    assert_eq!((kept, locked), (floor, false));
 }
 
 /// `create_labels` (migration 29): the ids of `(key, value)` pairs in the order given.

@@ -355,16 +355,9 @@ impl SeriesResolver {
                 .bind(&recent.highest)
                 .fetch_one(&mut **tx)
                 .await?;
-        if let Some(floor) = label_floor {
-            self.label_floor.fetch_max(floor, Ordering::Relaxed);
-        }
-        if ids.len() != recent.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "draw_recent_series_ids answered {} ids for {} series",
-                ids.len(),
-                recent.len()
-            )));
-        }
+        let ids = self
+            .answered("draw_recent_series_ids", ids, label_floor, recent.len())
+            .map_err(sqlx::Error::Protocol)?;
         // In one order, the labels', so that two connectors copying some of the same series
         // wait for each other in one order (create_recent_series inserts in another: a
         // deadlock with it, or on one row two writers insert at once, ends in 40P01 after
@@ -403,15 +396,24 @@ impl SeriesResolver {
                 .bind(&recent.highest)
                 .fetch_one(&mut **tx)
                 .await?;
+        self.answered("create_recent_series", ids, label_floor, recent.len())
+            .map_err(StorageError::Unavailable)
+    }
+
+    /// Learns the floor a function of recent series answered, and checks that it answered an
+    /// id (or none) for each of the `series` it was given.
+    fn answered(
+        &self,
+        function: &str,
+        ids: Vec<Option<i64>>,
+        label_floor: Option<i32>,
+        series: usize,
+    ) -> Result<Vec<Option<i64>>, String> {
         if let Some(floor) = label_floor {
             self.label_floor.fetch_max(floor, Ordering::Relaxed);
         }
-        if ids.len() != recent.len() {
-            return Err(StorageError::Unavailable(format!(
-                "create_recent_series answered {} ids for {} series",
-                ids.len(),
-                recent.len()
-            )));
+        if ids.len() != series {
+            return Err(format!("{function} answered {} ids for {series} series", ids.len()));
         }
         Ok(ids)
     }
