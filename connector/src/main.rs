@@ -1,3 +1,17 @@
+//! The connector's binary: parses its flags, starts its logs and runs [`promscale_connector::run`]
+//! until a shutdown signal.
+
+/// mimalloc rather than the system's allocator: a request's series, labels and samples are
+/// allocated by the task that decodes it and freed by the writer task that commits them,
+/// often on another thread, which glibc's allocator serves slowly (its free, realloc and
+/// malloc took about 40% of the connector's CPU in remote write 2.0's steady state). With
+/// mimalloc (`make bench`'s settings, 5 alternating pairs, 2026-12-04) the steady state went
+/// from 1.75x-1.85x to 2.09x-2.31x Prometheus 2.42's receiver in remote write 1.0, and from
+/// 650,000-930,000 to 1,420,000-1,510,000 samples a second in remote write 2.0 (0.43x-0.61x to
+/// 0.92x-0.98x Prometheus 3.16's receiver); rounds of new series did not change.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use promscale_connector::config::Config;
 
 #[tokio::main]
