@@ -370,6 +370,7 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
         return Err(DecodeError::SymbolsStart);
     }
     let symbols = &request.symbols;
+    let mut text = SymbolText::new(symbols.len());
     let mut batch = WriteBatch::default();
     let mut metadata: BTreeSet<Metadata> = BTreeSet::new();
     let mut metadata_unreadable = 0;
@@ -386,6 +387,7 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
                 continue;
             }
         };
+        let text_checked = text.all_valid(&ts.labels_refs, symbols);
         let name = labels
             .iter()
             .find(|l| l.name == METRIC_NAME_LABEL.as_bytes())
@@ -427,7 +429,7 @@ pub fn decode_v2_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
             continue;
         }
         let with_exemplars = !exemplars.is_empty();
-        match validate_series(series, with_exemplars) {
+        match validate_series(series, with_exemplars, text_checked) {
             Ok(stored) => {
                 match (entry, name) {
                     (Some(Some((kind, help, unit))), Some(name)) => {
@@ -473,18 +475,57 @@ fn resolve_labels(n: usize, refs: &[u32], symbols: &[Bytes]) -> Result<Vec<proto
             count: refs.len() / 2,
         });
     }
-    let mut labels = refs
-        .chunks_exact(2)
-        .map(|pair| {
-            Ok(proto::Label {
-                name: symbol(n, pair[0], symbols)?,
-                value: symbol(n, pair[1], symbols)?,
-            })
-        })
-        .collect::<Result<Vec<_>, DecodeError>>()?;
-    // Sorted on receipt, as Prometheus' receiver does (duplicates are still refused).
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut labels = Vec::with_capacity(refs.len() / 2);
+    for pair in refs.chunks_exact(2) {
+        labels.push(proto::Label {
+            name: symbol(n, pair[0], symbols)?,
+            value: symbol(n, pair[1], symbols)?,
+        });
+    }
+    // Sorted on receipt, as Prometheus' receiver does (duplicates are still refused); senders
+    // send them sorted, which is checked first.
+    if !labels.is_sorted_by(|a, b| a.name <= b.name) {
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     Ok(labels)
+}
+
+/// Which symbols of a remote-write 2.0 request are text a label can hold (UTF-8 without NUL),
+/// each checked once: a request's symbols are shared by many series (a metric name, a pod, a
+/// job), and a series whose label symbols are all such text skips those checks in
+/// [`validate_series`].
+struct SymbolText(Vec<Checked>);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Checked {
+    Not,
+    Valid,
+    Invalid,
+}
+
+impl SymbolText {
+    fn new(symbols: usize) -> Self {
+        SymbolText(vec![Checked::Not; symbols])
+    }
+
+    /// Whether every symbol `refs` names is such text (references checked to be within the
+    /// symbols beforehand; one outside them answers false).
+    fn all_valid(&mut self, refs: &[u32], symbols: &[Bytes]) -> bool {
+        refs.iter().all(|&r| {
+            let Some(state) = self.0.get_mut(r as usize) else {
+                return false;
+            };
+            if *state == Checked::Not {
+                let s = &symbols[r as usize];
+                *state = if std::str::from_utf8(s).is_ok() && !s.contains(&0) {
+                    Checked::Valid
+                } else {
+                    Checked::Invalid
+                };
+            }
+            *state == Checked::Valid
+        })
+    }
 }
 
 /// The type, help and unit of series `n`'s metadata: an error for references outside the
@@ -555,7 +596,7 @@ pub fn decode_protobuf(raw: Bytes) -> Result<WriteBatch, DecodeError> {
     for mut ts in request.timeseries {
         let samples = ts.samples.len();
         let exemplars = std::mem::take(&mut ts.exemplars);
-        match validate_series(ts, !exemplars.is_empty()) {
+        match validate_series(ts, !exemplars.is_empty(), false) {
             Ok(series) => batch.push(series, exemplars),
             Err(error) => {
                 batch.exemplars_dropped += exemplars.len();
@@ -600,8 +641,13 @@ pub fn unix_millis_to_pg_micros(ms: i64) -> Option<i64> {
 
 /// Checks one series; `Ok(None)` for a series with nothing to store (no samples, and no
 /// exemplars when `with_exemplars` is false: Prometheus sends exemplars in series of their
-/// own, without samples).
-fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option<Series>, DecodeError> {
+/// own, without samples). `text_checked` says every label name and value is already known to
+/// be UTF-8 without NUL ([`SymbolText`]), so that those checks are skipped.
+fn validate_series(
+    ts: proto::TimeSeries,
+    with_exemplars: bool,
+    text_checked: bool,
+) -> Result<Option<Series>, DecodeError> {
     let describe = || describe_labels(&ts.labels);
     if ts.labels.len() > MAX_LABELS {
         return Err(DecodeError::TooManyLabels {
@@ -623,11 +669,13 @@ fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option
                 return Err(DecodeError::UnsortedLabels { series: describe() });
             }
         }
-        if std::str::from_utf8(&label.value).is_err() {
-            return Err(DecodeError::InvalidUtf8 { series: describe() });
-        }
-        if label.value.contains(&0) {
-            return Err(DecodeError::NulByte { series: describe() });
+        if !text_checked {
+            if std::str::from_utf8(&label.value).is_err() {
+                return Err(DecodeError::InvalidUtf8 { series: describe() });
+            }
+            if label.value.contains(&0) {
+                return Err(DecodeError::NulByte { series: describe() });
+            }
         }
         if label.name.len() > MAX_LABEL_NAME_BYTES {
             return Err(DecodeError::LabelNameTooLong {
@@ -647,7 +695,11 @@ fn validate_series(ts: proto::TimeSeries, with_exemplars: bool) -> Result<Option
                 });
             }
             has_name = true;
-        } else if !is_valid_label_name(&label.name) {
+        } else if !(if text_checked {
+            !label.name.is_empty()
+        } else {
+            is_valid_label_name(&label.name)
+        }) {
             return Err(DecodeError::InvalidLabelName {
                 series: describe(),
                 name: String::from_utf8_lossy(&label.name).into_owned(),
@@ -1393,6 +1445,75 @@ mod tests {
         assert_eq!((batch.series.len(), batch.refused.series), (2, 1));
         assert_eq!(batch.refused.first[0].reason(), "samples_and_histograms");
         assert_eq!(batch.histogram_count(), 1);
+    }
+
+    #[test]
+    fn remote_write_2_checks_each_symbol_as_1_0_checks_each_label() {
+        // A bad symbol costs the series that name it, with 1.0's error, and the series beside
+        // them that share its other symbols are stored; a symbol that is checked once and
+        // found bad stays bad for every later series.
+        let name = |n: &[u8], v: &[u8]| proto::Label {
+            name: Bytes::copy_from_slice(n),
+            value: Bytes::copy_from_slice(v),
+        };
+        let good = vec![name(b"__name__", b"up"), name(b"job", b"api")];
+        let bad_ones: Vec<Vec<proto::Label>> = vec![
+            vec![name(b"__name__", b"up"), name(b"job", b"\xff\xfe")],
+            vec![name(b"__name__", b"up"), name(b"job", b"a\0b")],
+            vec![name(b"__name__", b"up"), name(b"\xffjob", b"api")],
+            vec![name(b"__name__", b"up"), name(b"j\0b", b"api")],
+            vec![name(b"", b"api"), name(b"__name__", b"up")],
+            vec![name(b"__name__", b"\xff"), name(b"job", b"api")],
+        ];
+        for bad in bad_ones {
+            let series = [good.clone(), bad.clone(), bad.clone(), good.clone()];
+            let mut symbols = vec![Bytes::new()];
+            let mut symbol = |b: &Bytes| match symbols.iter().position(|s| s == b) {
+                Some(p) => p as u32,
+                None => {
+                    symbols.push(b.clone());
+                    (symbols.len() - 1) as u32
+                }
+            };
+            let timeseries = series
+                .iter()
+                .map(|labels| v2::TimeSeries {
+                    labels_refs: labels
+                        .iter()
+                        .flat_map(|l| [symbol(&l.name), symbol(&l.value)])
+                        .collect(),
+                    samples: vec![v2::Sample {
+                        value: 1.0,
+                        timestamp: 1,
+                        start_timestamp: 0,
+                    }],
+                    ..Default::default()
+                })
+                .collect();
+            let v2_batch = decode_v2_snappy(&v2::Request { symbols, timeseries }.to_snappy(), 1 << 20).unwrap();
+            let v1_batch = decode_snappy(
+                &encode(
+                    series
+                        .iter()
+                        .map(|labels| TimeSeries {
+                            labels: labels.clone(),
+                            samples: vec![proto::Sample {
+                                value: 1.0,
+                                timestamp: 1,
+                            }],
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                1 << 20,
+            )
+            .unwrap();
+            assert_eq!(v2_batch.refused.series, 2, "{bad:?}");
+            assert_eq!(v2_batch.refused, v1_batch.refused, "{bad:?}");
+            let labels = |b: &WriteBatch| b.series.iter().map(|s| s.labels.clone()).collect::<Vec<_>>();
+            assert_eq!(labels(&v2_batch).len(), 2);
+            assert_eq!(labels(&v2_batch), labels(&v1_batch));
+        }
     }
 
     #[test]
