@@ -649,6 +649,14 @@ fn validate_series(
     text_checked: bool,
 ) -> Result<Option<Series>, DecodeError> {
     let describe = || describe_labels(&ts.labels);
+    // A name's text is checked as a value's is (or was as its symbol), and it is not empty.
+    let name_ok = |name: &[u8]| {
+        if text_checked {
+            !name.is_empty()
+        } else {
+            is_valid_label_name(name)
+        }
+    };
     if ts.labels.len() > MAX_LABELS {
         return Err(DecodeError::TooManyLabels {
             series: describe(),
@@ -687,7 +695,8 @@ fn validate_series(
             if label.value.is_empty() {
                 continue;
             }
-            // Any UTF-8 without NUL, as Prometheus 3 accepts it: checked above as a value.
+            // Any UTF-8 without NUL, as Prometheus 3 accepts it: checked above as a value, or
+            // as its symbol ([`SymbolText`]).
             if label.value.len() > MAX_LABEL_NAME_BYTES {
                 return Err(DecodeError::MetricNameTooLong {
                     series: describe(),
@@ -695,11 +704,7 @@ fn validate_series(
                 });
             }
             has_name = true;
-        } else if !(if text_checked {
-            !label.name.is_empty()
-        } else {
-            is_valid_label_name(&label.name)
-        }) {
+        } else if !name_ok(&label.name) {
             return Err(DecodeError::InvalidLabelName {
                 series: describe(),
                 name: String::from_utf8_lossy(&label.name).into_owned(),
@@ -1452,18 +1457,18 @@ mod tests {
         // A bad symbol costs the series that name it, with 1.0's error, and the series beside
         // them that share its other symbols are stored; a symbol that is checked once and
         // found bad stays bad for every later series.
-        let name = |n: &[u8], v: &[u8]| proto::Label {
+        let label = |n: &[u8], v: &[u8]| proto::Label {
             name: Bytes::copy_from_slice(n),
             value: Bytes::copy_from_slice(v),
         };
-        let good = vec![name(b"__name__", b"up"), name(b"job", b"api")];
+        let good = vec![label(b"__name__", b"up"), label(b"job", b"api")];
         let bad_ones: Vec<Vec<proto::Label>> = vec![
-            vec![name(b"__name__", b"up"), name(b"job", b"\xff\xfe")],
-            vec![name(b"__name__", b"up"), name(b"job", b"a\0b")],
-            vec![name(b"__name__", b"up"), name(b"\xffjob", b"api")],
-            vec![name(b"__name__", b"up"), name(b"j\0b", b"api")],
-            vec![name(b"", b"api"), name(b"__name__", b"up")],
-            vec![name(b"__name__", b"\xff"), name(b"job", b"api")],
+            vec![label(b"__name__", b"up"), label(b"job", b"\xff\xfe")],
+            vec![label(b"__name__", b"up"), label(b"job", b"a\0b")],
+            vec![label(b"__name__", b"up"), label(b"\xffjob", b"api")],
+            vec![label(b"__name__", b"up"), label(b"j\0b", b"api")],
+            vec![label(b"", b"api"), label(b"__name__", b"up")],
+            vec![label(b"__name__", b"\xff"), label(b"job", b"api")],
         ];
         for bad in bad_ones {
             let series = [good.clone(), bad.clone(), bad.clone(), good.clone()];
