@@ -33,4 +33,4 @@ pub use error::QueryError;
 pub use labels::Labels;
 pub use memory::MemorySource;
 pub use source::{SelectHints, SeriesSource, Windows};
-pub use value::{format_value, HistogramSample, InstantSample, Sample, Series, Value, STALE_NAN_BITS};
+pub use value::{format_value, write_decimal, HistogramSample, InstantSample, Sample, Series, Value, STALE_NAN_BITS};

@@ -235,12 +235,18 @@ fn write_point(out: &mut Vec<u8>, t: i64, v: f64) -> std::io::Result<()> {
 
 /// A sample's value as Prometheus' API writes it (`jsonutil.MarshalFloat`): as
 /// [`promscale_promql::format_value`] does, except that magnitudes below 1e-6 or from 1e21 up
-/// take an exponent of at least two digits (`1e-07`, `1.5e+21`), as Go's `'e'` format.
+/// take an exponent of at least two digits (`1e-07`, `1.5e+21`), as Go's `'e'` format, with the
+/// same shortest digits.
 /// Scalars are written without exponent, as Prometheus writes them.
 pub fn format_sample_value(v: f64) -> String {
     if takes_exponent(v) {
-        let text = format!("{v:e}");
-        let (mantissa, exponent) = text.split_once('e').expect("Rust's {:e} has an exponent");
+        // ryu's shortest digits, as Go's (see promscale_promql::write_decimal); it writes these
+        // magnitudes with an exponent.
+        let mut buffer = ryu::Buffer::new();
+        let text = buffer.format_finite(v);
+        let (mantissa, exponent) = text
+            .split_once('e')
+            .expect("ryu writes an exponent from 1e16 up and below 1e-5");
         let exponent: i32 = exponent.parse().expect("an integer exponent");
         let sign = if exponent < 0 { '-' } else { '+' };
         return format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs());
@@ -265,8 +271,7 @@ fn write_number(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
     } else if takes_exponent(v) {
         out.extend_from_slice(format_sample_value(v).as_bytes());
     } else {
-        // format_value's spelling, without its allocation.
-        write!(out, "{v}")?;
+        promscale_promql::write_decimal(out, v);
     }
     out.push(b'"');
     Ok(())
@@ -304,7 +309,8 @@ fn write_histogram_point(out: &mut Vec<u8>, t: i64, h: &FloatHistogram) -> std::
 
 fn write_time(out: &mut Vec<u8>, ms: i64) -> std::io::Result<()> {
     if ms % 1000 == 0 {
-        write!(out, "{}", ms / 1000)
+        out.extend_from_slice(itoa::Buffer::new().format(ms / 1000).as_bytes());
+        Ok(())
     } else {
         serde_json::to_writer(&mut *out, &(ms as f64 / 1000.0)).map_err(std::io::Error::other)
     }
@@ -378,6 +384,41 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_with_an_exponent_read_back_exactly() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut checked = 0;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = f64::from_bits(state);
+            if !takes_exponent(v) {
+                continue;
+            }
+            let text = format_sample_value(v);
+            let (mantissa, exponent) = text.split_once('e').unwrap();
+            assert!(
+                exponent.len() >= 3 && (exponent.starts_with('+') || exponent.starts_with('-')),
+                "{text}"
+            );
+            assert!(!mantissa.ends_with(".0"), "{text}");
+            assert_eq!(text.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{text}");
+            checked += 1;
+        }
+        assert!(checked > 90_000, "{checked}");
+    }
+
+    #[test]
+    fn times_are_seconds_with_up_to_three_decimals() {
+        let mut out = Vec::new();
+        for ms in [-1_000, 0, 1_700_000_000_000, 1_700_000_000_123] {
+            write_time(&mut out, ms).unwrap();
+            out.push(b' ');
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "-1 0 1700000000 1700000000.123 ");
+    }
 
     #[test]
     fn warnings_and_infos_follow_the_data_only_when_there_are_some() {
