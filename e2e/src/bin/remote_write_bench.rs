@@ -54,8 +54,9 @@ struct Args {
     /// Skip the remote-write 2.0 comparison (the connector vs Prometheus 3's receiver).
     #[arg(long)]
     no_v2: bool,
-    /// Report where the database's time goes in the rounds of new series: statements, nested
-    /// ones included, by total time (`pg_stat_statements`). The server then runs
+    /// Report where the database's time goes in the rounds of new series and in the round
+    /// after the connector's restart: statements, nested ones included, by total time
+    /// (`pg_stat_statements`). The server then runs
     /// with those statistics on, which costs some of its time.
     #[arg(long)]
     statement_stats: bool,
@@ -155,7 +156,7 @@ impl CpuTimes {
 
 /// The statements that took the most of the database's time since the statistics were
 /// reset, to stderr.
-async fn print_statement_stats(db: &sqlx::PgPool) {
+async fn print_statement_stats(db: &sqlx::PgPool, during: &str) {
     let statements: Vec<(bool, i64, f64, String)> = sqlx::query_as(
         "SELECT toplevel, calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16",
@@ -163,7 +164,7 @@ async fn print_statement_stats(db: &sqlx::PgPool) {
     .fetch_all(db)
     .await
     .unwrap();
-    eprintln!("database time in the rounds of new series, by statement (nested ones indented):");
+    eprintln!("database time in {during}, by statement (nested ones indented):");
     for (top, calls, ms, query) in statements {
         let indent = if top { "" } else { "    " };
         eprintln!("{ms:>10.1} ms {calls:>7} calls  {indent}{query}");
@@ -397,7 +398,7 @@ async fn main() {
         }
     }
     if let Some(db) = &stats_db {
-        print_statement_stats(db).await;
+        print_statement_stats(db, "the rounds of new series").await;
     }
     if args.wait_events {
         wait_events.print();
@@ -420,10 +421,19 @@ async fn main() {
         .iter()
         .enumerate()
     {
+        if let (0, Some(db)) = (t, &stats_db) {
+            sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(db)
+                .await
+                .unwrap();
+        }
         let (took, slow) = send_rounds_timed(&client, url, &restart_payload, 0..1).await;
         after_restart[t] = args.series as f64 / took.as_secs_f64();
         eprintln!("after a connector restart -> {url}: {:.0} samples/s", after_restart[t]);
         slowest[t] = slowest[t].max(slow);
+        if let (0, Some(db)) = (t, &stats_db) {
+            print_statement_stats(db, "the round after the connector's restart").await;
+        }
     }
     // Remote write 2.0: the same series and samples as 2.0 bodies, later in time, to the
     // connector and to Prometheus 3's own receiver (a process of its own: its first round
