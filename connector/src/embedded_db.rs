@@ -265,6 +265,7 @@ impl EmbeddedPostgres {
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
+        crate::huge_pages::as_found_for(&mut cmd);
         // pg_ctl's server outlives this call and must not keep our pipes open.
         let mut child = cmd.spawn().map_err(io_err(format!("{action}: running {program}")))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {

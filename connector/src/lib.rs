@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod embedded_db;
+pub mod huge_pages;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

@@ -37,6 +37,8 @@ impl Connector {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra_args)
             .env_remove("PROMSCALE_DB_URI")
+            // mimalloc's own switch would turn huge pages off whatever the connector does.
+            .env_remove("MIMALLOC_ALLOW_THP")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))

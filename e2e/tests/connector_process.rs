@@ -53,6 +53,17 @@ async fn without_a_database_uri_it_runs_its_own_postgres_and_keeps_the_data() {
     )]);
     assert_eq!(post(&client, &connector.url("/write"), body).await.unwrap().0, 204);
 
+    // The connector's own memory is kept off transparent huge pages; its PostgreSQL runs as
+    // the connector found them (huge_pages.rs).
+    let postmaster = std::fs::read_to_string(embedded.join("pgdata/postmaster.pid")).unwrap();
+    let postmaster: u32 = postmaster.lines().next().unwrap().trim().parse().unwrap();
+    assert_eq!(
+        huge_pages_enabled(postmaster),
+        huge_pages_enabled(std::process::id()),
+        "the embedded PostgreSQL runs with transparent huge pages as the connector found them"
+    );
+    assert!(!huge_pages_enabled(connector.pid().unwrap()));
+
     let password = std::fs::read_to_string(embedded.join("password")).unwrap();
     let log = connector.log();
     assert!(
@@ -88,21 +99,37 @@ async fn without_a_database_uri_it_runs_its_own_postgres_and_keeps_the_data() {
     assert_eq!(value, 42.0);
 }
 
-/// The connector turns transparent huge pages off for itself (`PR_SET_THP_DISABLE`): with
-/// them, its allocator's freed memory came back as 2 MiB pages the kernel zeroed first, a
-/// quarter of its CPU in a run of the remote-write bench (main.rs). Linux shows the flag in
-/// `/proc/<pid>/status` since 5.0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_connector_runs_without_transparent_huge_pages() {
-    let pg = TestPostgres::start();
-    let connector = Connector::start(&pg.uri(), &[]).await;
-    let pid = connector.pid().expect("a running connector");
+/// Whether transparent huge pages are on for process `pid` (`/proc/<pid>/status`, Linux 5.0
+/// or newer).
+fn huge_pages_enabled(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status
         .lines()
         .find(|l| l.starts_with("THP_enabled:"))
-        .unwrap_or_else(|| panic!("no THP_enabled in /proc/{pid}/status: {status}"));
-    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no THP_enabled line: these tests need Linux 5.0 or newer"));
+    match line.split_whitespace().nth(1) {
+        Some("1") => true,
+        Some("0") => false,
+        _ => panic!("unexpected {line:?} in /proc/{pid}/status"),
+    }
+}
+
+/// The connector turns transparent huge pages off for itself (`PR_SET_THP_DISABLE`): with
+/// them, its allocator's freed memory came back as 2 MiB pages the kernel zeroed first, a
+/// quarter of its CPU in a run of the remote-write bench (huge_pages.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_runs_without_transparent_huge_pages() {
+    assert!(
+        huge_pages_enabled(std::process::id()),
+        "the tests run with transparent huge pages off: a connector would inherit that"
+    );
+    let pg = TestPostgres::start();
+    let connector = Connector::start(&pg.uri(), &[]).await;
+    let pid = connector.pid().expect("a running connector");
+    assert!(
+        !huge_pages_enabled(pid),
+        "the connector (pid {pid}) runs with transparent huge pages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,8 +56,8 @@ struct Args {
     no_v2: bool,
     /// Report where the database's time goes in the rounds of new series and in the round
     /// after the connector's restart: statements, nested ones included, by total time
-    /// (`pg_stat_statements`). The server then runs
-    /// with those statistics on, which costs some of its time.
+    /// (`pg_stat_statements`). The server then runs with those statistics on, which costs
+    /// some of its time.
     #[arg(long)]
     statement_stats: bool,
     /// Report what the connector's database sessions did during its rounds of new series:
