@@ -21,49 +21,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[cfg(target_os = "linux")]
 static TURNED_OFF: AtomicBool = AtomicBool::new(false);
 
-/// Turns transparent huge pages off for this process; call it before any thread starts.
-/// `Ok(true)` when it did, `Ok(false)` when they were off already (inherited from the parent,
-/// or set by mimalloc itself) or on systems other than Linux.
-pub fn turn_off() -> std::io::Result<bool> {
-    #[cfg(target_os = "linux")]
-    {
-        use libc::c_ulong;
-        // SAFETY: prctl(2) with PR_GET_THP_DISABLE / PR_SET_THP_DISABLE takes integer
-        // arguments only (passed as the unsigned longs the kernel reads) and reads or sets a
-        // flag of this process's memory map, inherited by its children.
-        let already = unsafe {
-            libc::prctl(
-                libc::PR_GET_THP_DISABLE,
-                0 as c_ulong,
-                0 as c_ulong,
-                0 as c_ulong,
-                0 as c_ulong,
-            )
-        };
-        if already < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if already == 1 {
-            return Ok(false);
-        }
-        // SAFETY: as above.
-        let set = unsafe {
-            libc::prctl(
-                libc::PR_SET_THP_DISABLE,
-                1 as c_ulong,
-                0 as c_ulong,
-                0 as c_ulong,
-                0 as c_ulong,
-            )
-        };
-        if set != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        TURNED_OFF.store(true, Ordering::Relaxed);
-        Ok(true)
+/// prctl(2) on the flag: `option` is `PR_GET_THP_DISABLE` (answers it) or
+/// `PR_SET_THP_DISABLE` (sets it to `value`). Makes one system call, allocates nothing and
+/// reads only errno: safe between fork and exec.
+#[cfg(target_os = "linux")]
+fn thp_disable(option: libc::c_int, value: libc::c_ulong) -> std::io::Result<libc::c_int> {
+    // SAFETY: these two options take integer arguments only (passed as the unsigned longs
+    // the kernel reads) and read or set a flag of this process's memory map, inherited by
+    // its children.
+    match unsafe {
+        libc::prctl(
+            option,
+            value,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    } {
+        r if r < 0 => Err(std::io::Error::last_os_error()),
+        r => Ok(r),
     }
-    #[cfg(not(target_os = "linux"))]
-    Ok(false)
+}
+
+/// Turns transparent huge pages off for this process, unless they are off already
+/// (inherited from the parent, or set by mimalloc itself); call it before any thread starts.
+/// Does nothing on systems other than Linux.
+pub fn turn_off() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if thp_disable(libc::PR_GET_THP_DISABLE, 0)? == 0 {
+        thp_disable(libc::PR_SET_THP_DISABLE, 1)?;
+        TURNED_OFF.store(true, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Makes `cmd`'s program start with transparent huge pages as this process found them,
@@ -71,23 +60,11 @@ pub fn turn_off() -> std::io::Result<bool> {
 pub fn as_found_for(cmd: &mut std::process::Command) {
     #[cfg(target_os = "linux")]
     if TURNED_OFF.load(Ordering::Relaxed) {
-        use libc::c_ulong;
         use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the child between fork and exec: it makes one system
-        // call (async-signal-safe), allocates nothing and reads only errno.
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // thp_disable, which is safe there.
         unsafe {
-            cmd.pre_exec(|| {
-                match libc::prctl(
-                    libc::PR_SET_THP_DISABLE,
-                    0 as c_ulong,
-                    0 as c_ulong,
-                    0 as c_ulong,
-                    0 as c_ulong,
-                ) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
+            cmd.pre_exec(|| thp_disable(libc::PR_SET_THP_DISABLE, 0).map(drop));
         }
     }
     #[cfg(not(target_os = "linux"))]

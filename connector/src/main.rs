@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
 }
 
 #[tokio::main]
-async fn run(huge_pages: std::io::Result<bool>) -> std::process::ExitCode {
+async fn run(huge_pages: std::io::Result<()>) -> std::process::ExitCode {
     let config = Config::parse_with_flags();
     if let Err(e) = promscale_process::init_logs(&config.log_level, config.log_format) {
         eprintln!("{e}");
