@@ -21,7 +21,9 @@
 //! each, also by two writers at once, and labels found draw no id. Since migration 30 the
 //! connector draws the ids of recent series (`draw_recent_series_ids`, above the floor only)
 //! and writes them with COPY; a COPY that meets series another connector created (or one of
-//! version 29) is rolled back and those series keep their ids.
+//! version 29) is rolled back and those series keep their ids. Since migration 31 the fresh
+//! series are unique by a btree over their labels' hash and labels (arrays of over 500 label
+//! ids by an exclusion constraint of their own), which every lookup finds them through.
 
 use std::time::Duration;
 
@@ -239,13 +241,20 @@ async fn fresh_and_indexed_series_of_an_older_catalog_keep_their_ids(version: i3
     .await
     .unwrap();
     assert_eq!(floor, newest, "no label of an older catalog is recent");
-    let exclusion: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_constraint WHERE conrelid = '_prom_catalog.series_fresh'::regclass AND contype = 'x'",
+    // Fresh series are unique by their labels (an exclusion constraint up to version 30, a
+    // unique index since): a second row of the fresh series' labels is refused.
+    let copy = sqlx::query(
+        "INSERT INTO _prom_catalog.series_fresh (id, metric_id, labels)
+         SELECT f.id + 1000000, f.metric_id, f.labels FROM ONLY _prom_catalog.series_fresh f",
     )
-    .fetch_one(&db)
+    .execute(&db)
     .await
-    .unwrap();
-    assert_eq!(exclusion, 1, "fresh series are unique by their labels");
+    .unwrap_err();
+    assert_eq!(
+        copy.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23505"),
+        "fresh series are unique by their labels: {copy}"
+    );
     // Another writer (a connector that restarted) finds both and creates only the new one,
     // unindexed although none of its labels is new.
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
@@ -1075,20 +1084,41 @@ async fn a_series_the_floor_passed_since_the_connector_learnt_it_is_looked_up() 
     );
 }
 
-/// Recent series a version 29 catalog holds (created by its create_recent_series) keep their
-/// ids when a connector of version 30 writes them: its COPY meets them, and the lookup after
-/// it finds them; the request's new series are created.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
+/// Recent series a catalog of `version` holds (created by its create_recent_series) keep
+/// their ids when a connector of this version writes them: its COPY meets them (at the
+/// exclusion constraint up to version 30, at the unique index since), and the lookup after it
+/// finds them; the request's new series are created. create_series and existing_series find
+/// them too, through the fresh series' index of this version.
+async fn recent_series_of_an_older_catalog_keep_their_ids(version: i32) {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
-    migrate_to(&db, 29).await.unwrap();
+    migrate_to(&db, version).await.unwrap();
     let (metric_id, name, ids) = race_labels(&db, &["a", "b"]).await;
     let mut conn = PgConnection::connect(&pg.uri()).await.unwrap();
     let (old, _) = create_recent(&mut conn, metric_id, &[[name, ids[0]], [name, ids[1]]]).await;
-    let old: Vec<i64> = old.into_iter().map(|id| id.expect("recent at version 29")).collect();
+    let old: Vec<i64> = old
+        .into_iter()
+        .map(|id| id.expect("recent at the older version"))
+        .collect();
+    // The settings the functions of the series run with (their plans, jit), which a
+    // migration that replaces them has to give them again.
+    let settings = || async {
+        sqlx::query_as::<_, (String, Vec<String>)>(
+            "SELECT proname::text, proconfig FROM pg_proc
+              WHERE pronamespace = '_prom_catalog'::regnamespace
+                AND proname IN ('create_series', 'create_series_resolving_conflicts_27', 'existing_series',
+                                'create_recent_series')
+              ORDER BY proname",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    let old_settings = settings().await;
+    assert_eq!(old_settings.len(), 4, "{old_settings:?}");
 
     let connector = connector_without_maintenance(&pg).await;
+    assert_eq!(settings().await, old_settings);
     let t = promscale_e2e::recent_ms();
     let body = encode(
         ["a", "b", "c"]
@@ -1109,6 +1139,110 @@ async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
     assert!(!old.contains(&by_k[2].1), "{by_k:?}");
     assert_eq!(where_series_are(&db).await, (3, 0));
     assert_eq!(creation_conflicts(&connector).await, 1.0, "the COPY met the old series");
+
+    let mut other = PgConnection::connect(&pg.uri()).await.unwrap();
+    assert_eq!(
+        create(&mut other, metric_id, &[[name, ids[1]], [name, ids[0]]]).await,
+        vec![(0, old[1]), (1, old[0])]
+    );
+    let found: Vec<(i32, Option<i32>, Option<i64>)> =
+        sqlx::query_as("SELECT idx, metric_id, series_id FROM _prom_catalog.existing_series($1, $2, $3, $4)")
+            .bind(vec!["race"; 3])
+            .bind(vec![2i32; 3])
+            .bind(vec!["__name__", "k", "__name__", "k", "__name__", "k"])
+            .bind(vec!["race", "b", "race", "a", "race", "c"])
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        found,
+        vec![
+            (0, Some(metric_id), Some(old[1])),
+            (1, Some(metric_id), Some(old[0])),
+            (2, Some(metric_id), Some(by_k[2].1)),
+        ]
+    );
+    assert_eq!(where_series_are(&db).await, (3, 0), "nothing created twice");
+}
+
+/// Version 30 writes recent series with COPY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
+    recent_series_of_an_older_catalog_keep_their_ids(29).await;
+}
+
+/// Version 31 keeps the fresh series unique by a btree over their labels' hash and labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_series_of_a_version_30_catalog_keep_their_ids() {
+    recent_series_of_an_older_catalog_keep_their_ids(30).await;
+}
+
+/// A metric that has had more label names than a btree entry could hold the label ids of (a
+/// series' labels array has an element per name of its metric: over about 660, 2.7 kB):
+/// its series are created once each, by one connector and then by another that has not seen
+/// them, whose COPY meets them at the unique index of their hash (migration 31); each keeps
+/// its id, and after the merge pass a third connector finds them in the indexed catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_metric_with_700_label_names_are_created_once() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let t = promscale_e2e::recent_ms();
+    // Series i holds __name__ and label l<i>: as many positions as names, so the series of
+    // the last names hold arrays of about 700 label ids.
+    let write = |t: i64| {
+        encode(
+            (0..700)
+                .map(|i| {
+                    let name = format!("l{i:03}");
+                    series(&[("__name__", "wide"), (name.as_str(), "x")], &[(t, i as f64)])
+                })
+                .collect(),
+        )
+    };
+    let client = reqwest::Client::new();
+    for (n, t) in [(0, t), (1, t + 15_000)] {
+        let connector = connector_without_maintenance(&pg).await;
+        let (status, text) = post(&client, &connector.url("/write"), write(t)).await.unwrap();
+        assert_eq!(status, 204, "{text}");
+        assert_eq!(
+            creation_conflicts(&connector).await,
+            n as f64,
+            "the second connector's COPY met the first's series"
+        );
+    }
+    let (long, longest): (i64, i32) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE cardinality(labels) > 670), max(cardinality(labels))
+           FROM ONLY _prom_catalog.series_fresh",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(
+        long >= 10 && longest > 690,
+        "{long} series of over 670 label ids, {longest} at most"
+    );
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT count(DISTINCT series_id), count(*), count(*) FILTER (WHERE time = $1 OR time = $1 + interval '15 s')
+               FROM prom_data.wide",
+        )
+        .bind(chrono::DateTime::from_timestamp_millis(t).unwrap())
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    assert_eq!(counts().await, (700, 1400, 1400));
+    assert_eq!(where_series_are(&db).await, (700, 0), "one series a label set");
+
+    promscale_e2e::maintain(&db).await;
+    assert_eq!(where_series_are(&db).await, (0, 700), "the merge pass indexed them");
+    let connector = connector_without_maintenance(&pg).await;
+    let (status, text) = post(&client, &connector.url("/write"), write(t + 30_000))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(where_series_are(&db).await, (0, 700), "found in the indexed catalog");
+    assert_eq!(counts().await.0, 700);
 }
 
 /// A writer that needs a label another writer's open transaction is creating waits for it,
@@ -1783,4 +1917,70 @@ async fn labels_are_looked_up_by_index_whatever_the_catalog_held_when_the_plan_w
         "a probe a label in each statement: {index_scans} index scans for {} labels",
         wanted.len()
     );
+}
+
+/// Two series of different labels and one hash (migration 31 keeps the fresh series unique
+/// by the 64-bit hash of their labels; here an index that gives every series one hash stands
+/// in for a collision, which no real pair of label sets can be found for): the second is
+/// refused with a 503, to retry, and nothing of its request is stored, while the first is
+/// fresh; once the merge pass has moved the first into the indexed catalog, the second is
+/// created, and each keeps its own series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_whose_hash_a_fresh_series_holds_waits_for_the_merge_pass() {
+    let pg = TestPostgres::start();
+    let db = pg.pool().await;
+    let connector = connector_without_maintenance(&pg).await;
+    sqlx::query("DROP INDEX _prom_catalog.series_fresh_labels")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE UNIQUE INDEX series_fresh_labels ON _prom_catalog.series_fresh ((hash_array_extended(labels, 0) & 0))",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let t = promscale_e2e::recent_ms();
+    let write = |pod: &str, t: i64, v: f64| encode(vec![series(&[("__name__", "collide"), ("pod", pod)], &[(t, v)])]);
+    let samples = || async {
+        sqlx::query_as::<_, (String, f64, i64)>(
+            "SELECT pod, value, series_id FROM prom_metric.collide ORDER BY time, pod",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+
+    let (status, text) = post(&client, &connector.url("/write"), write("a", t, 1.0))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let (status, text) = post(&client, &connector.url("/write"), write("b", t, 2.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 503,
+        "refused while the other series of its hash is fresh: {text}"
+    );
+    let stored = samples().await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!((stored[0].0.as_str(), stored[0].1), ("a", 1.0));
+
+    promscale_e2e::maintain(&db).await;
+    assert_eq!(where_series_are(&db).await, (0, 1), "the merge pass moved the first");
+    let (status, text) = post(&client, &connector.url("/write"), write("b", t, 2.0))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let (status, text) = post(&client, &connector.url("/write"), write("a", t + 15_000, 3.0))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let stored = samples().await;
+    let points: Vec<(&str, f64)> = stored.iter().map(|(p, v, _)| (p.as_str(), *v)).collect();
+    assert_eq!(points, vec![("a", 1.0), ("b", 2.0), ("a", 3.0)]);
+    assert_eq!(stored[0].2, stored[2].2, "pod a keeps its series");
+    assert_ne!(stored[0].2, stored[1].2, "pod b has its own");
+    assert_eq!(where_series_are(&db).await, (1, 1));
 }

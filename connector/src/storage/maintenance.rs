@@ -149,12 +149,12 @@ async fn vacuum_fresh_series(conn: &mut PgConnection) {
 const FRESH_HEAP_SHRINK_BYTES: i64 = 128 * 1024;
 const FRESH_INDEX_SHRINK_BYTES: i64 = 128 * 1024;
 
-/// Rebuilds the labels index of `_prom_catalog.series_fresh` (its exclusion constraint's) once
-/// a pass has emptied the table and the vacuum has given back its pages, while the index
-/// still holds the space of an earlier burst: a hash index never gives back its buckets,
-/// about 61 bytes a series of the largest burst of new series between two passes, kept for
-/// good. A hash index is built with as many buckets as the table's pages suggest rows, so the
-/// heap has to be small first. Rebuilt then, it takes a few pages, in milliseconds.
+/// Rebuilds the labels index of `_prom_catalog.series_fresh` (the unique index of their hash,
+/// migration 31) once a pass has emptied the table and the vacuum has given back its pages,
+/// while the index still holds the space of an earlier burst: vacuum makes an index's empty
+/// pages reusable but never gives them back, about 20 bytes a series of the largest burst of
+/// new series between two passes, kept for good. The index is rebuilt from the heap, so the heap has to be small
+/// first. Rebuilt then, it takes a few pages, in milliseconds.
 ///
 /// REINDEX takes the table's share lock (writers of new series wait behind it, and it waits
 /// for them) and then the index's exclusive lock (so does anything planning a statement on

@@ -176,6 +176,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "copied_recent_series",
         sql: include_str!("migrations/0030_copied_recent_series.sql"),
     },
+    Migration {
+        version: 31,
+        name: "fresh_series_unique_hash",
+        sql: include_str!("migrations/0031_fresh_series_unique_hash.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -342,8 +342,8 @@ impl SeriesResolver {
     /// Draws the ids of the series of `recent` whose recent label is above the floor
     /// (`draw_recent_series_ids`, migration 30) and writes those series into series_fresh
     /// with COPY; answers each series' id, `None` for those the floor no longer takes for
-    /// recent. A series another writer created meanwhile fails the COPY (an exclusion
-    /// violation, or a deadlock with it), which leaves `tx` aborted.
+    /// recent. A series another writer created meanwhile fails the COPY (a conflict at
+    /// `series_fresh`'s unique index, or a deadlock with it), which leaves `tx` aborted.
     async fn copy_recent(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -588,9 +588,15 @@ fn split(key: &[u8]) -> (&str, &str) {
 }
 
 /// Whether creating series failed because another writer created some of them at the same
-/// moment: an exclusion violation, or a deadlock while waiting for its transaction.
+/// moment: a unique violation of `series_fresh`'s index of its labels' hash (migration 31;
+/// an exclusion violation before it, as a database not yet upgraded still answers), or a
+/// deadlock while waiting for its transaction. Another series of the same 64-bit hash fails
+/// the COPY alike; `create_recent_series` then answers it no id, and `create_series` none
+/// either, so the request is answered 503 until the merge pass has moved the other series
+/// (migration 31).
 fn is_creation_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("23P01") | Some("40P01")))
+    matches!(e, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("23505") | Some("23P01") | Some("40P01")))
 }
 
 fn missing_id() -> StorageError {
