@@ -22,8 +22,9 @@
 //! connector draws the ids of recent series (`draw_recent_series_ids`, above the floor only)
 //! and writes them with COPY; a COPY that meets series another connector created (or one of
 //! version 29) is rolled back and those series keep their ids. Since migration 31 the fresh
-//! series are unique by a btree over their labels' hash and labels (arrays of over 500 label
-//! ids by an exclusion constraint of their own), which every lookup finds them through.
+//! series are unique by a btree over the 64-bit hash of their labels, which every lookup
+//! finds them through before comparing labels; series of one hash are refused (503) until one
+//! of them can go into the indexed catalog.
 
 use std::time::Duration;
 
@@ -432,7 +433,7 @@ async fn the_merge_pass_gives_back_the_space_of_the_series_it_indexes() {
     assert_eq!(where_series_are(&db).await, (0, 3000));
 }
 
-/// A burst of new series grows the fresh series' hash index, which never gives buckets back:
+/// A burst of new series grows the fresh series' labels index, which never gives pages back:
 /// once a pass has emptied the table, the index is rebuilt small. A reader using the index
 /// at that moment makes the rebuild give up (after 50 ms) without failing the pass; the next
 /// maintenance run rebuilds it.
@@ -1141,10 +1142,24 @@ async fn recent_series_of_an_older_catalog_keep_their_ids(version: i32) {
     assert_eq!(creation_conflicts(&connector).await, 1.0, "the COPY met the old series");
 
     let mut other = PgConnection::connect(&pg.uri()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
     assert_eq!(
         create(&mut other, metric_id, &[[name, ids[1]], [name, ids[0]]]).await,
         vec![(0, old[1]), (1, old[0])]
     );
+    // Found through the fresh series' index, without a scan of the table (this transaction's
+    // own counts).
+    let (index_scans, table_scans): (i64, i64) = sqlx::query_as(
+        "SELECT pg_stat_get_xact_numscans('_prom_catalog.series_fresh_labels'::regclass),
+                (SELECT coalesce(sum(seq_scan), 0)::int8 FROM pg_stat_xact_user_tables
+                  WHERE schemaname = '_prom_catalog' AND relname = 'series_fresh')",
+    )
+    .fetch_one(&mut other)
+    .await
+    .unwrap();
+    assert!(index_scans >= 2, "{index_scans} scans of the fresh series' index");
+    assert_eq!(table_scans, 0, "no scan of the fresh series");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     let found: Vec<(i32, Option<i32>, Option<i64>)> =
         sqlx::query_as("SELECT idx, metric_id, series_id FROM _prom_catalog.existing_series($1, $2, $3, $4)")
             .bind(vec!["race"; 3])
@@ -1177,11 +1192,11 @@ async fn recent_series_of_a_version_30_catalog_keep_their_ids() {
     recent_series_of_an_older_catalog_keep_their_ids(30).await;
 }
 
-/// A metric that has had more label names than a btree entry could hold the label ids of (a
-/// series' labels array has an element per name of its metric: over about 660, 2.7 kB):
-/// its series are created once each, by one connector and then by another that has not seen
-/// them, whose COPY meets them at the unique index of their hash (migration 31); each keeps
-/// its id, and after the merge pass a third connector finds them in the indexed catalog.
+/// A metric with 700 label names (a series' labels array has an element per name of its
+/// metric, so the series of the last names hold arrays of about 700 label ids): its series
+/// are created once each, by one connector and then by another that has not seen them, whose
+/// COPY meets them at the unique index of their hash (migration 31); each keeps its id, and
+/// after maintenance has moved them a third connector finds them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_of_a_metric_with_700_label_names_are_created_once() {
     let pg = TestPostgres::start();
@@ -1234,14 +1249,27 @@ async fn series_of_a_metric_with_700_label_names_are_created_once() {
     assert_eq!(counts().await, (700, 1400, 1400));
     assert_eq!(where_series_are(&db).await, (700, 0), "one series a label set");
 
+    // Maintenance moves them out of the fresh series (into the indexed catalog, or packed into
+    // batches once their samples are compacted).
+    let stored = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*), count(DISTINCT labels) FROM _prom_catalog.series
+              WHERE metric_id = (SELECT id FROM _prom_catalog.metric WHERE metric_name = 'wide')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
     promscale_e2e::maintain(&db).await;
-    assert_eq!(where_series_are(&db).await, (0, 700), "the merge pass indexed them");
+    assert_eq!(where_series_are(&db).await.0, 0, "maintenance moved them");
+    assert_eq!(stored().await, (700, 700));
     let connector = connector_without_maintenance(&pg).await;
     let (status, text) = post(&client, &connector.url("/write"), write(t + 30_000))
         .await
         .unwrap();
     assert_eq!(status, 204, "{text}");
-    assert_eq!(where_series_are(&db).await, (0, 700), "found in the indexed catalog");
+    assert_eq!(where_series_are(&db).await.0, 0, "found where maintenance moved them");
+    assert_eq!(stored().await, (700, 700));
     assert_eq!(counts().await.0, 700);
 }
 
@@ -1919,14 +1947,15 @@ async fn labels_are_looked_up_by_index_whatever_the_catalog_held_when_the_plan_w
     );
 }
 
-/// Two series of different labels and one hash (migration 31 keeps the fresh series unique
-/// by the 64-bit hash of their labels; here an index that gives every series one hash stands
-/// in for a collision, which no real pair of label sets can be found for): the second is
-/// refused with a 503, to retry, and nothing of its request is stored, while the first is
-/// fresh; once the merge pass has moved the first into the indexed catalog, the second is
-/// created, and each keeps its own series.
+/// Series of different labels and one hash (migration 31 keeps the fresh series unique by
+/// the 64-bit hash of their labels; here an index that gives every series one hash stands in
+/// for a collision, which no real pair of label sets can be found for). Two new ones in one
+/// request: it is refused with a 503, to retry, and nothing of it is stored, until the merge
+/// pass has raised the recent label floor past their labels; then one is written fresh and
+/// the other into the indexed catalog. One new while another is fresh: refused until the
+/// merge pass has moved the fresh one. Every series keeps its own id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_series_whose_hash_a_fresh_series_holds_waits_for_the_merge_pass() {
+async fn a_series_whose_hash_a_fresh_series_holds_is_refused_until_the_merge_pass() {
     let pg = TestPostgres::start();
     let db = pg.pool().await;
     let connector = connector_without_maintenance(&pg).await;
@@ -1942,7 +1971,13 @@ async fn a_series_whose_hash_a_fresh_series_holds_waits_for_the_merge_pass() {
     .unwrap();
     let client = reqwest::Client::new();
     let t = promscale_e2e::recent_ms();
-    let write = |pod: &str, t: i64, v: f64| encode(vec![series(&[("__name__", "collide"), ("pod", pod)], &[(t, v)])]);
+    let write = |pods: &[(&str, f64)], t: i64| {
+        encode(
+            pods.iter()
+                .map(|&(pod, v)| series(&[("__name__", "collide"), ("pod", pod)], &[(t, v)]))
+                .collect(),
+        )
+    };
     let samples = || async {
         sqlx::query_as::<_, (String, f64, i64)>(
             "SELECT pod, value, series_id FROM prom_metric.collide ORDER BY time, pod",
@@ -1952,35 +1987,57 @@ async fn a_series_whose_hash_a_fresh_series_holds_waits_for_the_merge_pass() {
         .unwrap()
     };
 
-    let (status, text) = post(&client, &connector.url("/write"), write("a", t, 1.0))
+    let (status, text) = post(&client, &connector.url("/write"), write(&[("a", 1.0), ("b", 2.0)], t))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "refused while both are recent: {text}");
+    assert_eq!(where_series_are(&db).await, (0, 0), "nothing of the request is stored");
+    promscale_e2e::maintain(&db).await;
+    let (status, text) = post(&client, &connector.url("/write"), write(&[("a", 1.0), ("b", 2.0)], t))
         .await
         .unwrap();
     assert_eq!(status, 204, "{text}");
-    let (status, text) = post(&client, &connector.url("/write"), write("b", t, 2.0))
+    assert_eq!(where_series_are(&db).await, (1, 1), "one fresh, the other indexed");
+
+    let (status, text) = post(&client, &connector.url("/write"), write(&[("c", 3.0)], t))
         .await
         .unwrap();
     assert_eq!(
         status, 503,
         "refused while the other series of its hash is fresh: {text}"
     );
-    let stored = samples().await;
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    assert_eq!((stored[0].0.as_str(), stored[0].1), ("a", 1.0));
-
+    assert_eq!(samples().await.len(), 2);
     promscale_e2e::maintain(&db).await;
-    assert_eq!(where_series_are(&db).await, (0, 1), "the merge pass moved the first");
-    let (status, text) = post(&client, &connector.url("/write"), write("b", t, 2.0))
+    assert_eq!(where_series_are(&db).await.0, 0, "the merge pass moved the fresh one");
+    let (status, text) = post(&client, &connector.url("/write"), write(&[("c", 3.0)], t))
         .await
         .unwrap();
     assert_eq!(status, 204, "{text}");
-    let (status, text) = post(&client, &connector.url("/write"), write("a", t + 15_000, 3.0))
-        .await
-        .unwrap();
+    let (status, text) = post(
+        &client,
+        &connector.url("/write"),
+        write(&[("a", 4.0), ("b", 5.0), ("c", 6.0)], t + 15_000),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 204, "{text}");
     let stored = samples().await;
     let points: Vec<(&str, f64)> = stored.iter().map(|(p, v, _)| (p.as_str(), *v)).collect();
-    assert_eq!(points, vec![("a", 1.0), ("b", 2.0), ("a", 3.0)]);
-    assert_eq!(stored[0].2, stored[2].2, "pod a keeps its series");
-    assert_ne!(stored[0].2, stored[1].2, "pod b has its own");
-    assert_eq!(where_series_are(&db).await, (1, 1));
+    assert_eq!(
+        points,
+        vec![("a", 1.0), ("b", 2.0), ("c", 3.0), ("a", 4.0), ("b", 5.0), ("c", 6.0)]
+    );
+    for k in 0..3 {
+        assert_eq!(stored[k].2, stored[k + 3].2, "{} keeps its series", stored[k].0);
+    }
+    let ids: std::collections::HashSet<i64> = stored.iter().map(|r| r.2).collect();
+    assert_eq!(ids.len(), 3, "each its own series: {stored:?}");
+    let catalog: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT labels) FROM _prom_catalog.series
+          WHERE metric_id = (SELECT id FROM _prom_catalog.metric WHERE metric_name = 'collide')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(catalog, (3, 3), "one series a label set");
 }

@@ -132,7 +132,7 @@ fn note_floor_raise(floor: i32, locked: bool) {
 /// child of `_prom_catalog.series_row`): VACUUM only tries for it, gives up after 5 s of
 /// trying, and stops when someone waits, so a pass can spend those seconds here, after its
 /// merging. With `SKIP_LOCKED` it does not wait for another vacuum of the table (another
-/// connector's pass, autovacuum). The labels hash index keeps its size: once the pages are
+/// connector's pass, autovacuum). The labels index keeps its size: once the pages are
 /// back, [`shrink_fresh_series_index`] rebuilds it. A failure holds up nothing: it is logged.
 async fn vacuum_fresh_series(conn: &mut PgConnection) {
     if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED) _prom_catalog.series_fresh")
@@ -152,9 +152,9 @@ const FRESH_INDEX_SHRINK_BYTES: i64 = 128 * 1024;
 /// Rebuilds the labels index of `_prom_catalog.series_fresh` (the unique index of their hash,
 /// migration 31) once a pass has emptied the table and the vacuum has given back its pages,
 /// while the index still holds the space of an earlier burst: vacuum makes an index's empty
-/// pages reusable but never gives them back, about 20 bytes a series of the largest burst of
-/// new series between two passes, kept for good. The index is rebuilt from the heap, so the heap has to be small
-/// first. Rebuilt then, it takes a few pages, in milliseconds.
+/// pages reusable but never gives them back, about 30 bytes a series of the largest burst of
+/// new series between two passes, kept for good. The rebuild reads the heap, so it waits for
+/// the heap to be small: it then takes a few pages, in milliseconds.
 ///
 /// REINDEX takes the table's share lock (writers of new series wait behind it, and it waits
 /// for them) and then the index's exclusive lock (so does anything planning a statement on

@@ -589,11 +589,11 @@ fn split(key: &[u8]) -> (&str, &str) {
 
 /// Whether creating series failed because another writer created some of them at the same
 /// moment: a unique violation of `series_fresh`'s index of its labels' hash (migration 31;
-/// an exclusion violation before it, as a database not yet upgraded still answers), or a
-/// deadlock while waiting for its transaction. Another series of the same 64-bit hash fails
-/// the COPY alike; `create_recent_series` then answers it no id, and `create_series` none
-/// either, so the request is answered 503 until the merge pass has moved the other series
-/// (migration 31).
+/// an exclusion violation up to migration 30), or a deadlock while waiting for its
+/// transaction. Another series of the same 64-bit hash fails the COPY alike;
+/// `create_recent_series` then answers it no id, and `create_series` none either while its
+/// labels are recent, so the request is answered 503 until the merge pass has moved the other
+/// series or raised the floor past this one's (migration 31).
 fn is_creation_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if matches!(db.code().as_deref(), Some("23505") | Some("23P01") | Some("40P01")))

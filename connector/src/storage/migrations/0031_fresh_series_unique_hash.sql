@@ -7,16 +7,20 @@
 -- the entry it has just inserted, creating a tuple slot for every row: in rounds of new
 -- series of the remote-write bench, the two took a quarter of PostgreSQL's time. A unique
 -- btree checks while it inserts and locks one leaf page at a time, and an entry of a 64-bit
--- key is 16 bytes, where one holding the labels too would be 60 or more (and could not hold
--- the labels of a metric with over about 660 label names at all).
+-- key is 16 bytes, where one holding the labels too would be 60 or more (and a btree entry
+-- holds at most about 2.7 kB once compressed: the longest labels arrays, of metrics with
+-- hundreds of label names, could fail to fit).
 --
 -- The hash is hash_array_extended(labels, 0), which hash partitioning relies on too. A series
 -- is still identified by its labels: every lookup compares them after the hash. Two series of
 -- different labels and one hash cannot both be fresh: the second is refused (its request is
 -- answered 503, to retry) until the merge pass has moved the first into series_row, whose
--- exclusion constraint compares labels. series_fresh holds the series created since the last
--- merge pass (a minute by default) and those of labels above the recent label floor: with a
--- million of them, a new series meets one of its hash about once in 18 million million.
+-- exclusion constraint compares labels, or, once its labels are at or below the recent label
+-- floor, create_series_resolving_conflicts_27 writes it into series_row itself (both may be
+-- in one request, whose transaction never commits the first). series_fresh holds the series
+-- created since the last merge pass (a minute by default) and those of labels above the
+-- floor: with a million of them, a new series meets one of its hash about once in 18 million
+-- million.
 --
 -- The index serves a lookup only through its expression, so every function that looks a
 -- series up among the fresh ones does so by hash and labels, and those that named series_row
@@ -24,12 +28,19 @@
 -- unique_violation: the functions catch it beside exclusion_violation (series_row keeps its
 -- exclusion constraint).
 
+-- The index is built and the constraint dropped under the table's exclusive lock, taken first
+-- (not a share lock raised later, which could deadlock with a writer): writers of new series
+-- and readers of series wait for the migration, and it waits at most 5 s for them (it is
+-- retried later).
+SET LOCAL lock_timeout = '5s';
+LOCK TABLE _prom_catalog.series_fresh IN ACCESS EXCLUSIVE MODE;
+SET LOCAL lock_timeout = DEFAULT;
 DO $do$
 BEGIN
     CREATE UNIQUE INDEX series_fresh_labels_hash ON _prom_catalog.series_fresh ((hash_array_extended(labels, 0)));
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'two series in _prom_catalog.series_fresh have labels of one 64-bit hash'
-        USING HINT = 'Run CALL prom_api.execute_maintenance(); (it moves the fresh series into _prom_catalog.series_row), then start the connector again.';
+        USING HINT = 'Stop the connectors, run CALL prom_api.execute_maintenance(); (it moves the fresh series into _prom_catalog.series_row), then start them again.';
 END
 $do$;
 ALTER TABLE _prom_catalog.series_fresh DROP CONSTRAINT series_fresh_labels;
@@ -326,6 +337,30 @@ BEGIN
                   FROM unnest(v_rest) w
                  WHERE w.id NOT IN (SELECT x.id FROM unnest(v_inserted) x) OFFSET 0) o
          WHERE o.found IS NOT NULL;
+        -- A series neither inserted nor found holds the hash of a fresh series of other labels
+        -- (migration 31), perhaps one of this very call. If none of its labels is above the
+        -- recent label floor, it goes into series_row, whose exclusion constraint compares
+        -- labels: a series of such labels may be there (the floor only rises). A recent one is
+        -- left unanswered (the request is retried) until the floor has passed it.
+        RETURN QUERY
+        WITH left_out AS MATERIALIZED (
+            SELECT w.i, w.id, w.metric_id, w.labels
+              FROM unnest(v_rest) w
+             WHERE w.id NOT IN (SELECT x.id FROM unnest(v_inserted) x)
+               AND (SELECT max(x.id) FROM unnest(w.labels) AS x(id)) <= (SELECT f.label_id FROM _prom_catalog.recent_label_floor f)
+               AND COALESCE((SELECT s.id FROM ONLY _prom_catalog.series_row s WHERE s.labels = w.labels),
+                            (SELECT s.id FROM ONLY _prom_catalog.series_fresh s
+                              WHERE hash_array_extended(s.labels, 0) = hash_array_extended(w.labels, 0) AND s.labels = w.labels),
+                            CASE WHEN (SELECT h.label_id FROM _prom_catalog.packed_label_high h) > 0
+                                      AND (SELECT max(x.id) FROM unnest(w.labels) AS x(id)) <= (SELECT h.label_id FROM _prom_catalog.packed_label_high h)
+                                 THEN _prom_catalog.packed_series_id(w.labels) END) IS NULL
+        ), created AS (
+            INSERT INTO _prom_catalog.series_row (id, metric_id, labels)
+            SELECT l.id, l.metric_id, l.labels FROM left_out l ORDER BY hash_array(l.labels), l.labels
+            ON CONFLICT DO NOTHING
+            RETURNING series_row.id
+        )
+        SELECT l.i, l.id FROM left_out l WHERE l.id IN (SELECT c.id FROM created c);
     END;
     -- The unique hash index covers series_fresh only. A series another writer created
     -- after this call's lookup may have been moved into the indexed catalog by the merge pass
