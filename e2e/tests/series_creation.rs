@@ -1186,7 +1186,7 @@ async fn recent_series_of_a_version_29_catalog_keep_their_ids() {
     recent_series_of_an_older_catalog_keep_their_ids(29).await;
 }
 
-/// Version 31 keeps the fresh series unique by a btree over their labels' hash and labels.
+/// Version 31 keeps the fresh series unique by a btree over the 64-bit hash of their labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_series_of_a_version_30_catalog_keep_their_ids() {
     recent_series_of_an_older_catalog_keep_their_ids(30).await;
